@@ -1,0 +1,53 @@
+# Thin wrapper over Meson/Ninja: the commands a newcomer types. See README.md.
+#   make         build (build/)
+#   make run     build and run the main job (today: the negotiation and DMA demonstration)
+#   make check   every test: normal build, ASan+UBSan build with libFuzzer, TSan for threaded code
+#   make bench   benchmarks (virtue-bench)
+#   make fuzz    the fuzz targets for longer (FUZZ_SECONDS, default 600)
+BUILD      ?= build
+FUZZ_SECONDS ?= 600
+
+.PHONY: all build run check bench fuzz deps install clean format
+
+all: build
+
+deps:
+	@scripts/deps.sh
+
+$(BUILD)/build.ninja:
+	@scripts/deps.sh
+	meson setup $(BUILD) --buildtype=debugoptimized
+
+build: $(BUILD)/build.ninja
+	ninja -C $(BUILD)
+
+run: build
+	$(BUILD)/tools/virtue-demo
+
+check:
+	@scripts/check.sh
+
+bench:
+	@scripts/deps.sh
+	@[ -f build-bench/build.ninja ] || meson setup build-bench --buildtype=release
+	ninja -C build-bench
+	build-bench/tools/virtue-bench mem
+
+fuzz:
+	@scripts/deps.sh
+	@[ -f build-asan/build.ninja ] || CC=clang meson setup build-asan \
+		-Db_sanitize=address,undefined -Db_lundef=false -Dfuzz=true
+	ninja -C build-asan
+	@for f in build-asan/tests/fuzz_*; do \
+		[ -x "$$f" ] || continue; \
+		tests/fuzz/run-fuzzer.sh "$$f" "tests/fuzz/corpus/$${f##*/fuzz_}" $(FUZZ_SECONDS) || exit 1; \
+	done
+
+install: build
+	meson install -C $(BUILD)
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf build build-asan build-tsan build-bench

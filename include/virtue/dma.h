@@ -1,0 +1,123 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Driver-side DMA API: turning the driver's pointers into the bus addresses it writes into
+ * descriptors, in the style of the Linux DMA API. Which implementation a device gets follows from
+ * negotiation alone (vt_dma_mode_for): without VIRTIO_F_ACCESS_PLATFORM the device uses
+ * driver-physical addresses (direct); with it, the platform's mode (IOMMU or bounce).
+ *
+ *   direct     bus address = driver-physical address inside the shared memory (vt_shm).
+ *   iommu      an IOVA allocator; each map publishes an IOTLB update with permissions from the
+ *              direction, each unmap an invalidation: strict (at once), lazy (batched, always
+ *              before the IOVA is reused), or premapped (the shared memory mapped once, RW).
+ *   bounce     the device reaches only a fixed window (as under SEV or TDX): map copies in for
+ *              to-device, unmap and sync_for_cpu copy out for from-device.
+ */
+#ifndef VIRTUE_DMA_H
+#define VIRTUE_DMA_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "log.h"
+#include "shm.h"
+
+enum vt_dma_dir {
+	VT_DMA_TO_DEVICE = 1, /* device reads: IOTLB permission RO */
+	VT_DMA_FROM_DEVICE = 2, /* device writes: WO */
+	VT_DMA_BIDIRECTIONAL = 3, /* RW */
+};
+
+enum vt_dma_mode {
+	VT_DMA_DIRECT = 0,
+	VT_DMA_IOMMU_STRICT,
+	VT_DMA_IOMMU_LAZY,
+	VT_DMA_IOMMU_PREMAPPED,
+	VT_DMA_BOUNCE,
+};
+
+const char *vt_dma_mode_name(enum vt_dma_mode mode);
+/* "direct", "strict", "lazy", "premapped", "bounce" (also the full names); -EINVAL if unknown. */
+int vt_dma_mode_parse(const char *name, enum vt_dma_mode *mode);
+
+/*
+ * The mode a device uses: @platform_mode when @negotiated has VIRTIO_F_ACCESS_PLATFORM (asked
+ * through vt_uses_platform_dma), VT_DMA_DIRECT otherwise. The only place this choice is made.
+ */
+enum vt_dma_mode vt_dma_mode_for(uint64_t negotiated, enum vt_dma_mode platform_mode);
+
+/*
+ * How the IOMMU modes tell the device side about translations. @uaddr is the driver process's
+ * address of the first byte (what a vhost-user IOTLB UPDATE carries); @perm uses the VT_ACCESS_*
+ * bits. Both return 0 or -errno; a failed publish fails the map.
+ */
+struct vt_dma_iotlb_ops {
+	int (*update)(void *opaque, uint64_t iova, uint64_t size, uint64_t uaddr,
+		      unsigned int perm);
+	int (*invalidate)(void *opaque, uint64_t iova, uint64_t size);
+};
+
+struct vt_dma_params {
+	enum vt_dma_mode mode;
+	/* Memory the device can be given (direct, iommu) or that holds the bounce window. */
+	struct vt_shm *shm;
+	const struct vt_log *log;
+
+	/* iommu modes */
+	const struct vt_dma_iotlb_ops *iotlb_ops;
+	void *iotlb_opaque;
+	uint64_t iova_base; /* 0: 1 MiB */
+	uint64_t iova_size; /* 0: 1 TiB */
+	unsigned int lazy_batch; /* lazy: unmaps queued before a flush; 0: 256 */
+
+	/* bounce: the window is carved out of @shm's region 0 unless given here */
+	uint64_t bounce_window_size; /* 0: 4 MiB */
+};
+
+struct vt_dma_stats {
+	uint64_t maps, unmaps;
+	uint64_t iotlb_updates, iotlb_invalidations, flushes;
+	uint64_t bounce_bytes_in, bounce_bytes_out;
+	uint64_t map_failures;
+};
+
+struct vt_dma;
+
+int vt_dma_new(const struct vt_dma_params *params, struct vt_dma **out);
+/* Publishes pending invalidations; every mapping should have been unmapped. */
+void vt_dma_free(struct vt_dma *dma);
+
+enum vt_dma_mode vt_dma_mode(const struct vt_dma *dma);
+
+/*
+ * Maps [ptr, ptr + len) for the device. Returns 0 with *bus set, or -EINVAL (len 0, bad dir),
+ * -EFAULT (ptr not in shared memory, for modes that need it), -ENOSPC (IOVA space or bounce
+ * window exhausted), or the publish callback's error.
+ */
+int vt_dma_map(struct vt_dma *dma, void *ptr, size_t len, enum vt_dma_dir dir, uint64_t *bus);
+/* Ends a mapping made by vt_dma_map with the same len and dir; -ENOENT if there is none. */
+int vt_dma_unmap(struct vt_dma *dma, uint64_t bus, size_t len, enum vt_dma_dir dir);
+
+/* Make CPU writes visible to the device / device writes visible to the CPU (bounce copies). */
+int vt_dma_sync_for_device(struct vt_dma *dma, uint64_t bus, size_t len, enum vt_dma_dir dir);
+int vt_dma_sync_for_cpu(struct vt_dma *dma, uint64_t bus, size_t len, enum vt_dma_dir dir);
+
+/* Maps every element of @sg; on failure nothing stays mapped. */
+int vt_dma_map_sg(struct vt_dma *dma, const struct iovec *sg, unsigned int count,
+		  enum vt_dma_dir dir, uint64_t *bus);
+void vt_dma_unmap_sg(struct vt_dma *dma, const struct iovec *sg, unsigned int count,
+		     enum vt_dma_dir dir, const uint64_t *bus);
+
+/*
+ * Memory both sides access without copies (rings): allocated from shared memory (the bounce
+ * window in bounce mode) and mapped bidirectionally. *cpu is zeroed.
+ */
+int vt_dma_alloc_coherent(struct vt_dma *dma, size_t size, void **cpu, uint64_t *bus);
+void vt_dma_free_coherent(struct vt_dma *dma, size_t size, void *cpu, uint64_t bus);
+
+/* Lazy mode: publish queued invalidations now. Other modes: no-op. */
+int vt_dma_flush(struct vt_dma *dma);
+
+void vt_dma_get_stats(const struct vt_dma *dma, struct vt_dma_stats *stats);
+
+#endif

@@ -1,0 +1,98 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Device-side IOTLB: translations from bus addresses (IOVAs) to host addresses with permissions,
+ * as a device behind an IOMMU sees them when VIRTIO_F_ACCESS_PLATFORM is negotiated. Filled by
+ * updates (vhost-user IOTLB UPDATE), emptied by invalidations; a lookup that finds nothing reports
+ * the first missing address so the transport can send a MISS.
+ *
+ * Entries are byte granular and never overlap: an update replaces whatever it covers (splitting
+ * partially covered entries), an invalidation removes exactly the range given. Lookups are
+ * O(log n) (binary search over a sorted array with a last-hit fast path); updates move entries and
+ * are O(n) in the worst case. The table is bounded; when full, the configured policy either
+ * refuses the update or evicts an entry (the device then misses and asks again, as a hardware
+ * IOTLB does).
+ *
+ * Threading: translate may run on any number of threads concurrently with update and invalidate
+ * (a reader-writer lock). When vt_iotlb_invalidate returns, no translate that starts afterwards
+ * can see the range and none still running holds it.
+ */
+#ifndef VIRTUE_IOTLB_H
+#define VIRTUE_IOTLB_H
+
+#include <stdint.h>
+
+#include "as.h"
+#include "log.h"
+
+/* Permissions of a mapping, the same bits as enum vt_access. */
+#define VT_IOTLB_PERM_RO VT_ACCESS_READ
+#define VT_IOTLB_PERM_WO VT_ACCESS_WRITE
+#define VT_IOTLB_PERM_RW VT_ACCESS_RW
+
+enum vt_iotlb_full_policy {
+	VT_IOTLB_FULL_REFUSE = 0, /* update returns -ENOSPC */
+	VT_IOTLB_FULL_EVICT = 1, /* an entry is evicted (generation bumps) */
+};
+
+struct vt_iotlb_params {
+	unsigned int max_entries; /* 0: VT_IOTLB_DEFAULT_MAX_ENTRIES */
+	enum vt_iotlb_full_policy full_policy;
+	const struct vt_log *log;
+};
+
+#define VT_IOTLB_DEFAULT_MAX_ENTRIES 65536u
+#define VT_IOTLB_MAX_ENTRIES         (1u << 22)
+
+struct vt_iotlb_entry {
+	uint64_t iova;
+	uint64_t size;
+	void *hva;
+	unsigned int perm;
+};
+
+struct vt_iotlb_stats {
+	uint64_t hits; /* translations fully satisfied */
+	uint64_t misses; /* translations that ended in -EFAULT */
+	uint64_t denied; /* translations that ended in -EACCES */
+	uint64_t evictions;
+	uint64_t invalidations; /* invalidate calls that removed something */
+	unsigned int entries;
+};
+
+struct vt_iotlb;
+
+/* NULL params: defaults. Returns 0 or -EINVAL (bad params) / -ENOMEM. */
+int vt_iotlb_new(const struct vt_iotlb_params *params, struct vt_iotlb **out);
+void vt_iotlb_free(struct vt_iotlb *iotlb);
+
+/*
+ * Maps [iova, iova + size) to [hva, hva + size) with @perm (VT_IOTLB_PERM_*), replacing any
+ * translation of those bytes. -EINVAL: size 0, perm 0 or invalid; -EOVERFLOW: iova + size wraps
+ * (the last byte 2^64 - 1 is reachable: iova + size == 2^64 is allowed); -ENOSPC: full and the
+ * policy refuses (nothing changed).
+ */
+int vt_iotlb_update(struct vt_iotlb *iotlb, uint64_t iova, uint64_t size, void *hva,
+		    unsigned int perm);
+
+/* Removes every translation of [iova, iova + size); bytes not mapped are ignored. */
+int vt_iotlb_invalidate(struct vt_iotlb *iotlb, uint64_t iova, uint64_t size);
+
+void vt_iotlb_invalidate_all(struct vt_iotlb *iotlb);
+
+/* Translation as vt_as_translate; mappings adjacent in both IOVA and host space merge. */
+int vt_iotlb_translate(struct vt_iotlb *iotlb, uint64_t iova, uint64_t len, unsigned int access,
+		       struct iovec *iov, unsigned int iov_max, unsigned int *iov_count,
+		       struct vt_as_fault *fault);
+
+/* The entry containing @iova, copied to @entry: 0 or -ENOENT. */
+int vt_iotlb_lookup(struct vt_iotlb *iotlb, uint64_t iova, struct vt_iotlb_entry *entry);
+
+/* Bumps on every invalidation, eviction and update that changes an existing translation. */
+uint64_t vt_iotlb_generation(const struct vt_iotlb *iotlb);
+
+void vt_iotlb_get_stats(struct vt_iotlb *iotlb, struct vt_iotlb_stats *stats);
+
+/* The IOTLB as an address space; valid as long as the IOTLB lives. */
+struct vt_as vt_iotlb_as(struct vt_iotlb *iotlb);
+
+#endif

@@ -1,0 +1,69 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Memory table: the driver-physical (guest-physical) regions a driver shares with the device, as
+ * vhost-user's SET_MEM_TABLE / ADD_MEM_REG describe them, each mapped at a host address of the
+ * device's process. Sorted by address; lookups are O(log n) with a last-hit fast path.
+ *
+ * Threading: lookups may run on several threads at once; adding or removing regions must not run
+ * concurrently with lookups (the transport quiesces the queues first, as vhost-user requires).
+ */
+#ifndef VIRTUE_MEMTABLE_H
+#define VIRTUE_MEMTABLE_H
+
+#include <stdint.h>
+
+#include "as.h"
+#include "log.h"
+
+/* vhost-user's VHOST_USER_GET_MAX_MEM_SLOTS answer: the most regions a frontend may share. */
+#define VT_MEMTABLE_MAX_REGIONS 509
+
+struct vt_mem_region {
+	uint64_t gpa; /* driver-physical start */
+	uint64_t size; /* bytes, > 0 */
+	void *hva; /* where the device's process sees the first byte */
+	uint64_t uaddr; /* the driver process's own address of the first byte (vhost-user), or 0 */
+};
+
+struct vt_memtable;
+
+/* Returns NULL only when out of memory. */
+struct vt_memtable *vt_memtable_new(const struct vt_log *log);
+void vt_memtable_free(struct vt_memtable *table);
+
+/*
+ * Adds a region. -EINVAL: size 0 or gpa + size wraps; -EEXIST: overlaps a region already present
+ * (in driver-physical addresses); -ENOSPC: VT_MEMTABLE_MAX_REGIONS are present.
+ */
+int vt_memtable_add(struct vt_memtable *table, const struct vt_mem_region *region);
+
+/* Removes the region that starts at @gpa with @size exactly; -ENOENT if there is none. */
+int vt_memtable_remove(struct vt_memtable *table, uint64_t gpa, uint64_t size);
+
+/* Removes every region. */
+void vt_memtable_clear(struct vt_memtable *table);
+
+unsigned int vt_memtable_count(const struct vt_memtable *table);
+
+/* The region containing @gpa, or NULL. Valid until the table is next modified. */
+const struct vt_mem_region *vt_memtable_find(const struct vt_memtable *table, uint64_t gpa);
+
+/*
+ * Converts a driver-process address (a region's uaddr range) to this process's address, as
+ * vhost-user ring addresses and IOTLB entries need. The whole [uaddr, uaddr + len) must lie in
+ * one region. Returns 0, -EFAULT (not covered) or -EOVERFLOW.
+ */
+int vt_memtable_uaddr_to_hva(const struct vt_memtable *table, uint64_t uaddr, uint64_t len,
+			     void **hva);
+
+/* Translation as vt_as_translate (memtable regions are readable and writable). */
+int vt_memtable_translate(const struct vt_memtable *table, uint64_t gpa, uint64_t len,
+			  unsigned int access, struct iovec *iov, unsigned int iov_max,
+			  unsigned int *iov_count, struct vt_as_fault *fault);
+
+uint64_t vt_memtable_generation(const struct vt_memtable *table);
+
+/* The table as an address space; valid as long as the table lives. */
+struct vt_as vt_memtable_as(struct vt_memtable *table);
+
+#endif

@@ -1,0 +1,21 @@
+#!/bin/sh
+# Installs the Debian packages the build and the tests need, when missing. As root it runs apt-get;
+# otherwise it prints the exact command and fails.
+set -eu
+need=""
+have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+for p in meson ninja-build pkg-config gcc clang libclang-rt-14-dev liburing-dev python3; do
+	have_pkg "$p" || need="$need $p"
+done
+[ -z "$need" ] && exit 0
+cmd="apt-get install -y --no-install-recommends$need"
+if [ "$(id -u)" -ne 0 ]; then
+	echo "virtue needs Debian packages:$need" >&2
+	echo "run as root: apt-get update && $cmd" >&2
+	exit 1
+fi
+echo "installing:$need"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# shellcheck disable=SC2086
+apt-get install -y -qq --no-install-recommends $need

@@ -1,0 +1,2 @@
+/* placeholder: being written */
+typedef int vt_placeholder_t;

@@ -1,0 +1,1 @@
+typedef int vt_placeholder_t;
