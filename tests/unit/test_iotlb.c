@@ -1,1 +1,737 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The IOTLB's behaviours one by one: translation with permissions, faults and merging, how
+ * updates and invalidations cut entries, the two full policies, statistics and the address-space
+ * view. Randomized agreement with a byte model is in test_iotlb_model.c.
+ */
+#include <errno.h>
+
+#include <virtue/iotlb.h>
+
 #include "harness.h"
+
+#define PAGE     4096u
+#define TOP_PAGE (UINT64_MAX - PAGE + 1) /* 2^64 - 4096 */
+
+static uint8_t host[64 * PAGE];
+
+static struct vt_iotlb *new_iotlb(unsigned int max_entries, enum vt_iotlb_full_policy policy,
+				  const struct vt_log *log)
+{
+	struct vt_iotlb_params p = {.max_entries = max_entries, .full_policy = policy, .log = log};
+	struct vt_iotlb *t = NULL;
+
+	if (vt_iotlb_new(&p, &t) != 0)
+		return NULL;
+	return t;
+}
+
+static void drop_log(void *opaque, enum vt_log_level level, const char *message)
+{
+}
+
+/* For tests that fill the table on purpose. */
+static const struct vt_log quiet = {.fn = drop_log};
+
+static struct vt_iotlb *new_default(void)
+{
+	return new_iotlb(0, VT_IOTLB_FULL_REFUSE, NULL);
+}
+
+/* Log sink for tests that expect a line, and to keep expected errors off stderr. */
+struct log_capture {
+	unsigned int lines;
+	char last[512];
+};
+
+static void capture_log(void *opaque, enum vt_log_level level, const char *message)
+{
+	struct log_capture *c = opaque;
+	c->lines++;
+	snprintf(c->last, sizeof(c->last), "%s", message);
+}
+
+/* Translate expecting success; returns the iovec count, or -1 after recording the failure. */
+static int translate_ok(struct vt_iotlb *t, uint64_t iova, uint64_t len, unsigned int access,
+			struct iovec *iov, unsigned int iov_max)
+{
+	unsigned int n = 99;
+	int ret = vt_iotlb_translate(t, iova, len, access, iov, iov_max, &n, NULL);
+	if (ret != 0) {
+		VT_FAIL_AT("translate 0x%" PRIx64 "+%" PRIu64 " returned %d", iova, len, ret);
+		return -1;
+	}
+	return (int)n;
+}
+
+/* Translate expecting @err; returns the fault address (or UINT64_MAX when @err has none). */
+static uint64_t translate_fails(struct vt_iotlb *t, uint64_t iova, uint64_t len,
+				unsigned int access, int err)
+{
+	struct iovec iov[8];
+	struct vt_as_fault fault = {.addr = 0xdead, .access = 0};
+	unsigned int n = 99;
+	int ret = vt_iotlb_translate(t, iova, len, access, iov, 8, &n, &fault);
+	if (ret != err)
+		VT_FAIL_AT("translate 0x%" PRIx64 "+%" PRIu64 ": %d, expected %d", iova, len, ret,
+			   err);
+	if (err == -EFAULT || err == -EACCES) {
+		CHECK_EQ(n, 0);
+		CHECK_EQ(fault.access, access);
+		return fault.addr;
+	}
+	return UINT64_MAX;
+}
+
+static void check_entry(struct vt_iotlb *t, uint64_t iova, uint64_t start, uint64_t size,
+			const void *hva, unsigned int perm)
+{
+	struct vt_iotlb_entry e;
+	if (vt_iotlb_lookup(t, iova, &e) != 0) {
+		VT_FAIL_AT("no entry at 0x%" PRIx64, iova);
+		return;
+	}
+	if (e.iova != start || e.size != size || e.hva != hva || e.perm != perm)
+		VT_FAIL_AT("entry at 0x%" PRIx64 " is 0x%" PRIx64 "+0x%" PRIx64 " perm %u, expected "
+			   "0x%" PRIx64 "+0x%" PRIx64 " perm %u",
+			   iova, e.iova, e.size, e.perm, start, size, perm);
+}
+
+static unsigned int entries(struct vt_iotlb *t)
+{
+	struct vt_iotlb_stats s;
+	vt_iotlb_get_stats(t, &s);
+	return s.entries;
+}
+
+VT_TEST(new_with_null_params_uses_defaults)
+{
+	struct vt_iotlb *t = NULL;
+	REQUIRE_EQ(vt_iotlb_new(NULL, &t), 0);
+	REQUIRE(t != NULL);
+	CHECK_EQ(entries(t), 0);
+	CHECK_EQ(vt_iotlb_generation(t), 0);
+	vt_iotlb_free(t);
+	vt_iotlb_free(NULL);
+}
+
+VT_TEST(new_rejects_bad_params)
+{
+	struct vt_iotlb *t = (struct vt_iotlb *)1;
+	struct vt_iotlb_params too_big = {.max_entries = VT_IOTLB_MAX_ENTRIES + 1};
+	struct vt_iotlb_params bad_policy = {.full_policy = (enum vt_iotlb_full_policy)2};
+
+	CHECK_EQ(vt_iotlb_new(&too_big, &t), -EINVAL);
+	CHECK(t == NULL);
+	CHECK_EQ(vt_iotlb_new(&bad_policy, &t), -EINVAL);
+}
+
+VT_TEST(update_then_translate_gives_host_address)
+{
+	struct vt_iotlb *t = new_default();
+	struct iovec iov[4];
+	REQUIRE(t);
+
+	REQUIRE_EQ(vt_iotlb_update(t, 0x10000, 2 * PAGE, host, VT_IOTLB_PERM_RW), 0);
+	CHECK_EQ(translate_ok(t, 0x10100, 0x200, VT_ACCESS_RW, iov, 4), 1);
+	CHECK(iov[0].iov_base == host + 0x100);
+	CHECK_EQ(iov[0].iov_len, 0x200);
+	/* The last byte of the mapping, and the whole of it. */
+	CHECK_EQ(translate_ok(t, 0x10000 + 2 * PAGE - 1, 1, VT_ACCESS_READ, iov, 4), 1);
+	CHECK(iov[0].iov_base == host + 2 * PAGE - 1);
+	CHECK_EQ(translate_ok(t, 0x10000, 2 * PAGE, VT_ACCESS_WRITE, iov, 4), 1);
+	CHECK_EQ(iov[0].iov_len, 2 * PAGE);
+	vt_iotlb_free(t);
+}
+
+VT_TEST(update_rejects_bad_arguments)
+{
+	struct vt_iotlb *t = new_default();
+	REQUIRE(t);
+
+	CHECK_EQ(vt_iotlb_update(t, 0x1000, 0, host, VT_IOTLB_PERM_RW), -EINVAL);
+	CHECK_EQ(vt_iotlb_update(t, 0x1000, PAGE, host, 0), -EINVAL);
+	CHECK_EQ(vt_iotlb_update(t, 0x1000, PAGE, host, 4), -EINVAL);
+	CHECK_EQ(vt_iotlb_update(t, 0x1000, PAGE, host, VT_IOTLB_PERM_RW | 8), -EINVAL);
+	CHECK_EQ(vt_iotlb_update(t, 0x1000, PAGE, NULL, VT_IOTLB_PERM_RW), -EINVAL);
+	/* A host range that would wrap the host address space. */
+	CHECK_EQ(vt_iotlb_update(t, 0x1000, PAGE, (void *)(UINTPTR_MAX - 16), VT_IOTLB_PERM_RW),
+		 -EINVAL);
+	CHECK_EQ(entries(t), 0);
+	vt_iotlb_free(t);
+}
+
+VT_TEST(read_only_mapping_refuses_write)
+{
+	struct vt_iotlb *t = new_default();
+	struct iovec iov[2];
+	REQUIRE(t);
+
+	REQUIRE_EQ(vt_iotlb_update(t, 0x4000, PAGE, host, VT_IOTLB_PERM_RO), 0);
+	CHECK_EQ(translate_ok(t, 0x4000, PAGE, VT_ACCESS_READ, iov, 2), 1);
+	CHECK_EQ(translate_fails(t, 0x4010, 16, VT_ACCESS_WRITE, -EACCES), 0x4010);
+	CHECK_EQ(translate_fails(t, 0x4010, 16, VT_ACCESS_RW, -EACCES), 0x4010);
+	vt_iotlb_free(t);
+}
+
+VT_TEST(write_only_mapping_refuses_read)
+{
+	struct vt_iotlb *t = new_default();
+	struct iovec iov[2];
+	REQUIRE(t);
+
+	REQUIRE_EQ(vt_iotlb_update(t, 0x4000, PAGE, host, VT_IOTLB_PERM_WO), 0);
+	CHECK_EQ(translate_ok(t, 0x4000, PAGE, VT_ACCESS_WRITE, iov, 2), 1);
+	CHECK_EQ(translate_fails(t, 0x4ff0, 16, VT_ACCESS_READ, -EACCES), 0x4ff0);
+	vt_iotlb_free(t);
+}
+
+VT_TEST(denial_reports_first_byte_of_the_entry_lacking_permission)
+{
+	struct vt_iotlb *t = new_default();
+	REQUIRE(t);
+
+	REQUIRE_EQ(vt_iotlb_update(t, 0x4000, PAGE, host, VT_IOTLB_PERM_RW), 0);
+	REQUIRE_EQ(vt_iotlb_update(t, 0x5000, PAGE, host + PAGE, VT_IOTLB_PERM_RO), 0);
+	CHECK_EQ(translate_fails(t, 0x4800, PAGE, VT_ACCESS_WRITE, -EACCES), 0x5000);
+	vt_iotlb_free(t);
+}
+
+VT_TEST(unmapped_address_faults_at_first_missing_byte)
+{
+	struct vt_iotlb *t = new_default();
+	REQUIRE(t);
+
+	CHECK_EQ(translate_fails(t, 0x1234, 10, VT_ACCESS_READ, -EFAULT), 0x1234);
+	REQUIRE_EQ(vt_iotlb_update(t, 0x4000, PAGE, host, VT_IOTLB_PERM_RW), 0);
+	/* Starts mapped, runs off the end. */
+	CHECK_EQ(translate_fails(t, 0x4f00, 0x200, VT_ACCESS_READ, -EFAULT), 0x5000);
+	/* Starts unmapped just below. */
+	CHECK_EQ(translate_fails(t, 0x3fff, 2, VT_ACCESS_READ, -EFAULT), 0x3fff);
+	vt_iotlb_free(t);
+}
+
+VT_TEST(hole_between_entries_faults_at_hole_start)
+{
+	struct vt_iotlb *t = new_default();
+	REQUIRE(t);
+
+	REQUIRE_EQ(vt_iotlb_update(t, 0x4000, PAGE, host, VT_IOTLB_PERM_RW), 0);
+	REQUIRE_EQ(vt_iotlb_update(t, 0x5000, 0x800, host + PAGE, VT_IOTLB_PERM_RW), 0);
+	REQUIRE_EQ(vt_iotlb_update(t, 0x6000, PAGE, host + 2 * PAGE, VT_IOTLB_PERM_RW), 0);
+	CHECK_EQ(translate_fails(t, 0x4000, 3 * PAGE, VT_ACCESS_READ, -EFAULT), 0x5800);
+	vt_iotlb_free(t);
+}
+
+VT_TEST(first_problem_in_address_order_decides_the_error)
+{
+	struct vt_iotlb *t = new_default();
+	REQUIRE(t);
+
+	/* A read-only entry, then a hole: writing across both is denied, not a miss. */
+	REQUIRE_EQ(vt_iotlb_update(t, 0x4000, PAGE, host, VT_IOTLB_PERM_RO), 0);
+	CHECK_EQ(translate_fails(t, 0x4000, 2 * PAGE, VT_ACCESS_WRITE, -EACCES), 0x4000);
+	/* A hole, then a read-only entry: a miss. */
+	CHECK_EQ(translate_fails(t, 0x3000, 2 * PAGE, VT_ACCESS_WRITE, -EFAULT), 0x3000);
+	vt_iotlb_free(t);
+}
+
+VT_TEST(translate_wrapping_past_top_is_overflow)
+{
+	struct vt_iotlb *t = new_default();
+	REQUIRE(t);
+
+	REQUIRE_EQ(vt_iotlb_update(t, TOP_PAGE, PAGE, host, VT_IOTLB_PERM_RW), 0);
+	translate_fails(t, UINT64_MAX, 2, VT_ACCESS_READ, -EOVERFLOW);
+	translate_fails(t, TOP_PAGE, PAGE + 1, VT_ACCESS_READ, -EOVERFLOW);
+	translate_fails(t, 2, UINT64_MAX, VT_ACCESS_READ, -EOVERFLOW);
+	vt_iotlb_free(t);
+}
+
+VT_TEST(zero_length_translates_to_no_iovecs)
+{
+	struct vt_iotlb *t = new_default();
+	unsigned int n = 99;
+	REQUIRE(t);
+
+	/* Even where nothing is mapped, and even at the very top. */
+	CHECK_EQ(vt_iotlb_translate(t, 0x1000, 0, VT_ACCESS_READ, NULL, 0, &n, NULL), 0);
+	CHECK_EQ(n, 0);
+	CHECK_EQ(vt_iotlb_translate(t, UINT64_MAX, 0, VT_ACCESS_RW, NULL, 0, &n, NULL), 0);
+	vt_iotlb_free(t);
+}
+
+VT_TEST(invalid_access_is_einval)
+{
+	struct vt_iotlb *t = new_default();
+	REQUIRE(t);
+
+	REQUIRE_EQ(vt_iotlb_update(t, 0x4000, PAGE, host, VT_IOTLB_PERM_RW), 0);
+	translate_fails(t, 0x4000, 16, 0, -EINVAL);
+	translate_fails(t, 0x4000, 16, 4, -EINVAL);
+	translate_fails(t, 0x4000, 16, VT_ACCESS_RW | 4, -EINVAL);
+	vt_iotlb_free(t);
+}
+
+VT_TEST(adjacent_entries_contiguous_on_host_merge_into_one_iovec)
+{
+	struct vt_iotlb *t = new_default();
+	struct iovec iov[4];
+	REQUIRE(t);
+
+	REQUIRE_EQ(vt_iotlb_update(t, 0x4000, PAGE, host, VT_IOTLB_PERM_RW), 0);
+	REQUIRE_EQ(vt_iotlb_update(t, 0x5000, 0x100, host + PAGE, VT_IOTLB_PERM_RO), 0);
+	REQUIRE_EQ(vt_iotlb_update(t, 0x5100, PAGE, host + PAGE + 0x100, VT_IOTLB_PERM_RW), 0);
+	CHECK_EQ(entries(t), 3);
+	CHECK_EQ(translate_ok(t, 0x4800, 0x1000, VT_ACCESS_READ, iov, 4), 1);
+	CHECK(iov[0].iov_base == host + 0x800);
+	CHECK_EQ(iov[0].iov_len, 0x1000);
+	vt_iotlb_free(t);
+}
+
+VT_TEST(adjacent_entries_not_contiguous_on_host_give_two_iovecs)
+{
+	struct vt_iotlb *t = new_default();
+	struct iovec iov[4];
+	REQUIRE(t);
+
+	REQUIRE_EQ(vt_iotlb_update(t, 0x4000, PAGE, host + 4 * PAGE, VT_IOTLB_PERM_RW), 0);
+	REQUIRE_EQ(vt_iotlb_update(t, 0x5000, PAGE, host, VT_IOTLB_PERM_RW), 0);
+	CHECK_EQ(translate_ok(t, 0x4f00, 0x200, VT_ACCESS_READ, iov, 4), 2);
+	CHECK(iov[0].iov_base == host + 4 * PAGE + 0xf00);
+	CHECK_EQ(iov[0].iov_len, 0x100);
+	CHECK(iov[1].iov_base == host);
+	CHECK_EQ(iov[1].iov_len, 0x100);
+	vt_iotlb_free(t);
+}
+
+VT_TEST(too_many_iovecs_gives_enobufs_with_prefix_filled)
+{
+	struct vt_iotlb *t = new_default();
+	struct iovec iov[2];
+	struct vt_as_fault fault = {.addr = 7};
+	unsigned int n = 99;
+	REQUIRE(t);
+
+	/* Three pages, each mapped backwards so that none merges. */
+	for (unsigned int i = 0; i < 3; i++)
+		REQUIRE_EQ(vt_iotlb_update(t, 0x10000 + i * PAGE, PAGE, host + (8 - i) * PAGE,
+					   VT_IOTLB_PERM_RW),
+			   0);
+	CHECK_EQ(vt_iotlb_translate(t, 0x10000, 3 * PAGE, VT_ACCESS_READ, iov, 2, &n, &fault),
+		 -ENOBUFS);
+	CHECK_EQ(n, 2);
+	CHECK(iov[0].iov_base == host + 8 * PAGE);
+	CHECK_EQ(iov[0].iov_len, PAGE);
+	CHECK(iov[1].iov_base == host + 7 * PAGE);
+	CHECK_EQ(iov[1].iov_len, PAGE);
+	CHECK_EQ(fault.addr, 7);
+	/* A miss that comes before the iovecs run out is still a miss. */
+	REQUIRE_EQ(vt_iotlb_invalidate(t, 0x10000 + PAGE, 1), 0);
+	CHECK_EQ(translate_fails(t, 0x10000, 3 * PAGE, VT_ACCESS_READ, -EFAULT), 0x10000 + PAGE);
+	vt_iotlb_free(t);
+}
+
+VT_TEST(update_in_middle_of_entry_splits_it_in_three)
+{
+	struct vt_iotlb *t = new_default();
+	struct iovec iov[4];
+	REQUIRE(t);
+
+	REQUIRE_EQ(vt_iotlb_update(t, 0x10000, 4 * PAGE, host, VT_IOTLB_PERM_RW), 0);
+	REQUIRE_EQ(vt_iotlb_update(t, 0x11000, PAGE, host + 10 * PAGE, VT_IOTLB_PERM_RO), 0);
+	CHECK_EQ(entries(t), 3);
+	check_entry(t, 0x10fff, 0x10000, PAGE, host, VT_IOTLB_PERM_RW);
+	check_entry(t, 0x11000, 0x11000, PAGE, host + 10 * PAGE, VT_IOTLB_PERM_RO);
+	check_entry(t, 0x13fff, 0x12000, 2 * PAGE, host + 2 * PAGE, VT_IOTLB_PERM_RW);
+	CHECK_EQ(translate_ok(t, 0x10000, 4 * PAGE, VT_ACCESS_READ, iov, 4), 3);
+	CHECK(iov[2].iov_base == host + 2 * PAGE);
+	CHECK_EQ(iov[2].iov_len, 2 * PAGE);
+	vt_iotlb_free(t);
+}
+
+VT_TEST(update_covering_several_entries_replaces_them)
+{
+	struct vt_iotlb *t = new_default();
+	struct iovec iov[4];
+	REQUIRE(t);
+
+	for (unsigned int i = 0; i < 4; i++)
+		REQUIRE_EQ(vt_iotlb_update(t, 0x10000 + i * PAGE, 0x800, host + i * PAGE,
+					   VT_IOTLB_PERM_RO),
+			   0);
+	/* From the middle of the first to the middle of the last. */
+	REQUIRE_EQ(vt_iotlb_update(t, 0x10400, 3 * PAGE, host + 20 * PAGE, VT_IOTLB_PERM_WO), 0);
+	CHECK_EQ(entries(t), 3);
+	check_entry(t, 0x10000, 0x10000, 0x400, host, VT_IOTLB_PERM_RO);
+	check_entry(t, 0x12000, 0x10400, 3 * PAGE, host + 20 * PAGE, VT_IOTLB_PERM_WO);
+	check_entry(t, 0x13400, 0x13400, 0x400, host + 3 * PAGE + 0x400, VT_IOTLB_PERM_RO);
+	CHECK_EQ(translate_ok(t, 0x10400, 3 * PAGE, VT_ACCESS_WRITE, iov, 4), 1);
+	vt_iotlb_free(t);
+}
+
+VT_TEST(update_with_identical_translation_keeps_generation)
+{
+	struct vt_iotlb *t = new_default();
+	REQUIRE(t);
+
+	REQUIRE_EQ(vt_iotlb_update(t, 0x10000, 4 * PAGE, host, VT_IOTLB_PERM_RW), 0);
+	uint64_t gen = vt_iotlb_generation(t);
+	/* A repeated update (one per queue that missed) changes no byte's translation. */
+	REQUIRE_EQ(vt_iotlb_update(t, 0x11000, PAGE, host + PAGE, VT_IOTLB_PERM_RW), 0);
+	CHECK_EQ(vt_iotlb_generation(t), gen);
+	REQUIRE_EQ(vt_iotlb_update(t, 0x11000, PAGE, host + 2 * PAGE, VT_IOTLB_PERM_RW), 0);
+	CHECK(vt_iotlb_generation(t) != gen);
+	gen = vt_iotlb_generation(t);
+	REQUIRE_EQ(vt_iotlb_update(t, 0x11000, PAGE, host + 2 * PAGE, VT_IOTLB_PERM_RO), 0);
+	CHECK(vt_iotlb_generation(t) != gen);
+	vt_iotlb_free(t);
+}
+
+VT_TEST(update_into_a_hole_keeps_generation)
+{
+	struct vt_iotlb *t = new_default();
+	REQUIRE(t);
+
+	REQUIRE_EQ(vt_iotlb_update(t, 0x10000, PAGE, host, VT_IOTLB_PERM_RW), 0);
+	uint64_t gen = vt_iotlb_generation(t);
+	REQUIRE_EQ(vt_iotlb_update(t, 0x12000, PAGE, host, VT_IOTLB_PERM_RW), 0);
+	REQUIRE_EQ(vt_iotlb_update(t, 0x11000, PAGE, host, VT_IOTLB_PERM_RW), 0);
+	CHECK_EQ(vt_iotlb_generation(t), gen);
+	vt_iotlb_free(t);
+}
+
+VT_TEST(invalidate_trims_partially_covered_entries_at_both_ends)
+{
+	struct vt_iotlb *t = new_default();
+	REQUIRE(t);
+
+	REQUIRE_EQ(vt_iotlb_update(t, 0x10000, PAGE, host, VT_IOTLB_PERM_RW), 0);
+	REQUIRE_EQ(vt_iotlb_update(t, 0x11000, PAGE, host + PAGE, VT_IOTLB_PERM_RW), 0);
+	REQUIRE_EQ(vt_iotlb_update(t, 0x12000, PAGE, host + 2 * PAGE, VT_IOTLB_PERM_RW), 0);
+	REQUIRE_EQ(vt_iotlb_invalidate(t, 0x10c00, 0x1800), 0);
+	CHECK_EQ(entries(t), 2);
+	check_entry(t, 0x10000, 0x10000, 0xc00, host, VT_IOTLB_PERM_RW);
+	check_entry(t, 0x12400, 0x12400, 0xc00, host + 2 * PAGE + 0x400, VT_IOTLB_PERM_RW);
+	CHECK_EQ(translate_fails(t, 0x10000, 3 * PAGE, VT_ACCESS_READ, -EFAULT), 0x10c00);
+	CHECK_EQ(translate_fails(t, 0x12000, PAGE, VT_ACCESS_READ, -EFAULT), 0x12000);
+	vt_iotlb_free(t);
+}
+
+VT_TEST(invalidate_in_middle_of_entry_splits_it_in_two)
+{
+	struct vt_iotlb *t = new_default();
+	REQUIRE(t);
+
+	REQUIRE_EQ(vt_iotlb_update(t, 0x10000, 3 * PAGE, host, VT_IOTLB_PERM_RO), 0);
+	REQUIRE_EQ(vt_iotlb_invalidate(t, 0x11000, 1), 0);
+	CHECK_EQ(entries(t), 2);
+	check_entry(t, 0x10000, 0x10000, PAGE, host, VT_IOTLB_PERM_RO);
+	check_entry(t, 0x11001, 0x11001, 2 * PAGE - 1, host + PAGE + 1, VT_IOTLB_PERM_RO);
+	CHECK_EQ(translate_fails(t, 0x10000, 3 * PAGE, VT_ACCESS_READ, -EFAULT), 0x11000);
+	vt_iotlb_free(t);
+}
+
+VT_TEST(invalidate_of_unmapped_range_is_a_noop_without_generation_bump)
+{
+	struct vt_iotlb *t = new_default();
+	struct vt_iotlb_stats s;
+	REQUIRE(t);
+
+	REQUIRE_EQ(vt_iotlb_update(t, 0x10000, PAGE, host, VT_IOTLB_PERM_RW), 0);
+	REQUIRE_EQ(vt_iotlb_update(t, 0x12000, PAGE, host, VT_IOTLB_PERM_RW), 0);
+	uint64_t gen = vt_iotlb_generation(t);
+	CHECK_EQ(vt_iotlb_invalidate(t, 0x11000, PAGE), 0);
+	CHECK_EQ(vt_iotlb_invalidate(t, 0x20000, 0x100000), 0);
+	CHECK_EQ(vt_iotlb_invalidate(t, 0x10000, 0), 0);
+	CHECK_EQ(vt_iotlb_generation(t), gen);
+	vt_iotlb_get_stats(t, &s);
+	CHECK_EQ(s.entries, 2);
+	CHECK_EQ(s.invalidations, 0);
+	vt_iotlb_free(t);
+}
+
+VT_TEST(invalidate_bumps_generation)
+{
+	struct vt_iotlb *t = new_default();
+	REQUIRE(t);
+
+	REQUIRE_EQ(vt_iotlb_update(t, 0x10000, PAGE, host, VT_IOTLB_PERM_RW), 0);
+	uint64_t gen = vt_iotlb_generation(t);
+	REQUIRE_EQ(vt_iotlb_invalidate(t, 0x10fff, 1), 0);
+	CHECK(vt_iotlb_generation(t) != gen);
+	vt_iotlb_free(t);
+}
+
+VT_TEST(invalidate_wrapping_past_top_is_overflow)
+{
+	struct vt_iotlb *t = new_default();
+	REQUIRE(t);
+
+	REQUIRE_EQ(vt_iotlb_update(t, TOP_PAGE, PAGE, host, VT_IOTLB_PERM_RW), 0);
+	CHECK_EQ(vt_iotlb_invalidate(t, TOP_PAGE, PAGE + 1), -EOVERFLOW);
+	CHECK_EQ(entries(t), 1);
+	vt_iotlb_free(t);
+}
+
+VT_TEST(invalidate_all_removes_everything)
+{
+	struct vt_iotlb *t = new_default();
+	struct vt_iotlb_stats s;
+	REQUIRE(t);
+
+	for (unsigned int i = 0; i < 10; i++)
+		REQUIRE_EQ(vt_iotlb_update(t, i * 2 * PAGE, PAGE, host, VT_IOTLB_PERM_RW), 0);
+	uint64_t gen = vt_iotlb_generation(t);
+	vt_iotlb_invalidate_all(t);
+	CHECK(vt_iotlb_generation(t) != gen);
+	vt_iotlb_get_stats(t, &s);
+	CHECK_EQ(s.entries, 0);
+	CHECK_EQ(s.invalidations, 1);
+	CHECK_EQ(translate_fails(t, 2 * PAGE, 1, VT_ACCESS_READ, -EFAULT), 2 * PAGE);
+	/* The table works on after it. */
+	REQUIRE_EQ(vt_iotlb_update(t, 0, PAGE, host, VT_IOTLB_PERM_RW), 0);
+	CHECK_EQ(entries(t), 1);
+	vt_iotlb_free(t);
+}
+
+VT_TEST(top_of_address_space_is_mappable)
+{
+	struct vt_iotlb *t = new_default();
+	struct iovec iov[2];
+	REQUIRE(t);
+
+	REQUIRE_EQ(vt_iotlb_update(t, TOP_PAGE, PAGE, host, VT_IOTLB_PERM_RW), 0);
+	check_entry(t, UINT64_MAX, TOP_PAGE, PAGE, host, VT_IOTLB_PERM_RW);
+	CHECK_EQ(translate_ok(t, UINT64_MAX, 1, VT_ACCESS_WRITE, iov, 2), 1);
+	CHECK(iov[0].iov_base == host + PAGE - 1);
+	CHECK_EQ(translate_ok(t, TOP_PAGE, PAGE, VT_ACCESS_READ, iov, 2), 1);
+	CHECK_EQ(iov[0].iov_len, PAGE);
+	/* One byte past the top does not fit. */
+	CHECK_EQ(vt_iotlb_update(t, TOP_PAGE, PAGE + 1, host, VT_IOTLB_PERM_RW), -EOVERFLOW);
+	/* Trimming and splitting at the top keep the last byte. */
+	REQUIRE_EQ(vt_iotlb_update(t, TOP_PAGE + 0x100, 0x100, host + 8 * PAGE, VT_IOTLB_PERM_RO),
+		   0);
+	CHECK_EQ(entries(t), 3);
+	check_entry(t, UINT64_MAX, TOP_PAGE + 0x200, PAGE - 0x200, host + 0x200, VT_IOTLB_PERM_RW);
+	REQUIRE_EQ(vt_iotlb_invalidate(t, UINT64_MAX, 1), 0);
+	check_entry(t, UINT64_MAX - 1, TOP_PAGE + 0x200, PAGE - 0x201, host + 0x200,
+		    VT_IOTLB_PERM_RW);
+	CHECK_EQ(translate_fails(t, TOP_PAGE + 0x200, PAGE - 0x200, VT_ACCESS_READ, -EFAULT),
+		 UINT64_MAX);
+	vt_iotlb_free(t);
+}
+
+VT_TEST(address_zero_is_mappable)
+{
+	struct vt_iotlb *t = new_default();
+	struct iovec iov[2];
+	REQUIRE(t);
+
+	REQUIRE_EQ(vt_iotlb_update(t, 0, PAGE, host, VT_IOTLB_PERM_RW), 0);
+	CHECK_EQ(translate_ok(t, 0, 1, VT_ACCESS_READ, iov, 2), 1);
+	CHECK(iov[0].iov_base == host);
+	REQUIRE_EQ(vt_iotlb_invalidate(t, 0, 1), 0);
+	CHECK_EQ(translate_fails(t, 0, 2, VT_ACCESS_READ, -EFAULT), 0);
+	vt_iotlb_free(t);
+}
+
+VT_TEST(full_table_with_refuse_policy_returns_enospc_unchanged)
+{
+	struct log_capture log_lines = {0};
+	struct vt_log log = {.fn = capture_log, .opaque = &log_lines, .max_level = VT_LOG_DEBUG};
+	struct vt_iotlb *t = new_iotlb(4, VT_IOTLB_FULL_REFUSE, &log);
+	struct vt_iotlb_stats s;
+	REQUIRE(t);
+
+	for (unsigned int i = 0; i < 4; i++)
+		REQUIRE_EQ(vt_iotlb_update(t, i * 2 * PAGE, PAGE, host + i * PAGE,
+					   VT_IOTLB_PERM_RW),
+			   0);
+	uint64_t gen = vt_iotlb_generation(t);
+	CHECK_EQ(vt_iotlb_update(t, 9 * PAGE, PAGE, host, VT_IOTLB_PERM_RW), -ENOSPC);
+	CHECK_EQ(vt_iotlb_update(t, 10 * PAGE, PAGE, host, VT_IOTLB_PERM_RW), -ENOSPC);
+	CHECK_EQ(vt_iotlb_generation(t), gen);
+	for (unsigned int i = 0; i < 4; i++)
+		check_entry(t, i * 2 * PAGE, i * 2 * PAGE, PAGE, host + i * PAGE, VT_IOTLB_PERM_RW);
+	CHECK_EQ(translate_fails(t, 9 * PAGE, 1, VT_ACCESS_READ, -EFAULT), 9 * PAGE);
+	/* One line for the episode, not one per refused update. */
+	CHECK_EQ(log_lines.lines, 1);
+	CHECK(strstr(log_lines.last, "full") != NULL);
+	/* Replacing an entry in place needs no room. */
+	CHECK_EQ(vt_iotlb_update(t, 0, PAGE, host + 10 * PAGE, VT_IOTLB_PERM_RO), 0);
+	vt_iotlb_get_stats(t, &s);
+	CHECK_EQ(s.entries, 4);
+	CHECK_EQ(s.evictions, 0);
+	vt_iotlb_free(t);
+}
+
+VT_TEST(refuse_policy_counts_the_slot_a_split_needs)
+{
+	struct vt_iotlb *t = new_iotlb(3, VT_IOTLB_FULL_REFUSE, &quiet);
+	REQUIRE(t);
+
+	REQUIRE_EQ(vt_iotlb_update(t, 0x10000, 4 * PAGE, host, VT_IOTLB_PERM_RW), 0);
+	REQUIRE_EQ(vt_iotlb_update(t, 0x20000, PAGE, host, VT_IOTLB_PERM_RW), 0);
+	/* Two entries of three: a split in the middle needs four. */
+	CHECK_EQ(vt_iotlb_update(t, 0x11000, PAGE, host + 8 * PAGE, VT_IOTLB_PERM_RO), -ENOSPC);
+	check_entry(t, 0x11000, 0x10000, 4 * PAGE, host, VT_IOTLB_PERM_RW);
+	CHECK_EQ(entries(t), 2);
+	/* Trimming one end needs only three. */
+	CHECK_EQ(vt_iotlb_update(t, 0x10000, PAGE, host + 8 * PAGE, VT_IOTLB_PERM_RO), 0);
+	CHECK_EQ(entries(t), 3);
+	vt_iotlb_free(t);
+}
+
+VT_TEST(full_table_with_evict_policy_evicts_and_bumps_generation)
+{
+	struct vt_iotlb *t = new_iotlb(4, VT_IOTLB_FULL_EVICT, &quiet);
+	struct vt_iotlb_stats s;
+	struct iovec iov[2];
+	REQUIRE(t);
+
+	for (unsigned int i = 0; i < 4; i++)
+		REQUIRE_EQ(vt_iotlb_update(t, i * 2 * PAGE, PAGE, host + i * PAGE,
+					   VT_IOTLB_PERM_RW),
+			   0);
+	uint64_t gen = vt_iotlb_generation(t);
+	CHECK_EQ(vt_iotlb_update(t, 9 * PAGE, PAGE, host, VT_IOTLB_PERM_RW), 0);
+	CHECK(vt_iotlb_generation(t) != gen);
+	vt_iotlb_get_stats(t, &s);
+	CHECK_EQ(s.entries, 4);
+	CHECK_EQ(s.evictions, 1);
+	CHECK_EQ(translate_ok(t, 9 * PAGE, PAGE, VT_ACCESS_READ, iov, 2), 1);
+	/* Exactly one of the old entries went. */
+	unsigned int left = 0;
+	for (unsigned int i = 0; i < 4; i++) {
+		struct vt_iotlb_entry e;
+		left += vt_iotlb_lookup(t, i * 2 * PAGE, &e) == 0;
+	}
+	CHECK_EQ(left, 3);
+	vt_iotlb_free(t);
+}
+
+VT_TEST(evict_policy_never_evicts_the_entry_being_split)
+{
+	struct vt_iotlb *t = new_iotlb(3, VT_IOTLB_FULL_EVICT, &quiet);
+	struct vt_iotlb_stats s;
+	REQUIRE(t);
+
+	REQUIRE_EQ(vt_iotlb_update(t, 0x10000, PAGE, host, VT_IOTLB_PERM_RW), 0);
+	REQUIRE_EQ(vt_iotlb_update(t, 0x20000, 4 * PAGE, host + PAGE, VT_IOTLB_PERM_RW), 0);
+	REQUIRE_EQ(vt_iotlb_update(t, 0x21000, PAGE, host + 8 * PAGE, VT_IOTLB_PERM_RO), 0);
+	vt_iotlb_get_stats(t, &s);
+	CHECK_EQ(s.evictions, 1);
+	CHECK_EQ(translate_fails(t, 0x10000, 1, VT_ACCESS_READ, -EFAULT), 0x10000);
+	check_entry(t, 0x20000, 0x20000, PAGE, host + PAGE, VT_IOTLB_PERM_RW);
+	check_entry(t, 0x21000, 0x21000, PAGE, host + 8 * PAGE, VT_IOTLB_PERM_RO);
+	check_entry(t, 0x22000, 0x22000, 2 * PAGE, host + 3 * PAGE, VT_IOTLB_PERM_RW);
+	vt_iotlb_free(t);
+}
+
+VT_TEST(evict_policy_drops_the_rest_of_a_split_entry_when_nothing_else_is_left)
+{
+	struct vt_iotlb *t = new_iotlb(1, VT_IOTLB_FULL_EVICT, &quiet);
+	struct vt_iotlb_stats s;
+	REQUIRE(t);
+
+	REQUIRE_EQ(vt_iotlb_update(t, 0x10000, 4 * PAGE, host, VT_IOTLB_PERM_RW), 0);
+	REQUIRE_EQ(vt_iotlb_update(t, 0x11000, PAGE, host + 8 * PAGE, VT_IOTLB_PERM_RO), 0);
+	vt_iotlb_get_stats(t, &s);
+	CHECK_EQ(s.entries, 1);
+	CHECK_EQ(s.evictions, 2);
+	check_entry(t, 0x11000, 0x11000, PAGE, host + 8 * PAGE, VT_IOTLB_PERM_RO);
+	vt_iotlb_free(t);
+}
+
+VT_TEST(invalidate_splitting_an_entry_of_a_full_table_still_removes_the_range)
+{
+	struct vt_iotlb *t = new_iotlb(2, VT_IOTLB_FULL_REFUSE, &quiet);
+	struct vt_iotlb_stats s;
+	REQUIRE(t);
+
+	REQUIRE_EQ(vt_iotlb_update(t, 0x10000, PAGE, host, VT_IOTLB_PERM_RW), 0);
+	REQUIRE_EQ(vt_iotlb_update(t, 0x20000, 4 * PAGE, host + PAGE, VT_IOTLB_PERM_RW), 0);
+	/* No slot for the part above the hole: it goes too, which only costs a miss. */
+	REQUIRE_EQ(vt_iotlb_invalidate(t, 0x21000, PAGE), 0);
+	vt_iotlb_get_stats(t, &s);
+	CHECK_EQ(s.entries, 2);
+	CHECK_EQ(s.evictions, 1);
+	check_entry(t, 0x10000, 0x10000, PAGE, host, VT_IOTLB_PERM_RW);
+	check_entry(t, 0x20000, 0x20000, PAGE, host + PAGE, VT_IOTLB_PERM_RW);
+	CHECK_EQ(translate_fails(t, 0x21000, 3 * PAGE, VT_ACCESS_READ, -EFAULT), 0x21000);
+	vt_iotlb_free(t);
+}
+
+VT_TEST(stats_count_hits_misses_denials_and_invalidations)
+{
+	struct vt_iotlb *t = new_default();
+	struct vt_iotlb_stats s;
+	struct iovec iov[2];
+	REQUIRE(t);
+
+	REQUIRE_EQ(vt_iotlb_update(t, 0x10000, PAGE, host, VT_IOTLB_PERM_RO), 0);
+	REQUIRE_EQ(vt_iotlb_update(t, 0x20000, PAGE, host, VT_IOTLB_PERM_RO), 0);
+	translate_ok(t, 0x10000, 16, VT_ACCESS_READ, iov, 2);
+	translate_ok(t, 0x10010, 16, VT_ACCESS_READ, iov, 2);
+	translate_fails(t, 0x30000, 16, VT_ACCESS_READ, -EFAULT);
+	translate_fails(t, 0x10000, 16, VT_ACCESS_WRITE, -EACCES);
+	/* Neither a hit nor a miss: no lookup happened, or the caller's array ran out. */
+	translate_fails(t, 0x10000, 16, 0, -EINVAL);
+	translate_fails(t, UINT64_MAX, 16, VT_ACCESS_READ, -EOVERFLOW);
+	unsigned int n;
+	CHECK_EQ(vt_iotlb_translate(t, 0x10000, 16, VT_ACCESS_READ, iov, 0, &n, NULL), -ENOBUFS);
+	REQUIRE_EQ(vt_iotlb_invalidate(t, 0x10000, 1), 0);
+	REQUIRE_EQ(vt_iotlb_invalidate(t, 0x50000, 1), 0); /* removes nothing */
+	vt_iotlb_get_stats(t, &s);
+	CHECK_EQ(s.hits, 2);
+	CHECK_EQ(s.misses, 1);
+	CHECK_EQ(s.denied, 1);
+	CHECK_EQ(s.evictions, 0);
+	CHECK_EQ(s.invalidations, 1);
+	CHECK_EQ(s.entries, 2);
+	vt_iotlb_free(t);
+}
+
+VT_TEST(lookup_returns_the_containing_entry)
+{
+	struct vt_iotlb *t = new_default();
+	struct vt_iotlb_entry e = {0};
+	REQUIRE(t);
+
+	REQUIRE_EQ(vt_iotlb_update(t, 0x10000, 0x100, host + 0x40, VT_IOTLB_PERM_WO), 0);
+	check_entry(t, 0x10000, 0x10000, 0x100, host + 0x40, VT_IOTLB_PERM_WO);
+	check_entry(t, 0x100ff, 0x10000, 0x100, host + 0x40, VT_IOTLB_PERM_WO);
+	CHECK_EQ(vt_iotlb_lookup(t, 0x10100, &e), -ENOENT);
+	CHECK_EQ(vt_iotlb_lookup(t, 0xffff, &e), -ENOENT);
+	vt_iotlb_free(t);
+}
+
+VT_TEST(iotlb_as_translates_through_the_address_space_ops)
+{
+	struct vt_iotlb *t = new_default();
+	struct iovec iov[2];
+	struct vt_as_fault fault;
+	unsigned int n;
+	uint8_t buf[4];
+	REQUIRE(t);
+
+	struct vt_as as = vt_iotlb_as(t);
+	REQUIRE_EQ(vt_iotlb_update(t, 0x10000, PAGE, host, VT_IOTLB_PERM_RW), 0);
+	CHECK_EQ(vt_as_translate(&as, 0x10010, 8, VT_ACCESS_READ, iov, 2, &n, NULL), 0);
+	CHECK_EQ(n, 1);
+	CHECK(iov[0].iov_base == host + 0x10);
+	CHECK_EQ(vt_as_translate(&as, 0x20000, 8, VT_ACCESS_READ, iov, 2, &n, &fault), -EFAULT);
+	CHECK_EQ(fault.addr, 0x20000);
+
+	CHECK_EQ(vt_as_write(&as, 0x10020, "abcd", 4, NULL), 0);
+	CHECK(memcmp(host + 0x20, "abcd", 4) == 0);
+	CHECK_EQ(vt_as_read(&as, 0x10021, buf, 3, NULL), 0);
+	CHECK(memcmp(buf, "bcd", 3) == 0);
+
+	uint64_t gen = vt_as_generation(&as);
+	CHECK_EQ(gen, vt_iotlb_generation(t));
+	vt_iotlb_invalidate_all(t);
+	CHECK(vt_as_generation(&as) != gen);
+	vt_iotlb_free(t);
+}

@@ -1,0 +1,121 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * What the DMA modes share, internal to the library: the ops table each mode fills, the common
+ * head of every struct vt_dma (embedded first in each mode's own struct), statistics, and a
+ * bounded pool of mapping records for the modes that remember their mappings.
+ */
+#ifndef VIRTUE_MEM_DMA_IMPL_H
+#define VIRTUE_MEM_DMA_IMPL_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <virtue/dma.h>
+
+/* The IOMMU's page: the unit of IOVA allocation and of the translations published. */
+#define VT_DMA_IOMMU_PAGE 4096u
+
+/* Live mappings a mode that remembers them can hold (iommu strict and lazy, bounce). */
+#define VT_DMA_MAX_MAPPINGS 65536u
+
+/* Alignment of coherent allocations, as the Linux DMA API gives: rings may need a page. */
+#define VT_DMA_COHERENT_ALIGN 4096u
+
+/*
+ * Arguments reach the ops already checked by dma.c: len > 0, dir valid, ptr not NULL and
+ * [ptr, ptr + len) not wrapping, size > 0. Each op logs its own failures.
+ */
+struct vt_dma_ops {
+	int (*map)(struct vt_dma *dma, void *ptr, size_t len, enum vt_dma_dir dir, uint64_t *bus);
+	int (*unmap)(struct vt_dma *dma, uint64_t bus, size_t len, enum vt_dma_dir dir);
+	int (*sync_for_device)(struct vt_dma *dma, uint64_t bus, size_t len, enum vt_dma_dir dir);
+	int (*sync_for_cpu)(struct vt_dma *dma, uint64_t bus, size_t len, enum vt_dma_dir dir);
+	int (*alloc_coherent)(struct vt_dma *dma, size_t size, void **cpu, uint64_t *bus);
+	void (*free_coherent)(struct vt_dma *dma, size_t size, void *cpu, uint64_t bus);
+	int (*flush)(struct vt_dma *dma);
+	/* Publishes what is pending, releases everything, frees the object. */
+	void (*destroy)(struct vt_dma *dma);
+};
+
+/* struct vt_dma_stats as counters that map and unmap on several threads can bump. */
+struct vt_dma_counters {
+	_Atomic uint64_t maps, unmaps;
+	_Atomic uint64_t iotlb_updates, iotlb_invalidations, flushes;
+	_Atomic uint64_t bounce_bytes_in, bounce_bytes_out;
+	_Atomic uint64_t map_failures;
+};
+
+struct vt_dma {
+	const struct vt_dma_ops *ops;
+	enum vt_dma_mode mode;
+	struct vt_shm *shm;
+	const struct vt_log *log;
+	struct vt_dma_counters stats;
+};
+
+static inline void vt_dma_count(_Atomic uint64_t *counter, uint64_t n)
+{
+	/* Statistics only: nothing is ordered by them. */
+	atomic_fetch_add_explicit(counter, n, memory_order_relaxed);
+}
+
+/* Fills the common head; the mode's constructor calls it first. */
+void vt_dma_init_common(struct vt_dma *dma, const struct vt_dma_ops *ops,
+			const struct vt_dma_params *params);
+
+/* The per-mode constructors vt_dma_new dispatches to; params already checked for the mode. */
+int vt_dma_direct_create(const struct vt_dma_params *params, struct vt_dma **out);
+int vt_dma_iommu_create(const struct vt_dma_params *params, struct vt_dma **out);
+int vt_dma_bounce_create(const struct vt_dma_params *params, struct vt_dma **out);
+
+/*
+ * A mapping remembered by a mode: what was mapped and how, so that unmap and sync can check
+ * their arguments and bounce can copy. Records are found through the range allocator's tag.
+ */
+enum vt_dma_record_state {
+	VT_DMA_RECORD_UNUSED = 0,
+	VT_DMA_RECORD_LIVE, /* mapped; unmap and sync accept it */
+	VT_DMA_RECORD_RETIRING, /* unmapped, but its bus addresses are not yet reusable */
+};
+
+struct vt_dma_record {
+	void *cpu; /* the driver's pointer */
+	uint64_t len;
+	uint64_t bus; /* what map returned */
+	uint64_t bus_block; /* start of the range-allocator block behind it */
+	uint64_t bus_size; /* the size that block was allocated with */
+	uint32_t next_unused;
+	uint8_t dir;
+	uint8_t state;
+	uint8_t flags; /* the mode's own */
+};
+
+/* A fixed pool of records, indices 1..capacity (0 is "none", as range_alloc tags). */
+struct vt_dma_record_pool {
+	struct vt_dma_record *records;
+	uint32_t capacity;
+	uint32_t high_water;
+	uint32_t unused; /* records given back, linked through next_unused */
+	uint32_t live; /* records not UNUSED */
+};
+
+int vt_dma_record_pool_init(struct vt_dma_record_pool *pool, uint32_t capacity);
+void vt_dma_record_pool_destroy(struct vt_dma_record_pool *pool);
+/* A zeroed record's index, or 0 when the pool is exhausted. */
+uint32_t vt_dma_record_get(struct vt_dma_record_pool *pool);
+void vt_dma_record_put(struct vt_dma_record_pool *pool, uint32_t index);
+
+static inline struct vt_dma_record *vt_dma_record_at(struct vt_dma_record_pool *pool,
+						     uint32_t index)
+{
+	return &pool->records[index];
+}
+
+/* [bus, bus + len) lies inside the record's mapping. */
+static inline int vt_dma_record_covers(const struct vt_dma_record *rec, uint64_t bus, size_t len)
+{
+	return bus >= rec->bus && bus - rec->bus <= rec->len && len <= rec->len - (bus - rec->bus);
+}
+
+#endif

@@ -1,0 +1,39 @@
+/* SPDX-License-Identifier: MIT */
+/* Shared pieces of virtue-bench: timing, result rows, the ping-pong reference. */
+#ifndef VIRTUE_BENCH_H
+#define VIRTUE_BENCH_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+struct bench_opts {
+	bool json;
+	unsigned int runs; /* repetitions per configuration; the median is reported */
+	double scale; /* fraction of the default operation counts (quick runs: --quick) */
+};
+
+static inline uint64_t bench_now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+double bench_median(double *values, unsigned int n);
+
+/*
+ * One-way latency of a cache line bouncing between two threads pinned to CPUs 0 and 1, in ns.
+ * Printed next to every result: this machine's vCPUs move between placements, so a figure means
+ * something only beside the ping-pong of the same run.
+ */
+double bench_pingpong_ns(const struct bench_opts *opts);
+
+/* Prints one result row (table or JSON line). @extra is a JSON fragment or NULL. */
+void bench_row(const struct bench_opts *opts, const char *bench, const char *config,
+	       const char *access, double ns_per_op, double pingpong_ns, const char *extra);
+void bench_header(const struct bench_opts *opts, const char *title, double pingpong_ns);
+
+int bench_mem(const struct bench_opts *opts);
+
+#endif
