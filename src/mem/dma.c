@@ -275,3 +275,32 @@ void vt_dma_record_put(struct vt_dma_record_pool *pool, uint32_t index)
 	pool->unused = index;
 	pool->live--;
 }
+
+int vt_dma_record_find(const struct vt_dma *dma, const struct vt_range_alloc *ra,
+		       struct vt_dma_record_pool *pool, uint64_t block_addr, const char *op,
+		       uint64_t bus, size_t len, enum vt_dma_dir dir, int exact, uint32_t *tag)
+{
+	struct vt_range_block_info info;
+	const struct vt_dma_record *rec = NULL;
+
+	if (vt_range_alloc_find(ra, block_addr, &info) == 0 && info.tag != 0)
+		rec = vt_dma_record_at(pool, info.tag);
+	if (rec && rec->state == VT_DMA_RECORD_LIVE &&
+	    (exact ? rec->bus == bus
+		   : bus >= rec->bus && bus - rec->bus < rec->len &&
+			     len <= rec->len - (bus - rec->bus))) {
+		if ((!exact || rec->len == len) && rec->dir == dir) {
+			*tag = info.tag;
+			return 0;
+		}
+		vt_log(dma->log, VT_LOG_ERROR,
+		       "dma(%s): %s of bus 0x%llx len %zu dir %d does not match its mapping (len "
+		       "%llu dir %d)",
+		       vt_dma_mode_name(dma->mode), op, (unsigned long long)bus, len, (int)dir,
+		       (unsigned long long)rec->len, rec->dir);
+		return -EINVAL;
+	}
+	vt_log(dma->log, VT_LOG_ERROR, "dma(%s): %s of bus 0x%llx len %zu: not mapped",
+	       vt_dma_mode_name(dma->mode), op, (unsigned long long)bus, len);
+	return -ENOENT;
+}

@@ -1,2 +1,318 @@
-/* placeholder: being written */
-typedef int vt_placeholder_t;
+/* SPDX-License-Identifier: MIT */
+/*
+ * Bounce DMA: the device reaches only a window of shared memory (as a confidential guest shares
+ * only a swiotlb window with its host), so every mapping is a slot in the window and the bytes
+ * travel by copy, in the mapping's direction only: in at map and sync_for_device for to-device,
+ * out at unmap and sync_for_cpu for from-device. The driver's own buffer can be anywhere.
+ *
+ * Threading: map, unmap and sync may run on several threads at once. The mutex covers the slot
+ * allocator and the records; copies run outside it, on slots their mapping owns.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mem/dma_impl.h"
+
+#define BOUNCE_DEFAULT_WINDOW (4ULL << 20)
+/* Slots are cache lines, so two mappings never share one. */
+#define BOUNCE_SLOT_GRANULE 64u
+
+/* Record flag: memory from alloc_coherent, which lives in the window and is never copied. */
+#define RECORD_COHERENT 1u
+
+struct dma_bounce {
+	struct vt_dma dma; /* first: the ops get a struct vt_dma * */
+	pthread_mutex_t lock;
+	uint8_t *window;
+	uint64_t window_size;
+	uint64_t window_gpa;
+	struct vt_range_alloc slots; /* offsets into the window */
+	struct vt_dma_record_pool records;
+};
+
+static inline struct dma_bounce *to_bounce(struct vt_dma *dma)
+{
+	return (struct dma_bounce *)dma;
+}
+
+/* A record and a slot of @len bytes for it; logged when the window is full. */
+static int reserve_slot(struct dma_bounce *b, uint64_t len, uint64_t align, uint32_t *tag,
+			uint64_t *off)
+{
+	int ret = -ENOSPC;
+
+	*tag = vt_dma_record_get(&b->records);
+	if (*tag) {
+		ret = vt_range_alloc_alloc(&b->slots, len, align, *tag, off);
+		if (ret < 0)
+			vt_dma_record_put(&b->records, *tag);
+	}
+	if (ret < 0)
+		vt_log(b->dma.log, VT_LOG_WARN,
+		       "dma(bounce): window full: no slot for %llu bytes (%llu of %llu bytes free, "
+		       "%u mappings live)",
+		       (unsigned long long)len,
+		       (unsigned long long)vt_range_alloc_free_bytes(&b->slots),
+		       (unsigned long long)b->window_size, b->records.live);
+	return ret;
+}
+
+static int bounce_map(struct vt_dma *dma, void *ptr, size_t len, enum vt_dma_dir dir,
+		      uint64_t *bus)
+{
+	struct dma_bounce *b = to_bounce(dma);
+	uint32_t tag;
+	uint64_t off;
+
+	pthread_mutex_lock(&b->lock);
+	int ret = reserve_slot(b, len, BOUNCE_SLOT_GRANULE, &tag, &off);
+	if (ret == 0)
+		*vt_dma_record_at(&b->records, tag) = (struct vt_dma_record){
+			.cpu = ptr,
+			.len = len,
+			.bus = b->window_gpa + off,
+			.bus_block = off,
+			.bus_size = len,
+			.dir = (uint8_t)dir,
+			.state = VT_DMA_RECORD_LIVE,
+		};
+	pthread_mutex_unlock(&b->lock);
+	if (ret < 0)
+		return ret;
+
+	/*
+	 * The bus address is not out yet, so the slot is ours to fill. A from-device slot is
+	 * zeroed, not copied into: the device must see no driver data it was not given, and
+	 * bytes it leaves unwritten must not carry an earlier mapping's data back at unmap.
+	 */
+	if (dir & VT_DMA_TO_DEVICE) {
+		memcpy(b->window + off, ptr, len);
+		vt_dma_count(&dma->stats.bounce_bytes_in, len);
+	} else {
+		memset(b->window + off, 0, len);
+	}
+	*bus = b->window_gpa + off;
+	return 0;
+}
+
+/* @bus as an offset into the window, or UINT64_MAX (never a slot) when outside it. */
+static uint64_t window_offset(const struct dma_bounce *b, uint64_t bus)
+{
+	return bus >= b->window_gpa && bus - b->window_gpa < b->window_size ? bus - b->window_gpa
+									   : UINT64_MAX;
+}
+
+static int find_live(struct dma_bounce *b, const char *op, uint64_t bus, size_t len,
+		     enum vt_dma_dir dir, int exact, uint32_t *tag)
+{
+	return vt_dma_record_find(&b->dma, &b->slots, &b->records, window_offset(b, bus), op, bus,
+				  len, dir, exact, tag);
+}
+
+static int bounce_unmap(struct vt_dma *dma, uint64_t bus, size_t len, enum vt_dma_dir dir)
+{
+	struct dma_bounce *b = to_bounce(dma);
+	uint32_t tag;
+
+	pthread_mutex_lock(&b->lock);
+	int ret = find_live(b, "unmap", bus, len, dir, 1, &tag);
+	struct vt_dma_record *rec = ret ? NULL : vt_dma_record_at(&b->records, tag);
+	if (rec && (rec->flags & RECORD_COHERENT)) {
+		vt_log(dma->log, VT_LOG_ERROR,
+		       "dma(bounce): unmap of bus 0x%llx: coherent memory is freed with "
+		       "vt_dma_free_coherent",
+		       (unsigned long long)bus);
+		rec = NULL;
+		ret = -EINVAL;
+	}
+	/* Retiring: a second unmap or a sync now fails, while the slot is still ours to read. */
+	if (rec)
+		rec->state = VT_DMA_RECORD_RETIRING;
+	pthread_mutex_unlock(&b->lock);
+	if (!rec)
+		return ret;
+
+	if (dir & VT_DMA_FROM_DEVICE) {
+		memcpy(rec->cpu, b->window + rec->bus_block, len);
+		vt_dma_count(&dma->stats.bounce_bytes_out, len);
+	}
+	pthread_mutex_lock(&b->lock);
+	vt_range_alloc_free(&b->slots, rec->bus_block, rec->bus_size);
+	vt_dma_record_put(&b->records, tag);
+	pthread_mutex_unlock(&b->lock);
+	return 0;
+}
+
+/* Copies [bus, bus + len) of a live mapping in (to_device) or out, if its direction says so. */
+static int bounce_sync(struct vt_dma *dma, uint64_t bus, size_t len, enum vt_dma_dir dir,
+		       int to_device)
+{
+	struct dma_bounce *b = to_bounce(dma);
+	const char *op = to_device ? "sync_for_device" : "sync_for_cpu";
+	uint32_t tag;
+
+	pthread_mutex_lock(&b->lock);
+	int ret = find_live(b, op, bus, len, dir, 0, &tag);
+	struct vt_dma_record rec;
+	if (ret == 0)
+		rec = *vt_dma_record_at(&b->records, tag);
+	pthread_mutex_unlock(&b->lock);
+	if (ret)
+		return ret;
+	if (rec.flags & RECORD_COHERENT)
+		return 0;
+
+	uint8_t *slot = b->window + rec.bus_block + (bus - rec.bus);
+	uint8_t *cpu = (uint8_t *)rec.cpu + (bus - rec.bus);
+	if (to_device && (dir & VT_DMA_TO_DEVICE)) {
+		memcpy(slot, cpu, len);
+		vt_dma_count(&dma->stats.bounce_bytes_in, len);
+	} else if (!to_device && (dir & VT_DMA_FROM_DEVICE)) {
+		memcpy(cpu, slot, len);
+		vt_dma_count(&dma->stats.bounce_bytes_out, len);
+	}
+	return 0;
+}
+
+static int bounce_sync_for_device(struct vt_dma *dma, uint64_t bus, size_t len,
+				  enum vt_dma_dir dir)
+{
+	return bounce_sync(dma, bus, len, dir, 1);
+}
+
+static int bounce_sync_for_cpu(struct vt_dma *dma, uint64_t bus, size_t len, enum vt_dma_dir dir)
+{
+	return bounce_sync(dma, bus, len, dir, 0);
+}
+
+/* Coherent memory lives in the window itself: both sides use the same bytes, nothing copies. */
+static int bounce_alloc_coherent(struct vt_dma *dma, size_t size, void **cpu, uint64_t *bus)
+{
+	struct dma_bounce *b = to_bounce(dma);
+	uint32_t tag;
+	uint64_t off;
+
+	pthread_mutex_lock(&b->lock);
+	int ret = reserve_slot(b, size, VT_DMA_COHERENT_ALIGN, &tag, &off);
+	if (ret == 0)
+		*vt_dma_record_at(&b->records, tag) = (struct vt_dma_record){
+			.cpu = b->window + off,
+			.len = size,
+			.bus = b->window_gpa + off,
+			.bus_block = off,
+			.bus_size = size,
+			.dir = VT_DMA_BIDIRECTIONAL,
+			.state = VT_DMA_RECORD_LIVE,
+			.flags = RECORD_COHERENT,
+		};
+	pthread_mutex_unlock(&b->lock);
+	if (ret < 0)
+		return ret;
+	memset(b->window + off, 0, size);
+	*cpu = b->window + off;
+	*bus = b->window_gpa + off;
+	return 0;
+}
+
+static void bounce_free_coherent(struct vt_dma *dma, size_t size, void *cpu, uint64_t bus)
+{
+	struct dma_bounce *b = to_bounce(dma);
+	uint32_t tag;
+
+	pthread_mutex_lock(&b->lock);
+	int ret = find_live(b, "free_coherent", bus, size, VT_DMA_BIDIRECTIONAL, 1, &tag);
+	struct vt_dma_record *rec = ret == 0 ? vt_dma_record_at(&b->records, tag) : NULL;
+	if (rec && (rec->flags & RECORD_COHERENT) && rec->cpu == cpu) {
+		vt_range_alloc_free(&b->slots, rec->bus_block, rec->bus_size);
+		vt_dma_record_put(&b->records, tag);
+	} else if (rec) {
+		vt_log(dma->log, VT_LOG_ERROR,
+		       "dma(bounce): free_coherent of %p at bus 0x%llx is not a coherent "
+		       "allocation; ignored",
+		       cpu, (unsigned long long)bus);
+	}
+	pthread_mutex_unlock(&b->lock);
+}
+
+static int bounce_flush(struct vt_dma *dma)
+{
+	return 0;
+}
+
+static void bounce_destroy(struct vt_dma *dma)
+{
+	struct dma_bounce *b = to_bounce(dma);
+
+	if (b->records.live)
+		vt_log(dma->log, VT_LOG_WARN, "dma(bounce): freed with %u mappings still live",
+		       b->records.live);
+	vt_dma_record_pool_destroy(&b->records);
+	vt_range_alloc_destroy(&b->slots);
+	if (b->window)
+		vt_shm_release(dma->shm, b->window, b->window_size);
+	pthread_mutex_destroy(&b->lock);
+	free(b);
+}
+
+static const struct vt_dma_ops bounce_ops = {
+	.map = bounce_map,
+	.unmap = bounce_unmap,
+	.sync_for_device = bounce_sync_for_device,
+	.sync_for_cpu = bounce_sync_for_cpu,
+	.alloc_coherent = bounce_alloc_coherent,
+	.free_coherent = bounce_free_coherent,
+	.flush = bounce_flush,
+	.destroy = bounce_destroy,
+};
+
+int vt_dma_bounce_create(const struct vt_dma_params *params, struct vt_dma **out)
+{
+	uint64_t size = params->bounce_window_size ? params->bounce_window_size
+						   : BOUNCE_DEFAULT_WINDOW;
+
+	if (size < BOUNCE_SLOT_GRANULE || size > SIZE_MAX) {
+		vt_log(params->log, VT_LOG_ERROR, "dma(bounce): window of %llu bytes refused",
+		       (unsigned long long)size);
+		return -EINVAL;
+	}
+	struct dma_bounce *b = calloc(1, sizeof(*b));
+	if (!b)
+		return -ENOMEM;
+	vt_dma_init_common(&b->dma, &bounce_ops, params);
+	int ret = pthread_mutex_init(&b->lock, NULL);
+	if (ret) {
+		free(b);
+		return -ret;
+	}
+
+	void *window;
+	ret = vt_shm_alloc(params->shm, size, VT_DMA_COHERENT_ALIGN, &window);
+	if (ret < 0) {
+		vt_log(params->log, VT_LOG_ERROR,
+		       "dma(bounce): no room in shared memory for a %llu-byte window",
+		       (unsigned long long)size);
+		bounce_destroy(&b->dma);
+		return ret;
+	}
+	b->window = window;
+	b->window_size = size;
+	/* Memory from vt_shm_alloc is in one shared memory region by construction. */
+	vt_shm_gpa(params->shm, window, size, &b->window_gpa);
+
+	uint64_t slots = size / BOUNCE_SLOT_GRANULE;
+	ret = vt_dma_record_pool_init(&b->records, slots < VT_DMA_MAX_MAPPINGS
+							   ? (uint32_t)slots
+							   : VT_DMA_MAX_MAPPINGS);
+	if (ret == 0)
+		ret = vt_range_alloc_init(&b->slots, 0, size, BOUNCE_SLOT_GRANULE,
+					  2 * VT_DMA_MAX_MAPPINGS);
+	if (ret < 0) {
+		vt_log(params->log, VT_LOG_ERROR, "dma(bounce): out of memory");
+		bounce_destroy(&b->dma);
+		return ret;
+	}
+	*out = &b->dma;
+	return 0;
+}

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Direct DMA (no VIRTIO_F_ACCESS_PLATFORM): the bus address is the driver-physical address of the
- * shared memory holding the buffer. Nothing is remembered per mapping; unmap and sync only check
- * that the address names shared memory.
+ * Direct DMA, the mode of a device that does not use the platform (vt_dma_mode_for): the bus
+ * address is the driver-physical address of the shared memory holding the buffer. Nothing is
+ * remembered per mapping; unmap and sync only check that the address names shared memory.
  */
 #include <errno.h>
 #include <stdlib.h>

@@ -13,6 +13,8 @@
 
 #include <virtue/dma.h>
 
+#include "mem/range_alloc.h"
+
 /* The IOMMU's page: the unit of IOVA allocation and of the translations published. */
 #define VT_DMA_IOMMU_PAGE 4096u
 
@@ -112,10 +114,14 @@ static inline struct vt_dma_record *vt_dma_record_at(struct vt_dma_record_pool *
 	return &pool->records[index];
 }
 
-/* [bus, bus + len) lies inside the record's mapping. */
-static inline int vt_dma_record_covers(const struct vt_dma_record *rec, uint64_t bus, size_t len)
-{
-	return bus >= rec->bus && bus - rec->bus <= rec->len && len <= rec->len - (bus - rec->bus);
-}
+/*
+ * The LIVE record of the mapping at @bus, found through the allocator block holding @block_addr
+ * (@bus in the allocator's own terms) and its tag. @exact (unmap): the mapping must start at @bus
+ * with @len; otherwise (sync) [bus, bus + len) must lie inside it. The direction must match.
+ * Returns 0 with *tag set, -ENOENT (no such live mapping) or -EINVAL (mismatch), logged.
+ */
+int vt_dma_record_find(const struct vt_dma *dma, const struct vt_range_alloc *ra,
+		       struct vt_dma_record_pool *pool, uint64_t block_addr, const char *op,
+		       uint64_t bus, size_t len, enum vt_dma_dir dir, int exact, uint32_t *tag);
 
 #endif

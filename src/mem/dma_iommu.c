@@ -1,2 +1,583 @@
-/* placeholder: being written */
-typedef int vt_placeholder_t;
+/* SPDX-License-Identifier: MIT */
+/*
+ * IOMMU DMA: bus addresses are IOVAs from a range allocator, and the device learns each
+ * translation through the caller's update / invalidate callbacks (vhost-user IOTLB messages, or a
+ * vt_iotlb in tests). Strict invalidates at unmap; lazy queues unmapped ranges and invalidates them
+ * in batches; premapped maps each shared memory region once at creation. The invariant of every
+ * mode: an IOVA goes back to the allocator only after its invalidation was published, so a reused
+ * IOVA can never reach the previous buffer through a stale device translation.
+ *
+ * Threading: map, unmap, sync and flush may run on several threads at once (one mutex; the
+ * callbacks run under it, so the device sees updates and invalidations in allocation order).
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <virtue/as.h>
+
+#include "mem/dma_impl.h"
+
+#define IOVA_DEFAULT_BASE   (1ULL << 20)
+#define IOVA_DEFAULT_SIZE   (1ULL << 40)
+#define LAZY_DEFAULT_BATCH  256u
+#define PAGE_MASK           ((uint64_t)VT_DMA_IOMMU_PAGE - 1)
+
+/* A region mapped once, RW, at creation (premapped mode). */
+struct premapped_region {
+	uint64_t hva;
+	uint64_t size;
+	uint64_t iova;
+};
+
+/* An unmapped IOVA block waiting for its invalidation (lazy mode). */
+struct pending_range {
+	uint64_t iova;
+	uint64_t bytes; /* the whole allocator block: nothing else lives in it */
+	uint32_t tag; /* its record, RETIRING until the invalidation is published */
+};
+
+struct dma_iommu {
+	struct vt_dma dma; /* first: the ops get a struct vt_dma * */
+	pthread_mutex_t lock;
+	const struct vt_dma_iotlb_ops *iotlb;
+	void *iotlb_opaque;
+	struct vt_range_alloc iova;
+	struct vt_dma_record_pool records;
+
+	struct pending_range *pending;
+	unsigned int pending_count, lazy_batch;
+
+	struct premapped_region premapped[VT_SHM_MAX_REGIONS]; /* sorted by hva */
+	unsigned int premapped_count;
+};
+
+static inline struct dma_iommu *to_iommu(struct vt_dma *dma)
+{
+	return (struct dma_iommu *)dma;
+}
+
+static const char *mode_name(const struct dma_iommu *m)
+{
+	return vt_dma_mode_name(m->dma.mode);
+}
+
+static unsigned int perm_for(enum vt_dma_dir dir)
+{
+	switch (dir) {
+	case VT_DMA_TO_DEVICE:
+		return VT_ACCESS_READ;
+	case VT_DMA_FROM_DEVICE:
+		return VT_ACCESS_WRITE;
+	case VT_DMA_BIDIRECTIONAL:
+		break;
+	}
+	return VT_ACCESS_RW;
+}
+
+static int publish_update(struct dma_iommu *m, uint64_t iova, uint64_t size, uint64_t uaddr,
+			  unsigned int perm)
+{
+	int ret = m->iotlb->update(m->iotlb_opaque, iova, size, uaddr, perm);
+	if (ret < 0) {
+		vt_log(m->dma.log, VT_LOG_ERROR,
+		       "dma(%s): IOTLB update of iova 0x%llx size 0x%llx failed (%d)", mode_name(m),
+		       (unsigned long long)iova, (unsigned long long)size, ret);
+		return ret;
+	}
+	vt_dma_count(&m->dma.stats.iotlb_updates, 1);
+	return 0;
+}
+
+static int publish_invalidate(struct dma_iommu *m, uint64_t iova, uint64_t size)
+{
+	int ret = m->iotlb->invalidate(m->iotlb_opaque, iova, size);
+	if (ret < 0) {
+		vt_log(m->dma.log, VT_LOG_ERROR,
+		       "dma(%s): IOTLB invalidation of iova 0x%llx size 0x%llx failed (%d); the "
+		       "IOVA stays reserved",
+		       mode_name(m), (unsigned long long)iova, (unsigned long long)size, ret);
+		return ret;
+	}
+	vt_dma_count(&m->dma.stats.iotlb_invalidations, 1);
+	return 0;
+}
+
+/* Returns a retired record's IOVA to the allocator: its invalidation has been published. */
+static void release_record(struct dma_iommu *m, uint32_t tag)
+{
+	struct vt_dma_record *rec = vt_dma_record_at(&m->records, tag);
+
+	vt_range_alloc_free(&m->iova, rec->bus_block, rec->bus_size);
+	vt_dma_record_put(&m->records, tag);
+}
+
+/*
+ * Sorts the queue by IOVA in place: a heapsort, because flushing runs on the unmap path, which
+ * must not allocate (glibc's qsort may).
+ */
+static void sift_down(struct pending_range *a, unsigned int root, unsigned int n)
+{
+	for (unsigned int child; (child = 2 * root + 1) < n; root = child) {
+		if (child + 1 < n && a[child + 1].iova > a[child].iova)
+			child++;
+		if (a[root].iova >= a[child].iova)
+			return;
+		struct pending_range t = a[root];
+		a[root] = a[child];
+		a[child] = t;
+	}
+}
+
+static void sort_pending(struct pending_range *a, unsigned int n)
+{
+	for (unsigned int i = n / 2; i-- > 0;)
+		sift_down(a, i, n);
+	while (n-- > 1) {
+		struct pending_range t = a[0];
+		a[0] = a[n];
+		a[n] = t;
+		sift_down(a, 0, n);
+	}
+}
+
+/*
+ * Publishes the queued invalidations, adjacent blocks merged into one, and only then frees their
+ * IOVAs. On a failed publish the ranges not yet invalidated stay queued (and reserved).
+ */
+static int flush_locked(struct dma_iommu *m)
+{
+	unsigned int n = m->pending_count, i = 0;
+
+	if (n == 0)
+		return 0;
+	sort_pending(m->pending, n);
+	while (i < n) {
+		uint64_t start = m->pending[i].iova, end = start + m->pending[i].bytes;
+		unsigned int j = i + 1;
+		while (j < n && m->pending[j].iova == end)
+			end += m->pending[j++].bytes;
+		int ret = publish_invalidate(m, start, end - start);
+		if (ret < 0) {
+			memmove(m->pending, &m->pending[i], (n - i) * sizeof(m->pending[0]));
+			m->pending_count = n - i;
+			return ret;
+		}
+		for (; i < j; i++)
+			release_record(m, m->pending[i].tag);
+	}
+	m->pending_count = 0;
+	vt_dma_count(&m->dma.stats.flushes, 1);
+	return 0;
+}
+
+static bool lazy(const struct dma_iommu *m)
+{
+	return m->dma.mode == VT_DMA_IOMMU_LAZY;
+}
+
+/*
+ * A record and an IOVA block of @size bytes for it. When either runs out while unmapped ranges
+ * are queued, those are flushed and the allocation retried: queued IOVAs are free space that
+ * only waits for its invalidation.
+ */
+static int reserve_iova(struct dma_iommu *m, uint64_t size, uint32_t *tag, uint64_t *iova)
+{
+	for (int attempt = 0;; attempt++) {
+		int ret = -ENOSPC;
+		*tag = vt_dma_record_get(&m->records);
+		if (*tag) {
+			ret = vt_range_alloc_alloc(&m->iova, size, VT_DMA_IOMMU_PAGE, *tag, iova);
+			if (ret == 0)
+				return 0;
+			vt_dma_record_put(&m->records, *tag);
+		}
+		if (ret != -ENOSPC || attempt > 0 || m->pending_count == 0 ||
+		    flush_locked(m) < 0) {
+			vt_log(m->dma.log, VT_LOG_ERROR,
+			       "dma(%s): no IOVA space or mapping record for 0x%llx bytes (%u "
+			       "mappings live)",
+			       mode_name(m), (unsigned long long)size, m->records.live);
+			return ret;
+		}
+	}
+}
+
+static int iommu_map(struct vt_dma *dma, void *ptr, size_t len, enum vt_dma_dir dir,
+		     uint64_t *bus)
+{
+	struct dma_iommu *m = to_iommu(dma);
+	uint64_t p = (uint64_t)(uintptr_t)ptr, offset = p & PAGE_MASK, gpa;
+	uint64_t span = (offset + len + PAGE_MASK) & ~PAGE_MASK;
+
+	/*
+	 * The device can reach shared memory only. Whole IOMMU pages are published when they all
+	 * lie in it (fewer, mergeable translations); otherwise just the bytes asked for, so the
+	 * device is never given memory outside shared memory. The IOVA block covers the pages in
+	 * both cases, so the bus address keeps the in-page offset. (dma.c refused wrapping ranges
+	 * and NULL, so span cannot wrap for a pointer in shared memory.)
+	 */
+	bool whole_pages = span >= offset + len &&
+			   vt_shm_gpa(dma->shm, (void *)(uintptr_t)(p - offset), span, &gpa) == 0;
+	if (!whole_pages && vt_shm_gpa(dma->shm, ptr, len, &gpa) < 0) {
+		vt_log(dma->log, VT_LOG_ERROR,
+		       "dma(%s): map of [%p, +%zu) refused: not inside one shared memory region",
+		       mode_name(m), ptr, len);
+		return -EFAULT;
+	}
+
+	pthread_mutex_lock(&m->lock);
+	uint32_t tag;
+	uint64_t iova;
+	int ret = reserve_iova(m, span, &tag, &iova);
+	if (ret < 0)
+		goto out;
+	if (whole_pages)
+		ret = publish_update(m, iova, span, p - offset, perm_for(dir));
+	else
+		ret = publish_update(m, iova + offset, len, p, perm_for(dir));
+	if (ret < 0) {
+		/* A refused update is taken to have changed nothing: the IOVA is clean. */
+		vt_range_alloc_free(&m->iova, iova, span);
+		vt_dma_record_put(&m->records, tag);
+		goto out;
+	}
+	struct vt_dma_record *rec = vt_dma_record_at(&m->records, tag);
+	*rec = (struct vt_dma_record){
+		.cpu = ptr,
+		.len = len,
+		.bus = iova + offset,
+		.bus_block = iova,
+		.bus_size = span,
+		.dir = (uint8_t)dir,
+		.state = VT_DMA_RECORD_LIVE,
+	};
+	*bus = rec->bus;
+out:
+	pthread_mutex_unlock(&m->lock);
+	return ret;
+}
+
+static int find_live(struct dma_iommu *m, const char *op, uint64_t bus, size_t len,
+		     enum vt_dma_dir dir, int exact, uint32_t *tag)
+{
+	return vt_dma_record_find(&m->dma, &m->iova, &m->records, bus, op, bus, len, dir, exact,
+				  tag);
+}
+
+static int unmap_locked(struct dma_iommu *m, uint64_t bus, size_t len, enum vt_dma_dir dir)
+{
+	uint32_t tag;
+	int ret = find_live(m, "unmap", bus, len, dir, 1, &tag);
+	if (ret < 0)
+		return ret;
+	struct vt_dma_record *rec = vt_dma_record_at(&m->records, tag);
+
+	if (!lazy(m)) {
+		/* Strict: the device loses the translation before the IOVA can be reused. */
+		ret = publish_invalidate(m, rec->bus_block, rec->bus_size);
+		if (ret == 0)
+			release_record(m, tag);
+		return ret;
+	}
+	/* A full queue that cannot be flushed leaves the mapping live rather than lose track. */
+	if (m->pending_count == m->lazy_batch) {
+		ret = flush_locked(m);
+		if (ret < 0)
+			return ret;
+	}
+	rec->state = VT_DMA_RECORD_RETIRING;
+	m->pending[m->pending_count++] = (struct pending_range){
+		.iova = rec->bus_block,
+		.bytes = vt_range_alloc_block_bytes(&m->iova, rec->bus_size, VT_DMA_IOMMU_PAGE),
+		.tag = tag,
+	};
+	/* The unmap itself is done; a failed flush stays queued and is retried (and logged). */
+	if (m->pending_count == m->lazy_batch)
+		flush_locked(m);
+	return 0;
+}
+
+static int iommu_unmap(struct vt_dma *dma, uint64_t bus, size_t len, enum vt_dma_dir dir)
+{
+	struct dma_iommu *m = to_iommu(dma);
+
+	pthread_mutex_lock(&m->lock);
+	int ret = unmap_locked(m, bus, len, dir);
+	pthread_mutex_unlock(&m->lock);
+	return ret;
+}
+
+/* The IOMMU keeps both sides coherent: a sync only checks that it names a live mapping. */
+static int iommu_sync(struct vt_dma *dma, uint64_t bus, size_t len, enum vt_dma_dir dir)
+{
+	struct dma_iommu *m = to_iommu(dma);
+	uint32_t tag;
+
+	pthread_mutex_lock(&m->lock);
+	int ret = find_live(m, "sync", bus, len, dir, 0, &tag);
+	pthread_mutex_unlock(&m->lock);
+	return ret;
+}
+
+static int iommu_flush(struct vt_dma *dma)
+{
+	struct dma_iommu *m = to_iommu(dma);
+
+	pthread_mutex_lock(&m->lock);
+	int ret = flush_locked(m);
+	pthread_mutex_unlock(&m->lock);
+	return ret;
+}
+
+/* The premapped region holding [p, p + len), by binary search over host addresses. */
+static const struct premapped_region *premapped_by_hva(const struct dma_iommu *m, uint64_t p,
+						       uint64_t len)
+{
+	unsigned int lo = 0, hi = m->premapped_count;
+
+	while (lo < hi) {
+		unsigned int mid = lo + (hi - lo) / 2;
+		if (m->premapped[mid].hva <= p)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo == 0)
+		return NULL;
+	const struct premapped_region *r = &m->premapped[lo - 1];
+	uint64_t off = p - r->hva;
+	return off < r->size && len <= r->size - off ? r : NULL;
+}
+
+static int premapped_map(struct vt_dma *dma, void *ptr, size_t len, enum vt_dma_dir dir,
+			 uint64_t *bus)
+{
+	struct dma_iommu *m = to_iommu(dma);
+	uint64_t p = (uint64_t)(uintptr_t)ptr;
+	const struct premapped_region *r = premapped_by_hva(m, p, len);
+
+	if (!r) {
+		vt_log(dma->log, VT_LOG_ERROR,
+		       "dma(%s): map of [%p, +%zu) refused: not inside one region premapped at "
+		       "creation",
+		       mode_name(m), ptr, len);
+		return -EFAULT;
+	}
+	*bus = r->iova + (p - r->hva);
+	return 0;
+}
+
+/* Premapped unmap and sync: the range must lie in a premapped region (at most 32: a scan). */
+static int premapped_check(struct vt_dma *dma, uint64_t bus, size_t len, enum vt_dma_dir dir)
+{
+	struct dma_iommu *m = to_iommu(dma);
+
+	for (unsigned int i = 0; i < m->premapped_count; i++) {
+		const struct premapped_region *r = &m->premapped[i];
+		if (bus >= r->iova && bus - r->iova < r->size && len <= r->size - (bus - r->iova))
+			return 0;
+	}
+	vt_log(dma->log, VT_LOG_ERROR, "dma(%s): iova 0x%llx len %zu is not premapped",
+	       mode_name(m), (unsigned long long)bus, len);
+	return -ENOENT;
+}
+
+static int premapped_flush(struct vt_dma *dma)
+{
+	return 0;
+}
+
+static int iommu_alloc_coherent(struct vt_dma *dma, size_t size, void **cpu, uint64_t *bus)
+{
+	void *p;
+	int ret = vt_shm_alloc(dma->shm, size, VT_DMA_COHERENT_ALIGN, &p);
+	if (ret < 0) {
+		vt_log(dma->log, VT_LOG_ERROR,
+		       "dma(%s): no room in shared memory for %zu coherent bytes",
+		       vt_dma_mode_name(dma->mode), size);
+		return ret;
+	}
+	memset(p, 0, size);
+	ret = dma->ops->map(dma, p, size, VT_DMA_BIDIRECTIONAL, bus);
+	if (ret < 0) {
+		vt_shm_release(dma->shm, p, size);
+		return ret;
+	}
+	*cpu = p;
+	return 0;
+}
+
+static void iommu_free_coherent(struct vt_dma *dma, size_t size, void *cpu, uint64_t bus)
+{
+	struct dma_iommu *m = to_iommu(dma);
+	int ret;
+
+	pthread_mutex_lock(&m->lock);
+	ret = unmap_locked(m, bus, size, VT_DMA_BIDIRECTIONAL);
+	/*
+	 * The memory goes back to the shared pool, where it may become anything: unlike a
+	 * streaming buffer the driver keeps, it must not stay reachable through a lazy IOVA.
+	 */
+	if (ret == 0)
+		ret = flush_locked(m);
+	pthread_mutex_unlock(&m->lock);
+	if (ret < 0) {
+		vt_log(dma->log, VT_LOG_ERROR,
+		       "dma(%s): coherent memory at %p not released: it may still be reachable",
+		       mode_name(m), cpu);
+		return;
+	}
+	vt_shm_release(dma->shm, cpu, size);
+}
+
+static void premapped_free_coherent(struct vt_dma *dma, size_t size, void *cpu, uint64_t bus)
+{
+	uint64_t expect;
+
+	if (premapped_map(dma, cpu, size, VT_DMA_BIDIRECTIONAL, &expect) < 0 || expect != bus) {
+		vt_log(dma->log, VT_LOG_ERROR,
+		       "dma(%s): free_coherent of %p does not match bus 0x%llx; ignored",
+		       vt_dma_mode_name(dma->mode), cpu, (unsigned long long)bus);
+		return;
+	}
+	vt_shm_release(dma->shm, cpu, size);
+}
+
+static void iommu_destroy(struct vt_dma *dma)
+{
+	struct dma_iommu *m = to_iommu(dma);
+	unsigned int left = 0;
+
+	pthread_mutex_lock(&m->lock);
+	flush_locked(m);
+	/*
+	 * Mappings never unmapped are a caller bug, but the device must not keep them either; nor
+	 * the retiring ones a failed flush left queued. Best effort: nothing is reused after this.
+	 */
+	for (uint32_t i = 1; i <= m->records.high_water; i++) {
+		struct vt_dma_record *rec = vt_dma_record_at(&m->records, i);
+		if (rec->state == VT_DMA_RECORD_UNUSED)
+			continue;
+		left += rec->state == VT_DMA_RECORD_LIVE;
+		publish_invalidate(m, rec->bus_block, rec->bus_size);
+	}
+	for (unsigned int i = 0; i < m->premapped_count; i++)
+		publish_invalidate(m, m->premapped[i].iova, m->premapped[i].size);
+	pthread_mutex_unlock(&m->lock);
+	if (left)
+		vt_log(dma->log, VT_LOG_WARN, "dma(%s): freed with %u mappings still live",
+		       mode_name(m), left);
+
+	vt_dma_record_pool_destroy(&m->records);
+	vt_range_alloc_destroy(&m->iova);
+	free(m->pending);
+	pthread_mutex_destroy(&m->lock);
+	free(m);
+}
+
+static const struct vt_dma_ops iommu_ops = {
+	.map = iommu_map,
+	.unmap = iommu_unmap,
+	.sync_for_device = iommu_sync,
+	.sync_for_cpu = iommu_sync,
+	.alloc_coherent = iommu_alloc_coherent,
+	.free_coherent = iommu_free_coherent,
+	.flush = iommu_flush,
+	.destroy = iommu_destroy,
+};
+
+static const struct vt_dma_ops premapped_ops = {
+	.map = premapped_map,
+	.unmap = premapped_check,
+	.sync_for_device = premapped_check,
+	.sync_for_cpu = premapped_check,
+	.alloc_coherent = iommu_alloc_coherent,
+	.free_coherent = premapped_free_coherent,
+	.flush = premapped_flush,
+	.destroy = iommu_destroy,
+};
+
+/* Publishes one RW translation per shared memory region present now. */
+static int premap_regions(struct dma_iommu *m)
+{
+	const struct vt_shm *shm = m->dma.shm;
+
+	for (unsigned int i = 0; i < vt_shm_count(shm); i++) {
+		const struct vt_shm_region *r = vt_shm_region(shm, i);
+		struct premapped_region pr = {.hva = (uint64_t)(uintptr_t)r->hva, .size = r->size};
+		int ret = vt_range_alloc_alloc(&m->iova, r->size, VT_DMA_IOMMU_PAGE, 0, &pr.iova);
+		if (ret < 0) {
+			vt_log(m->dma.log, VT_LOG_ERROR,
+			       "dma(%s): IOVA space too small to premap region %u (0x%llx bytes)",
+			       mode_name(m), i, (unsigned long long)r->size);
+			return ret;
+		}
+		ret = publish_update(m, pr.iova, pr.size, pr.hva, VT_ACCESS_RW);
+		if (ret < 0)
+			return ret;
+		unsigned int pos = m->premapped_count++;
+		while (pos > 0 && m->premapped[pos - 1].hva > pr.hva) {
+			m->premapped[pos] = m->premapped[pos - 1];
+			pos--;
+		}
+		m->premapped[pos] = pr;
+	}
+	return 0;
+}
+
+int vt_dma_iommu_create(const struct vt_dma_params *params, struct vt_dma **out)
+{
+	const char *name = vt_dma_mode_name(params->mode);
+	uint64_t base = params->iova_base ? params->iova_base : IOVA_DEFAULT_BASE;
+	uint64_t size = params->iova_size ? params->iova_size : IOVA_DEFAULT_SIZE;
+	unsigned int batch = params->lazy_batch ? params->lazy_batch : LAZY_DEFAULT_BATCH;
+
+	if ((base & PAGE_MASK) || (size & PAGE_MASK) || base + (size - 1) < base ||
+	    batch > VT_DMA_MAX_MAPPINGS) {
+		vt_log(params->log, VT_LOG_ERROR,
+		       "dma(%s): IOVA space 0x%llx+0x%llx must be whole %u-byte pages without "
+		       "wrapping, and lazy_batch (%u) at most %u",
+		       name, (unsigned long long)base, (unsigned long long)size,
+		       VT_DMA_IOMMU_PAGE, batch, VT_DMA_MAX_MAPPINGS);
+		return -EINVAL;
+	}
+
+	struct dma_iommu *m = calloc(1, sizeof(*m));
+	if (!m)
+		return -ENOMEM;
+	bool premapped = params->mode == VT_DMA_IOMMU_PREMAPPED;
+	vt_dma_init_common(&m->dma, premapped ? &premapped_ops : &iommu_ops, params);
+	m->iotlb = params->iotlb_ops;
+	m->iotlb_opaque = params->iotlb_opaque;
+	m->lazy_batch = batch;
+
+	/* Records for live and queued mappings; blocks for those plus the free blocks between. */
+	uint32_t records = premapped ? 0 : VT_DMA_MAX_MAPPINGS + batch;
+	int ret = pthread_mutex_init(&m->lock, NULL);
+	if (ret) {
+		free(m);
+		return -ret;
+	}
+	ret = vt_range_alloc_init(&m->iova, base, size, VT_DMA_IOMMU_PAGE,
+				  premapped ? VT_SHM_MAX_REGIONS * 2 : 2 * records);
+	if (ret == 0)
+		ret = vt_dma_record_pool_init(&m->records, records);
+	if (ret == 0 && params->mode == VT_DMA_IOMMU_LAZY) {
+		m->pending = calloc(batch, sizeof(*m->pending));
+		if (!m->pending)
+			ret = -ENOMEM;
+	}
+	if (ret == 0 && premapped)
+		ret = premap_regions(m);
+	if (ret < 0) {
+		if (ret == -ENOMEM)
+			vt_log(params->log, VT_LOG_ERROR, "dma(%s): out of memory", name);
+		iommu_destroy(&m->dma);
+		return ret;
+	}
+	*out = &m->dma;
+	return 0;
+}

@@ -16,7 +16,7 @@
 #include <virtue/iotlb.h>
 
 #define IOTLB_CACHELINE 64
-#define NO_ENTRY        UINT_MAX
+#define NO_ENTRY	UINT_MAX
 
 /* Everything about an entry but its start, which lives in the array that is searched. */
 struct iotlb_slot {
@@ -97,7 +97,10 @@ static void bump_generation(struct vt_iotlb *t)
 	atomic_fetch_add_explicit(&t->generation, 1, memory_order_release);
 }
 
-/* xorshift64*: eviction only needs victims that an adversary cannot line up cheaply. */
+/*
+ * xorshift64*: victims only need to be spread over the table, so that no access pattern keeps
+ * evicting the same hot entry; a fixed seed keeps runs reproducible.
+ */
 static uint64_t next_random(struct vt_iotlb *t)
 {
 	uint64_t x = t->rng;
@@ -145,7 +148,7 @@ int vt_iotlb_new(const struct vt_iotlb_params *params, struct vt_iotlb **out)
 #ifdef __GLIBC__
 	/*
 	 * glibc prefers readers by default: data-path threads translating back to back would starve
-	 * an invalidation, which the driver is waiting for. Readers never take the lock recursively.
+	 * an invalidation, which the driver waits for. Readers never take the lock recursively.
 	 */
 	pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
 #endif
@@ -238,7 +241,8 @@ static bool changes_translation(const struct vt_iotlb *t, const struct overlap *
 	uint64_t delta = (uint64_t)entry->hva - iova;
 
 	for (unsigned int i = o->first; i < o->end; i++) {
-		if (t->slot[i].perm != entry->perm || (uint64_t)t->slot[i].hva - t->start[i] != delta)
+		if (t->slot[i].perm != entry->perm ||
+		    (uint64_t)t->slot[i].hva - t->start[i] != delta)
 			return true;
 	}
 	return false;
@@ -264,7 +268,7 @@ static unsigned int make_room(struct vt_iotlb *t, struct overlap *o, unsigned in
 	while (need > t->capacity) {
 		unsigned int outside = t->count - (o->end - o->first);
 		if (others && outside) {
-			/* Multiply-shift maps 32 random bits onto [0, outside) without a division. */
+			/* Multiply-shift: 32 random bits onto [0, outside), no division. */
 			unsigned int v = (unsigned int)(((next_random(t) >> 32) * outside) >> 32);
 			if (v >= o->first) {
 				v += o->end - o->first;
@@ -339,11 +343,11 @@ static void report_full(struct vt_iotlb *t, uint64_t iova, uint64_t size)
 	t->full_reported = true;
 	if (t->full_policy == VT_IOTLB_FULL_REFUSE)
 		vt_log(t->log, VT_LOG_ERROR,
-		       "IOTLB full (%u entries): update iova 0x%llx size 0x%llx refused", t->capacity,
-		       (unsigned long long)iova, (unsigned long long)size);
+		       "IOTLB full (%u entries): update iova 0x%llx size 0x%llx refused",
+		       t->capacity, (unsigned long long)iova, (unsigned long long)size);
 	else
-		vt_log(t->log, VT_LOG_WARN, "IOTLB full (%u entries): evicting entries to make room",
-		       t->capacity);
+		vt_log(t->log, VT_LOG_WARN,
+		       "IOTLB full (%u entries): evicting entries to make room", t->capacity);
 }
 
 int vt_iotlb_update(struct vt_iotlb *iotlb, uint64_t iova, uint64_t size, void *hva,

@@ -249,9 +249,9 @@ int vt_range_alloc_free(struct vt_range_alloc *ra, uint64_t addr, uint64_t size)
 		uint64_t buddy_start = b->start ^ order_granules(order);
 		uint32_t j = hash_find(ra, buddy_start);
 		/*
-		 * A free block of the same order at the buddy's place is the buddy itself. Where the
-		 * buddy would lie past the end of the range no block ever starts, so merging never
-		 * leaves the range.
+		 * A free block of the same order at the buddy's place is the buddy itself. Where
+		 * the buddy would lie past the end of the range no block ever starts, so merging
+		 * never leaves the range.
 		 */
 		if (j == NONE || ra->blocks[j].allocated || ra->blocks[j].order != order)
 			break;

@@ -144,7 +144,7 @@ static int insert_region(struct vt_shm *shm, const struct shm_region *r,
 int vt_shm_add_memfd(struct vt_shm *shm, uint64_t size, uint64_t gpa,
 		     const struct vt_shm_region **out)
 {
-	if (size == 0 || size > UINT64_MAX - shm->page_size || size > SIZE_MAX / 2)
+	if (size == 0 || size > (uint64_t)SIZE_MAX - shm->page_size)
 		return -EINVAL;
 	size = (size + shm->page_size - 1) & ~(shm->page_size - 1);
 	/* The mapping does not exist yet, so only the driver-physical range can collide. */

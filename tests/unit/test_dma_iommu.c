@@ -1,1 +1,994 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The IOMMU DMA modes (strict, lazy, premapped) against a real device side: a vt_iotlb filled by
+ * the update / invalidate callbacks, which turn the driver's addresses into the device's own
+ * mapping of shared memory through a memory table, as a vhost-user backend does. The callbacks
+ * also keep a shadow of what the device holds, to catch an IOVA published again while a stale
+ * translation of it is still reachable.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <sys/mman.h>
+
+#include <virtue/dma.h>
+#include <virtue/iotlb.h>
+#include <virtue/memtable.h>
+
 #include "harness.h"
+
+#define GPA_BASE  (1ULL << 30)
+#define SHM_SIZE  (1ULL << 20)
+#define PAGE      4096ULL
+#define SHADOW_MAX 1024
+
+struct log_capture {
+	unsigned int errors, warnings;
+	char last[512];
+};
+
+static void capture_log(void *opaque, enum vt_log_level level, const char *message)
+{
+	struct log_capture *c = opaque;
+
+	c->errors += level == VT_LOG_ERROR;
+	c->warnings += level == VT_LOG_WARN;
+	snprintf(c->last, sizeof(c->last), "%s", message);
+}
+
+struct published {
+	uint64_t iova, size;
+};
+
+struct device_side {
+	struct vt_memtable *table;
+	void *maps[VT_SHM_MAX_REGIONS];
+	uint64_t sizes[VT_SHM_MAX_REGIONS];
+	unsigned int count;
+	struct vt_iotlb *iotlb;
+	struct vt_as as;
+
+	/* What the callbacks saw. */
+	unsigned int updates, invalidations;
+	struct published last_update;
+	uint64_t last_uaddr;
+	unsigned int last_perm;
+	unsigned int stale_updates; /* updates of an IOVA the device could still reach */
+	int fail_updates, fail_invalidations; /* the next N calls fail with -EIO */
+
+	struct published shadow[SHADOW_MAX]; /* published, not yet invalidated */
+	unsigned int shadow_count;
+};
+
+static bool overlaps(uint64_t a, uint64_t a_size, uint64_t b, uint64_t b_size)
+{
+	return a < b + b_size && b < a + a_size;
+}
+
+static void shadow_add(struct device_side *dev, uint64_t iova, uint64_t size)
+{
+	if (dev->shadow_count < SHADOW_MAX)
+		dev->shadow[dev->shadow_count++] = (struct published){iova, size};
+}
+
+static int device_update(void *opaque, uint64_t iova, uint64_t size, uint64_t uaddr,
+			 unsigned int perm)
+{
+	struct device_side *dev = opaque;
+	struct vt_iotlb_entry entry;
+
+	if (dev->fail_updates > 0) {
+		dev->fail_updates--;
+		return -EIO;
+	}
+	/* An IOVA handed out again must not still translate to what it meant before. */
+	bool stale = vt_iotlb_lookup(dev->iotlb, iova, &entry) == 0;
+	for (uint64_t page = (iova + PAGE - 1) & ~(PAGE - 1); page < iova + size; page += PAGE)
+		stale |= vt_iotlb_lookup(dev->iotlb, page, &entry) == 0;
+	for (unsigned int i = 0; i < dev->shadow_count; i++)
+		stale |= overlaps(iova, size, dev->shadow[i].iova, dev->shadow[i].size);
+	if (stale)
+		dev->stale_updates++;
+
+	void *hva;
+	int ret = vt_memtable_uaddr_to_hva(dev->table, uaddr, size, &hva);
+	if (ret == 0)
+		ret = vt_iotlb_update(dev->iotlb, iova, size, hva, perm);
+	if (ret < 0)
+		return ret;
+	dev->updates++;
+	dev->last_update = (struct published){iova, size};
+	dev->last_uaddr = uaddr;
+	dev->last_perm = perm;
+	shadow_add(dev, iova, size);
+	return 0;
+}
+
+static int device_invalidate(void *opaque, uint64_t iova, uint64_t size)
+{
+	struct device_side *dev = opaque;
+
+	if (dev->fail_invalidations > 0) {
+		dev->fail_invalidations--;
+		return -EIO;
+	}
+	int ret = vt_iotlb_invalidate(dev->iotlb, iova, size);
+	if (ret < 0)
+		return ret;
+	dev->invalidations++;
+	/* The shadow loses whatever the range covers; pieces outside it survive. */
+	for (unsigned int i = 0; i < dev->shadow_count;) {
+		struct published p = dev->shadow[i];
+		if (!overlaps(iova, size, p.iova, p.size)) {
+			i++;
+			continue;
+		}
+		dev->shadow[i] = dev->shadow[--dev->shadow_count];
+		if (p.iova < iova)
+			shadow_add(dev, p.iova, iova - p.iova);
+		if (p.iova + p.size > iova + size)
+			shadow_add(dev, iova + size, p.iova + p.size - (iova + size));
+	}
+	return 0;
+}
+
+static const struct vt_dma_iotlb_ops device_ops = {
+	.update = device_update,
+	.invalidate = device_invalidate,
+};
+
+static int device_attach(struct device_side *dev, const struct vt_shm *shm)
+{
+	*dev = (struct device_side){.table = vt_memtable_new(NULL)};
+	if (!dev->table)
+		return -ENOMEM;
+	for (unsigned int i = 0; i < vt_shm_count(shm); i++) {
+		const struct vt_shm_region *r = vt_shm_region(shm, i);
+		void *hva = r->hva; /* caller memory: the device is this process */
+		if (r->fd >= 0) {
+			hva = mmap(NULL, r->size, PROT_READ | PROT_WRITE, MAP_SHARED, r->fd,
+				   (off_t)r->fd_offset);
+			if (hva == MAP_FAILED)
+				return -errno;
+			dev->maps[dev->count] = hva;
+			dev->sizes[dev->count++] = r->size;
+		}
+		struct vt_mem_region mr = {
+			.gpa = r->gpa,
+			.size = r->size,
+			.hva = hva,
+			.uaddr = (uint64_t)(uintptr_t)r->hva,
+		};
+		int ret = vt_memtable_add(dev->table, &mr);
+		if (ret < 0)
+			return ret;
+	}
+	int ret = vt_iotlb_new(NULL, &dev->iotlb);
+	if (ret < 0)
+		return ret;
+	dev->as = vt_iotlb_as(dev->iotlb);
+	return 0;
+}
+
+static void device_detach(struct device_side *dev)
+{
+	for (unsigned int i = 0; i < dev->count; i++)
+		munmap(dev->maps[i], dev->sizes[i]);
+	vt_iotlb_free(dev->iotlb);
+	vt_memtable_free(dev->table);
+}
+
+static unsigned int device_entries(struct device_side *dev)
+{
+	struct vt_iotlb_stats st;
+
+	vt_iotlb_get_stats(dev->iotlb, &st);
+	return st.entries;
+}
+
+struct fixture {
+	struct vt_shm *shm;
+	struct vt_dma *dma;
+	struct device_side dev;
+	struct log_capture log_seen;
+	struct vt_log log;
+	struct vt_dma_params params;
+};
+
+/* The shared memory (and the device's view of it) first; the DMA once params are final. */
+static int setup_memory(struct fixture *f, enum vt_dma_mode mode)
+{
+	*f = (struct fixture){0};
+	f->log = (struct vt_log){.fn = capture_log, .opaque = &f->log_seen,
+				 .max_level = VT_LOG_DEBUG};
+	int ret = vt_shm_new(&f->shm);
+	if (ret == 0)
+		ret = vt_shm_add_memfd(f->shm, SHM_SIZE, GPA_BASE, NULL);
+	f->params = (struct vt_dma_params){
+		.mode = mode,
+		.shm = f->shm,
+		.log = &f->log,
+		.iotlb_ops = &device_ops,
+		.iotlb_opaque = &f->dev,
+	};
+	return ret;
+}
+
+static int setup_dma(struct fixture *f)
+{
+	int ret = device_attach(&f->dev, f->shm);
+	return ret < 0 ? ret : vt_dma_new(&f->params, &f->dma);
+}
+
+static int setup(struct fixture *f, enum vt_dma_mode mode)
+{
+	int ret = setup_memory(f, mode);
+	return ret < 0 ? ret : setup_dma(f);
+}
+
+static void teardown(struct fixture *f)
+{
+	vt_dma_free(f->dma); /* may still publish: the device goes last */
+	device_detach(&f->dev);
+	vt_shm_free(f->shm);
+}
+
+static void *shm_buffer(struct fixture *f, size_t len)
+{
+	void *p = NULL;
+	return vt_shm_alloc(f->shm, len, 0, &p) == 0 ? p : NULL;
+}
+
+static void fill(void *p, size_t len, unsigned int seed)
+{
+	for (size_t i = 0; i < len; i++)
+		((uint8_t *)p)[i] = (uint8_t)(seed + i * 13);
+}
+
+static bool device_sees(struct fixture *f, uint64_t bus, const void *expect, size_t len)
+{
+	uint8_t seen[8192];
+
+	return len <= sizeof(seen) && vt_as_read(&f->dev.as, bus, seen, len, NULL) == 0 &&
+	       memcmp(seen, expect, len) == 0;
+}
+
+VT_TEST(strict_device_reads_what_the_driver_wrote)
+{
+	struct fixture f;
+	uint64_t bus;
+
+	REQUIRE_EQ(setup(&f, VT_DMA_IOMMU_STRICT), 0);
+	uint8_t *p = shm_buffer(&f, 6000);
+	REQUIRE(p != NULL);
+	fill(p + 100, 5000, 1);
+	REQUIRE_EQ(vt_dma_map(f.dma, p + 100, 5000, VT_DMA_TO_DEVICE, &bus), 0);
+	CHECK(device_sees(&f, bus, p + 100, 5000));
+	CHECK_EQ(vt_dma_unmap(f.dma, bus, 5000, VT_DMA_TO_DEVICE), 0);
+	teardown(&f);
+}
+
+VT_TEST(strict_driver_reads_what_the_device_wrote_after_unmap)
+{
+	struct fixture f;
+	static const char reply[] = "from the device, through the IOTLB";
+	uint64_t bus;
+
+	REQUIRE_EQ(setup(&f, VT_DMA_IOMMU_STRICT), 0);
+	char *p = shm_buffer(&f, 128);
+	REQUIRE(p != NULL);
+	memset(p, 0, 128);
+	REQUIRE_EQ(vt_dma_map(f.dma, p, 128, VT_DMA_FROM_DEVICE, &bus), 0);
+	CHECK_EQ(vt_as_write(&f.dev.as, bus, reply, sizeof(reply), NULL), 0);
+	CHECK_EQ(vt_dma_sync_for_cpu(f.dma, bus, 128, VT_DMA_FROM_DEVICE), 0);
+	CHECK_EQ(vt_dma_unmap(f.dma, bus, 128, VT_DMA_FROM_DEVICE), 0);
+	CHECK_STR(p, reply);
+	teardown(&f);
+}
+
+VT_TEST(to_device_mapping_cannot_be_written_by_the_device)
+{
+	struct fixture f;
+	struct vt_as_fault fault = {0};
+	uint64_t bus;
+
+	REQUIRE_EQ(setup(&f, VT_DMA_IOMMU_STRICT), 0);
+	uint8_t *p = shm_buffer(&f, 64);
+	REQUIRE(p != NULL);
+	fill(p, 64, 3);
+	REQUIRE_EQ(vt_dma_map(f.dma, p, 64, VT_DMA_TO_DEVICE, &bus), 0);
+	CHECK_EQ(f.dev.last_perm, VT_ACCESS_READ);
+	CHECK_EQ(vt_as_write(&f.dev.as, bus, "x", 1, &fault), -EACCES);
+	CHECK(fault.addr == bus);
+	CHECK(device_sees(&f, bus, p, 64));
+	CHECK_EQ(vt_dma_unmap(f.dma, bus, 64, VT_DMA_TO_DEVICE), 0);
+	teardown(&f);
+}
+
+VT_TEST(from_device_mapping_cannot_be_read_by_the_device)
+{
+	struct fixture f;
+	uint8_t seen[64];
+	uint64_t bus;
+
+	REQUIRE_EQ(setup(&f, VT_DMA_IOMMU_STRICT), 0);
+	uint8_t *p = shm_buffer(&f, 64);
+	REQUIRE(p != NULL);
+	REQUIRE_EQ(vt_dma_map(f.dma, p, 64, VT_DMA_FROM_DEVICE, &bus), 0);
+	CHECK_EQ(f.dev.last_perm, VT_ACCESS_WRITE);
+	CHECK_EQ(vt_as_read(&f.dev.as, bus, seen, sizeof(seen), NULL), -EACCES);
+	CHECK_EQ(vt_as_write(&f.dev.as, bus, seen, sizeof(seen), NULL), 0);
+	CHECK_EQ(vt_dma_unmap(f.dma, bus, 64, VT_DMA_FROM_DEVICE), 0);
+	teardown(&f);
+}
+
+VT_TEST(bidirectional_mapping_is_read_and_written_by_the_device)
+{
+	struct fixture f;
+	uint64_t bus;
+
+	REQUIRE_EQ(setup(&f, VT_DMA_IOMMU_STRICT), 0);
+	uint8_t *p = shm_buffer(&f, 64);
+	REQUIRE(p != NULL);
+	fill(p, 64, 5);
+	REQUIRE_EQ(vt_dma_map(f.dma, p, 64, VT_DMA_BIDIRECTIONAL, &bus), 0);
+	CHECK_EQ(f.dev.last_perm, VT_ACCESS_RW);
+	CHECK(device_sees(&f, bus, p, 64));
+	CHECK_EQ(vt_as_write(&f.dev.as, bus + 10, "rw", 2, NULL), 0);
+	CHECK_EQ(vt_dma_unmap(f.dma, bus, 64, VT_DMA_BIDIRECTIONAL), 0);
+	CHECK(memcmp(p + 10, "rw", 2) == 0);
+	teardown(&f);
+}
+
+VT_TEST(bus_address_keeps_the_offset_in_the_page)
+{
+	struct fixture f;
+	uint64_t bus;
+
+	REQUIRE_EQ(setup_memory(&f, VT_DMA_IOMMU_STRICT), 0);
+	f.params.iova_base = 1ULL << 32;
+	f.params.iova_size = 1ULL << 24;
+	REQUIRE_EQ(setup_dma(&f), 0);
+	uint8_t *p = shm_buffer(&f, 8192);
+	REQUIRE(p != NULL);
+	REQUIRE_EQ(vt_dma_map(f.dma, p + 1234, 10, VT_DMA_TO_DEVICE, &bus), 0);
+	CHECK_EQ(bus & (PAGE - 1), ((uintptr_t)p + 1234) & (PAGE - 1));
+	CHECK(bus >= (1ULL << 32) && bus < (1ULL << 32) + (1ULL << 24));
+	CHECK_EQ(vt_dma_unmap(f.dma, bus, 10, VT_DMA_TO_DEVICE), 0);
+	teardown(&f);
+}
+
+VT_TEST(map_inside_shared_memory_publishes_whole_pages)
+{
+	struct fixture f;
+	uint64_t bus;
+
+	REQUIRE_EQ(setup(&f, VT_DMA_IOMMU_STRICT), 0);
+	uint8_t *p = shm_buffer(&f, 3 * PAGE);
+	REQUIRE(p != NULL);
+	/* 100 bytes straddling a page boundary: two pages published. */
+	REQUIRE_EQ(vt_dma_map(f.dma, p + PAGE - 50, 100, VT_DMA_TO_DEVICE, &bus), 0);
+	CHECK_EQ(f.dev.last_update.iova, bus & ~(PAGE - 1));
+	CHECK_EQ(f.dev.last_update.size, 2 * PAGE);
+	CHECK_EQ(f.dev.last_uaddr, ((uintptr_t)p + PAGE - 50) & ~(PAGE - 1));
+	CHECK_EQ(vt_dma_unmap(f.dma, bus, 100, VT_DMA_TO_DEVICE), 0);
+	teardown(&f);
+}
+
+VT_TEST(map_at_the_edge_of_shared_memory_publishes_only_its_bytes)
+{
+	struct fixture f;
+	struct vt_as_fault fault;
+	uint8_t seen[1];
+	uint64_t bus;
+	uint8_t *memory = aligned_alloc(PAGE, 4 * PAGE);
+
+	REQUIRE(memory != NULL);
+	fill(memory, 4 * PAGE, 9);
+	REQUIRE_EQ(setup_memory(&f, VT_DMA_IOMMU_STRICT), 0);
+	/* Caller memory starting and ending inside pages: rounding would leave shared memory. */
+	uint8_t *start = memory + 100;
+	REQUIRE_EQ(vt_shm_add_host(f.shm, start, 2 * PAGE, 0x10000000, NULL), 0);
+	REQUIRE_EQ(setup_dma(&f), 0);
+	REQUIRE_EQ(vt_dma_map(f.dma, start, 50, VT_DMA_TO_DEVICE, &bus), 0);
+	CHECK_EQ(f.dev.last_update.iova, bus);
+	CHECK_EQ(f.dev.last_update.size, 50);
+	CHECK(device_sees(&f, bus, start, 50));
+	CHECK_EQ(vt_as_read(&f.dev.as, bus - 1, seen, 1, &fault), -EFAULT);
+	CHECK_EQ(vt_as_read(&f.dev.as, bus + 50, seen, 1, &fault), -EFAULT);
+	CHECK_EQ(vt_dma_unmap(f.dma, bus, 50, VT_DMA_TO_DEVICE), 0);
+	teardown(&f);
+	free(memory);
+}
+
+VT_TEST(strict_unmap_makes_the_iova_unreachable_at_once)
+{
+	struct fixture f;
+	struct vt_as_fault fault = {0};
+	uint8_t seen[16];
+	uint64_t bus;
+
+	REQUIRE_EQ(setup(&f, VT_DMA_IOMMU_STRICT), 0);
+	uint8_t *p = shm_buffer(&f, 64);
+	REQUIRE(p != NULL);
+	REQUIRE_EQ(vt_dma_map(f.dma, p, 64, VT_DMA_TO_DEVICE, &bus), 0);
+	REQUIRE_EQ(vt_dma_unmap(f.dma, bus, 64, VT_DMA_TO_DEVICE), 0);
+	CHECK_EQ(vt_as_read(&f.dev.as, bus, seen, sizeof(seen), &fault), -EFAULT);
+	CHECK(fault.addr == bus);
+	CHECK_EQ(device_entries(&f.dev), 0);
+	struct vt_dma_stats st;
+	vt_dma_get_stats(f.dma, &st);
+	CHECK_EQ(st.iotlb_updates, 1);
+	CHECK_EQ(st.iotlb_invalidations, 1);
+	teardown(&f);
+}
+
+VT_TEST(unmap_with_another_length_or_direction_is_einval_and_keeps_the_mapping)
+{
+	struct fixture f;
+	uint64_t bus;
+
+	REQUIRE_EQ(setup(&f, VT_DMA_IOMMU_STRICT), 0);
+	uint8_t *p = shm_buffer(&f, 64);
+	REQUIRE(p != NULL);
+	fill(p, 64, 11);
+	REQUIRE_EQ(vt_dma_map(f.dma, p, 64, VT_DMA_TO_DEVICE, &bus), 0);
+	CHECK_EQ(vt_dma_unmap(f.dma, bus, 32, VT_DMA_TO_DEVICE), -EINVAL);
+	CHECK_EQ(vt_dma_unmap(f.dma, bus, 64, VT_DMA_FROM_DEVICE), -EINVAL);
+	CHECK(device_sees(&f, bus, p, 64));
+	CHECK_EQ(vt_dma_unmap(f.dma, bus, 64, VT_DMA_TO_DEVICE), 0);
+	teardown(&f);
+}
+
+VT_TEST(unmap_of_an_address_not_mapped_is_enoent)
+{
+	struct fixture f;
+	uint64_t bus;
+
+	REQUIRE_EQ(setup(&f, VT_DMA_IOMMU_STRICT), 0);
+	uint8_t *p = shm_buffer(&f, 64);
+	REQUIRE(p != NULL);
+	CHECK_EQ(vt_dma_unmap(f.dma, 1ULL << 20, 64, VT_DMA_TO_DEVICE), -ENOENT);
+	REQUIRE_EQ(vt_dma_map(f.dma, p, 64, VT_DMA_TO_DEVICE, &bus), 0);
+	CHECK_EQ(vt_dma_unmap(f.dma, bus + 8, 56, VT_DMA_TO_DEVICE), -ENOENT); /* not its start */
+	CHECK_EQ(vt_dma_unmap(f.dma, bus, 64, VT_DMA_TO_DEVICE), 0);
+	CHECK_EQ(vt_dma_unmap(f.dma, bus, 64, VT_DMA_TO_DEVICE), -ENOENT); /* twice */
+	teardown(&f);
+}
+
+VT_TEST(iommu_map_outside_shared_memory_is_efault)
+{
+	struct fixture f;
+	uint8_t private_buffer[64];
+	uint64_t bus;
+
+	REQUIRE_EQ(setup(&f, VT_DMA_IOMMU_STRICT), 0);
+	CHECK_EQ(vt_dma_map(f.dma, private_buffer, sizeof(private_buffer), VT_DMA_TO_DEVICE, &bus),
+		 -EFAULT);
+	CHECK_EQ(f.dev.updates, 0);
+	CHECK_EQ(f.log_seen.errors, 1);
+	teardown(&f);
+}
+
+VT_TEST(sync_checks_that_it_names_a_live_mapping)
+{
+	struct fixture f;
+	uint64_t bus;
+
+	REQUIRE_EQ(setup(&f, VT_DMA_IOMMU_STRICT), 0);
+	uint8_t *p = shm_buffer(&f, 256);
+	REQUIRE(p != NULL);
+	REQUIRE_EQ(vt_dma_map(f.dma, p, 256, VT_DMA_FROM_DEVICE, &bus), 0);
+	CHECK_EQ(vt_dma_sync_for_cpu(f.dma, bus + 16, 64, VT_DMA_FROM_DEVICE), 0);
+	CHECK_EQ(vt_dma_sync_for_cpu(f.dma, bus + 200, 64, VT_DMA_FROM_DEVICE), -ENOENT);
+	CHECK_EQ(vt_dma_sync_for_device(f.dma, bus, 256, VT_DMA_TO_DEVICE), -EINVAL);
+	CHECK_EQ(vt_dma_unmap(f.dma, bus, 256, VT_DMA_FROM_DEVICE), 0);
+	CHECK_EQ(vt_dma_sync_for_cpu(f.dma, bus, 256, VT_DMA_FROM_DEVICE), -ENOENT);
+	teardown(&f);
+}
+
+VT_TEST(iova_space_exhaustion_is_enospc_and_recovers)
+{
+	struct fixture f;
+	uint64_t bus[17];
+
+	REQUIRE_EQ(setup_memory(&f, VT_DMA_IOMMU_STRICT), 0);
+	f.params.iova_size = 16 * PAGE;
+	REQUIRE_EQ(setup_dma(&f), 0);
+	uint8_t *p = shm_buffer(&f, 64);
+	REQUIRE(p != NULL);
+	for (int i = 0; i < 16; i++)
+		REQUIRE_EQ(vt_dma_map(f.dma, p, 64, VT_DMA_TO_DEVICE, &bus[i]), 0);
+	CHECK_EQ(vt_dma_map(f.dma, p, 64, VT_DMA_TO_DEVICE, &bus[16]), -ENOSPC);
+	CHECK_EQ(vt_dma_unmap(f.dma, bus[3], 64, VT_DMA_TO_DEVICE), 0);
+	CHECK_EQ(vt_dma_map(f.dma, p, 64, VT_DMA_TO_DEVICE, &bus[3]), 0);
+	for (int i = 0; i < 16; i++)
+		CHECK_EQ(vt_dma_unmap(f.dma, bus[i], 64, VT_DMA_TO_DEVICE), 0);
+	CHECK_EQ(f.dev.stale_updates, 0);
+	teardown(&f);
+}
+
+VT_TEST(failed_update_fails_the_map_and_leaves_nothing_behind)
+{
+	struct fixture f;
+	uint64_t bus;
+
+	REQUIRE_EQ(setup_memory(&f, VT_DMA_IOMMU_STRICT), 0);
+	f.params.iova_size = PAGE;
+	REQUIRE_EQ(setup_dma(&f), 0);
+	uint8_t *p = shm_buffer(&f, 64);
+	REQUIRE(p != NULL);
+	f.dev.fail_updates = 1;
+	CHECK_EQ(vt_dma_map(f.dma, p, 64, VT_DMA_TO_DEVICE, &bus), -EIO);
+	CHECK_EQ(device_entries(&f.dev), 0);
+	/* The single page of IOVA space was given back. */
+	CHECK_EQ(vt_dma_map(f.dma, p, 64, VT_DMA_TO_DEVICE, &bus), 0);
+	CHECK_EQ(vt_dma_unmap(f.dma, bus, 64, VT_DMA_TO_DEVICE), 0);
+	struct vt_dma_stats st;
+	vt_dma_get_stats(f.dma, &st);
+	CHECK_EQ(st.map_failures, 1);
+	teardown(&f);
+}
+
+VT_TEST(failed_invalidation_keeps_the_mapping_and_its_iova)
+{
+	struct fixture f;
+	uint64_t bus, other;
+
+	REQUIRE_EQ(setup_memory(&f, VT_DMA_IOMMU_STRICT), 0);
+	f.params.iova_size = PAGE;
+	REQUIRE_EQ(setup_dma(&f), 0);
+	uint8_t *p = shm_buffer(&f, 64);
+	REQUIRE(p != NULL);
+	fill(p, 64, 17);
+	REQUIRE_EQ(vt_dma_map(f.dma, p, 64, VT_DMA_TO_DEVICE, &bus), 0);
+	f.dev.fail_invalidations = 1;
+	CHECK_EQ(vt_dma_unmap(f.dma, bus, 64, VT_DMA_TO_DEVICE), -EIO);
+	/* Still mapped, and the IOVA is not handed to anyone else. */
+	CHECK(device_sees(&f, bus, p, 64));
+	CHECK_EQ(vt_dma_map(f.dma, p, 64, VT_DMA_TO_DEVICE, &other), -ENOSPC);
+	CHECK_EQ(vt_dma_unmap(f.dma, bus, 64, VT_DMA_TO_DEVICE), 0);
+	CHECK_EQ(device_entries(&f.dev), 0);
+	teardown(&f);
+}
+
+VT_TEST(lazy_unmapped_iova_stays_reachable_until_flush)
+{
+	struct fixture f;
+	uint64_t bus;
+
+	REQUIRE_EQ(setup(&f, VT_DMA_IOMMU_LAZY), 0);
+	uint8_t *p = shm_buffer(&f, 64);
+	REQUIRE(p != NULL);
+	fill(p, 64, 19);
+	REQUIRE_EQ(vt_dma_map(f.dma, p, 64, VT_DMA_TO_DEVICE, &bus), 0);
+	REQUIRE_EQ(vt_dma_unmap(f.dma, bus, 64, VT_DMA_TO_DEVICE), 0);
+	/* The lazy window: unmapped for the driver, still translated by the device. */
+	CHECK(device_sees(&f, bus, p, 64));
+	CHECK_EQ(f.dev.invalidations, 0);
+	/* But no longer a mapping the driver can use. */
+	CHECK_EQ(vt_dma_unmap(f.dma, bus, 64, VT_DMA_TO_DEVICE), -ENOENT);
+	teardown(&f);
+}
+
+VT_TEST(lazy_flush_makes_unmapped_iovas_unreachable)
+{
+	struct fixture f;
+	uint8_t seen[8];
+	uint64_t bus[3];
+
+	REQUIRE_EQ(setup(&f, VT_DMA_IOMMU_LAZY), 0);
+	uint8_t *p = shm_buffer(&f, 64);
+	REQUIRE(p != NULL);
+	for (int i = 0; i < 3; i++)
+		REQUIRE_EQ(vt_dma_map(f.dma, p, 64, VT_DMA_TO_DEVICE, &bus[i]), 0);
+	for (int i = 0; i < 3; i++)
+		REQUIRE_EQ(vt_dma_unmap(f.dma, bus[i], 64, VT_DMA_TO_DEVICE), 0);
+	CHECK_EQ(device_entries(&f.dev) > 0, 1);
+	CHECK_EQ(vt_dma_flush(f.dma), 0);
+	for (int i = 0; i < 3; i++)
+		CHECK_EQ(vt_as_read(&f.dev.as, bus[i], seen, sizeof(seen), NULL), -EFAULT);
+	CHECK_EQ(device_entries(&f.dev), 0);
+	struct vt_dma_stats st;
+	vt_dma_get_stats(f.dma, &st);
+	CHECK_EQ(st.flushes, 1);
+	CHECK_EQ(vt_dma_flush(f.dma), 0); /* nothing left: not a flush */
+	vt_dma_get_stats(f.dma, &st);
+	CHECK_EQ(st.flushes, 1);
+	teardown(&f);
+}
+
+VT_TEST(lazy_merges_adjacent_ranges_into_one_invalidation)
+{
+	struct fixture f;
+	uint64_t bus[4];
+
+	REQUIRE_EQ(setup_memory(&f, VT_DMA_IOMMU_LAZY), 0);
+	f.params.lazy_batch = 4;
+	REQUIRE_EQ(setup_dma(&f), 0);
+	uint8_t *p = shm_buffer(&f, 64);
+	REQUIRE(p != NULL);
+	/* A fresh IOVA space hands out consecutive pages. */
+	for (int i = 0; i < 4; i++)
+		REQUIRE_EQ(vt_dma_map(f.dma, p, 64, VT_DMA_TO_DEVICE, &bus[i]), 0);
+	for (int i = 0; i < 3; i++)
+		REQUIRE_EQ(vt_dma_unmap(f.dma, bus[i], 64, VT_DMA_TO_DEVICE), 0);
+	CHECK_EQ(f.dev.invalidations, 0);
+	/* The fourth fills the batch. */
+	REQUIRE_EQ(vt_dma_unmap(f.dma, bus[3], 64, VT_DMA_TO_DEVICE), 0);
+	CHECK_EQ(f.dev.invalidations, 1);
+	CHECK_EQ(device_entries(&f.dev), 0);
+	teardown(&f);
+}
+
+VT_TEST(lazy_merges_ranges_unmapped_out_of_order)
+{
+	static const int order[8] = {5, 2, 7, 0, 3, 6, 1, 4};
+	struct fixture f;
+	uint64_t bus[8];
+
+	REQUIRE_EQ(setup_memory(&f, VT_DMA_IOMMU_LAZY), 0);
+	f.params.lazy_batch = 8;
+	REQUIRE_EQ(setup_dma(&f), 0);
+	uint8_t *p = shm_buffer(&f, 64);
+	REQUIRE(p != NULL);
+	for (int i = 0; i < 8; i++)
+		REQUIRE_EQ(vt_dma_map(f.dma, p, 64, VT_DMA_TO_DEVICE, &bus[i]), 0);
+	for (int i = 0; i < 8; i++)
+		REQUIRE_EQ(vt_dma_unmap(f.dma, bus[order[i]], 64, VT_DMA_TO_DEVICE), 0);
+	/* Eight consecutive pages, queued in a scrambled order, leave as one range. */
+	CHECK_EQ(f.dev.invalidations, 1);
+	CHECK_EQ(device_entries(&f.dev), 0);
+	teardown(&f);
+}
+
+VT_TEST(lazy_never_reuses_an_iova_before_its_invalidation)
+{
+	struct fixture f;
+	uint64_t state = vt_test_seed();
+	struct {
+		uint8_t *p;
+		size_t len;
+		uint64_t bus;
+	} live[8];
+	unsigned int count = 0;
+
+	REQUIRE_EQ(setup_memory(&f, VT_DMA_IOMMU_LAZY), 0);
+	/* A small IOVA space and batch so that IOVAs come round again and again. */
+	f.params.iova_size = 16 * PAGE;
+	f.params.lazy_batch = 5;
+	REQUIRE_EQ(setup_dma(&f), 0);
+	uint8_t *buffer = shm_buffer(&f, 64 * 1024);
+	REQUIRE(buffer != NULL);
+	fill(buffer, 64 * 1024, 23);
+
+	uint64_t iterations = vt_test_scaled(20000);
+	for (uint64_t it = 0; it < iterations; it++) {
+		uint64_t r = vt_test_rand(&state);
+		if (count < 8 && (r & 1)) {
+			size_t len = 1 + (size_t)((r >> 8) % (2 * PAGE));
+			uint8_t *p = buffer + (r >> 24) % (64 * 1024 - len);
+			uint64_t bus;
+			int ret = vt_dma_map(f.dma, p, len, VT_DMA_TO_DEVICE, &bus);
+			if (ret == -ENOSPC)
+				continue;
+			REQUIRE_EQ(ret, 0);
+			/* A fresh mapping shows its own bytes, never an earlier buffer's. */
+			if (!device_sees(&f, bus, p, len)) {
+				VT_FAIL_AT("step %llu: bus 0x%llx shows other bytes",
+					   (unsigned long long)it, (unsigned long long)bus);
+				return;
+			}
+			live[count].p = p;
+			live[count].len = len;
+			live[count++].bus = bus;
+		} else if (count > 0) {
+			unsigned int i = (unsigned int)((r >> 8) % count);
+			int ret = vt_dma_unmap(f.dma, live[i].bus, live[i].len, VT_DMA_TO_DEVICE);
+			REQUIRE_EQ(ret, 0);
+			live[i] = live[--count];
+		}
+		if (f.dev.stale_updates) {
+			VT_FAIL_AT("step %llu: an IOVA was published again before its invalidation",
+				   (unsigned long long)it);
+			return;
+		}
+	}
+	struct vt_dma_stats st;
+	vt_dma_get_stats(f.dma, &st);
+	CHECK(st.flushes > 0);
+	while (count > 0) {
+		count--;
+		int ret = vt_dma_unmap(f.dma, live[count].bus, live[count].len, VT_DMA_TO_DEVICE);
+		CHECK_EQ(ret, 0);
+	}
+	CHECK_EQ(vt_dma_flush(f.dma), 0);
+	CHECK_EQ(device_entries(&f.dev), 0);
+	teardown(&f);
+}
+
+VT_TEST(lazy_exhausted_iova_space_flushes_and_retries)
+{
+	struct fixture f;
+	uint64_t bus;
+
+	REQUIRE_EQ(setup_memory(&f, VT_DMA_IOMMU_LAZY), 0);
+	f.params.iova_size = 4 * PAGE;
+	REQUIRE_EQ(setup_dma(&f), 0);
+	uint8_t *p = shm_buffer(&f, 64);
+	REQUIRE(p != NULL);
+	for (int i = 0; i < 4; i++) {
+		REQUIRE_EQ(vt_dma_map(f.dma, p, 64, VT_DMA_TO_DEVICE, &bus), 0);
+		REQUIRE_EQ(vt_dma_unmap(f.dma, bus, 64, VT_DMA_TO_DEVICE), 0);
+	}
+	CHECK_EQ(f.dev.invalidations, 0);
+	/* All four pages wait for invalidation: the next map publishes them, then reuses one. */
+	CHECK_EQ(vt_dma_map(f.dma, p, 64, VT_DMA_TO_DEVICE, &bus), 0);
+	CHECK(f.dev.invalidations > 0);
+	CHECK_EQ(f.dev.stale_updates, 0);
+	CHECK_EQ(vt_dma_unmap(f.dma, bus, 64, VT_DMA_TO_DEVICE), 0);
+	teardown(&f);
+}
+
+VT_TEST(lazy_failed_flush_keeps_iovas_reserved)
+{
+	struct fixture f;
+	uint64_t bus, again;
+
+	REQUIRE_EQ(setup_memory(&f, VT_DMA_IOMMU_LAZY), 0);
+	f.params.iova_size = PAGE;
+	REQUIRE_EQ(setup_dma(&f), 0);
+	uint8_t *p = shm_buffer(&f, 64);
+	REQUIRE(p != NULL);
+	REQUIRE_EQ(vt_dma_map(f.dma, p, 64, VT_DMA_TO_DEVICE, &bus), 0);
+	REQUIRE_EQ(vt_dma_unmap(f.dma, bus, 64, VT_DMA_TO_DEVICE), 0);
+	f.dev.fail_invalidations = 1;
+	CHECK_EQ(vt_dma_flush(f.dma), -EIO);
+	/* The only page is still queued: it cannot be had until its invalidation is out. */
+	f.dev.fail_invalidations = 1;
+	CHECK_EQ(vt_dma_map(f.dma, p, 64, VT_DMA_TO_DEVICE, &again), -ENOSPC);
+	CHECK_EQ(vt_dma_map(f.dma, p, 64, VT_DMA_TO_DEVICE, &again), 0);
+	CHECK_EQ(f.dev.stale_updates, 0);
+	CHECK_EQ(vt_dma_unmap(f.dma, again, 64, VT_DMA_TO_DEVICE), 0);
+	teardown(&f);
+}
+
+VT_TEST(lazy_free_publishes_pending_invalidations)
+{
+	struct fixture f;
+	uint8_t seen[8];
+	uint64_t bus;
+
+	REQUIRE_EQ(setup(&f, VT_DMA_IOMMU_LAZY), 0);
+	uint8_t *p = shm_buffer(&f, 64);
+	REQUIRE(p != NULL);
+	REQUIRE_EQ(vt_dma_map(f.dma, p, 64, VT_DMA_TO_DEVICE, &bus), 0);
+	REQUIRE_EQ(vt_dma_unmap(f.dma, bus, 64, VT_DMA_TO_DEVICE), 0);
+	vt_dma_free(f.dma);
+	f.dma = NULL;
+	CHECK_EQ(vt_as_read(&f.dev.as, bus, seen, sizeof(seen), NULL), -EFAULT);
+	CHECK_EQ(device_entries(&f.dev), 0);
+	teardown(&f);
+}
+
+VT_TEST(free_invalidates_mappings_left_live_and_warns)
+{
+	struct fixture f;
+	uint64_t bus;
+
+	REQUIRE_EQ(setup(&f, VT_DMA_IOMMU_STRICT), 0);
+	uint8_t *p = shm_buffer(&f, 64);
+	REQUIRE(p != NULL);
+	REQUIRE_EQ(vt_dma_map(f.dma, p, 64, VT_DMA_TO_DEVICE, &bus), 0);
+	vt_dma_free(f.dma);
+	f.dma = NULL;
+	CHECK_EQ(device_entries(&f.dev), 0);
+	CHECK_EQ(f.log_seen.warnings, 1);
+	teardown(&f);
+}
+
+VT_TEST(premapped_publishes_one_rw_update_per_region)
+{
+	struct fixture f;
+
+	REQUIRE_EQ(setup_memory(&f, VT_DMA_IOMMU_PREMAPPED), 0);
+	REQUIRE_EQ(vt_shm_add_memfd(f.shm, 3 * PAGE, 1ULL << 34, NULL), 0);
+	REQUIRE_EQ(setup_dma(&f), 0);
+	CHECK_EQ(f.dev.updates, 2);
+	CHECK_EQ(f.dev.last_perm, VT_ACCESS_RW);
+	CHECK_EQ(f.dev.last_update.size, 3 * PAGE);
+	struct vt_dma_stats st;
+	vt_dma_get_stats(f.dma, &st);
+	CHECK_EQ(st.iotlb_updates, 2);
+	teardown(&f);
+}
+
+VT_TEST(premapped_map_is_arithmetic)
+{
+	struct fixture f;
+	uint64_t a, b;
+
+	REQUIRE_EQ(setup(&f, VT_DMA_IOMMU_PREMAPPED), 0);
+	uint8_t *p = shm_buffer(&f, 8192);
+	REQUIRE(p != NULL);
+	fill(p, 8192, 29);
+	unsigned int updates = f.dev.updates;
+	REQUIRE_EQ(vt_dma_map(f.dma, p, 100, VT_DMA_TO_DEVICE, &a), 0);
+	REQUIRE_EQ(vt_dma_map(f.dma, p + 5000, 100, VT_DMA_FROM_DEVICE, &b), 0);
+	CHECK_EQ(b - a, 5000);
+	CHECK_EQ(f.dev.updates, updates);
+	CHECK(device_sees(&f, a, p, 100));
+	CHECK_EQ(vt_as_write(&f.dev.as, b, "premapped", 9, NULL), 0);
+	CHECK_EQ(vt_dma_unmap(f.dma, b, 100, VT_DMA_FROM_DEVICE), 0);
+	CHECK(memcmp(p + 5000, "premapped", 9) == 0);
+	CHECK_EQ(vt_dma_unmap(f.dma, a, 100, VT_DMA_TO_DEVICE), 0);
+	CHECK_EQ(f.dev.invalidations, 0);
+	teardown(&f);
+}
+
+VT_TEST(premapped_map_outside_shared_memory_is_efault)
+{
+	struct fixture f;
+	uint8_t private_buffer[64];
+	uint64_t bus;
+
+	REQUIRE_EQ(setup(&f, VT_DMA_IOMMU_PREMAPPED), 0);
+	CHECK_EQ(vt_dma_map(f.dma, private_buffer, sizeof(private_buffer), VT_DMA_TO_DEVICE, &bus),
+		 -EFAULT);
+	const struct vt_shm_region *r = vt_shm_region(f.shm, 0);
+	CHECK_EQ(vt_dma_map(f.dma, (uint8_t *)r->hva + r->size - 4, 8, VT_DMA_TO_DEVICE, &bus),
+		 -EFAULT);
+	teardown(&f);
+}
+
+VT_TEST(premapped_unmap_outside_the_premapped_space_is_enoent)
+{
+	struct fixture f;
+
+	REQUIRE_EQ(setup(&f, VT_DMA_IOMMU_PREMAPPED), 0);
+	CHECK_EQ(vt_dma_unmap(f.dma, 0x10, 8, VT_DMA_TO_DEVICE), -ENOENT);
+	teardown(&f);
+}
+
+VT_TEST(premapped_free_invalidates_the_regions)
+{
+	struct fixture f;
+
+	REQUIRE_EQ(setup(&f, VT_DMA_IOMMU_PREMAPPED), 0);
+	CHECK_EQ(device_entries(&f.dev), 1);
+	vt_dma_free(f.dma);
+	f.dma = NULL;
+	CHECK_EQ(device_entries(&f.dev), 0);
+	teardown(&f);
+}
+
+VT_TEST(alloc_coherent_works_in_every_iommu_mode)
+{
+	static const enum vt_dma_mode modes[] = {VT_DMA_IOMMU_STRICT, VT_DMA_IOMMU_LAZY,
+						 VT_DMA_IOMMU_PREMAPPED};
+	static const uint8_t zeros[512];
+
+	for (unsigned int m = 0; m < 3; m++) {
+		struct fixture f;
+		void *cpu;
+		uint64_t bus;
+		REQUIRE_EQ(setup(&f, modes[m]), 0);
+		/* Dirty shared memory first, so the zeroes are the allocation's. */
+		void *dirty = shm_buffer(&f, SHM_SIZE / 2);
+		REQUIRE(dirty != NULL);
+		memset(dirty, 0xee, SHM_SIZE / 2);
+		vt_shm_release(f.shm, dirty, SHM_SIZE / 2);
+
+		REQUIRE_EQ(vt_dma_alloc_coherent(f.dma, sizeof(zeros), &cpu, &bus), 0);
+		CHECK_EQ((uintptr_t)cpu % PAGE, 0);
+		CHECK(device_sees(&f, bus, zeros, sizeof(zeros)));
+		CHECK_EQ(vt_as_write(&f.dev.as, bus + 8, "used", 4, NULL), 0);
+		CHECK(memcmp((uint8_t *)cpu + 8, "used", 4) == 0);
+		vt_dma_free_coherent(f.dma, sizeof(zeros), cpu, bus);
+		if (modes[m] != VT_DMA_IOMMU_PREMAPPED) {
+			/* Even lazy: freed memory may become anything, so it is cut off at once. */
+			uint8_t seen[4];
+			CHECK_EQ(vt_as_read(&f.dev.as, bus, seen, 4, NULL), -EFAULT);
+		}
+		CHECK_EQ(f.log_seen.errors, 0);
+		teardown(&f);
+	}
+}
+
+VT_TEST(map_sg_failure_leaves_nothing_mapped)
+{
+	static const enum vt_dma_mode modes[] = {VT_DMA_IOMMU_STRICT, VT_DMA_IOMMU_LAZY};
+
+	for (unsigned int m = 0; m < 2; m++) {
+		struct fixture f;
+		uint8_t private_buffer[32];
+		struct iovec sg[4];
+		uint64_t bus[4];
+		REQUIRE_EQ(setup(&f, modes[m]), 0);
+		sg[0] = (struct iovec){shm_buffer(&f, 64), 64};
+		sg[1] = (struct iovec){shm_buffer(&f, 5000), 5000};
+		sg[2] = (struct iovec){private_buffer, sizeof(private_buffer)};
+		sg[3] = (struct iovec){shm_buffer(&f, 64), 64};
+		CHECK_EQ(vt_dma_map_sg(f.dma, sg, 4, VT_DMA_TO_DEVICE, bus), -EFAULT);
+		CHECK_EQ(f.dev.updates, 2);
+		CHECK_EQ(device_entries(&f.dev), 0);
+		CHECK_EQ(f.dev.shadow_count, 0);
+		/* And the whole list maps once the bad element is gone. */
+		sg[2] = sg[3];
+		CHECK_EQ(vt_dma_map_sg(f.dma, sg, 3, VT_DMA_TO_DEVICE, bus), 0);
+		CHECK(device_sees(&f, bus[1], sg[1].iov_base, 5000));
+		vt_dma_unmap_sg(f.dma, sg, 3, VT_DMA_TO_DEVICE, bus);
+		teardown(&f);
+	}
+}
+
+VT_TEST(iommu_new_rejects_an_unaligned_iova_space)
+{
+	struct fixture f;
+
+	REQUIRE_EQ(setup_memory(&f, VT_DMA_IOMMU_STRICT), 0);
+	f.params.iova_base = 0x1001;
+	CHECK_EQ(setup_dma(&f), -EINVAL);
+	device_detach(&f.dev);
+	f.params.iova_base = 0;
+	f.params.iova_size = PAGE + 1;
+	CHECK_EQ(setup_dma(&f), -EINVAL);
+	CHECK_EQ(f.log_seen.errors, 2);
+	f.dma = NULL;
+	teardown(&f);
+}
+
+struct worker {
+	struct fixture *f;
+	uint8_t *buffer;
+	unsigned int seed;
+	unsigned int failures; /* counted here: the harness's counters are not thread-safe */
+};
+
+static void *map_unmap_loop(void *arg)
+{
+	struct worker *w = arg;
+	uint64_t iterations = vt_test_scaled(5000);
+
+	for (uint64_t it = 0; it < iterations; it++) {
+		size_t len = 1 + (it * 977 + w->seed) % 3000;
+		uint64_t bus;
+		fill(w->buffer, len, w->seed + (unsigned int)it);
+		if (vt_dma_map(w->f->dma, w->buffer, len, VT_DMA_TO_DEVICE, &bus) < 0 ||
+		    !device_sees(w->f, bus, w->buffer, len) ||
+		    vt_dma_unmap(w->f->dma, bus, len, VT_DMA_TO_DEVICE) < 0)
+			w->failures++;
+	}
+	return NULL;
+}
+
+VT_TEST(concurrent_maps_and_unmaps_each_see_their_own_bytes)
+{
+	static const enum vt_dma_mode modes[] = {VT_DMA_IOMMU_STRICT, VT_DMA_IOMMU_LAZY};
+
+	for (unsigned int m = 0; m < 2; m++) {
+		struct fixture f;
+		struct worker workers[4];
+		pthread_t threads[4];
+		REQUIRE_EQ(setup_memory(&f, modes[m]), 0);
+		f.params.lazy_batch = 8;
+		REQUIRE_EQ(setup_dma(&f), 0);
+		for (unsigned int i = 0; i < 4; i++) {
+			workers[i] = (struct worker){.f = &f, .buffer = shm_buffer(&f, 4096),
+						     .seed = i * 1000};
+			REQUIRE(workers[i].buffer != NULL);
+		}
+		for (unsigned int i = 0; i < 4; i++)
+			REQUIRE_EQ(pthread_create(&threads[i], NULL, map_unmap_loop, &workers[i]), 0);
+		for (unsigned int i = 0; i < 4; i++) {
+			pthread_join(threads[i], NULL);
+			CHECK_EQ(workers[i].failures, 0);
+		}
+		CHECK_EQ(f.dev.stale_updates, 0);
+		struct vt_dma_stats st;
+		vt_dma_get_stats(f.dma, &st);
+		CHECK_EQ(st.maps, 4 * vt_test_scaled(5000));
+		CHECK_EQ(st.unmaps, st.maps);
+		teardown(&f);
+	}
+}

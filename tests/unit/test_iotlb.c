@@ -10,7 +10,7 @@
 
 #include "harness.h"
 
-#define PAGE     4096u
+#define PAGE	 4096u
 #define TOP_PAGE (UINT64_MAX - PAGE + 1) /* 2^64 - 4096 */
 
 static uint8_t host[64 * PAGE];
@@ -92,9 +92,9 @@ static void check_entry(struct vt_iotlb *t, uint64_t iova, uint64_t start, uint6
 		return;
 	}
 	if (e.iova != start || e.size != size || e.hva != hva || e.perm != perm)
-		VT_FAIL_AT("entry at 0x%" PRIx64 " is 0x%" PRIx64 "+0x%" PRIx64 " perm %u, expected "
-			   "0x%" PRIx64 "+0x%" PRIx64 " perm %u",
-			   iova, e.iova, e.size, e.perm, start, size, perm);
+		VT_FAIL_AT("entry at 0x%" PRIx64 " is 0x%" PRIx64 "+0x%" PRIx64 " at %p perm %u, "
+			   "expected 0x%" PRIx64 "+0x%" PRIx64 " at %p perm %u",
+			   iova, e.iova, e.size, e.hva, e.perm, start, size, hva, perm);
 }
 
 static unsigned int entries(struct vt_iotlb *t)
@@ -545,9 +545,8 @@ VT_TEST(full_table_with_refuse_policy_returns_enospc_unchanged)
 	REQUIRE(t);
 
 	for (unsigned int i = 0; i < 4; i++)
-		REQUIRE_EQ(vt_iotlb_update(t, i * 2 * PAGE, PAGE, host + i * PAGE,
-					   VT_IOTLB_PERM_RW),
-			   0);
+		REQUIRE_EQ(
+		    vt_iotlb_update(t, i * 2 * PAGE, PAGE, host + i * PAGE, VT_IOTLB_PERM_RW), 0);
 	uint64_t gen = vt_iotlb_generation(t);
 	CHECK_EQ(vt_iotlb_update(t, 9 * PAGE, PAGE, host, VT_IOTLB_PERM_RW), -ENOSPC);
 	CHECK_EQ(vt_iotlb_update(t, 10 * PAGE, PAGE, host, VT_IOTLB_PERM_RW), -ENOSPC);
@@ -591,9 +590,8 @@ VT_TEST(full_table_with_evict_policy_evicts_and_bumps_generation)
 	REQUIRE(t);
 
 	for (unsigned int i = 0; i < 4; i++)
-		REQUIRE_EQ(vt_iotlb_update(t, i * 2 * PAGE, PAGE, host + i * PAGE,
-					   VT_IOTLB_PERM_RW),
-			   0);
+		REQUIRE_EQ(
+		    vt_iotlb_update(t, i * 2 * PAGE, PAGE, host + i * PAGE, VT_IOTLB_PERM_RW), 0);
 	uint64_t gen = vt_iotlb_generation(t);
 	CHECK_EQ(vt_iotlb_update(t, 9 * PAGE, PAGE, host, VT_IOTLB_PERM_RW), 0);
 	CHECK(vt_iotlb_generation(t) != gen);

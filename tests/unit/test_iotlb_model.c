@@ -20,7 +20,7 @@
 struct model {
 	uint64_t base; /* IOVA of window byte 0; bytes outside the window are never mapped */
 	uint32_t size;
-	uint32_t *id; /* 0: unmapped */
+	uint32_t *id;	/* 0: unmapped */
 	uint32_t *host; /* offset of the byte's translation in the host buffer */
 	uint8_t *perm;
 	uint32_t next_id;
@@ -42,8 +42,8 @@ struct model_run {
 #define MISMATCH(r, ...)                                                                           \
 	do {                                                                                       \
 		VT_FAIL_AT(__VA_ARGS__);                                                           \
-		fprintf(stderr, "  seed 0x%" PRIx64 " (VT_TEST_SEED), op %" PRIu64 "\n", (r)->seed, \
-			(r)->op);                                                                  \
+		fprintf(stderr, "  seed 0x%" PRIx64 " (VT_TEST_SEED), op %" PRIu64 "\n",           \
+			(r)->seed, (r)->op);                                                       \
 		(r)->failed = 1;                                                                   \
 		return;                                                                            \
 	} while (0)
@@ -84,8 +84,8 @@ static int model_mapped(const struct model *m, uint64_t iova, uint32_t *idx)
 /* What cutting window bytes [lo, hi] out of the model would do. */
 struct model_cut {
 	unsigned int covered; /* runs with a byte in [lo, hi] */
-	int head, tail; /* a run continues below lo / above hi */
-	int mapped; /* some byte in [lo, hi] is mapped */
+	int head, tail;	      /* a run continues below lo / above hi */
+	int mapped;	      /* some byte in [lo, hi] is mapped */
 	uint32_t head_id, tail_id;
 };
 
@@ -157,10 +157,11 @@ static void model_resync(struct model_run *r, uint64_t evicted, uint32_t keep_id
 		x = end + 1;
 	}
 	if (gone != evicted)
-		MISMATCH(r, "%" PRIu64 " entries gone, %" PRIu64 " evictions counted", gone, evicted);
+		MISMATCH(r, "%" PRIu64 " entries gone, %" PRIu64 " evictions counted", gone,
+			 evicted);
 	m->entries -= (unsigned int)gone;
-	if (outside >= evicted && ((c->head && m->id[lo - 1] != c->head_id) ||
-				   (c->tail && m->id[hi + 1] != c->tail_id)))
+	if (outside >= evicted &&
+	    ((c->head && m->id[lo - 1] != c->head_id) || (c->tail && m->id[hi + 1] != c->tail_id)))
 		MISMATCH(r, "part of the entry being cut was evicted while others were available");
 }
 
@@ -203,7 +204,8 @@ static void op_update(struct model_run *r)
 
 	uint32_t hi = expect ? lo : lo + (uint32_t)size - 1;
 	struct model_cut c = model_cut(m, lo, hi);
-	unsigned int need = m->entries - c.covered + (unsigned int)c.head + (unsigned int)c.tail + 1;
+	unsigned int need =
+	    m->entries - c.covered + (unsigned int)c.head + (unsigned int)c.tail + 1;
 	if (!expect && need > r->capacity && r->policy == VT_IOTLB_FULL_REFUSE)
 		expect = -ENOSPC;
 
@@ -343,17 +345,21 @@ static void op_translate(struct model_run *r)
 	struct vt_iotlb_stats before = r->stats;
 	int ret = vt_iotlb_translate(r->t, iova, len, access, got, iov_max, &got_n, &fault);
 	if (ret != expect)
-		MISMATCH(r, "translate 0x%" PRIx64 "+%" PRIu64 " access %u: %d, model says %d", iova,
-			 len, access, ret, expect);
-	if ((ret == -EFAULT || ret == -EACCES) && (fault.addr != fault_addr || fault.access != access))
-		MISMATCH(r, "translate 0x%" PRIx64 "+%" PRIu64 ": fault at 0x%" PRIx64
-			    ", model says 0x%" PRIx64, iova, len, fault.addr, fault_addr);
+		MISMATCH(r, "translate 0x%" PRIx64 "+%" PRIu64 " access %u: %d, model says %d",
+			 iova, len, access, ret, expect);
+	if ((ret == -EFAULT || ret == -EACCES) &&
+	    (fault.addr != fault_addr || fault.access != access))
+		MISMATCH(r,
+			 "translate 0x%" PRIx64 "+%" PRIu64 ": fault at 0x%" PRIx64
+			 ", model says 0x%" PRIx64,
+			 iova, len, fault.addr, fault_addr);
 	if (ret == 0 || ret == -ENOBUFS) {
 		if (got_n != n)
 			MISMATCH(r, "translate 0x%" PRIx64 "+%" PRIu64 ": %u iovecs, model says %u",
 				 iova, len, got_n, n);
 		for (unsigned int i = 0; i < n; i++) {
-			if (got[i].iov_base != want[i].iov_base || got[i].iov_len != want[i].iov_len)
+			if (got[i].iov_base != want[i].iov_base ||
+			    got[i].iov_len != want[i].iov_len)
 				MISMATCH(r, "translate 0x%" PRIx64 "+%" PRIu64 ": iovec %u differs",
 					 iova, len, i);
 		}
@@ -378,15 +384,12 @@ static void run_model(uint64_t base, uint32_t window, unsigned int capacity,
 {
 	static const struct vt_log quiet = {.fn = drop_log};
 	struct vt_iotlb_params p = {.max_entries = capacity, .full_policy = policy, .log = &quiet};
-	struct model_run r = {
-		.m = {.base = base, .size = window},
-		.capacity = capacity,
-		.policy = policy,
-		.seed = vt_test_seed(),
-	};
+	struct model_run r = {.capacity = capacity, .policy = policy, .seed = vt_test_seed()};
 	uint64_t ops = vt_test_scaled(1000000) / 4;
 
 	r.rng = r.seed ^ salt;
+	r.m.base = base;
+	r.m.size = window;
 	r.m.id = calloc(window, sizeof(r.m.id[0]));
 	r.m.host = calloc(window, sizeof(r.m.host[0]));
 	r.m.perm = calloc(window, 1);

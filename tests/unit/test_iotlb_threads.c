@@ -1,1 +1,366 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The IOTLB under concurrency: reader threads translate while a writer maps, remaps and
+ * invalidates. Host memory holds a pattern naming the IOVA each byte may be reached from, so a
+ * reader can tell a right translation from a torn or stale one; a per-slot state published after
+ * each invalidation returns lets a reader check that no translation starting later still hits.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <time.h>
+
+#include <virtue/iotlb.h>
+
 #include "harness.h"
+
+#define PAGE	   4096u
+#define SLOTS	   16u /* IOVA pages the writer plays with */
+#define VERSIONS   4u  /* host pages each slot may map to */
+#define IOVA_BASE  0x100000ull
+#define READERS	   3
+#define WORDS	   (PAGE / 8)
+#define MAX_MILLIS 1500
+
+/*
+ * Host page of (slot, version) at index version * SLOTS + slot: the same version of neighbouring
+ * slots is contiguous on the host, so a two-slot update and translations across slots merge.
+ * Word w of it holds slot << 32 | version << 16 | w.
+ */
+struct shared {
+	struct vt_iotlb *t;
+	uint64_t *host;
+	/*
+	 * Per slot: version << 1 | maybe-mapped. The writer stores it (release) before an update
+	 * and after an invalidation returns; a reader that sees the same unmapped value before and
+	 * after a translation knows the translation started after the invalidation returned.
+	 */
+	_Atomic uint64_t state[SLOTS];
+	atomic_int stop;
+};
+
+struct reader {
+	struct shared *s;
+	pthread_t thread;
+	uint64_t rng;
+	uint64_t hits, misses, checked_after_invalidate;
+	char error[256]; /* first failure; the harness's counters are not thread-safe */
+};
+
+static uint64_t host_word(unsigned int slot, unsigned int version, unsigned int word)
+{
+	return (uint64_t)slot << 32 | (uint64_t)version << 16 | word;
+}
+
+static uint64_t *host_page(struct shared *s, unsigned int slot, unsigned int version)
+{
+	return s->host + (version * SLOTS + slot) * WORDS;
+}
+
+static uint64_t millis(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/*
+ * Checks that the iovecs of a translation of [iova, iova + len) show the pattern of those IOVAs,
+ * one version per slot. Returns 0 or writes the error.
+ */
+static int check_content(struct reader *r, uint64_t iova, uint64_t len, const struct iovec *iov,
+			 unsigned int n)
+{
+	unsigned int version[SLOTS];
+	uint64_t x = iova;
+
+	memset(version, 0xff, sizeof(version));
+	for (unsigned int i = 0; i < n; i++) {
+		if (iov[i].iov_len % 8 || (uintptr_t)iov[i].iov_base % 8) {
+			snprintf(r->error, sizeof(r->error), "iovec %u misaligned", i);
+			return -1;
+		}
+		const uint64_t *p = iov[i].iov_base;
+		for (size_t j = 0; j < iov[i].iov_len / 8; j++, x += 8) {
+			unsigned int slot = (unsigned int)((x - IOVA_BASE) / PAGE);
+			unsigned int word = (unsigned int)((x - IOVA_BASE) % PAGE / 8);
+			uint64_t v = p[j];
+			if (version[slot] == UINT_MAX)
+				version[slot] = (unsigned int)(v >> 16 & 0xffff);
+			if (v != host_word(slot, version[slot], word)) {
+				snprintf(r->error, sizeof(r->error),
+					 "iova 0x%" PRIx64 " reads 0x%" PRIx64 ", expected slot %u "
+					 "word %u",
+					 x, v, slot, word);
+				return -1;
+			}
+		}
+	}
+	if (x != iova + len) {
+		snprintf(r->error, sizeof(r->error),
+			 "iovecs cover %" PRIu64 " of %" PRIu64 " bytes", x - iova, len);
+		return -1;
+	}
+	return 0;
+}
+
+static void *reader_main(void *arg)
+{
+	struct reader *r = arg;
+	struct shared *s = r->s;
+
+	while (!atomic_load_explicit(&s->stop, memory_order_relaxed) && !r->error[0]) {
+		struct iovec iov[4];
+		struct vt_as_fault fault = {0};
+		unsigned int n = 0;
+		unsigned int slot = (unsigned int)(vt_test_rand(&r->rng) % SLOTS);
+		uint64_t iova, len, before = 0;
+		int whole_slot = vt_test_rand(&r->rng) & 1;
+
+		if (whole_slot) {
+			iova = IOVA_BASE + slot * PAGE;
+			len = PAGE;
+			/* Acquire: pairs with the writer's release after invalidate returned. */
+			before = atomic_load_explicit(&s->state[slot], memory_order_acquire);
+		} else {
+			/* 8-byte aligned, up to two pages, in the slots: at most 3 entries. */
+			uint64_t off = vt_test_rand(&r->rng) % (SLOTS * WORDS) * 8;
+			len = 8 * (1 + vt_test_rand(&r->rng) % (2 * WORDS));
+			if (off + len > SLOTS * PAGE)
+				len = SLOTS * PAGE - off;
+			iova = IOVA_BASE + off;
+		}
+		int ret = vt_iotlb_translate(s->t, iova, len, VT_ACCESS_READ, iov, 4, &n, &fault);
+		if (ret == 0) {
+			r->hits++;
+			if (check_content(r, iova, len, iov, n))
+				break;
+		} else if (ret == -EFAULT) {
+			r->misses++;
+			if (fault.addr < iova || fault.addr - iova >= len) {
+				snprintf(r->error, sizeof(r->error),
+					 "fault at 0x%" PRIx64 " outside 0x%" PRIx64 "+%" PRIu64,
+					 fault.addr, iova, len);
+				break;
+			}
+		} else {
+			snprintf(r->error, sizeof(r->error),
+				 "translate 0x%" PRIx64 "+%" PRIu64 ": %d", iova, len, ret);
+			break;
+		}
+		if (whole_slot) {
+			uint64_t after =
+			    atomic_load_explicit(&s->state[slot], memory_order_acquire);
+			if (before == after && !(before & 1)) {
+				r->checked_after_invalidate++;
+				if (ret != -EFAULT) {
+					snprintf(r->error, sizeof(r->error),
+						 "slot %u hit after its invalidation returned",
+						 slot);
+					break;
+				}
+			}
+		}
+	}
+	return NULL;
+}
+
+struct writer {
+	struct shared *s;
+	uint64_t rng, ops, max_ops;
+	uint64_t version[SLOTS];
+	int failed;
+};
+
+/* Before an update: readers may see the slot mapped from now on. */
+static void mark_mapped(struct writer *w, unsigned int slot)
+{
+	atomic_store_explicit(&w->s->state[slot], ++w->version[slot] << 1 | 1,
+			      memory_order_release);
+}
+
+/* After the invalidation returned: no translation that starts now may hit. */
+static void mark_unmapped(struct writer *w, unsigned int slot)
+{
+	atomic_store_explicit(&w->s->state[slot], ++w->version[slot] << 1, memory_order_release);
+}
+
+static void *writer_main(void *arg)
+{
+	struct writer *w = arg;
+	struct shared *s = w->s;
+	uint64_t deadline = millis() + MAX_MILLIS;
+
+	for (w->ops = 0; w->ops < w->max_ops && !w->failed; w->ops++) {
+		if (w->ops % 256 == 0 && millis() > deadline)
+			break;
+		uint64_t k = vt_test_rand(&w->rng) % 1000;
+		unsigned int slot = (unsigned int)(vt_test_rand(&w->rng) % SLOTS);
+		unsigned int version = (unsigned int)(vt_test_rand(&w->rng) % VERSIONS);
+		uint64_t iova = IOVA_BASE + slot * PAGE;
+
+		if (k < 400) {
+			mark_mapped(w, slot);
+			w->failed |= vt_iotlb_update(s->t, iova, PAGE, host_page(s, slot, version),
+						     VT_IOTLB_PERM_RW) != 0;
+		} else if (k < 550 && slot + 1 < SLOTS) {
+			/* One entry over two slots, host-contiguous by the layout. */
+			mark_mapped(w, slot);
+			mark_mapped(w, slot + 1);
+			w->failed |=
+			    vt_iotlb_update(s->t, iova, 2 * PAGE, host_page(s, slot, version),
+					    VT_IOTLB_PERM_RW) != 0;
+		} else if (k < 850) {
+			unsigned int n = 0;
+			w->failed |= vt_iotlb_invalidate(s->t, iova, PAGE) != 0;
+			w->failed |= vt_iotlb_translate(s->t, iova, 1, VT_ACCESS_READ, NULL, 0, &n,
+							NULL) != -EFAULT;
+			mark_unmapped(w, slot);
+		} else if (k < 998) {
+			/* Half a slot: the state stays "maybe mapped". */
+			w->failed |=
+			    vt_iotlb_invalidate(s->t, iova + (k & 1) * PAGE / 2, PAGE / 2) != 0;
+		} else {
+			vt_iotlb_invalidate_all(s->t);
+			for (unsigned int i = 0; i < SLOTS; i++)
+				mark_unmapped(w, i);
+		}
+	}
+	atomic_store_explicit(&s->stop, 1, memory_order_relaxed);
+	return NULL;
+}
+
+VT_TEST(readers_see_right_content_or_miss_while_writer_changes_mappings)
+{
+	struct shared s = {0};
+	struct reader readers[READERS];
+	struct writer w = {.s = &s, .max_ops = vt_test_scaled(400000)};
+	struct vt_iotlb_params p = {.max_entries = 64};
+	pthread_t writer;
+	uint64_t seed = vt_test_seed();
+
+	s.host = malloc((size_t)SLOTS * VERSIONS * PAGE);
+	REQUIRE(s.host);
+	for (unsigned int v = 0; v < VERSIONS; v++)
+		for (unsigned int slot = 0; slot < SLOTS; slot++)
+			for (unsigned int i = 0; i < WORDS; i++)
+				host_page(&s, slot, v)[i] = host_word(slot, v, i);
+	REQUIRE_EQ(vt_iotlb_new(&p, &s.t), 0);
+
+	w.rng = seed;
+	for (unsigned int i = 0; i < READERS; i++) {
+		readers[i] = (struct reader){.s = &s, .rng = seed + i + 1};
+		REQUIRE_EQ(pthread_create(&readers[i].thread, NULL, reader_main, &readers[i]), 0);
+	}
+	REQUIRE_EQ(pthread_create(&writer, NULL, writer_main, &w), 0);
+	pthread_join(writer, NULL);
+	for (unsigned int i = 0; i < READERS; i++)
+		pthread_join(readers[i].thread, NULL);
+
+	CHECK(!w.failed);
+	for (unsigned int i = 0; i < READERS; i++) {
+		struct reader *r = &readers[i];
+		if (r->error[0])
+			VT_FAIL_AT("reader %u (seed 0x%" PRIx64 "): %s", i, seed, r->error);
+		/* A run in which readers never met both outcomes proved nothing. */
+		CHECK(r->hits > 0);
+		CHECK(r->misses > 0);
+	}
+	printf("  writer ops %" PRIu64 "; reader 0: %" PRIu64 " hits, %" PRIu64 " misses, %" PRIu64
+	       " checked after invalidation\n",
+	       w.ops, readers[0].hits, readers[0].misses, readers[0].checked_after_invalidate);
+	vt_iotlb_free(s.t);
+	free(s.host);
+}
+
+/*
+ * A round in four phases, published by the writer: 0 unmapped (the invalidation returned),
+ * 1 update under way, 2 mapped (the update returned), 3 invalidation under way.
+ */
+struct handshake {
+	struct vt_iotlb *t;
+	uint64_t *page;
+	_Atomic uint64_t phase;
+	_Atomic uint64_t seen; /* the last phase the reader checked a whole translation in */
+	atomic_int stop;       /* set by the writer when done, by the reader on error */
+	char error[256];
+};
+
+static void *handshake_reader(void *arg)
+{
+	struct handshake *h = arg;
+
+	while (!atomic_load_explicit(&h->stop, memory_order_acquire)) {
+		struct iovec iov;
+		unsigned int n;
+		/* Acquire: pairs with the writer's release after update or invalidate returned. */
+		uint64_t before = atomic_load_explicit(&h->phase, memory_order_acquire);
+		int ret =
+		    vt_iotlb_translate(h->t, IOVA_BASE, PAGE, VT_ACCESS_READ, &iov, 1, &n, NULL);
+		uint64_t after = atomic_load_explicit(&h->phase, memory_order_acquire);
+
+		if (before != after)
+			continue; /* raced with a change: either answer is right */
+		if (before % 4 == 0 && ret != -EFAULT) {
+			snprintf(h->error, sizeof(h->error),
+				 "phase %" PRIu64 ": translate after invalidate returned gave %d",
+				 before, ret);
+			break;
+		}
+		if (before % 4 == 2 && (ret != 0 || iov.iov_base != h->page)) {
+			snprintf(h->error, sizeof(h->error),
+				 "phase %" PRIu64 ": translate after update returned gave %d",
+				 before, ret);
+			break;
+		}
+		atomic_store_explicit(&h->seen, before, memory_order_release);
+	}
+	/* Release: publishes the error to the writer, which stops waiting for this thread. */
+	atomic_store_explicit(&h->stop, 1, memory_order_release);
+	return NULL;
+}
+
+static void handshake_set(struct handshake *h, uint64_t phase)
+{
+	atomic_store_explicit(&h->phase, phase, memory_order_release);
+}
+
+/* Waits until the reader has checked a translation that started in @phase (or gave up). */
+static void handshake_wait(struct handshake *h, uint64_t phase)
+{
+	while (atomic_load_explicit(&h->seen, memory_order_acquire) != phase &&
+	       !atomic_load_explicit(&h->stop, memory_order_acquire))
+		sched_yield();
+}
+
+VT_TEST(translate_after_invalidate_returns_misses_on_another_thread)
+{
+	struct handshake h = {0};
+	struct vt_iotlb_params p = {.max_entries = 8};
+	pthread_t reader;
+	uint64_t rounds = vt_test_scaled(20000), phase = 0;
+
+	h.page = calloc(1, PAGE);
+	REQUIRE(h.page);
+	REQUIRE_EQ(vt_iotlb_new(&p, &h.t), 0);
+	atomic_store(&h.seen, UINT64_MAX);
+	REQUIRE_EQ(pthread_create(&reader, NULL, handshake_reader, &h), 0);
+	for (uint64_t round = 0; round < rounds && !atomic_load(&h.stop); round++) {
+		handshake_set(&h, ++phase);
+		CHECK_EQ(vt_iotlb_update(h.t, IOVA_BASE, PAGE, h.page, VT_IOTLB_PERM_RO), 0);
+		handshake_set(&h, ++phase);
+		handshake_wait(&h, phase);
+		handshake_set(&h, ++phase);
+		CHECK_EQ(vt_iotlb_invalidate(h.t, IOVA_BASE, PAGE), 0);
+		handshake_set(&h, ++phase);
+		handshake_wait(&h, phase);
+	}
+	atomic_store_explicit(&h.stop, 1, memory_order_relaxed);
+	pthread_join(reader, NULL);
+	if (h.error[0])
+		VT_FAIL_AT("reader: %s", h.error);
+	vt_iotlb_free(h.t);
+	free(h.page);
+}

@@ -191,7 +191,11 @@ static int dma_mode_demo(enum vt_dma_mode mode)
 		printf("      driver flushes its lazy invalidations\n");
 		device_reads(&as, bus, sizeof(msg));
 	}
-	if (buf != private_buf)
+	if (buf == private_buf)
+		printf("      driver's own buffer still holds: \"%s\" (the device only ever had a "
+		       "copy)\n",
+		       private_buf);
+	else
 		vt_shm_release(shm, buf, sizeof(msg));
 out:
 	if (r < 0)
