@@ -54,18 +54,21 @@ uint64_t vt_memtable_generation(const struct vt_memtable *table)
 	return atomic_load_explicit(&table->generation, memory_order_acquire);
 }
 
-/* Index of the first region whose start is above @gpa (0..count). */
+/*
+ * Index of the first region whose start is above @gpa (0..count). Branch-free halving: the
+ * comparison becomes a conditional move, so random lookups pay no mispredictions.
+ */
 static unsigned int upper_bound(const struct vt_memtable *t, uint64_t gpa)
 {
-	unsigned int lo = 0, hi = t->count;
-	while (lo < hi) {
-		unsigned int mid = lo + (hi - lo) / 2;
-		if (t->regions[mid].gpa <= gpa)
-			lo = mid + 1;
-		else
-			hi = mid;
+	unsigned int n = t->count, base = 0;
+	if (n == 0)
+		return 0;
+	while (n > 1) {
+		unsigned int half = n / 2;
+		base = t->regions[base + half].gpa <= gpa ? base + half : base;
+		n -= half;
 	}
-	return lo;
+	return base + (t->regions[base].gpa <= gpa);
 }
 
 static const struct vt_mem_region *find_region(const struct vt_memtable *t, uint64_t gpa)

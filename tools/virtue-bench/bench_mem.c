@@ -29,37 +29,53 @@ static inline uint64_t xorshift(uint64_t *s)
 	return *s = x;
 }
 
-/* Times @ops translations of 64 bytes at addresses from @pick; ns per translation. */
+/*
+ * Where the translations go: @slots mappings @stride apart, 64-byte buffers inside the first @span
+ * bytes of each, visited in order or at random. Random addresses are drawn up front into a ring of
+ * ADDR_RING entries (512 KiB, read sequentially) so the timed loop does no division or RNG work.
+ */
 struct addr_pattern {
-	unsigned int slots; /* number of distinct mappings */
-	uint64_t stride; /* address distance between mappings */
-	uint64_t span; /* bytes usable in each mapping */
+	unsigned int slots;
+	uint64_t stride;
+	uint64_t span;
 	bool random;
 };
 
-static double time_translations(const struct vt_as *as, const struct addr_pattern *p,
-				uint64_t ops)
-{
-	uint64_t seed = 0x9e3779b97f4a7c15ull, slot = 0, off = 0;
-	struct iovec iov[4];
-	unsigned int n;
-	uint64_t sink = 0;
+#define ADDR_RING 65536
 
-	uint64_t start = bench_now_ns();
-	for (uint64_t i = 0; i < ops; i++) {
+static uint64_t *make_addresses(const struct addr_pattern *p)
+{
+	uint64_t *addrs = malloc(ADDR_RING * sizeof(*addrs));
+	uint64_t seed = 0x9e3779b97f4a7c15ull, slot = 0, off = 0;
+	if (!addrs)
+		return NULL;
+	for (unsigned int i = 0; i < ADDR_RING; i++) {
 		if (p->random) {
 			uint64_t r = xorshift(&seed);
 			slot = r % p->slots;
 			off = ((r >> 32) % (p->span / 64)) * 64;
-		} else {
+		} else if (i) {
 			off += 64;
 			if (off + 64 > p->span) {
 				off = 0;
 				slot = slot + 1 == p->slots ? 0 : slot + 1;
 			}
 		}
-		int ret = vt_as_translate(as, slot * p->stride + off, 64, VT_ACCESS_READ, iov, 4,
-					  &n, NULL);
+		addrs[i] = slot * p->stride + off;
+	}
+	return addrs;
+}
+
+static double time_translations(const struct vt_as *as, const uint64_t *addrs, uint64_t ops)
+{
+	struct iovec iov[4];
+	unsigned int n;
+	uint64_t sink = 0;
+
+	uint64_t start = bench_now_ns();
+	for (uint64_t i = 0; i < ops; i++) {
+		int ret = vt_as_translate(as, addrs[i & (ADDR_RING - 1)], 64, VT_ACCESS_READ, iov,
+					  4, &n, NULL);
 		if (ret < 0)
 			return -1;
 		sink += (uintptr_t)iov[0].iov_base;
@@ -73,8 +89,12 @@ static double median_translations(const struct bench_opts *opts, const struct vt
 				  const struct addr_pattern *p, uint64_t ops)
 {
 	double v[99];
+	uint64_t *addrs = make_addresses(p);
+	if (!addrs)
+		return -1;
 	for (unsigned int r = 0; r < opts->runs; r++)
-		v[r] = time_translations(as, p, ops);
+		v[r] = time_translations(as, addrs, ops);
+	free(addrs);
 	return bench_median(v, opts->runs);
 }
 
