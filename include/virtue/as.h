@@ -25,7 +25,15 @@ struct vt_as_fault {
 	unsigned int access; /* the access that was asked for (enum vt_access bits) */
 };
 
+/*
+ * A miss in this address space can be filled later (an IOTLB asks the driver and waits for an
+ * UPDATE), so a ring that meets one parks the queue instead of declaring the driver broken. Without
+ * it (the memory table), an unmapped address is final: the driver broke the rules.
+ */
+#define VT_AS_F_MISS_RETRYABLE 1u
+
 struct vt_as_ops {
+	unsigned int flags; /* VT_AS_F_* */
 	int (*translate)(void *impl, uint64_t addr, uint64_t len, unsigned int access,
 			 struct iovec *iov, unsigned int iov_max, unsigned int *iov_count,
 			 struct vt_as_fault *fault);

@@ -245,6 +245,7 @@ static uint64_t memtable_as_generation(const void *impl)
 }
 
 static const struct vt_as_ops memtable_as_ops = {
+	.flags = 0, /* an unmapped driver-physical address is final */
 	.translate = memtable_as_translate,
 	.generation = memtable_as_generation,
 };

@@ -1,0 +1,206 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Virtqueues, split (virtio 1.3 section 2.7) and packed (2.8), each with two halves:
+ *
+ *   device half (struct vt_vq_dev): takes available buffers as readable and writable iovecs,
+ *     returns them used; reads ring memory only through an address space (as.h), so the same code
+ *     serves driver-physical addresses (memory table) and bus addresses (IOTLB) without knowing
+ *     which. Everything the driver wrote is validated; a violation breaks the queue (the device
+ *     layer then sets DEVICE_NEEDS_RESET), is logged once, and never touches memory outside the
+ *     address space.
+ *   driver half (struct vt_vq_drv): posts buffers from scatter lists, mapping them with the DMA
+ *     API (dma.h), and collects them used; ring memory comes from vt_dma_alloc_coherent. It keeps
+ *     its own copy of every descriptor it posted and validates everything the device wrote.
+ *
+ * Negotiated features select the behaviour once, at creation: RING_PACKED, EVENT_IDX,
+ * INDIRECT_DESC, IN_ORDER, and ORDER_PLATFORM (barrier strength, via vt_barrier_kind()).
+ *
+ * Threading: each half is used by one thread at a time; the two halves may run on different
+ * threads (or processes) and meet only in ring memory.
+ */
+#ifndef VIRTUE_VIRTQUEUE_H
+#define VIRTUE_VIRTQUEUE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "as.h"
+#include "dma.h"
+#include "log.h"
+
+/* Why a queue broke: the rule the other side violated. */
+enum vt_vq_error {
+	VT_VQ_OK = 0,
+	/* Device half: what the driver wrote. */
+	VT_VQ_ERR_RING_UNMAPPED, /* a ring area is not mapped (or not contiguous) */
+	VT_VQ_ERR_AVAIL_IDX, /* avail idx moved by more than the queue size (2.7.6) */
+	VT_VQ_ERR_HEAD_RANGE, /* head index not below the queue size */
+	VT_VQ_ERR_NEXT_RANGE, /* next index not below the table size */
+	VT_VQ_ERR_CHAIN_TOO_LONG, /* more descriptors than the queue size: a loop (2.7.5) */
+	VT_VQ_ERR_INDIRECT_NOT_NEGOTIATED, /* INDIRECT without VIRTIO_F_INDIRECT_DESC */
+	VT_VQ_ERR_INDIRECT_NESTED, /* INDIRECT inside an indirect table (2.7.5.3.1) */
+	VT_VQ_ERR_INDIRECT_WITH_NEXT, /* INDIRECT together with NEXT (2.7.5.3.1) */
+	VT_VQ_ERR_INDIRECT_LEN, /* table length 0, not a multiple of 16, or too large */
+	VT_VQ_ERR_READABLE_AFTER_WRITABLE, /* device-readable after device-writable (2.7.4.2) */
+	VT_VQ_ERR_TOTAL_LEN, /* chain longer than 2^32 bytes in total (2.7.5.2) */
+	VT_VQ_ERR_UNMAPPED, /* buffer address not in the address space */
+	VT_VQ_ERR_PERMISSION, /* mapping lacks the access the descriptor needs */
+	VT_VQ_ERR_BUFFER_ID, /* packed: buffer id not below the queue size */
+	VT_VQ_ERR_BUFFER_ID_IN_FLIGHT, /* buffer id (packed) or head (split) already in flight */
+	/* Driver half: what the device wrote. */
+	VT_VQ_ERR_USED_IDX, /* used idx moved by more than the buffers outstanding */
+	VT_VQ_ERR_USED_ID, /* used id out of range or not an outstanding buffer */
+	VT_VQ_ERR_USED_WRAP, /* packed: used descriptor with inconsistent AVAIL/USED bits */
+	/* Either half: the local caller misused the queue. */
+	VT_VQ_ERR_NOT_IN_FLIGHT, /* device model returned a chain the queue did not hand out */
+	VT_VQ_ERR__COUNT,
+};
+
+/* A sentence naming the violated rule. */
+const char *vt_vq_error_str(enum vt_vq_error error);
+
+/* ---------------------------------------------------------------- device half */
+
+struct vt_vq_dev_params {
+	unsigned int num; /* queue size: split a power of two, packed any, at most 32768 */
+	uint64_t features; /* negotiated */
+	uint64_t desc_addr; /* descriptor area */
+	uint64_t driver_addr; /* split: available ring; packed: driver event suppression */
+	uint64_t device_addr; /* split: used ring; packed: device event suppression */
+	struct vt_as as; /* how addresses become bytes */
+	/*
+	 * Where to resume (vhost-user SET_VRING_BASE): split: the next avail index to read;
+	 * packed: bits 0-14 the next descriptor, bit 15 its wrap counter. The used side resumes
+	 * at the same point (every buffer taken before was returned).
+	 */
+	uint16_t next_avail;
+	unsigned int max_chain; /* most descriptors accepted per chain; 0: the queue size */
+	const char *name; /* for log lines */
+	const struct vt_log *log;
+};
+
+/* One available buffer, as vt_vq_dev_pop hands it out. */
+struct vt_vq_chain {
+	uint16_t id; /* split: head index; packed: buffer id. The used entry carries it. */
+	uint16_t ndesc; /* descriptors the chain occupies in the ring (packed: slots to skip) */
+	unsigned int nreadable; /* iov[0 .. nreadable) device-readable */
+	unsigned int nwritable; /* iov[nreadable .. nreadable + nwritable) device-writable */
+	uint32_t readable_bytes;
+	uint32_t writable_bytes;
+};
+
+struct vt_vq_dev;
+
+/* -EINVAL for bad parameters; ring areas are resolved at the first pop. */
+int vt_vq_dev_new(const struct vt_vq_dev_params *params, struct vt_vq_dev **out);
+void vt_vq_dev_free(struct vt_vq_dev *vq);
+
+/*
+ * Takes the next available buffer. Returns
+ *   0        *chain and iov[] describe it; it is the device's until pushed;
+ *   -EAGAIN  nothing available;
+ *   -EFAULT  an address missed in an address space whose misses are retryable (the IOTLB):
+ *            nothing was consumed; vt_vq_dev_fault() says where; pop again once the address
+ *            space changed;
+ *   -ENOBUFS the chain needs more than @iov_max iovecs: nothing consumed;
+ *   -EPROTO  the queue is broken (vt_vq_dev_error() says why); every later call returns it.
+ */
+int vt_vq_dev_pop(struct vt_vq_dev *vq, struct vt_vq_chain *chain, struct iovec *iov,
+		  unsigned int iov_max);
+
+/*
+ * Returns a buffer used, @written bytes having been written to its writable part. Visible to
+ * the driver at the next vt_vq_dev_flush. Only chain->id and chain->ndesc are read, so a device
+ * may keep a copy of the chain rather than the chain itself. -EPROTO if the queue is broken or
+ * the chain is not in flight (VT_VQ_ERR_NOT_IN_FLIGHT).
+ */
+int vt_vq_dev_push(struct vt_vq_dev *vq, const struct vt_vq_chain *chain, uint32_t written);
+
+/*
+ * IN_ORDER only: returns every buffer in flight up to and including @last used, with a single
+ * used entry (2.7.9 / 2.8.19): the driver learns only @written for @last (the others report 0).
+ * Chains must have been popped in order, as IN_ORDER guarantees.
+ */
+int vt_vq_dev_push_in_order_batch(struct vt_vq_dev *vq, const struct vt_vq_chain *last,
+				  uint32_t written);
+
+/* Publishes pushed buffers. Returns true when the driver must be notified. */
+bool vt_vq_dev_flush(struct vt_vq_dev *vq);
+
+/* Available-buffer notification suppression (the device polls meanwhile). */
+void vt_vq_dev_disable_notify(struct vt_vq_dev *vq);
+/* Re-enables notifications, then re-checks: true when buffers arrived meanwhile (pop again). */
+bool vt_vq_dev_enable_notify(struct vt_vq_dev *vq);
+
+bool vt_vq_dev_is_broken(const struct vt_vq_dev *vq);
+enum vt_vq_error vt_vq_dev_error(const struct vt_vq_dev *vq);
+/* Where the last -EFAULT happened. */
+struct vt_as_fault vt_vq_dev_fault(const struct vt_vq_dev *vq);
+/* The next index to read, in the SET_VRING_BASE encoding (for GET_VRING_BASE). */
+uint16_t vt_vq_dev_next_avail(const struct vt_vq_dev *vq);
+/* Buffers popped and not yet pushed. */
+unsigned int vt_vq_dev_in_flight(const struct vt_vq_dev *vq);
+
+/* ---------------------------------------------------------------- driver half */
+
+struct vt_vq_drv_params {
+	unsigned int num; /* queue size */
+	uint64_t features; /* negotiated */
+	struct vt_dma *dma; /* rings are allocated and buffers mapped through it */
+	/*
+	 * Most segments an indirect table holds (0: 32). With INDIRECT_DESC negotiated, a buffer of
+	 * more than one and at most this many segments goes into an indirect table.
+	 */
+	unsigned int indirect_max;
+	const char *name;
+	const struct vt_log *log;
+};
+
+struct vt_vq_drv_stats {
+	uint64_t added, used, kicks, kicks_suppressed;
+	uint64_t used_len_clamped; /* device reported more bytes than the buffer could hold */
+};
+
+struct vt_vq_drv;
+
+int vt_vq_drv_new(const struct vt_vq_drv_params *params, struct vt_vq_drv **out);
+/* Unmaps and frees; buffers still posted are forgotten (detach them first). */
+void vt_vq_drv_free(struct vt_vq_drv *vq);
+
+/* Bus addresses of the three ring areas, to tell the device (same meaning as the dev params). */
+void vt_vq_drv_addrs(const struct vt_vq_drv *vq, uint64_t *desc_addr, uint64_t *driver_addr,
+		     uint64_t *device_addr);
+
+/*
+ * Posts one buffer: sg[0 .. nreadable) for the device to read, then sg[nreadable ..
+ * nreadable + nwritable) for it to write. Each element is mapped with the DMA API. @token (not
+ * NULL) comes back from vt_vq_drv_get. Not visible to the device before vt_vq_drv_kick_prepare.
+ * -ENOSPC: not enough free descriptors; -EINVAL: no segment, a zero-length one, or NULL token;
+ * DMA errors pass through (nothing stays mapped).
+ */
+int vt_vq_drv_add(struct vt_vq_drv *vq, const struct iovec *sg, unsigned int nreadable,
+		  unsigned int nwritable, void *token);
+
+/* Publishes posted buffers. Returns true when the device must be notified. */
+bool vt_vq_drv_kick_prepare(struct vt_vq_drv *vq);
+
+/*
+ * Collects a used buffer: 0 with its token and the bytes the device wrote (clamped to the
+ * writable size posted, counted in used_len_clamped); -EAGAIN if none; -EPROTO if broken.
+ */
+int vt_vq_drv_get(struct vt_vq_drv *vq, void **token, uint32_t *len);
+
+void vt_vq_drv_disable_cb(struct vt_vq_drv *vq);
+/* Re-enables used-buffer notifications, then re-checks: true when buffers are pending. */
+bool vt_vq_drv_enable_cb(struct vt_vq_drv *vq);
+
+/* After a device reset: hands back one posted buffer's token (unmapped), NULL when none left. */
+void *vt_vq_drv_detach_unused(struct vt_vq_drv *vq);
+
+unsigned int vt_vq_drv_free_descs(const struct vt_vq_drv *vq);
+bool vt_vq_drv_is_broken(const struct vt_vq_drv *vq);
+enum vt_vq_error vt_vq_drv_error(const struct vt_vq_drv *vq);
+void vt_vq_drv_get_stats(const struct vt_vq_drv *vq, struct vt_vq_drv_stats *stats);
+
+#endif

@@ -1,0 +1,321 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The device half's format-independent part: creation, the broken latch, the chain builder both
+ * formats feed descriptors into, ring-area mapping, and dispatch to vq_split_dev.c or
+ * vq_packed_dev.c on a flag cached at creation.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <virtue/spec/virtio_config.h>
+
+#include "vq_impl.h"
+
+int vq_dev_break(struct vt_vq_dev *vq, enum vt_vq_error error, const char *fmt, ...)
+{
+	if (vq->broken)
+		return -EPROTO;
+	vq->broken = true;
+	vq->error = error;
+	char detail[256];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(detail, sizeof(detail), fmt, ap);
+	va_end(ap);
+	vt_log(vq->log, VT_LOG_ERROR, "%s: queue broken: %s: %s", vq->name, vt_vq_error_str(error),
+	       detail);
+	return -EPROTO;
+}
+
+int vt_vq_dev_new(const struct vt_vq_dev_params *params, struct vt_vq_dev **out)
+{
+	bool packed = (params->features & VT_BIT(VIRTIO_F_RING_PACKED)) != 0;
+
+	if (params->num == 0 || params->num > VIRTQ_SPLIT_MAX_SIZE || !params->as.ops)
+		return -EINVAL;
+	if (!packed && (params->num & (params->num - 1)))
+		return -EINVAL;
+	struct vt_vq_dev *vq = aligned_alloc(VQ_CACHELINE, sizeof(*vq));
+	if (!vq)
+		return -ENOMEM;
+	memset(vq, 0, sizeof(*vq));
+	vq->packed = packed;
+	vq->event_idx = (params->features & VT_BIT(VIRTIO_F_EVENT_IDX)) != 0;
+	vq->indirect = (params->features & VT_BIT(VIRTIO_F_INDIRECT_DESC)) != 0;
+	vq->in_order = (params->features & VT_BIT(VIRTIO_F_IN_ORDER)) != 0;
+	vq->barriers = vt_barrier_kind(params->features);
+	vq->num = params->num;
+	vq->max_chain = params->max_chain && params->max_chain < params->num ? params->max_chain
+									     : params->num;
+	vq->as = params->as;
+	vq->miss_retryable = (params->as.ops->flags & VT_AS_F_MISS_RETRYABLE) != 0;
+	vq->desc_addr = params->desc_addr;
+	vq->driver_addr = params->driver_addr;
+	vq->device_addr = params->device_addr;
+	vq->name = params->name ? params->name : "vq";
+	vq->log = params->log;
+	vq->notify_enabled = true;
+	vq->in_flight_ndesc = calloc(vq->num, sizeof(vq->in_flight_ndesc[0]));
+	vq->order = calloc(vq->num, sizeof(vq->order[0]));
+	int ret = (!vq->in_flight_ndesc || !vq->order) ? -ENOMEM : 0;
+	if (ret == 0)
+		ret = packed ? vq_packed_dev_init(vq) : vq_split_dev_init(vq);
+	if (ret == 0) {
+		if (packed) {
+			vq->next_avail = params->next_avail & PVIRTQ_EVENT_OFF_MASK;
+			vq->avail_wrap = (params->next_avail >> PVIRTQ_EVENT_WRAP_SHIFT) & 1;
+			if (vq->next_avail >= vq->num)
+				ret = -EINVAL;
+			vq->used_idx = vq->next_avail;
+			vq->used_wrap = vq->avail_wrap;
+			vq->published_used = vq->used_idx;
+			vq->published_wrap = vq->used_wrap;
+		} else {
+			vq->next_avail = params->next_avail;
+			vq->shadow_avail_idx = params->next_avail;
+			vq->used_idx = params->next_avail;
+			vq->published_used = params->next_avail;
+		}
+	}
+	if (ret < 0) {
+		vt_vq_dev_free(vq);
+		return ret;
+	}
+	*out = vq;
+	return 0;
+}
+
+void vt_vq_dev_free(struct vt_vq_dev *vq)
+{
+	if (!vq)
+		return;
+	free(vq->in_flight_ndesc);
+	free(vq->order);
+	free(vq);
+}
+
+int vq_dev_map_area(struct vt_vq_dev *vq, uint64_t addr, uint64_t len, unsigned int access,
+		    unsigned int align, void **hva, const char *what)
+{
+	if (addr & (align - 1))
+		return vq_dev_break(vq, VT_VQ_ERR_RING_UNMAPPED,
+				   "%s at 0x%llx not aligned to %u", what, (unsigned long long)addr,
+				   align);
+	int ret = vt_as_map_contig(&vq->as, addr, len, access, hva, &vq->fault);
+	if (ret == -EFAULT && vq->miss_retryable)
+		return -EFAULT;
+	if (ret < 0)
+		return vq_dev_break(vq, VT_VQ_ERR_RING_UNMAPPED, "%s at 0x%llx size %llu: %s", what,
+				   (unsigned long long)addr, (unsigned long long)len,
+				   ret == -ENOBUFS ? "not contiguous" : strerror(-ret));
+	/* Accessed with atomics: the host side must keep the alignment the bus address had. */
+	if ((uintptr_t)*hva & (align - 1))
+		return vq_dev_break(vq, VT_VQ_ERR_RING_UNMAPPED, "%s mapped misaligned", what);
+	return 0;
+}
+
+/* Makes sure the ring pointers are valid for the current address-space generation. */
+static int vq_dev_ensure_rings(struct vt_vq_dev *vq)
+{
+	uint64_t gen = vt_as_generation(&vq->as);
+	if (vq->rings_resolved && gen == vq->ring_generation)
+		return 0;
+	vq->rings_resolved = false;
+	int ret = vq->packed ? vq_packed_dev_resolve(vq) : vq_split_dev_resolve(vq);
+	if (ret < 0)
+		return ret;
+	vq->rings_resolved = true;
+	vq->ring_generation = gen;
+	return 0;
+}
+
+void vq_chain_begin(struct vq_chain_builder *b, struct vt_vq_dev *vq, struct vt_vq_chain *chain,
+		    struct iovec *iov, unsigned int iov_max)
+{
+	*b = (struct vq_chain_builder){.vq = vq, .chain = chain, .iov = iov, .iov_max = iov_max};
+	chain->nreadable = chain->nwritable = 0;
+	chain->readable_bytes = chain->writable_bytes = 0;
+}
+
+int vq_chain_add(struct vq_chain_builder *b, uint64_t addr, uint32_t len, bool writable)
+{
+	struct vt_vq_dev *vq = b->vq;
+
+	if (!writable && b->seen_writable)
+		return vq_dev_break(vq, VT_VQ_ERR_READABLE_AFTER_WRITABLE,
+				   "readable descriptor at 0x%llx after a writable one",
+				   (unsigned long long)addr);
+	b->seen_writable |= writable;
+	b->total += len;
+	if (b->total > UINT32_MAX)
+		return vq_dev_break(vq, VT_VQ_ERR_TOTAL_LEN, "chain reaches %llu bytes",
+				    (unsigned long long)b->total);
+	unsigned int n = 0;
+	unsigned int access = writable ? VT_ACCESS_WRITE : VT_ACCESS_READ;
+	int ret = vt_as_translate(&vq->as, addr, len, access, b->iov + b->n, b->iov_max - b->n, &n,
+				  &vq->fault);
+	if (ret == -ENOBUFS)
+		return -ENOBUFS;
+	if (ret == -EFAULT && vq->miss_retryable)
+		return -EFAULT;
+	if (ret == -EACCES)
+		return vq_dev_break(vq, VT_VQ_ERR_PERMISSION,
+				    "%s descriptor at 0x%llx len %u: mapping forbids it",
+				    writable ? "writable" : "readable", (unsigned long long)addr, len);
+	if (ret < 0)
+		return vq_dev_break(vq, VT_VQ_ERR_UNMAPPED, "descriptor at 0x%llx len %u: %s",
+				    (unsigned long long)addr, len,
+				    ret == -EFAULT ? "not mapped" : strerror(-ret));
+	b->n += n;
+	if (writable) {
+		b->chain->nwritable += n;
+		b->chain->writable_bytes += len;
+	} else {
+		b->chain->nreadable += n;
+		b->chain->readable_bytes += len;
+	}
+	return 0;
+}
+
+void vq_dev_order_push(struct vt_vq_dev *vq, uint16_t id)
+{
+	vq->order[(vq->order_head + vq->order_count) % vq->num] = id;
+	vq->order_count++;
+}
+
+int vt_vq_dev_pop(struct vt_vq_dev *vq, struct vt_vq_chain *chain, struct iovec *iov,
+		  unsigned int iov_max)
+{
+	if (vq->broken)
+		return -EPROTO;
+	int ret = vq_dev_ensure_rings(vq);
+	if (ret < 0)
+		return ret;
+	return vq->packed ? vq_packed_dev_pop(vq, chain, iov, iov_max)
+			  : vq_split_dev_pop(vq, chain, iov, iov_max);
+}
+
+static int vq_dev_push_common(struct vt_vq_dev *vq, uint16_t id, uint16_t ndesc,
+			      uint32_t written, unsigned int batch)
+{
+	if (vq->broken)
+		return -EPROTO;
+	/* The used ring may have been invalidated since the pop (IOTLB): resolve it again. */
+	int ret = vq_dev_ensure_rings(vq);
+	if (ret < 0)
+		return ret;
+	ret = vq->packed ? vq_packed_dev_push(vq, id, ndesc, written, batch)
+			 : vq_split_dev_push(vq, id, ndesc, written, batch);
+	if (ret < 0)
+		return ret;
+	/* Retire what the used entry covers: one buffer, or an in-order batch. */
+	if (vq->in_order) {
+		for (unsigned int i = 0; i < batch; i++) {
+			vq->in_flight_ndesc[vq->order[vq->order_head]] = 0;
+			vq->order_head = (vq->order_head + 1) % vq->num;
+		}
+		vq->order_count -= batch;
+	} else {
+		vq->in_flight_ndesc[id] = 0;
+	}
+	vq->in_flight -= batch;
+	return 0;
+}
+
+int vt_vq_dev_push(struct vt_vq_dev *vq, const struct vt_vq_chain *chain, uint32_t written)
+{
+	if (vq->broken)
+		return -EPROTO;
+	if (chain->id >= vq->num || vq->in_flight_ndesc[chain->id] == 0)
+		return vq_dev_break(vq, VT_VQ_ERR_NOT_IN_FLIGHT, "id %u", chain->id);
+	if (vq->in_order) {
+		/* In order means exactly that: the oldest buffer first. */
+		if (vq->order_count == 0 || vq->order[vq->order_head] != chain->id)
+			return vq_dev_break(vq, VT_VQ_ERR_NOT_IN_FLIGHT,
+					    "IN_ORDER: id %u returned before older buffers",
+					    chain->id);
+	}
+	return vq_dev_push_common(vq, chain->id, vq->in_flight_ndesc[chain->id], written, 1);
+}
+
+int vt_vq_dev_push_in_order_batch(struct vt_vq_dev *vq, const struct vt_vq_chain *last,
+				  uint32_t written)
+{
+	if (vq->broken)
+		return -EPROTO;
+	if (!vq->in_order)
+		return -EINVAL;
+	if (last->id >= vq->num || vq->in_flight_ndesc[last->id] == 0)
+		return vq_dev_break(vq, VT_VQ_ERR_NOT_IN_FLIGHT, "id %u", last->id);
+	unsigned int batch = 0, ndesc = 0;
+	for (;;) {
+		if (batch == vq->order_count)
+			return vq_dev_break(vq, VT_VQ_ERR_NOT_IN_FLIGHT, "id %u not in order",
+					    last->id);
+		uint16_t id = vq->order[(vq->order_head + batch) % vq->num];
+		ndesc += vq->in_flight_ndesc[id];
+		batch++;
+		if (id == last->id)
+			break;
+	}
+	return vq_dev_push_common(vq, last->id, (uint16_t)ndesc, written, batch);
+}
+
+bool vt_vq_dev_flush(struct vt_vq_dev *vq)
+{
+	if (vq->broken || !vq->rings_resolved)
+		return false;
+	return vq->packed ? vq_packed_dev_flush(vq) : vq_split_dev_flush(vq);
+}
+
+void vt_vq_dev_disable_notify(struct vt_vq_dev *vq)
+{
+	vq->notify_enabled = false;
+	if (vq->broken || vq_dev_ensure_rings(vq) < 0)
+		return;
+	if (vq->packed)
+		vq_packed_dev_disable_notify(vq);
+	else
+		vq_split_dev_disable_notify(vq);
+}
+
+bool vt_vq_dev_enable_notify(struct vt_vq_dev *vq)
+{
+	vq->notify_enabled = true;
+	if (vq->broken)
+		return false;
+	/* A miss resolving the rings: report "more to do" so the caller pops and sees it. */
+	if (vq_dev_ensure_rings(vq) < 0)
+		return true;
+	return vq->packed ? vq_packed_dev_enable_notify(vq) : vq_split_dev_enable_notify(vq);
+}
+
+bool vt_vq_dev_is_broken(const struct vt_vq_dev *vq)
+{
+	return vq->broken;
+}
+
+enum vt_vq_error vt_vq_dev_error(const struct vt_vq_dev *vq)
+{
+	return vq->error;
+}
+
+struct vt_as_fault vt_vq_dev_fault(const struct vt_vq_dev *vq)
+{
+	return vq->fault;
+}
+
+uint16_t vt_vq_dev_next_avail(const struct vt_vq_dev *vq)
+{
+	if (vq->packed)
+		return (uint16_t)(vq->next_avail | (vq->avail_wrap << PVIRTQ_EVENT_WRAP_SHIFT));
+	return vq->next_avail;
+}
+
+unsigned int vt_vq_dev_in_flight(const struct vt_vq_dev *vq)
+{
+	return vq->in_flight;
+}

@@ -1,0 +1,259 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The driver half's format-independent part: creation and ring allocation through the DMA API,
+ * segment mapping, the broken latch, used-length checks, and dispatch to vq_split_drv.c or
+ * vq_packed_drv.c on a flag cached at creation.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <virtue/spec/virtio_config.h>
+
+#include "vq_impl.h"
+
+#define VQ_DEFAULT_INDIRECT_MAX 32
+
+int vq_drv_break(struct vt_vq_drv *vq, enum vt_vq_error error, const char *fmt, ...)
+{
+	if (vq->broken)
+		return -EPROTO;
+	vq->broken = true;
+	vq->error = error;
+	char detail[256];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(detail, sizeof(detail), fmt, ap);
+	va_end(ap);
+	vt_log(vq->log, VT_LOG_ERROR, "%s: queue broken: %s: %s", vq->name, vt_vq_error_str(error),
+	       detail);
+	return -EPROTO;
+}
+
+static void free_coherent(struct vt_vq_drv *vq, void *mem, size_t size, uint64_t bus)
+{
+	if (mem)
+		vt_dma_free_coherent(vq->dma, size, mem, bus);
+}
+
+void vt_vq_drv_free(struct vt_vq_drv *vq)
+{
+	if (!vq)
+		return;
+	free_coherent(vq, vq->desc_mem, vq->desc_size, vq->desc_bus);
+	free_coherent(vq, vq->driver_mem, vq->driver_size, vq->driver_bus);
+	free_coherent(vq, vq->device_mem, vq->device_size, vq->device_bus);
+	free_coherent(vq, vq->indirect_mem, vq->indirect_size, vq->indirect_bus);
+	free(vq->shadow);
+	free(vq->indirect_shadow);
+	free(vq->buffers);
+	free(vq->order);
+	free(vq);
+}
+
+int vt_vq_drv_new(const struct vt_vq_drv_params *params, struct vt_vq_drv **out)
+{
+	bool packed = (params->features & VT_BIT(VIRTIO_F_RING_PACKED)) != 0;
+
+	if (params->num == 0 || params->num > VIRTQ_SPLIT_MAX_SIZE || !params->dma)
+		return -EINVAL;
+	if (!packed && (params->num & (params->num - 1)))
+		return -EINVAL;
+	struct vt_vq_drv *vq = aligned_alloc(VQ_CACHELINE, sizeof(*vq));
+	if (!vq)
+		return -ENOMEM;
+	memset(vq, 0, sizeof(*vq));
+	vq->packed = packed;
+	vq->event_idx = (params->features & VT_BIT(VIRTIO_F_EVENT_IDX)) != 0;
+	vq->indirect = (params->features & VT_BIT(VIRTIO_F_INDIRECT_DESC)) != 0;
+	vq->in_order = (params->features & VT_BIT(VIRTIO_F_IN_ORDER)) != 0;
+	vq->barriers = vt_barrier_kind(params->features);
+	vq->num = params->num;
+	vq->indirect_max = params->indirect_max ? params->indirect_max : VQ_DEFAULT_INDIRECT_MAX;
+	if (vq->indirect_max > vq->num)
+		vq->indirect_max = vq->num;
+	vq->dma = params->dma;
+	vq->name = params->name ? params->name : "vq";
+	vq->log = params->log;
+	vq->cb_enabled = true;
+
+	int ret = 0;
+	vq->shadow = calloc(vq->num, sizeof(vq->shadow[0]));
+	vq->buffers = calloc(vq->num, sizeof(vq->buffers[0]));
+	vq->order = calloc(vq->num, sizeof(vq->order[0]));
+	if (!vq->shadow || !vq->buffers || !vq->order)
+		ret = -ENOMEM;
+	if (ret == 0 && vq->indirect) {
+		/* One table per buffer: a buffer never waits for a table. */
+		vq->indirect_size = (size_t)vq->num * vq->indirect_max * sizeof(struct virtq_desc);
+		vq->indirect_shadow = calloc((size_t)vq->num * vq->indirect_max,
+					     sizeof(vq->indirect_shadow[0]));
+		ret = vq->indirect_shadow ? vt_dma_alloc_coherent(vq->dma, vq->indirect_size,
+								  &vq->indirect_mem,
+								  &vq->indirect_bus)
+					  : -ENOMEM;
+	}
+	if (ret == 0)
+		ret = packed ? vq_packed_drv_init(vq) : vq_split_drv_init(vq);
+	if (ret < 0) {
+		vt_vq_drv_free(vq);
+		return ret;
+	}
+	*out = vq;
+	return 0;
+}
+
+void vt_vq_drv_addrs(const struct vt_vq_drv *vq, uint64_t *desc_addr, uint64_t *driver_addr,
+		     uint64_t *device_addr)
+{
+	*desc_addr = vq->desc_bus;
+	*driver_addr = vq->driver_bus;
+	*device_addr = vq->device_bus;
+}
+
+void vq_drv_unmap_segments(struct vt_vq_drv *vq, const struct vq_desc_shadow *shadow,
+			   unsigned int count)
+{
+	for (unsigned int i = 0; i < count; i++) {
+		enum vt_dma_dir dir = (shadow[i].flags & VIRTQ_DESC_F_WRITE) ? VT_DMA_FROM_DEVICE
+									      : VT_DMA_TO_DEVICE;
+		vt_dma_unmap(vq->dma, shadow[i].bus, shadow[i].len, dir);
+	}
+}
+
+int vq_drv_map_segments(struct vt_vq_drv *vq, const struct iovec *sg, unsigned int nreadable,
+			unsigned int nwritable, struct vq_desc_shadow *shadow)
+{
+	for (unsigned int i = 0; i < nreadable + nwritable; i++) {
+		bool writable = i >= nreadable;
+		int ret = vt_dma_map(vq->dma, sg[i].iov_base, sg[i].iov_len,
+				     writable ? VT_DMA_FROM_DEVICE : VT_DMA_TO_DEVICE,
+				     &shadow[i].bus);
+		if (ret < 0) {
+			vq_drv_unmap_segments(vq, shadow, i);
+			return ret;
+		}
+		shadow[i].len = (uint32_t)sg[i].iov_len;
+		shadow[i].flags = writable ? VIRTQ_DESC_F_WRITE : 0;
+	}
+	return 0;
+}
+
+uint32_t vq_drv_check_len(struct vt_vq_drv *vq, uint16_t id, uint32_t len)
+{
+	uint32_t max = vq->buffers[id].writable_bytes;
+	if (len <= max)
+		return len;
+	/* Reported, not fatal: the caller must never believe more bytes arrived than fit. */
+	if (vq->stats.used_len_clamped++ == 0)
+		vt_log(vq->log, VT_LOG_WARN,
+		       "%s: device reported %u bytes written into a buffer of %u writable bytes",
+		       vq->name, len, max);
+	return max;
+}
+
+void vq_drv_order_push(struct vt_vq_drv *vq, uint16_t id)
+{
+	vq->order[(vq->order_head + vq->order_count) % vq->num] = id;
+	vq->order_count++;
+}
+
+static int check_segments(const struct iovec *sg, unsigned int count, void *token)
+{
+	if (count == 0 || !token)
+		return -EINVAL;
+	for (unsigned int i = 0; i < count; i++)
+		if (sg[i].iov_len == 0 || sg[i].iov_len > UINT32_MAX)
+			return -EINVAL;
+	return 0;
+}
+
+int vt_vq_drv_add(struct vt_vq_drv *vq, const struct iovec *sg, unsigned int nreadable,
+		  unsigned int nwritable, void *token)
+{
+	if (vq->broken)
+		return -EPROTO;
+	int ret = check_segments(sg, nreadable + nwritable, token);
+	if (ret < 0)
+		return ret;
+	ret = vq->packed ? vq_packed_drv_add(vq, sg, nreadable, nwritable, token)
+			 : vq_split_drv_add(vq, sg, nreadable, nwritable, token);
+	if (ret == 0) {
+		vq->stats.added++;
+		vq->outstanding++;
+		vq->added_since_kick++;
+	}
+	return ret;
+}
+
+bool vt_vq_drv_kick_prepare(struct vt_vq_drv *vq)
+{
+	if (vq->broken || vq->added_since_kick == 0)
+		return false;
+	bool kick = vq->packed ? vq_packed_drv_kick_prepare(vq) : vq_split_drv_kick_prepare(vq);
+	vq->added_since_kick = 0;
+	if (kick)
+		vq->stats.kicks++;
+	else
+		vq->stats.kicks_suppressed++;
+	return kick;
+}
+
+int vt_vq_drv_get(struct vt_vq_drv *vq, void **token, uint32_t *len)
+{
+	if (vq->broken)
+		return -EPROTO;
+	int ret = vq->packed ? vq_packed_drv_get(vq, token, len) : vq_split_drv_get(vq, token, len);
+	if (ret == 0) {
+		vq->stats.used++;
+		vq->outstanding--;
+	}
+	return ret;
+}
+
+void vt_vq_drv_disable_cb(struct vt_vq_drv *vq)
+{
+	vq->cb_enabled = false;
+	if (vq->packed)
+		vq_packed_drv_disable_cb(vq);
+	else
+		vq_split_drv_disable_cb(vq);
+}
+
+bool vt_vq_drv_enable_cb(struct vt_vq_drv *vq)
+{
+	vq->cb_enabled = true;
+	if (vq->broken)
+		return false;
+	return vq->packed ? vq_packed_drv_enable_cb(vq) : vq_split_drv_enable_cb(vq);
+}
+
+void *vt_vq_drv_detach_unused(struct vt_vq_drv *vq)
+{
+	void *token = vq->packed ? vq_packed_drv_detach_unused(vq) : vq_split_drv_detach_unused(vq);
+	if (token)
+		vq->outstanding--;
+	return token;
+}
+
+unsigned int vt_vq_drv_free_descs(const struct vt_vq_drv *vq)
+{
+	return vq->num_free;
+}
+
+bool vt_vq_drv_is_broken(const struct vt_vq_drv *vq)
+{
+	return vq->broken;
+}
+
+enum vt_vq_error vt_vq_drv_error(const struct vt_vq_drv *vq)
+{
+	return vq->error;
+}
+
+void vt_vq_drv_get_stats(const struct vt_vq_drv *vq, struct vt_vq_drv_stats *stats)
+{
+	*stats = vq->stats;
+}

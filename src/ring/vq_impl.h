@@ -1,0 +1,235 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Private state of both virtqueue halves, shared by the format-specific files (vq_split_*.c,
+ * vq_packed_*.c). The format and every negotiated option are decided once at creation and cached
+ * here, so hot paths branch on a field, never on a feature lookup.
+ */
+#ifndef VIRTUE_VQ_IMPL_H
+#define VIRTUE_VQ_IMPL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <virtue/platform.h>
+#include <virtue/spec/virtio_ring.h>
+#include <virtue/virtqueue.h>
+
+#define VQ_CACHELINE 64
+
+/* ------------------------------------------------------------------ device half */
+
+struct vt_vq_dev {
+	/* Read-mostly: configuration and resolved ring pointers. */
+	bool packed;
+	bool event_idx;
+	bool indirect;
+	bool in_order;
+	enum vt_barrier_kind barriers;
+	unsigned int num;
+	unsigned int max_chain;
+	struct vt_as as;
+	bool miss_retryable; /* the address space's misses can be filled later */
+	uint64_t desc_addr, driver_addr, device_addr;
+	const char *name;
+	const struct vt_log *log;
+
+	/* Ring areas, resolved through the address space under ring_generation. */
+	bool rings_resolved;
+	uint64_t ring_generation;
+	union {
+		struct {
+			struct virtq_desc *desc;
+			struct virtq_avail *avail;
+			struct virtq_used *used;
+		} split;
+		struct {
+			struct pvirtq_desc *desc;
+			struct pvirtq_event_suppress *driver; /* written by the driver */
+			struct pvirtq_event_suppress *device; /* written by us */
+		} packed;
+	} ring;
+
+	/* Consumer state, private to the device thread: its own cache line. */
+	_Alignas(VQ_CACHELINE) uint16_t next_avail; /* split: avail index; packed: slot */
+	bool avail_wrap; /* packed: wrap counter of next_avail */
+	uint16_t shadow_avail_idx; /* split: last avail->idx read */
+	uint16_t used_idx; /* split: next used index; packed: next used slot */
+	bool used_wrap; /* packed */
+	uint16_t published_used; /* split: used->idx last published (event-idx "old") */
+	bool published_wrap; /* packed: wrap of the slot last published */
+	uint16_t pending_used; /* packed: descriptors written since the last flush */
+	uint16_t pending_first; /* packed: slot of the first of them */
+	bool pending_first_wrap;
+	uint16_t pending_first_flags; /* packed: its flags, stored last (publication) */
+	unsigned int in_flight;
+	bool notify_enabled;
+
+	/* Per buffer id: the descriptors it occupies while in flight, 0 when not in flight. */
+	uint16_t *in_flight_ndesc;
+	/* IN_ORDER: ids in the order they were popped, to complete batches. */
+	uint16_t *order;
+	unsigned int order_head, order_count;
+
+	bool broken;
+	enum vt_vq_error error;
+	struct vt_as_fault fault;
+};
+
+/* Breaks the queue with @error; the first violation is logged with @detail. Returns -EPROTO. */
+int vq_dev_break(struct vt_vq_dev *vq, enum vt_vq_error error, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/*
+ * Builds a chain's iovecs one descriptor at a time, applying the rules both formats share
+ * (readable before writable, 2^32 total, translation with the right permission).
+ */
+struct vq_chain_builder {
+	struct vt_vq_dev *vq;
+	struct vt_vq_chain *chain;
+	struct iovec *iov;
+	unsigned int iov_max;
+	unsigned int n;
+	uint64_t total;
+	bool seen_writable;
+};
+
+void vq_chain_begin(struct vq_chain_builder *b, struct vt_vq_dev *vq, struct vt_vq_chain *chain,
+		    struct iovec *iov, unsigned int iov_max);
+/* 0, or the pop return code (-EFAULT, -ENOBUFS, -EPROTO after breaking the queue). */
+int vq_chain_add(struct vq_chain_builder *b, uint64_t addr, uint32_t len, bool writable);
+
+/* Maps a ring area (or an indirect table) contiguously; pop-style return codes. */
+int vq_dev_map_area(struct vt_vq_dev *vq, uint64_t addr, uint64_t len, unsigned int access,
+		    unsigned int align, void **hva, const char *what);
+
+/* IN_ORDER bookkeeping shared by both formats. */
+void vq_dev_order_push(struct vt_vq_dev *vq, uint16_t id);
+
+int vq_split_dev_init(struct vt_vq_dev *vq);
+int vq_split_dev_resolve(struct vt_vq_dev *vq);
+int vq_split_dev_pop(struct vt_vq_dev *vq, struct vt_vq_chain *chain, struct iovec *iov,
+		     unsigned int iov_max);
+int vq_split_dev_push(struct vt_vq_dev *vq, uint16_t id, uint16_t ndesc, uint32_t written,
+		      unsigned int batch);
+bool vq_split_dev_flush(struct vt_vq_dev *vq);
+void vq_split_dev_disable_notify(struct vt_vq_dev *vq);
+bool vq_split_dev_enable_notify(struct vt_vq_dev *vq);
+
+int vq_packed_dev_init(struct vt_vq_dev *vq);
+int vq_packed_dev_resolve(struct vt_vq_dev *vq);
+int vq_packed_dev_pop(struct vt_vq_dev *vq, struct vt_vq_chain *chain, struct iovec *iov,
+		      unsigned int iov_max);
+int vq_packed_dev_push(struct vt_vq_dev *vq, uint16_t id, uint16_t ndesc, uint32_t written,
+		       unsigned int batch);
+bool vq_packed_dev_flush(struct vt_vq_dev *vq);
+void vq_packed_dev_disable_notify(struct vt_vq_dev *vq);
+bool vq_packed_dev_enable_notify(struct vt_vq_dev *vq);
+
+/* ------------------------------------------------------------------ driver half */
+
+/* The driver's own copy of a descriptor it posted: never re-read from ring memory. */
+struct vq_desc_shadow {
+	uint64_t bus; /* mapped address (0 for the indirect-table descriptor) */
+	uint32_t len;
+	uint16_t flags;
+	uint16_t next; /* split: chain link / free list */
+};
+
+/* Per buffer (split: per head index; packed: per buffer id). */
+struct vq_buffer_state {
+	void *token; /* NULL: not posted */
+	uint16_t ndesc; /* ring descriptors it occupies */
+	uint16_t nsegs; /* segments mapped (== ndesc unless indirect) */
+	uint32_t writable_bytes;
+	bool indirect;
+	uint16_t next_free; /* packed: id free list */
+	uint16_t last; /* packed: last ring slot of the chain; split: last desc */
+};
+
+struct vt_vq_drv {
+	bool packed;
+	bool event_idx;
+	bool indirect;
+	bool in_order;
+	enum vt_barrier_kind barriers;
+	unsigned int num;
+	unsigned int indirect_max;
+	struct vt_dma *dma;
+	const char *name;
+	const struct vt_log *log;
+
+	/* Ring memory (coherent) and its bus addresses. */
+	void *desc_mem, *driver_mem, *device_mem;
+	size_t desc_size, driver_size, device_size;
+	uint64_t desc_bus, driver_bus, device_bus;
+	/* Indirect tables: one of indirect_max entries per buffer id / head. */
+	void *indirect_mem;
+	size_t indirect_size;
+	uint64_t indirect_bus;
+
+	struct vq_desc_shadow *shadow; /* per ring descriptor */
+	struct vq_desc_shadow *indirect_shadow; /* per indirect entry: num * indirect_max */
+	struct vq_buffer_state *buffers; /* per id */
+
+	/* Producer state. */
+	_Alignas(VQ_CACHELINE) uint16_t free_head; /* split: free list / packed: free id list */
+	unsigned int num_free; /* free ring descriptors */
+	uint16_t avail_idx_shadow; /* split: avail->idx we will publish; packed: next slot */
+	bool avail_wrap; /* packed */
+	uint16_t kicked_avail; /* split: avail idx at the last kick_prepare (event "old") */
+	bool kicked_wrap; /* packed */
+	unsigned int added_since_kick;
+	uint16_t pending_first; /* packed: slot whose flags publish the batch */
+	uint16_t pending_first_flags;
+	bool pending; /* packed: a batch waits for publication */
+	uint16_t in_order_next; /* split IN_ORDER: next descriptor to hand out */
+
+	/* Consumer state. */
+	_Alignas(VQ_CACHELINE) uint16_t last_used; /* split: used index; packed: slot */
+	bool used_wrap; /* packed */
+	unsigned int outstanding; /* buffers posted and not yet collected */
+	bool cb_enabled;
+	/* IN_ORDER: posted ids in order, and the batch being handed out. */
+	uint16_t *order;
+	unsigned int order_head, order_count;
+	uint16_t batch_last_id; /* last id of the current in-order batch */
+	uint32_t batch_last_len;
+	bool in_batch;
+
+	struct vt_vq_drv_stats stats;
+	bool broken;
+	enum vt_vq_error error;
+};
+
+int vq_drv_break(struct vt_vq_drv *vq, enum vt_vq_error error, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* Maps @sg into @shadow[0..count) (readable TO_DEVICE, writable FROM_DEVICE); all or nothing. */
+int vq_drv_map_segments(struct vt_vq_drv *vq, const struct iovec *sg, unsigned int nreadable,
+			unsigned int nwritable, struct vq_desc_shadow *shadow);
+void vq_drv_unmap_segments(struct vt_vq_drv *vq, const struct vq_desc_shadow *shadow,
+			   unsigned int count);
+/* Clamps the used length to the writable bytes posted, counting the violation. */
+uint32_t vq_drv_check_len(struct vt_vq_drv *vq, uint16_t id, uint32_t len);
+
+void vq_drv_order_push(struct vt_vq_drv *vq, uint16_t id);
+
+int vq_split_drv_init(struct vt_vq_drv *vq);
+int vq_split_drv_add(struct vt_vq_drv *vq, const struct iovec *sg, unsigned int nreadable,
+		     unsigned int nwritable, void *token);
+bool vq_split_drv_kick_prepare(struct vt_vq_drv *vq);
+int vq_split_drv_get(struct vt_vq_drv *vq, void **token, uint32_t *len);
+void vq_split_drv_disable_cb(struct vt_vq_drv *vq);
+bool vq_split_drv_enable_cb(struct vt_vq_drv *vq);
+void *vq_split_drv_detach_unused(struct vt_vq_drv *vq);
+
+int vq_packed_drv_init(struct vt_vq_drv *vq);
+int vq_packed_drv_add(struct vt_vq_drv *vq, const struct iovec *sg, unsigned int nreadable,
+		      unsigned int nwritable, void *token);
+bool vq_packed_drv_kick_prepare(struct vt_vq_drv *vq);
+int vq_packed_drv_get(struct vt_vq_drv *vq, void **token, uint32_t *len);
+void vq_packed_drv_disable_cb(struct vt_vq_drv *vq);
+bool vq_packed_drv_enable_cb(struct vt_vq_drv *vq);
+void *vq_packed_drv_detach_unused(struct vt_vq_drv *vq);
+
+#endif

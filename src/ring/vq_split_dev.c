@@ -1,0 +1,225 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Device half of the split virtqueue (virtio 1.3 section 2.7). Every value read from the
+ * driver's areas is read once into a local and checked before use; ring pointers come from the
+ * address space and are refreshed when its generation moves (vq_dev.c).
+ */
+#include <errno.h>
+
+#include "ring_access.h"
+#include "vq_impl.h"
+
+int vq_split_dev_init(struct vt_vq_dev *vq)
+{
+	(void)vq;
+	return 0;
+}
+
+int vq_split_dev_resolve(struct vt_vq_dev *vq)
+{
+	void *desc, *avail, *used;
+	int ret = vq_dev_map_area(vq, vq->desc_addr, virtq_split_desc_size(vq->num),
+				  VT_ACCESS_READ, VIRTQ_DESC_ALIGN, &desc, "descriptor table");
+	if (ret == 0)
+		ret = vq_dev_map_area(vq, vq->driver_addr, virtq_split_avail_size(vq->num),
+				      VT_ACCESS_READ, VIRTQ_AVAIL_ALIGN, &avail, "available ring");
+	/* The device writes the used ring and reads nothing back from it. */
+	if (ret == 0)
+		ret = vq_dev_map_area(vq, vq->device_addr, virtq_split_used_size(vq->num),
+				      VT_ACCESS_WRITE, VIRTQ_USED_ALIGN, &used, "used ring");
+	if (ret < 0)
+		return ret;
+	vq->ring.split.desc = desc;
+	vq->ring.split.avail = avail;
+	vq->ring.split.used = used;
+	return 0;
+}
+
+/* A descriptor, read once (two 8-byte loads: the table is 16-byte aligned). */
+struct split_desc {
+	uint64_t addr;
+	uint32_t len;
+	uint16_t flags;
+	uint16_t next;
+};
+
+static inline struct split_desc read_desc(const struct virtq_desc *d)
+{
+	struct split_desc out;
+	uint64_t tail = vt_le64_to_cpu(__atomic_load_n((const uint64_t *)&d->len, __ATOMIC_RELAXED));
+	out.addr = ring_read64(&d->addr);
+	/* len, flags and next share one little-endian 8-byte word. */
+	out.len = (uint32_t)tail;
+	out.flags = (uint16_t)(tail >> 32);
+	out.next = (uint16_t)(tail >> 48);
+	return out;
+}
+
+/* Walks the indirect table @ind refers to (2.7.5.3). */
+static int walk_indirect(struct vt_vq_dev *vq, struct vq_chain_builder *b,
+			 const struct split_desc *ind)
+{
+	if (ind->len == 0 || ind->len % sizeof(struct virtq_desc))
+		return vq_dev_break(vq, VT_VQ_ERR_INDIRECT_LEN, "indirect table of %u bytes",
+				   ind->len);
+	unsigned int count = ind->len / sizeof(struct virtq_desc);
+	if (count > vq->max_chain)
+		return vq_dev_break(vq, VT_VQ_ERR_INDIRECT_LEN,
+				   "indirect table of %u descriptors, limit %u", count,
+				   vq->max_chain);
+	void *table;
+	/* The spec sets no alignment for indirect tables; 8 is what 8-byte loads need. */
+	int ret = vq_dev_map_area(vq, ind->addr, ind->len, VT_ACCESS_READ, 8, &table,
+				  "indirect table");
+	if (ret < 0)
+		return ret;
+	const struct virtq_desc *t = table;
+	unsigned int i = 0, seen = 0;
+	for (;;) {
+		struct split_desc d = read_desc(&t[i]);
+		if (++seen > count)
+			return vq_dev_break(vq, VT_VQ_ERR_CHAIN_TOO_LONG,
+					    "indirect chain loops (more than %u descriptors)", count);
+		if (d.flags & VIRTQ_DESC_F_INDIRECT)
+			return vq_dev_break(vq, VT_VQ_ERR_INDIRECT_NESTED, "entry %u of the table",
+					    i);
+		ret = vq_chain_add(b, d.addr, d.len, d.flags & VIRTQ_DESC_F_WRITE);
+		if (ret < 0)
+			return ret;
+		if (!(d.flags & VIRTQ_DESC_F_NEXT))
+			return 0;
+		if (d.next >= count)
+			return vq_dev_break(vq, VT_VQ_ERR_NEXT_RANGE,
+					    "indirect next %u in a table of %u", d.next, count);
+		i = d.next;
+	}
+}
+
+int vq_split_dev_pop(struct vt_vq_dev *vq, struct vt_vq_chain *chain, struct iovec *iov,
+		     unsigned int iov_max)
+{
+	struct virtq_avail *avail = vq->ring.split.avail;
+	const struct virtq_desc *desc = vq->ring.split.desc;
+	uint16_t mask = (uint16_t)(vq->num - 1);
+
+	if (vq->shadow_avail_idx == vq->next_avail) {
+		/* Acquire: the ring entries and descriptors it exposes are read after it. */
+		uint16_t idx = ring_consume16(vq->barriers, &avail->idx);
+		if ((uint16_t)(idx - vq->next_avail) > vq->num)
+			return vq_dev_break(vq, VT_VQ_ERR_AVAIL_IDX,
+					    "avail idx %u, %u already taken, queue size %u", idx,
+					    vq->next_avail, vq->num);
+		vq->shadow_avail_idx = idx;
+		if (idx == vq->next_avail)
+			return -EAGAIN;
+	}
+
+	uint16_t head = ring_read16(&avail->ring[vq->next_avail & mask]);
+	if (head >= vq->num)
+		return vq_dev_break(vq, VT_VQ_ERR_HEAD_RANGE, "head %u, queue size %u", head,
+				    vq->num);
+	if (vq->in_flight_ndesc[head])
+		return vq_dev_break(vq, VT_VQ_ERR_BUFFER_ID_IN_FLIGHT,
+				    "head %u made available again while in flight", head);
+
+	struct vq_chain_builder b;
+	vq_chain_begin(&b, vq, chain, iov, iov_max);
+	unsigned int i = head, seen = 0;
+	int ret;
+	for (;;) {
+		struct split_desc d = read_desc(&desc[i]);
+		if (++seen > vq->max_chain)
+			return vq_dev_break(vq, VT_VQ_ERR_CHAIN_TOO_LONG,
+					    "chain from head %u exceeds %u descriptors", head,
+					    vq->max_chain);
+		if (d.flags & VIRTQ_DESC_F_INDIRECT) {
+			if (!vq->indirect)
+				return vq_dev_break(vq, VT_VQ_ERR_INDIRECT_NOT_NEGOTIATED,
+						    "descriptor %u", i);
+			if (d.flags & VIRTQ_DESC_F_NEXT)
+				return vq_dev_break(vq, VT_VQ_ERR_INDIRECT_WITH_NEXT,
+						    "descriptor %u", i);
+			/* 2.7.5.3.2: the table ends the chain; its WRITE flag is ignored. */
+			ret = walk_indirect(vq, &b, &d);
+			if (ret < 0)
+				return ret;
+			break;
+		}
+		ret = vq_chain_add(&b, d.addr, d.len, d.flags & VIRTQ_DESC_F_WRITE);
+		if (ret < 0)
+			return ret;
+		if (!(d.flags & VIRTQ_DESC_F_NEXT))
+			break;
+		if (d.next >= vq->num)
+			return vq_dev_break(vq, VT_VQ_ERR_NEXT_RANGE, "next %u, queue size %u",
+					    d.next, vq->num);
+		i = d.next;
+	}
+
+	chain->id = head;
+	chain->ndesc = (uint16_t)seen;
+	vq->in_flight_ndesc[head] = (uint16_t)seen;
+	vq->in_flight++;
+	if (vq->in_order)
+		vq_dev_order_push(vq, head);
+	vq->next_avail++;
+	return 0;
+}
+
+int vq_split_dev_push(struct vt_vq_dev *vq, uint16_t id, uint16_t ndesc, uint32_t written,
+		      unsigned int batch)
+{
+	struct virtq_used_elem *e = &vq->ring.split.used->ring[vq->used_idx & (vq->num - 1)];
+	(void)ndesc;
+	/* An in-order batch is one entry for the last buffer, the index skipping the rest. */
+	ring_write32(&e->id, id);
+	ring_write32(&e->len, written);
+	vq->used_idx = (uint16_t)(vq->used_idx + batch);
+	return 0;
+}
+
+/* vring_used_event / vring_avail_event: the fields after the rings (2.7.7.2, 2.7.10). */
+static inline vt_le16 *used_event_field(struct vt_vq_dev *vq)
+{
+	return &vq->ring.split.avail->ring[vq->num];
+}
+
+static inline vt_le16 *avail_event_field(struct vt_vq_dev *vq)
+{
+	return (vt_le16 *)&vq->ring.split.used->ring[vq->num];
+}
+
+bool vq_split_dev_flush(struct vt_vq_dev *vq)
+{
+	uint16_t old = vq->published_used, new = vq->used_idx;
+	if (old == new)
+		return false;
+	/* Release: the used entries (and the buffer contents) before the index. */
+	ring_publish16(vq->barriers, &vq->ring.split.used->idx, new);
+	vq->published_used = new;
+	/* Full barrier: the index store before reading the driver's suppression (2.7.7). */
+	vt_mb(vq->barriers);
+	if (vq->event_idx)
+		return vring_need_event(ring_read16(used_event_field(vq)), new, old);
+	return !(ring_read16(&vq->ring.split.avail->flags) & VIRTQ_AVAIL_F_NO_INTERRUPT);
+}
+
+void vq_split_dev_disable_notify(struct vt_vq_dev *vq)
+{
+	/* With EVENT_IDX the driver only kicks when it passes avail_event: leaving it behind
+	 * is enough. Without, the flag asks it to stop. */
+	if (!vq->event_idx)
+		ring_write16(&vq->ring.split.used->flags, VIRTQ_USED_F_NO_NOTIFY);
+}
+
+bool vq_split_dev_enable_notify(struct vt_vq_dev *vq)
+{
+	if (vq->event_idx)
+		ring_write16(avail_event_field(vq), vq->next_avail);
+	else
+		ring_write16(&vq->ring.split.used->flags, 0);
+	/* Full barrier: publish the request before re-reading avail idx, or a kick is lost. */
+	vt_mb(vq->barriers);
+	uint16_t idx = ring_consume16(vq->barriers, &vq->ring.split.avail->idx);
+	return idx != vq->next_avail;
+}

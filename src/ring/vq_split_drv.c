@@ -1,0 +1,298 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Driver half of the split virtqueue (virtio 1.3 section 2.7). The driver writes descriptors and
+ * the available ring, and trusts nothing it reads back: used entries are checked against its own
+ * record of what it posted (vq_desc_shadow, vq_buffer_state), never against ring memory.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "ring_access.h"
+#include "vq_impl.h"
+
+#define SPLIT_NO_DESC 0xffff
+
+static struct virtq_desc *ring_desc(struct vt_vq_drv *vq)
+{
+	return vq->desc_mem;
+}
+
+static struct virtq_avail *ring_avail(struct vt_vq_drv *vq)
+{
+	return vq->driver_mem;
+}
+
+static struct virtq_used *ring_used(struct vt_vq_drv *vq)
+{
+	return vq->device_mem;
+}
+
+int vq_split_drv_init(struct vt_vq_drv *vq)
+{
+	vq->desc_size = virtq_split_desc_size(vq->num);
+	vq->driver_size = virtq_split_avail_size(vq->num);
+	vq->device_size = virtq_split_used_size(vq->num);
+	/* Coherent memory is zeroed: flags 0 and indices 0 are the spec's initial state. */
+	int ret = vt_dma_alloc_coherent(vq->dma, vq->desc_size, &vq->desc_mem, &vq->desc_bus);
+	if (ret == 0)
+		ret = vt_dma_alloc_coherent(vq->dma, vq->driver_size, &vq->driver_mem,
+					    &vq->driver_bus);
+	if (ret == 0)
+		ret = vt_dma_alloc_coherent(vq->dma, vq->device_size, &vq->device_mem,
+					    &vq->device_bus);
+	if (ret < 0)
+		return ret;
+	for (unsigned int i = 0; i < vq->num; i++)
+		vq->shadow[i].next = (uint16_t)(i + 1 < vq->num ? i + 1 : SPLIT_NO_DESC);
+	vq->free_head = 0;
+	vq->num_free = vq->num;
+	return 0;
+}
+
+static void write_desc(struct virtq_desc *d, uint64_t addr, uint32_t len, uint16_t flags,
+		       uint16_t next)
+{
+	ring_write64(&d->addr, addr);
+	ring_write32(&d->len, len);
+	ring_write16(&d->flags, flags);
+	ring_write16(&d->next, next);
+}
+
+/* Posts @n segments through an indirect table: one ring descriptor. */
+static int add_indirect(struct vt_vq_drv *vq, uint16_t head, const struct iovec *sg,
+			unsigned int nreadable, unsigned int nwritable)
+{
+	unsigned int n = nreadable + nwritable;
+	size_t offset = (size_t)head * vq->indirect_max;
+	struct vq_desc_shadow *ts = vq->indirect_shadow + offset;
+	struct virtq_desc *table = (struct virtq_desc *)vq->indirect_mem + offset;
+
+	int ret = vq_drv_map_segments(vq, sg, nreadable, nwritable, ts);
+	if (ret < 0)
+		return ret;
+	for (unsigned int i = 0; i < n; i++) {
+		uint16_t flags = ts[i].flags | (i + 1 < n ? VIRTQ_DESC_F_NEXT : 0);
+		/* IN_ORDER or not, sequential indices are what 2.7.5.3.1 asks for in-order. */
+		write_desc(&table[i], ts[i].bus, ts[i].len, flags, (uint16_t)(i + 1 < n ? i + 1 : 0));
+	}
+	uint64_t table_bus = vq->indirect_bus + offset * sizeof(struct virtq_desc);
+	uint32_t table_len = n * (uint32_t)sizeof(struct virtq_desc);
+	vq->shadow[head].bus = table_bus;
+	vq->shadow[head].len = table_len;
+	vq->shadow[head].flags = VIRTQ_DESC_F_INDIRECT;
+	write_desc(&ring_desc(vq)[head], table_bus, table_len, VIRTQ_DESC_F_INDIRECT, 0);
+	return 0;
+}
+
+int vq_split_drv_add(struct vt_vq_drv *vq, const struct iovec *sg, unsigned int nreadable,
+		     unsigned int nwritable, void *token)
+{
+	unsigned int n = nreadable + nwritable;
+	bool indirect = vq->indirect && n > 1 && n <= vq->indirect_max;
+	unsigned int need = indirect ? 1 : n;
+	uint16_t mask = (uint16_t)(vq->num - 1);
+	int ret;
+
+	if (need > vq->num_free)
+		return -ENOSPC;
+	uint16_t head = vq->in_order ? vq->in_order_next : vq->free_head;
+	uint16_t last = head;
+
+	if (indirect) {
+		ret = add_indirect(vq, head, sg, nreadable, nwritable);
+		if (ret < 0)
+			return ret;
+	} else {
+		/* Map into the shadows of the descriptors the chain will occupy. */
+		uint16_t d = head;
+		for (unsigned int i = 0; i < n; i++) {
+			bool writable = i >= nreadable;
+			ret = vt_dma_map(vq->dma, sg[i].iov_base, sg[i].iov_len,
+					 writable ? VT_DMA_FROM_DEVICE : VT_DMA_TO_DEVICE,
+					 &vq->shadow[d].bus);
+			if (ret < 0) {
+				for (uint16_t u = head, k = 0; k < i; k++) {
+					vq_drv_unmap_segments(vq, &vq->shadow[u], 1);
+					u = vq->in_order ? (uint16_t)((u + 1) & mask)
+							 : vq->shadow[u].next;
+				}
+				return ret;
+			}
+			vq->shadow[d].len = (uint32_t)sg[i].iov_len;
+			vq->shadow[d].flags = writable ? VIRTQ_DESC_F_WRITE : 0;
+			last = d;
+			if (vq->in_order)
+				vq->shadow[d].next = (uint16_t)((d + 1) & mask);
+			d = vq->shadow[d].next;
+		}
+		/* Write them, linked; the descriptors are not visible before avail idx moves. */
+		d = head;
+		for (unsigned int i = 0; i < n; i++) {
+			uint16_t flags = vq->shadow[d].flags | (i + 1 < n ? VIRTQ_DESC_F_NEXT : 0);
+			write_desc(&ring_desc(vq)[d], vq->shadow[d].bus, vq->shadow[d].len, flags,
+				   i + 1 < n ? vq->shadow[d].next : 0);
+			d = vq->shadow[d].next;
+		}
+	}
+
+	struct vq_buffer_state *buf = &vq->buffers[head];
+	buf->token = token;
+	buf->ndesc = (uint16_t)need;
+	buf->nsegs = (uint16_t)n;
+	buf->indirect = indirect;
+	buf->last = last;
+	buf->writable_bytes = 0;
+	for (unsigned int i = nreadable; i < n; i++)
+		buf->writable_bytes += (uint32_t)sg[i].iov_len;
+
+	if (vq->in_order)
+		vq->in_order_next = (uint16_t)((head + need) & mask);
+	else
+		vq->free_head = vq->shadow[last].next;
+	vq->num_free -= need;
+	if (vq->in_order)
+		vq_drv_order_push(vq, head);
+
+	ring_write16(&ring_avail(vq)->ring[vq->avail_idx_shadow & mask], head);
+	vq->avail_idx_shadow++;
+	return 0;
+}
+
+bool vq_split_drv_kick_prepare(struct vt_vq_drv *vq)
+{
+	uint16_t old = vq->kicked_avail, new = vq->avail_idx_shadow;
+	/* Release: descriptors and ring entries before the index that exposes them. */
+	ring_publish16(vq->barriers, &ring_avail(vq)->idx, new);
+	vq->kicked_avail = new;
+	/* Full barrier: the index store before reading the device's suppression (2.7.13.4). */
+	vt_mb(vq->barriers);
+	if (vq->event_idx) {
+		uint16_t event = ring_read16((vt_le16 *)&ring_used(vq)->ring[vq->num]);
+		return vring_need_event(event, new, old);
+	}
+	return !(ring_read16(&ring_used(vq)->flags) & VIRTQ_USED_F_NO_NOTIFY);
+}
+
+/* Unmaps a posted buffer and returns its descriptors; the caller got its token already. */
+static void detach_buffer(struct vt_vq_drv *vq, uint16_t head)
+{
+	struct vq_buffer_state *buf = &vq->buffers[head];
+	uint16_t mask = (uint16_t)(vq->num - 1);
+
+	if (buf->indirect) {
+		vq_drv_unmap_segments(vq, vq->indirect_shadow + (size_t)head * vq->indirect_max,
+				      buf->nsegs);
+	} else {
+		uint16_t d = head;
+		for (unsigned int i = 0; i < buf->nsegs; i++) {
+			vq_drv_unmap_segments(vq, &vq->shadow[d], 1);
+			d = vq->in_order ? (uint16_t)((d + 1) & mask) : vq->shadow[d].next;
+		}
+	}
+	if (!vq->in_order) {
+		/* Most recently freed first: its descriptors are warm in the cache. */
+		vq->shadow[buf->last].next = vq->free_head;
+		vq->free_head = head;
+	}
+	vq->num_free += buf->ndesc;
+	buf->token = NULL;
+}
+
+int vq_split_drv_get(struct vt_vq_drv *vq, void **token, uint32_t *len)
+{
+	uint16_t mask = (uint16_t)(vq->num - 1);
+
+	if (vq->in_batch) {
+		/* Handing out an in-order batch that one used entry completed. */
+		uint16_t id = vq->order[vq->order_head];
+		vq->order_head = (vq->order_head + 1) % vq->num;
+		vq->order_count--;
+		*token = vq->buffers[id].token;
+		if (id == vq->batch_last_id) {
+			vq->in_batch = false;
+			*len = vq_drv_check_len(vq, id, vq->batch_last_len);
+		} else {
+			*len = 0;
+		}
+		detach_buffer(vq, id);
+		return 0;
+	}
+
+	/* Acquire: the used entry and the written buffer contents after the index. */
+	uint16_t used_idx = ring_consume16(vq->barriers, &ring_used(vq)->idx);
+	uint16_t pending = (uint16_t)(used_idx - vq->last_used);
+	if (pending == 0)
+		return -EAGAIN;
+	if (pending > vq->outstanding)
+		return vq_drv_break(vq, VT_VQ_ERR_USED_IDX, "used idx %u, %u collected, %u outstanding",
+				    used_idx, vq->last_used, vq->outstanding);
+
+	const struct virtq_used_elem *e = &ring_used(vq)->ring[vq->last_used & mask];
+	uint32_t id = ring_read32(&e->id);
+	uint32_t used_len = ring_read32(&e->len);
+	if (id >= vq->num || !vq->buffers[id].token)
+		return vq_drv_break(vq, VT_VQ_ERR_USED_ID, "used id %u", id);
+
+	if (vq->in_order && vq->order[vq->order_head] != id) {
+		/* One entry for a batch (2.7.9): every older buffer up to @id is done. */
+		unsigned int k = 1;
+		while (k < vq->order_count && vq->order[(vq->order_head + k) % vq->num] != id)
+			k++;
+		if (k == vq->order_count)
+			return vq_drv_break(vq, VT_VQ_ERR_USED_ID, "used id %u is not in flight",
+					    id);
+		k++;
+		if (k > pending)
+			return vq_drv_break(vq, VT_VQ_ERR_USED_IDX,
+					    "in-order batch of %u, used idx moved by %u", k,
+					    pending);
+		vq->last_used = (uint16_t)(vq->last_used + k);
+		vq->in_batch = true;
+		vq->batch_last_id = (uint16_t)id;
+		vq->batch_last_len = used_len;
+		return vq_split_drv_get(vq, token, len);
+	}
+
+	vq->last_used++;
+	if (vq->in_order) {
+		vq->order_head = (vq->order_head + 1) % vq->num;
+		vq->order_count--;
+	}
+	*token = vq->buffers[id].token;
+	*len = vq_drv_check_len(vq, (uint16_t)id, used_len);
+	detach_buffer(vq, (uint16_t)id);
+	return 0;
+}
+
+void vq_split_drv_disable_cb(struct vt_vq_drv *vq)
+{
+	/* With EVENT_IDX, used_event left behind already silences the device. */
+	if (!vq->event_idx)
+		ring_write16(&ring_avail(vq)->flags, VIRTQ_AVAIL_F_NO_INTERRUPT);
+}
+
+bool vq_split_drv_enable_cb(struct vt_vq_drv *vq)
+{
+	if (vq->event_idx)
+		ring_write16(&ring_avail(vq)->ring[vq->num], vq->last_used);
+	else
+		ring_write16(&ring_avail(vq)->flags, 0);
+	/* Full barrier: publish the request before re-reading the used index. */
+	vt_mb(vq->barriers);
+	return vq->in_batch || ring_consume16(vq->barriers, &ring_used(vq)->idx) != vq->last_used;
+}
+
+void *vq_split_drv_detach_unused(struct vt_vq_drv *vq)
+{
+	for (unsigned int id = 0; id < vq->num; id++) {
+		void *token = vq->buffers[id].token;
+		if (!token)
+			continue;
+		detach_buffer(vq, (uint16_t)id);
+		return token;
+	}
+	/* Everything is back: the ring starts over (as after a device reset). */
+	vq->order_head = vq->order_count = 0;
+	vq->in_batch = false;
+	return NULL;
+}
