@@ -35,5 +35,6 @@ void bench_row(const struct bench_opts *opts, const char *bench, const char *con
 void bench_header(const struct bench_opts *opts, const char *title, double pingpong_ns);
 
 int bench_mem(const struct bench_opts *opts);
+int bench_ring(const struct bench_opts *opts);
 
 #endif

@@ -3,7 +3,7 @@
  * virtue-bench: micro-benchmarks of the library's layers. Every figure is a median of several runs
  * and is printed beside the cache-line ping-pong measured in the same run.
  *
- *   virtue-bench mem [--json] [--runs N] [--quick]
+ *   virtue-bench mem|ring [--json] [--runs N] [--quick]
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,8 +13,9 @@
 
 static int usage(FILE *out)
 {
-	fprintf(out, "usage: virtue-bench mem [--json] [--runs N] [--quick]\n"
+	fprintf(out, "usage: virtue-bench mem|ring [--json] [--runs N] [--quick]\n"
 		     "  mem     address translation (memory table, IOTLB) and DMA map+unmap per mode\n"
+		     "  ring    virtqueue throughput between two pinned threads, per format and mode\n"
 		     "  --json  one JSON object per result line\n"
 		     "  --runs  repetitions per configuration, median reported (default 5)\n"
 		     "  --quick a tenth of the operations (a smoke run)\n");
@@ -80,6 +81,8 @@ int main(int argc, char **argv)
 		return usage(stderr);
 	if (strcmp(what, "mem") == 0)
 		return bench_mem(&opts) < 0 ? 1 : 0;
+	if (strcmp(what, "ring") == 0)
+		return bench_ring(&opts) < 0 ? 1 : 0;
 	fprintf(stderr, "virtue-bench: unknown benchmark '%s'\n", what);
 	return usage(stderr);
 }
