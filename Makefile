@@ -32,6 +32,7 @@ bench:
 	@[ -f build-bench/build.ninja ] || meson setup build-bench --buildtype=release
 	ninja -C build-bench
 	build-bench/tools/virtue-bench mem
+	build-bench/tools/virtue-bench ring
 
 fuzz:
 	@scripts/deps.sh
