@@ -110,10 +110,10 @@ int vt_vq_dev_pop(struct vt_vq_dev *vq, struct vt_vq_chain *chain, struct iovec 
 		  unsigned int iov_max);
 
 /*
- * Returns a buffer used, @written bytes having been written to its writable part. Visible to
- * the driver at the next vt_vq_dev_flush. Only chain->id and chain->ndesc are read, so a device
- * may keep a copy of the chain rather than the chain itself. -EPROTO if the queue is broken or
- * the chain is not in flight (VT_VQ_ERR_NOT_IN_FLIGHT).
+ * Returns a buffer used, @written bytes having been written to its writable part. Only recorded:
+ * ring memory is written at the next vt_vq_dev_flush. Only chain->id is read, so a device may
+ * keep a copy of the chain rather than the chain itself. -EPROTO if the queue is broken or the
+ * chain is not in flight (VT_VQ_ERR_NOT_IN_FLIGHT).
  */
 int vt_vq_dev_push(struct vt_vq_dev *vq, const struct vt_vq_chain *chain, uint32_t written);
 
@@ -125,7 +125,11 @@ int vt_vq_dev_push(struct vt_vq_dev *vq, const struct vt_vq_chain *chain, uint32
 int vt_vq_dev_push_in_order_batch(struct vt_vq_dev *vq, const struct vt_vq_chain *last,
 				  uint32_t written);
 
-/* Publishes pushed buffers. Returns true when the driver must be notified. */
+/*
+ * Writes the pushed used entries and publishes them. Returns true when the driver must be
+ * notified. If the used ring cannot be reached right now (an IOTLB miss: vt_vq_dev_fault says
+ * where), nothing is written, false is returned, and the entries wait for the next flush.
+ */
 bool vt_vq_dev_flush(struct vt_vq_dev *vq);
 
 /* Available-buffer notification suppression (the device polls meanwhile). */

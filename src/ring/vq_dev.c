@@ -60,7 +60,8 @@ int vt_vq_dev_new(const struct vt_vq_dev_params *params, struct vt_vq_dev **out)
 	vq->notify_enabled = true;
 	vq->in_flight_ndesc = calloc(vq->num, sizeof(vq->in_flight_ndesc[0]));
 	vq->order = calloc(vq->num, sizeof(vq->order[0]));
-	int ret = (!vq->in_flight_ndesc || !vq->order) ? -ENOMEM : 0;
+	vq->pending = calloc(vq->num, sizeof(vq->pending[0]));
+	int ret = (!vq->in_flight_ndesc || !vq->order || !vq->pending) ? -ENOMEM : 0;
 	if (ret == 0)
 		ret = packed ? vq_packed_dev_init(vq) : vq_split_dev_init(vq);
 	if (ret == 0) {
@@ -94,6 +95,7 @@ void vt_vq_dev_free(struct vt_vq_dev *vq)
 		return;
 	free(vq->in_flight_ndesc);
 	free(vq->order);
+	free(vq->pending);
 	free(vq);
 }
 
@@ -198,19 +200,11 @@ int vt_vq_dev_pop(struct vt_vq_dev *vq, struct vt_vq_chain *chain, struct iovec 
 			  : vq_split_dev_pop(vq, chain, iov, iov_max);
 }
 
+/* Records a used entry for the next flush and retires what it covers. */
 static int vq_dev_push_common(struct vt_vq_dev *vq, uint16_t id, uint16_t ndesc,
 			      uint32_t written, unsigned int batch)
 {
-	if (vq->broken)
-		return -EPROTO;
-	/* The used ring may have been invalidated since the pop (IOTLB): resolve it again. */
-	int ret = vq_dev_ensure_rings(vq);
-	if (ret < 0)
-		return ret;
-	ret = vq->packed ? vq_packed_dev_push(vq, id, ndesc, written, batch)
-			 : vq_split_dev_push(vq, id, ndesc, written, batch);
-	if (ret < 0)
-		return ret;
+	vq->pending[vq->npending++] = (struct vq_used_pending){id, ndesc, written, batch};
 	/* Retire what the used entry covers: one buffer, or an in-order batch. */
 	if (vq->in_order) {
 		for (unsigned int i = 0; i < batch; i++) {
@@ -266,8 +260,22 @@ int vt_vq_dev_push_in_order_batch(struct vt_vq_dev *vq, const struct vt_vq_chain
 
 bool vt_vq_dev_flush(struct vt_vq_dev *vq)
 {
-	if (vq->broken || !vq->rings_resolved)
+	if (vq->broken || vq->npending == 0)
 		return false;
+	/*
+	 * The used ring may have been invalidated or moved since the pushes (IOTLB): resolve it
+	 * now. On a miss the entries wait for the next flush, after the driver mapped it again.
+	 */
+	if (vq_dev_ensure_rings(vq) < 0)
+		return false;
+	for (unsigned int i = 0; i < vq->npending; i++) {
+		const struct vq_used_pending *u = &vq->pending[i];
+		if (vq->packed)
+			vq_packed_dev_push(vq, u->id, u->ndesc, u->written, u->batch);
+		else
+			vq_split_dev_push(vq, u->id, u->ndesc, u->written, u->batch);
+	}
+	vq->npending = 0;
 	return vq->packed ? vq_packed_dev_flush(vq) : vq_split_dev_flush(vq);
 }
 

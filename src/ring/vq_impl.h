@@ -16,6 +16,46 @@
 
 #define VQ_CACHELINE 64
 
+/* ------------------------------------------------------------------ packed positions */
+
+/* VIRTQ_DESC_F_AVAIL and VIRTQ_DESC_F_USED are bit numbers; these are the masks (2.8.1). */
+#define VQ_PACKED_F_AVAIL (1u << VIRTQ_DESC_F_AVAIL)
+#define VQ_PACKED_F_USED  (1u << VIRTQ_DESC_F_USED)
+
+/* Descriptors from (@from, @from_wrap) up to (@to, @to_wrap), @to being at most one ring ahead. */
+static inline unsigned int vq_packed_distance(unsigned int num, uint16_t from, bool from_wrap,
+					      uint16_t to, bool to_wrap)
+{
+	return (unsigned int)to + (from_wrap != to_wrap ? num : 0) - from;
+}
+
+/* Moves a ring position @count descriptors on, flipping its wrap counter at each ring end. */
+static inline void vq_packed_advance(unsigned int num, uint16_t *idx, bool *wrap,
+				     unsigned int count)
+{
+	unsigned int i = *idx + count;
+	while (i >= num) {
+		i -= num;
+		*wrap = !*wrap;
+	}
+	*idx = (uint16_t)i;
+}
+
+/*
+ * vring_need_event for the packed ring (event suppression in DESC mode, 2.8.10): true when the
+ * descriptor @off_wrap names is one of the @count that end just before (@new_idx, @new_wrap). As
+ * Linux's virtqueue_kick_prepare_packed does, an offset in the other lap is moved one ring back so
+ * that the 16-bit arithmetic of vring_need_event holds.
+ */
+static inline bool vq_packed_need_event(unsigned int num, uint16_t off_wrap, uint16_t new_idx,
+					bool new_wrap, unsigned int count)
+{
+	uint16_t event = off_wrap & PVIRTQ_EVENT_OFF_MASK;
+	if ((bool)(off_wrap >> PVIRTQ_EVENT_WRAP_SHIFT) != new_wrap)
+		event = (uint16_t)(event - num);
+	return vring_need_event(event, new_idx, (uint16_t)(new_idx - count));
+}
+
 /* ------------------------------------------------------------------ device half */
 
 struct vt_vq_dev {
@@ -61,8 +101,22 @@ struct vt_vq_dev {
 	uint16_t pending_first; /* packed: slot of the first of them */
 	bool pending_first_wrap;
 	uint16_t pending_first_flags; /* packed: its flags, stored last (publication) */
+	uint16_t device_event_flags; /* packed: flags last written to the device area */
 	unsigned int in_flight;
 	bool notify_enabled;
+
+	/*
+	 * Used entries pushed and not yet written: they go to ring memory at flush time, after
+	 * the ring is resolved under the current generation, so a used ring the IOTLB lost or
+	 * moved since the push is never written at its old host address.
+	 */
+	struct vq_used_pending {
+		uint16_t id;
+		uint16_t ndesc;
+		uint32_t written;
+		unsigned int batch;
+	} *pending;
+	unsigned int npending;
 
 	/* Per buffer id: the descriptors it occupies while in flight, 0 when not in flight. */
 	uint16_t *in_flight_ndesc;
@@ -132,7 +186,7 @@ struct vq_desc_shadow {
 	uint64_t bus; /* mapped address (0 for the indirect-table descriptor) */
 	uint32_t len;
 	uint16_t flags;
-	uint16_t next; /* split: chain link / free list */
+	uint16_t next; /* chain link / free list */
 };
 
 /* Per buffer (split: per head index; packed: per buffer id). */
@@ -143,7 +197,7 @@ struct vq_buffer_state {
 	uint32_t writable_bytes;
 	bool indirect;
 	uint16_t next_free; /* packed: id free list */
-	uint16_t last; /* packed: last ring slot of the chain; split: last desc */
+	uint16_t last; /* its last descriptor (packed: last shadow entry, not a ring slot) */
 };
 
 struct vt_vq_drv {
@@ -167,7 +221,12 @@ struct vt_vq_drv {
 	size_t indirect_size;
 	uint64_t indirect_bus;
 
-	struct vq_desc_shadow *shadow; /* per ring descriptor */
+	/*
+	 * Per descriptor: split: per table entry; packed: records taken from a free list, the
+	 * buffer id being its first record's index. Not per packed slot: a slot is reused as soon
+	 * as the device has moved past it, which can be before an older buffer is used.
+	 */
+	struct vq_desc_shadow *shadow;
 	struct vq_desc_shadow *indirect_shadow; /* per indirect entry: num * indirect_max */
 	struct vq_buffer_state *buffers; /* per id */
 
@@ -189,6 +248,7 @@ struct vt_vq_drv {
 	bool used_wrap; /* packed */
 	unsigned int outstanding; /* buffers posted and not yet collected */
 	bool cb_enabled;
+	uint16_t driver_event_flags; /* packed: flags last written to the driver area */
 	/* IN_ORDER: posted ids in order, and the batch being handed out. */
 	uint16_t *order;
 	unsigned int order_head, order_count;
