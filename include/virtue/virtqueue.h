@@ -62,6 +62,9 @@ const char *vt_vq_error_str(enum vt_vq_error error);
 
 /* ---------------------------------------------------------------- device half */
 
+/* Where a new packed ring starts: descriptor 0 with the wrap counter at 1 (2.8.1). */
+#define VT_VQ_PACKED_START (1u << 15)
+
 struct vt_vq_dev_params {
 	unsigned int num; /* queue size: split a power of two, packed any, at most 32768 */
 	uint64_t features; /* negotiated */
@@ -72,7 +75,8 @@ struct vt_vq_dev_params {
 	/*
 	 * Where to resume (vhost-user SET_VRING_BASE): split: the next avail index to read;
 	 * packed: bits 0-14 the next descriptor, bit 15 its wrap counter. The used side resumes
-	 * at the same point (every buffer taken before was returned).
+	 * at the same point (every buffer taken before was returned). A new ring starts at 0
+	 * (split) or VT_VQ_PACKED_START (packed: slot 0, wrap counter 1, 2.8.1).
 	 */
 	uint16_t next_avail;
 	unsigned int max_chain; /* most descriptors accepted per chain; 0: the queue size */

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <virtue/spec/endian.h>
 #include <virtue/spec/virtio_config.h>
 
 #include "vq_impl.h"
@@ -119,6 +120,56 @@ int vq_dev_map_area(struct vt_vq_dev *vq, uint64_t addr, uint64_t len, unsigned 
 	return 0;
 }
 
+/* A translation failure of driver-written metadata: park on a retryable miss, else break. */
+static int vq_dev_fault(struct vt_vq_dev *vq, int ret, uint64_t addr, const char *what)
+{
+	if (ret == -EFAULT && vq->miss_retryable)
+		return -EFAULT;
+	if (ret == -EACCES)
+		return vq_dev_break(vq, VT_VQ_ERR_PERMISSION, "%s at 0x%llx not readable", what,
+				    (unsigned long long)addr);
+	return vq_dev_break(vq, VT_VQ_ERR_UNMAPPED, "%s at 0x%llx: %s", what,
+			    (unsigned long long)addr,
+			    ret == -EFAULT ? "not mapped" : strerror(-ret));
+}
+
+int vq_dev_table_open(struct vt_vq_dev *vq, uint64_t addr, uint32_t len, struct vq_table *t)
+{
+	void *hva = NULL;
+	t->addr = addr;
+	t->count = len / 16;
+	t->hva = NULL;
+	int ret = vt_as_map_contig(&vq->as, addr, len, VT_ACCESS_READ, &hva, &vq->fault);
+	if (ret == -ENOBUFS)
+		return 0; /* mapped, but in pieces: read entry by entry */
+	if (ret < 0)
+		return vq_dev_fault(vq, ret, addr, "indirect table");
+	/* Whole-word loads need 8-byte alignment; anything else takes the slow path. */
+	if (((uintptr_t)hva & 7) == 0)
+		t->hva = hva;
+	return 0;
+}
+
+int vq_dev_table_read(struct vt_vq_dev *vq, const struct vq_table *t, unsigned int i,
+		      uint64_t word[2])
+{
+	if (t->hva) {
+		const uint64_t *p = (const uint64_t *)(t->hva + 16 * (size_t)i);
+		word[0] = vt_le64_to_cpu(__atomic_load_n(&p[0], __ATOMIC_RELAXED));
+		word[1] = vt_le64_to_cpu(__atomic_load_n(&p[1], __ATOMIC_RELAXED));
+		return 0;
+	}
+	uint64_t raw[2];
+	uint64_t addr = t->addr + 16 * (uint64_t)i;
+	/* Copied once into a local: the driver changing it afterwards changes nothing here. */
+	int ret = vt_as_read(&vq->as, addr, raw, sizeof(raw), &vq->fault);
+	if (ret < 0)
+		return vq_dev_fault(vq, ret, addr, "indirect table entry");
+	word[0] = vt_le64_to_cpu(raw[0]);
+	word[1] = vt_le64_to_cpu(raw[1]);
+	return 0;
+}
+
 /* Makes sure the ring pointers are valid for the current address-space generation. */
 static int vq_dev_ensure_rings(struct vt_vq_dev *vq)
 {
@@ -152,6 +203,10 @@ int vq_chain_add(struct vq_chain_builder *b, uint64_t addr, uint32_t len, bool w
 				   (unsigned long long)addr);
 	b->seen_writable |= writable;
 	b->total += len;
+	/*
+	 * 2.7.5.2 forbids more than 2^32 bytes; exactly 2^32 is refused as well, since chain
+	 * byte counts (like the used length) are 32-bit.
+	 */
 	if (b->total > UINT32_MAX)
 		return vq_dev_break(vq, VT_VQ_ERR_TOTAL_LEN, "chain reaches %llu bytes",
 				    (unsigned long long)b->total);

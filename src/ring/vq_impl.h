@@ -156,6 +156,23 @@ int vq_chain_add(struct vq_chain_builder *b, uint64_t addr, uint32_t len, bool w
 int vq_dev_map_area(struct vt_vq_dev *vq, uint64_t addr, uint64_t len, unsigned int access,
 		    unsigned int align, void **hva, const char *what);
 
+/*
+ * An indirect table (both formats use 16-byte entries). Mapped in one piece when the host has it
+ * contiguous; otherwise (a table across two memory regions or IOTLB entries, which is legal) each
+ * entry is read through the address space.
+ */
+struct vq_table {
+	const uint8_t *hva; /* NULL: read entry by entry */
+	uint64_t addr;
+	unsigned int count;
+};
+
+/* Pop-style return codes; an unreachable table breaks the queue with VT_VQ_ERR_UNMAPPED. */
+int vq_dev_table_open(struct vt_vq_dev *vq, uint64_t addr, uint32_t len, struct vq_table *t);
+/* Entry @i as two little-endian words, each read once: 0 or a pop-style code. */
+int vq_dev_table_read(struct vt_vq_dev *vq, const struct vq_table *t, unsigned int i,
+		      uint64_t word[2]);
+
 /* IN_ORDER bookkeeping shared by both formats. */
 void vq_dev_order_push(struct vt_vq_dev *vq, uint16_t id);
 

@@ -43,16 +43,23 @@ struct split_desc {
 	uint16_t next;
 };
 
+/* Decodes the two little-endian words of a descriptor: addr, then len | flags | next. */
+static inline struct split_desc decode_desc(const uint64_t w[2])
+{
+	return (struct split_desc){
+		.addr = w[0],
+		.len = (uint32_t)w[1],
+		.flags = (uint16_t)(w[1] >> 32),
+		.next = (uint16_t)(w[1] >> 48),
+	};
+}
+
 static inline struct split_desc read_desc(const struct virtq_desc *d)
 {
-	struct split_desc out;
-	uint64_t tail = vt_le64_to_cpu(__atomic_load_n((const uint64_t *)&d->len, __ATOMIC_RELAXED));
-	out.addr = ring_read64(&d->addr);
-	/* len, flags and next share one little-endian 8-byte word. */
-	out.len = (uint32_t)tail;
-	out.flags = (uint16_t)(tail >> 32);
-	out.next = (uint16_t)(tail >> 48);
-	return out;
+	const uint64_t *p = (const uint64_t *)d;
+	uint64_t w[2] = {vt_le64_to_cpu(__atomic_load_n(&p[0], __ATOMIC_RELAXED)),
+			 vt_le64_to_cpu(__atomic_load_n(&p[1], __ATOMIC_RELAXED))};
+	return decode_desc(w);
 }
 
 /* Walks the indirect table @ind refers to (2.7.5.3). */
@@ -67,16 +74,17 @@ static int walk_indirect(struct vt_vq_dev *vq, struct vq_chain_builder *b,
 		return vq_dev_break(vq, VT_VQ_ERR_INDIRECT_LEN,
 				   "indirect table of %u descriptors, limit %u", count,
 				   vq->max_chain);
-	void *table;
-	/* The spec sets no alignment for indirect tables; 8 is what 8-byte loads need. */
-	int ret = vq_dev_map_area(vq, ind->addr, ind->len, VT_ACCESS_READ, 8, &table,
-				  "indirect table");
+	struct vq_table table;
+	int ret = vq_dev_table_open(vq, ind->addr, ind->len, &table);
 	if (ret < 0)
 		return ret;
-	const struct virtq_desc *t = table;
 	unsigned int i = 0, seen = 0;
 	for (;;) {
-		struct split_desc d = read_desc(&t[i]);
+		uint64_t w[2];
+		ret = vq_dev_table_read(vq, &table, i, w);
+		if (ret < 0)
+			return ret;
+		struct split_desc d = decode_desc(w);
 		if (++seen > count)
 			return vq_dev_break(vq, VT_VQ_ERR_CHAIN_TOO_LONG,
 					    "indirect chain loops (more than %u descriptors)", count);
