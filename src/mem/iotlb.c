@@ -2,9 +2,9 @@
 /*
  * The device-side IOTLB: IOVA ranges kept sorted in one fixed-capacity array split in two, a dense
  * array of start addresses that lookups search and a parallel array with the rest of each entry,
- * plus a small index of every 16th start so that a lookup costs about the same at 16 entries as
- * at 65,536. A reader-writer lock lets data-path threads translate concurrently while the control
- * path updates and invalidates.
+ * plus an index of every 16th start (and every 16th of those, and so on) so that a lookup reads
+ * few, mostly cached, lines at 65,536 entries as at 16. A reader-writer lock lets data-path
+ * threads translate concurrently while the control path updates and invalidates.
  */
 #include <errno.h>
 #include <limits.h>
@@ -20,10 +20,10 @@
 #define NO_ENTRY	UINT_MAX
 
 /*
- * Keys per block: 16 keys are two cache lines, searched in four branch-free steps. Each index
- * level holds the first key of every block of the level below, so a lookup reads one block per
- * level, the upper levels (a 16th, a 256th... of the table) stay in cache, and a level has to be
- * added only 16 times over: 3 index levels at the default 65,536 entries, 5 at the most.
+ * Keys per block: 16 keys are two cache lines. Each index level holds the first key of every
+ * block of the level below, so a lookup reads one block per level, the upper levels (a 16th, a
+ * 256th... of the table) stay in cache, and a level is added only when the table grows 16 times:
+ * 3 index levels at the default 65,536 entries, 5 at the most.
  */
 #define BLOCK_SHIFT  4
 #define BLOCK	     (1u << BLOCK_SHIFT)
@@ -141,8 +141,8 @@ static uint64_t next_random(struct vt_iotlb *t)
 /*
  * How many of the keys of the block at @keys are at or below @addr: as they ascend, also the
  * position of the first one above. Sixteen independent comparisons rather than the four dependent
- * steps of a binary search: the loads issue together, the sum has no branch to mispredict, and
- * the latency is about half, which matters on a path that does this once per level.
+ * steps of a binary search: the loads issue together, and the sum has no branch to mispredict
+ * (a search branching on random addresses mispredicts every other step).
  */
 static inline unsigned int count_at_or_below(const uint64_t *keys, uint64_t addr)
 {
@@ -167,7 +167,7 @@ static unsigned int upper_bound(const struct vt_iotlb *t, uint64_t addr)
 	for (unsigned int k = t->levels; k-- > 0;) {
 		n = (b << BLOCK_SHIFT) + count_at_or_below(&t->index[k][b << BLOCK_SHIFT], addr);
 		n = n < t->keys[k] ? n : t->keys[k];
-		b = n ? n - 1 : 0;
+		b = n - (n != 0);
 	}
 	/*
 	 * The entry is in this block, and its slot is read right after the count: fetch the

@@ -705,6 +705,93 @@ VT_TEST(lookup_returns_the_containing_entry)
 	vt_iotlb_free(t);
 }
 
+/* Entry i of the tables below: 16 bytes at IOVA 0x100000 + 32 * i, then a 16-byte hole. */
+#define SPACED_IOVA(i) (0x100000 + 32 * (uint64_t)(i))
+#define SPACED_HVA(i)  (host + (i) % 4096 * 16)
+
+/* Maps entries [first, end); returns how many updates failed. */
+static unsigned int fill_spaced(struct vt_iotlb *t, unsigned int first, unsigned int end)
+{
+	unsigned int bad = 0;
+
+	for (unsigned int i = first; i < end; i++)
+		bad += vt_iotlb_update(t, SPACED_IOVA(i), 16, SPACED_HVA(i), VT_IOTLB_PERM_RW) != 0;
+	return bad;
+}
+
+/* How many of entries [first, end) lookup gets wrong at their first or last byte or hole. */
+static unsigned int spaced_wrong(struct vt_iotlb *t, unsigned int first, unsigned int end)
+{
+	unsigned int bad = 0;
+	struct vt_iotlb_entry e;
+
+	for (unsigned int i = first; i < end; i++) {
+		for (uint64_t off = 0; off < 16; off += 15) {
+			e = (struct vt_iotlb_entry){0};
+			bad += vt_iotlb_lookup(t, SPACED_IOVA(i) + off, &e) != 0 ||
+			       e.iova != SPACED_IOVA(i) || e.size != 16 || e.hva != SPACED_HVA(i);
+		}
+		bad += vt_iotlb_lookup(t, SPACED_IOVA(i) + 16, &e) != -ENOENT;
+	}
+	return bad;
+}
+
+VT_TEST(lookup_finds_every_entry_of_a_table_with_several_index_levels)
+{
+	/* Over 16^4 entries: a lookup goes down four index levels to a block of 16 starts. */
+	const unsigned int n = 70000;
+	struct vt_iotlb *t = new_iotlb(n, VT_IOTLB_FULL_REFUSE, NULL);
+	struct vt_iotlb_entry e;
+	struct iovec iov[2];
+	REQUIRE(t);
+
+	REQUIRE_EQ(fill_spaced(t, 0, n), 0);
+	CHECK_EQ(spaced_wrong(t, 0, n), 0);
+	CHECK_EQ(vt_iotlb_lookup(t, SPACED_IOVA(0) - 1, &e), -ENOENT);
+	CHECK_EQ(vt_iotlb_lookup(t, 0, &e), -ENOENT);
+	CHECK_EQ(vt_iotlb_lookup(t, UINT64_MAX, &e), -ENOENT);
+	CHECK_EQ(translate_ok(t, SPACED_IOVA(n - 1), 16, VT_ACCESS_RW, iov, 2), 1);
+	CHECK_EQ(translate_fails(t, SPACED_IOVA(n / 2) + 8, 16, VT_ACCESS_READ, -EFAULT),
+		 SPACED_IOVA(n / 2) + 16);
+
+	/* Cuts at the front and in the middle move every entry after them. */
+	REQUIRE_EQ(vt_iotlb_invalidate(t, 0, SPACED_IOVA(1000)), 0);
+	REQUIRE_EQ(vt_iotlb_invalidate(t, SPACED_IOVA(40000) + 8, 32 * 3000), 0);
+	CHECK_EQ(vt_iotlb_lookup(t, SPACED_IOVA(999), &e), -ENOENT);
+	CHECK_EQ(spaced_wrong(t, 1000, 40000), 0);
+	check_entry(t, SPACED_IOVA(40000), SPACED_IOVA(40000), 8, SPACED_HVA(40000),
+		    VT_IOTLB_PERM_RW);
+	CHECK_EQ(vt_iotlb_lookup(t, SPACED_IOVA(42999), &e), -ENOENT);
+	check_entry(t, SPACED_IOVA(43000) + 15, SPACED_IOVA(43000) + 8, 8, SPACED_HVA(43000) + 8,
+		    VT_IOTLB_PERM_RW);
+	CHECK_EQ(spaced_wrong(t, 43001, n), 0);
+	vt_iotlb_free(t);
+}
+
+VT_TEST(lookup_stays_right_as_a_table_shrinks_below_an_index_level_and_grows_back)
+{
+	struct vt_iotlb *t = new_default();
+	REQUIRE(t);
+
+	/* 17 entries need an index level, 16 do not: changes made without it, then it is back. */
+	REQUIRE_EQ(fill_spaced(t, 0, 17), 0);
+	REQUIRE_EQ(vt_iotlb_invalidate(t, SPACED_IOVA(0), 16), 0);
+	REQUIRE_EQ(fill_spaced(t, 17, 18), 0);
+	CHECK_EQ(spaced_wrong(t, 1, 18), 0);
+	REQUIRE_EQ(fill_spaced(t, 0, 1), 0);
+	CHECK_EQ(spaced_wrong(t, 0, 18), 0);
+
+	/* The same through invalidate_all, with more levels to lose and regain. */
+	REQUIRE_EQ(fill_spaced(t, 18, 5000), 0);
+	vt_iotlb_invalidate_all(t);
+	REQUIRE_EQ(fill_spaced(t, 100, 120), 0);
+	CHECK_EQ(spaced_wrong(t, 100, 120), 0);
+	REQUIRE_EQ(fill_spaced(t, 0, 100), 0);
+	REQUIRE_EQ(fill_spaced(t, 120, 300), 0);
+	CHECK_EQ(spaced_wrong(t, 0, 300), 0);
+	vt_iotlb_free(t);
+}
+
 VT_TEST(iotlb_as_translates_through_the_address_space_ops)
 {
 	struct vt_iotlb *t = new_default();
