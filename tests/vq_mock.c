@@ -397,6 +397,35 @@ void vq_mock_get_device_event(const struct vq_mock *m, uint16_t *desc, uint16_t 
 	*desc = load16(&e->desc);
 }
 
+void vq_mock_packed_resume(struct vq_mock *m, uint16_t slot, bool wrap)
+{
+	m->next_slot = (uint16_t)(slot % m->num);
+	m->wrap = wrap;
+}
+
+struct vq_mock_desc vq_mock_packed_chain_desc(const struct vq_mock *m, const struct vq_mock_chain *c,
+					      unsigned int i)
+{
+	struct vq_mock_desc d = vq_mock_get_packed_desc(m, (uint16_t)((c->head + i) % m->num));
+
+	if (i == 0)
+		d.flags = c->first_flags;
+	return d;
+}
+
+void vq_mock_packed_set_chain_desc(struct vq_mock *m, struct vq_mock_chain *c, unsigned int i,
+				   struct vq_mock_desc d)
+{
+	uint16_t slot = (uint16_t)((c->head + i) % m->num);
+
+	if (i == 0) {
+		/* Still held back: the slot keeps the flags it had until vq_mock_publish. */
+		c->first_flags = d.flags;
+		d.flags = vq_mock_get_packed_desc(m, slot).flags;
+	}
+	vq_mock_set_packed_desc(m, slot, d);
+}
+
 /* Buffers for the segments, readable ones patterned, writable ones poisoned. */
 static int fill_segments(struct vq_mock *m, const struct vq_mock_seg *segs, unsigned int n,
 			 struct vq_mock_chain *c)

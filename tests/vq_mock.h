@@ -194,6 +194,8 @@ void vq_mock_set_packed_desc(struct vq_mock *m, uint16_t slot, struct vq_mock_de
 struct vq_mock_desc vq_mock_get_packed_desc(const struct vq_mock *m, uint16_t slot);
 void vq_mock_set_driver_event(struct vq_mock *m, uint16_t desc, uint16_t flags);
 void vq_mock_get_device_event(const struct vq_mock *m, uint16_t *desc, uint16_t *flags);
+/* Packed: the friendly helpers go on at @slot in the lap @wrap (a ring resumed there). */
+void vq_mock_packed_resume(struct vq_mock *m, uint16_t slot, bool wrap);
 
 /*
  * Builds a chain of @n segments: buffers from the heap, readable ones filled with the pattern of a
@@ -203,6 +205,16 @@ void vq_mock_get_device_event(const struct vq_mock *m, uint16_t *desc, uint16_t 
  */
 int vq_mock_build(struct vq_mock *m, const struct vq_mock_seg *segs, unsigned int n,
 		  unsigned int options, struct vq_mock_chain *c);
+/*
+ * Packed: ring descriptor @i (below c->ndesc) of a chain built and not yet published, as it will
+ * be published (the first one's flags are c->first_flags, not what the slot holds yet); and the
+ * same descriptor rewritten, the first one's flags going to c->first_flags. A hostile chain is a
+ * valid one with a field changed through these.
+ */
+struct vq_mock_desc vq_mock_packed_chain_desc(const struct vq_mock *m, const struct vq_mock_chain *c,
+					      unsigned int i);
+void vq_mock_packed_set_chain_desc(struct vq_mock *m, struct vq_mock_chain *c, unsigned int i,
+				   struct vq_mock_desc d);
 /* Makes the chain available: split avail ring entry then avail idx; packed the first's flags. */
 void vq_mock_publish(struct vq_mock *m, const struct vq_mock_chain *c);
 /* Build then publish. */

@@ -8,8 +8,7 @@
  * Entries are byte granular and never overlap: an update replaces whatever it covers (splitting
  * partially covered entries), an invalidation removes exactly the range given. Lookups are
  * O(log n) (a sorted array under a multi-level index of 16-key blocks, with a last-hit fast path);
- * updates move entries and
- * are O(n) in the worst case. The table is bounded; when full, the configured policy either
+ * updates move entries and are O(n) in the worst case. The table is bounded; when full, the configured policy either
  * refuses the update or evicts an entry (the device then misses and asks again, as a hardware
  * IOTLB does).
  *

@@ -1,48 +1,291 @@
 /* SPDX-License-Identifier: MIT */
-/* Device half of the packed virtqueue (virtio 1.3 section 2.8): not yet written. */
+/*
+ * Device half of the packed virtqueue (virtio 1.3 section 2.8). One ring carries both directions:
+ * the driver's available descriptors and, written over them, the device's used ones. Every
+ * descriptor is read once into a local and checked before use; ring pointers come from the
+ * address space and are refreshed when its generation moves (vq_dev.c).
+ */
 #include <errno.h>
 
+#include "ring_access.h"
 #include "vq_impl.h"
+
+/* No flags have been written to the device area yet: the first write must happen. */
+#define EVENT_FLAGS_UNKNOWN 0xffff
 
 int vq_packed_dev_init(struct vt_vq_dev *vq)
 {
-	(void)vq;
-	return -ENOTSUP;
+	if (vq->num > VIRTQ_PACKED_MAX_SIZE)
+		return -EINVAL;
+	vq->device_event_flags = EVENT_FLAGS_UNKNOWN;
+	return 0;
 }
 
 int vq_packed_dev_resolve(struct vt_vq_dev *vq)
 {
-	(void)vq;
-	return -ENOTSUP;
+	void *desc, *driver, *device;
+	/* The device reads available descriptors and writes used ones over them. */
+	int ret = vq_dev_map_area(vq, vq->desc_addr, sizeof(struct pvirtq_desc) * (uint64_t)vq->num,
+				  VT_ACCESS_RW, PVIRTQ_DESC_ALIGN, &desc, "descriptor ring");
+	if (ret == 0)
+		ret = vq_dev_map_area(vq, vq->driver_addr, sizeof(struct pvirtq_event_suppress),
+				      VT_ACCESS_READ, PVIRTQ_EVENT_ALIGN, &driver,
+				      "driver event suppression");
+	/* The device writes its own suppression area and reads nothing back from it. */
+	if (ret == 0)
+		ret = vq_dev_map_area(vq, vq->device_addr, sizeof(struct pvirtq_event_suppress),
+				      VT_ACCESS_WRITE, PVIRTQ_EVENT_ALIGN, &device,
+				      "device event suppression");
+	if (ret < 0)
+		return ret;
+	vq->ring.packed.desc = desc;
+	vq->ring.packed.driver = driver;
+	vq->ring.packed.device = device;
+	return 0;
+}
+
+/* Available in the lap @wrap: AVAIL matches the driver's wrap counter and USED does not (2.8.1). */
+static inline bool desc_is_avail(uint16_t flags, bool wrap)
+{
+	return (bool)(flags & VQ_PACKED_F_AVAIL) == wrap &&
+	       (bool)(flags & VQ_PACKED_F_USED) != wrap;
+}
+
+/* A descriptor, read once into a local. */
+struct packed_desc {
+	uint64_t addr;
+	uint32_t len;
+	uint16_t id;
+	uint16_t flags;
+};
+
+/* Decodes the two little-endian words of a descriptor: addr, then len | id | flags. */
+static inline struct packed_desc decode_desc(const uint64_t w[2])
+{
+	return (struct packed_desc){
+		.addr = w[0],
+		.len = (uint32_t)w[1],
+		.id = (uint16_t)(w[1] >> 32),
+		.flags = (uint16_t)(w[1] >> 48),
+	};
+}
+
+/* Two 8-byte loads: the ring is 16-byte aligned. */
+static inline struct packed_desc read_desc(const struct pvirtq_desc *d)
+{
+	const uint64_t *p = (const uint64_t *)d;
+	uint64_t w[2] = { vt_le64_to_cpu(__atomic_load_n(&p[0], __ATOMIC_RELAXED)),
+			  vt_le64_to_cpu(__atomic_load_n(&p[1], __ATOMIC_RELAXED)) };
+	return decode_desc(w);
+}
+
+/* Walks the indirect table @ind refers to: entries used in order, no NEXT (2.8.7). */
+static int walk_indirect(struct vt_vq_dev *vq, struct vq_chain_builder *b,
+			 const struct packed_desc *ind)
+{
+	if (ind->len == 0 || ind->len % sizeof(struct pvirtq_desc))
+		return vq_dev_break(vq, VT_VQ_ERR_INDIRECT_LEN, "indirect table of %u bytes",
+				    ind->len);
+	unsigned int count = ind->len / sizeof(struct pvirtq_desc);
+	if (count > vq->max_chain)
+		return vq_dev_break(vq, VT_VQ_ERR_INDIRECT_LEN,
+				    "indirect table of %u descriptors, limit %u", count,
+				    vq->max_chain);
+	struct vq_table table;
+	int ret = vq_dev_table_open(vq, ind->addr, ind->len, &table);
+	if (ret < 0)
+		return ret;
+	for (unsigned int i = 0; i < count; i++) {
+		uint64_t w[2];
+		ret = vq_dev_table_read(vq, &table, i, w);
+		if (ret < 0)
+			return ret;
+		struct packed_desc d = decode_desc(w);
+		/*
+		 * WRITE is the only valid flag in a table and the device ignores the others and the
+		 * id (2.8.7), except INDIRECT: a nested table is a driver violation (2.8.19).
+		 */
+		if (d.flags & VIRTQ_DESC_F_INDIRECT)
+			return vq_dev_break(vq, VT_VQ_ERR_INDIRECT_NESTED, "entry %u of the table",
+					    i);
+		ret = vq_chain_add(b, d.addr, d.len, d.flags & VIRTQ_DESC_F_WRITE);
+		if (ret < 0)
+			return ret;
+	}
+	return 0;
 }
 
 int vq_packed_dev_pop(struct vt_vq_dev *vq, struct vt_vq_chain *chain, struct iovec *iov,
 		      unsigned int iov_max)
 {
-	(void)vq, (void)chain, (void)iov, (void)iov_max;
-	return -ENOTSUP;
+	const struct pvirtq_desc *ring = vq->ring.packed.desc;
+	uint16_t slot = vq->next_avail;
+	bool wrap = vq->avail_wrap;
+
+	/* Acquire: the chain the driver exposed with these flags is read after them (pairs with
+	 * the release of the first descriptor's flags in the driver's publication). */
+	uint16_t first_flags = ring_consume16(vq->barriers, &ring[slot].flags);
+	if (!desc_is_avail(first_flags, wrap))
+		return -EAGAIN;
+
+	/*
+	 * The slots from used_idx to next_avail belong to buffers in flight: a chain reaching them
+	 * is longer than the ring the driver owns (a loop, or slots it gave away twice).
+	 */
+	unsigned int owned =
+	    vq->num - vq_packed_distance(vq->num, vq->used_idx, vq->used_wrap, slot, wrap);
+	unsigned int limit = vq->max_chain < owned ? vq->max_chain : owned;
+
+	struct vq_chain_builder b;
+	vq_chain_begin(&b, vq, chain, iov, iov_max);
+	unsigned int seen = 0;
+	uint16_t id;
+	int ret;
+	for (;;) {
+		struct packed_desc d = read_desc(&ring[slot]);
+		/* The first one's flags are the value the ownership check saw, not a re-read. */
+		if (seen == 0)
+			d.flags = first_flags;
+		if (++seen > limit)
+			return vq_dev_break(
+			    vq, VT_VQ_ERR_CHAIN_TOO_LONG,
+			    "chain from slot %u exceeds %u descriptors (%u in flight)",
+			    vq->next_avail, limit, vq->num - owned);
+		if (d.flags & VIRTQ_DESC_F_INDIRECT) {
+			if (!vq->indirect)
+				return vq_dev_break(vq, VT_VQ_ERR_INDIRECT_NOT_NEGOTIATED,
+						    "slot %u", slot);
+			/* 2.8.19: no INDIRECT descriptor in a list linked by NEXT. */
+			if ((d.flags & VIRTQ_DESC_F_NEXT) || seen > 1)
+				return vq_dev_break(vq, VT_VQ_ERR_INDIRECT_WITH_NEXT,
+						    "slot %u, descriptor %u of its list", slot,
+						    seen);
+			/* Its WRITE flag is reserved and ignored (2.8.7). */
+			ret = walk_indirect(vq, &b, &d);
+			if (ret < 0)
+				return ret;
+			id = d.id;
+			break;
+		}
+		ret = vq_chain_add(&b, d.addr, d.len, d.flags & VIRTQ_DESC_F_WRITE);
+		if (ret < 0)
+			return ret;
+		if (!(d.flags & VIRTQ_DESC_F_NEXT)) {
+			/* The buffer id is the last descriptor's (2.8.6). */
+			id = d.id;
+			break;
+		}
+		if (++slot == vq->num) {
+			slot = 0;
+			wrap = !wrap;
+		}
+	}
+
+	if (id >= vq->num)
+		return vq_dev_break(vq, VT_VQ_ERR_BUFFER_ID, "buffer id %u, queue size %u", id,
+				    vq->num);
+	if (vq->in_flight_ndesc[id])
+		return vq_dev_break(vq, VT_VQ_ERR_BUFFER_ID_IN_FLIGHT,
+				    "buffer id %u made available again while in flight", id);
+
+	chain->id = id;
+	chain->ndesc = (uint16_t)seen;
+	vq->in_flight_ndesc[id] = (uint16_t)seen;
+	vq->in_flight++;
+	if (vq->in_order)
+		vq_dev_order_push(vq, id);
+	vq_packed_advance(vq->num, &vq->next_avail, &vq->avail_wrap, seen);
+	return 0;
 }
 
 int vq_packed_dev_push(struct vt_vq_dev *vq, uint16_t id, uint16_t ndesc, uint32_t written,
 		       unsigned int batch)
 {
-	(void)vq, (void)id, (void)ndesc, (void)written, (void)batch;
-	return -ENOTSUP;
+	struct pvirtq_desc *d = &vq->ring.packed.desc[vq->used_idx];
+	/* Used: AVAIL and USED both at our wrap counter; WRITE if bytes were written (2.8.3). */
+	uint16_t flags = (uint16_t)(vq->used_wrap ? VQ_PACKED_F_AVAIL | VQ_PACKED_F_USED : 0);
+	if (written)
+		flags |= VIRTQ_DESC_F_WRITE;
+	(void)batch;
+
+	if (vq->pending_used == 0) {
+		/* The first of a batch: its flags, stored at flush, expose all the others. */
+		ring_write32(&d->len, written);
+		ring_write16(&d->id, id);
+		vq->pending_first = vq->used_idx;
+		vq->pending_first_wrap = vq->used_wrap;
+		vq->pending_first_flags = flags;
+	} else {
+		/* len, id and flags in one store; published by the first one's flags. */
+		uint64_t tail = written | (uint64_t)id << 32 | (uint64_t)flags << 48;
+		__atomic_store_n((uint64_t *)&d->len, vt_cpu_to_le64(tail), __ATOMIC_RELAXED);
+	}
+	vq->pending_used++;
+	/* One used descriptor for a chain or an in-order batch: skip all it occupied (2.8.2). */
+	vq_packed_advance(vq->num, &vq->used_idx, &vq->used_wrap, ndesc);
+	return 0;
 }
 
 bool vq_packed_dev_flush(struct vt_vq_dev *vq)
 {
-	(void)vq;
-	return false;
+	if (vq->pending_used == 0)
+		return false;
+	/* Release: the batch's other used descriptors and the buffer contents before the flags
+	 * that expose its first one (2.8.9); pairs with the driver's ring_consume16 in get. */
+	ring_publish16(vq->barriers, &vq->ring.packed.desc[vq->pending_first].flags,
+		       vq->pending_first_flags);
+	vq->pending_used = 0;
+	unsigned int count = vq_packed_distance(vq->num, vq->published_used, vq->published_wrap,
+						vq->used_idx, vq->used_wrap);
+	vq->published_used = vq->used_idx;
+	vq->published_wrap = vq->used_wrap;
+
+	/* Full barrier: the flags store before reading the driver's suppression, or a request the
+	 * driver makes in enable_cb is missed (pairs with the barrier there). */
+	vt_mb(vq->barriers);
+	const struct pvirtq_event_suppress *ev = vq->ring.packed.driver;
+	/* Acquire: desc is read after the flags that say it is meaningful (pairs with the
+	 * driver's release of the flags after desc). */
+	uint16_t mode = ring_consume16(vq->barriers, &ev->flags) & 3;
+	if (mode == RING_EVENT_FLAGS_DISABLE)
+		return false;
+	/* DESC is only meaningful with EVENT_IDX; otherwise, and for the reserved value, notify. */
+	if (mode != RING_EVENT_FLAGS_DESC || !vq->event_idx)
+		return true;
+	return vq_packed_need_event(vq->num, ring_read16(&ev->desc), vq->used_idx, vq->used_wrap,
+				    count);
+}
+
+/* Writes the device area's flags when they change: the driver reads this line at every kick. */
+static void set_event_flags(struct vt_vq_dev *vq, uint16_t flags)
+{
+	if (vq->device_event_flags == flags)
+		return;
+	vq->device_event_flags = flags;
+	/* Release: the desc field written before it (pairs with the driver's ring_consume16 of
+	 * these flags in kick_prepare). */
+	ring_publish16(vq->barriers, &vq->ring.packed.device->flags, flags);
 }
 
 void vq_packed_dev_disable_notify(struct vt_vq_dev *vq)
 {
-	(void)vq;
+	set_event_flags(vq, RING_EVENT_FLAGS_DISABLE);
 }
 
 bool vq_packed_dev_enable_notify(struct vt_vq_dev *vq)
 {
-	(void)vq;
-	return false;
+	if (vq->event_idx) {
+		/* A notification when the driver makes our next slot available, not before. */
+		uint16_t off_wrap =
+		    (uint16_t)(vq->next_avail | vq->avail_wrap << PVIRTQ_EVENT_WRAP_SHIFT);
+		ring_write16(&vq->ring.packed.device->desc, off_wrap);
+		set_event_flags(vq, RING_EVENT_FLAGS_DESC);
+	} else {
+		set_event_flags(vq, RING_EVENT_FLAGS_ENABLE);
+	}
+	/* Full barrier: publish the request before re-reading the next slot, or a kick is lost
+	 * (pairs with the driver's barrier between publishing and reading our suppression). */
+	vt_mb(vq->barriers);
+	uint16_t flags = ring_consume16(vq->barriers, &vq->ring.packed.desc[vq->next_avail].flags);
+	return desc_is_avail(flags, vq->avail_wrap);
 }

@@ -1,47 +1,391 @@
 /* SPDX-License-Identifier: MIT */
-/* Driver half of the packed virtqueue (virtio 1.3 section 2.8): not yet written. */
+/*
+ * Driver half of the packed virtqueue (virtio 1.3 section 2.8). The driver writes descriptors in
+ * ring order and trusts nothing it reads back: a used descriptor's id is checked against its own
+ * record of what it posted (vq_desc_shadow, vq_buffer_state), never against ring memory.
+ */
 #include <errno.h>
+#include <string.h>
 
+#include "ring_access.h"
 #include "vq_impl.h"
+
+#define PACKED_NO_DESC 0xffff
+
+static struct pvirtq_desc *ring_desc(struct vt_vq_drv *vq)
+{
+	return vq->desc_mem;
+}
+
+static struct pvirtq_event_suppress *driver_event(struct vt_vq_drv *vq)
+{
+	return vq->driver_mem;
+}
+
+static const struct pvirtq_event_suppress *device_event(struct vt_vq_drv *vq)
+{
+	return vq->device_mem;
+}
+
+/* Ring positions and records as at queue creation: both wrap counters start at 1 (2.8.1). */
+static void reset_state(struct vt_vq_drv *vq)
+{
+	for (unsigned int i = 0; i < vq->num; i++)
+		vq->shadow[i].next = (uint16_t)(i + 1 < vq->num ? i + 1 : PACKED_NO_DESC);
+	vq->free_head = 0;
+	vq->num_free = vq->num;
+	vq->avail_idx_shadow = 0;
+	vq->avail_wrap = true;
+	vq->kicked_avail = 0;
+	vq->kicked_wrap = true;
+	vq->added_since_kick = 0;
+	vq->pending = false;
+	vq->last_used = 0;
+	vq->used_wrap = true;
+	vq->order_head = vq->order_count = 0;
+	vq->in_batch = false;
+}
 
 int vq_packed_drv_init(struct vt_vq_drv *vq)
 {
-	(void)vq;
-	return -ENOTSUP;
+	if (vq->num > VIRTQ_PACKED_MAX_SIZE)
+		return -EINVAL;
+	vq->desc_size = sizeof(struct pvirtq_desc) * vq->num;
+	vq->driver_size = sizeof(struct pvirtq_event_suppress);
+	vq->device_size = sizeof(struct pvirtq_event_suppress);
+	/*
+	 * Coherent memory is zeroed: with the wrap counters at 1 a zero descriptor is neither
+	 * available nor used, and zero event flags are ENABLE, as cb_enabled starts.
+	 */
+	int ret = vt_dma_alloc_coherent(vq->dma, vq->desc_size, &vq->desc_mem, &vq->desc_bus);
+	if (ret == 0)
+		ret = vt_dma_alloc_coherent(vq->dma, vq->driver_size, &vq->driver_mem,
+					    &vq->driver_bus);
+	if (ret == 0)
+		ret = vt_dma_alloc_coherent(vq->dma, vq->device_size, &vq->device_mem,
+					    &vq->device_bus);
+	if (ret < 0)
+		return ret;
+	vq->driver_event_flags = RING_EVENT_FLAGS_ENABLE;
+	reset_state(vq);
+	return 0;
+}
+
+/* The AVAIL and USED bits that make a descriptor available in the lap @wrap (2.8.1). */
+static inline uint16_t avail_bits(bool wrap)
+{
+	return (uint16_t)(wrap ? VQ_PACKED_F_AVAIL : VQ_PACKED_F_USED);
+}
+
+/* Posts @n segments through the indirect table of buffer @id: one ring descriptor. */
+static int add_indirect(struct vt_vq_drv *vq, uint16_t id, const struct iovec *sg,
+			unsigned int nreadable, unsigned int nwritable)
+{
+	unsigned int n = nreadable + nwritable;
+	size_t offset = (size_t)id * vq->indirect_max;
+	struct vq_desc_shadow *ts = vq->indirect_shadow + offset;
+	struct pvirtq_desc *table = (struct pvirtq_desc *)vq->indirect_mem + offset;
+
+	int ret = vq_drv_map_segments(vq, sg, nreadable, nwritable, ts);
+	if (ret < 0)
+		return ret;
+	/* Used in order, no NEXT; WRITE is the only flag and the id is ignored (2.8.7). */
+	for (unsigned int i = 0; i < n; i++) {
+		ring_write64(&table[i].addr, ts[i].bus);
+		ring_write32(&table[i].len, ts[i].len);
+		ring_write16(&table[i].id, 0);
+		ring_write16(&table[i].flags, ts[i].flags);
+	}
+	vq->shadow[id].bus = vq->indirect_bus + offset * sizeof(struct pvirtq_desc);
+	vq->shadow[id].len = n * (uint32_t)sizeof(struct pvirtq_desc);
+	vq->shadow[id].flags = VIRTQ_DESC_F_INDIRECT;
+	return 0;
+}
+
+/* Unmaps the first @count segments of a direct buffer whose records start at @id. */
+static void unmap_direct(struct vt_vq_drv *vq, uint16_t id, unsigned int count)
+{
+	for (unsigned int i = 0; i < count; i++) {
+		vq_drv_unmap_segments(vq, &vq->shadow[id], 1);
+		id = vq->shadow[id].next;
+	}
 }
 
 int vq_packed_drv_add(struct vt_vq_drv *vq, const struct iovec *sg, unsigned int nreadable,
 		      unsigned int nwritable, void *token)
 {
-	(void)vq, (void)sg, (void)nreadable, (void)nwritable, (void)token;
-	return -ENOTSUP;
+	unsigned int n = nreadable + nwritable;
+	bool indirect = vq->indirect && n > 1 && n <= vq->indirect_max;
+	unsigned int need = indirect ? 1 : n;
+	int ret;
+
+	if (need > vq->num_free)
+		return -ENOSPC;
+	/* The buffer id is its first record; records, not slots, hold what was posted. */
+	uint16_t id = vq->free_head;
+	uint16_t last = id;
+
+	if (indirect) {
+		ret = add_indirect(vq, id, sg, nreadable, nwritable);
+		if (ret < 0)
+			return ret;
+	} else {
+		uint16_t e = id;
+		for (unsigned int i = 0; i < n; i++) {
+			bool writable = i >= nreadable;
+			ret = vq_drv_map_segments(vq, &sg[i], !writable, writable, &vq->shadow[e]);
+			if (ret < 0) {
+				unmap_direct(vq, id, i);
+				return ret;
+			}
+			last = e;
+			e = vq->shadow[e].next;
+		}
+	}
+
+	/* Write the descriptors in ring order; the id goes in each (2.8.6 asks for the last). */
+	struct pvirtq_desc *ring = ring_desc(vq);
+	uint16_t slot = vq->avail_idx_shadow;
+	bool wrap = vq->avail_wrap;
+	uint16_t e = id;
+	for (unsigned int i = 0; i < need; i++) {
+		const struct vq_desc_shadow *s = &vq->shadow[e];
+		struct pvirtq_desc *d = &ring[slot];
+		uint16_t flags = s->flags | avail_bits(wrap);
+		if (i + 1 < need)
+			flags |= VIRTQ_DESC_F_NEXT;
+		ring_write64(&d->addr, s->bus);
+		if (i == 0 && !vq->pending) {
+			/* The batch's first: its flags wait for kick_prepare (2.8.21.1). */
+			ring_write32(&d->len, s->len);
+			ring_write16(&d->id, id);
+			vq->pending_first = slot;
+			vq->pending_first_flags = flags;
+			vq->pending = true;
+		} else {
+			/* len, id and flags in one store; the batch's first flags publish them. */
+			uint64_t tail = s->len | (uint64_t)id << 32 | (uint64_t)flags << 48;
+			__atomic_store_n((uint64_t *)&d->len, vt_cpu_to_le64(tail),
+					 __ATOMIC_RELAXED);
+		}
+		e = s->next;
+		if (++slot == vq->num) {
+			slot = 0;
+			wrap = !wrap;
+		}
+	}
+	vq->avail_idx_shadow = slot;
+	vq->avail_wrap = wrap;
+
+	struct vq_buffer_state *buf = &vq->buffers[id];
+	buf->token = token;
+	buf->ndesc = (uint16_t)need;
+	buf->nsegs = (uint16_t)n;
+	buf->indirect = indirect;
+	buf->last = last;
+	buf->writable_bytes = 0;
+	for (unsigned int i = nreadable; i < n; i++)
+		buf->writable_bytes += (uint32_t)sg[i].iov_len;
+
+	vq->free_head = vq->shadow[last].next;
+	vq->num_free -= need;
+	if (vq->in_order)
+		vq_drv_order_push(vq, id);
+	return 0;
 }
 
 bool vq_packed_drv_kick_prepare(struct vt_vq_drv *vq)
 {
-	(void)vq;
-	return false;
+	unsigned int added = vq_packed_distance(vq->num, vq->kicked_avail, vq->kicked_wrap,
+						vq->avail_idx_shadow, vq->avail_wrap);
+	if (vq->pending) {
+		/* Release: the batch's other descriptors and the buffer contents before the flags
+		 * that expose its first one; pairs with the device's ring_consume16 in pop. */
+		ring_publish16(vq->barriers, &ring_desc(vq)[vq->pending_first].flags,
+			       vq->pending_first_flags);
+		vq->pending = false;
+	}
+	vq->kicked_avail = vq->avail_idx_shadow;
+	vq->kicked_wrap = vq->avail_wrap;
+
+	/* Full barrier: the flags store before reading the device's suppression (2.8.21.2); pairs
+	 * with the device's barrier in enable_notify. */
+	vt_mb(vq->barriers);
+	const struct pvirtq_event_suppress *ev = device_event(vq);
+	/* Acquire: desc is read after the flags that say it is meaningful (pairs with the
+	 * device's release of the flags after desc). */
+	uint16_t mode = ring_consume16(vq->barriers, &ev->flags) & 3;
+	if (mode == RING_EVENT_FLAGS_DISABLE)
+		return false;
+	/* DESC is only meaningful with EVENT_IDX; otherwise, and for the reserved value, kick. */
+	if (mode != RING_EVENT_FLAGS_DESC || !vq->event_idx)
+		return true;
+	return vq_packed_need_event(vq->num, ring_read16(&ev->desc), vq->avail_idx_shadow,
+				    vq->avail_wrap, added);
+}
+
+/* Unmaps a posted buffer and returns its records; the caller got its token already. */
+static void detach_buffer(struct vt_vq_drv *vq, uint16_t id)
+{
+	struct vq_buffer_state *buf = &vq->buffers[id];
+
+	if (buf->indirect)
+		vq_drv_unmap_segments(vq, vq->indirect_shadow + (size_t)id * vq->indirect_max,
+				      buf->nsegs);
+	else
+		unmap_direct(vq, id, buf->nsegs);
+	/* Most recently freed first: its records are warm in the cache. */
+	vq->shadow[buf->last].next = vq->free_head;
+	vq->free_head = id;
+	vq->num_free += buf->ndesc;
+	buf->token = NULL;
+}
+
+/*
+ * What the descriptor at last_used says: 1 used, 0 not yet (still as we made it available),
+ * -1 neither (bits no device writes). Only slots the device was given are looked at: others may
+ * hold a previous lap's flags, or a batch's first descriptor not yet published.
+ */
+static int used_state(struct vt_vq_drv *vq, uint16_t *flags)
+{
+	if (vq->last_used == vq->kicked_avail && vq->used_wrap == vq->kicked_wrap)
+		return 0;
+	/* Acquire: the used descriptor's id and len, and the buffer contents, after its flags
+	 * (pairs with the device's release of the batch's first flags in flush). */
+	*flags = ring_consume16(vq->barriers, &ring_desc(vq)[vq->last_used].flags);
+	bool avail = *flags & VQ_PACKED_F_AVAIL, used = *flags & VQ_PACKED_F_USED;
+	if (avail == vq->used_wrap && used == vq->used_wrap)
+		return 1;
+	if (avail == vq->used_wrap && used != vq->used_wrap)
+		return 0;
+	return -1;
 }
 
 int vq_packed_drv_get(struct vt_vq_drv *vq, void **token, uint32_t *len)
 {
-	(void)vq, (void)token, (void)len;
-	return -ENOTSUP;
+	if (vq->in_batch) {
+		/* Handing out an in-order batch that one used descriptor completed. */
+		uint16_t id = vq->order[vq->order_head];
+		vq->order_head = (vq->order_head + 1) % vq->num;
+		vq->order_count--;
+		*token = vq->buffers[id].token;
+		if (id == vq->batch_last_id) {
+			vq->in_batch = false;
+			*len = vq_drv_check_len(vq, id, vq->batch_last_len);
+		} else {
+			*len = 0;
+		}
+		detach_buffer(vq, id);
+		return 0;
+	}
+
+	uint16_t flags = 0;
+	int state = used_state(vq, &flags);
+	if (state == 0)
+		return -EAGAIN;
+	if (state < 0)
+		return vq_drv_break(vq, VT_VQ_ERR_USED_WRAP,
+				    "slot %u flags 0x%04x, used wrap counter %u", vq->last_used,
+				    flags, vq->used_wrap);
+
+	const struct pvirtq_desc *d = &ring_desc(vq)[vq->last_used];
+	uint64_t tail =
+	    vt_le64_to_cpu(__atomic_load_n((const uint64_t *)&d->len, __ATOMIC_RELAXED));
+	uint16_t id = (uint16_t)(tail >> 32);
+	/* A used descriptor without WRITE has a reserved length, ignored by drivers (2.8.4). */
+	uint32_t used_len = (flags & VIRTQ_DESC_F_WRITE) ? (uint32_t)tail : 0;
+	if (id >= vq->num || !vq->buffers[id].token)
+		return vq_drv_break(vq, VT_VQ_ERR_USED_ID, "used id %u at slot %u", id,
+				    vq->last_used);
+	/* The device was given the descriptors up to the last kick, no more. */
+	unsigned int given = vq_packed_distance(vq->num, vq->last_used, vq->used_wrap,
+						vq->kicked_avail, vq->kicked_wrap);
+
+	if (vq->in_order && vq->order[vq->order_head] != id) {
+		/* One used descriptor for a batch (2.8.8): every older buffer up to @id is done. */
+		unsigned int k = 0, ndesc = 0;
+		for (;;) {
+			if (k == vq->order_count)
+				return vq_drv_break(vq, VT_VQ_ERR_USED_ID,
+						    "used id %u is not in flight", id);
+			uint16_t older = vq->order[(vq->order_head + k) % vq->num];
+			ndesc += vq->buffers[older].ndesc;
+			k++;
+			if (older == id)
+				break;
+		}
+		if (ndesc > given)
+			return vq_drv_break(
+			    vq, VT_VQ_ERR_USED_IDX,
+			    "in-order batch of %u descriptors, %u given to the device", ndesc,
+			    given);
+		vq_packed_advance(vq->num, &vq->last_used, &vq->used_wrap, ndesc);
+		vq->in_batch = true;
+		vq->batch_last_id = id;
+		vq->batch_last_len = used_len;
+		return vq_packed_drv_get(vq, token, len);
+	}
+
+	unsigned int ndesc = vq->buffers[id].ndesc;
+	if (ndesc > given)
+		return vq_drv_break(vq, VT_VQ_ERR_USED_IDX,
+				    "used id %u skips %u descriptors, %u given to the device", id,
+				    ndesc, given);
+	vq_packed_advance(vq->num, &vq->last_used, &vq->used_wrap, ndesc);
+	if (vq->in_order) {
+		vq->order_head = (vq->order_head + 1) % vq->num;
+		vq->order_count--;
+	}
+	*token = vq->buffers[id].token;
+	*len = vq_drv_check_len(vq, id, used_len);
+	detach_buffer(vq, id);
+	return 0;
+}
+
+/* Writes the driver area's flags when they change: the device reads this line at every flush. */
+static void set_event_flags(struct vt_vq_drv *vq, uint16_t flags)
+{
+	if (vq->driver_event_flags == flags)
+		return;
+	vq->driver_event_flags = flags;
+	/* Release: the desc field written before it (pairs with the device's ring_consume16 of
+	 * these flags in flush). */
+	ring_publish16(vq->barriers, &driver_event(vq)->flags, flags);
 }
 
 void vq_packed_drv_disable_cb(struct vt_vq_drv *vq)
 {
-	(void)vq;
+	set_event_flags(vq, RING_EVENT_FLAGS_DISABLE);
 }
 
 bool vq_packed_drv_enable_cb(struct vt_vq_drv *vq)
 {
-	(void)vq;
-	return false;
+	if (vq->event_idx) {
+		/* A notification when the device uses the slot we read next, not before. */
+		ring_write16(&driver_event(vq)->desc,
+			     (uint16_t)(vq->last_used | vq->used_wrap << PVIRTQ_EVENT_WRAP_SHIFT));
+		set_event_flags(vq, RING_EVENT_FLAGS_DESC);
+	} else {
+		set_event_flags(vq, RING_EVENT_FLAGS_ENABLE);
+	}
+	/* Full barrier: publish the request before re-reading the next used slot, or a
+	 * notification is lost (pairs with the device's barrier in flush). */
+	vt_mb(vq->barriers);
+	uint16_t flags;
+	return vq->in_batch || used_state(vq, &flags) != 0;
 }
 
 void *vq_packed_drv_detach_unused(struct vt_vq_drv *vq)
 {
-	(void)vq;
+	for (unsigned int id = 0; id < vq->num; id++) {
+		void *token = vq->buffers[id].token;
+		if (!token)
+			continue;
+		detach_buffer(vq, (uint16_t)id);
+		return token;
+	}
+	/* Everything is back: the ring starts over, zeroed, as a reset device expects (2.8.13). */
+	memset(vq->desc_mem, 0, vq->desc_size);
+	reset_state(vq);
 	return NULL;
 }
