@@ -403,8 +403,8 @@ void vq_mock_packed_resume(struct vq_mock *m, uint16_t slot, bool wrap)
 	m->wrap = wrap;
 }
 
-struct vq_mock_desc vq_mock_packed_chain_desc(const struct vq_mock *m, const struct vq_mock_chain *c,
-					      unsigned int i)
+struct vq_mock_desc vq_mock_packed_chain_desc(const struct vq_mock *m,
+					      const struct vq_mock_chain *c, unsigned int i)
 {
 	struct vq_mock_desc d = vq_mock_get_packed_desc(m, (uint16_t)((c->head + i) % m->num));
 

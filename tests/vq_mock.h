@@ -211,8 +211,8 @@ int vq_mock_build(struct vq_mock *m, const struct vq_mock_seg *segs, unsigned in
  * same descriptor rewritten, the first one's flags going to c->first_flags. A hostile chain is a
  * valid one with a field changed through these.
  */
-struct vq_mock_desc vq_mock_packed_chain_desc(const struct vq_mock *m, const struct vq_mock_chain *c,
-					      unsigned int i);
+struct vq_mock_desc vq_mock_packed_chain_desc(const struct vq_mock *m,
+					      const struct vq_mock_chain *c, unsigned int i);
 void vq_mock_packed_set_chain_desc(struct vq_mock *m, struct vq_mock_chain *c, unsigned int i,
 				   struct vq_mock_desc d);
 /* Makes the chain available: split avail ring entry then avail idx; packed the first's flags. */

@@ -13,6 +13,23 @@
 
 #include "platform.h"
 
+/*
+ * ThreadSanitizer does not understand the asm fences below; in TSan builds a C11 fence of the
+ * same strength is added beside each, so it sees the ordering that is really there.
+ */
+#if defined(__SANITIZE_THREAD__)
+#define VT_BARRIER_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define VT_BARRIER_TSAN 1
+#endif
+#endif
+#ifdef VT_BARRIER_TSAN
+#define vt_barrier_tsan_fence(order) atomic_thread_fence(order)
+#else
+#define vt_barrier_tsan_fence(order) ((void)0)
+#endif
+
 /* Orders earlier loads and stores against later loads and stores. */
 static inline void vt_mb(enum vt_barrier_kind kind)
 {
@@ -20,6 +37,7 @@ static inline void vt_mb(enum vt_barrier_kind kind)
 		atomic_thread_fence(memory_order_seq_cst);
 		return;
 	}
+	vt_barrier_tsan_fence(memory_order_seq_cst);
 #if defined(__x86_64__) || defined(__i386__)
 	__asm__ __volatile__("mfence" ::: "memory");
 #elif defined(__aarch64__)
@@ -36,6 +54,7 @@ static inline void vt_rmb(enum vt_barrier_kind kind)
 		atomic_thread_fence(memory_order_acquire);
 		return;
 	}
+	vt_barrier_tsan_fence(memory_order_acquire);
 #if defined(__x86_64__) || defined(__i386__)
 	__asm__ __volatile__("lfence" ::: "memory");
 #elif defined(__aarch64__)
@@ -52,6 +71,7 @@ static inline void vt_wmb(enum vt_barrier_kind kind)
 		atomic_thread_fence(memory_order_release);
 		return;
 	}
+	vt_barrier_tsan_fence(memory_order_release);
 #if defined(__x86_64__) || defined(__i386__)
 	__asm__ __volatile__("sfence" ::: "memory");
 #elif defined(__aarch64__)

@@ -123,7 +123,8 @@ int vt_vq_dev_push(struct vt_vq_dev *vq, const struct vt_vq_chain *chain, uint32
 
 /*
  * IN_ORDER only: returns every buffer in flight up to and including @last used, with a single
- * used entry (2.7.9 / 2.8.19): the driver learns only @written for @last (the others report 0).
+ * used entry ("In-order use of descriptors", both formats): the driver learns only @written for
+ * @last (the others report 0).
  * Chains must have been popped in order, as IN_ORDER guarantees.
  */
 int vt_vq_dev_push_in_order_batch(struct vt_vq_dev *vq, const struct vt_vq_chain *last,

@@ -194,6 +194,8 @@ bool vt_vq_drv_kick_prepare(struct vt_vq_drv *vq)
 		return false;
 	bool kick = vq->packed ? vq_packed_drv_kick_prepare(vq) : vq_split_drv_kick_prepare(vq);
 	vq->added_since_kick = 0;
+	/* Only now may the device return them: anything posted later is not its to name. */
+	vq->kicked_seq = vq->add_seq;
 	if (kick)
 		vq->stats.kicks++;
 	else

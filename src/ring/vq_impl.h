@@ -209,6 +209,7 @@ struct vq_desc_shadow {
 /* Per buffer (split: per head index; packed: per buffer id). */
 struct vq_buffer_state {
 	void *token; /* NULL: not posted */
+	uint64_t seq; /* order of posting: given to the device once below kicked_seq */
 	uint16_t ndesc; /* ring descriptors it occupies */
 	uint16_t nsegs; /* segments mapped (== ndesc unless indirect) */
 	uint32_t writable_bytes;
@@ -255,6 +256,8 @@ struct vt_vq_drv {
 	uint16_t kicked_avail; /* split: avail idx at the last kick_prepare (event "old") */
 	bool kicked_wrap; /* packed */
 	unsigned int added_since_kick;
+	uint64_t add_seq; /* posting counter */
+	uint64_t kicked_seq; /* buffers with seq below it have been made available */
 	uint16_t pending_first; /* packed: slot whose flags publish the batch */
 	uint16_t pending_first_flags;
 	bool pending; /* packed: a batch waits for publication */
@@ -286,6 +289,12 @@ int vq_drv_map_segments(struct vt_vq_drv *vq, const struct iovec *sg, unsigned i
 			unsigned int nwritable, struct vq_desc_shadow *shadow);
 void vq_drv_unmap_segments(struct vt_vq_drv *vq, const struct vq_desc_shadow *shadow,
 			   unsigned int count);
+/* True when @id names a buffer the device was given and has not returned. */
+static inline bool vq_drv_id_outstanding(const struct vt_vq_drv *vq, uint32_t id)
+{
+	return id < vq->num && vq->buffers[id].token && vq->buffers[id].seq < vq->kicked_seq;
+}
+
 /* Clamps the used length to the writable bytes posted, counting the violation. */
 uint32_t vq_drv_check_len(struct vt_vq_drv *vq, uint16_t id, uint32_t len);
 

@@ -179,6 +179,7 @@ int vq_packed_drv_add(struct vt_vq_drv *vq, const struct iovec *sg, unsigned int
 
 	struct vq_buffer_state *buf = &vq->buffers[id];
 	buf->token = token;
+	buf->seq = vq->add_seq++;
 	buf->ndesc = (uint16_t)need;
 	buf->nsegs = (uint16_t)n;
 	buf->indirect = indirect;
@@ -294,7 +295,7 @@ int vq_packed_drv_get(struct vt_vq_drv *vq, void **token, uint32_t *len)
 	uint16_t id = (uint16_t)(tail >> 32);
 	/* A used descriptor without WRITE has a reserved length, ignored by drivers (2.8.4). */
 	uint32_t used_len = (flags & VIRTQ_DESC_F_WRITE) ? (uint32_t)tail : 0;
-	if (id >= vq->num || !vq->buffers[id].token)
+	if (!vq_drv_id_outstanding(vq, id))
 		return vq_drv_break(vq, VT_VQ_ERR_USED_ID, "used id %u at slot %u", id,
 				    vq->last_used);
 	/* The device was given the descriptors up to the last kick, no more. */

@@ -137,6 +137,7 @@ int vq_split_drv_add(struct vt_vq_drv *vq, const struct iovec *sg, unsigned int 
 
 	struct vq_buffer_state *buf = &vq->buffers[head];
 	buf->token = token;
+	buf->seq = vq->add_seq++;
 	buf->ndesc = (uint16_t)need;
 	buf->nsegs = (uint16_t)n;
 	buf->indirect = indirect;
@@ -223,14 +224,17 @@ int vq_split_drv_get(struct vt_vq_drv *vq, void **token, uint32_t *len)
 	uint16_t pending = (uint16_t)(used_idx - vq->last_used);
 	if (pending == 0)
 		return -EAGAIN;
-	if (pending > vq->outstanding)
-		return vq_drv_break(vq, VT_VQ_ERR_USED_IDX, "used idx %u, %u collected, %u outstanding",
-				    used_idx, vq->last_used, vq->outstanding);
+	/* Only buffers made available can come back: those posted since the kick cannot. */
+	unsigned int given = vq->outstanding - vq->added_since_kick;
+	if (pending > given)
+		return vq_drv_break(vq, VT_VQ_ERR_USED_IDX,
+				    "used idx %u, %u collected, %u made available and outstanding",
+				    used_idx, vq->last_used, given);
 
 	const struct virtq_used_elem *e = &ring_used(vq)->ring[vq->last_used & mask];
 	uint32_t id = ring_read32(&e->id);
 	uint32_t used_len = ring_read32(&e->len);
-	if (id >= vq->num || !vq->buffers[id].token)
+	if (!vq_drv_id_outstanding(vq, id))
 		return vq_drv_break(vq, VT_VQ_ERR_USED_ID, "used id %u", id);
 
 	if (vq->in_order && vq->order[vq->order_head] != id) {
@@ -291,7 +295,20 @@ void *vq_split_drv_detach_unused(struct vt_vq_drv *vq)
 		detach_buffer(vq, (uint16_t)id);
 		return token;
 	}
-	/* Everything is back: the ring starts over (as after a device reset). */
+	/*
+	 * Everything is back: the ring starts over, as a device reset left it, so that a device
+	 * set up again at index 0 and this driver agree.
+	 */
+	memset(vq->desc_mem, 0, vq->desc_size);
+	memset(vq->driver_mem, 0, vq->driver_size);
+	memset(vq->device_mem, 0, vq->device_size);
+	for (unsigned int i = 0; i < vq->num; i++)
+		vq->shadow[i].next = (uint16_t)(i + 1 < vq->num ? i + 1 : SPLIT_NO_DESC);
+	vq->free_head = 0;
+	vq->num_free = vq->num;
+	vq->avail_idx_shadow = vq->kicked_avail = vq->last_used = 0;
+	vq->in_order_next = 0;
+	vq->added_since_kick = 0;
 	vq->order_head = vq->order_count = 0;
 	vq->in_batch = false;
 	return NULL;

@@ -205,6 +205,7 @@ static double ring_run_once(const struct ring_config *cfg, uint64_t count)
 		.driver_addr = driver,
 		.device_addr = device,
 		.as = iommu ? vt_iotlb_as(side.iotlb) : vt_memtable_as(side.table),
+		.next_avail = cfg->packed ? VT_VQ_PACKED_START : 0,
 	};
 	if (vt_vq_dev_new(&vp, &run.dev) < 0)
 		goto out;
