@@ -876,8 +876,8 @@ static int take_packed(struct vq_mock_dev *d, struct vq_mock_dev_chain *c)
 
 	for (unsigned int steps = 0; steps < d->num; steps++) {
 		struct vq_mock_desc s = vq_mock_dev_packed_desc(d, slot);
-		bool avail = (s.flags >> VIRTQ_DESC_F_AVAIL) & 1;
-		bool used = (s.flags >> VIRTQ_DESC_F_USED) & 1;
+		bool avail = (s.flags & VIRTQ_DESC_F_AVAIL) != 0;
+		bool used = (s.flags & VIRTQ_DESC_F_USED) != 0;
 		if (avail != wrap || used == wrap)
 			return steps == 0 ? -EAGAIN : -EFAULT; /* a chain cut short */
 		if (steps == 0)

@@ -66,15 +66,15 @@ static inline uint8_t vq_mock_pattern(uint32_t seed, uint64_t i)
 /* Packed ring: the AVAIL and USED bits of a descriptor made available in wrap @wrap (2.8.1). */
 static inline uint16_t vq_mock_packed_avail_bits(bool wrap)
 {
-	return (uint16_t)(((unsigned int)wrap << VIRTQ_DESC_F_AVAIL) |
-			  ((unsigned int)!wrap << VIRTQ_DESC_F_USED));
+	return (uint16_t)((wrap ? VIRTQ_DESC_F_AVAIL : 0) |
+			  (!wrap ? VIRTQ_DESC_F_USED : 0));
 }
 
 /* Packed ring: the bits of a descriptor the device used in wrap @wrap. */
 static inline uint16_t vq_mock_packed_used_bits(bool wrap)
 {
-	return (uint16_t)(((unsigned int)wrap << VIRTQ_DESC_F_AVAIL) |
-			  ((unsigned int)wrap << VIRTQ_DESC_F_USED));
+	return (uint16_t)((wrap ? VIRTQ_DESC_F_AVAIL : 0) |
+			  (wrap ? VIRTQ_DESC_F_USED : 0));
 }
 
 /* ---------------------------------------------------------------- mock driver */

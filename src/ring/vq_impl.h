@@ -18,9 +18,6 @@
 
 /* ------------------------------------------------------------------ packed positions */
 
-/* VIRTQ_DESC_F_AVAIL and VIRTQ_DESC_F_USED are bit numbers; these are the masks (2.8.1). */
-#define VQ_PACKED_F_AVAIL (1u << VIRTQ_DESC_F_AVAIL)
-#define VQ_PACKED_F_USED  (1u << VIRTQ_DESC_F_USED)
 
 /* Descriptors from (@from, @from_wrap) up to (@to, @to_wrap), @to being at most one ring ahead. */
 static inline unsigned int vq_packed_distance(unsigned int num, uint16_t from, bool from_wrap,

@@ -47,8 +47,8 @@ int vq_packed_dev_resolve(struct vt_vq_dev *vq)
 /* Available in the lap @wrap: AVAIL matches the driver's wrap counter and USED does not (2.8.1). */
 static inline bool desc_is_avail(uint16_t flags, bool wrap)
 {
-	return (bool)(flags & VQ_PACKED_F_AVAIL) == wrap &&
-	       (bool)(flags & VQ_PACKED_F_USED) != wrap;
+	return (bool)(flags & VIRTQ_DESC_F_AVAIL) == wrap &&
+	       (bool)(flags & VIRTQ_DESC_F_USED) != wrap;
 }
 
 /* A descriptor, read once into a local. */
@@ -203,7 +203,7 @@ int vq_packed_dev_push(struct vt_vq_dev *vq, uint16_t id, uint16_t ndesc, uint32
 {
 	struct pvirtq_desc *d = &vq->ring.packed.desc[vq->used_idx];
 	/* Used: AVAIL and USED both at our wrap counter; WRITE if bytes were written (2.8.3). */
-	uint16_t flags = (uint16_t)(vq->used_wrap ? VQ_PACKED_F_AVAIL | VQ_PACKED_F_USED : 0);
+	uint16_t flags = (uint16_t)(vq->used_wrap ? VIRTQ_DESC_F_AVAIL | VIRTQ_DESC_F_USED : 0);
 	if (written)
 		flags |= VIRTQ_DESC_F_WRITE;
 	(void)batch;

@@ -74,7 +74,7 @@ int vq_packed_drv_init(struct vt_vq_drv *vq)
 /* The AVAIL and USED bits that make a descriptor available in the lap @wrap (2.8.1). */
 static inline uint16_t avail_bits(bool wrap)
 {
-	return (uint16_t)(wrap ? VQ_PACKED_F_AVAIL : VQ_PACKED_F_USED);
+	return (uint16_t)(wrap ? VIRTQ_DESC_F_AVAIL : VIRTQ_DESC_F_USED);
 }
 
 /* Posts @n segments through the indirect table of buffer @id: one ring descriptor. */
@@ -254,7 +254,7 @@ static int used_state(struct vt_vq_drv *vq, uint16_t *flags)
 	/* Acquire: the used descriptor's id and len, and the buffer contents, after its flags
 	 * (pairs with the device's release of the batch's first flags in flush). */
 	*flags = ring_consume16(vq->barriers, &ring_desc(vq)[vq->last_used].flags);
-	bool avail = *flags & VQ_PACKED_F_AVAIL, used = *flags & VQ_PACKED_F_USED;
+	bool avail = *flags & VIRTQ_DESC_F_AVAIL, used = *flags & VIRTQ_DESC_F_USED;
 	if (avail == vq->used_wrap && used == vq->used_wrap)
 		return 1;
 	if (avail == vq->used_wrap && used != vq->used_wrap)

@@ -305,7 +305,7 @@ VT_TEST(buffers_go_round_the_ring_with_the_wrap_counter_flipping)
 		REQUIRE_EQ(post(&f, n - 1, 1, 16, token_n(i)), 0);
 		CHECK(vt_vq_drv_kick_prepare(f.vq));
 		struct vq_mock_desc first = vq_mock_dev_packed_desc(&f.d, slot);
-		CHECK_EQ(first.flags & ((1u << VIRTQ_DESC_F_AVAIL) | (1u << VIRTQ_DESC_F_USED)),
+		CHECK_EQ(first.flags & (VIRTQ_DESC_F_AVAIL | VIRTQ_DESC_F_USED),
 			 vq_mock_packed_avail_bits(wrap));
 		REQUIRE_EQ(vq_mock_dev_take(&f.d, &c), 0);
 		CHECK_EQ(c.ndesc, n);
@@ -415,7 +415,7 @@ VT_TEST(full_ring_is_enospc_until_a_buffer_comes_back)
 	/* It went to the slots the device gave back: 0 and 1 of wrap 0. */
 	vt_vq_drv_kick_prepare(f.vq);
 	struct vq_mock_desc d = vq_mock_dev_packed_desc(&f.d, 0);
-	CHECK_EQ(d.flags & ((1u << VIRTQ_DESC_F_AVAIL) | (1u << VIRTQ_DESC_F_USED)),
+	CHECK_EQ(d.flags & (VIRTQ_DESC_F_AVAIL | VIRTQ_DESC_F_USED),
 		 vq_mock_packed_avail_bits(false));
 	CHECK(!vt_vq_drv_is_broken(f.vq));
 	teardown(&f);
@@ -469,7 +469,7 @@ VT_TEST(after_detaching_everything_the_ring_starts_over_at_slot_0_in_wrap_1)
 	/* A reset device starts at slot 0 in wrap 1 over a ring with nothing available (2.8.1). */
 	for (uint16_t s = 0; s < QSIZE; s++) {
 		struct vq_mock_desc d = vq_mock_dev_packed_desc(&f.d, s);
-		if (d.flags & ((1u << VIRTQ_DESC_F_AVAIL) | (1u << VIRTQ_DESC_F_USED)))
+		if (d.flags & (VIRTQ_DESC_F_AVAIL | VIRTQ_DESC_F_USED))
 			VT_FAIL_AT("slot %u keeps flags 0x%04x", s, d.flags);
 	}
 	vq_mock_dev_detach(&f.d);

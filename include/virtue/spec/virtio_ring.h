@@ -19,9 +19,9 @@
 #define VIRTQ_DESC_F_NEXT     1
 #define VIRTQ_DESC_F_WRITE    2
 #define VIRTQ_DESC_F_INDIRECT 4
-/* Packed only: ownership bits (2.8.1). */
-#define VIRTQ_DESC_F_AVAIL 7
-#define VIRTQ_DESC_F_USED  15
+/* Packed only: ownership flags (2.8.1), masks like the three above. */
+#define VIRTQ_DESC_F_AVAIL (1 << 7)
+#define VIRTQ_DESC_F_USED  (1 << 15)
 
 /* Split ring flags for suppressing notifications when EVENT_IDX is not negotiated. */
 #define VIRTQ_AVAIL_F_NO_INTERRUPT 1
