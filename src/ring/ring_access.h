@@ -43,6 +43,18 @@ static inline void ring_write64(vt_le64 *p, uint64_t v)
 	__atomic_store_n(p, vt_cpu_to_le64(v), __ATOMIC_RELAXED);
 }
 
+/*
+ * A 16-byte descriptor (either format) as two little-endian words, each loaded once: the address,
+ * then the word holding len and the format's two 16-bit fields. Rings and descriptor tables are
+ * 16-byte aligned, so both loads are single aligned accesses.
+ */
+static inline void ring_read_desc_words(const void *desc, uint64_t word[2])
+{
+	const uint64_t *p = desc;
+	word[0] = vt_le64_to_cpu(__atomic_load_n(&p[0], __ATOMIC_RELAXED));
+	word[1] = vt_le64_to_cpu(__atomic_load_n(&p[1], __ATOMIC_RELAXED));
+}
+
 /* Reads an index or flag the peer publishes; later reads of what it guards see its writes. */
 static inline uint16_t ring_consume16(enum vt_barrier_kind kind, const vt_le16 *p)
 {

@@ -13,7 +13,17 @@
 #include <virtue/spec/endian.h>
 #include <virtue/spec/virtio_config.h>
 
+#include "ring_access.h"
 #include "vq_impl.h"
+
+void vq_log_broken(const struct vt_log *log, const char *name, enum vt_vq_error error,
+		   const char *fmt, va_list ap)
+{
+	char detail[256];
+	vsnprintf(detail, sizeof(detail), fmt, ap);
+	vt_log(log, VT_LOG_ERROR, "%s: queue broken: %s: %s", name, vt_vq_error_str(error),
+	       detail);
+}
 
 int vq_dev_break(struct vt_vq_dev *vq, enum vt_vq_error error, const char *fmt, ...)
 {
@@ -21,13 +31,10 @@ int vq_dev_break(struct vt_vq_dev *vq, enum vt_vq_error error, const char *fmt, 
 		return -EPROTO;
 	vq->broken = true;
 	vq->error = error;
-	char detail[256];
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(detail, sizeof(detail), fmt, ap);
+	vq_log_broken(vq->log, vq->name, error, fmt, ap);
 	va_end(ap);
-	vt_log(vq->log, VT_LOG_ERROR, "%s: queue broken: %s: %s", vq->name, vt_vq_error_str(error),
-	       detail);
 	return -EPROTO;
 }
 
@@ -135,6 +142,13 @@ static int vq_dev_fault(struct vt_vq_dev *vq, int ret, uint64_t addr, const char
 
 int vq_dev_table_open(struct vt_vq_dev *vq, uint64_t addr, uint32_t len, struct vq_table *t)
 {
+	/* Both formats: a table holds whole 16-byte descriptors, at most a chain's worth. */
+	if (len == 0 || len % 16)
+		return vq_dev_break(vq, VT_VQ_ERR_INDIRECT_LEN, "indirect table of %u bytes", len);
+	if (len / 16 > vq->max_chain)
+		return vq_dev_break(vq, VT_VQ_ERR_INDIRECT_LEN,
+				    "indirect table of %u descriptors, limit %u", len / 16,
+				    vq->max_chain);
 	void *hva = NULL;
 	t->addr = addr;
 	t->count = len / 16;
@@ -154,9 +168,7 @@ int vq_dev_table_read(struct vt_vq_dev *vq, const struct vq_table *t, unsigned i
 		      uint64_t word[2])
 {
 	if (t->hva) {
-		const uint64_t *p = (const uint64_t *)(t->hva + 16 * (size_t)i);
-		word[0] = vt_le64_to_cpu(__atomic_load_n(&p[0], __ATOMIC_RELAXED));
-		word[1] = vt_le64_to_cpu(__atomic_load_n(&p[1], __ATOMIC_RELAXED));
+		ring_read_desc_words(t->hva + 16 * (size_t)i, word);
 		return 0;
 	}
 	uint64_t raw[2];

@@ -22,13 +22,10 @@ int vq_drv_break(struct vt_vq_drv *vq, enum vt_vq_error error, const char *fmt, 
 		return -EPROTO;
 	vq->broken = true;
 	vq->error = error;
-	char detail[256];
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(detail, sizeof(detail), fmt, ap);
+	vq_log_broken(vq->log, vq->name, error, fmt, ap);
 	va_end(ap);
-	vt_log(vq->log, VT_LOG_ERROR, "%s: queue broken: %s: %s", vq->name, vt_vq_error_str(error),
-	       detail);
 	return -EPROTO;
 }
 

@@ -7,6 +7,7 @@
 #ifndef VIRTUE_VQ_IMPL_H
 #define VIRTUE_VQ_IMPL_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -125,6 +126,10 @@ struct vt_vq_dev {
 	enum vt_vq_error error;
 	struct vt_as_fault fault;
 };
+
+/* The one log line of a broken queue (either half). */
+void vq_log_broken(const struct vt_log *log, const char *name, enum vt_vq_error error,
+		   const char *fmt, va_list ap);
 
 /* Breaks the queue with @error; the first violation is logged with @detail. Returns -EPROTO. */
 int vq_dev_break(struct vt_vq_dev *vq, enum vt_vq_error error, const char *fmt, ...)

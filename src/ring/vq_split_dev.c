@@ -56,9 +56,8 @@ static inline struct split_desc decode_desc(const uint64_t w[2])
 
 static inline struct split_desc read_desc(const struct virtq_desc *d)
 {
-	const uint64_t *p = (const uint64_t *)d;
-	uint64_t w[2] = {vt_le64_to_cpu(__atomic_load_n(&p[0], __ATOMIC_RELAXED)),
-			 vt_le64_to_cpu(__atomic_load_n(&p[1], __ATOMIC_RELAXED))};
+	uint64_t w[2];
+	ring_read_desc_words(d, w);
 	return decode_desc(w);
 }
 
@@ -66,14 +65,7 @@ static inline struct split_desc read_desc(const struct virtq_desc *d)
 static int walk_indirect(struct vt_vq_dev *vq, struct vq_chain_builder *b,
 			 const struct split_desc *ind)
 {
-	if (ind->len == 0 || ind->len % sizeof(struct virtq_desc))
-		return vq_dev_break(vq, VT_VQ_ERR_INDIRECT_LEN, "indirect table of %u bytes",
-				   ind->len);
 	unsigned int count = ind->len / sizeof(struct virtq_desc);
-	if (count > vq->max_chain)
-		return vq_dev_break(vq, VT_VQ_ERR_INDIRECT_LEN,
-				   "indirect table of %u descriptors, limit %u", count,
-				   vq->max_chain);
 	struct vq_table table;
 	int ret = vq_dev_table_open(vq, ind->addr, ind->len, &table);
 	if (ret < 0)
