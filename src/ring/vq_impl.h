@@ -301,6 +301,8 @@ static inline bool vq_drv_id_outstanding(const struct vt_vq_drv *vq, uint32_t id
 uint32_t vq_drv_check_len(struct vt_vq_drv *vq, uint16_t id, uint32_t len);
 
 void vq_drv_order_push(struct vt_vq_drv *vq, uint16_t id);
+/* IN_ORDER: the next buffer of the batch one used entry completed (token, len); its id. */
+uint16_t vq_drv_batch_next(struct vt_vq_drv *vq, void **token, uint32_t *len);
 
 int vq_split_drv_init(struct vt_vq_drv *vq);
 int vq_split_drv_add(struct vt_vq_drv *vq, const struct iovec *sg, unsigned int nreadable,

@@ -265,18 +265,8 @@ static int used_state(struct vt_vq_drv *vq, uint16_t *flags)
 int vq_packed_drv_get(struct vt_vq_drv *vq, void **token, uint32_t *len)
 {
 	if (vq->in_batch) {
-		/* Handing out an in-order batch that one used descriptor completed. */
-		uint16_t id = vq->order[vq->order_head];
-		vq->order_head = (vq->order_head + 1) % vq->num;
-		vq->order_count--;
-		*token = vq->buffers[id].token;
-		if (id == vq->batch_last_id) {
-			vq->in_batch = false;
-			*len = vq_drv_check_len(vq, id, vq->batch_last_len);
-		} else {
-			*len = 0;
-		}
-		detach_buffer(vq, id);
+		/* Handing out an in-order batch that one used entry completed. */
+		detach_buffer(vq, vq_drv_batch_next(vq, token, len));
 		return 0;
 	}
 
