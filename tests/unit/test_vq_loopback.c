@@ -35,6 +35,7 @@
 
 #include <virtue/dma.h>
 #include <virtue/iotlb.h>
+#include <virtue/iotlb_feed.h>
 #include <virtue/memtable.h>
 #include <virtue/shm.h>
 #include <virtue/spec/virtio_config.h>
@@ -229,8 +230,7 @@ struct rig {
 
 	/* Device side. */
 	void *device_map; /* second mapping of the memfd, or NULL when sharing the driver's */
-	struct vt_memtable *table;
-	struct vt_iotlb *iotlb;
+	struct vt_iotlb_feed feed; /* the device's memory table and IOTLB */
 	struct vt_vq_dev *dev;
 
 	int kick_fd, call_fd;
@@ -275,28 +275,6 @@ static bool past_deadline(const struct rig *g)
 	       (now.tv_sec == g->deadline.tv_sec && now.tv_nsec >= g->deadline.tv_nsec);
 }
 
-/* IOMMU modes: the device's IOTLB follows the DMA layer's publications. */
-static int iotlb_update(void *opaque, uint64_t iova, uint64_t size, uint64_t uaddr,
-			unsigned int perm)
-{
-	struct rig *g = opaque;
-	void *hva;
-	int ret = vt_memtable_uaddr_to_hva(g->table, uaddr, size, &hva);
-
-	return ret < 0 ? ret : vt_iotlb_update(g->iotlb, iova, size, hva, perm);
-}
-
-static int iotlb_invalidate(void *opaque, uint64_t iova, uint64_t size)
-{
-	struct rig *g = opaque;
-
-	return vt_iotlb_invalidate(g->iotlb, iova, size);
-}
-
-static const struct vt_dma_iotlb_ops iotlb_ops = {
-	.update = iotlb_update,
-	.invalidate = iotlb_invalidate,
-};
 
 static bool iommu_mode(enum vt_dma_mode mode)
 {
@@ -309,8 +287,8 @@ static void rig_destroy(struct rig *g)
 	vt_vq_dev_free(g->dev);
 	vt_vq_drv_free(g->drv);
 	vt_dma_free(g->dma);
-	vt_iotlb_free(g->iotlb);
-	vt_memtable_free(g->table);
+	vt_iotlb_free(g->feed.iotlb);
+	vt_memtable_free(g->feed.table);
 	if (g->device_map)
 		munmap(g->device_map, g->region->size);
 	free(g->private_arenas);
@@ -358,28 +336,28 @@ static int rig_init(struct rig *g, const struct row *row)
 		}
 		device_hva = g->device_map;
 	}
-	g->table = vt_memtable_new(NULL);
-	if (!g->table)
+	g->feed.table = vt_memtable_new(NULL);
+	if (!g->feed.table)
 		return -ENOMEM;
 	struct vt_mem_region mr = {.gpa = g->region->gpa, .size = g->region->size,
 				   .hva = device_hva, .uaddr = (uint64_t)(uintptr_t)g->region->hva};
-	ret = vt_memtable_add(g->table, &mr);
+	ret = vt_memtable_add(g->feed.table, &mr);
 	if (ret < 0)
 		return ret;
-	struct vt_as as = vt_memtable_as(g->table);
+	struct vt_as as = vt_memtable_as(g->feed.table);
 	if (iommu_mode(row->dma)) {
-		ret = vt_iotlb_new(NULL, &g->iotlb);
+		ret = vt_iotlb_new(NULL, &g->feed.iotlb);
 		if (ret < 0)
 			return ret;
-		as = vt_iotlb_as(g->iotlb);
+		as = vt_iotlb_as(g->feed.iotlb);
 	}
 
 	struct vt_dma_params dp = {
 		.mode = row->dma,
 		.shm = g->shm,
 		.log = &g->dma_log_hook,
-		.iotlb_ops = &iotlb_ops,
-		.iotlb_opaque = g,
+		.iotlb_ops = &vt_iotlb_feed_ops,
+		.iotlb_opaque = &g->feed,
 		.bounce_window_size = BOUNCE_SIZE,
 	};
 	ret = vt_dma_new(&dp, &g->dma);

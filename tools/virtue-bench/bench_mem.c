@@ -12,6 +12,7 @@
 
 #include <virtue/dma.h>
 #include <virtue/iotlb.h>
+#include <virtue/iotlb_feed.h>
 #include <virtue/memtable.h>
 #include <virtue/shm.h>
 
@@ -181,32 +182,6 @@ static int bench_iotlb(const struct bench_opts *opts, double pp)
 	return 0;
 }
 
-/* The device side of the DMA benchmark: an IOTLB fed through the publish callbacks. */
-struct device_side {
-	struct vt_memtable *table;
-	struct vt_iotlb *iotlb;
-};
-
-static int publish_update(void *opaque, uint64_t iova, uint64_t size, uint64_t uaddr,
-			  unsigned int perm)
-{
-	struct device_side *d = opaque;
-	void *hva;
-	int r = vt_memtable_uaddr_to_hva(d->table, uaddr, size, &hva);
-	return r < 0 ? r : vt_iotlb_update(d->iotlb, iova, size, hva, perm);
-}
-
-static int publish_invalidate(void *opaque, uint64_t iova, uint64_t size)
-{
-	struct device_side *d = opaque;
-	return vt_iotlb_invalidate(d->iotlb, iova, size);
-}
-
-static const struct vt_dma_iotlb_ops publish_ops = {
-	.update = publish_update,
-	.invalidate = publish_invalidate,
-};
-
 #define DMA_BUFFERS 256
 
 static double time_map_unmap(struct vt_dma *dma, void **bufs, size_t len, uint64_t ops)
@@ -234,7 +209,7 @@ static int bench_dma(const struct bench_opts *opts, double pp)
 	for (size_t m = 0; m < sizeof(modes) / sizeof(modes[0]) && ret == 0; m++) {
 		struct vt_shm *shm = NULL;
 		const struct vt_shm_region *region;
-		struct device_side dev = {0};
+		struct vt_iotlb_feed dev = {0};
 		struct vt_dma *dma = NULL;
 		void *bufs[DMA_BUFFERS] = {0};
 
@@ -257,7 +232,7 @@ static int bench_dma(const struct bench_opts *opts, double pp)
 			struct vt_dma_params params = {
 				.mode = modes[m],
 				.shm = shm,
-				.iotlb_ops = &publish_ops,
+				.iotlb_ops = &vt_iotlb_feed_ops,
 				.iotlb_opaque = &dev,
 			};
 			ret = vt_dma_new(&params, &dma);

@@ -16,6 +16,7 @@
 
 #include <virtue/dma.h>
 #include <virtue/iotlb.h>
+#include <virtue/iotlb_feed.h>
 #include <virtue/memtable.h>
 #include <virtue/shm.h>
 #include <virtue/spec/virtio_config.h>
@@ -102,27 +103,6 @@ struct ring_config {
 	size_t size; /* bytes per buffer */
 };
 
-struct device_side {
-	struct vt_memtable *table;
-	struct vt_iotlb *iotlb;
-};
-
-static int publish_update(void *opaque, uint64_t iova, uint64_t size, uint64_t uaddr,
-			  unsigned int perm)
-{
-	struct device_side *d = opaque;
-	void *hva;
-	int r = vt_memtable_uaddr_to_hva(d->table, uaddr, size, &hva);
-	return r < 0 ? r : vt_iotlb_update(d->iotlb, iova, size, hva, perm);
-}
-
-static int publish_invalidate(void *opaque, uint64_t iova, uint64_t size)
-{
-	return vt_iotlb_invalidate(((struct device_side *)opaque)->iotlb, iova, size);
-}
-
-static const struct vt_dma_iotlb_ops publish_ops = {publish_update, publish_invalidate};
-
 struct ring_run {
 	struct vt_vq_dev *dev;
 	unsigned int batch;
@@ -168,7 +148,7 @@ static double ring_run_once(const struct ring_config *cfg, uint64_t count)
 			    (cfg->in_order ? VT_BIT(VIRTIO_F_IN_ORDER) : 0);
 	struct vt_shm *shm = NULL;
 	const struct vt_shm_region *region;
-	struct device_side side = {0};
+	struct vt_iotlb_feed side = {0};
 	struct vt_dma *dma = NULL;
 	struct vt_vq_drv *drv = NULL;
 	struct ring_run run = {.batch = cfg->batch, .count = count};
@@ -189,7 +169,7 @@ static double ring_run_once(const struct ring_config *cfg, uint64_t count)
 		goto out;
 	struct vt_dma_params dp = {.mode = cfg->dma,
 				   .shm = shm,
-				   .iotlb_ops = &publish_ops,
+				   .iotlb_ops = &vt_iotlb_feed_ops,
 				   .iotlb_opaque = &side};
 	if (vt_dma_new(&dp, &dma) < 0)
 		goto out;

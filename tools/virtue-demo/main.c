@@ -16,6 +16,7 @@
 #include <virtue/driver.h>
 #include <virtue/features.h>
 #include <virtue/iotlb.h>
+#include <virtue/iotlb_feed.h>
 #include <virtue/memtable.h>
 #include <virtue/platform.h>
 #include <virtue/shm.h>
@@ -80,20 +81,20 @@ static void negotiate(const char *title, uint64_t device_offers, uint64_t driver
 
 /* The device's side of the world: its own address space, fed by the driver's DMA layer. */
 struct device_view {
-	struct vt_memtable *table; /* driver-physical -> host, as SET_MEM_TABLE would build it */
-	struct vt_iotlb *iotlb; /* IOVA -> host, as IOTLB UPDATE messages would fill it */
+	/* table: driver-physical -> host, as SET_MEM_TABLE would build it; iotlb: IOVA -> host,
+	 * as IOTLB UPDATE messages would fill it. */
+	struct vt_iotlb_feed feed;
 };
 
+/* The feed, with each message printed as a vhost-user backend would receive it. */
 static int on_update(void *opaque, uint64_t iova, uint64_t size, uint64_t uaddr,
 		     unsigned int perm)
 {
 	struct device_view *v = opaque;
-	void *hva;
-	int r = vt_memtable_uaddr_to_hva(v->table, uaddr, size, &hva);
 	printf("      -> IOTLB UPDATE iova 0x%llx size 0x%llx perm %s\n", (unsigned long long)iova,
 	       (unsigned long long)size,
 	       perm == VT_IOTLB_PERM_RW ? "RW" : perm == VT_IOTLB_PERM_RO ? "RO" : "WO");
-	return r < 0 ? r : vt_iotlb_update(v->iotlb, iova, size, hva, perm);
+	return vt_iotlb_feed_ops.update(&v->feed, iova, size, uaddr, perm);
 }
 
 static int on_invalidate(void *opaque, uint64_t iova, uint64_t size)
@@ -101,7 +102,7 @@ static int on_invalidate(void *opaque, uint64_t iova, uint64_t size)
 	struct device_view *v = opaque;
 	printf("      -> IOTLB INVALIDATE iova 0x%llx size 0x%llx\n", (unsigned long long)iova,
 	       (unsigned long long)size);
-	return vt_iotlb_invalidate(v->iotlb, iova, size);
+	return vt_iotlb_feed_ops.invalidate(&v->feed, iova, size);
 }
 
 static const struct vt_dma_iotlb_ops publish = {.update = on_update,
@@ -141,14 +142,14 @@ static int dma_mode_demo(enum vt_dma_mode mode)
 	if (r < 0)
 		goto out;
 	/* The device maps the driver's memory the way a vhost-user backend does. */
-	view.table = vt_memtable_new(&quiet);
+	view.feed.table = vt_memtable_new(&quiet);
 	struct vt_mem_region mr = {.gpa = region->gpa,
 				   .size = region->size,
 				   .hva = region->hva,
 				   .uaddr = (uintptr_t)region->hva};
-	r = view.table ? vt_memtable_add(view.table, &mr) : -ENOMEM;
+	r = view.feed.table ? vt_memtable_add(view.feed.table, &mr) : -ENOMEM;
 	if (r == 0)
-		r = vt_iotlb_new(&(struct vt_iotlb_params){.log = &quiet}, &view.iotlb);
+		r = vt_iotlb_new(&(struct vt_iotlb_params){.log = &quiet}, &view.feed.iotlb);
 	if (r < 0)
 		goto out;
 	struct vt_dma_params p = {
@@ -163,7 +164,7 @@ static int dma_mode_demo(enum vt_dma_mode mode)
 		goto out;
 	bool iommu = mode == VT_DMA_IOMMU_STRICT || mode == VT_DMA_IOMMU_LAZY ||
 		     mode == VT_DMA_IOMMU_PREMAPPED;
-	struct vt_as as = iommu ? vt_iotlb_as(view.iotlb) : vt_memtable_as(view.table);
+	struct vt_as as = iommu ? vt_iotlb_as(view.feed.iotlb) : vt_memtable_as(view.feed.table);
 
 	static const char msg[] = "hello from the driver";
 	char *buf = NULL;
@@ -202,8 +203,8 @@ out:
 		printf("      failed: %s\n", strerror(-r));
 	if (dma)
 		vt_dma_free(dma);
-	vt_iotlb_free(view.iotlb);
-	vt_memtable_free(view.table);
+	vt_iotlb_free(view.feed.iotlb);
+	vt_memtable_free(view.feed.table);
 	vt_shm_free(shm);
 	return r;
 }
