@@ -12,9 +12,12 @@
  * refuses the update or evicts an entry (the device then misses and asks again, as a hardware
  * IOTLB does).
  *
- * Threading: translate may run on any number of threads concurrently with update and invalidate
- * (a reader-writer lock). When vt_iotlb_invalidate returns, no translate that starts afterwards
- * can see the range and none still running holds it.
+ * Threading: translate and lookup may run on any number of threads concurrently with update and
+ * invalidate. They take no lock and write no shared line but the statistics (a sequence lock:
+ * a reader that overlaps a change retries, and waits while a writer is at work); writers
+ * serialize on a mutex and never wait for readers. When vt_iotlb_invalidate returns, no
+ * translate that starts afterwards can see the range and none still running holds it: one that
+ * ran across the invalidation retries on the new table.
  */
 #ifndef VIRTUE_IOTLB_H
 #define VIRTUE_IOTLB_H

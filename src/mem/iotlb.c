@@ -3,12 +3,13 @@
  * The device-side IOTLB: IOVA ranges kept sorted in one fixed-capacity array split in two, a dense
  * array of start addresses that lookups search and a parallel array with the rest of each entry,
  * plus an index of every 16th start (and every 16th of those, and so on) so that a lookup reads
- * few, mostly cached, lines at 65,536 entries as at 16. A reader-writer lock lets data-path
- * threads translate concurrently while the control path updates and invalidates.
+ * few, mostly cached, lines at 65,536 entries as at 16. A sequence lock lets data-path threads
+ * translate without writing any shared line while the control path updates and invalidates.
  */
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -31,30 +32,52 @@
 /* Key of the padding after the last key of a level; a real entry may start there too. */
 #define PAD_KEY UINT64_MAX
 
-/* Everything about an entry but its start, which lives in the array that is searched. */
+/*
+ * Sequence lock. Readers (translate, lookup) take no lock: they note the sequence, search, and
+ * start again if it changed meanwhile or was odd (a writer at work). Writers serialize on a mutex
+ * and make the sequence odd around their changes. So a reader may read the table while a writer
+ * changes it: every such access is atomic (relaxed; the sequence and two fences order them), and
+ * a reader clamps every count and index it reads to what was allocated, bounds every loop, and
+ * only does arithmetic with host addresses, so that a torn table costs it a retry and nothing
+ * else. The arrays are plain and accessed with the builtins under <stdatomic.h>'s explicit
+ * functions: _Atomic arrays would make the writer's own reads sequentially consistent.
+ */
+#define LOAD(p)	    __atomic_load_n((p), __ATOMIC_RELAXED)
+#define STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
+
+/*
+ * Everything about an entry but its start, which lives in the array that is searched. Three
+ * words, so that moving a slot is three word stores.
+ */
 struct iotlb_slot {
 	uint64_t last; /* inclusive, so that an entry can end at 2^64 - 1 */
-	uintptr_t hva; /* host address of the entry's first byte */
-	unsigned int perm;
+	uint64_t hva;  /* host address of the entry's first byte */
+	uint64_t perm;
 };
 
 struct vt_iotlb {
-	/* Read by every translation; written only under the write lock. */
-	uint64_t *start; /* ascending; start[i] > slot[i - 1].last (no overlap); then padding */
-	struct iotlb_slot *slot;
+	/* Read by every translation; written (atomically) only inside a write section. */
+	_Atomic unsigned int seq; /* odd while a writer changes the table */
+	unsigned int count;
+	unsigned int levels;
 	/*
 	 * index[0][b] = start[b * BLOCK], index[k][b] = index[k - 1][b * BLOCK]; keys[k] in use
 	 * at level k, then padding to the end of the block. Levels 0 to levels - 1 are current,
 	 * the highest of them one block.
 	 */
-	uint64_t *index[INDEX_LEVELS];
 	unsigned int keys[INDEX_LEVELS];
-	unsigned int levels;
-	unsigned int count;
-	unsigned int capacity;
 	_Atomic uint64_t generation;
 
-	/* Control-path state, written only under the write lock. */
+	/* Fixed at creation: the arrays are never reallocated, so a reader's clamps stay true. */
+	uint64_t *start; /* ascending; start[i] > slot[i - 1].last (no overlap); then padding */
+	struct iotlb_slot *slot;
+	uint64_t *index[INDEX_LEVELS];
+	unsigned int capacity;
+	unsigned int allocated_levels;
+	/* Blocks of the level below index level k (of start for k = 0): the most keys[k] can be. */
+	unsigned int max_keys[INDEX_LEVELS];
+
+	/* Control-path state, written only under the writer mutex. */
 	enum vt_iotlb_full_policy full_policy;
 	uint64_t rng; /* picks eviction victims */
 	uint64_t evictions;
@@ -69,8 +92,8 @@ struct vt_iotlb {
 	 * not take the read-mostly line above from every other reader.
 	 */
 	_Alignas(IOTLB_CACHELINE) _Atomic unsigned int hint;
-	/* Every reader writes the lock word: keep it off the lines above. */
-	_Alignas(IOTLB_CACHELINE) pthread_rwlock_t lock;
+	/* Taken by writers only; keep it off the lines readers read. */
+	_Alignas(IOTLB_CACHELINE) pthread_mutex_t writer;
 	/* Bumped by concurrent translations, relaxed: statistics order nothing. */
 	_Alignas(IOTLB_CACHELINE) _Atomic uint64_t hits;
 	_Atomic uint64_t misses;
@@ -94,20 +117,73 @@ struct overlap {
 	bool tail;
 };
 
-static void read_lock(struct vt_iotlb *t)
+static void writer_lock(struct vt_iotlb *t)
 {
-	/* Fails only on deadlock or reader-count overflow, neither possible with this usage. */
-	(void)pthread_rwlock_rdlock(&t->lock);
+	/* Fails only on deadlock, impossible: no path takes it twice. */
+	(void)pthread_mutex_lock(&t->writer);
 }
 
-static void write_lock(struct vt_iotlb *t)
+static void writer_unlock(struct vt_iotlb *t)
 {
-	(void)pthread_rwlock_wrlock(&t->lock);
+	(void)pthread_mutex_unlock(&t->writer);
 }
 
-static void unlock(struct vt_iotlb *t)
+/* Under the writer mutex: from here to write_end, readers that overlap retry. */
+static void write_begin(struct vt_iotlb *t)
 {
-	(void)pthread_rwlock_unlock(&t->lock);
+	unsigned int seq = atomic_load_explicit(&t->seq, memory_order_relaxed);
+
+	atomic_store_explicit(&t->seq, seq + 1, memory_order_relaxed);
+	/*
+	 * Orders the odd sequence before the table stores that follow: a reader that sees one of
+	 * them (its acquire fence in read_retry) then sees the sequence changed.
+	 */
+	atomic_thread_fence(memory_order_release);
+}
+
+static void write_end(struct vt_iotlb *t)
+{
+	unsigned int seq = atomic_load_explicit(&t->seq, memory_order_relaxed);
+
+	/* Release: publishes the table stores above to readers that load it (read_begin). */
+	atomic_store_explicit(&t->seq, seq + 1, memory_order_release);
+}
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__) || defined(__arm__)
+	__asm__ __volatile__("yield" ::: "memory");
+#endif
+}
+
+/* The sequence of a table no writer is changing; waits out one that is. */
+static unsigned int read_begin(const struct vt_iotlb *t)
+{
+	unsigned int spins = 0, seq;
+
+	/* Acquire: pairs with the release in write_end; the table read next is at least as new. */
+	while ((seq = atomic_load_explicit(&t->seq, memory_order_acquire)) & 1) {
+		/* A write section is short; a writer preempted in one needs the CPU back. */
+		if (++spins % 1024 == 0)
+			sched_yield();
+		else
+			cpu_relax();
+	}
+	return seq;
+}
+
+/* Whether what was read since read_begin returned @seq may be torn, and must be read again. */
+static bool read_retry(const struct vt_iotlb *t, unsigned int seq)
+{
+	/*
+	 * Orders the table loads above before the sequence load below: a load that saw a writer's
+	 * store synchronizes with that writer's release fence (write_begin), so the odd sequence is
+	 * seen here.
+	 */
+	atomic_thread_fence(memory_order_acquire);
+	return atomic_load_explicit(&t->seq, memory_order_relaxed) != seq;
 }
 
 static bool valid_access(unsigned int access)
@@ -118,7 +194,7 @@ static bool valid_access(unsigned int access)
 static void bump_generation(struct vt_iotlb *t)
 {
 	/*
-	 * Release: publishes the table change made just before under the write lock to whoever
+	 * Release: publishes the table change made just before in the write section to whoever
 	 * reads the generation (acquire, vt_iotlb_generation) to validate a cached host pointer.
 	 */
 	atomic_fetch_add_explicit(&t->generation, 1, memory_order_release);
@@ -149,24 +225,31 @@ static inline unsigned int count_at_or_below(const uint64_t *keys, uint64_t addr
 	unsigned int n = 0;
 
 	for (unsigned int i = 0; i < BLOCK; i++)
-		n += keys[i] <= addr;
+		n += LOAD(&keys[i]) <= addr;
 	return n;
 }
 
+/* @n, or @max if that is less. */
+static inline unsigned int clamp(unsigned int n, unsigned int max)
+{
+	return n < max ? n : max;
+}
+
 /*
- * Index of the first entry whose start is above @addr (0..count). From the top level (one
+ * Index of the first entry whose start is above @addr (0..@count). From the top level (one
  * block) down, the last key at or below @addr names the block to count in one level below (block
  * 0 when there is none, where the count then stays 0), so the trip count depends on the table
  * size alone. Padding keys sort after every real one and are counted only when @addr is PAD_KEY,
- * which the clamps to the number of keys make harmless.
+ * which the clamps to the number of keys make harmless. The clamps to what was allocated keep a
+ * reader racing a writer inside the arrays: the level count, and each block, is then in range.
  */
-static unsigned int upper_bound(const struct vt_iotlb *t, uint64_t addr)
+static unsigned int upper_bound(const struct vt_iotlb *t, uint64_t addr, unsigned int count)
 {
 	unsigned int b = 0, n;
 
-	for (unsigned int k = t->levels; k-- > 0;) {
+	for (unsigned int k = clamp(LOAD(&t->levels), t->allocated_levels); k-- > 0;) {
 		n = (b << BLOCK_SHIFT) + count_at_or_below(&t->index[k][b << BLOCK_SHIFT], addr);
-		n = n < t->keys[k] ? n : t->keys[k];
+		n = clamp(n, clamp(LOAD(&t->keys[k]), t->max_keys[k]));
 		b = n - (n != 0);
 	}
 	/*
@@ -178,7 +261,7 @@ static unsigned int upper_bound(const struct vt_iotlb *t, uint64_t addr)
 	for (size_t off = 0; off < BLOCK * sizeof(t->slot[0]); off += IOTLB_CACHELINE)
 		__builtin_prefetch(slots + off);
 	n = (b << BLOCK_SHIFT) + count_at_or_below(&t->start[b << BLOCK_SHIFT], addr);
-	return n < t->count ? n : t->count;
+	return clamp(n, count);
 }
 
 /*
@@ -190,7 +273,7 @@ static void pad_level(uint64_t *keys, unsigned int n)
 	unsigned int end = n ? (n + BLOCK - 1) & ~(BLOCK - 1) : BLOCK;
 
 	for (unsigned int i = n; i < end; i++)
-		keys[i] = PAD_KEY;
+		STORE(&keys[i], PAD_KEY);
 }
 
 /*
@@ -208,34 +291,37 @@ static void reindex(struct vt_iotlb *t, unsigned int from)
 		n = (n + BLOCK - 1) >> BLOCK_SHIFT;
 		from = k < t->levels ? from >> BLOCK_SHIFT : 0;
 		for (unsigned int b = from; b < n; b++)
-			t->index[k][b] = below[b << BLOCK_SHIFT];
+			STORE(&t->index[k][b], below[b << BLOCK_SHIFT]);
 		pad_level(t->index[k], n);
-		t->keys[k] = n;
+		STORE(&t->keys[k], n);
 		below = t->index[k];
 	}
-	t->levels = k;
+	STORE(&t->levels, k);
 }
 
-static unsigned int find_entry(const struct vt_iotlb *t, uint64_t addr, unsigned int hint)
+/* The entry holding @addr in a table of @count entries (clamped by the caller), or NO_ENTRY. */
+static unsigned int find_entry(const struct vt_iotlb *t, uint64_t addr, unsigned int hint,
+			       unsigned int count)
 {
-	if (hint < t->count && t->start[hint] <= addr && addr <= t->slot[hint].last)
+	if (hint < count && LOAD(&t->start[hint]) <= addr && addr <= LOAD(&t->slot[hint].last))
 		return hint;
-	unsigned int i = upper_bound(t, addr);
-	if (i == 0 || addr > t->slot[i - 1].last)
+	unsigned int i = upper_bound(t, addr, count);
+	if (i == 0 || addr > LOAD(&t->slot[i - 1].last))
 		return NO_ENTRY;
 	return i - 1;
 }
 
+/* Under the writer mutex, so the table is stable and read plainly from here on. */
 static struct overlap find_overlap(const struct vt_iotlb *t, uint64_t iova, uint64_t last)
 {
 	struct overlap o;
-	unsigned int i = upper_bound(t, iova);
+	unsigned int i = upper_bound(t, iova, t->count);
 
 	/* The entry starting at or below @iova overlaps only if it reaches it. */
 	if (i > 0 && t->slot[i - 1].last >= iova)
 		i--;
 	o.first = i;
-	o.end = upper_bound(t, last); /* >= i: last >= iova */
+	o.end = upper_bound(t, last, t->count); /* >= i: last >= iova */
 	o.head = o.first < o.end && t->start[o.first] < iova;
 	o.tail = o.first < o.end && t->slot[o.end - 1].last > last;
 	return o;
@@ -252,7 +338,6 @@ static void free_arrays(struct vt_iotlb *t)
 int vt_iotlb_new(const struct vt_iotlb_params *params, struct vt_iotlb **out)
 {
 	struct vt_iotlb_params p = params ? *params : (struct vt_iotlb_params){0};
-	pthread_rwlockattr_t attr;
 	struct vt_iotlb *t;
 	int ret;
 
@@ -281,12 +366,14 @@ int vt_iotlb_new(const struct vt_iotlb_params *params, struct vt_iotlb **out)
 		goto err_free;
 	}
 	for (unsigned int k = 0; keys > BLOCK; k++) {
+		t->max_keys[k] = (unsigned int)(keys >> BLOCK_SHIFT);
 		keys = ((keys >> BLOCK_SHIFT) + BLOCK - 1) & ~(size_t)(BLOCK - 1);
 		t->index[k] = aligned_alloc(IOTLB_CACHELINE, keys * sizeof(t->index[k][0]));
 		if (!t->index[k]) {
 			ret = -ENOMEM;
 			goto err_free;
 		}
+		t->allocated_levels = k + 1;
 	}
 	t->capacity = p.max_entries;
 	reindex(t, 0);
@@ -294,18 +381,7 @@ int vt_iotlb_new(const struct vt_iotlb_params *params, struct vt_iotlb **out)
 	t->rng = 0x9e3779b97f4a7c15ULL;
 	t->log = p.log;
 
-	ret = -pthread_rwlockattr_init(&attr);
-	if (ret)
-		goto err_free;
-#ifdef __GLIBC__
-	/*
-	 * glibc prefers readers by default: data-path threads translating back to back would starve
-	 * an invalidation, which the driver waits for. Readers never take the lock recursively.
-	 */
-	pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-#endif
-	ret = -pthread_rwlock_init(&t->lock, &attr);
-	pthread_rwlockattr_destroy(&attr);
+	ret = -pthread_mutex_init(&t->writer, NULL);
 	if (ret)
 		goto err_free;
 	*out = t;
@@ -321,7 +397,7 @@ void vt_iotlb_free(struct vt_iotlb *iotlb)
 {
 	if (!iotlb)
 		return;
-	pthread_rwlock_destroy(&iotlb->lock);
+	pthread_mutex_destroy(&iotlb->writer);
 	free_arrays(iotlb);
 	free(iotlb);
 }
@@ -349,18 +425,41 @@ static bool changes_translation(const struct vt_iotlb *t, const struct overlap *
 	uint64_t delta = (uint64_t)entry->hva - iova;
 
 	for (unsigned int i = o->first; i < o->end; i++) {
-		if (t->slot[i].perm != entry->perm ||
-		    (uint64_t)t->slot[i].hva - t->start[i] != delta)
+		if (t->slot[i].perm != entry->perm || t->slot[i].hva - t->start[i] != delta)
 			return true;
 	}
 	return false;
 }
 
+/* Inside a write section: entry @i becomes @start, @slot, in word stores readers may see. */
+static void set_entry(struct vt_iotlb *t, unsigned int i, uint64_t start,
+		      const struct iotlb_slot *slot)
+{
+	STORE(&t->start[i], start);
+	STORE(&t->slot[i].last, slot->last);
+	STORE(&t->slot[i].hva, slot->hva);
+	STORE(&t->slot[i].perm, slot->perm);
+}
+
+/*
+ * memmove of @n entries from @from to @to, inside a write section. The order of the stores
+ * matters to no reader (a reader that sees any of them retries), only to the overlap.
+ */
+static void move_entries(struct vt_iotlb *t, unsigned int to, unsigned int from, unsigned int n)
+{
+	if (to < from) {
+		for (unsigned int i = 0; i < n; i++)
+			set_entry(t, to + i, t->start[from + i], &t->slot[from + i]);
+	} else if (to > from) {
+		for (unsigned int i = n; i-- > 0;)
+			set_entry(t, to + i, t->start[from + i], &t->slot[from + i]);
+	}
+}
+
 static void remove_entry(struct vt_iotlb *t, unsigned int i)
 {
-	memmove(&t->start[i], &t->start[i + 1], (t->count - i - 1) * sizeof(t->start[0]));
-	memmove(&t->slot[i], &t->slot[i + 1], (t->count - i - 1) * sizeof(t->slot[0]));
-	t->count--;
+	move_entries(t, i, i + 1, t->count - i - 1);
+	STORE(&t->count, t->count - 1);
 }
 
 /*
@@ -423,28 +522,19 @@ static void splice(struct vt_iotlb *t, const struct overlap *o, uint64_t iova, u
 		tail_start = t->start[o->end - 1];
 		tail = t->slot[o->end - 1];
 	}
-	memmove(&t->start[o->first + keep], &t->start[o->end],
-		(t->count - o->end) * sizeof(t->start[0]));
-	memmove(&t->slot[o->first + keep], &t->slot[o->end],
-		(t->count - o->end) * sizeof(t->slot[0]));
-	t->count = entries_after(t, o, entry != NULL);
+	move_entries(t, o->first + keep, o->end, t->count - o->end);
+	STORE(&t->count, entries_after(t, o, entry != NULL));
 
 	if (o->head) {
-		t->start[w] = head_start;
-		t->slot[w] = head;
-		t->slot[w].last = iova - 1; /* head_start < iova */
-		w++;
+		head.last = iova - 1; /* head_start < iova */
+		set_entry(t, w++, head_start, &head);
 	}
-	if (entry) {
-		t->start[w] = iova;
-		t->slot[w] = *entry;
-		w++;
-	}
+	if (entry)
+		set_entry(t, w++, iova, entry);
 	if (o->tail) {
 		/* last < tail.last: no wrap */
-		t->start[w] = last + 1;
-		t->slot[w] = tail;
-		t->slot[w].hva = tail.hva + (uintptr_t)(last + 1 - tail_start);
+		tail.hva += last + 1 - tail_start;
+		set_entry(t, w, last + 1, &tail);
 	}
 }
 
@@ -480,7 +570,7 @@ int vt_iotlb_update(struct vt_iotlb *iotlb, uint64_t iova, uint64_t size, void *
 	struct iotlb_slot entry = {.last = last, .hva = host, .perm = perm};
 	unsigned int evicted = 0;
 
-	write_lock(t);
+	writer_lock(t);
 	struct overlap o = find_overlap(t, iova, last);
 	unsigned int need = entries_after(t, &o, 1);
 	bool changed = changes_translation(t, &o, iova, &entry);
@@ -488,9 +578,13 @@ int vt_iotlb_update(struct vt_iotlb *iotlb, uint64_t iova, uint64_t size, void *
 	if (need > t->capacity) {
 		report_full(t, iova, size);
 		if (t->full_policy == VT_IOTLB_FULL_REFUSE) {
-			unlock(t);
+			writer_unlock(t);
 			return -ENOSPC;
 		}
+	}
+	/* Readers were undisturbed so far, the log line included. */
+	write_begin(t);
+	if (need > t->capacity) {
 		evicted = make_room(t, &o, need, true, &moved_from);
 		t->evictions += evicted;
 	}
@@ -498,7 +592,8 @@ int vt_iotlb_update(struct vt_iotlb *iotlb, uint64_t iova, uint64_t size, void *
 	reindex(t, moved_from < o.first ? moved_from : o.first);
 	if (changed || evicted)
 		bump_generation(t);
-	unlock(t);
+	write_end(t);
+	writer_unlock(t);
 	return 0;
 }
 
@@ -513,14 +608,15 @@ int vt_iotlb_invalidate(struct vt_iotlb *iotlb, uint64_t iova, uint64_t size)
 
 	uint64_t last = iova + size - 1;
 
-	write_lock(t);
+	writer_lock(t);
 	struct overlap o = find_overlap(t, iova, last);
 	if (o.first == o.end) {
-		unlock(t);
+		writer_unlock(t);
 		return 0;
 	}
 	unsigned int need = entries_after(t, &o, 0);
 	unsigned int moved_from = o.first;
+	write_begin(t);
 	if (need > t->capacity) {
 		/*
 		 * Cutting a hole in an entry of a full table. An invalidation must not fail (the
@@ -536,7 +632,8 @@ int vt_iotlb_invalidate(struct vt_iotlb *iotlb, uint64_t iova, uint64_t size)
 	if (t->count < t->capacity)
 		t->full_reported = false;
 	bump_generation(t);
-	unlock(t);
+	write_end(t);
+	writer_unlock(t);
 	return 0;
 }
 
@@ -544,50 +641,47 @@ void vt_iotlb_invalidate_all(struct vt_iotlb *iotlb)
 {
 	struct vt_iotlb *t = iotlb;
 
-	write_lock(t);
+	writer_lock(t);
 	if (t->count)
 		t->invalidations++;
-	t->count = 0;
+	write_begin(t);
+	STORE(&t->count, 0);
 	reindex(t, 0);
-	t->full_reported = false;
 	bump_generation(t);
-	unlock(t);
+	write_end(t);
+	t->full_reported = false;
+	writer_unlock(t);
 }
 
-int vt_iotlb_translate(struct vt_iotlb *iotlb, uint64_t iova, uint64_t len, unsigned int access,
-		       struct iovec *iov, unsigned int iov_max, unsigned int *iov_count,
-		       struct vt_as_fault *fault)
+/*
+ * One attempt at a translation, between read_begin and read_retry: all it reads may be torn, so
+ * every index is checked against @count (clamped to the capacity), every step moves to a higher
+ * entry, and host addresses are only added to. Leaves where it stopped in @addr and @entry.
+ */
+static int translate_once(const struct vt_iotlb *t, uint64_t *addr, uint64_t last,
+			  unsigned int access, struct iovec *iov, unsigned int iov_max,
+			  unsigned int *iov_count, unsigned int *entry)
 {
-	struct vt_iotlb *t = iotlb;
-	unsigned int n = 0;
+	unsigned int count = clamp(LOAD(&t->count), t->capacity);
+	unsigned int hint = atomic_load_explicit(&t->hint, memory_order_relaxed);
+	unsigned int i = find_entry(t, *addr, hint, count), n = 0;
+	uint64_t a = *addr;
 	int ret = 0;
 
-	*iov_count = 0;
-	if (!valid_access(access))
-		return -EINVAL;
-	if (len == 0)
-		return 0;
-	if (iova + len - 1 < iova)
-		return -EOVERFLOW;
-
-	uint64_t addr = iova, last = iova + len - 1;
-
-	read_lock(t);
-	unsigned int hint = atomic_load_explicit(&t->hint, memory_order_relaxed);
-	unsigned int i = find_entry(t, addr, hint);
 	for (;;) {
 		if (i == NO_ENTRY) {
 			ret = -EFAULT;
 			break;
 		}
 		const struct iotlb_slot *s = &t->slot[i];
-		if ((s->perm & access) != access) {
+		if ((LOAD(&s->perm) & access) != access) {
 			ret = -EACCES;
 			break;
 		}
-		uint64_t end = s->last < last ? s->last : last;
-		uintptr_t base = s->hva + (uintptr_t)(addr - t->start[i]);
-		size_t piece = (size_t)(end - addr + 1);
+		uint64_t entry_last = LOAD(&s->last);
+		uint64_t end = entry_last < last ? entry_last : last;
+		uintptr_t base = (uintptr_t)(LOAD(&s->hva) + (a - LOAD(&t->start[i])));
+		size_t piece = (size_t)(end - a + 1);
 		if (n && (uintptr_t)iov[n - 1].iov_base + iov[n - 1].iov_len == base) {
 			iov[n - 1].iov_len += piece;
 		} else {
@@ -602,18 +696,46 @@ int vt_iotlb_translate(struct vt_iotlb *iotlb, uint64_t iova, uint64_t len, unsi
 		if (end == last)
 			break;
 		/* Entries do not overlap, so the next byte can only be in the next entry. */
-		addr = end + 1;
+		a = end + 1;
 		i++;
-		if (i == t->count || t->start[i] != addr)
+		if (i >= count || LOAD(&t->start[i]) != a)
 			i = NO_ENTRY;
 	}
-	if (ret == 0 && i != hint)
-		atomic_store_explicit(&t->hint, i, memory_order_relaxed);
-	unlock(t);
+	*addr = a;
+	*entry = i;
+	*iov_count = n;
+	return ret;
+}
+
+int vt_iotlb_translate(struct vt_iotlb *iotlb, uint64_t iova, uint64_t len, unsigned int access,
+		       struct iovec *iov, unsigned int iov_max, unsigned int *iov_count,
+		       struct vt_as_fault *fault)
+{
+	struct vt_iotlb *t = iotlb;
+	unsigned int n, i, seq;
+	uint64_t addr;
+	int ret;
+
+	*iov_count = 0;
+	if (!valid_access(access))
+		return -EINVAL;
+	if (len == 0)
+		return 0;
+	if (iova + len - 1 < iova)
+		return -EOVERFLOW;
+
+	do {
+		seq = read_begin(t);
+		addr = iova;
+		ret = translate_once(t, &addr, iova + len - 1, access, iov, iov_max, &n, &i);
+	} while (read_retry(t, seq));
 
 	switch (ret) {
 	case 0:
 		*iov_count = n;
+		/* Stored only when it changes: an unchanged hint keeps its line shared. */
+		if (i != atomic_load_explicit(&t->hint, memory_order_relaxed))
+			atomic_store_explicit(&t->hint, i, memory_order_relaxed);
 		atomic_fetch_add_explicit(&t->hits, 1, memory_order_relaxed);
 		break;
 	case -ENOBUFS:
@@ -635,31 +757,40 @@ int vt_iotlb_translate(struct vt_iotlb *iotlb, uint64_t iova, uint64_t len, unsi
 int vt_iotlb_lookup(struct vt_iotlb *iotlb, uint64_t iova, struct vt_iotlb_entry *entry)
 {
 	struct vt_iotlb *t = iotlb;
-	int ret = -ENOENT;
+	uint64_t start, last, hva, perm;
+	unsigned int i, seq;
 
-	read_lock(t);
-	unsigned int i = find_entry(t, iova, atomic_load_explicit(&t->hint, memory_order_relaxed));
-	if (i != NO_ENTRY) {
-		entry->iova = t->start[i];
-		/* Fits: no entry spans all 2^64 addresses, update's size could not express it. */
-		entry->size = t->slot[i].last - t->start[i] + 1;
-		entry->hva = (void *)t->slot[i].hva;
-		entry->perm = t->slot[i].perm;
-		ret = 0;
-	}
-	unlock(t);
-	return ret;
+	do {
+		seq = read_begin(t);
+		unsigned int count = clamp(LOAD(&t->count), t->capacity);
+		i = find_entry(t, iova, atomic_load_explicit(&t->hint, memory_order_relaxed), count);
+		if (i != NO_ENTRY) {
+			start = LOAD(&t->start[i]);
+			last = LOAD(&t->slot[i].last);
+			hva = LOAD(&t->slot[i].hva);
+			perm = LOAD(&t->slot[i].perm);
+		}
+	} while (read_retry(t, seq));
+
+	if (i == NO_ENTRY)
+		return -ENOENT;
+	entry->iova = start;
+	/* Fits: no entry spans all 2^64 addresses, update's size could not express it. */
+	entry->size = last - start + 1;
+	entry->hva = (void *)(uintptr_t)hva;
+	entry->perm = (unsigned int)perm;
+	return 0;
 }
 
 void vt_iotlb_get_stats(struct vt_iotlb *iotlb, struct vt_iotlb_stats *stats)
 {
 	struct vt_iotlb *t = iotlb;
 
-	read_lock(t);
+	writer_lock(t);
 	stats->evictions = t->evictions;
 	stats->invalidations = t->invalidations;
 	stats->entries = t->count;
-	unlock(t);
+	writer_unlock(t);
 	stats->hits = atomic_load_explicit(&t->hits, memory_order_relaxed);
 	stats->misses = atomic_load_explicit(&t->misses, memory_order_relaxed);
 	stats->denied = atomic_load_explicit(&t->denied, memory_order_relaxed);
