@@ -13,12 +13,13 @@
 
 static int usage(FILE *out)
 {
-	fprintf(out, "usage: virtue-bench mem|ring [--json] [--runs N] [--quick]\n"
+	fprintf(out, "usage: virtue-bench mem|ring [--json] [--runs N] [--quick] [--only TEXT]\n"
 		     "  mem     address translation (memory table, IOTLB) and DMA map+unmap per mode\n"
 		     "  ring    virtqueue throughput between two pinned threads, per format and mode\n"
 		     "  --json  one JSON object per result line\n"
 		     "  --runs  repetitions per configuration, median reported (default 5)\n"
-		     "  --quick a tenth of the operations (a smoke run)\n");
+		     "  --quick a tenth of the operations (a smoke run)\n"
+		     "  --only  ring: only configurations whose label (\"split direct 64 32 no\") has it\n");
 	return out == stdout ? 0 : 2;
 }
 
@@ -66,6 +67,8 @@ int main(int argc, char **argv)
 			opts.json = true;
 		else if (strcmp(argv[i], "--quick") == 0)
 			opts.scale = 0.1;
+		else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc)
+			opts.only = argv[++i];
 		else if (strcmp(argv[i], "--runs") == 0 && i + 1 < argc)
 			opts.runs = (unsigned int)strtoul(argv[++i], NULL, 10);
 		else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
