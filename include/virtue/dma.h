@@ -15,6 +15,7 @@
 #ifndef VIRTUE_DMA_H
 #define VIRTUE_DMA_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/uio.h>
@@ -88,6 +89,12 @@ int vt_dma_new(const struct vt_dma_params *params, struct vt_dma **out);
 void vt_dma_free(struct vt_dma *dma);
 
 enum vt_dma_mode vt_dma_mode(const struct vt_dma *dma);
+
+/*
+ * Whether unmapping does anything in this mode (as Linux's dma_need_unmap): false for direct and
+ * premapped, where vt_dma_unmap only checks its arguments, so a hot path may skip it.
+ */
+bool vt_dma_need_unmap(const struct vt_dma *dma);
 
 /*
  * Maps [ptr, ptr + len) for the device. Returns 0 with *bus set, or -EINVAL (len 0, bad dir),

@@ -112,6 +112,13 @@ enum vt_dma_mode vt_dma_mode(const struct vt_dma *dma)
 	return dma->mode;
 }
 
+bool vt_dma_need_unmap(const struct vt_dma *dma)
+{
+	/* Strict and lazy invalidate, bounce copies back; the others have nothing to undo. */
+	return dma->mode == VT_DMA_IOMMU_STRICT || dma->mode == VT_DMA_IOMMU_LAZY ||
+	       dma->mode == VT_DMA_BOUNCE;
+}
+
 static int valid_dir(enum vt_dma_dir dir)
 {
 	return dir == VT_DMA_TO_DEVICE || dir == VT_DMA_FROM_DEVICE || dir == VT_DMA_BIDIRECTIONAL;

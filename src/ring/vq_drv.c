@@ -72,6 +72,7 @@ int vt_vq_drv_new(const struct vt_vq_drv_params *params, struct vt_vq_drv **out)
 	if (vq->indirect_max > vq->num)
 		vq->indirect_max = vq->num;
 	vq->dma = params->dma;
+	vq->need_unmap = vt_dma_need_unmap(params->dma);
 	vq->name = params->name ? params->name : "vq";
 	vq->log = params->log;
 	vq->cb_enabled = true;
@@ -113,6 +114,8 @@ void vt_vq_drv_addrs(const struct vt_vq_drv *vq, uint64_t *desc_addr, uint64_t *
 void vq_drv_unmap_segments(struct vt_vq_drv *vq, const struct vq_desc_shadow *shadow,
 			   unsigned int count)
 {
+	if (!vq->need_unmap)
+		return;
 	for (unsigned int i = 0; i < count; i++) {
 		enum vt_dma_dir dir = (shadow[i].flags & VIRTQ_DESC_F_WRITE) ? VT_DMA_FROM_DEVICE
 									      : VT_DMA_TO_DEVICE;

@@ -229,6 +229,7 @@ struct vt_vq_drv {
 	unsigned int num;
 	unsigned int indirect_max;
 	struct vt_dma *dma;
+	bool need_unmap; /* vt_dma_need_unmap, asked once */
 	const char *name;
 	const struct vt_log *log;
 
