@@ -129,7 +129,7 @@ struct vt_vq_dev {
 
 /* The one log line of a broken queue (either half). */
 void vq_log_broken(const struct vt_log *log, const char *name, enum vt_vq_error error,
-		   const char *fmt, va_list ap);
+		   const char *fmt, va_list ap) __attribute__((format(printf, 4, 0)));
 
 /* Breaks the queue with @error; the first violation is logged with @detail. Returns -EPROTO. */
 int vq_dev_break(struct vt_vq_dev *vq, enum vt_vq_error error, const char *fmt, ...)

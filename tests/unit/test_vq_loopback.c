@@ -88,6 +88,7 @@ struct row {
 	const struct format *format;
 	enum vt_dma_mode dma;
 	bool event_idx, in_order, indirect;
+	bool order_platform; /* VIRTIO_F_ORDER_PLATFORM: the platform barriers */
 	enum notify_mode notify;
 	uint64_t buffers;
 	uint64_t seed;
@@ -95,10 +96,11 @@ struct row {
 
 static void row_name(const struct row *r, char *buf, size_t size)
 {
-	snprintf(buf, size, "%s/%s/%s/%s/%s/%s", r->format->name, vt_dma_mode_name(r->dma),
+	snprintf(buf, size, "%s/%s/%s/%s/%s/%s%s", r->format->name, vt_dma_mode_name(r->dma),
 		 r->event_idx ? "event_idx" : "flags",
 		 r->notify == NOTIFY_EVENTFD ? "eventfd" : "poll",
-		 r->in_order ? "in_order" : "any_order", r->indirect ? "indirect" : "direct_desc");
+		 r->in_order ? "in_order" : "any_order", r->indirect ? "indirect" : "direct_desc",
+		 r->order_platform ? "/order_platform" : "");
 }
 
 /* ---------------------------------------------------------------- buffers */
@@ -317,7 +319,8 @@ static int rig_init(struct rig *g, const struct row *row)
 	bool platform = row->dma != VT_DMA_DIRECT;
 	g->features = F(VERSION_1) | row->format->feature | (row->event_idx ? F(EVENT_IDX) : 0) |
 		      (row->in_order ? F(IN_ORDER) : 0) | (row->indirect ? F(INDIRECT_DESC) : 0) |
-		      (platform ? F(ACCESS_PLATFORM) : 0);
+		      (platform ? F(ACCESS_PLATFORM) : 0) |
+		      (row->order_platform ? F(ORDER_PLATFORM) : 0);
 
 	int ret = vt_shm_new(&g->shm);
 	if (ret == 0)
@@ -883,6 +886,8 @@ static void run_mode(enum vt_dma_mode dma)
 				.notify = (bits & 2) ? NOTIFY_POLL : NOTIFY_EVENTFD,
 				.in_order = bits & 4,
 				.indirect = bits & 8,
+				/* Platform barriers on a quarter of the rows, both formats. */
+				.order_platform = (bits & 5) == 5,
 				.buffers = per_row,
 			};
 			row.seed = mix(vt_test_seed() ^ ((uint64_t)f << 40) ^
