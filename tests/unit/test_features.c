@@ -3,7 +3,8 @@
 #include <errno.h>
 #include <stddef.h>
 
-#include <virtue/features.h>
+/* The umbrella header, so that it is known to compile on its own. */
+#include <virtue/virtue.h>
 #include <virtue/spec/virtio_blk.h>
 #include <virtue/spec/virtio_config.h>
 #include <virtue/spec/virtio_net.h>
