@@ -8,6 +8,7 @@
  * allocators are behind a mutex); adding regions must not run concurrently with anything else.
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -33,6 +34,12 @@ struct vt_shm {
 	struct shm_region regions[VT_SHM_MAX_REGIONS]; /* in the order they were added */
 	uint8_t by_hva[VT_SHM_MAX_REGIONS]; /* indices into regions[], sorted by hva */
 	unsigned int count;
+	/*
+	 * Index (into regions[]) of the region that answered last: nearly every lookup of a
+	 * driver's buffers lands in the same region. A hint, re-checked; relaxed atomic because
+	 * several driver threads share it, stored only when it changes.
+	 */
+	_Atomic unsigned int hint;
 	uint64_t page_size;
 	pthread_mutex_t alloc_lock; /* the regions' allocators */
 };
@@ -195,6 +202,12 @@ int vt_shm_add_host(struct vt_shm *shm, void *hva, uint64_t size, uint64_t gpa,
 /* The region holding the byte at @p, or NULL: binary search over the hva order. */
 static const struct shm_region *region_of(const struct vt_shm *shm, uint64_t p)
 {
+	struct vt_shm *mut = (struct vt_shm *)shm;
+	unsigned int h = atomic_load_explicit(&mut->hint, memory_order_relaxed);
+	if (h < shm->count && p - (uint64_t)(uintptr_t)shm->regions[h].pub.hva <
+				      shm->regions[h].pub.size)
+		return &shm->regions[h];
+
 	unsigned int lo = 0, hi = shm->count;
 
 	while (lo < hi) {
@@ -207,7 +220,10 @@ static const struct shm_region *region_of(const struct vt_shm *shm, uint64_t p)
 	if (lo == 0)
 		return NULL;
 	const struct shm_region *r = &shm->regions[shm->by_hva[lo - 1]];
-	return p - (uint64_t)(uintptr_t)r->pub.hva < r->pub.size ? r : NULL;
+	if (p - (uint64_t)(uintptr_t)r->pub.hva >= r->pub.size)
+		return NULL;
+	atomic_store_explicit(&mut->hint, shm->by_hva[lo - 1], memory_order_relaxed);
+	return r;
 }
 
 int vt_shm_gpa(const struct vt_shm *shm, const void *ptr, size_t len, uint64_t *gpa)
