@@ -33,6 +33,7 @@ bench:
 	ninja -C build-bench
 	build-bench/tools/virtue-bench mem
 	build-bench/tools/virtue-bench ring
+	build-bench/tools/virtue-bench ringcost
 
 fuzz:
 	@scripts/deps.sh

@@ -37,5 +37,6 @@ void bench_header(const struct bench_opts *opts, const char *title, double pingp
 
 int bench_mem(const struct bench_opts *opts);
 int bench_ring(const struct bench_opts *opts);
+int bench_ringcost(const struct bench_opts *opts);
 
 #endif

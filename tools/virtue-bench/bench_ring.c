@@ -321,3 +321,105 @@ int bench_ring(const struct bench_opts *opts)
 		printf("cache-line ping-pong: %.0f ns at start, %.0f ns at end\n", pp, pp_end);
 	return ran && failures == ran ? -1 : 0;
 }
+
+/*
+ * virtue-bench ringcost: both halves on one thread, so no cache line ever crosses CPUs: what the
+ * code itself costs per buffer. Stable under `valgrind --tool=callgrind` (instructions per buffer
+ * = total / buffers), which makes it the figure to optimize the data path against when the
+ * two-thread numbers swing with the vCPU placement.
+ */
+static double ringcost_once(bool packed, uint64_t count)
+{
+	uint64_t features = VT_BIT(VIRTIO_F_VERSION_1) | (packed ? VT_BIT(VIRTIO_F_RING_PACKED) : 0);
+	struct vt_shm *shm = NULL;
+	const struct vt_shm_region *region;
+	struct vt_memtable *table = NULL;
+	struct vt_dma *dma = NULL;
+	struct vt_vq_drv *drv = NULL;
+	struct vt_vq_dev *dev = NULL;
+	void *bufs[32] = {0};
+	double result = -1;
+
+	if (vt_shm_new(&shm) < 0 || vt_shm_add_memfd(shm, 8 << 20, 1ull << 32, &region) < 0)
+		goto out;
+	table = vt_memtable_new(NULL);
+	struct vt_mem_region mr = {.gpa = region->gpa, .size = region->size, .hva = region->hva};
+	struct vt_dma_params dp = {.mode = VT_DMA_DIRECT, .shm = shm};
+	if (!table || vt_memtable_add(table, &mr) < 0 || vt_dma_new(&dp, &dma) < 0)
+		goto out;
+	struct vt_vq_drv_params qp = {.num = RING_SIZE, .features = features, .dma = dma};
+	if (vt_vq_drv_new(&qp, &drv) < 0)
+		goto out;
+	uint64_t desc, driver, device;
+	vt_vq_drv_addrs(drv, &desc, &driver, &device);
+	struct vt_vq_dev_params vp = {.num = RING_SIZE,
+				      .features = features,
+				      .desc_addr = desc,
+				      .driver_addr = driver,
+				      .device_addr = device,
+				      .as = vt_memtable_as(table),
+				      .next_avail = packed ? VT_VQ_PACKED_START : 0};
+	if (vt_vq_dev_new(&vp, &dev) < 0)
+		goto out;
+	for (unsigned int i = 0; i < 32; i++)
+		if (vt_shm_alloc(shm, 64, 64, &bufs[i]) < 0)
+			goto out;
+
+	uint64_t start = bench_now_ns();
+	for (uint64_t n = 0; n < count; n += 32) {
+		struct vt_vq_chain chains[32];
+		struct iovec iov[4];
+		void *token;
+		uint32_t len;
+		for (unsigned int i = 0; i < 32; i++) {
+			struct iovec sg = {bufs[i], 64};
+			if (vt_vq_drv_add(drv, &sg, 1, 0, bufs[i]) < 0)
+				goto out;
+		}
+		vt_vq_drv_kick_prepare(drv);
+		for (unsigned int i = 0; i < 32; i++)
+			if (vt_vq_dev_pop(dev, &chains[i], iov, 4) < 0)
+				goto out;
+		for (unsigned int i = 0; i < 32; i++)
+			vt_vq_dev_push(dev, &chains[i], 0);
+		vt_vq_dev_flush(dev);
+		for (unsigned int i = 0; i < 32; i++)
+			if (vt_vq_drv_get(drv, &token, &len) < 0)
+				goto out;
+	}
+	result = (double)(bench_now_ns() - start) / (double)count;
+out:
+	for (unsigned int i = 0; i < 32; i++)
+		if (bufs[i])
+			vt_shm_release(shm, bufs[i], 64);
+	vt_vq_dev_free(dev);
+	vt_vq_drv_free(drv);
+	if (dma)
+		vt_dma_free(dma);
+	vt_memtable_free(table);
+	vt_shm_free(shm);
+	return result;
+}
+
+int bench_ringcost(const struct bench_opts *opts)
+{
+	uint64_t count = (uint64_t)(4000000 * opts->scale) / 32 * 32;
+	if (!opts->json)
+		printf("virtue-bench ringcost: both halves on one thread, direct DMA, batch 32, %llu "
+		       "buffers, median of %u runs\n",
+		       (unsigned long long)count, opts->runs);
+	for (int packed = 0; packed < 2; packed++) {
+		double v[99];
+		for (unsigned int r = 0; r < opts->runs; r++)
+			v[r] = ringcost_once(packed, count);
+		double ns = bench_median(v, opts->runs);
+		if (ns < 0)
+			return -1;
+		if (opts->json)
+			printf("{\"bench\":\"ringcost\",\"fmt\":\"%s\",\"ns_per_buf\":%.2f}\n",
+			       packed ? "packed" : "split", ns);
+		else
+			printf("%-7s %9.2f ns/buf\n", packed ? "packed" : "split", ns);
+	}
+	return 0;
+}
