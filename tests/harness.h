@@ -28,7 +28,7 @@ extern int vt_test_failed; /* failures in the running test */
 static inline void vt_test_register(const char *name, vt_test_fn fn)
 {
 	if (vt_test_count < VT_TEST_MAX)
-		vt_tests[vt_test_count++] = (struct vt_test_case){name, fn};
+		vt_tests[vt_test_count++] = (struct vt_test_case){ name, fn };
 }
 
 #define VT_TEST(name)                                                                              \

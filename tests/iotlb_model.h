@@ -90,7 +90,7 @@ static inline int iotlb_model_init(struct iotlb_model *m, uint64_t base, uint32_
 				   unsigned int capacity, enum vt_iotlb_full_policy policy,
 				   const struct vt_log *log)
 {
-	struct vt_iotlb_params p = {.max_entries = capacity, .full_policy = policy, .log = log};
+	struct vt_iotlb_params p = { .max_entries = capacity, .full_policy = policy, .log = log };
 	int ret;
 
 	memset(m, 0, sizeof(*m));
@@ -115,7 +115,7 @@ static inline int iotlb_model_init(struct iotlb_model *m, uint64_t base, uint32_
 static inline struct iotlb_model_cut iotlb_model_cut(const struct iotlb_model *m, uint32_t lo,
 						     uint32_t hi)
 {
-	struct iotlb_model_cut c = {0};
+	struct iotlb_model_cut c = { 0 };
 
 	for (uint32_t x = lo; x <= hi; x++) {
 		if (m->id[x] && (x == lo || m->id[x - 1] != m->id[x]))
@@ -350,7 +350,7 @@ static inline void iotlb_model_translate(struct iotlb_model *m, uint64_t iova, u
 					 unsigned int access, unsigned int iov_max)
 {
 	struct iovec want[IOTLB_MODEL_IOV_MAX], got[IOTLB_MODEL_IOV_MAX];
-	struct vt_as_fault fault = {0};
+	struct vt_as_fault fault = { 0 };
 	unsigned int n = 0, got_n = 99;
 	uint64_t fault_addr = 0;
 	int expect = 0;

@@ -67,9 +67,9 @@ static void write_split(struct virtq_desc *p, struct vq_mock_desc d)
 
 static struct vq_mock_desc read_split(const struct virtq_desc *p)
 {
-	return (struct vq_mock_desc){load64(&p->addr), load32(&p->len),
-				     vt_le16_to_cpu(__atomic_load_n(&p->flags, __ATOMIC_RELAXED)),
-				     vt_le16_to_cpu(__atomic_load_n(&p->next, __ATOMIC_RELAXED))};
+	return (struct vq_mock_desc){ load64(&p->addr), load32(&p->len),
+				      vt_le16_to_cpu(__atomic_load_n(&p->flags, __ATOMIC_RELAXED)),
+				      vt_le16_to_cpu(__atomic_load_n(&p->next, __ATOMIC_RELAXED)) };
 }
 
 /* Packed: flags last, with release, since they hand the descriptor over. */
@@ -85,8 +85,8 @@ static struct vq_mock_desc read_packed(const struct pvirtq_desc *p)
 {
 	/* Flags first, with acquire: the rest is read after ownership was seen. */
 	uint16_t flags = load16(&p->flags);
-	return (struct vq_mock_desc){load64(&p->addr), load32(&p->len), flags,
-				     vt_le16_to_cpu(__atomic_load_n(&p->id, __ATOMIC_RELAXED))};
+	return (struct vq_mock_desc){ load64(&p->addr), load32(&p->len), flags,
+				      vt_le16_to_cpu(__atomic_load_n(&p->id, __ATOMIC_RELAXED)) };
 }
 
 /* ---------------------------------------------------------------- mock driver */
@@ -121,8 +121,8 @@ int vq_mock_init(struct vq_mock *m, const struct vq_mock_params *params)
 		return -EINVAL;
 
 	m->map_size = m->size + 2 * (VQ_MOCK_PAGE + VQ_MOCK_CANARY_SIZE);
-	m->map = mmap(NULL, m->map_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
-		      0);
+	m->map =
+	    mmap(NULL, m->map_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (m->map == MAP_FAILED) {
 		m->map = NULL;
 		return -ENOMEM;
@@ -153,13 +153,13 @@ int vq_mock_init(struct vq_mock *m, const struct vq_mock_params *params)
 
 	int ret = 0;
 	if (m->space == VQ_MOCK_MEMTABLE) {
-		struct vt_mem_region r = {.gpa = m->gpa, .size = m->size, .hva = m->mem};
+		struct vt_mem_region r = { .gpa = m->gpa, .size = m->size, .hva = m->mem };
 		m->table = vt_memtable_new(params->log);
 		ret = m->table ? vt_memtable_add(m->table, &r) : -ENOMEM;
 		if (ret == 0)
 			m->as = vt_memtable_as(m->table);
 	} else {
-		struct vt_iotlb_params ip = {.log = params->log};
+		struct vt_iotlb_params ip = { .log = params->log };
 		ret = vt_iotlb_new(&ip, &m->iotlb);
 		if (ret == 0)
 			ret = vt_iotlb_update(m->iotlb, m->gpa, m->size, m->mem, VT_IOTLB_PERM_RW);
@@ -178,11 +178,10 @@ void vq_mock_destroy(struct vq_mock *m)
 	free(m->snapshot);
 	if (m->map)
 		munmap(m->map, m->map_size);
-	*m = (struct vq_mock){0};
+	*m = (struct vq_mock){ 0 };
 }
 
-void vq_mock_dev_params(const struct vq_mock *m, uint64_t features,
-			struct vt_vq_dev_params *params)
+void vq_mock_dev_params(const struct vq_mock *m, uint64_t features, struct vt_vq_dev_params *params)
 {
 	*params = (struct vt_vq_dev_params){
 		.num = m->num,
@@ -479,8 +478,8 @@ static int build_split(struct vq_mock *m, unsigned int n, unsigned int options,
 			return -ENOSPC;
 		c->indirect = true;
 		c->ndesc = 1;
-		struct vq_mock_desc ring = {c->table, n * (uint32_t)sizeof(struct virtq_desc),
-					    VIRTQ_DESC_F_INDIRECT, 0};
+		struct vq_mock_desc ring = { c->table, n * (uint32_t)sizeof(struct virtq_desc),
+					     VIRTQ_DESC_F_INDIRECT, 0 };
 		vq_mock_set_desc(m, head, ring);
 	} else {
 		if (n > m->num)
@@ -492,8 +491,8 @@ static int build_split(struct vq_mock *m, unsigned int n, unsigned int options,
 			uint16_t flags = (uint16_t)((c->writable[i] ? VIRTQ_DESC_F_WRITE : 0) |
 						    (last ? 0 : VIRTQ_DESC_F_NEXT));
 			vq_mock_set_desc(m, c->desc[i],
-					 (struct vq_mock_desc){c->addr[i], c->len[i], flags,
-							       last ? 0 : c->desc[i + 1]});
+					 (struct vq_mock_desc){ c->addr[i], c->len[i], flags,
+								last ? 0 : c->desc[i + 1] });
 		}
 		c->ndesc = (uint16_t)n;
 	}
@@ -536,10 +535,10 @@ static int build_packed(struct vq_mock *m, unsigned int n, unsigned int options,
 		bool last = i + 1 == ndesc;
 		struct vq_mock_desc d;
 		if (c->indirect)
-			d = (struct vq_mock_desc){c->table, table_len, VIRTQ_DESC_F_INDIRECT, id};
+			d = (struct vq_mock_desc){ c->table, table_len, VIRTQ_DESC_F_INDIRECT, id };
 		else
-			d = (struct vq_mock_desc){c->addr[i], c->len[i],
-						  c->writable[i] ? VIRTQ_DESC_F_WRITE : 0, id};
+			d = (struct vq_mock_desc){ c->addr[i], c->len[i],
+						   c->writable[i] ? VIRTQ_DESC_F_WRITE : 0, id };
 		if (!last)
 			d.flags |= VIRTQ_DESC_F_NEXT;
 		d.flags |= vq_mock_packed_avail_bits(wrap);
@@ -673,15 +672,17 @@ bool vq_mock_check_iov(const struct vq_mock *m, const struct vq_mock_chain *c,
 int vq_mock_dev_attach(struct vq_mock_dev *d, const struct vt_vq_drv *drv, unsigned int num,
 		       bool packed, const struct vt_shm *shm)
 {
-	*d = (struct vq_mock_dev){.num = num, .packed = packed, .wrap = true, .used_wrap = true};
+	*d = (struct vq_mock_dev){ .num = num, .packed = packed, .wrap = true, .used_wrap = true };
 	d->table = vt_memtable_new(NULL);
 	if (!d->table)
 		return -ENOMEM;
 	/* Same process: the device sees the driver's shared memory where the driver does. */
 	for (unsigned int i = 0; i < vt_shm_count(shm); i++) {
 		const struct vt_shm_region *r = vt_shm_region(shm, i);
-		struct vt_mem_region mr = {.gpa = r->gpa, .size = r->size, .hva = r->hva,
-					   .uaddr = (uint64_t)(uintptr_t)r->hva};
+		struct vt_mem_region mr = { .gpa = r->gpa,
+					    .size = r->size,
+					    .hva = r->hva,
+					    .uaddr = (uint64_t)(uintptr_t)r->hva };
 		int ret = vt_memtable_add(d->table, &mr);
 		if (ret < 0) {
 			vq_mock_dev_detach(d);
@@ -692,10 +693,10 @@ int vq_mock_dev_attach(struct vq_mock_dev *d, const struct vt_vq_drv *drv, unsig
 	vt_vq_drv_addrs(drv, &d->desc_addr, &d->driver_addr, &d->device_addr);
 
 	size_t desc_size = packed ? sizeof(struct pvirtq_desc) * num : virtq_split_desc_size(num);
-	size_t driver_size = packed ? sizeof(struct pvirtq_event_suppress)
-				    : virtq_split_avail_size(num);
-	size_t device_size = packed ? sizeof(struct pvirtq_event_suppress)
-				    : virtq_split_used_size(num);
+	size_t driver_size =
+	    packed ? sizeof(struct pvirtq_event_suppress) : virtq_split_avail_size(num);
+	size_t device_size =
+	    packed ? sizeof(struct pvirtq_event_suppress) : virtq_split_used_size(num);
 	void *desc, *driver, *device;
 	int ret = vt_as_map_contig(&d->as, d->desc_addr, desc_size, VT_ACCESS_RW, &desc, NULL);
 	if (ret == 0)
@@ -821,8 +822,8 @@ static int take_table(struct vq_mock_dev *d, struct vq_mock_dev_chain *c, struct
 	void *table;
 
 	c->indirect = true;
-	if (count == 0 || vt_as_map_contig(&d->as, ind.addr, ind.len, VT_ACCESS_READ, &table,
-					   NULL) < 0)
+	if (count == 0 ||
+	    vt_as_map_contig(&d->as, ind.addr, ind.len, VT_ACCESS_READ, &table, NULL) < 0)
 		return -EFAULT;
 	if (d->packed) {
 		/* Packed tables are sequential (2.8.7). */
@@ -856,8 +857,8 @@ static int take_split(struct vq_mock_dev *d, struct vq_mock_dev_chain *c)
 		if (steps == 0)
 			c->ring_desc = s;
 		c->ndesc++;
-		int ret = (s.flags & VIRTQ_DESC_F_INDIRECT) ? take_table(d, c, s)
-							     : take_segment(d, c, s);
+		int ret =
+		    (s.flags & VIRTQ_DESC_F_INDIRECT) ? take_table(d, c, s) : take_segment(d, c, s);
 		if (ret < 0)
 			return ret;
 		if ((s.flags & VIRTQ_DESC_F_INDIRECT) || !(s.flags & VIRTQ_DESC_F_NEXT)) {
@@ -884,8 +885,8 @@ static int take_packed(struct vq_mock_dev *d, struct vq_mock_dev_chain *c)
 			c->ring_desc = s;
 		c->ndesc++;
 		c->id = s.next;
-		int ret = (s.flags & VIRTQ_DESC_F_INDIRECT) ? take_table(d, c, s)
-							     : take_segment(d, c, s);
+		int ret =
+		    (s.flags & VIRTQ_DESC_F_INDIRECT) ? take_table(d, c, s) : take_segment(d, c, s);
 		if (ret < 0)
 			return ret;
 		if (++slot == d->num) {
@@ -917,7 +918,7 @@ void vq_mock_dev_complete(struct vq_mock_dev *d, uint16_t id, uint16_t ndesc, ui
 	uint16_t flags = vq_mock_packed_used_bits(d->used_wrap);
 	if (len)
 		flags |= VIRTQ_DESC_F_WRITE;
-	vq_mock_dev_set_packed_desc(d, d->used_slot, (struct vq_mock_desc){0, len, flags, id});
+	vq_mock_dev_set_packed_desc(d, d->used_slot, (struct vq_mock_desc){ 0, len, flags, id });
 	d->used_slot = (uint16_t)(d->used_slot + ndesc);
 	if (d->used_slot >= d->num) {
 		d->used_slot = (uint16_t)(d->used_slot - d->num);

@@ -36,7 +36,7 @@
 /* Most segments a mock chain (or a mock device's view of one) holds. */
 #define VQ_MOCK_MAX_SEGS 512
 /* Bytes around the region: written with this pattern, checked by vq_mock_canaries_intact. */
-#define VQ_MOCK_CANARY      0xa5
+#define VQ_MOCK_CANARY	    0xa5
 #define VQ_MOCK_CANARY_SIZE VQ_MOCK_PAGE
 /* What writable buffers hold before the device writes them. */
 #define VQ_MOCK_POISON 0xee
@@ -66,15 +66,13 @@ static inline uint8_t vq_mock_pattern(uint32_t seed, uint64_t i)
 /* Packed ring: the AVAIL and USED bits of a descriptor made available in wrap @wrap (2.8.1). */
 static inline uint16_t vq_mock_packed_avail_bits(bool wrap)
 {
-	return (uint16_t)((wrap ? VIRTQ_DESC_F_AVAIL : 0) |
-			  (!wrap ? VIRTQ_DESC_F_USED : 0));
+	return (uint16_t)((wrap ? VIRTQ_DESC_F_AVAIL : 0) | (!wrap ? VIRTQ_DESC_F_USED : 0));
 }
 
 /* Packed ring: the bits of a descriptor the device used in wrap @wrap. */
 static inline uint16_t vq_mock_packed_used_bits(bool wrap)
 {
-	return (uint16_t)((wrap ? VIRTQ_DESC_F_AVAIL : 0) |
-			  (wrap ? VIRTQ_DESC_F_USED : 0));
+	return (uint16_t)((wrap ? VIRTQ_DESC_F_AVAIL : 0) | (wrap ? VIRTQ_DESC_F_USED : 0));
 }
 
 /* ---------------------------------------------------------------- mock driver */
@@ -89,25 +87,25 @@ struct vq_mock_params {
 	bool packed;
 	enum vq_mock_space space;
 	uint64_t gpa; /* where the region starts in the device's address space; 0: 1 GiB */
-	size_t size; /* bytes of the region (rings, then a heap); 0: 1 MiB */
+	size_t size;  /* bytes of the region (rings, then a heap); 0: 1 MiB */
 	const struct vt_log *log; /* for the memtable / IOTLB */
 };
 
 /* A chain as vq_mock_build wrote it. */
 struct vq_mock_chain {
-	uint16_t head; /* split: first descriptor index; packed: first slot */
-	uint16_t id; /* what the used entry must carry: split the head, packed the buffer id */
+	uint16_t head;	/* split: first descriptor index; packed: first slot */
+	uint16_t id;	/* what the used entry must carry: split the head, packed the buffer id */
 	uint16_t ndesc; /* ring descriptors (slots) it occupies */
 	bool indirect;
 	uint64_t table; /* indirect: address of the table */
-	uint32_t seed; /* of the readable pattern */
+	uint32_t seed;	/* of the readable pattern */
 	unsigned int nsegs;
 	uint16_t desc[VQ_MOCK_MAX_SEGS]; /* where each segment's descriptor is: index or slot */
 	uint64_t addr[VQ_MOCK_MAX_SEGS];
 	uint32_t len[VQ_MOCK_MAX_SEGS];
 	bool writable[VQ_MOCK_MAX_SEGS];
 	uint32_t readable_bytes, writable_bytes;
-	bool wrap; /* packed: wrap counter of the first slot */
+	bool wrap;	      /* packed: wrap counter of the first slot */
 	uint16_t first_flags; /* packed: written last, by vq_mock_publish */
 };
 
@@ -138,8 +136,8 @@ struct vq_mock {
 	uint16_t next_desc; /* split: next descriptor index a chain starts at */
 	uint16_t avail_idx; /* split: the avail idx vq_mock_publish writes next */
 	uint16_t next_slot; /* packed: next slot to fill */
-	bool wrap; /* packed: its wrap counter */
-	uint16_t next_id; /* packed: next buffer id */
+	bool wrap;	    /* packed: its wrap counter */
+	uint16_t next_id;   /* packed: next buffer id */
 	uint32_t next_seed;
 
 	uint8_t *snapshot; /* copy of the region, for vq_mock_first_change */
@@ -234,13 +232,13 @@ bool vq_mock_check_iov(const struct vq_mock *m, const struct vq_mock_chain *c,
 
 /* A chain as the mock device found it. */
 struct vq_mock_dev_chain {
-	uint16_t id; /* split: head; packed: buffer id */
+	uint16_t id;	/* split: head; packed: buffer id */
 	uint16_t ndesc; /* ring descriptors (slots) */
 	bool indirect;
 	struct vq_mock_desc ring_desc; /* the first ring descriptor, as read */
 	unsigned int nsegs;
 	struct vq_mock_desc seg[VQ_MOCK_MAX_SEGS]; /* segments, table entries if indirect */
-	void *host[VQ_MOCK_MAX_SEGS]; /* where each segment's bytes are */
+	void *host[VQ_MOCK_MAX_SEGS];		   /* where each segment's bytes are */
 	uint32_t readable_bytes, writable_bytes;
 };
 
@@ -259,8 +257,8 @@ struct vq_mock_dev {
 
 	/* Friendly-helper state: what a well-behaved device would be at. */
 	uint16_t last_avail; /* split: next avail entry to take */
-	uint16_t used_idx; /* split: next used entry to write */
-	uint16_t next_slot; /* packed: next slot to read */
+	uint16_t used_idx;   /* split: next used entry to write */
+	uint16_t next_slot;  /* packed: next slot to read */
 	bool wrap;
 	uint16_t used_slot; /* packed: next slot to write used */
 	bool used_wrap;

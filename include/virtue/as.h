@@ -14,14 +14,14 @@
 
 /* What the device does with the bytes. Mappings carry the same bits as permissions. */
 enum vt_access {
-	VT_ACCESS_READ = 1, /* device reads driver memory (driver-to-device buffer) */
+	VT_ACCESS_READ = 1,  /* device reads driver memory (driver-to-device buffer) */
 	VT_ACCESS_WRITE = 2, /* device writes driver memory (device-to-driver buffer) */
 	VT_ACCESS_RW = 3,
 };
 
 /* Where and why a translation failed, for -EFAULT and -EACCES. */
 struct vt_as_fault {
-	uint64_t addr; /* first address that is not mapped or not permitted */
+	uint64_t addr;	     /* first address that is not mapped or not permitted */
 	unsigned int access; /* the access that was asked for (enum vt_access bits) */
 };
 

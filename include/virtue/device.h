@@ -27,7 +27,8 @@ struct vt_device_ops {
 	int (*features_ok)(void *opaque, uint64_t negotiated);
 	/* The driver set DRIVER_OK: queues may run. Optional. */
 	void (*driver_ok)(void *opaque);
-	/* The driver reset the device (status 0): stop queues, forget negotiated state. Optional. */
+	/* The driver reset the device (status 0): stop queues, forget negotiated state. Optional.
+	 */
 	void (*reset)(void *opaque);
 	/*
 	 * The driver wrote config space. Return 0 to accept (the bytes are stored), -EPERM for a
@@ -43,14 +44,14 @@ struct vt_device_ops {
 
 struct vt_device_params {
 	uint32_t device_id; /* VIRTIO_ID_* */
-	const char *name; /* for log lines, e.g. "virtue-blk0" */
-	uint64_t offered; /* device features offered; VERSION_1 is added */
+	const char *name;   /* for log lines, e.g. "virtue-blk0" */
+	uint64_t offered;   /* device features offered; VERSION_1 is added */
 	/*
 	 * Features the device cannot operate without (spec 6.1: a device "MAY fail to operate
 	 * further" if, e.g., ACCESS_PLATFORM is not accepted). VERSION_1 always.
 	 */
 	uint64_t required;
-	const void *config; /* initial config space */
+	const void *config;   /* initial config space */
 	uint32_t config_size; /* at most VT_DEVICE_CONFIG_MAX */
 	const struct vt_device_ops *ops;
 	void *opaque;
@@ -98,7 +99,8 @@ bool vt_device_is_broken(const struct vt_device *dev);
 /* Configuration space. Out-of-range access: -EINVAL. */
 int vt_device_config_read(struct vt_device *dev, uint32_t offset, void *buf, uint32_t len);
 int vt_device_config_write(struct vt_device *dev, uint32_t offset, const void *buf, uint32_t len);
-/* The device changes its own config: the generation moves, the driver is notified after DRIVER_OK. */
+/* The device changes its own config: the generation moves, the driver is notified after DRIVER_OK.
+ */
 int vt_device_config_update(struct vt_device *dev, uint32_t offset, const void *buf, uint32_t len);
 uint32_t vt_device_config_generation(const struct vt_device *dev);
 uint32_t vt_device_config_size(const struct vt_device *dev);

@@ -24,8 +24,8 @@
 #include "shm.h"
 
 enum vt_dma_dir {
-	VT_DMA_TO_DEVICE = 1, /* device reads: IOTLB permission RO */
-	VT_DMA_FROM_DEVICE = 2, /* device writes: WO */
+	VT_DMA_TO_DEVICE = 1,	  /* device reads: IOTLB permission RO */
+	VT_DMA_FROM_DEVICE = 2,	  /* device writes: WO */
 	VT_DMA_BIDIRECTIONAL = 3, /* RW */
 };
 
@@ -67,8 +67,8 @@ struct vt_dma_params {
 	/* iommu modes */
 	const struct vt_dma_iotlb_ops *iotlb_ops;
 	void *iotlb_opaque;
-	uint64_t iova_base; /* 0: 1 MiB */
-	uint64_t iova_size; /* 0: 1 TiB */
+	uint64_t iova_base;	 /* 0: 1 MiB */
+	uint64_t iova_size;	 /* 0: 1 TiB */
 	unsigned int lazy_batch; /* lazy: unmaps queued before a flush; 0: 256 */
 
 	/* bounce: the window is carved out of @shm's region 0 unless given here */

@@ -11,7 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* The name of @bit for a device of type @device_id (VIRTIO_ID_*; 0: transport bits only), or NULL. */
+/* The name of @bit for a device of type @device_id (VIRTIO_ID_*; 0: transport bits only), or NULL.
+ */
 const char *vt_feature_name(uint32_t device_id, unsigned int bit);
 
 /* Looks a name up (with or without its VIRTIO_..._F_ prefix): 0, or -ENOENT. */

@@ -8,9 +8,9 @@
  * Entries are byte granular and never overlap: an update replaces whatever it covers (splitting
  * partially covered entries), an invalidation removes exactly the range given. Lookups are
  * O(log n) (a sorted array under a multi-level index of 16-key blocks, with a last-hit fast path);
- * updates move entries and are O(n) in the worst case. The table is bounded; when full, the configured policy either
- * refuses the update or evicts an entry (the device then misses and asks again, as a hardware
- * IOTLB does).
+ * updates move entries and are O(n) in the worst case. The table is bounded; when full, the
+ * configured policy either refuses the update or evicts an entry (the device then misses and asks
+ * again, as a hardware IOTLB does).
  *
  * Threading: translate and lookup may run on any number of threads concurrently with update and
  * invalidate. They take no lock and write no shared line but the statistics (a sequence lock:
@@ -34,7 +34,7 @@
 
 enum vt_iotlb_full_policy {
 	VT_IOTLB_FULL_REFUSE = 0, /* update returns -ENOSPC */
-	VT_IOTLB_FULL_EVICT = 1, /* an entry is evicted (generation bumps) */
+	VT_IOTLB_FULL_EVICT = 1,  /* an entry is evicted (generation bumps) */
 };
 
 struct vt_iotlb_params {
@@ -44,7 +44,7 @@ struct vt_iotlb_params {
 };
 
 #define VT_IOTLB_DEFAULT_MAX_ENTRIES 65536u
-#define VT_IOTLB_MAX_ENTRIES         (1u << 22)
+#define VT_IOTLB_MAX_ENTRIES	     (1u << 22)
 
 struct vt_iotlb_entry {
 	uint64_t iova;
@@ -54,7 +54,7 @@ struct vt_iotlb_entry {
 };
 
 struct vt_iotlb_stats {
-	uint64_t hits; /* translations fully satisfied */
+	uint64_t hits;	 /* translations fully satisfied */
 	uint64_t misses; /* translations that ended in -EFAULT */
 	uint64_t denied; /* translations that ended in -EACCES */
 	uint64_t evictions;

@@ -14,7 +14,7 @@
 
 struct vt_iotlb_feed {
 	struct vt_memtable *table; /* the driver's memory as the device maps it */
-	struct vt_iotlb *iotlb; /* what the device translates bus addresses with */
+	struct vt_iotlb *iotlb;	   /* what the device translates bus addresses with */
 };
 
 /* Give as vt_dma_params.iotlb_ops with a struct vt_iotlb_feed as iotlb_opaque. */

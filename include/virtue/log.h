@@ -23,6 +23,6 @@ struct vt_log {
 
 /* Formats and emits one line (no trailing newline needed) through @log. */
 void vt_log(const struct vt_log *log, enum vt_log_level level, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 #endif

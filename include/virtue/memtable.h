@@ -19,9 +19,9 @@
 #define VT_MEMTABLE_MAX_REGIONS 509
 
 struct vt_mem_region {
-	uint64_t gpa; /* driver-physical start */
-	uint64_t size; /* bytes, > 0 */
-	void *hva; /* where the device's process sees the first byte */
+	uint64_t gpa;	/* driver-physical start */
+	uint64_t size;	/* bytes, > 0 */
+	void *hva;	/* where the device's process sees the first byte */
 	uint64_t uaddr; /* the driver process's own address of the first byte (vhost-user), or 0 */
 };
 

@@ -36,7 +36,7 @@ enum vt_barrier_kind {
 static inline enum vt_barrier_kind vt_barrier_kind(uint64_t negotiated)
 {
 	return (negotiated & VT_BIT(VIRTIO_F_ORDER_PLATFORM)) ? VT_BARRIERS_PLATFORM
-								: VT_BARRIERS_WEAK;
+							      : VT_BARRIERS_WEAK;
 }
 
 #endif

@@ -17,7 +17,7 @@ struct vt_shm_region {
 	void *hva; /* this process's mapping */
 	uint64_t size;
 	uint64_t gpa; /* driver-physical address the device is told */
-	int fd; /* memfd, for sharing; -1 for memory the caller provided */
+	int fd;	      /* memfd, for sharing; -1 for memory the caller provided */
 	uint64_t fd_offset;
 };
 

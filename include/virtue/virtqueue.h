@@ -33,24 +33,24 @@
 enum vt_vq_error {
 	VT_VQ_OK = 0,
 	/* Device half: what the driver wrote. */
-	VT_VQ_ERR_RING_UNMAPPED, /* a ring area is not mapped (or not contiguous) */
-	VT_VQ_ERR_AVAIL_IDX, /* avail idx moved by more than the queue size (2.7.6) */
-	VT_VQ_ERR_HEAD_RANGE, /* head index not below the queue size */
-	VT_VQ_ERR_NEXT_RANGE, /* next index not below the table size */
+	VT_VQ_ERR_RING_UNMAPPED,  /* a ring area is not mapped (or not contiguous) */
+	VT_VQ_ERR_AVAIL_IDX,	  /* avail idx moved by more than the queue size (2.7.6) */
+	VT_VQ_ERR_HEAD_RANGE,	  /* head index not below the queue size */
+	VT_VQ_ERR_NEXT_RANGE,	  /* next index not below the table size */
 	VT_VQ_ERR_CHAIN_TOO_LONG, /* more descriptors than the queue size: a loop (2.7.5) */
 	VT_VQ_ERR_INDIRECT_NOT_NEGOTIATED, /* INDIRECT without VIRTIO_F_INDIRECT_DESC */
-	VT_VQ_ERR_INDIRECT_NESTED, /* INDIRECT inside an indirect table (2.7.5.3.1) */
-	VT_VQ_ERR_INDIRECT_WITH_NEXT, /* INDIRECT together with NEXT (2.7.5.3.1) */
-	VT_VQ_ERR_INDIRECT_LEN, /* table length 0, not a multiple of 16, or too large */
+	VT_VQ_ERR_INDIRECT_NESTED,	   /* INDIRECT inside an indirect table (2.7.5.3.1) */
+	VT_VQ_ERR_INDIRECT_WITH_NEXT,	   /* INDIRECT together with NEXT (2.7.5.3.1) */
+	VT_VQ_ERR_INDIRECT_LEN,		   /* table length 0, not a multiple of 16, or too large */
 	VT_VQ_ERR_READABLE_AFTER_WRITABLE, /* device-readable after device-writable (2.7.4.2) */
-	VT_VQ_ERR_TOTAL_LEN, /* chain longer than 2^32 bytes in total (2.7.5.2) */
-	VT_VQ_ERR_UNMAPPED, /* buffer address not in the address space */
-	VT_VQ_ERR_PERMISSION, /* mapping lacks the access the descriptor needs */
-	VT_VQ_ERR_BUFFER_ID, /* packed: buffer id not below the queue size */
+	VT_VQ_ERR_TOTAL_LEN,		   /* chain longer than 2^32 bytes in total (2.7.5.2) */
+	VT_VQ_ERR_UNMAPPED,		   /* buffer address not in the address space */
+	VT_VQ_ERR_PERMISSION,		   /* mapping lacks the access the descriptor needs */
+	VT_VQ_ERR_BUFFER_ID,		   /* packed: buffer id not below the queue size */
 	VT_VQ_ERR_BUFFER_ID_IN_FLIGHT, /* buffer id (packed) or head (split) already in flight */
 	/* Driver half: what the device wrote. */
-	VT_VQ_ERR_USED_IDX, /* used idx moved by more than the buffers outstanding */
-	VT_VQ_ERR_USED_ID, /* used id out of range or not an outstanding buffer */
+	VT_VQ_ERR_USED_IDX,  /* used idx moved by more than the buffers outstanding */
+	VT_VQ_ERR_USED_ID,   /* used id out of range or not an outstanding buffer */
 	VT_VQ_ERR_USED_WRAP, /* packed: used descriptor with inconsistent AVAIL/USED bits */
 	/* Either half: the local caller misused the queue. */
 	VT_VQ_ERR_NOT_IN_FLIGHT, /* device model returned a chain the queue did not hand out */
@@ -66,12 +66,12 @@ const char *vt_vq_error_str(enum vt_vq_error error);
 #define VT_VQ_PACKED_START (1u << 15)
 
 struct vt_vq_dev_params {
-	unsigned int num; /* queue size: split a power of two, packed any, at most 32768 */
-	uint64_t features; /* negotiated */
-	uint64_t desc_addr; /* descriptor area */
+	unsigned int num;     /* queue size: split a power of two, packed any, at most 32768 */
+	uint64_t features;    /* negotiated */
+	uint64_t desc_addr;   /* descriptor area */
 	uint64_t driver_addr; /* split: available ring; packed: driver event suppression */
 	uint64_t device_addr; /* split: used ring; packed: device event suppression */
-	struct vt_as as; /* how addresses become bytes */
+	struct vt_as as;      /* how addresses become bytes */
 	/*
 	 * Where to resume (vhost-user SET_VRING_BASE): split: the next avail index to read;
 	 * packed: bits 0-14 the next descriptor, bit 15 its wrap counter. The used side resumes
@@ -80,13 +80,13 @@ struct vt_vq_dev_params {
 	 */
 	uint16_t next_avail;
 	unsigned int max_chain; /* most descriptors accepted per chain; 0: the queue size */
-	const char *name; /* for log lines */
+	const char *name;	/* for log lines */
 	const struct vt_log *log;
 };
 
 /* One available buffer, as vt_vq_dev_pop hands it out. */
 struct vt_vq_chain {
-	uint16_t id; /* split: head index; packed: buffer id. The used entry carries it. */
+	uint16_t id;	/* split: head index; packed: buffer id. The used entry carries it. */
 	uint16_t ndesc; /* descriptors the chain occupies in the ring (packed: slots to skip) */
 	unsigned int nreadable; /* iov[0 .. nreadable) device-readable */
 	unsigned int nwritable; /* iov[nreadable .. nreadable + nwritable) device-writable */
@@ -154,8 +154,8 @@ unsigned int vt_vq_dev_in_flight(const struct vt_vq_dev *vq);
 /* ---------------------------------------------------------------- driver half */
 
 struct vt_vq_drv_params {
-	unsigned int num; /* queue size */
-	uint64_t features; /* negotiated */
+	unsigned int num;   /* queue size */
+	uint64_t features;  /* negotiated */
 	struct vt_dma *dma; /* rings are allocated and buffers mapped through it */
 	/*
 	 * Most segments an indirect table holds (0: 32). With INDIRECT_DESC negotiated, a buffer of

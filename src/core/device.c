@@ -22,7 +22,7 @@ struct vt_device {
 	uint64_t offered;
 	uint64_t required;
 	uint64_t driver_features; /* as last written by the driver */
-	uint64_t negotiated; /* valid while FEATURES_OK is set */
+	uint64_t negotiated;	  /* valid while FEATURES_OK is set */
 	_Atomic uint8_t status;
 	bool needs_reset_logged;
 	uint8_t config[VT_DEVICE_CONFIG_MAX];
@@ -37,8 +37,7 @@ static const struct vt_device_ops no_ops;
 
 int vt_device_new(const struct vt_device_params *params, struct vt_device **out)
 {
-	if (params->config_size > VT_DEVICE_CONFIG_MAX ||
-	    (params->config_size && !params->config))
+	if (params->config_size > VT_DEVICE_CONFIG_MAX || (params->config_size && !params->config))
 		return -EINVAL;
 	struct vt_device *dev = calloc(1, sizeof(*dev));
 	if (!dev)
@@ -144,8 +143,10 @@ static const char *features_problem(const struct vt_device *dev, uint64_t featur
 	if (features & ~dev->offered) {
 		char names[256];
 		vt_features_str(dev->device_id, features & ~dev->offered, names, sizeof(names));
-		snprintf(buf, size, "driver accepted features the device did not offer: %s "
-			 "(virtio 2.2.1)", names);
+		snprintf(buf, size,
+			 "driver accepted features the device did not offer: %s "
+			 "(virtio 2.2.1)",
+			 names);
 		return buf;
 	}
 	if ((features & dev->required) != dev->required) {
@@ -204,8 +205,9 @@ int vt_device_set_status(struct vt_device *dev, uint8_t status)
 	else if ((status & VIRTIO_CONFIG_S_DRIVER_OK) && !(status & VIRTIO_CONFIG_S_FEATURES_OK))
 		violation = "DRIVER_OK set without FEATURES_OK (virtio 3.1.1)";
 	else if ((status & VIRTIO_CONFIG_S_DRIVER_OK) && !(old & VIRTIO_CONFIG_S_FEATURES_OK))
-		violation = "DRIVER_OK set in the same write as FEATURES_OK, before the driver could "
-			    "re-read it (virtio 3.1.1)";
+		violation =
+		    "DRIVER_OK set in the same write as FEATURES_OK, before the driver could "
+		    "re-read it (virtio 3.1.1)";
 	if (violation) {
 		pthread_mutex_unlock(&dev->lock);
 		vt_log(dev->log, VT_LOG_ERROR, "%s: status 0x%02x refused: %s", dev->name, status,
@@ -213,10 +215,10 @@ int vt_device_set_status(struct vt_device *dev, uint8_t status)
 		return -EPROTO;
 	}
 
-	bool features_ok_now = (status & VIRTIO_CONFIG_S_FEATURES_OK) &&
-			       !(old & VIRTIO_CONFIG_S_FEATURES_OK);
-	bool driver_ok_now = (status & VIRTIO_CONFIG_S_DRIVER_OK) &&
-			     !(old & VIRTIO_CONFIG_S_DRIVER_OK);
+	bool features_ok_now =
+	    (status & VIRTIO_CONFIG_S_FEATURES_OK) && !(old & VIRTIO_CONFIG_S_FEATURES_OK);
+	bool driver_ok_now =
+	    (status & VIRTIO_CONFIG_S_DRIVER_OK) && !(old & VIRTIO_CONFIG_S_DRIVER_OK);
 	uint64_t features = dev->driver_features;
 	const struct vt_device_ops *ops = dev->ops;
 	char why[512];

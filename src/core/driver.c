@@ -163,7 +163,8 @@ bool vt_driver_device_needs_reset(const struct vt_driver *drv)
 
 int vt_driver_config_read(struct vt_driver *drv, uint32_t offset, void *buf, uint32_t len)
 {
-	/* 2.5.1 Driver Requirements: Device Configuration Space: read until generation is stable. */
+	/* 2.5.1 Driver Requirements: Device Configuration Space: read until generation is stable.
+	 */
 	for (int attempt = 0; attempt < CONFIG_READ_RETRIES; attempt++) {
 		uint32_t before = drv->ops->config_generation(drv->transport);
 		int r = drv->ops->read_config(drv->transport, offset, buf, len);

@@ -17,11 +17,11 @@ static const struct {
 	const char *name; /* what vt_dma_mode_name gives */
 	const char *short_name;
 } mode_names[] = {
-	{VT_DMA_DIRECT, "direct", "direct"},
-	{VT_DMA_IOMMU_STRICT, "iommu-strict", "strict"},
-	{VT_DMA_IOMMU_LAZY, "iommu-lazy", "lazy"},
-	{VT_DMA_IOMMU_PREMAPPED, "iommu-premapped", "premapped"},
-	{VT_DMA_BOUNCE, "bounce", "bounce"},
+	{ VT_DMA_DIRECT, "direct", "direct" },
+	{ VT_DMA_IOMMU_STRICT, "iommu-strict", "strict" },
+	{ VT_DMA_IOMMU_LAZY, "iommu-lazy", "lazy" },
+	{ VT_DMA_IOMMU_PREMAPPED, "iommu-premapped", "premapped" },
+	{ VT_DMA_BOUNCE, "bounce", "bounce" },
 };
 
 #define MODE_COUNT (sizeof(mode_names) / sizeof(mode_names[0]))
@@ -232,18 +232,18 @@ void vt_dma_get_stats(const struct vt_dma *dma, struct vt_dma_stats *stats)
 		.unmaps = atomic_load_explicit(&c->unmaps, memory_order_relaxed),
 		.iotlb_updates = atomic_load_explicit(&c->iotlb_updates, memory_order_relaxed),
 		.iotlb_invalidations =
-			atomic_load_explicit(&c->iotlb_invalidations, memory_order_relaxed),
+		    atomic_load_explicit(&c->iotlb_invalidations, memory_order_relaxed),
 		.flushes = atomic_load_explicit(&c->flushes, memory_order_relaxed),
 		.bounce_bytes_in = atomic_load_explicit(&c->bounce_bytes_in, memory_order_relaxed),
 		.bounce_bytes_out =
-			atomic_load_explicit(&c->bounce_bytes_out, memory_order_relaxed),
+		    atomic_load_explicit(&c->bounce_bytes_out, memory_order_relaxed),
 		.map_failures = atomic_load_explicit(&c->map_failures, memory_order_relaxed),
 	};
 }
 
 int vt_dma_record_pool_init(struct vt_dma_record_pool *pool, uint32_t capacity)
 {
-	*pool = (struct vt_dma_record_pool){0};
+	*pool = (struct vt_dma_record_pool){ 0 };
 	/* calloc: records are touched only as far as the pool is used. */
 	pool->records = calloc((size_t)capacity + 1, sizeof(*pool->records));
 	if (!pool->records)
@@ -255,7 +255,7 @@ int vt_dma_record_pool_init(struct vt_dma_record_pool *pool, uint32_t capacity)
 void vt_dma_record_pool_destroy(struct vt_dma_record_pool *pool)
 {
 	free(pool->records);
-	*pool = (struct vt_dma_record_pool){0};
+	*pool = (struct vt_dma_record_pool){ 0 };
 }
 
 uint32_t vt_dma_record_get(struct vt_dma_record_pool *pool)
@@ -268,7 +268,7 @@ uint32_t vt_dma_record_get(struct vt_dma_record_pool *pool)
 		i = ++pool->high_water;
 	else
 		return 0;
-	pool->records[i] = (struct vt_dma_record){0};
+	pool->records[i] = (struct vt_dma_record){ 0 };
 	pool->live++;
 	return i;
 }
@@ -295,7 +295,7 @@ int vt_dma_record_find(const struct vt_dma *dma, const struct vt_range_alloc *ra
 	if (rec && rec->state == VT_DMA_RECORD_LIVE &&
 	    (exact ? rec->bus == bus
 		   : bus >= rec->bus && bus - rec->bus < rec->len &&
-			     len <= rec->len - (bus - rec->bus))) {
+			 len <= rec->len - (bus - rec->bus))) {
 		if ((!exact || rec->len == len) && rec->dir == dir) {
 			*tag = info.tag;
 			return 0;

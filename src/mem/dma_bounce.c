@@ -59,8 +59,7 @@ static int reserve_slot(struct dma_bounce *b, uint64_t len, uint64_t align, uint
 	return ret;
 }
 
-static int bounce_map(struct vt_dma *dma, void *ptr, size_t len, enum vt_dma_dir dir,
-		      uint64_t *bus)
+static int bounce_map(struct vt_dma *dma, void *ptr, size_t len, enum vt_dma_dir dir, uint64_t *bus)
 {
 	struct dma_bounce *b = to_bounce(dma);
 	uint32_t tag;
@@ -101,7 +100,7 @@ static int bounce_map(struct vt_dma *dma, void *ptr, size_t len, enum vt_dma_dir
 static uint64_t window_offset(const struct dma_bounce *b, uint64_t bus)
 {
 	return bus >= b->window_gpa && bus - b->window_gpa < b->window_size ? bus - b->window_gpa
-									   : UINT64_MAX;
+									    : UINT64_MAX;
 }
 
 static int find_live(struct dma_bounce *b, const char *op, uint64_t bus, size_t len,
@@ -176,8 +175,7 @@ static int bounce_sync(struct vt_dma *dma, uint64_t bus, size_t len, enum vt_dma
 	return 0;
 }
 
-static int bounce_sync_for_device(struct vt_dma *dma, uint64_t bus, size_t len,
-				  enum vt_dma_dir dir)
+static int bounce_sync_for_device(struct vt_dma *dma, uint64_t bus, size_t len, enum vt_dma_dir dir)
 {
 	return bounce_sync(dma, bus, len, dir, 1);
 }
@@ -269,8 +267,8 @@ static const struct vt_dma_ops bounce_ops = {
 
 int vt_dma_bounce_create(const struct vt_dma_params *params, struct vt_dma **out)
 {
-	uint64_t size = params->bounce_window_size ? params->bounce_window_size
-						   : BOUNCE_DEFAULT_WINDOW;
+	uint64_t size =
+	    params->bounce_window_size ? params->bounce_window_size : BOUNCE_DEFAULT_WINDOW;
 
 	if (size < BOUNCE_SLOT_GRANULE || size > SIZE_MAX) {
 		vt_log(params->log, VT_LOG_ERROR, "dma(bounce): window of %llu bytes refused",
@@ -302,9 +300,8 @@ int vt_dma_bounce_create(const struct vt_dma_params *params, struct vt_dma **out
 	vt_shm_gpa(params->shm, window, size, &b->window_gpa);
 
 	uint64_t slots = size / BOUNCE_SLOT_GRANULE;
-	ret = vt_dma_record_pool_init(&b->records, slots < VT_DMA_MAX_MAPPINGS
-							   ? (uint32_t)slots
-							   : VT_DMA_MAX_MAPPINGS);
+	ret = vt_dma_record_pool_init(
+	    &b->records, slots < VT_DMA_MAX_MAPPINGS ? (uint32_t)slots : VT_DMA_MAX_MAPPINGS);
 	if (ret == 0)
 		ret = vt_range_alloc_init(&b->slots, 0, size, BOUNCE_SLOT_GRANULE,
 					  2 * VT_DMA_MAX_MAPPINGS);

@@ -10,8 +10,7 @@
 
 #include "mem/dma_impl.h"
 
-static int direct_map(struct vt_dma *dma, void *ptr, size_t len, enum vt_dma_dir dir,
-		      uint64_t *bus)
+static int direct_map(struct vt_dma *dma, void *ptr, size_t len, enum vt_dma_dir dir, uint64_t *bus)
 {
 	int ret = vt_shm_gpa(dma->shm, ptr, len, bus);
 	if (ret < 0)

@@ -77,16 +77,16 @@ int vt_dma_bounce_create(const struct vt_dma_params *params, struct vt_dma **out
  */
 enum vt_dma_record_state {
 	VT_DMA_RECORD_UNUSED = 0,
-	VT_DMA_RECORD_LIVE, /* mapped; unmap and sync accept it */
+	VT_DMA_RECORD_LIVE,	/* mapped; unmap and sync accept it */
 	VT_DMA_RECORD_RETIRING, /* unmapped, but its bus addresses are not yet reusable */
 };
 
 struct vt_dma_record {
 	void *cpu; /* the driver's pointer */
 	uint64_t len;
-	uint64_t bus; /* what map returned */
+	uint64_t bus;	    /* what map returned */
 	uint64_t bus_block; /* start of the range-allocator block behind it */
-	uint64_t bus_size; /* the size that block was allocated with */
+	uint64_t bus_size;  /* the size that block was allocated with */
 	uint32_t next_unused;
 	uint8_t dir;
 	uint8_t state;
@@ -99,7 +99,7 @@ struct vt_dma_record_pool {
 	uint32_t capacity;
 	uint32_t high_water;
 	uint32_t unused; /* records given back, linked through next_unused */
-	uint32_t live; /* records not UNUSED */
+	uint32_t live;	 /* records not UNUSED */
 };
 
 int vt_dma_record_pool_init(struct vt_dma_record_pool *pool, uint32_t capacity);

@@ -20,10 +20,10 @@
 
 #include "mem/dma_impl.h"
 
-#define IOVA_DEFAULT_BASE   (1ULL << 20)
-#define IOVA_DEFAULT_SIZE   (1ULL << 40)
-#define LAZY_DEFAULT_BATCH  256u
-#define PAGE_MASK           ((uint64_t)VT_DMA_IOMMU_PAGE - 1)
+#define IOVA_DEFAULT_BASE  (1ULL << 20)
+#define IOVA_DEFAULT_SIZE  (1ULL << 40)
+#define LAZY_DEFAULT_BATCH 256u
+#define PAGE_MASK	   ((uint64_t)VT_DMA_IOMMU_PAGE - 1)
 
 /* A region mapped once, RW, at creation (premapped mode). */
 struct premapped_region {
@@ -36,7 +36,7 @@ struct premapped_region {
 struct pending_range {
 	uint64_t iova;
 	uint64_t bytes; /* the whole allocator block: nothing else lives in it */
-	uint32_t tag; /* its record, RETIRING until the invalidation is published */
+	uint32_t tag;	/* its record, RETIRING until the invalidation is published */
 };
 
 struct dma_iommu {
@@ -194,8 +194,7 @@ static int reserve_iova(struct dma_iommu *m, uint64_t size, uint32_t *tag, uint6
 				return 0;
 			vt_dma_record_put(&m->records, *tag);
 		}
-		if (ret != -ENOSPC || attempt > 0 || m->pending_count == 0 ||
-		    flush_locked(m) < 0) {
+		if (ret != -ENOSPC || attempt > 0 || m->pending_count == 0 || flush_locked(m) < 0) {
 			vt_log(m->dma.log, VT_LOG_ERROR,
 			       "dma(%s): no IOVA space or mapping record for 0x%llx bytes (%u "
 			       "mappings live)",
@@ -205,8 +204,7 @@ static int reserve_iova(struct dma_iommu *m, uint64_t size, uint32_t *tag, uint6
 	}
 }
 
-static int iommu_map(struct vt_dma *dma, void *ptr, size_t len, enum vt_dma_dir dir,
-		     uint64_t *bus)
+static int iommu_map(struct vt_dma *dma, void *ptr, size_t len, enum vt_dma_dir dir, uint64_t *bus)
 {
 	struct dma_iommu *m = to_iommu(dma);
 	uint64_t p = (uint64_t)(uintptr_t)ptr, offset = p & PAGE_MASK, gpa;
@@ -507,7 +505,8 @@ static int premap_regions(struct dma_iommu *m)
 
 	for (unsigned int i = 0; i < vt_shm_count(shm); i++) {
 		const struct vt_shm_region *r = vt_shm_region(shm, i);
-		struct premapped_region pr = {.hva = (uint64_t)(uintptr_t)r->hva, .size = r->size};
+		struct premapped_region pr = { .hva = (uint64_t)(uintptr_t)r->hva,
+					       .size = r->size };
 		int ret = vt_range_alloc_alloc(&m->iova, r->size, VT_DMA_IOMMU_PAGE, 0, &pr.iova);
 		if (ret < 0) {
 			vt_log(m->dma.log, VT_LOG_ERROR,
@@ -540,8 +539,8 @@ int vt_dma_iommu_create(const struct vt_dma_params *params, struct vt_dma **out)
 		vt_log(params->log, VT_LOG_ERROR,
 		       "dma(%s): IOVA space 0x%llx+0x%llx must be whole %u-byte pages without "
 		       "wrapping, and lazy_batch (%u) at most %u",
-		       name, (unsigned long long)base, (unsigned long long)size,
-		       VT_DMA_IOMMU_PAGE, batch, VT_DMA_MAX_MAPPINGS);
+		       name, (unsigned long long)base, (unsigned long long)size, VT_DMA_IOMMU_PAGE,
+		       batch, VT_DMA_MAX_MAPPINGS);
 		return -EINVAL;
 	}
 

@@ -337,7 +337,7 @@ static void free_arrays(struct vt_iotlb *t)
 
 int vt_iotlb_new(const struct vt_iotlb_params *params, struct vt_iotlb **out)
 {
-	struct vt_iotlb_params p = params ? *params : (struct vt_iotlb_params){0};
+	struct vt_iotlb_params p = params ? *params : (struct vt_iotlb_params){ 0 };
 	struct vt_iotlb *t;
 	int ret;
 
@@ -509,7 +509,7 @@ static void splice(struct vt_iotlb *t, const struct overlap *o, uint64_t iova, u
 		   const struct iotlb_slot *entry)
 {
 	unsigned int keep = o->head + (entry != NULL) + o->tail;
-	struct iotlb_slot head = {0}, tail = {0};
+	struct iotlb_slot head = { 0 }, tail = { 0 };
 	uint64_t head_start = 0, tail_start = 0;
 	unsigned int w = o->first;
 
@@ -567,7 +567,7 @@ int vt_iotlb_update(struct vt_iotlb *iotlb, uint64_t iova, uint64_t size, void *
 		return -EINVAL;
 
 	uint64_t last = iova + size - 1;
-	struct iotlb_slot entry = {.last = last, .hva = host, .perm = perm};
+	struct iotlb_slot entry = { .last = last, .hva = host, .perm = perm };
 	unsigned int evicted = 0;
 
 	writer_lock(t);
@@ -763,7 +763,8 @@ int vt_iotlb_lookup(struct vt_iotlb *iotlb, uint64_t iova, struct vt_iotlb_entry
 	do {
 		seq = read_begin(t);
 		unsigned int count = clamp(LOAD(&t->count), t->capacity);
-		i = find_entry(t, iova, atomic_load_explicit(&t->hint, memory_order_relaxed), count);
+		i = find_entry(t, iova, atomic_load_explicit(&t->hint, memory_order_relaxed),
+			       count);
 		if (i != NO_ENTRY) {
 			start = LOAD(&t->start[i]);
 			last = LOAD(&t->slot[i].last);
@@ -817,5 +818,5 @@ static const struct vt_as_ops iotlb_as_ops = {
 
 struct vt_as vt_iotlb_as(struct vt_iotlb *iotlb)
 {
-	return (struct vt_as){.ops = &iotlb_as_ops, .impl = iotlb};
+	return (struct vt_as){ .ops = &iotlb_as_ops, .impl = iotlb };
 }

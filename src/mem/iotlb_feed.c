@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* The in-process IOTLB feed (iotlb_feed.h): uaddr -> host through the memory table, then the IOTLB. */
+/* The in-process IOTLB feed (iotlb_feed.h): uaddr -> host through the memory table, then the IOTLB.
+ */
 #include <virtue/iotlb_feed.h>
 
 static int feed_update(void *opaque, uint64_t iova, uint64_t size, uint64_t uaddr,

@@ -13,7 +13,7 @@
 
 struct vt_range_block {
 	uint64_t start; /* in granules from base; the hash key */
-	uint64_t size; /* allocated: the bytes asked for, which free must repeat */
+	uint64_t size;	/* allocated: the bytes asked for, which free must repeat */
 	union {
 		struct {
 			uint32_t prev, next; /* free: the order's list */
@@ -150,7 +150,7 @@ static bool valid_request(uint64_t size, uint64_t align)
 int vt_range_alloc_init(struct vt_range_alloc *ra, uint64_t base, uint64_t size, uint64_t granule,
 			uint32_t max_blocks)
 {
-	*ra = (struct vt_range_alloc){0};
+	*ra = (struct vt_range_alloc){ 0 };
 	if (granule == 0 || (granule & (granule - 1)) || size < granule || base + (size - 1) < base)
 		return -EINVAL;
 	ra->base = base;
@@ -195,7 +195,7 @@ void vt_range_alloc_destroy(struct vt_range_alloc *ra)
 {
 	free(ra->blocks);
 	free(ra->buckets);
-	*ra = (struct vt_range_alloc){0};
+	*ra = (struct vt_range_alloc){ 0 };
 }
 
 int vt_range_alloc_alloc(struct vt_range_alloc *ra, uint64_t size, uint64_t align, uint32_t tag,
@@ -303,8 +303,7 @@ uint64_t vt_range_alloc_free_bytes(const struct vt_range_alloc *ra)
 	return ra->free_granules << ra->granule_shift;
 }
 
-uint64_t vt_range_alloc_block_bytes(const struct vt_range_alloc *ra, uint64_t size,
-				    uint64_t align)
+uint64_t vt_range_alloc_block_bytes(const struct vt_range_alloc *ra, uint64_t size, uint64_t align)
 {
 	if (!valid_request(size, align))
 		return 0;

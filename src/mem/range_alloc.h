@@ -26,21 +26,21 @@ struct vt_range_alloc {
 	unsigned int granule_shift;
 	struct vt_range_block *blocks; /* [1, capacity]; index 0 means "none" */
 	uint32_t capacity;
-	uint32_t in_use; /* records holding a free or allocated block */
+	uint32_t in_use;     /* records holding a free or allocated block */
 	uint32_t high_water; /* records ever handed out; beyond it the pool is untouched */
-	uint32_t recycled; /* records given back, linked through hash_next */
-	uint32_t *buckets; /* block start -> record index, chained */
+	uint32_t recycled;   /* records given back, linked through hash_next */
+	uint32_t *buckets;   /* block start -> record index, chained */
 	unsigned int bucket_bits;
 	uint32_t free_head[VT_RANGE_ALLOC_ORDERS]; /* per-order free lists */
-	uint64_t free_orders; /* bit k set: free_head[k] is not empty */
+	uint64_t free_orders;			   /* bit k set: free_head[k] is not empty */
 };
 
 /* What vt_range_alloc_find reports about the allocation containing an address. */
 struct vt_range_block_info {
-	uint64_t addr; /* first byte of the allocation */
-	uint64_t size; /* the size it was asked for with */
+	uint64_t addr;	      /* first byte of the allocation */
+	uint64_t size;	      /* the size it was asked for with */
 	uint64_t block_bytes; /* what it really holds: size rounded up to a power-of-two block */
-	uint32_t tag; /* the caller's tag given at allocation */
+	uint32_t tag;	      /* the caller's tag given at allocation */
 };
 
 /*
@@ -77,7 +77,6 @@ int vt_range_alloc_find(const struct vt_range_alloc *ra, uint64_t addr,
 uint64_t vt_range_alloc_free_bytes(const struct vt_range_alloc *ra);
 
 /* Bytes an allocation of @size and @align takes out of the range (0 if it can never fit). */
-uint64_t vt_range_alloc_block_bytes(const struct vt_range_alloc *ra, uint64_t size,
-				    uint64_t align);
+uint64_t vt_range_alloc_block_bytes(const struct vt_range_alloc *ra, uint64_t size, uint64_t align);
 
 #endif

@@ -25,14 +25,14 @@
 
 struct shm_region {
 	struct vt_shm_region pub;
-	bool owned; /* created here: unmapped and closed by vt_shm_free */
+	bool owned;	/* created here: unmapped and closed by vt_shm_free */
 	bool has_alloc; /* large enough to carve allocations from */
 	struct vt_range_alloc alloc;
 };
 
 struct vt_shm {
 	struct shm_region regions[VT_SHM_MAX_REGIONS]; /* in the order they were added */
-	uint8_t by_hva[VT_SHM_MAX_REGIONS]; /* indices into regions[], sorted by hva */
+	uint8_t by_hva[VT_SHM_MAX_REGIONS];	       /* indices into regions[], sorted by hva */
 	unsigned int count;
 	/*
 	 * Index (into regions[]) of the region that answered last: nearly every lookup of a
@@ -129,8 +129,8 @@ static int insert_region(struct vt_shm *shm, const struct shm_region *r,
 	uint64_t start = (hva + shm->page_size - 1) & ~(shm->page_size - 1);
 	uint64_t end = hva + slot->pub.size;
 	if (start >= hva && start < end && end - start >= SHM_ALLOC_GRANULE) {
-		int ret = vt_range_alloc_init(&slot->alloc, start, end - start, SHM_ALLOC_GRANULE,
-					      0);
+		int ret =
+		    vt_range_alloc_init(&slot->alloc, start, end - start, SHM_ALLOC_GRANULE, 0);
 		if (ret < 0)
 			return ret;
 		slot->has_alloc = true;
@@ -174,7 +174,7 @@ int vt_shm_add_memfd(struct vt_shm *shm, uint64_t size, uint64_t gpa,
 		return ret;
 	}
 	struct shm_region r = {
-		.pub = {.hva = hva, .size = size, .gpa = gpa, .fd = fd, .fd_offset = 0},
+		.pub = { .hva = hva, .size = size, .gpa = gpa, .fd = fd, .fd_offset = 0 },
 		.owned = true,
 	};
 	ret = insert_region(shm, &r, out);
@@ -194,7 +194,7 @@ int vt_shm_add_host(struct vt_shm *shm, void *hva, uint64_t size, uint64_t gpa,
 	if (ret < 0)
 		return ret;
 	struct shm_region r = {
-		.pub = {.hva = hva, .size = size, .gpa = gpa, .fd = -1, .fd_offset = 0},
+		.pub = { .hva = hva, .size = size, .gpa = gpa, .fd = -1, .fd_offset = 0 },
 	};
 	return insert_region(shm, &r, out);
 }
@@ -204,8 +204,8 @@ static const struct shm_region *region_of(const struct vt_shm *shm, uint64_t p)
 {
 	struct vt_shm *mut = (struct vt_shm *)shm;
 	unsigned int h = atomic_load_explicit(&mut->hint, memory_order_relaxed);
-	if (h < shm->count && p - (uint64_t)(uintptr_t)shm->regions[h].pub.hva <
-				      shm->regions[h].pub.size)
+	if (h < shm->count &&
+	    p - (uint64_t)(uintptr_t)shm->regions[h].pub.hva < shm->regions[h].pub.size)
 		return &shm->regions[h];
 
 	unsigned int lo = 0, hi = shm->count;

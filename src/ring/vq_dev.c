@@ -21,8 +21,7 @@ void vq_log_broken(const struct vt_log *log, const char *name, enum vt_vq_error 
 {
 	char detail[256];
 	vsnprintf(detail, sizeof(detail), fmt, ap);
-	vt_log(log, VT_LOG_ERROR, "%s: queue broken: %s: %s", name, vt_vq_error_str(error),
-	       detail);
+	vt_log(log, VT_LOG_ERROR, "%s: queue broken: %s: %s", name, vt_vq_error_str(error), detail);
 }
 
 int vq_dev_break(struct vt_vq_dev *vq, enum vt_vq_error error, const char *fmt, ...)
@@ -56,8 +55,8 @@ int vt_vq_dev_new(const struct vt_vq_dev_params *params, struct vt_vq_dev **out)
 	vq->in_order = (params->features & VT_BIT(VIRTIO_F_IN_ORDER)) != 0;
 	vq->barriers = vt_barrier_kind(params->features);
 	vq->num = params->num;
-	vq->max_chain = params->max_chain && params->max_chain < params->num ? params->max_chain
-									     : params->num;
+	vq->max_chain =
+	    params->max_chain && params->max_chain < params->num ? params->max_chain : params->num;
 	vq->as = params->as;
 	vq->miss_retryable = (params->as.ops->flags & VT_AS_F_MISS_RETRYABLE) != 0;
 	vq->desc_addr = params->desc_addr;
@@ -111,16 +110,15 @@ int vq_dev_map_area(struct vt_vq_dev *vq, uint64_t addr, uint64_t len, unsigned 
 		    unsigned int align, void **hva, const char *what)
 {
 	if (addr & (align - 1))
-		return vq_dev_break(vq, VT_VQ_ERR_RING_UNMAPPED,
-				   "%s at 0x%llx not aligned to %u", what, (unsigned long long)addr,
-				   align);
+		return vq_dev_break(vq, VT_VQ_ERR_RING_UNMAPPED, "%s at 0x%llx not aligned to %u",
+				    what, (unsigned long long)addr, align);
 	int ret = vt_as_map_contig(&vq->as, addr, len, access, hva, &vq->fault);
 	if (ret == -EFAULT && vq->miss_retryable)
 		return -EFAULT;
 	if (ret < 0)
 		return vq_dev_break(vq, VT_VQ_ERR_RING_UNMAPPED, "%s at 0x%llx size %llu: %s", what,
-				   (unsigned long long)addr, (unsigned long long)len,
-				   ret == -ENOBUFS ? "not contiguous" : strerror(-ret));
+				    (unsigned long long)addr, (unsigned long long)len,
+				    ret == -ENOBUFS ? "not contiguous" : strerror(-ret));
 	/* Accessed with atomics: the host side must keep the alignment the bus address had. */
 	if ((uintptr_t)*hva & (align - 1))
 		return vq_dev_break(vq, VT_VQ_ERR_RING_UNMAPPED, "%s mapped misaligned", what);
@@ -200,7 +198,7 @@ static int vq_dev_ensure_rings(struct vt_vq_dev *vq)
 void vq_chain_begin(struct vq_chain_builder *b, struct vt_vq_dev *vq, struct vt_vq_chain *chain,
 		    struct iovec *iov, unsigned int iov_max)
 {
-	*b = (struct vq_chain_builder){.vq = vq, .chain = chain, .iov = iov, .iov_max = iov_max};
+	*b = (struct vq_chain_builder){ .vq = vq, .chain = chain, .iov = iov, .iov_max = iov_max };
 	chain->nreadable = chain->nwritable = 0;
 	chain->readable_bytes = chain->writable_bytes = 0;
 }
@@ -211,8 +209,8 @@ int vq_chain_add(struct vq_chain_builder *b, uint64_t addr, uint32_t len, bool w
 
 	if (!writable && b->seen_writable)
 		return vq_dev_break(vq, VT_VQ_ERR_READABLE_AFTER_WRITABLE,
-				   "readable descriptor at 0x%llx after a writable one",
-				   (unsigned long long)addr);
+				    "readable descriptor at 0x%llx after a writable one",
+				    (unsigned long long)addr);
 	b->seen_writable |= writable;
 	b->total += len;
 	/*
@@ -231,9 +229,9 @@ int vq_chain_add(struct vq_chain_builder *b, uint64_t addr, uint32_t len, bool w
 	if (ret == -EFAULT && vq->miss_retryable)
 		return -EFAULT;
 	if (ret == -EACCES)
-		return vq_dev_break(vq, VT_VQ_ERR_PERMISSION,
-				    "%s descriptor at 0x%llx len %u: mapping forbids it",
-				    writable ? "writable" : "readable", (unsigned long long)addr, len);
+		return vq_dev_break(
+		    vq, VT_VQ_ERR_PERMISSION, "%s descriptor at 0x%llx len %u: mapping forbids it",
+		    writable ? "writable" : "readable", (unsigned long long)addr, len);
 	if (ret < 0)
 		return vq_dev_break(vq, VT_VQ_ERR_UNMAPPED, "descriptor at 0x%llx len %u: %s",
 				    (unsigned long long)addr, len,
@@ -268,10 +266,10 @@ int vt_vq_dev_pop(struct vt_vq_dev *vq, struct vt_vq_chain *chain, struct iovec 
 }
 
 /* Records a used entry for the next flush and retires what it covers. */
-static int vq_dev_push_common(struct vt_vq_dev *vq, uint16_t id, uint16_t ndesc,
-			      uint32_t written, unsigned int batch)
+static int vq_dev_push_common(struct vt_vq_dev *vq, uint16_t id, uint16_t ndesc, uint32_t written,
+			      unsigned int batch)
 {
-	vq->pending[vq->npending++] = (struct vq_used_pending){id, ndesc, written, batch};
+	vq->pending[vq->npending++] = (struct vq_used_pending){ id, ndesc, written, batch };
 	/* Retire what the used entry covers: one buffer, or an in-order batch. */
 	if (vq->in_order) {
 		for (unsigned int i = 0; i < batch; i++) {

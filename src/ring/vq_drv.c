@@ -86,12 +86,12 @@ int vt_vq_drv_new(const struct vt_vq_drv_params *params, struct vt_vq_drv **out)
 	if (ret == 0 && vq->indirect) {
 		/* One table per buffer: a buffer never waits for a table. */
 		vq->indirect_size = (size_t)vq->num * vq->indirect_max * sizeof(struct virtq_desc);
-		vq->indirect_shadow = calloc((size_t)vq->num * vq->indirect_max,
-					     sizeof(vq->indirect_shadow[0]));
-		ret = vq->indirect_shadow ? vt_dma_alloc_coherent(vq->dma, vq->indirect_size,
-								  &vq->indirect_mem,
-								  &vq->indirect_bus)
-					  : -ENOMEM;
+		vq->indirect_shadow =
+		    calloc((size_t)vq->num * vq->indirect_max, sizeof(vq->indirect_shadow[0]));
+		ret = vq->indirect_shadow
+			  ? vt_dma_alloc_coherent(vq->dma, vq->indirect_size, &vq->indirect_mem,
+						  &vq->indirect_bus)
+			  : -ENOMEM;
 	}
 	if (ret == 0)
 		ret = packed ? vq_packed_drv_init(vq) : vq_split_drv_init(vq);
@@ -117,8 +117,8 @@ void vq_drv_unmap_segments(struct vt_vq_drv *vq, const struct vq_desc_shadow *sh
 	if (!vq->need_unmap)
 		return;
 	for (unsigned int i = 0; i < count; i++) {
-		enum vt_dma_dir dir = (shadow[i].flags & VIRTQ_DESC_F_WRITE) ? VT_DMA_FROM_DEVICE
-									      : VT_DMA_TO_DEVICE;
+		enum vt_dma_dir dir =
+		    (shadow[i].flags & VIRTQ_DESC_F_WRITE) ? VT_DMA_FROM_DEVICE : VT_DMA_TO_DEVICE;
 		vt_dma_unmap(vq->dma, shadow[i].bus, shadow[i].len, dir);
 	}
 }
@@ -128,9 +128,9 @@ int vq_drv_map_segments(struct vt_vq_drv *vq, const struct iovec *sg, unsigned i
 {
 	for (unsigned int i = 0; i < nreadable + nwritable; i++) {
 		bool writable = i >= nreadable;
-		int ret = vt_dma_map(vq->dma, sg[i].iov_base, sg[i].iov_len,
-				     writable ? VT_DMA_FROM_DEVICE : VT_DMA_TO_DEVICE,
-				     &shadow[i].bus);
+		int ret =
+		    vt_dma_map(vq->dma, sg[i].iov_base, sg[i].iov_len,
+			       writable ? VT_DMA_FROM_DEVICE : VT_DMA_TO_DEVICE, &shadow[i].bus);
 		if (ret < 0) {
 			vq_drv_unmap_segments(vq, shadow, i);
 			return ret;

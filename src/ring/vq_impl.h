@@ -19,7 +19,6 @@
 
 /* ------------------------------------------------------------------ packed positions */
 
-
 /* Descriptors from (@from, @from_wrap) up to (@to, @to_wrap), @to being at most one ring ahead. */
 static inline unsigned int vq_packed_distance(unsigned int num, uint16_t from, bool from_wrap,
 					      uint16_t to, bool to_wrap)
@@ -89,17 +88,17 @@ struct vt_vq_dev {
 
 	/* Consumer state, private to the device thread: its own cache line. */
 	_Alignas(VQ_CACHELINE) uint16_t next_avail; /* split: avail index; packed: slot */
-	bool avail_wrap; /* packed: wrap counter of next_avail */
-	uint16_t shadow_avail_idx; /* split: last avail->idx read */
-	uint16_t used_idx; /* split: next used index; packed: next used slot */
-	bool used_wrap; /* packed */
+	bool avail_wrap;			    /* packed: wrap counter of next_avail */
+	uint16_t shadow_avail_idx;		    /* split: last avail->idx read */
+	uint16_t used_idx;	 /* split: next used index; packed: next used slot */
+	bool used_wrap;		 /* packed */
 	uint16_t published_used; /* split: used->idx last published (event-idx "old") */
-	bool published_wrap; /* packed: wrap of the slot last published */
-	uint16_t pending_used; /* packed: descriptors written since the last flush */
-	uint16_t pending_first; /* packed: slot of the first of them */
+	bool published_wrap;	 /* packed: wrap of the slot last published */
+	uint16_t pending_used;	 /* packed: descriptors written since the last flush */
+	uint16_t pending_first;	 /* packed: slot of the first of them */
 	bool pending_first_wrap;
 	uint16_t pending_first_flags; /* packed: its flags, stored last (publication) */
-	uint16_t device_event_flags; /* packed: flags last written to the device area */
+	uint16_t device_event_flags;  /* packed: flags last written to the device area */
 	unsigned int in_flight;
 	bool notify_enabled;
 
@@ -113,7 +112,7 @@ struct vt_vq_dev {
 		uint16_t ndesc;
 		uint32_t written;
 		unsigned int batch;
-	} *pending;
+	} * pending;
 	unsigned int npending;
 
 	/* Per buffer id: the descriptors it occupies while in flight, 0 when not in flight. */
@@ -133,7 +132,7 @@ void vq_log_broken(const struct vt_log *log, const char *name, enum vt_vq_error 
 
 /* Breaks the queue with @error; the first violation is logged with @detail. Returns -EPROTO. */
 int vq_dev_break(struct vt_vq_dev *vq, enum vt_vq_error error, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 /*
  * Builds a chain's iovecs one descriptor at a time, applying the rules both formats share
@@ -210,14 +209,14 @@ struct vq_desc_shadow {
 
 /* Per buffer (split: per head index; packed: per buffer id). */
 struct vq_buffer_state {
-	void *token; /* NULL: not posted */
-	uint64_t seq; /* order of posting: given to the device once below kicked_seq */
+	void *token;	/* NULL: not posted */
+	uint64_t seq;	/* order of posting: given to the device once below kicked_seq */
 	uint16_t ndesc; /* ring descriptors it occupies */
 	uint16_t nsegs; /* segments mapped (== ndesc unless indirect) */
 	uint32_t writable_bytes;
 	bool indirect;
 	uint16_t next_free; /* packed: id free list */
-	uint16_t last; /* its last descriptor (packed: last shadow entry, not a ring slot) */
+	uint16_t last;	    /* its last descriptor (packed: last shadow entry, not a ring slot) */
 };
 
 struct vt_vq_drv {
@@ -249,27 +248,27 @@ struct vt_vq_drv {
 	 */
 	struct vq_desc_shadow *shadow;
 	struct vq_desc_shadow *indirect_shadow; /* per indirect entry: num * indirect_max */
-	struct vq_buffer_state *buffers; /* per id */
+	struct vq_buffer_state *buffers;	/* per id */
 
 	/* Producer state. */
 	_Alignas(VQ_CACHELINE) uint16_t free_head; /* split: free list / packed: free id list */
-	unsigned int num_free; /* free ring descriptors */
+	unsigned int num_free;			   /* free ring descriptors */
 	uint16_t avail_idx_shadow; /* split: avail->idx we will publish; packed: next slot */
-	bool avail_wrap; /* packed */
-	uint16_t kicked_avail; /* split: avail idx at the last kick_prepare (event "old") */
-	bool kicked_wrap; /* packed */
+	bool avail_wrap;	   /* packed */
+	uint16_t kicked_avail;	   /* split: avail idx at the last kick_prepare (event "old") */
+	bool kicked_wrap;	   /* packed */
 	unsigned int added_since_kick;
-	uint64_t add_seq; /* posting counter */
-	uint64_t kicked_seq; /* buffers with seq below it have been made available */
+	uint64_t add_seq;	/* posting counter */
+	uint64_t kicked_seq;	/* buffers with seq below it have been made available */
 	uint16_t pending_first; /* packed: slot whose flags publish the batch */
 	uint16_t pending_first_flags;
-	bool pending; /* packed: a batch waits for publication */
+	bool pending;		/* packed: a batch waits for publication */
 	uint16_t in_order_next; /* split IN_ORDER: next descriptor to hand out */
 
 	/* Consumer state. */
 	_Alignas(VQ_CACHELINE) uint16_t last_used; /* split: used index; packed: slot */
-	bool used_wrap; /* packed */
-	unsigned int outstanding; /* buffers posted and not yet collected */
+	bool used_wrap;				   /* packed */
+	unsigned int outstanding;		   /* buffers posted and not yet collected */
 	bool cb_enabled;
 	uint16_t driver_event_flags; /* packed: flags last written to the driver area */
 	/* IN_ORDER: posted ids in order, and the batch being handed out. */
@@ -285,7 +284,7 @@ struct vt_vq_drv {
 };
 
 int vq_drv_break(struct vt_vq_drv *vq, enum vt_vq_error error, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 /* Maps @sg into @shadow[0..count) (readable TO_DEVICE, writable FROM_DEVICE); all or nothing. */
 int vq_drv_map_segments(struct vt_vq_drv *vq, const struct iovec *sg, unsigned int nreadable,

@@ -18,8 +18,8 @@ int vq_split_dev_init(struct vt_vq_dev *vq)
 int vq_split_dev_resolve(struct vt_vq_dev *vq)
 {
 	void *desc, *avail, *used;
-	int ret = vq_dev_map_area(vq, vq->desc_addr, virtq_split_desc_size(vq->num),
-				  VT_ACCESS_READ, VIRTQ_DESC_ALIGN, &desc, "descriptor table");
+	int ret = vq_dev_map_area(vq, vq->desc_addr, virtq_split_desc_size(vq->num), VT_ACCESS_READ,
+				  VIRTQ_DESC_ALIGN, &desc, "descriptor table");
 	if (ret == 0)
 		ret = vq_dev_map_area(vq, vq->driver_addr, virtq_split_avail_size(vq->num),
 				      VT_ACCESS_READ, VIRTQ_AVAIL_ALIGN, &avail, "available ring");
@@ -79,7 +79,8 @@ static int walk_indirect(struct vt_vq_dev *vq, struct vq_chain_builder *b,
 		struct split_desc d = decode_desc(w);
 		if (++seen > count)
 			return vq_dev_break(vq, VT_VQ_ERR_CHAIN_TOO_LONG,
-					    "indirect chain loops (more than %u descriptors)", count);
+					    "indirect chain loops (more than %u descriptors)",
+					    count);
 		if (d.flags & VIRTQ_DESC_F_INDIRECT)
 			return vq_dev_break(vq, VT_VQ_ERR_INDIRECT_NESTED, "entry %u of the table",
 					    i);

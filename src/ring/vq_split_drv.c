@@ -73,7 +73,8 @@ static int add_indirect(struct vt_vq_drv *vq, uint16_t head, const struct iovec 
 	for (unsigned int i = 0; i < n; i++) {
 		uint16_t flags = ts[i].flags | (i + 1 < n ? VIRTQ_DESC_F_NEXT : 0);
 		/* IN_ORDER or not, sequential indices are what 2.7.5.3.1 asks for in-order. */
-		write_desc(&table[i], ts[i].bus, ts[i].len, flags, (uint16_t)(i + 1 < n ? i + 1 : 0));
+		write_desc(&table[i], ts[i].bus, ts[i].len, flags,
+			   (uint16_t)(i + 1 < n ? i + 1 : 0));
 	}
 	uint64_t table_bus = vq->indirect_bus + offset * sizeof(struct virtq_desc);
 	uint32_t table_len = n * (uint32_t)sizeof(struct virtq_desc);

@@ -5,7 +5,7 @@
 
 #include <virtue/log.h>
 
-static const char *const level_names[] = {"error", "warning", "info", "debug"};
+static const char *const level_names[] = { "error", "warning", "info", "debug" };
 
 void vt_log(const struct vt_log *log, enum vt_log_level level, const char *fmt, ...)
 {

@@ -65,7 +65,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	static const struct vt_log quiet = {.fn = drop_log};
+	static const struct vt_log quiet = { .fn = drop_log };
 	struct iotlb_model m;
 
 	if (size < 2)

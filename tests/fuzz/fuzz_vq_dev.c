@@ -21,13 +21,13 @@
 #include <virtue/virtqueue.h>
 
 #define MEM_SIZE  (64 * 1024)
-#define MEM_GPA   0x100000ull
-#define QUEUE     16
+#define MEM_GPA	  0x100000ull
+#define QUEUE	  16
 #define DESC_OFF  0x0000
 #define AVAIL_OFF 0x1000
 #define USED_OFF  0x2000
-#define IOV_MAX   16
-#define WINDOWS   8
+#define IOV_MAX	  16
+#define WINDOWS	  8
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -37,7 +37,7 @@ static void quiet(void *opaque, enum vt_log_level level, const char *message)
 	(void)opaque, (void)level, (void)message;
 }
 
-static const struct vt_log quiet_log = {.fn = quiet};
+static const struct vt_log quiet_log = { .fn = quiet };
 
 static void check_iov(const struct iovec *iov, unsigned int n, const uint8_t *mem)
 {
@@ -63,7 +63,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	struct vt_memtable *table = vt_memtable_new(&quiet_log);
 	struct vt_iotlb *iotlb = NULL;
-	struct vt_mem_region r = {.gpa = MEM_GPA, .size = MEM_SIZE, .hva = mem};
+	struct vt_mem_region r = { .gpa = MEM_GPA, .size = MEM_SIZE, .hva = mem };
 	vt_memtable_add(table, &r);
 	struct vt_as as = vt_memtable_as(table);
 	/* Permission each byte has, to check what the device half hands out. */
@@ -71,7 +71,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memset(perm, VT_ACCESS_RW, sizeof(perm));
 
 	if (space & 1) {
-		struct vt_iotlb_params p = {.max_entries = 64, .log = &quiet_log};
+		struct vt_iotlb_params p = { .max_entries = 64, .log = &quiet_log };
 		vt_iotlb_new(&p, &iotlb);
 		memset(perm, 0, sizeof(perm));
 		/* The ring areas, mapped as a driver would map them. */
@@ -79,7 +79,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		memset(perm, VT_ACCESS_RW, 0x3000);
 		unsigned int windows = (space >> 1) % (WINDOWS + 1);
 		for (unsigned int w = 0; w < windows && size >= 5; w++) {
-			uint32_t off = 0x3000 + (((uint32_t)data[0] << 8 | data[1]) % (MEM_SIZE - 0x3000));
+			uint32_t off =
+			    0x3000 + (((uint32_t)data[0] << 8 | data[1]) % (MEM_SIZE - 0x3000));
 			uint32_t len = 1 + ((uint32_t)data[2] << 8 | data[3]) % 0x2000;
 			unsigned int pm = data[4] % 4; /* 0: a hole */
 			data += 5;
@@ -134,7 +135,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			struct vt_vq_chain *c = &chains[held];
 			check_iov(iov, c->nreadable + c->nwritable, mem);
 			for (unsigned int i = 0; i < c->nreadable + c->nwritable; i++) {
-				unsigned int need = i < c->nreadable ? VT_ACCESS_READ : VT_ACCESS_WRITE;
+				unsigned int need =
+				    i < c->nreadable ? VT_ACCESS_READ : VT_ACCESS_WRITE;
 				size_t off = (size_t)((uint8_t *)iov[i].iov_base - mem);
 				for (size_t b = 0; b < iov[i].iov_len; b++)
 					if (!(perm[off + b] & need))

@@ -18,9 +18,9 @@
 #include <virtue/spec/virtio_config.h>
 #include <virtue/virtqueue.h>
 
-#define QUEUE    16
+#define QUEUE	 16
 #define MEM_SIZE (256 * 1024)
-#define MEM_GPA  0x200000ull
+#define MEM_GPA	 0x200000ull
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -29,7 +29,7 @@ static void quiet(void *opaque, enum vt_log_level level, const char *message)
 	(void)opaque, (void)level, (void)message;
 }
 
-static const struct vt_log quiet_log = {.fn = quiet};
+static const struct vt_log quiet_log = { .fn = quiet };
 
 struct posted {
 	uint8_t buf[3][64];
@@ -57,7 +57,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (vt_shm_new(&shm) < 0 || vt_shm_add_host(shm, mem, MEM_SIZE, MEM_GPA, &region) < 0)
 		goto out;
-	struct vt_dma_params dp = {.mode = VT_DMA_DIRECT, .shm = shm, .log = &quiet_log};
+	struct vt_dma_params dp = { .mode = VT_DMA_DIRECT, .shm = shm, .log = &quiet_log };
 	if (vt_dma_new(&dp, &dma) < 0)
 		goto out;
 	uint64_t features = VT_BIT(VIRTIO_F_VERSION_1);
@@ -69,8 +69,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		features |= VT_BIT(VIRTIO_F_EVENT_IDX);
 	if (mode & 8)
 		features |= VT_BIT(VIRTIO_F_IN_ORDER);
-	struct vt_vq_drv_params qp = {.num = QUEUE, .features = features, .dma = dma,
-				      .log = &quiet_log};
+	struct vt_vq_drv_params qp = {
+		.num = QUEUE, .features = features, .dma = dma, .log = &quiet_log
+	};
 	if (vt_vq_drv_new(&qp, &vq) < 0)
 		goto out;
 
@@ -86,7 +87,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		struct iovec sg[3];
 		pool[i].writable = 0;
 		for (unsigned int s = 0; s < segs; s++) {
-			sg[s] = (struct iovec){pool[i].buf[s], 16 + 8 * s};
+			sg[s] = (struct iovec){ pool[i].buf[s], 16 + 8 * s };
 			if (s >= readable)
 				pool[i].writable += (uint32_t)sg[s].iov_len;
 		}

@@ -15,8 +15,9 @@ static struct vt_memtable *fragmented(void)
 {
 	struct vt_memtable *t = vt_memtable_new(NULL);
 	for (unsigned int i = 0; t && i < 32; i++) {
-		struct vt_mem_region r = {
-			.gpa = 0x100 * i, .size = 0x100, .hva = host + 0x100 * (31 - i)};
+		struct vt_mem_region r = { .gpa = 0x100 * i,
+					   .size = 0x100,
+					   .hva = host + 0x100 * (31 - i) };
 		if (vt_memtable_add(t, &r) < 0)
 			return NULL;
 	}
@@ -46,7 +47,7 @@ VT_TEST(read_past_the_end_faults_and_reports_where)
 	REQUIRE(t);
 	struct vt_as as = vt_memtable_as(t);
 	uint8_t buf[0x200];
-	struct vt_as_fault f = {0};
+	struct vt_as_fault f = { 0 };
 	CHECK_EQ(vt_as_read(&as, 0x1f80, buf, sizeof(buf), &f), -EFAULT);
 	CHECK(f.addr == 0x2000);
 	CHECK_EQ(vt_as_read(&as, UINT64_MAX - 2, buf, 8, &f), -EOVERFLOW);

@@ -39,7 +39,7 @@ struct device_side {
 
 static int device_attach(struct device_side *dev, const struct vt_shm *shm)
 {
-	*dev = (struct device_side){.table = vt_memtable_new(NULL)};
+	*dev = (struct device_side){ .table = vt_memtable_new(NULL) };
 	if (!dev->table)
 		return -ENOMEM;
 	for (unsigned int i = 0; i < vt_shm_count(shm); i++) {
@@ -82,15 +82,15 @@ struct fixture {
 
 static int setup(struct fixture *f)
 {
-	*f = (struct fixture){0};
-	f->log = (struct vt_log){.fn = capture_log, .opaque = &f->log_seen,
-				 .max_level = VT_LOG_DEBUG};
+	*f = (struct fixture){ 0 };
+	f->log =
+	    (struct vt_log){ .fn = capture_log, .opaque = &f->log_seen, .max_level = VT_LOG_DEBUG };
 	int ret = vt_shm_new(&f->shm);
 	if (ret == 0)
 		ret = vt_shm_add_memfd(f->shm, 1 << 20, 1ULL << 30, NULL);
 	if (ret == 0)
 		ret = device_attach(&f->dev, f->shm);
-	struct vt_dma_params params = {.mode = VT_DMA_DIRECT, .shm = f->shm, .log = &f->log};
+	struct vt_dma_params params = { .mode = VT_DMA_DIRECT, .shm = f->shm, .log = &f->log };
 	if (ret == 0)
 		ret = vt_dma_new(&params, &f->dma);
 	return ret;
@@ -111,9 +111,9 @@ static void *shm_buffer(struct fixture *f, size_t len)
 
 VT_TEST(mode_names_round_trip_through_parse)
 {
-	static const enum vt_dma_mode modes[] = {VT_DMA_DIRECT, VT_DMA_IOMMU_STRICT,
-						 VT_DMA_IOMMU_LAZY, VT_DMA_IOMMU_PREMAPPED,
-						 VT_DMA_BOUNCE};
+	static const enum vt_dma_mode modes[] = { VT_DMA_DIRECT, VT_DMA_IOMMU_STRICT,
+						  VT_DMA_IOMMU_LAZY, VT_DMA_IOMMU_PREMAPPED,
+						  VT_DMA_BOUNCE };
 
 	for (unsigned int i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
 		enum vt_dma_mode m = VT_DMA_BOUNCE + 1;
@@ -166,9 +166,9 @@ VT_TEST(mode_for_picks_the_platform_mode_with_access_platform)
 
 VT_TEST(new_rejects_missing_shared_memory)
 {
-	struct log_capture seen = {0};
-	struct vt_log log = {.fn = capture_log, .opaque = &seen, .max_level = VT_LOG_DEBUG};
-	struct vt_dma_params params = {.mode = VT_DMA_DIRECT, .log = &log};
+	struct log_capture seen = { 0 };
+	struct vt_log log = { .fn = capture_log, .opaque = &seen, .max_level = VT_LOG_DEBUG };
+	struct vt_dma_params params = { .mode = VT_DMA_DIRECT, .log = &log };
 	struct vt_dma *dma;
 
 	CHECK_EQ(vt_dma_new(&params, &dma), -EINVAL);
@@ -178,13 +178,13 @@ VT_TEST(new_rejects_missing_shared_memory)
 
 VT_TEST(new_rejects_an_iommu_mode_without_iotlb_ops)
 {
-	struct log_capture seen = {0};
-	struct vt_log log = {.fn = capture_log, .opaque = &seen, .max_level = VT_LOG_DEBUG};
+	struct log_capture seen = { 0 };
+	struct vt_log log = { .fn = capture_log, .opaque = &seen, .max_level = VT_LOG_DEBUG };
 	struct vt_shm *shm;
 	struct vt_dma *dma;
 
 	REQUIRE_EQ(vt_shm_new(&shm), 0);
-	struct vt_dma_params params = {.mode = VT_DMA_IOMMU_STRICT, .shm = shm, .log = &log};
+	struct vt_dma_params params = { .mode = VT_DMA_IOMMU_STRICT, .shm = shm, .log = &log };
 	CHECK_EQ(vt_dma_new(&params, &dma), -EINVAL);
 	params.mode = (enum vt_dma_mode)17;
 	CHECK_EQ(vt_dma_new(&params, &dma), -EINVAL);
@@ -282,9 +282,9 @@ VT_TEST(map_rejects_empty_null_and_bad_directions)
 	CHECK_EQ(vt_dma_map(f.dma, p, 64, (enum vt_dma_dir)0, &bus), -EINVAL);
 	CHECK_EQ(vt_dma_map(f.dma, p, 64, (enum vt_dma_dir)4, &bus), -EINVAL);
 	CHECK_EQ(vt_dma_map(f.dma, NULL, 64, VT_DMA_TO_DEVICE, &bus), -EINVAL);
-	CHECK_EQ(vt_dma_map(f.dma, (void *)(uintptr_t)(UINTPTR_MAX - 10), 64, VT_DMA_TO_DEVICE,
-			    &bus),
-		 -EINVAL);
+	CHECK_EQ(
+	    vt_dma_map(f.dma, (void *)(uintptr_t)(UINTPTR_MAX - 10), 64, VT_DMA_TO_DEVICE, &bus),
+	    -EINVAL);
 	CHECK_EQ(f.log_seen.errors, 5);
 	teardown(&f);
 }
@@ -295,8 +295,7 @@ VT_TEST(direct_unmap_outside_shared_memory_is_enoent)
 
 	REQUIRE_EQ(setup(&f), 0);
 	CHECK_EQ(vt_dma_unmap(f.dma, 0x1000, 64, VT_DMA_TO_DEVICE), -ENOENT);
-	CHECK_EQ(vt_dma_unmap(f.dma, (1ULL << 30) + (1 << 20) - 8, 64, VT_DMA_TO_DEVICE),
-		 -ENOENT);
+	CHECK_EQ(vt_dma_unmap(f.dma, (1ULL << 30) + (1 << 20) - 8, 64, VT_DMA_TO_DEVICE), -ENOENT);
 	CHECK_EQ(vt_dma_sync_for_cpu(f.dma, 0x1000, 64, VT_DMA_FROM_DEVICE), -ENOENT);
 	teardown(&f);
 }
@@ -375,10 +374,10 @@ VT_TEST(direct_map_sg_failure_leaves_nothing_mapped)
 	uint64_t bus[4];
 
 	REQUIRE_EQ(setup(&f), 0);
-	sg[0] = (struct iovec){shm_buffer(&f, 64), 64};
-	sg[1] = (struct iovec){shm_buffer(&f, 64), 64};
-	sg[2] = (struct iovec){private_buffer, sizeof(private_buffer)};
-	sg[3] = (struct iovec){shm_buffer(&f, 64), 64};
+	sg[0] = (struct iovec){ shm_buffer(&f, 64), 64 };
+	sg[1] = (struct iovec){ shm_buffer(&f, 64), 64 };
+	sg[2] = (struct iovec){ private_buffer, sizeof(private_buffer) };
+	sg[3] = (struct iovec){ shm_buffer(&f, 64), 64 };
 	CHECK_EQ(vt_dma_map_sg(f.dma, sg, 4, VT_DMA_TO_DEVICE, bus), -EFAULT);
 	struct vt_dma_stats st;
 	vt_dma_get_stats(f.dma, &st);

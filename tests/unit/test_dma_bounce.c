@@ -43,9 +43,9 @@ struct fixture {
 
 static int setup(struct fixture *f)
 {
-	*f = (struct fixture){0};
-	f->log = (struct vt_log){.fn = capture_log, .opaque = &f->log_seen,
-				 .max_level = VT_LOG_DEBUG};
+	*f = (struct fixture){ 0 };
+	f->log =
+	    (struct vt_log){ .fn = capture_log, .opaque = &f->log_seen, .max_level = VT_LOG_DEBUG };
 	const struct vt_shm_region *r;
 	int ret = vt_shm_new(&f->shm);
 	if (ret == 0)
@@ -56,8 +56,8 @@ static int setup(struct fixture *f)
 	f->table = vt_memtable_new(NULL);
 	if (!f->table)
 		return -ENOMEM;
-	f->device_map = mmap(NULL, r->size, PROT_READ | PROT_WRITE, MAP_SHARED, r->fd,
-			     (off_t)r->fd_offset);
+	f->device_map =
+	    mmap(NULL, r->size, PROT_READ | PROT_WRITE, MAP_SHARED, r->fd, (off_t)r->fd_offset);
 	if (f->device_map == MAP_FAILED) {
 		f->device_map = NULL;
 		return -errno;
@@ -253,9 +253,8 @@ VT_TEST(bounce_device_cannot_reach_outside_the_window)
 
 	REQUIRE_EQ(setup(&f), 0);
 	for (int i = 0; i < 3; i++) {
-		REQUIRE_EQ(vt_dma_map(f.dma, private_memory[i], 16384, VT_DMA_BIDIRECTIONAL,
-				      &bus[i]),
-			   0);
+		REQUIRE_EQ(
+		    vt_dma_map(f.dma, private_memory[i], 16384, VT_DMA_BIDIRECTIONAL, &bus[i]), 0);
 		CHECK(in_window(bus[i], 16384));
 	}
 	/* Neither the driver's private buffer nor anything around the window translates. */
@@ -314,9 +313,9 @@ VT_TEST(bounce_map_sg_failure_leaves_nothing_mapped)
 	struct fixture f;
 	static uint8_t large[48 << 10];
 	struct iovec sg[3] = {
-		{private_memory[0], 16384},
-		{private_memory[1], 16384},
-		{large, sizeof(large)}, /* only 32 KiB of window left */
+		{ private_memory[0], 16384 },
+		{ private_memory[1], 16384 },
+		{ large, sizeof(large) }, /* only 32 KiB of window left */
 	};
 	uint64_t bus[3];
 
@@ -369,8 +368,8 @@ VT_TEST(bounce_window_that_does_not_fit_in_shared_memory_is_enomem)
 {
 	struct vt_shm *shm;
 	struct vt_dma *dma;
-	struct log_capture seen = {0};
-	struct vt_log log = {.fn = capture_log, .opaque = &seen, .max_level = VT_LOG_DEBUG};
+	struct log_capture seen = { 0 };
+	struct vt_log log = { .fn = capture_log, .opaque = &seen, .max_level = VT_LOG_DEBUG };
 
 	REQUIRE_EQ(vt_shm_new(&shm), 0);
 	REQUIRE_EQ(vt_shm_add_memfd(shm, WINDOW_SIZE, WINDOW_GPA, NULL), 0);
@@ -410,7 +409,7 @@ VT_TEST(bounce_randomized_traffic_round_trips)
 		uint64_t bus;
 		size_t len;
 		enum vt_dma_dir dir;
-	} live[8] = {{0}};
+	} live[8] = { { 0 } };
 
 	REQUIRE_EQ(setup(&f), 0);
 	uint64_t iterations = vt_test_scaled(20000);
@@ -490,7 +489,7 @@ VT_TEST(bounce_concurrent_mappings_each_round_trip_their_own_bytes)
 
 	REQUIRE_EQ(setup(&f), 0);
 	for (unsigned int i = 0; i < 4; i++)
-		workers[i] = (struct worker){.f = &f, .buffer = buffers[i], .seed = i * 1000};
+		workers[i] = (struct worker){ .f = &f, .buffer = buffers[i], .seed = i * 1000 };
 	for (unsigned int i = 0; i < 4; i++)
 		REQUIRE_EQ(pthread_create(&threads[i], NULL, bounce_loop, &workers[i]), 0);
 	for (unsigned int i = 0; i < 4; i++) {

@@ -17,9 +17,9 @@
 
 #include "harness.h"
 
-#define GPA_BASE  (1ULL << 30)
-#define SHM_SIZE  (1ULL << 20)
-#define PAGE      4096ULL
+#define GPA_BASE   (1ULL << 30)
+#define SHM_SIZE   (1ULL << 20)
+#define PAGE	   4096ULL
 #define SHADOW_MAX 1024
 
 struct log_capture {
@@ -53,7 +53,7 @@ struct device_side {
 	struct published last_update;
 	uint64_t last_uaddr;
 	unsigned int last_perm;
-	unsigned int stale_updates; /* updates of an IOVA the device could still reach */
+	unsigned int stale_updates;	      /* updates of an IOVA the device could still reach */
 	int fail_updates, fail_invalidations; /* the next N calls fail with -EIO */
 
 	struct published shadow[SHADOW_MAX]; /* published, not yet invalidated */
@@ -68,7 +68,7 @@ static bool overlaps(uint64_t a, uint64_t a_size, uint64_t b, uint64_t b_size)
 static void shadow_add(struct device_side *dev, uint64_t iova, uint64_t size)
 {
 	if (dev->shadow_count < SHADOW_MAX)
-		dev->shadow[dev->shadow_count++] = (struct published){iova, size};
+		dev->shadow[dev->shadow_count++] = (struct published){ iova, size };
 }
 
 static int device_update(void *opaque, uint64_t iova, uint64_t size, uint64_t uaddr,
@@ -97,7 +97,7 @@ static int device_update(void *opaque, uint64_t iova, uint64_t size, uint64_t ua
 	if (ret < 0)
 		return ret;
 	dev->updates++;
-	dev->last_update = (struct published){iova, size};
+	dev->last_update = (struct published){ iova, size };
 	dev->last_uaddr = uaddr;
 	dev->last_perm = perm;
 	shadow_add(dev, iova, size);
@@ -139,7 +139,7 @@ static const struct vt_dma_iotlb_ops device_ops = {
 
 static int device_attach(struct device_side *dev, const struct vt_shm *shm)
 {
-	*dev = (struct device_side){.table = vt_memtable_new(NULL)};
+	*dev = (struct device_side){ .table = vt_memtable_new(NULL) };
 	if (!dev->table)
 		return -ENOMEM;
 	for (unsigned int i = 0; i < vt_shm_count(shm); i++) {
@@ -198,9 +198,9 @@ struct fixture {
 /* The shared memory (and the device's view of it) first; the DMA once params are final. */
 static int setup_memory(struct fixture *f, enum vt_dma_mode mode)
 {
-	*f = (struct fixture){0};
-	f->log = (struct vt_log){.fn = capture_log, .opaque = &f->log_seen,
-				 .max_level = VT_LOG_DEBUG};
+	*f = (struct fixture){ 0 };
+	f->log =
+	    (struct vt_log){ .fn = capture_log, .opaque = &f->log_seen, .max_level = VT_LOG_DEBUG };
 	int ret = vt_shm_new(&f->shm);
 	if (ret == 0)
 		ret = vt_shm_add_memfd(f->shm, SHM_SIZE, GPA_BASE, NULL);
@@ -289,7 +289,7 @@ VT_TEST(strict_driver_reads_what_the_device_wrote_after_unmap)
 VT_TEST(to_device_mapping_cannot_be_written_by_the_device)
 {
 	struct fixture f;
-	struct vt_as_fault fault = {0};
+	struct vt_as_fault fault = { 0 };
 	uint64_t bus;
 
 	REQUIRE_EQ(setup(&f, VT_DMA_IOMMU_STRICT), 0);
@@ -404,7 +404,7 @@ VT_TEST(map_at_the_edge_of_shared_memory_publishes_only_its_bytes)
 VT_TEST(strict_unmap_makes_the_iova_unreachable_at_once)
 {
 	struct fixture f;
-	struct vt_as_fault fault = {0};
+	struct vt_as_fault fault = { 0 };
 	uint8_t seen[16];
 	uint64_t bus;
 
@@ -623,7 +623,7 @@ VT_TEST(lazy_merges_adjacent_ranges_into_one_invalidation)
 
 VT_TEST(lazy_merges_ranges_unmapped_out_of_order)
 {
-	static const int order[8] = {5, 2, 7, 0, 3, 6, 1, 4};
+	static const int order[8] = { 5, 2, 7, 0, 3, 6, 1, 4 };
 	struct fixture f;
 	uint64_t bus[8];
 
@@ -864,8 +864,8 @@ VT_TEST(premapped_free_invalidates_the_regions)
 
 VT_TEST(alloc_coherent_works_in_every_iommu_mode)
 {
-	static const enum vt_dma_mode modes[] = {VT_DMA_IOMMU_STRICT, VT_DMA_IOMMU_LAZY,
-						 VT_DMA_IOMMU_PREMAPPED};
+	static const enum vt_dma_mode modes[] = { VT_DMA_IOMMU_STRICT, VT_DMA_IOMMU_LAZY,
+						  VT_DMA_IOMMU_PREMAPPED };
 	static const uint8_t zeros[512];
 
 	for (unsigned int m = 0; m < 3; m++) {
@@ -897,7 +897,7 @@ VT_TEST(alloc_coherent_works_in_every_iommu_mode)
 
 VT_TEST(map_sg_failure_leaves_nothing_mapped)
 {
-	static const enum vt_dma_mode modes[] = {VT_DMA_IOMMU_STRICT, VT_DMA_IOMMU_LAZY};
+	static const enum vt_dma_mode modes[] = { VT_DMA_IOMMU_STRICT, VT_DMA_IOMMU_LAZY };
 
 	for (unsigned int m = 0; m < 2; m++) {
 		struct fixture f;
@@ -905,10 +905,10 @@ VT_TEST(map_sg_failure_leaves_nothing_mapped)
 		struct iovec sg[4];
 		uint64_t bus[4];
 		REQUIRE_EQ(setup(&f, modes[m]), 0);
-		sg[0] = (struct iovec){shm_buffer(&f, 64), 64};
-		sg[1] = (struct iovec){shm_buffer(&f, 5000), 5000};
-		sg[2] = (struct iovec){private_buffer, sizeof(private_buffer)};
-		sg[3] = (struct iovec){shm_buffer(&f, 64), 64};
+		sg[0] = (struct iovec){ shm_buffer(&f, 64), 64 };
+		sg[1] = (struct iovec){ shm_buffer(&f, 5000), 5000 };
+		sg[2] = (struct iovec){ private_buffer, sizeof(private_buffer) };
+		sg[3] = (struct iovec){ shm_buffer(&f, 64), 64 };
 		CHECK_EQ(vt_dma_map_sg(f.dma, sg, 4, VT_DMA_TO_DEVICE, bus), -EFAULT);
 		CHECK_EQ(f.dev.updates, 2);
 		CHECK_EQ(device_entries(&f.dev), 0);
@@ -964,7 +964,7 @@ static void *map_unmap_loop(void *arg)
 
 VT_TEST(concurrent_maps_and_unmaps_each_see_their_own_bytes)
 {
-	static const enum vt_dma_mode modes[] = {VT_DMA_IOMMU_STRICT, VT_DMA_IOMMU_LAZY};
+	static const enum vt_dma_mode modes[] = { VT_DMA_IOMMU_STRICT, VT_DMA_IOMMU_LAZY };
 
 	for (unsigned int m = 0; m < 2; m++) {
 		struct fixture f;
@@ -974,12 +974,14 @@ VT_TEST(concurrent_maps_and_unmaps_each_see_their_own_bytes)
 		f.params.lazy_batch = 8;
 		REQUIRE_EQ(setup_dma(&f), 0);
 		for (unsigned int i = 0; i < 4; i++) {
-			workers[i] = (struct worker){.f = &f, .buffer = shm_buffer(&f, 4096),
-						     .seed = i * 1000};
+			workers[i] = (struct worker){ .f = &f,
+						      .buffer = shm_buffer(&f, 4096),
+						      .seed = i * 1000 };
 			REQUIRE(workers[i].buffer != NULL);
 		}
 		for (unsigned int i = 0; i < 4; i++)
-			REQUIRE_EQ(pthread_create(&threads[i], NULL, map_unmap_loop, &workers[i]), 0);
+			REQUIRE_EQ(pthread_create(&threads[i], NULL, map_unmap_loop, &workers[i]),
+				   0);
 		for (unsigned int i = 0; i < 4; i++) {
 			pthread_join(threads[i], NULL);
 			CHECK_EQ(workers[i].failures, 0);

@@ -17,11 +17,21 @@ VT_TEST(every_transport_bit_of_virtio_1_3_has_its_name)
 		unsigned int bit;
 		const char *name;
 	} expect[] = {
-		{24, "NOTIFY_ON_EMPTY"}, {27, "ANY_LAYOUT"},      {28, "INDIRECT_DESC"},
-		{29, "EVENT_IDX"},       {30, "PROTOCOL_FEATURES"}, {32, "VERSION_1"},
-		{33, "ACCESS_PLATFORM"}, {34, "RING_PACKED"},     {35, "IN_ORDER"},
-		{36, "ORDER_PLATFORM"},  {37, "SR_IOV"},          {38, "NOTIFICATION_DATA"},
-		{39, "NOTIF_CONFIG_DATA"}, {40, "RING_RESET"},    {41, "ADMIN_VQ"},
+		{ 24, "NOTIFY_ON_EMPTY" },
+		{ 27, "ANY_LAYOUT" },
+		{ 28, "INDIRECT_DESC" },
+		{ 29, "EVENT_IDX" },
+		{ 30, "PROTOCOL_FEATURES" },
+		{ 32, "VERSION_1" },
+		{ 33, "ACCESS_PLATFORM" },
+		{ 34, "RING_PACKED" },
+		{ 35, "IN_ORDER" },
+		{ 36, "ORDER_PLATFORM" },
+		{ 37, "SR_IOV" },
+		{ 38, "NOTIFICATION_DATA" },
+		{ 39, "NOTIF_CONFIG_DATA" },
+		{ 40, "RING_RESET" },
+		{ 41, "ADMIN_VQ" },
 	};
 	for (size_t i = 0; i < sizeof(expect) / sizeof(expect[0]); i++) {
 		const char *n = vt_feature_name(VIRTIO_ID_BLOCK, expect[i].bit);
@@ -85,7 +95,7 @@ VT_TEST(status_str_names_each_bit)
 {
 	char buf[128];
 	vt_status_str(VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER |
-			      VIRTIO_CONFIG_S_FEATURES_OK | VIRTIO_CONFIG_S_NEEDS_RESET,
+			  VIRTIO_CONFIG_S_FEATURES_OK | VIRTIO_CONFIG_S_NEEDS_RESET,
 		      buf, sizeof(buf));
 	CHECK_STR(buf, "ACKNOWLEDGE DRIVER FEATURES_OK DEVICE_NEEDS_RESET");
 	vt_status_str(0, buf, sizeof(buf));

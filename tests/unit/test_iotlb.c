@@ -18,7 +18,9 @@ static uint8_t host[64 * PAGE];
 static struct vt_iotlb *new_iotlb(unsigned int max_entries, enum vt_iotlb_full_policy policy,
 				  const struct vt_log *log)
 {
-	struct vt_iotlb_params p = {.max_entries = max_entries, .full_policy = policy, .log = log};
+	struct vt_iotlb_params p = { .max_entries = max_entries,
+				     .full_policy = policy,
+				     .log = log };
 	struct vt_iotlb *t = NULL;
 
 	if (vt_iotlb_new(&p, &t) != 0)
@@ -31,7 +33,7 @@ static void drop_log(void *opaque, enum vt_log_level level, const char *message)
 }
 
 /* For tests that fill the table on purpose. */
-static const struct vt_log quiet = {.fn = drop_log};
+static const struct vt_log quiet = { .fn = drop_log };
 
 static struct vt_iotlb *new_default(void)
 {
@@ -69,7 +71,7 @@ static uint64_t translate_fails(struct vt_iotlb *t, uint64_t iova, uint64_t len,
 				unsigned int access, int err)
 {
 	struct iovec iov[8];
-	struct vt_as_fault fault = {.addr = 0xdead, .access = 0};
+	struct vt_as_fault fault = { .addr = 0xdead, .access = 0 };
 	unsigned int n = 99;
 	int ret = vt_iotlb_translate(t, iova, len, access, iov, 8, &n, &fault);
 	if (ret != err)
@@ -118,8 +120,8 @@ VT_TEST(new_with_null_params_uses_defaults)
 VT_TEST(new_rejects_bad_params)
 {
 	struct vt_iotlb *t = (struct vt_iotlb *)1;
-	struct vt_iotlb_params too_big = {.max_entries = VT_IOTLB_MAX_ENTRIES + 1};
-	struct vt_iotlb_params bad_policy = {.full_policy = (enum vt_iotlb_full_policy)2};
+	struct vt_iotlb_params too_big = { .max_entries = VT_IOTLB_MAX_ENTRIES + 1 };
+	struct vt_iotlb_params bad_policy = { .full_policy = (enum vt_iotlb_full_policy)2 };
 
 	CHECK_EQ(vt_iotlb_new(&too_big, &t), -EINVAL);
 	CHECK(t == NULL);
@@ -309,7 +311,7 @@ VT_TEST(too_many_iovecs_gives_enobufs_with_prefix_filled)
 {
 	struct vt_iotlb *t = new_default();
 	struct iovec iov[2];
-	struct vt_as_fault fault = {.addr = 7};
+	struct vt_as_fault fault = { .addr = 7 };
 	unsigned int n = 99;
 	REQUIRE(t);
 
@@ -538,8 +540,8 @@ VT_TEST(address_zero_is_mappable)
 
 VT_TEST(full_table_with_refuse_policy_returns_enospc_unchanged)
 {
-	struct log_capture log_lines = {0};
-	struct vt_log log = {.fn = capture_log, .opaque = &log_lines, .max_level = VT_LOG_DEBUG};
+	struct log_capture log_lines = { 0 };
+	struct vt_log log = { .fn = capture_log, .opaque = &log_lines, .max_level = VT_LOG_DEBUG };
 	struct vt_iotlb *t = new_iotlb(4, VT_IOTLB_FULL_REFUSE, &log);
 	struct vt_iotlb_stats s;
 	REQUIRE(t);
@@ -694,7 +696,7 @@ VT_TEST(stats_count_hits_misses_denials_and_invalidations)
 VT_TEST(lookup_returns_the_containing_entry)
 {
 	struct vt_iotlb *t = new_default();
-	struct vt_iotlb_entry e = {0};
+	struct vt_iotlb_entry e = { 0 };
 	REQUIRE(t);
 
 	REQUIRE_EQ(vt_iotlb_update(t, 0x10000, 0x100, host + 0x40, VT_IOTLB_PERM_WO), 0);
@@ -727,7 +729,7 @@ static unsigned int spaced_wrong(struct vt_iotlb *t, unsigned int first, unsigne
 
 	for (unsigned int i = first; i < end; i++) {
 		for (uint64_t off = 0; off < 16; off += 15) {
-			e = (struct vt_iotlb_entry){0};
+			e = (struct vt_iotlb_entry){ 0 };
 			bad += vt_iotlb_lookup(t, SPACED_IOVA(i) + off, &e) != 0 ||
 			       e.iova != SPACED_IOVA(i) || e.size != 16 || e.hva != SPACED_HVA(i);
 		}

@@ -89,8 +89,8 @@ static void drop_log(void *opaque, enum vt_log_level level, const char *message)
 static void run_model(uint64_t base, uint32_t window, unsigned int capacity,
 		      enum vt_iotlb_full_policy policy, uint64_t salt)
 {
-	static const struct vt_log quiet = {.fn = drop_log};
-	struct model_run r = {.seed = vt_test_seed()};
+	static const struct vt_log quiet = { .fn = drop_log };
+	struct model_run r = { .seed = vt_test_seed() };
 	uint64_t ops = vt_test_scaled(1000000) / 4;
 
 	r.rng = r.seed ^ salt;

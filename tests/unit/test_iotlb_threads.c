@@ -113,7 +113,7 @@ static void *reader_main(void *arg)
 
 	while (!atomic_load_explicit(&s->stop, memory_order_relaxed) && !r->error[0]) {
 		struct iovec iov[4];
-		struct vt_as_fault fault = {0};
+		struct vt_as_fault fault = { 0 };
 		unsigned int n = 0;
 		unsigned int slot = (unsigned int)(vt_test_rand(&r->rng) % SLOTS);
 		uint64_t iova, len, before = 0;
@@ -234,10 +234,10 @@ static void *writer_main(void *arg)
 
 VT_TEST(readers_see_right_content_or_miss_while_writer_changes_mappings)
 {
-	struct shared s = {0};
+	struct shared s = { 0 };
 	struct reader readers[READERS];
-	struct writer w = {.s = &s, .max_ops = vt_test_scaled(400000)};
-	struct vt_iotlb_params p = {.max_entries = 64};
+	struct writer w = { .s = &s, .max_ops = vt_test_scaled(400000) };
+	struct vt_iotlb_params p = { .max_entries = 64 };
 	pthread_t writer;
 	uint64_t seed = vt_test_seed();
 
@@ -251,7 +251,7 @@ VT_TEST(readers_see_right_content_or_miss_while_writer_changes_mappings)
 
 	w.rng = seed;
 	for (unsigned int i = 0; i < READERS; i++) {
-		readers[i] = (struct reader){.s = &s, .rng = seed + i + 1};
+		readers[i] = (struct reader){ .s = &s, .rng = seed + i + 1 };
 		REQUIRE_EQ(pthread_create(&readers[i].thread, NULL, reader_main, &readers[i]), 0);
 	}
 	REQUIRE_EQ(pthread_create(&writer, NULL, writer_main, &w), 0);
@@ -337,8 +337,8 @@ static void handshake_wait(struct handshake *h, uint64_t phase)
 
 VT_TEST(translate_after_invalidate_returns_misses_on_another_thread)
 {
-	struct handshake h = {0};
-	struct vt_iotlb_params p = {.max_entries = 8};
+	struct handshake h = { 0 };
+	struct vt_iotlb_params p = { .max_entries = 8 };
 	pthread_t reader;
 	uint64_t rounds = vt_test_scaled(20000), phase = 0;
 

@@ -11,8 +11,10 @@ static uint8_t backing[1 << 20];
 
 static struct vt_mem_region region(uint64_t gpa, uint64_t size, uint64_t host_off)
 {
-	return (struct vt_mem_region){
-		.gpa = gpa, .size = size, .hva = backing + host_off, .uaddr = 0x7f0000000000ULL + host_off};
+	return (struct vt_mem_region){ .gpa = gpa,
+				       .size = size,
+				       .hva = backing + host_off,
+				       .uaddr = 0x7f0000000000ULL + host_off };
 }
 
 static int logged_errors;
@@ -24,7 +26,7 @@ static void count_errors(void *opaque, enum vt_log_level level, const char *msg)
 	logged_errors += level == VT_LOG_ERROR;
 }
 
-static const struct vt_log quiet_log = {.fn = count_errors, .max_level = VT_LOG_DEBUG};
+static const struct vt_log quiet_log = { .fn = count_errors, .max_level = VT_LOG_DEBUG };
 
 static struct vt_memtable *table_with(const struct vt_mem_region *r, unsigned int n)
 {
@@ -54,7 +56,7 @@ VT_TEST(translate_inside_one_region_gives_one_iovec)
 
 VT_TEST(buffer_across_host_contiguous_regions_merges)
 {
-	struct vt_mem_region r[2] = {region(0x0, 0x1000, 0), region(0x1000, 0x1000, 0x1000)};
+	struct vt_mem_region r[2] = { region(0x0, 0x1000, 0), region(0x1000, 0x1000, 0x1000) };
 	struct vt_memtable *t = table_with(r, 2);
 	REQUIRE(t);
 	struct iovec iov[4];
@@ -68,7 +70,7 @@ VT_TEST(buffer_across_host_contiguous_regions_merges)
 
 VT_TEST(buffer_across_adjacent_regions_elsewhere_on_the_host_splits)
 {
-	struct vt_mem_region r[2] = {region(0x0, 0x1000, 0x8000), region(0x1000, 0x1000, 0x2000)};
+	struct vt_mem_region r[2] = { region(0x0, 0x1000, 0x8000), region(0x1000, 0x1000, 0x2000) };
 	struct vt_memtable *t = table_with(r, 2);
 	REQUIRE(t);
 	struct iovec iov[4];
@@ -80,8 +82,7 @@ VT_TEST(buffer_across_adjacent_regions_elsewhere_on_the_host_splits)
 	CHECK(iov[1].iov_base == backing + 0x2000);
 	CHECK_EQ(iov[1].iov_len, 0x10);
 	/* One iovec is not enough: -ENOBUFS with the prefix filled. */
-	CHECK_EQ(vt_memtable_translate(t, 0xff0, 0x20, VT_ACCESS_READ, iov, 1, &n, NULL),
-		 -ENOBUFS);
+	CHECK_EQ(vt_memtable_translate(t, 0xff0, 0x20, VT_ACCESS_READ, iov, 1, &n, NULL), -ENOBUFS);
 	CHECK_EQ(n, 1);
 	CHECK_EQ(iov[0].iov_len, 0x10);
 	vt_memtable_free(t);
@@ -89,12 +90,12 @@ VT_TEST(buffer_across_adjacent_regions_elsewhere_on_the_host_splits)
 
 VT_TEST(unmapped_bytes_fault_at_the_first_missing_address)
 {
-	struct vt_mem_region r[2] = {region(0x0, 0x1000, 0), region(0x2000, 0x1000, 0x2000)};
+	struct vt_mem_region r[2] = { region(0x0, 0x1000, 0), region(0x2000, 0x1000, 0x2000) };
 	struct vt_memtable *t = table_with(r, 2);
 	REQUIRE(t);
 	struct iovec iov[4];
 	unsigned int n;
-	struct vt_as_fault f = {0};
+	struct vt_as_fault f = { 0 };
 	CHECK_EQ(vt_memtable_translate(t, 0xf00, 0x1200, VT_ACCESS_WRITE, iov, 4, &n, &f), -EFAULT);
 	CHECK(f.addr == 0x1000);
 	CHECK_EQ(f.access, VT_ACCESS_WRITE);
@@ -129,7 +130,7 @@ VT_TEST(overlapping_empty_and_wrapping_regions_are_refused)
 		region(0x1800, 0x1000, 0), /* overlaps the end */
 		region(0x0800, 0x1000, 0), /* overlaps the start */
 		region(0x1100, 0x10, 0),   /* inside */
-		region(0x0, 0x4000, 0),    /* around */
+		region(0x0, 0x4000, 0),	   /* around */
 	};
 	logged_errors = 0;
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
@@ -151,7 +152,7 @@ VT_TEST(overlapping_empty_and_wrapping_regions_are_refused)
 
 VT_TEST(remove_needs_the_exact_region_and_bumps_generation)
 {
-	struct vt_mem_region r[2] = {region(0x0, 0x1000, 0), region(0x4000, 0x1000, 0x1000)};
+	struct vt_mem_region r[2] = { region(0x0, 0x1000, 0), region(0x4000, 0x1000, 0x1000) };
 	struct vt_memtable *t = table_with(r, 2);
 	REQUIRE(t);
 	uint64_t gen = vt_memtable_generation(t);
@@ -205,7 +206,8 @@ VT_TEST(holds_509_regions_and_refuses_the_510th)
 
 VT_TEST(uaddr_converts_within_one_region_only)
 {
-	struct vt_mem_region r[2] = {region(0x0, 0x1000, 0x4000), region(0x10000, 0x1000, 0x1000)};
+	struct vt_mem_region r[2] = { region(0x0, 0x1000, 0x4000),
+				      region(0x10000, 0x1000, 0x1000) };
 	struct vt_memtable *t = table_with(r, 2);
 	REQUIRE(t);
 	void *hva = NULL;

@@ -16,8 +16,8 @@
 
 #include "harness.h"
 
-#define V1 VT_BIT(VIRTIO_F_VERSION_1)
-#define AP VT_BIT(VIRTIO_F_ACCESS_PLATFORM)
+#define V1    VT_BIT(VIRTIO_F_VERSION_1)
+#define AP    VT_BIT(VIRTIO_F_ACCESS_PLATFORM)
 #define S_ACK VIRTIO_CONFIG_S_ACKNOWLEDGE
 #define S_DRV VIRTIO_CONFIG_S_DRIVER
 #define S_FOK VIRTIO_CONFIG_S_FEATURES_OK
@@ -73,8 +73,8 @@ static const struct vt_device_ops observed_ops = {
 static struct vt_device *make_device(uint32_t id, uint64_t offered, uint64_t required,
 				     struct observer *o, struct vt_log *log)
 {
-	*log = (struct vt_log){.fn = count_log, .opaque = o, .max_level = VT_LOG_DEBUG};
-	uint8_t config[16] = {1, 2, 3, 4};
+	*log = (struct vt_log){ .fn = count_log, .opaque = o, .max_level = VT_LOG_DEBUG };
+	uint8_t config[16] = { 1, 2, 3, 4 };
 	struct vt_device_params p = {
 		.device_id = id,
 		.offered = offered,
@@ -105,10 +105,10 @@ static int accept_features(struct vt_device *dev, uint64_t features)
 
 VT_TEST(device_keeps_features_ok_for_a_valid_subset)
 {
-	struct observer o = {0};
+	struct observer o = { 0 };
 	struct vt_log log;
-	struct vt_device *dev = make_device(VIRTIO_ID_BLOCK,
-					    VT_BIT(VIRTIO_BLK_F_FLUSH) | AP, 0, &o, &log);
+	struct vt_device *dev =
+	    make_device(VIRTIO_ID_BLOCK, VT_BIT(VIRTIO_BLK_F_FLUSH) | AP, 0, &o, &log);
 	REQUIRE(dev);
 	CHECK(accept_features(dev, V1 | VT_BIT(VIRTIO_BLK_F_FLUSH)));
 	CHECK(vt_device_features(dev) == (V1 | VT_BIT(VIRTIO_BLK_F_FLUSH)));
@@ -118,10 +118,10 @@ VT_TEST(device_keeps_features_ok_for_a_valid_subset)
 
 VT_TEST(device_refuses_features_ok_for_an_unoffered_bit)
 {
-	struct observer o = {0};
+	struct observer o = { 0 };
 	struct vt_log log;
-	struct vt_device *dev = make_device(VIRTIO_ID_BLOCK, VT_BIT(VIRTIO_BLK_F_FLUSH), 0, &o,
-					    &log);
+	struct vt_device *dev =
+	    make_device(VIRTIO_ID_BLOCK, VT_BIT(VIRTIO_BLK_F_FLUSH), 0, &o, &log);
 	REQUIRE(dev);
 	CHECK(!accept_features(dev, V1 | VT_BIT(VIRTIO_BLK_F_DISCARD)));
 	CHECK(vt_device_features(dev) == 0);
@@ -133,10 +133,10 @@ VT_TEST(device_refuses_features_ok_for_an_unoffered_bit)
 
 VT_TEST(device_refuses_features_ok_without_version_1)
 {
-	struct observer o = {0};
+	struct observer o = { 0 };
 	struct vt_log log;
-	struct vt_device *dev = make_device(VIRTIO_ID_BLOCK, VT_BIT(VIRTIO_BLK_F_FLUSH), 0, &o,
-					    &log);
+	struct vt_device *dev =
+	    make_device(VIRTIO_ID_BLOCK, VT_BIT(VIRTIO_BLK_F_FLUSH), 0, &o, &log);
 	REQUIRE(dev);
 	CHECK(!accept_features(dev, VT_BIT(VIRTIO_BLK_F_FLUSH)));
 	vt_device_free(dev);
@@ -144,7 +144,7 @@ VT_TEST(device_refuses_features_ok_without_version_1)
 
 VT_TEST(device_refuses_features_ok_without_a_required_feature)
 {
-	struct observer o = {0};
+	struct observer o = { 0 };
 	struct vt_log log;
 	struct vt_device *dev = make_device(VIRTIO_ID_BLOCK, AP, AP, &o, &log);
 	REQUIRE(dev);
@@ -155,7 +155,7 @@ VT_TEST(device_refuses_features_ok_without_a_required_feature)
 
 VT_TEST(device_model_can_veto_features_ok)
 {
-	struct observer o = {.veto = -EINVAL};
+	struct observer o = { .veto = -EINVAL };
 	struct vt_log log;
 	struct vt_device *dev = make_device(VIRTIO_ID_BLOCK, 0, 0, &o, &log);
 	REQUIRE(dev);
@@ -203,7 +203,7 @@ VT_TEST(every_dependency_rule_is_enforced_by_the_device)
 	for (size_t i = 0; i < n; i++) {
 		const struct vt_feature_rule *r = &rules[i];
 		uint32_t id = r->device_id ? r->device_id : VIRTIO_ID_NET;
-		struct observer o = {0};
+		struct observer o = { 0 };
 		struct vt_log log;
 		struct vt_device *dev = make_device(id, all_named(id), 0, &o, &log);
 		REQUIRE(dev);
@@ -236,7 +236,7 @@ VT_TEST(driver_drops_a_feature_whose_dependency_it_cannot_accept)
 		if (r->bit == VIRTIO_F_VERSION_1)
 			continue;
 		uint32_t id = r->device_id ? r->device_id : VIRTIO_ID_NET;
-		struct observer o = {0};
+		struct observer o = { 0 };
 		struct vt_log log;
 		struct vt_device *dev = make_device(id, all_named(id), 0, &o, &log);
 		REQUIRE(dev);
@@ -245,8 +245,7 @@ VT_TEST(driver_drops_a_feature_whose_dependency_it_cannot_accept)
 		struct vt_driver_params p = {
 			.ops = &vt_local_transport_ops,
 			.transport = dev,
-			.supported = VT_BIT(r->bit) |
-				     ((r->requires_all | r->requires_any) & V1),
+			.supported = VT_BIT(r->bit) | ((r->requires_all | r->requires_any) & V1),
 			.log = &log,
 		};
 		REQUIRE_EQ(vt_driver_new(&p, &drv), 0);
@@ -269,12 +268,11 @@ VT_TEST(net_guest_ecn_needs_one_of_tso4_or_tso6)
 	CHECK_EQ(vt_features_check_deps(VIRTIO_ID_NET, base, &broken), -EINVAL);
 	REQUIRE(broken != NULL);
 	CHECK_EQ(broken->bit, VIRTIO_NET_F_GUEST_ECN);
-	CHECK_EQ(vt_features_check_deps(VIRTIO_ID_NET, base | VT_BIT(VIRTIO_NET_F_GUEST_TSO6),
-					NULL),
-		 0);
+	CHECK_EQ(
+	    vt_features_check_deps(VIRTIO_ID_NET, base | VT_BIT(VIRTIO_NET_F_GUEST_TSO6), NULL), 0);
 	/* Dropping CSUM drops TSO6, which then drops ECN: the closure iterates. */
 	uint64_t closed = vt_features_close_deps(
-		VIRTIO_ID_NET, V1 | VT_BIT(VIRTIO_NET_F_GUEST_TSO6) | VT_BIT(VIRTIO_NET_F_GUEST_ECN));
+	    VIRTIO_ID_NET, V1 | VT_BIT(VIRTIO_NET_F_GUEST_TSO6) | VT_BIT(VIRTIO_NET_F_GUEST_ECN));
 	CHECK(closed == V1);
 	/* Block devices have no such rule on their bit 9 (FLUSH). */
 	CHECK_EQ(vt_features_check_deps(VIRTIO_ID_BLOCK, V1 | VT_BIT(9), NULL), 0);
@@ -282,11 +280,10 @@ VT_TEST(net_guest_ecn_needs_one_of_tso4_or_tso6)
 
 VT_TEST(features_cannot_change_after_features_ok)
 {
-	struct observer o = {0};
+	struct observer o = { 0 };
 	struct vt_log log;
-	struct vt_device *dev = make_device(VIRTIO_ID_BLOCK,
-					    VT_BIT(VIRTIO_BLK_F_FLUSH) | VT_BIT(VIRTIO_BLK_F_RO), 0,
-					    &o, &log);
+	struct vt_device *dev = make_device(
+	    VIRTIO_ID_BLOCK, VT_BIT(VIRTIO_BLK_F_FLUSH) | VT_BIT(VIRTIO_BLK_F_RO), 0, &o, &log);
 	REQUIRE(dev);
 	REQUIRE(accept_features(dev, V1 | VT_BIT(VIRTIO_BLK_F_FLUSH)));
 	CHECK_EQ(vt_device_set_driver_features(dev, V1 | VT_BIT(VIRTIO_BLK_F_RO)), -EBUSY);
@@ -297,7 +294,7 @@ VT_TEST(features_cannot_change_after_features_ok)
 
 VT_TEST(features_written_before_driver_status_are_refused)
 {
-	struct observer o = {0};
+	struct observer o = { 0 };
 	struct vt_log log;
 	struct vt_device *dev = make_device(VIRTIO_ID_BLOCK, 0, 0, &o, &log);
 	REQUIRE(dev);
@@ -307,7 +304,7 @@ VT_TEST(features_written_before_driver_status_are_refused)
 
 VT_TEST(status_bits_must_be_set_in_order)
 {
-	struct observer o = {0};
+	struct observer o = { 0 };
 	struct vt_log log;
 	struct vt_device *dev = make_device(VIRTIO_ID_BLOCK, 0, 0, &o, &log);
 	REQUIRE(dev);
@@ -334,7 +331,7 @@ VT_TEST(status_bits_must_be_set_in_order)
 
 VT_TEST(reset_clears_status_and_negotiated_features)
 {
-	struct observer o = {0};
+	struct observer o = { 0 };
 	struct vt_log log;
 	struct vt_device *dev = make_device(VIRTIO_ID_BLOCK, 0, 0, &o, &log);
 	REQUIRE(dev);
@@ -350,7 +347,7 @@ VT_TEST(reset_clears_status_and_negotiated_features)
 
 VT_TEST(needs_reset_notifies_and_logs_once_until_reset)
 {
-	struct observer o = {0};
+	struct observer o = { 0 };
 	struct vt_log log;
 	struct vt_device *dev = make_device(VIRTIO_ID_BLOCK, 0, 0, &o, &log);
 	REQUIRE(dev);
@@ -376,12 +373,12 @@ VT_TEST(needs_reset_notifies_and_logs_once_until_reset)
 
 VT_TEST(driver_negotiates_the_common_subset)
 {
-	struct observer o = {0};
+	struct observer o = { 0 };
 	struct vt_log log;
 	struct vt_device *dev = make_device(
-		VIRTIO_ID_NET,
-		VT_BIT(VIRTIO_NET_F_MAC) | VT_BIT(VIRTIO_NET_F_MRG_RXBUF) | VT_BIT(VIRTIO_F_EVENT_IDX),
-		0, &o, &log);
+	    VIRTIO_ID_NET,
+	    VT_BIT(VIRTIO_NET_F_MAC) | VT_BIT(VIRTIO_NET_F_MRG_RXBUF) | VT_BIT(VIRTIO_F_EVENT_IDX),
+	    0, &o, &log);
 	REQUIRE(dev);
 	struct vt_driver *drv = NULL;
 	struct vt_driver_params p = {
@@ -453,12 +450,12 @@ static const struct vt_transport_ops fake_ops = {
 
 VT_TEST(driver_refuses_a_legacy_device_without_version_1)
 {
-	struct observer o = {0};
+	struct observer o = { 0 };
 	struct vt_log log;
 	REQUIRE(make_device(VIRTIO_ID_BLOCK, 0, 0, &o, &log));
 	fake_offer = VT_BIT(VIRTIO_BLK_F_FLUSH);
 	struct vt_driver *drv = NULL;
-	struct vt_driver_params p = {.ops = &fake_ops, .transport = &o, .log = &log};
+	struct vt_driver_params p = { .ops = &fake_ops, .transport = &o, .log = &log };
 	REQUIRE_EQ(vt_driver_new(&p, &drv), 0);
 	CHECK_EQ(vt_driver_negotiate(drv), -ENOTSUP);
 	CHECK(vt_device_status(o.dev) & VIRTIO_CONFIG_S_FAILED);
@@ -468,7 +465,7 @@ VT_TEST(driver_refuses_a_legacy_device_without_version_1)
 
 VT_TEST(driver_sees_the_device_refuse_features_ok)
 {
-	struct observer o = {0};
+	struct observer o = { 0 };
 	struct vt_log log;
 	/* The transport claims an offer the device does not make: the device must refuse. */
 	REQUIRE(make_device(VIRTIO_ID_BLOCK, 0, 0, &o, &log));
@@ -491,12 +488,12 @@ VT_TEST(driver_sees_the_device_refuse_features_ok)
 
 VT_TEST(driver_config_read_retries_until_generation_is_stable)
 {
-	struct observer o = {0};
+	struct observer o = { 0 };
 	struct vt_log log;
 	REQUIRE(make_device(VIRTIO_ID_BLOCK, 0, 0, &o, &log));
 	fake_offer = V1;
 	struct vt_driver *drv = NULL;
-	struct vt_driver_params p = {.ops = &fake_ops, .transport = &o, .log = &log};
+	struct vt_driver_params p = { .ops = &fake_ops, .transport = &o, .log = &log };
 	REQUIRE_EQ(vt_driver_new(&p, &drv), 0);
 	REQUIRE_EQ(vt_driver_negotiate(drv), 0);
 	uint32_t gen = vt_device_config_generation(o.dev);
@@ -514,7 +511,7 @@ VT_TEST(driver_config_read_retries_until_generation_is_stable)
 
 VT_TEST(config_change_notifies_only_after_driver_ok)
 {
-	struct observer o = {0};
+	struct observer o = { 0 };
 	struct vt_log log;
 	struct vt_device *dev = make_device(VIRTIO_ID_BLOCK, 0, 0, &o, &log);
 	REQUIRE(dev);
@@ -553,10 +550,10 @@ static struct vt_driver *restricted_driver(struct vt_device *dev, struct vt_log 
 
 VT_TEST(restricted_memory_fails_cleanly_without_access_platform)
 {
-	struct observer o = {0};
+	struct observer o = { 0 };
 	struct vt_log log;
-	struct vt_device *dev = make_device(VIRTIO_ID_BLOCK, VT_BIT(VIRTIO_BLK_F_FLUSH), 0, &o,
-					    &log);
+	struct vt_device *dev =
+	    make_device(VIRTIO_ID_BLOCK, VT_BIT(VIRTIO_BLK_F_FLUSH), 0, &o, &log);
 	REQUIRE(dev);
 	struct vt_driver *drv = restricted_driver(dev, &log, AP | VT_BIT(VIRTIO_BLK_F_FLUSH));
 	REQUIRE(drv);
@@ -571,7 +568,7 @@ VT_TEST(restricted_memory_fails_cleanly_without_access_platform)
 
 VT_TEST(restricted_memory_fails_when_the_driver_itself_cannot_accept_access_platform)
 {
-	struct observer o = {0};
+	struct observer o = { 0 };
 	struct vt_log log;
 	struct vt_device *dev = make_device(VIRTIO_ID_BLOCK, AP, 0, &o, &log);
 	REQUIRE(dev);
@@ -584,7 +581,7 @@ VT_TEST(restricted_memory_fails_when_the_driver_itself_cannot_accept_access_plat
 
 VT_TEST(restricted_memory_negotiates_platform_dma_with_access_platform)
 {
-	struct observer o = {0};
+	struct observer o = { 0 };
 	struct vt_log log;
 	struct vt_device *dev = make_device(VIRTIO_ID_BLOCK, AP, 0, &o, &log);
 	REQUIRE(dev);
@@ -626,7 +623,7 @@ VT_TEST(device_refuses_to_require_what_it_does_not_offer)
 		.device_id = VIRTIO_ID_NET,
 		.offered = VT_BIT(VIRTIO_NET_F_MQ) | VT_BIT(VIRTIO_NET_F_CTRL_VQ),
 		.required = AP,
-		.log = &(struct vt_log){.fn = count_log, .opaque = &(struct observer){0}},
+		.log = &(struct vt_log){ .fn = count_log, .opaque = &(struct observer){ 0 } },
 	};
 	CHECK_EQ(vt_device_new(&p, &dev), -EINVAL);
 	p.required = VT_BIT(VIRTIO_NET_F_MQ); /* MQ needs CTRL_VQ, which is not required */

@@ -8,7 +8,7 @@
 #include "harness.h"
 #include "mem/range_alloc.h"
 
-#define BASE    0x100000ULL
+#define BASE	0x100000ULL
 #define GRANULE 64ULL
 
 VT_TEST(init_rejects_bad_parameters)
@@ -65,7 +65,7 @@ VT_TEST(sizes_round_up_to_a_power_of_two_of_granules)
 VT_TEST(blocks_are_aligned_to_their_size)
 {
 	struct vt_range_alloc ra;
-	static const uint64_t sizes[] = {64, 4096, 128, 1000, 64, 65536, 200, 8192};
+	static const uint64_t sizes[] = { 64, 4096, 128, 1000, 64, 65536, 200, 8192 };
 
 	REQUIRE_EQ(vt_range_alloc_init(&ra, BASE, 1 << 20, GRANULE, 0), 0);
 	for (unsigned int i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
@@ -194,11 +194,11 @@ VT_TEST(free_of_an_address_that_was_not_allocated_is_refused)
 
 	REQUIRE_EQ(vt_range_alloc_init(&ra, BASE, 4096, GRANULE, 0), 0);
 	REQUIRE_EQ(vt_range_alloc_alloc(&ra, 256, 0, 0, &a), 0);
-	CHECK_EQ(vt_range_alloc_free(&ra, a + 64, 64), -EINVAL); /* inside an allocation */
-	CHECK_EQ(vt_range_alloc_free(&ra, a + 1, 256), -EINVAL); /* misaligned */
-	CHECK_EQ(vt_range_alloc_free(&ra, BASE - 64, 64), -EINVAL); /* below the range */
+	CHECK_EQ(vt_range_alloc_free(&ra, a + 64, 64), -EINVAL);      /* inside an allocation */
+	CHECK_EQ(vt_range_alloc_free(&ra, a + 1, 256), -EINVAL);      /* misaligned */
+	CHECK_EQ(vt_range_alloc_free(&ra, BASE - 64, 64), -EINVAL);   /* below the range */
 	CHECK_EQ(vt_range_alloc_free(&ra, BASE + 4096, 64), -EINVAL); /* above it */
-	CHECK_EQ(vt_range_alloc_free(&ra, a + 256, 256), -EINVAL); /* a free block */
+	CHECK_EQ(vt_range_alloc_free(&ra, a + 256, 256), -EINVAL);    /* a free block */
 	CHECK_EQ(vt_range_alloc_free_bytes(&ra), 4096 - 256);
 	CHECK_EQ(vt_range_alloc_free(&ra, a, 256), 0);
 	vt_range_alloc_destroy(&ra);

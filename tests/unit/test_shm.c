@@ -26,8 +26,8 @@ VT_TEST(memfd_region_is_seen_by_a_second_mapping)
 	CHECK(r->fd >= 0);
 	CHECK_EQ(r->gpa, 0x100000);
 	/* As a device in another process would map it. */
-	uint8_t *other = mmap(NULL, r->size, PROT_READ | PROT_WRITE, MAP_SHARED, r->fd,
-			      (off_t)r->fd_offset);
+	uint8_t *other =
+	    mmap(NULL, r->size, PROT_READ | PROT_WRITE, MAP_SHARED, r->fd, (off_t)r->fd_offset);
 	REQUIRE(other != MAP_FAILED);
 	CHECK(other != (uint8_t *)r->hva);
 	memcpy((uint8_t *)r->hva + 100, "driver", 6);
@@ -58,7 +58,7 @@ VT_TEST(overlapping_driver_physical_ranges_are_refused)
 	REQUIRE_EQ(vt_shm_add_memfd(shm, 1 << 16, 0x100000, NULL), 0);
 	CHECK_EQ(vt_shm_add_memfd(shm, 1 << 16, 0x100000 + 0x8000, NULL), -EEXIST);
 	CHECK_EQ(vt_shm_add_memfd(shm, 1 << 16, 0x100000 - 0x8000, NULL), -EEXIST);
-	CHECK_EQ(vt_shm_add_memfd(shm, 2 << 20, 0, NULL), -EEXIST); /* covers it */
+	CHECK_EQ(vt_shm_add_memfd(shm, 2 << 20, 0, NULL), -EEXIST);  /* covers it */
 	CHECK_EQ(vt_shm_add_memfd(shm, 1 << 16, 0x110000, NULL), 0); /* adjacent is fine */
 	CHECK_EQ(vt_shm_count(shm), 2);
 	vt_shm_free(shm);

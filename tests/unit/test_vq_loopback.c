@@ -49,15 +49,15 @@
 /* Buffers across the whole matrix in the normal build (VT_TEST_SCALE lowers it). */
 #define TOTAL_BUFFERS 10000000ULL
 
-#define QSIZE        256
-#define MAX_SEGS     64
-#define ARENA_SIZE   (20u << 10) /* per buffer: up to 16 KiB of payload plus misalignment */
-#define GPA_BASE     (1ULL << 32)
-#define SHM_SIZE     (32ULL << 20)
-#define BOUNCE_SIZE  (16ULL << 20)
-#define IOV_MAX_DEV  (4 * MAX_SEGS)
-#define HELD_MAX     16 /* chains the device holds before returning them */
-#define POISON       0xee
+#define QSIZE	    256
+#define MAX_SEGS    64
+#define ARENA_SIZE  (20u << 10) /* per buffer: up to 16 KiB of payload plus misalignment */
+#define GPA_BASE    (1ULL << 32)
+#define SHM_SIZE    (32ULL << 20)
+#define BOUNCE_SIZE (16ULL << 20)
+#define IOV_MAX_DEV (4 * MAX_SEGS)
+#define HELD_MAX    16 /* chains the device holds before returning them */
+#define POISON	    0xee
 
 #define STALL_MS       10000 /* no notification for this long: a lost wakeup */
 #define ROW_DEADLINE_S 120
@@ -76,8 +76,8 @@ static const struct format formats[] = {
 	 * A format whose halves say -ENOTSUP at creation has its rows reported as skipped; one that
 	 * is disabled here gets none of the buffer budget.
 	 */
-	{"split", 0, true},
-	{"packed", F(RING_PACKED), true},
+	{ "split", 0, true },
+	{ "packed", F(RING_PACKED), true },
 };
 
 #define NFORMATS (sizeof(formats) / sizeof(formats[0]))
@@ -120,7 +120,7 @@ struct shape {
 	uint8_t misalign[MAX_SEGS];
 	uint32_t readable_bytes, writable_bytes;
 	uint32_t written; /* what the device writes back */
-	uint32_t seed; /* of the payload */
+	uint32_t seed;	  /* of the payload */
 };
 
 static void make_shape(uint64_t row_seed, uint64_t seq, struct shape *s)
@@ -183,7 +183,7 @@ static const uint8_t *reply_source(uint32_t seed)
 	return noise + (seed >> 16) % NOISE_WINDOWS;
 }
 
-static const uint8_t poison_bytes[2048] = {[0 ... 2047] = POISON};
+static const uint8_t poison_bytes[2048] = { [0 ... 2047] = POISON };
 static const uint8_t zero_bytes[2048];
 
 /* ---------------------------------------------------------------- the rig */
@@ -240,7 +240,7 @@ struct rig {
 	struct vt_log drv_log_hook, dev_log_hook, dma_log_hook;
 
 	/* Between the threads. */
-	atomic_bool stop; /* a failure: both sides leave */
+	atomic_bool stop;	 /* a failure: both sides leave */
 	atomic_bool driver_done; /* every buffer is back: the device leaves */
 	atomic_flag failed;
 	char failure[512];
@@ -277,7 +277,6 @@ static bool past_deadline(const struct rig *g)
 	       (now.tv_sec == g->deadline.tv_sec && now.tv_nsec >= g->deadline.tv_nsec);
 }
 
-
 static bool iommu_mode(enum vt_dma_mode mode)
 {
 	return mode == VT_DMA_IOMMU_STRICT || mode == VT_DMA_IOMMU_LAZY ||
@@ -311,11 +310,11 @@ static int rig_init(struct rig *g, const struct row *row)
 	atomic_flag_clear(&g->ring_log.have_first);
 	atomic_flag_clear(&g->dma_log.have_first);
 	row_name(row, g->name, sizeof(g->name));
-	g->drv_log_hook = (struct vt_log){.fn = count_log, .opaque = &g->ring_log,
-					  .max_level = VT_LOG_WARN};
+	g->drv_log_hook =
+	    (struct vt_log){ .fn = count_log, .opaque = &g->ring_log, .max_level = VT_LOG_WARN };
 	g->dev_log_hook = g->drv_log_hook;
-	g->dma_log_hook = (struct vt_log){.fn = count_log, .opaque = &g->dma_log,
-					  .max_level = VT_LOG_WARN};
+	g->dma_log_hook =
+	    (struct vt_log){ .fn = count_log, .opaque = &g->dma_log, .max_level = VT_LOG_WARN };
 	bool platform = row->dma != VT_DMA_DIRECT;
 	g->features = F(VERSION_1) | row->format->feature | (row->event_idx ? F(EVENT_IDX) : 0) |
 		      (row->in_order ? F(IN_ORDER) : 0) | (row->indirect ? F(INDIRECT_DESC) : 0) |
@@ -342,8 +341,10 @@ static int rig_init(struct rig *g, const struct row *row)
 	g->feed.table = vt_memtable_new(NULL);
 	if (!g->feed.table)
 		return -ENOMEM;
-	struct vt_mem_region mr = {.gpa = g->region->gpa, .size = g->region->size,
-				   .hva = device_hva, .uaddr = (uint64_t)(uintptr_t)g->region->hva};
+	struct vt_mem_region mr = { .gpa = g->region->gpa,
+				    .size = g->region->size,
+				    .hva = device_hva,
+				    .uaddr = (uint64_t)(uintptr_t)g->region->hva };
 	ret = vt_memtable_add(g->feed.table, &mr);
 	if (ret < 0)
 		return ret;
@@ -382,8 +383,8 @@ static int rig_init(struct rig *g, const struct row *row)
 		.features = g->features,
 		.as = as,
 		/* A fresh packed ring starts at slot 0 in wrap 1 (2.8.1), which bit 15 encodes. */
-		.next_avail = row->format->feature & F(RING_PACKED) ? 1u << PVIRTQ_EVENT_WRAP_SHIFT
-								     : 0,
+		.next_avail =
+		    row->format->feature & F(RING_PACKED) ? 1u << PVIRTQ_EVENT_WRAP_SHIFT : 0,
 		.name = "loopback-device",
 		.log = &g->dev_log_hook,
 	};
@@ -433,7 +434,7 @@ static void signal_fd(struct rig *g, int fd)
  */
 static bool wait_fd(struct rig *g, int fd, const char *who)
 {
-	struct pollfd pfd = {.fd = fd, .events = POLLIN};
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
 	uint64_t value;
 
 	for (int waited = 0; waited < STALL_MS; waited += WAIT_SLICE_MS) {
@@ -456,8 +457,9 @@ static bool wait_fd(struct rig *g, int fd, const char *who)
 			return false;
 		}
 	}
-	fail(g, "%s: %s heard nothing for %d ms (a lost notification?); %llu collected, %llu "
-		"popped",
+	fail(g,
+	     "%s: %s heard nothing for %d ms (a lost notification?); %llu collected, %llu "
+	     "popped",
 	     g->name, who, STALL_MS, (unsigned long long)atomic_load(&g->collected),
 	     (unsigned long long)atomic_load(&g->device_popped));
 	return false;
@@ -479,10 +481,11 @@ static bool device_serve(struct rig *g, uint64_t seq, const struct vt_vq_chain *
 	make_shape(g->row->seed, seq, &s);
 	if (chain->readable_bytes != s.readable_bytes ||
 	    chain->writable_bytes != s.writable_bytes) {
-		fail(g, "%s: device: buffer %llu has %u readable and %u writable bytes, expected "
-			"%u and %u",
-		     g->name, (unsigned long long)seq, chain->readable_bytes,
-		     chain->writable_bytes, s.readable_bytes, s.writable_bytes);
+		fail(g,
+		     "%s: device: buffer %llu has %u readable and %u writable bytes, expected "
+		     "%u and %u",
+		     g->name, (unsigned long long)seq, chain->readable_bytes, chain->writable_bytes,
+		     s.readable_bytes, s.writable_bytes);
 		return false;
 	}
 	const uint8_t *want = payload(s.seed);
@@ -499,7 +502,7 @@ static bool device_serve(struct rig *g, uint64_t seq, const struct vt_vq_chain *
 
 	/* The reply: what was read, again and again, from the iovecs themselves. */
 	const struct iovec *from = iov, *from_end = iov + chain->nreadable;
-	struct iovec fallback = {(void *)reply_source(s.seed), s.written};
+	struct iovec fallback = { (void *)reply_source(s.seed), s.written };
 	if (chain->nreadable == 0) {
 		from = &fallback;
 		from_end = from + 1;
@@ -646,7 +649,7 @@ static int driver_post(struct rig *g, struct ctx *c, uint64_t seq)
 	const uint8_t *src = payload(s->seed);
 	for (unsigned int k = 0; k < s->nr + s->nw; k++) {
 		at += s->misalign[k];
-		c->sg[k] = (struct iovec){at, s->len[k]};
+		c->sg[k] = (struct iovec){ at, s->len[k] };
 		if (k < s->nr) {
 			memcpy(at, src + i, s->len[k]);
 			i += s->len[k];
@@ -689,8 +692,9 @@ static bool driver_check(struct rig *g, const struct ctx *c, uint32_t len)
 				n = n < sizeof(zero_bytes) ? n : (uint32_t)sizeof(zero_bytes);
 			}
 			if (memcmp(p + b, want, n) != 0) {
-				fail(g, "%s: driver: buffer %llu bytes [%llu, +%u) of the writable "
-					"part differ (%u written)",
+				fail(g,
+				     "%s: driver: buffer %llu bytes [%llu, +%u) of the writable "
+				     "part differ (%u written)",
 				     g->name, (unsigned long long)c->seq, (unsigned long long)j, n,
 				     s->written);
 				return false;
@@ -854,11 +858,8 @@ static int run_row(const struct row *row)
  * on a loaded machine; they get fewer buffers, the cheap modes more, the total stays the same.
  */
 static const unsigned int mode_weight[] = {
-	[VT_DMA_DIRECT] = 3,
-	[VT_DMA_IOMMU_STRICT] = 1,
-	[VT_DMA_IOMMU_LAZY] = 1,
-	[VT_DMA_IOMMU_PREMAPPED] = 3,
-	[VT_DMA_BOUNCE] = 2,
+	[VT_DMA_DIRECT] = 3,	      [VT_DMA_IOMMU_STRICT] = 1, [VT_DMA_IOMMU_LAZY] = 1,
+	[VT_DMA_IOMMU_PREMAPPED] = 3, [VT_DMA_BOUNCE] = 2,
 };
 
 /* Every row of @dma's part of the matrix; the budget is shared by all enabled formats' rows. */
@@ -870,8 +871,8 @@ static void run_mode(enum vt_dma_mode dma)
 		enabled += formats[f].enabled;
 	for (unsigned int m = 0; m < sizeof(mode_weight) / sizeof(mode_weight[0]); m++)
 		weights += mode_weight[m];
-	uint64_t per_row = vt_test_scaled(TOTAL_BUFFERS) * mode_weight[dma] /
-			   ((uint64_t)weights * enabled * 16);
+	uint64_t per_row =
+	    vt_test_scaled(TOTAL_BUFFERS) * mode_weight[dma] / ((uint64_t)weights * enabled * 16);
 	if (per_row == 0)
 		per_row = 1;
 
@@ -904,7 +905,7 @@ static void run_mode(enum vt_dma_mode dma)
 				fprintf(stderr, "  %-60s %8llu buffers %7.3f s\n", name,
 					(unsigned long long)row.buffers,
 					(double)(t1.tv_sec - t0.tv_sec) +
-						(double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+					    (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
 			if (ret < 0)
 				return; /* one failure is enough to read */
 		}

@@ -54,8 +54,9 @@ static int setup_mock_num(struct fixture *f, enum vq_mock_space space, uint64_t 
 			  unsigned int num)
 {
 	memset(f, 0, sizeof(*f));
-	f->log = (struct vt_log){.fn = capture_log, .opaque = &f->seen, .max_level = VT_LOG_DEBUG};
-	struct vq_mock_params mp = {.num = num, .packed = true, .space = space};
+	f->log =
+	    (struct vt_log){ .fn = capture_log, .opaque = &f->seen, .max_level = VT_LOG_DEBUG };
+	struct vq_mock_params mp = { .num = num, .packed = true, .space = space };
 	int ret = vq_mock_init(&f->m, &mp);
 	if (ret < 0)
 		return ret;
@@ -113,8 +114,8 @@ static uint16_t used_flags(bool wrap, bool written)
 /* The descriptor at @slot is a used one for buffer @id, @len bytes, with exactly @flags. */
 #define CHECK_USED(f, slot, id, len, flags) check_used(f, slot, id, len, flags, __LINE__)
 
-static void check_used(struct fixture *f, uint16_t slot, uint16_t id, uint32_t len,
-		       uint16_t flags, int line)
+static void check_used(struct fixture *f, uint16_t slot, uint16_t id, uint32_t len, uint16_t flags,
+		       int line)
 {
 	struct vq_mock_desc d = vq_mock_get_packed_desc(&f->m, slot);
 
@@ -148,7 +149,7 @@ static void check_broken(struct fixture *f, int ret, enum vt_vq_error error, int
 	for (int i = 0; i < 3; i++)
 		if (pop(f) != -EPROTO)
 			VT_FAIL_AT("line %d: a later pop did not return -EPROTO", line);
-	struct vt_vq_chain any = {.id = 0, .ndesc = 1};
+	struct vt_vq_chain any = { .id = 0, .ndesc = 1 };
 	if (vt_vq_dev_push(f->vq, &any, 0) != -EPROTO)
 		VT_FAIL_AT("line %d: push on a broken queue did not return -EPROTO", line);
 	if (vt_vq_dev_flush(f->vq))
@@ -171,9 +172,9 @@ static void check_broken(struct fixture *f, int ret, enum vt_vq_error error, int
 		VT_FAIL_AT("line %d: ring memory at offset %ld changed", line, changed);
 }
 
-static const struct vq_mock_seg three_mixed[] = {{64, false}, {32, false}, {128, true}};
-static const struct vq_mock_seg one_readable = {8, false};
-static const struct vq_mock_seg one_writable = {8, true};
+static const struct vq_mock_seg three_mixed[] = { { 64, false }, { 32, false }, { 128, true } };
+static const struct vq_mock_seg one_readable = { 8, false };
+static const struct vq_mock_seg one_writable = { 8, true };
 
 /* ---------------------------------------------------------------- buffer ids */
 
@@ -263,7 +264,7 @@ VT_TEST(chain_with_next_in_every_slot_breaks_with_chain_too_long)
 	struct vq_mock_chain c;
 
 	for (int i = 0; i < QSIZE; i++)
-		segs[i] = (struct vq_mock_seg){16, i >= QSIZE / 2};
+		segs[i] = (struct vq_mock_seg){ 16, i >= QSIZE / 2 };
 	REQUIRE_EQ(setup(&f, 0), 0);
 	REQUIRE_EQ(vq_mock_build(&f.m, segs, QSIZE, 0, &c), 0);
 	/* The last links on as well: past the ring end, back to the first slot, forever. */
@@ -282,7 +283,7 @@ VT_TEST(zero_length_descriptors_with_next_in_every_slot_break_with_chain_too_lon
 	struct vq_mock_chain c;
 
 	for (int i = 0; i < QSIZE; i++)
-		segs[i] = (struct vq_mock_seg){0, false};
+		segs[i] = (struct vq_mock_seg){ 0, false };
 	REQUIRE_EQ(setup(&f, 0), 0);
 	REQUIRE_EQ(vq_mock_build(&f.m, segs, QSIZE, 0, &c), 0);
 	struct vq_mock_desc d = vq_mock_packed_chain_desc(&f.m, &c, QSIZE - 1);
@@ -295,13 +296,15 @@ VT_TEST(zero_length_descriptors_with_next_in_every_slot_break_with_chain_too_lon
 
 VT_TEST(chain_running_into_slots_in_flight_breaks_with_chain_too_long)
 {
-	static const struct vq_mock_seg four[] = {{8, false}, {8, false}, {8, true}, {8, true}};
+	static const struct vq_mock_seg four[] = {
+		{ 8, false }, { 8, false }, { 8, true }, { 8, true }
+	};
 	struct vq_mock_seg rest[QSIZE - 4];
 	struct fixture f;
 	struct vq_mock_chain a, b;
 
 	for (int i = 0; i < QSIZE - 4; i++)
-		rest[i] = (struct vq_mock_seg){8, true};
+		rest[i] = (struct vq_mock_seg){ 8, true };
 	REQUIRE_EQ(setup(&f, 0), 0);
 	REQUIRE_EQ(vq_mock_add(&f.m, four, 4, 0, &a), 0);
 	REQUIRE_EQ(pop(&f), 0);
@@ -317,8 +320,9 @@ VT_TEST(chain_running_into_slots_in_flight_breaks_with_chain_too_long)
 
 VT_TEST(chain_longer_than_max_chain_breaks_with_chain_too_long)
 {
-	static const struct vq_mock_seg five[] = {{8, false}, {8, false}, {8, false}, {8, true},
-						  {8, true}};
+	static const struct vq_mock_seg five[] = {
+		{ 8, false }, { 8, false }, { 8, false }, { 8, true }, { 8, true }
+	};
 	struct fixture f;
 	struct vq_mock_chain c;
 
@@ -338,7 +342,7 @@ VT_TEST(chain_using_every_slot_is_accepted)
 	char why[160] = "";
 
 	for (int i = 0; i < QSIZE; i++)
-		segs[i] = (struct vq_mock_seg){(uint32_t)(i + 1), i >= QSIZE / 2};
+		segs[i] = (struct vq_mock_seg){ (uint32_t)(i + 1), i >= QSIZE / 2 };
 	REQUIRE_EQ(setup(&f, 0), 0);
 	REQUIRE_EQ(vq_mock_add(&f.m, segs, QSIZE, 0, &c), 0);
 	REQUIRE_EQ(pop(&f), 0);
@@ -353,7 +357,7 @@ VT_TEST(chain_using_every_slot_is_accepted)
 
 VT_TEST(readable_descriptor_after_a_writable_one_breaks_the_queue)
 {
-	static const struct vq_mock_seg segs[] = {{16, false}, {16, true}, {16, false}};
+	static const struct vq_mock_seg segs[] = { { 16, false }, { 16, true }, { 16, false } };
 	struct fixture f;
 	struct vq_mock_chain c;
 
@@ -364,7 +368,7 @@ VT_TEST(readable_descriptor_after_a_writable_one_breaks_the_queue)
 }
 
 /* A memory-table region of 4 GiB + a page whose host side is reserved and never accessible. */
-#define BIG_GPA  (1ULL << 40)
+#define BIG_GPA	 (1ULL << 40)
 #define BIG_SIZE ((1ULL << 32) + VQ_MOCK_PAGE)
 
 VT_TEST(chain_longer_than_4_gib_in_total_breaks_the_queue)
@@ -373,11 +377,11 @@ VT_TEST(chain_longer_than_4_gib_in_total_breaks_the_queue)
 	struct vq_mock_chain c;
 
 	/* Translation only computes host addresses: PROT_NONE proves nothing is touched. */
-	void *big = mmap(NULL, BIG_SIZE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-			 -1, 0);
+	void *big =
+	    mmap(NULL, BIG_SIZE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	REQUIRE(big != MAP_FAILED);
 	REQUIRE_EQ(setup(&f, 0), 0);
-	struct vt_mem_region r = {.gpa = BIG_GPA, .size = BIG_SIZE, .hva = big};
+	struct vt_mem_region r = { .gpa = BIG_GPA, .size = BIG_SIZE, .hva = big };
 	REQUIRE_EQ(vt_memtable_add(f.m.table, &r), 0);
 	REQUIRE_EQ(vq_mock_build(&f.m, three_mixed, 2, 0, &c), 0);
 	/* 0xffffffff + 2 bytes: one byte more than 2^32. */
@@ -417,7 +421,7 @@ VT_TEST(indirect_inside_an_indirect_table_breaks_the_queue)
 	REQUIRE_EQ(vq_mock_build(&f.m, three_mixed, 3, VQ_MOCK_INDIRECT, &c), 0);
 	/* Entry 1 points at the table itself, as an indirect descriptor. */
 	vq_mock_write_desc_at(&f.m, c.table + 16,
-			      (struct vq_mock_desc){c.table, 3 * 16, VIRTQ_DESC_F_INDIRECT, 0});
+			      (struct vq_mock_desc){ c.table, 3 * 16, VIRTQ_DESC_F_INDIRECT, 0 });
 	vq_mock_publish(&f.m, &c);
 	CHECK_BROKEN(&f, pop_hostile(&f), VT_VQ_ERR_INDIRECT_NESTED);
 	teardown(&f);
@@ -448,8 +452,8 @@ VT_TEST(indirect_descriptor_reached_through_next_breaks_the_queue)
 
 	REQUIRE_EQ(setup(&f, F(INDIRECT_DESC)), 0);
 	REQUIRE_EQ(vq_mock_build(&f.m, three_mixed, 2, 0, &c), 0);
-	uint64_t table = vq_mock_write_table(
-		&f.m, &(struct vq_mock_desc){c.addr[1], c.len[1], 0, 0}, 1);
+	uint64_t table =
+	    vq_mock_write_table(&f.m, &(struct vq_mock_desc){ c.addr[1], c.len[1], 0, 0 }, 1);
 	REQUIRE(table != 0);
 	/* A list linked by NEXT whose second descriptor is an indirect one (2.8.19). */
 	struct vq_mock_desc d = vq_mock_packed_chain_desc(&f.m, &c, 1);
@@ -498,7 +502,7 @@ VT_TEST(indirect_table_larger_than_the_queue_breaks_the_queue)
 	struct vq_mock_chain c;
 
 	for (int i = 0; i <= QSIZE; i++)
-		segs[i] = (struct vq_mock_seg){4, false};
+		segs[i] = (struct vq_mock_seg){ 4, false };
 	REQUIRE_EQ(setup(&f, F(INDIRECT_DESC)), 0);
 	REQUIRE_EQ(vq_mock_add(&f.m, segs, QSIZE + 1, VQ_MOCK_INDIRECT, &c), 0);
 	CHECK_BROKEN(&f, pop_hostile(&f), VT_VQ_ERR_INDIRECT_LEN);
@@ -513,7 +517,7 @@ VT_TEST(indirect_table_as_large_as_the_queue_is_accepted)
 	char why[160] = "";
 
 	for (int i = 0; i < QSIZE; i++)
-		segs[i] = (struct vq_mock_seg){(uint32_t)(3 * i + 1), i >= 10};
+		segs[i] = (struct vq_mock_seg){ (uint32_t)(3 * i + 1), i >= 10 };
 	REQUIRE_EQ(setup(&f, F(INDIRECT_DESC)), 0);
 	REQUIRE_EQ(vq_mock_add(&f.m, segs, QSIZE, VQ_MOCK_INDIRECT, &c), 0);
 	REQUIRE_EQ(pop(&f), 0);
@@ -525,7 +529,7 @@ VT_TEST(indirect_table_as_large_as_the_queue_is_accepted)
 
 VT_TEST(readable_after_writable_inside_an_indirect_table_breaks_the_queue)
 {
-	static const struct vq_mock_seg segs[] = {{16, true}, {16, false}};
+	static const struct vq_mock_seg segs[] = { { 16, true }, { 16, false } };
 	struct fixture f;
 	struct vq_mock_chain c;
 
@@ -563,7 +567,7 @@ VT_TEST(indirect_table_across_two_memory_regions_is_accepted)
 	/* A second region right after the first in driver-physical addresses, elsewhere on the
 	 * host: a table straddling the two is contiguous for the driver only, and valid. */
 	uint64_t end = vq_mock_unmapped_addr(&f.m);
-	struct vt_mem_region r = {.gpa = end, .size = sizeof(elsewhere), .hva = elsewhere};
+	struct vt_mem_region r = { .gpa = end, .size = sizeof(elsewhere), .hva = elsewhere };
 	REQUIRE_EQ(vt_memtable_add(f.m.table, &r), 0);
 	REQUIRE_EQ(vq_mock_build(&f.m, three_mixed, 3, VQ_MOCK_INDIRECT, &c), 0);
 	struct pvirtq_desc table[3];
@@ -634,7 +638,7 @@ static void check_segment_at_breaks(unsigned int seg, uint64_t addr, enum vt_vq_
 static uint64_t region_end(void)
 {
 	struct vq_mock m;
-	struct vq_mock_params mp = {.num = QSIZE, .packed = true};
+	struct vq_mock_params mp = { .num = QSIZE, .packed = true };
 
 	if (vq_mock_init(&m, &mp) < 0)
 		return 0;
@@ -742,7 +746,7 @@ enum area { AREA_DESC, AREA_DRIVER, AREA_DEVICE };
 
 static uint64_t *area_param(struct fixture *f, enum area a)
 {
-	return a == AREA_DESC     ? &f->params.desc_addr
+	return a == AREA_DESC	  ? &f->params.desc_addr
 	       : a == AREA_DRIVER ? &f->params.driver_addr
 				  : &f->params.device_addr;
 }
@@ -876,8 +880,8 @@ VT_TEST(ring_moved_in_the_iotlb_is_followed_to_its_new_host_pages)
 	struct vq_mock_desc d = vq_mock_get_packed_desc(&f.m, b.head);
 	d.flags = unpublished;
 	vq_mock_set_packed_desc(&f.m, b.head, d);
-	REQUIRE_EQ(vt_iotlb_update(f.m.iotlb, f.m.desc_addr, VQ_MOCK_PAGE,
-				   vq_mock_ptr(&f.m, copy), VT_IOTLB_PERM_RW),
+	REQUIRE_EQ(vt_iotlb_update(f.m.iotlb, f.m.desc_addr, VQ_MOCK_PAGE, vq_mock_ptr(&f.m, copy),
+				   VT_IOTLB_PERM_RW),
 		   0);
 
 	REQUIRE_EQ(pop(&f), 0);
@@ -943,7 +947,7 @@ VT_TEST(push_of_a_chain_never_popped_breaks_with_not_in_flight)
 	REQUIRE_EQ(setup(&f, 0), 0);
 	REQUIRE_EQ(vq_mock_add(&f.m, three_mixed, 3, 0, &c), 0);
 	vq_mock_snapshot(&f.m);
-	struct vt_vq_chain forged = {.id = 5, .ndesc = 1};
+	struct vt_vq_chain forged = { .id = 5, .ndesc = 1 };
 	CHECK_BROKEN(&f, vt_vq_dev_push(f.vq, &forged, 0), VT_VQ_ERR_NOT_IN_FLIGHT);
 	teardown(&f);
 }
@@ -970,7 +974,7 @@ VT_TEST(push_of_an_id_out_of_range_breaks_with_not_in_flight)
 
 	REQUIRE_EQ(setup(&f, 0), 0);
 	vq_mock_snapshot(&f.m);
-	struct vt_vq_chain forged = {.id = QSIZE, .ndesc = 1};
+	struct vt_vq_chain forged = { .id = QSIZE, .ndesc = 1 };
 	CHECK_BROKEN(&f, vt_vq_dev_push(f.vq, &forged, 0), VT_VQ_ERR_NOT_IN_FLIGHT);
 	teardown(&f);
 }
@@ -983,7 +987,7 @@ VT_TEST(new_rejects_bad_sizes_and_resume_points)
 	struct vt_vq_dev *vq = NULL;
 
 	REQUIRE_EQ(setup_mock(&f, VQ_MOCK_MEMTABLE, 0), 0);
-	static const unsigned int bad[] = {0, 32769, 65536};
+	static const unsigned int bad[] = { 0, 32769, 65536 };
 	for (unsigned int i = 0; i < 3; i++) {
 		f.params.num = bad[i];
 		CHECK_EQ(vt_vq_dev_new(&f.params, &vq), -EINVAL);
@@ -1003,7 +1007,7 @@ VT_TEST(new_accepts_any_size_up_to_32768)
 	struct vt_vq_dev *vq = NULL;
 
 	REQUIRE_EQ(setup_mock(&f, VQ_MOCK_MEMTABLE, 0), 0);
-	static const unsigned int good[] = {1, 3, 24, 100, 1000, 32768};
+	static const unsigned int good[] = { 1, 3, 24, 100, 1000, 32768 };
 	for (unsigned int i = 0; i < 6; i++) {
 		f.params.num = good[i];
 		vq = NULL;
@@ -1025,14 +1029,13 @@ VT_TEST(new_ring_starts_at_slot_0_in_wrap_1)
 	/* A zeroed ring holds nothing available in wrap 1 (AVAIL clear)... */
 	CHECK_EQ(pop(&f), -EAGAIN);
 	/* ...nor does a descriptor made available in wrap 0 (AVAIL clear, USED set). */
-	vq_mock_set_packed_desc(&f.m, 0,
-				(struct vq_mock_desc){f.m.rings_end, 8,
-						      vq_mock_packed_avail_bits(false), 0});
+	vq_mock_set_packed_desc(
+	    &f.m, 0,
+	    (struct vq_mock_desc){ f.m.rings_end, 8, vq_mock_packed_avail_bits(false), 0 });
 	CHECK_EQ(pop(&f), -EAGAIN);
 	/* Nor a used one of wrap 1 (both set). */
-	vq_mock_set_packed_desc(&f.m, 0,
-				(struct vq_mock_desc){f.m.rings_end, 8,
-						      vq_mock_packed_used_bits(true), 0});
+	vq_mock_set_packed_desc(
+	    &f.m, 0, (struct vq_mock_desc){ f.m.rings_end, 8, vq_mock_packed_used_bits(true), 0 });
 	CHECK_EQ(pop(&f), -EAGAIN);
 	CHECK_EQ(f.seen.calls, 0);
 
@@ -1048,8 +1051,9 @@ VT_TEST(new_ring_starts_at_slot_0_in_wrap_1)
 
 VT_TEST(mixed_chain_gives_readable_then_writable_iovecs_over_the_drivers_bytes)
 {
-	static const struct vq_mock_seg segs[] = {{100, false}, {1, false}, {3000, false},
-						  {500, true},  {7, true}};
+	static const struct vq_mock_seg segs[] = {
+		{ 100, false }, { 1, false }, { 3000, false }, { 500, true }, { 7, true }
+	};
 	struct fixture f;
 	struct vq_mock_chain c;
 	char why[160] = "";
@@ -1073,7 +1077,9 @@ VT_TEST(mixed_chain_gives_readable_then_writable_iovecs_over_the_drivers_bytes)
 
 VT_TEST(indirect_chain_gives_the_tables_segments)
 {
-	static const struct vq_mock_seg segs[] = {{10, false}, {20, false}, {30, true}, {40, true}};
+	static const struct vq_mock_seg segs[] = {
+		{ 10, false }, { 20, false }, { 30, true }, { 40, true }
+	};
 	struct fixture f;
 	struct vq_mock_chain c;
 	char why[160] = "";
@@ -1093,7 +1099,9 @@ VT_TEST(indirect_chain_gives_the_tables_segments)
 
 VT_TEST(zero_length_descriptors_give_no_iovec)
 {
-	static const struct vq_mock_seg segs[] = {{0, false}, {8, false}, {0, true}, {8, true}};
+	static const struct vq_mock_seg segs[] = {
+		{ 0, false }, { 8, false }, { 0, true }, { 8, true }
+	};
 	struct fixture f;
 	struct vq_mock_chain c;
 
@@ -1109,7 +1117,7 @@ VT_TEST(zero_length_descriptors_give_no_iovec)
 
 VT_TEST(device_writes_land_in_the_drivers_buffers)
 {
-	static const struct vq_mock_seg segs[] = {{4, false}, {5, true}, {6, true}};
+	static const struct vq_mock_seg segs[] = { { 4, false }, { 5, true }, { 6, true } };
 	struct fixture f;
 	struct vq_mock_chain c;
 
@@ -1158,7 +1166,7 @@ VT_TEST(push_and_flush_write_one_used_descriptor_at_the_chains_first_slot)
 
 VT_TEST(buffers_returned_out_of_order_are_used_in_ring_order_each_skipping_its_chain)
 {
-	static const struct vq_mock_seg segs[] = {{8, false}, {8, true}, {8, true}};
+	static const struct vq_mock_seg segs[] = { { 8, false }, { 8, true }, { 8, true } };
 	struct fixture f;
 	struct vq_mock_chain c[3], next;
 	struct vt_vq_chain popped[3];
@@ -1191,7 +1199,7 @@ VT_TEST(buffers_returned_out_of_order_are_used_in_ring_order_each_skipping_its_c
 
 VT_TEST(chains_across_the_ring_end_flip_the_wrap_counter)
 {
-	static const struct vq_mock_seg segs[] = {{16, false}, {16, true}, {16, true}};
+	static const struct vq_mock_seg segs[] = { { 16, false }, { 16, true }, { 16, true } };
 	struct fixture f;
 	struct vq_mock_chain c;
 	char why[160] = "";
@@ -1254,9 +1262,8 @@ VT_TEST(pop_resumes_at_params_next_avail_slot_and_wrap)
 	CHECK_EQ(vt_vq_dev_next_avail(f.vq), POS(5, false));
 	vq_mock_packed_resume(&f.m, 5, false);
 	/* Slot 4 was taken long ago: must not be read, hostile as it looks. */
-	vq_mock_set_packed_desc(&f.m, 4,
-				(struct vq_mock_desc){0, 8, vq_mock_packed_avail_bits(false),
-						      0xffff});
+	vq_mock_set_packed_desc(
+	    &f.m, 4, (struct vq_mock_desc){ 0, 8, vq_mock_packed_avail_bits(false), 0xffff });
 	CHECK_EQ(pop(&f), -EAGAIN);
 	REQUIRE_EQ(vq_mock_add(&f.m, three_mixed, 3, 0, &c), 0);
 	CHECK_EQ(c.head, 5);
@@ -1289,7 +1296,7 @@ static void check_laps(unsigned int num, unsigned int laps, int line)
 	for (unsigned int i = 0; lap < laps && !vt_test_failed; i++) {
 		unsigned int n = 1 + i % 7;
 		for (unsigned int k = 0; k < n; k++)
-			segs[k] = (struct vq_mock_seg){(uint32_t)(1 + (i + k) % 13), k >= n / 2};
+			segs[k] = (struct vq_mock_seg){ (uint32_t)(1 + (i + k) % 13), k >= n / 2 };
 		if (vq_mock_add(&f.m, segs, n, 0, &c) < 0 || pop(&f) < 0) {
 			VT_FAIL_AT("line %d: chain %u not taken: %s", line, i, f.seen.last);
 			break;
@@ -1388,8 +1395,8 @@ static void trace_step(int sig, siginfo_t *si, void *context)
 
 static void trace_begin(void *page, const void *watch)
 {
-	struct sigaction segv = {.sa_sigaction = trace_segv, .sa_flags = SA_SIGINFO};
-	struct sigaction step = {.sa_sigaction = trace_step, .sa_flags = SA_SIGINFO};
+	struct sigaction segv = { .sa_sigaction = trace_segv, .sa_flags = SA_SIGINFO };
+	struct sigaction step = { .sa_sigaction = trace_step, .sa_flags = SA_SIGINFO };
 
 	trace.page = page;
 	trace.watch = watch;
@@ -1428,7 +1435,7 @@ static bool trace_works(uint8_t *page, size_t off)
 
 VT_TEST(flush_publishes_the_first_used_descriptors_flags_last)
 {
-	static const struct vq_mock_seg two[] = {{8, false}, {8, true}};
+	static const struct vq_mock_seg two[] = { { 8, false }, { 8, true } };
 	struct fixture f;
 	struct vq_mock_chain c[6];
 	struct vt_vq_chain popped[6];
@@ -1538,7 +1545,7 @@ VT_TEST(event_idx_flush_notifies_exactly_when_the_event_descriptor_is_used)
 	}
 	/* "Notify me when the descriptor at slot 2, wrap 1, is used" (2.8.10). */
 	vq_mock_set_driver_event(&f.m, POS(2, true), RING_EVENT_FLAGS_DESC);
-	static const bool expect[3] = {false, false, true};
+	static const bool expect[3] = { false, false, true };
 	for (int i = 0; i < 3; i++) {
 		REQUIRE_EQ(vt_vq_dev_push(f.vq, &popped[i], 0), 0);
 		CHECK_EQ(vt_vq_dev_flush(f.vq), expect[i]);
@@ -1604,7 +1611,7 @@ VT_TEST(event_idx_event_for_the_same_slot_of_the_other_lap_does_not_notify)
 	}
 	/* Named with this lap's wrap counter, the same slot is the event. */
 	vq_mock_set_driver_event(&f.m, POS(7, false), RING_EVENT_FLAGS_DESC);
-	static const bool expect[3] = {false, true, false};
+	static const bool expect[3] = { false, true, false };
 	for (int i = 0; i < 3; i++) {
 		REQUIRE_EQ(vq_mock_add(&f.m, &one_writable, 1, 0, &c), 0);
 		REQUIRE_EQ(pop(&f), 0);
@@ -1696,7 +1703,7 @@ VT_TEST(event_idx_enable_notify_asks_for_the_next_slot_and_rechecks)
 
 VT_TEST(in_order_batch_writes_one_used_descriptor_for_the_last_buffer)
 {
-	static const struct vq_mock_seg two[] = {{8, false}, {8, true}};
+	static const struct vq_mock_seg two[] = { { 8, false }, { 8, true } };
 	struct fixture f;
 	struct vq_mock_chain c[4];
 	struct vt_vq_chain popped[4];
@@ -1729,7 +1736,7 @@ VT_TEST(in_order_batch_writes_one_used_descriptor_for_the_last_buffer)
 
 VT_TEST(in_order_batch_across_the_ring_end_flips_the_used_wrap)
 {
-	static const struct vq_mock_seg three[] = {{8, false}, {8, true}, {8, true}};
+	static const struct vq_mock_seg three[] = { { 8, false }, { 8, true }, { 8, true } };
 	struct fixture f;
 	struct vq_mock_chain c;
 	struct vt_vq_chain popped[7];
@@ -1785,7 +1792,7 @@ VT_TEST(in_order_batch_of_a_chain_not_in_flight_breaks_with_not_in_flight)
 	REQUIRE_EQ(vq_mock_add(&f.m, three_mixed, 3, 0, &c), 0);
 	REQUIRE_EQ(pop(&f), 0);
 	vq_mock_snapshot(&f.m);
-	struct vt_vq_chain forged = {.id = (uint16_t)(c.id + 3), .ndesc = 1};
+	struct vt_vq_chain forged = { .id = (uint16_t)(c.id + 3), .ndesc = 1 };
 	CHECK_BROKEN(&f, vt_vq_dev_push_in_order_batch(f.vq, &forged, 0), VT_VQ_ERR_NOT_IN_FLIGHT);
 	teardown(&f);
 }

@@ -18,10 +18,10 @@
 #include "harness.h"
 #include "vq_mock.h"
 
-#define QSIZE    16
+#define QSIZE	 16
 #define GPA_BASE (1ULL << 30)
 #define SHM_SIZE (1ULL << 20)
-#define F(bit)   VT_BIT(VIRTIO_F_##bit)
+#define F(bit)	 VT_BIT(VIRTIO_F_##bit)
 /* A descriptor-ring position in the event-suppression encoding (2.8.14). */
 #define POS(slot, wrap) ((uint16_t)((slot) | (unsigned int)(wrap) << PVIRTQ_EVENT_WRAP_SHIFT))
 
@@ -54,13 +54,14 @@ struct fixture {
 static int setup_memory(struct fixture *f, uint64_t features)
 {
 	memset(f, 0, sizeof(*f));
-	f->log = (struct vt_log){.fn = capture_log, .opaque = &f->seen, .max_level = VT_LOG_DEBUG};
-	f->dma_log = (struct vt_log){.fn = capture_log, .opaque = &f->dma_seen,
-				     .max_level = VT_LOG_DEBUG};
+	f->log =
+	    (struct vt_log){ .fn = capture_log, .opaque = &f->seen, .max_level = VT_LOG_DEBUG };
+	f->dma_log =
+	    (struct vt_log){ .fn = capture_log, .opaque = &f->dma_seen, .max_level = VT_LOG_DEBUG };
 	int ret = vt_shm_new(&f->shm);
 	if (ret == 0)
 		ret = vt_shm_add_memfd(f->shm, SHM_SIZE, GPA_BASE, NULL);
-	struct vt_dma_params dp = {.mode = VT_DMA_DIRECT, .shm = f->shm, .log = &f->dma_log};
+	struct vt_dma_params dp = { .mode = VT_DMA_DIRECT, .shm = f->shm, .log = &f->dma_log };
 	if (ret == 0)
 		ret = vt_dma_new(&dp, &f->dma);
 	f->params = (struct vt_vq_drv_params){
@@ -117,7 +118,7 @@ static int post(struct fixture *f, unsigned int nr, unsigned int nw, size_t len,
 	struct iovec sg[64];
 
 	for (unsigned int i = 0; i < nr + nw && i < 64; i++)
-		sg[i] = (struct iovec){buffer(f, len, (uint8_t)i), len};
+		sg[i] = (struct iovec){ buffer(f, len, (uint8_t)i), len };
 	return vt_vq_drv_add(f->vq, sg, nr, nw, token);
 }
 
@@ -134,10 +135,9 @@ static int post_kicked(struct fixture *f, unsigned int n, void **tokens)
 }
 
 /* The mock device writes a used descriptor with exactly these fields at @slot. */
-static void write_used(struct fixture *f, uint16_t slot, uint16_t id, uint32_t len,
-		       uint16_t flags)
+static void write_used(struct fixture *f, uint16_t slot, uint16_t id, uint32_t len, uint16_t flags)
 {
-	vq_mock_dev_set_packed_desc(&f->d, slot, (struct vq_mock_desc){0, len, flags, id});
+	vq_mock_dev_set_packed_desc(&f->d, slot, (struct vq_mock_desc){ 0, len, flags, id });
 }
 
 /*
@@ -198,7 +198,7 @@ VT_TEST(buffer_goes_to_the_device_and_comes_back_with_its_token_and_length)
 	char *in = buffer(&f, 64, 0);
 	REQUIRE(out && in);
 	memcpy(out, request, sizeof(request));
-	struct iovec sg[2] = {{out, sizeof(request)}, {in, 64}};
+	struct iovec sg[2] = { { out, sizeof(request) }, { in, 64 } };
 	REQUIRE_EQ(vt_vq_drv_add(f.vq, sg, 1, 1, token_n(1)), 0);
 	CHECK(vt_vq_drv_kick_prepare(f.vq));
 
@@ -236,9 +236,9 @@ VT_TEST(chain_descriptors_carry_bus_addresses_flags_and_the_buffer_id)
 	struct vq_mock_dev_chain c;
 
 	REQUIRE_EQ(setup(&f, 0), 0);
-	sg[0] = (struct iovec){buffer(&f, 10, 1), 10};
-	sg[1] = (struct iovec){buffer(&f, 20, 2), 20};
-	sg[2] = (struct iovec){buffer(&f, 30, 3), 30};
+	sg[0] = (struct iovec){ buffer(&f, 10, 1), 10 };
+	sg[1] = (struct iovec){ buffer(&f, 20, 2), 20 };
+	sg[2] = (struct iovec){ buffer(&f, 30, 3), 30 };
 	REQUIRE_EQ(vt_vq_drv_add(f.vq, sg, 2, 1, token_n(0)), 0);
 	CHECK_EQ(vt_vq_drv_free_descs(f.vq), QSIZE - 3);
 	/* Not visible before kick_prepare: the first descriptor's flags hand the chain over. */
@@ -251,9 +251,9 @@ VT_TEST(chain_descriptors_carry_bus_addresses_flags_and_the_buffer_id)
 		CHECK(d.addr == gpa_of(&f, sg[k].iov_base, sg[k].iov_len));
 		CHECK_EQ(d.len, sg[k].iov_len);
 		/* Available in wrap 1: AVAIL set, USED clear (2.8.1). */
-		uint16_t flags = (uint16_t)(vq_mock_packed_avail_bits(true) |
-					    (k == 2 ? VIRTQ_DESC_F_WRITE : 0) |
-					    (k < 2 ? VIRTQ_DESC_F_NEXT : 0));
+		uint16_t flags =
+		    (uint16_t)(vq_mock_packed_avail_bits(true) | (k == 2 ? VIRTQ_DESC_F_WRITE : 0) |
+			       (k < 2 ? VIRTQ_DESC_F_NEXT : 0));
 		CHECK_EQ(d.flags, flags);
 	}
 	CHECK(id < QSIZE);
@@ -268,7 +268,7 @@ VT_TEST(buffers_completed_out_of_order_return_their_own_tokens)
 {
 	struct fixture f;
 	struct vq_mock_dev_chain c[3];
-	void *tokens[3] = {token_n(0), token_n(1), token_n(2)};
+	void *tokens[3] = { token_n(0), token_n(1), token_n(2) };
 	void *token;
 	uint32_t len;
 
@@ -276,7 +276,7 @@ VT_TEST(buffers_completed_out_of_order_return_their_own_tokens)
 	REQUIRE_EQ(post_kicked(&f, 3, tokens), 0);
 	for (int i = 0; i < 3; i++)
 		REQUIRE_EQ(vq_mock_dev_take(&f.d, &c[i]), 0);
-	static const int order[3] = {1, 2, 0};
+	static const int order[3] = { 1, 2, 0 };
 	for (int i = 0; i < 3; i++)
 		vq_mock_dev_complete(&f.d, c[order[i]].id, c[order[i]].ndesc, (uint32_t)order[i]);
 	for (int i = 0; i < 3; i++) {
@@ -365,7 +365,7 @@ VT_TEST(add_rejects_empty_zero_length_and_tokenless_buffers)
 
 	REQUIRE_EQ(setup(&f, 0), 0);
 	p = buffer(&f, 16, 0);
-	struct iovec sg[2] = {{p, 16}, {p, 0}};
+	struct iovec sg[2] = { { p, 16 }, { p, 0 } };
 	CHECK_EQ(vt_vq_drv_add(f.vq, sg, 0, 0, token_n(0)), -EINVAL);
 	CHECK_EQ(vt_vq_drv_add(f.vq, sg, 1, 1, token_n(0)), -EINVAL);
 	CHECK_EQ(vt_vq_drv_add(f.vq, sg, 1, 0, NULL), -EINVAL);
@@ -380,7 +380,8 @@ VT_TEST(add_of_memory_the_device_cannot_reach_fails_and_keeps_nothing)
 	static uint8_t private_memory[32];
 
 	REQUIRE_EQ(setup(&f, 0), 0);
-	struct iovec sg[2] = {{buffer(&f, 16, 0), 16}, {private_memory, sizeof(private_memory)}};
+	struct iovec sg[2] = { { buffer(&f, 16, 0), 16 },
+			       { private_memory, sizeof(private_memory) } };
 	CHECK_EQ(vt_vq_drv_add(f.vq, sg, 1, 1, token_n(0)), -EFAULT);
 	CHECK_EQ(vt_vq_drv_free_descs(f.vq), QSIZE);
 	CHECK(!vt_vq_drv_kick_prepare(f.vq));
@@ -424,7 +425,7 @@ VT_TEST(full_ring_is_enospc_until_a_buffer_comes_back)
 VT_TEST(detach_unused_returns_every_posted_token)
 {
 	struct fixture f;
-	bool seen[6] = {false};
+	bool seen[6] = { false };
 	void *token;
 
 	REQUIRE_EQ(setup(&f, F(INDIRECT_DESC)), 0);
@@ -452,7 +453,7 @@ VT_TEST(after_detaching_everything_the_ring_starts_over_at_slot_0_in_wrap_1)
 {
 	struct fixture f;
 	struct vq_mock_dev_chain c;
-	void *tokens[5] = {token_n(0), token_n(1), token_n(2), token_n(3), token_n(4)};
+	void *tokens[5] = { token_n(0), token_n(1), token_n(2), token_n(3), token_n(4) };
 	void *token;
 	uint32_t len;
 
@@ -494,9 +495,9 @@ VT_TEST(multi_segment_buffer_goes_into_an_indirect_table_when_negotiated)
 	struct vq_mock_dev_chain c;
 
 	REQUIRE_EQ(setup(&f, F(INDIRECT_DESC)), 0);
-	sg[0] = (struct iovec){buffer(&f, 11, 1), 11};
-	sg[1] = (struct iovec){buffer(&f, 22, 2), 22};
-	sg[2] = (struct iovec){buffer(&f, 33, 3), 33};
+	sg[0] = (struct iovec){ buffer(&f, 11, 1), 11 };
+	sg[1] = (struct iovec){ buffer(&f, 22, 2), 22 };
+	sg[2] = (struct iovec){ buffer(&f, 33, 3), 33 };
 	REQUIRE_EQ(vt_vq_drv_add(f.vq, sg, 1, 2, token_n(0)), 0);
 	CHECK_EQ(vt_vq_drv_free_descs(f.vq), QSIZE - 1);
 	vt_vq_drv_kick_prepare(f.vq);
@@ -627,7 +628,7 @@ VT_TEST(event_idx_kicks_exactly_when_the_event_descriptor_is_made_available)
 	REQUIRE_EQ(setup(&f, F(EVENT_IDX)), 0);
 	/* "Kick me when you make the descriptor at slot 2, wrap 1, available" (2.8.10). */
 	vq_mock_dev_set_device_event(&f.d, POS(2, true), RING_EVENT_FLAGS_DESC);
-	static const bool expect[4] = {false, false, true, false};
+	static const bool expect[4] = { false, false, true, false };
 	for (unsigned int i = 0; i < 4; i++) {
 		REQUIRE_EQ(post(&f, 1, 0, 8, token_n(i)), 0);
 		CHECK_EQ(vt_vq_drv_kick_prepare(f.vq), expect[i]);
@@ -698,7 +699,7 @@ VT_TEST(event_idx_event_for_the_same_slot_of_the_other_lap_does_not_kick)
 	}
 	/* Named with this lap's wrap counter, the same slot is the event. */
 	vq_mock_dev_set_device_event(&f.d, POS(7, false), RING_EVENT_FLAGS_DESC);
-	static const bool expect[3] = {false, true, false};
+	static const bool expect[3] = { false, true, false };
 	for (unsigned int i = 0; i < 3; i++) {
 		REQUIRE_EQ(post(&f, 1, 0, 8, token_n(4 + i)), 0);
 		CHECK_EQ(vt_vq_drv_kick_prepare(f.vq), expect[i]);
@@ -724,7 +725,7 @@ VT_TEST(disable_cb_writes_disable_and_enable_cb_writes_enable_and_rechecks)
 {
 	struct fixture f;
 	struct vq_mock_dev_chain c;
-	void *tokens[1] = {token_n(0)};
+	void *tokens[1] = { token_n(0) };
 	uint16_t desc, flags;
 
 	REQUIRE_EQ(setup(&f, 0), 0);
@@ -749,7 +750,7 @@ VT_TEST(event_idx_enable_cb_asks_for_the_next_used_slot_and_rechecks)
 {
 	struct fixture f;
 	struct vq_mock_dev_chain c;
-	void *tokens[2] = {token_n(0), token_n(1)};
+	void *tokens[2] = { token_n(0), token_n(1) };
 	void *token;
 	uint32_t len;
 	uint16_t desc, flags;
@@ -779,7 +780,7 @@ VT_TEST(in_order_batch_completion_returns_every_token_in_order)
 {
 	struct fixture f;
 	struct vq_mock_dev_chain c[4];
-	void *tokens[4] = {token_n(0), token_n(1), token_n(2), token_n(3)};
+	void *tokens[4] = { token_n(0), token_n(1), token_n(2), token_n(3) };
 	void *token;
 	uint32_t len;
 
@@ -854,7 +855,7 @@ VT_TEST(in_order_batch_longer_than_what_the_device_was_given_breaks_the_queue)
 {
 	struct fixture f;
 	struct vq_mock_dev_chain c[3];
-	void *tokens[3] = {token_n(0), token_n(1), token_n(2)};
+	void *tokens[3] = { token_n(0), token_n(1), token_n(2) };
 	void *token;
 	uint32_t len;
 
@@ -877,7 +878,7 @@ VT_TEST(in_order_used_id_not_outstanding_breaks_the_queue)
 {
 	struct fixture f;
 	struct vq_mock_dev_chain c;
-	void *tokens[2] = {token_n(0), token_n(1)};
+	void *tokens[2] = { token_n(0), token_n(1) };
 	void *token;
 	uint32_t len;
 
@@ -895,7 +896,7 @@ VT_TEST(in_order_used_id_not_outstanding_breaks_the_queue)
 VT_TEST(used_id_out_of_range_breaks_the_queue)
 {
 	struct fixture f;
-	void *tokens[1] = {token_n(0)};
+	void *tokens[1] = { token_n(0) };
 	void *token;
 	uint32_t len;
 
@@ -910,7 +911,7 @@ VT_TEST(used_id_that_names_no_buffer_breaks_the_queue)
 {
 	struct fixture f;
 	struct vq_mock_dev_chain c;
-	void *tokens[2] = {token_n(0), token_n(1)};
+	void *tokens[2] = { token_n(0), token_n(1) };
 	void *token;
 	uint32_t len;
 
@@ -931,7 +932,7 @@ VT_TEST(used_id_returned_twice_breaks_the_queue)
 {
 	struct fixture f;
 	struct vq_mock_dev_chain c;
-	void *tokens[2] = {token_n(0), token_n(1)};
+	void *tokens[2] = { token_n(0), token_n(1) };
 	void *token;
 	uint32_t len;
 
@@ -949,7 +950,7 @@ VT_TEST(used_id_returned_twice_breaks_the_queue)
 VT_TEST(used_id_of_a_buffer_not_yet_made_available_breaks_the_queue)
 {
 	struct fixture f;
-	void *tokens[1] = {token_n(0)};
+	void *tokens[1] = { token_n(0) };
 	void *token;
 	uint32_t len;
 
@@ -967,7 +968,7 @@ VT_TEST(used_id_of_a_buffer_not_yet_made_available_breaks_the_queue)
 VT_TEST(used_descriptor_with_avail_and_used_clear_in_wrap_1_breaks_with_used_wrap)
 {
 	struct fixture f;
-	void *tokens[1] = {token_n(0)};
+	void *tokens[1] = { token_n(0) };
 	void *token;
 	uint32_t len;
 
@@ -983,7 +984,7 @@ VT_TEST(used_descriptor_with_avail_and_used_clear_in_wrap_1_breaks_with_used_wra
 VT_TEST(used_descriptor_with_avail_bits_of_the_other_lap_breaks_with_used_wrap)
 {
 	struct fixture f;
-	void *tokens[1] = {token_n(0)};
+	void *tokens[1] = { token_n(0) };
 	void *token;
 	uint32_t len;
 
@@ -1000,7 +1001,7 @@ VT_TEST(stale_used_descriptor_of_the_previous_lap_breaks_with_used_wrap)
 {
 	struct fixture f;
 	struct vq_mock_dev_chain c;
-	void *tokens[1] = {token_n(20)};
+	void *tokens[1] = { token_n(20) };
 	void *token;
 	uint32_t len;
 
@@ -1025,7 +1026,7 @@ VT_TEST(descriptor_still_as_the_driver_made_it_available_is_not_used)
 {
 	struct fixture f;
 	struct vq_mock_dev_chain c;
-	void *tokens[1] = {token_n(0)};
+	void *tokens[1] = { token_n(0) };
 	void *token;
 	uint32_t len;
 
@@ -1113,7 +1114,7 @@ VT_TEST(used_len_without_the_write_flag_is_ignored)
 	struct fixture f;
 	struct vq_mock_dev_chain c;
 	struct vt_vq_drv_stats st;
-	void *tokens[1] = {token_n(0)};
+	void *tokens[1] = { token_n(0) };
 	void *token;
 	uint32_t len;
 

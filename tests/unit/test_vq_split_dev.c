@@ -46,8 +46,9 @@ struct fixture {
 static int setup_mock(struct fixture *f, enum vq_mock_space space, uint64_t features)
 {
 	memset(f, 0, sizeof(*f));
-	f->log = (struct vt_log){.fn = capture_log, .opaque = &f->seen, .max_level = VT_LOG_DEBUG};
-	struct vq_mock_params mp = {.num = QSIZE, .space = space};
+	f->log =
+	    (struct vt_log){ .fn = capture_log, .opaque = &f->seen, .max_level = VT_LOG_DEBUG };
+	struct vq_mock_params mp = { .num = QSIZE, .space = space };
 	int ret = vq_mock_init(&f->m, &mp);
 	if (ret < 0)
 		return ret;
@@ -116,7 +117,7 @@ static void check_broken(struct fixture *f, int ret, enum vt_vq_error error, int
 	for (int i = 0; i < 3; i++)
 		if (pop(f) != -EPROTO)
 			VT_FAIL_AT("line %d: a later pop did not return -EPROTO", line);
-	struct vt_vq_chain any = {.id = 0, .ndesc = 1};
+	struct vt_vq_chain any = { .id = 0, .ndesc = 1 };
 	if (vt_vq_dev_push(f->vq, &any, 0) != -EPROTO)
 		VT_FAIL_AT("line %d: push on a broken queue did not return -EPROTO", line);
 	if (vt_vq_dev_flush(f->vq))
@@ -138,7 +139,7 @@ static void check_broken(struct fixture *f, int ret, enum vt_vq_error error, int
 		VT_FAIL_AT("line %d: driver memory at offset %ld changed", line, changed);
 }
 
-static const struct vq_mock_seg three_mixed[] = {{64, false}, {32, false}, {128, true}};
+static const struct vq_mock_seg three_mixed[] = { { 64, false }, { 32, false }, { 128, true } };
 
 /* ---------------------------------------------------------------- the available ring */
 
@@ -182,7 +183,7 @@ VT_TEST(avail_idx_moved_backwards_breaks_the_queue)
 
 VT_TEST(avail_idx_may_move_by_exactly_the_queue_size)
 {
-	static const struct vq_mock_seg one = {8, false};
+	static const struct vq_mock_seg one = { 8, false };
 	struct fixture f;
 	struct vq_mock_chain c;
 
@@ -218,7 +219,7 @@ VT_TEST(descriptor_loop_breaks_with_chain_too_long)
 	struct fixture f;
 	struct vq_mock_chain c;
 
-	static const struct vq_mock_seg segs[] = {{16, false}, {16, true}, {16, true}};
+	static const struct vq_mock_seg segs[] = { { 16, false }, { 16, true }, { 16, true } };
 	REQUIRE_EQ(setup(&f, 0), 0);
 	REQUIRE_EQ(vq_mock_build(&f.m, segs, 3, 0, &c), 0);
 	/* The last links back to the second: writable to writable, valid but for the loop. */
@@ -233,7 +234,7 @@ VT_TEST(descriptor_loop_breaks_with_chain_too_long)
 
 VT_TEST(zero_length_descriptor_looping_on_itself_breaks_with_chain_too_long)
 {
-	static const struct vq_mock_seg empty = {0, false};
+	static const struct vq_mock_seg empty = { 0, false };
 	struct fixture f;
 	struct vq_mock_chain c;
 
@@ -250,8 +251,9 @@ VT_TEST(zero_length_descriptor_looping_on_itself_breaks_with_chain_too_long)
 
 VT_TEST(chain_longer_than_max_chain_breaks_with_chain_too_long)
 {
-	static const struct vq_mock_seg five[] = {{8, false}, {8, false}, {8, false}, {8, true},
-						  {8, true}};
+	static const struct vq_mock_seg five[] = {
+		{ 8, false }, { 8, false }, { 8, false }, { 8, true }, { 8, true }
+	};
 	struct fixture f;
 	struct vq_mock_chain c;
 
@@ -271,7 +273,7 @@ VT_TEST(chain_using_every_descriptor_is_accepted)
 	char why[160];
 
 	for (int i = 0; i < QSIZE; i++)
-		segs[i] = (struct vq_mock_seg){(uint32_t)(i + 1), i >= QSIZE / 2};
+		segs[i] = (struct vq_mock_seg){ (uint32_t)(i + 1), i >= QSIZE / 2 };
 	REQUIRE_EQ(setup(&f, 0), 0);
 	REQUIRE_EQ(vq_mock_add(&f.m, segs, QSIZE, 0, &c), 0);
 	REQUIRE_EQ(pop(&f), 0);
@@ -297,7 +299,7 @@ VT_TEST(next_out_of_range_breaks_the_queue)
 
 VT_TEST(readable_descriptor_after_a_writable_one_breaks_the_queue)
 {
-	static const struct vq_mock_seg segs[] = {{16, false}, {16, true}, {16, false}};
+	static const struct vq_mock_seg segs[] = { { 16, false }, { 16, true }, { 16, false } };
 	struct fixture f;
 	struct vq_mock_chain c;
 
@@ -308,7 +310,7 @@ VT_TEST(readable_descriptor_after_a_writable_one_breaks_the_queue)
 }
 
 /* A memory-table region of 4 GiB + a page whose host side is reserved and never accessible. */
-#define BIG_GPA  (1ULL << 40)
+#define BIG_GPA	 (1ULL << 40)
 #define BIG_SIZE ((1ULL << 32) + VQ_MOCK_PAGE)
 
 VT_TEST(chain_longer_than_4_gib_in_total_breaks_the_queue)
@@ -317,17 +319,18 @@ VT_TEST(chain_longer_than_4_gib_in_total_breaks_the_queue)
 	struct vq_mock_chain c;
 
 	/* Translation only computes host addresses: PROT_NONE proves nothing is touched. */
-	void *big = mmap(NULL, BIG_SIZE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-			 -1, 0);
+	void *big =
+	    mmap(NULL, BIG_SIZE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	REQUIRE(big != MAP_FAILED);
 	REQUIRE_EQ(setup(&f, 0), 0);
-	struct vt_mem_region r = {.gpa = BIG_GPA, .size = BIG_SIZE, .hva = big};
+	struct vt_mem_region r = { .gpa = BIG_GPA, .size = BIG_SIZE, .hva = big };
 	REQUIRE_EQ(vt_memtable_add(f.m.table, &r), 0);
 	REQUIRE_EQ(vq_mock_build(&f.m, three_mixed, 2, 0, &c), 0);
 	/* 0xffffffff + 2 bytes: one byte more than 2^32. */
-	vq_mock_set_desc(&f.m, c.desc[0],
-			 (struct vq_mock_desc){BIG_GPA, UINT32_MAX, VIRTQ_DESC_F_NEXT, c.desc[1]});
-	vq_mock_set_desc(&f.m, c.desc[1], (struct vq_mock_desc){BIG_GPA, 2, 0, 0});
+	vq_mock_set_desc(
+	    &f.m, c.desc[0],
+	    (struct vq_mock_desc){ BIG_GPA, UINT32_MAX, VIRTQ_DESC_F_NEXT, c.desc[1] });
+	vq_mock_set_desc(&f.m, c.desc[1], (struct vq_mock_desc){ BIG_GPA, 2, 0, 0 });
 	vq_mock_publish(&f.m, &c);
 	CHECK_BROKEN(&f, pop_hostile(&f), VT_VQ_ERR_TOTAL_LEN);
 	teardown(&f);
@@ -355,9 +358,9 @@ VT_TEST(indirect_inside_an_indirect_table_breaks_the_queue)
 	REQUIRE_EQ(setup(&f, F(INDIRECT_DESC)), 0);
 	REQUIRE_EQ(vq_mock_build(&f.m, three_mixed, 3, VQ_MOCK_INDIRECT, &c), 0);
 	/* Entry 1 points at the table itself, as an indirect descriptor. */
-	vq_mock_write_desc_at(&f.m, c.table + 16,
-			      (struct vq_mock_desc){c.table, 3 * 16,
-						    VIRTQ_DESC_F_INDIRECT | VIRTQ_DESC_F_NEXT, 2});
+	vq_mock_write_desc_at(
+	    &f.m, c.table + 16,
+	    (struct vq_mock_desc){ c.table, 3 * 16, VIRTQ_DESC_F_INDIRECT | VIRTQ_DESC_F_NEXT, 2 });
 	vq_mock_publish(&f.m, &c);
 	CHECK_BROKEN(&f, pop_hostile(&f), VT_VQ_ERR_INDIRECT_NESTED);
 	teardown(&f);
@@ -415,7 +418,7 @@ VT_TEST(indirect_table_larger_than_the_queue_breaks_the_queue)
 	struct vq_mock_chain c;
 
 	for (int i = 0; i <= QSIZE; i++)
-		segs[i] = (struct vq_mock_seg){4, false};
+		segs[i] = (struct vq_mock_seg){ 4, false };
 	REQUIRE_EQ(setup(&f, F(INDIRECT_DESC)), 0);
 	REQUIRE_EQ(vq_mock_add(&f.m, segs, QSIZE + 1, VQ_MOCK_INDIRECT, &c), 0);
 	CHECK_BROKEN(&f, pop_hostile(&f), VT_VQ_ERR_INDIRECT_LEN);
@@ -430,7 +433,7 @@ VT_TEST(indirect_table_as_large_as_the_queue_is_accepted)
 	char why[160] = "";
 
 	for (int i = 0; i < QSIZE; i++)
-		segs[i] = (struct vq_mock_seg){(uint32_t)(3 * i + 1), i >= 10};
+		segs[i] = (struct vq_mock_seg){ (uint32_t)(3 * i + 1), i >= 10 };
 	REQUIRE_EQ(setup(&f, F(INDIRECT_DESC)), 0);
 	REQUIRE_EQ(vq_mock_add(&f.m, segs, QSIZE, VQ_MOCK_INDIRECT, &c), 0);
 	REQUIRE_EQ(pop(&f), 0);
@@ -449,7 +452,7 @@ VT_TEST(indirect_next_out_of_the_table_breaks_the_queue)
 	REQUIRE_EQ(vq_mock_build(&f.m, three_mixed, 3, VQ_MOCK_INDIRECT, &c), 0);
 	/* Entry 0 links to entry 3 of a three-entry table: within the queue, outside the table. */
 	vq_mock_write_desc_at(&f.m, c.table,
-			      (struct vq_mock_desc){c.addr[0], c.len[0], VIRTQ_DESC_F_NEXT, 3});
+			      (struct vq_mock_desc){ c.addr[0], c.len[0], VIRTQ_DESC_F_NEXT, 3 });
 	vq_mock_publish(&f.m, &c);
 	CHECK_BROKEN(&f, pop_hostile(&f), VT_VQ_ERR_NEXT_RANGE);
 	teardown(&f);
@@ -463,8 +466,8 @@ VT_TEST(loop_inside_an_indirect_table_breaks_with_chain_too_long)
 	REQUIRE_EQ(setup(&f, F(INDIRECT_DESC)), 0);
 	REQUIRE_EQ(vq_mock_build(&f.m, three_mixed, 3, VQ_MOCK_INDIRECT, &c), 0);
 	vq_mock_write_desc_at(&f.m, c.table + 2 * 16,
-			      (struct vq_mock_desc){c.addr[2], c.len[2],
-						    VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 2});
+			      (struct vq_mock_desc){ c.addr[2], c.len[2],
+						     VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 2 });
 	vq_mock_publish(&f.m, &c);
 	CHECK_BROKEN(&f, pop_hostile(&f), VT_VQ_ERR_CHAIN_TOO_LONG);
 	teardown(&f);
@@ -472,7 +475,7 @@ VT_TEST(loop_inside_an_indirect_table_breaks_with_chain_too_long)
 
 VT_TEST(readable_after_writable_inside_an_indirect_table_breaks_the_queue)
 {
-	static const struct vq_mock_seg segs[] = {{16, true}, {16, false}};
+	static const struct vq_mock_seg segs[] = { { 16, true }, { 16, false } };
 	struct fixture f;
 	struct vq_mock_chain c;
 
@@ -510,7 +513,7 @@ VT_TEST(indirect_table_across_two_memory_regions_is_accepted)
 	/* A second region right after the first in driver-physical addresses, elsewhere on the
 	 * host: a table straddling the two is valid for the driver, contiguous only for it. */
 	uint64_t end = vq_mock_unmapped_addr(&f.m);
-	struct vt_mem_region r = {.gpa = end, .size = sizeof(elsewhere), .hva = elsewhere};
+	struct vt_mem_region r = { .gpa = end, .size = sizeof(elsewhere), .hva = elsewhere };
 	REQUIRE_EQ(vt_memtable_add(f.m.table, &r), 0);
 	REQUIRE_EQ(vq_mock_build(&f.m, three_mixed, 3, VQ_MOCK_INDIRECT, &c), 0);
 	struct virtq_desc table[3];
@@ -657,7 +660,7 @@ enum area { AREA_DESC, AREA_AVAIL, AREA_USED };
 
 static uint64_t *area_param(struct fixture *f, enum area a)
 {
-	return a == AREA_DESC ? &f->params.desc_addr
+	return a == AREA_DESC	 ? &f->params.desc_addr
 	       : a == AREA_AVAIL ? &f->params.driver_addr
 				 : &f->params.device_addr;
 }
@@ -685,7 +688,7 @@ static void check_area_unmapped_breaks(enum area a, uint64_t addr, int line)
 VT_TEST(descriptor_table_unmapped_breaks_with_ring_unmapped)
 {
 	struct vq_mock m;
-	struct vq_mock_params mp = {.num = QSIZE};
+	struct vq_mock_params mp = { .num = QSIZE };
 	REQUIRE_EQ(vq_mock_init(&m, &mp), 0);
 	uint64_t outside = vq_mock_unmapped_addr(&m);
 	vq_mock_destroy(&m);
@@ -695,7 +698,7 @@ VT_TEST(descriptor_table_unmapped_breaks_with_ring_unmapped)
 VT_TEST(available_ring_unmapped_breaks_with_ring_unmapped)
 {
 	struct vq_mock m;
-	struct vq_mock_params mp = {.num = QSIZE};
+	struct vq_mock_params mp = { .num = QSIZE };
 	REQUIRE_EQ(vq_mock_init(&m, &mp), 0);
 	uint64_t outside = vq_mock_unmapped_addr(&m);
 	vq_mock_destroy(&m);
@@ -705,7 +708,7 @@ VT_TEST(available_ring_unmapped_breaks_with_ring_unmapped)
 VT_TEST(used_ring_straddling_the_end_of_memory_breaks_with_ring_unmapped)
 {
 	struct vq_mock m;
-	struct vq_mock_params mp = {.num = QSIZE};
+	struct vq_mock_params mp = { .num = QSIZE };
 	REQUIRE_EQ(vq_mock_init(&m, &mp), 0);
 	/* Its first entries inside, its avail_event in the canary. */
 	uint64_t straddling = vq_mock_unmapped_addr(&m) - 64;
@@ -716,7 +719,7 @@ VT_TEST(used_ring_straddling_the_end_of_memory_breaks_with_ring_unmapped)
 VT_TEST(misaligned_descriptor_table_breaks_with_ring_unmapped)
 {
 	struct vq_mock m;
-	struct vq_mock_params mp = {.num = QSIZE};
+	struct vq_mock_params mp = { .num = QSIZE };
 	REQUIRE_EQ(vq_mock_init(&m, &mp), 0);
 	uint64_t misaligned = m.desc_addr + 8; /* 2.7: 16-byte alignment */
 	vq_mock_destroy(&m);
@@ -855,7 +858,7 @@ VT_TEST(push_of_a_chain_never_popped_breaks_with_not_in_flight)
 	REQUIRE_EQ(setup(&f, 0), 0);
 	REQUIRE_EQ(vq_mock_add(&f.m, three_mixed, 3, 0, &c), 0);
 	vq_mock_snapshot(&f.m);
-	struct vt_vq_chain forged = {.id = 5, .ndesc = 1};
+	struct vt_vq_chain forged = { .id = 5, .ndesc = 1 };
 	CHECK_BROKEN(&f, vt_vq_dev_push(f.vq, &forged, 0), VT_VQ_ERR_NOT_IN_FLIGHT);
 	teardown(&f);
 }
@@ -882,7 +885,7 @@ VT_TEST(push_of_an_id_out_of_range_breaks_with_not_in_flight)
 
 	REQUIRE_EQ(setup(&f, 0), 0);
 	vq_mock_snapshot(&f.m);
-	struct vt_vq_chain forged = {.id = QSIZE, .ndesc = 1};
+	struct vt_vq_chain forged = { .id = QSIZE, .ndesc = 1 };
 	CHECK_BROKEN(&f, vt_vq_dev_push(f.vq, &forged, 0), VT_VQ_ERR_NOT_IN_FLIGHT);
 	teardown(&f);
 }
@@ -895,7 +898,7 @@ VT_TEST(new_rejects_bad_sizes)
 	struct vt_vq_dev *vq = NULL;
 
 	REQUIRE_EQ(setup_mock(&f, VQ_MOCK_MEMTABLE, 0), 0);
-	static const unsigned int bad[] = {0, 3, 24, 65536};
+	static const unsigned int bad[] = { 0, 3, 24, 65536 };
 	for (unsigned int i = 0; i < 4; i++) {
 		f.params.num = bad[i];
 		CHECK_EQ(vt_vq_dev_new(&f.params, &vq), -EINVAL);
@@ -917,8 +920,9 @@ VT_TEST(empty_ring_pop_is_eagain)
 
 VT_TEST(mixed_chain_gives_readable_then_writable_iovecs_over_the_drivers_bytes)
 {
-	static const struct vq_mock_seg segs[] = {{100, false}, {1, false}, {3000, false},
-						  {500, true},  {7, true}};
+	static const struct vq_mock_seg segs[] = {
+		{ 100, false }, { 1, false }, { 3000, false }, { 500, true }, { 7, true }
+	};
 	struct fixture f;
 	struct vq_mock_chain c;
 	char why[160] = "";
@@ -942,7 +946,9 @@ VT_TEST(mixed_chain_gives_readable_then_writable_iovecs_over_the_drivers_bytes)
 
 VT_TEST(indirect_chain_gives_the_tables_segments)
 {
-	static const struct vq_mock_seg segs[] = {{10, false}, {20, false}, {30, true}, {40, true}};
+	static const struct vq_mock_seg segs[] = {
+		{ 10, false }, { 20, false }, { 30, true }, { 40, true }
+	};
 	struct fixture f;
 	struct vq_mock_chain c;
 	char why[160] = "";
@@ -961,7 +967,9 @@ VT_TEST(indirect_chain_gives_the_tables_segments)
 
 VT_TEST(zero_length_descriptors_give_no_iovec)
 {
-	static const struct vq_mock_seg segs[] = {{0, false}, {8, false}, {0, true}, {8, true}};
+	static const struct vq_mock_seg segs[] = {
+		{ 0, false }, { 8, false }, { 0, true }, { 8, true }
+	};
 	struct fixture f;
 	struct vq_mock_chain c;
 
@@ -977,7 +985,7 @@ VT_TEST(zero_length_descriptors_give_no_iovec)
 
 VT_TEST(device_writes_land_in_the_drivers_buffers)
 {
-	static const struct vq_mock_seg segs[] = {{4, false}, {5, true}, {6, true}};
+	static const struct vq_mock_seg segs[] = { { 4, false }, { 5, true }, { 6, true } };
 	struct fixture f;
 	struct vq_mock_chain c;
 
@@ -1034,7 +1042,7 @@ VT_TEST(buffers_returned_out_of_order_carry_their_own_ids)
 	REQUIRE_EQ(vt_vq_dev_push(f.vq, &popped[1], 1), 0);
 	vt_vq_dev_flush(f.vq);
 	CHECK_EQ(vq_mock_used_idx(&f.m), 3);
-	static const int order[3] = {2, 0, 1};
+	static const int order[3] = { 2, 0, 1 };
 	for (int i = 0; i < 3; i++) {
 		vq_mock_used_elem(&f.m, (uint16_t)i, &id, &len);
 		CHECK_EQ(id, c[order[i]].head);
@@ -1094,7 +1102,7 @@ VT_TEST(pop_resumes_at_params_next_avail)
 
 VT_TEST(indices_wrap_at_2_16)
 {
-	static const struct vq_mock_seg one = {8, true};
+	static const struct vq_mock_seg one = { 8, true };
 	struct fixture f;
 	struct vq_mock_chain c[5];
 	uint32_t id, len;
@@ -1124,7 +1132,7 @@ VT_TEST(indices_wrap_at_2_16)
 
 VT_TEST(event_idx_flush_notifies_exactly_when_used_event_is_crossed)
 {
-	static const struct vq_mock_seg one = {8, true};
+	static const struct vq_mock_seg one = { 8, true };
 	struct fixture f;
 	struct vq_mock_chain c;
 	struct vt_vq_chain popped[6];
@@ -1137,7 +1145,7 @@ VT_TEST(event_idx_flush_notifies_exactly_when_used_event_is_crossed)
 	}
 	/* "Interrupt me when the used idx passes 2", i.e. at the third entry (2.7.10). */
 	vq_mock_set_used_event(&f.m, 2);
-	static const bool expect[3] = {false, false, true};
+	static const bool expect[3] = { false, false, true };
 	for (int i = 0; i < 3; i++) {
 		REQUIRE_EQ(vt_vq_dev_push(f.vq, &popped[i], 0), 0);
 		CHECK_EQ(vt_vq_dev_flush(f.vq), expect[i]);
@@ -1155,7 +1163,7 @@ VT_TEST(event_idx_flush_notifies_exactly_when_used_event_is_crossed)
 
 VT_TEST(event_idx_ignores_the_no_interrupt_flag)
 {
-	static const struct vq_mock_seg one = {8, true};
+	static const struct vq_mock_seg one = { 8, true };
 	struct fixture f;
 	struct vq_mock_chain c;
 
@@ -1171,7 +1179,7 @@ VT_TEST(event_idx_ignores_the_no_interrupt_flag)
 
 VT_TEST(event_idx_enable_notify_writes_avail_event_and_rechecks)
 {
-	static const struct vq_mock_seg one = {8, false};
+	static const struct vq_mock_seg one = { 8, false };
 	struct fixture f;
 	struct vq_mock_chain c;
 
@@ -1197,7 +1205,7 @@ VT_TEST(event_idx_enable_notify_writes_avail_event_and_rechecks)
 
 VT_TEST(no_interrupt_flag_suppresses_used_notifications)
 {
-	static const struct vq_mock_seg one = {8, true};
+	static const struct vq_mock_seg one = { 8, true };
 	struct fixture f;
 	struct vq_mock_chain c;
 
@@ -1218,7 +1226,7 @@ VT_TEST(no_interrupt_flag_suppresses_used_notifications)
 
 VT_TEST(disable_notify_sets_no_notify_and_enable_clears_it_and_rechecks)
 {
-	static const struct vq_mock_seg one = {8, false};
+	static const struct vq_mock_seg one = { 8, false };
 	struct fixture f;
 	struct vq_mock_chain c;
 
@@ -1238,7 +1246,7 @@ VT_TEST(disable_notify_sets_no_notify_and_enable_clears_it_and_rechecks)
 
 VT_TEST(in_order_batch_writes_one_used_entry_for_the_last_buffer)
 {
-	static const struct vq_mock_seg two[] = {{8, false}, {8, true}};
+	static const struct vq_mock_seg two[] = { { 8, false }, { 8, true } };
 	struct fixture f;
 	struct vq_mock_chain c[4];
 	struct vt_vq_chain popped[4];
@@ -1298,7 +1306,7 @@ VT_TEST(in_order_batch_of_a_chain_not_in_flight_breaks_with_not_in_flight)
 	REQUIRE_EQ(vq_mock_add(&f.m, three_mixed, 3, 0, &c), 0);
 	REQUIRE_EQ(pop(&f), 0);
 	vq_mock_snapshot(&f.m);
-	struct vt_vq_chain forged = {.id = (uint16_t)(c.head + 3), .ndesc = 1};
+	struct vt_vq_chain forged = { .id = (uint16_t)(c.head + 3), .ndesc = 1 };
 	CHECK_BROKEN(&f, vt_vq_dev_push_in_order_batch(f.vq, &forged, 0), VT_VQ_ERR_NOT_IN_FLIGHT);
 	teardown(&f);
 }

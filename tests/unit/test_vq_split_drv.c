@@ -17,10 +17,10 @@
 #include "harness.h"
 #include "vq_mock.h"
 
-#define QSIZE    16
+#define QSIZE	 16
 #define GPA_BASE (1ULL << 30)
 #define SHM_SIZE (1ULL << 20)
-#define F(bit)   VT_BIT(VIRTIO_F_##bit)
+#define F(bit)	 VT_BIT(VIRTIO_F_##bit)
 
 struct log_capture {
 	unsigned int calls, errors, warnings;
@@ -51,13 +51,14 @@ struct fixture {
 static int setup_memory(struct fixture *f, uint64_t features)
 {
 	memset(f, 0, sizeof(*f));
-	f->log = (struct vt_log){.fn = capture_log, .opaque = &f->seen, .max_level = VT_LOG_DEBUG};
-	f->dma_log = (struct vt_log){.fn = capture_log, .opaque = &f->dma_seen,
-				     .max_level = VT_LOG_DEBUG};
+	f->log =
+	    (struct vt_log){ .fn = capture_log, .opaque = &f->seen, .max_level = VT_LOG_DEBUG };
+	f->dma_log =
+	    (struct vt_log){ .fn = capture_log, .opaque = &f->dma_seen, .max_level = VT_LOG_DEBUG };
 	int ret = vt_shm_new(&f->shm);
 	if (ret == 0)
 		ret = vt_shm_add_memfd(f->shm, SHM_SIZE, GPA_BASE, NULL);
-	struct vt_dma_params dp = {.mode = VT_DMA_DIRECT, .shm = f->shm, .log = &f->dma_log};
+	struct vt_dma_params dp = { .mode = VT_DMA_DIRECT, .shm = f->shm, .log = &f->dma_log };
 	if (ret == 0)
 		ret = vt_dma_new(&dp, &f->dma);
 	f->params = (struct vt_vq_drv_params){
@@ -114,7 +115,7 @@ static int post(struct fixture *f, unsigned int nr, unsigned int nw, size_t len,
 	struct iovec sg[64];
 
 	for (unsigned int i = 0; i < nr + nw && i < 64; i++)
-		sg[i] = (struct iovec){buffer(f, len, (uint8_t)i), len};
+		sg[i] = (struct iovec){ buffer(f, len, (uint8_t)i), len };
 	return vt_vq_drv_add(f->vq, sg, nr, nw, token);
 }
 
@@ -186,7 +187,7 @@ VT_TEST(buffer_goes_to_the_device_and_comes_back_with_its_token_and_length)
 	char *in = buffer(&f, 64, 0);
 	REQUIRE(out && in);
 	memcpy(out, request, sizeof(request));
-	struct iovec sg[2] = {{out, sizeof(request)}, {in, 64}};
+	struct iovec sg[2] = { { out, sizeof(request) }, { in, 64 } };
 	REQUIRE_EQ(vt_vq_drv_add(f.vq, sg, 1, 1, token_n(1)), 0);
 	CHECK(vt_vq_drv_kick_prepare(f.vq));
 
@@ -222,9 +223,9 @@ VT_TEST(chain_descriptors_carry_the_bus_addresses_and_flags)
 	struct iovec sg[3];
 
 	REQUIRE_EQ(setup(&f, 0), 0);
-	sg[0] = (struct iovec){buffer(&f, 10, 1), 10};
-	sg[1] = (struct iovec){buffer(&f, 20, 2), 20};
-	sg[2] = (struct iovec){buffer(&f, 30, 3), 30};
+	sg[0] = (struct iovec){ buffer(&f, 10, 1), 10 };
+	sg[1] = (struct iovec){ buffer(&f, 20, 2), 20 };
+	sg[2] = (struct iovec){ buffer(&f, 30, 3), 30 };
 	REQUIRE_EQ(vt_vq_drv_add(f.vq, sg, 2, 1, token_n(0)), 0);
 	CHECK_EQ(vt_vq_drv_free_descs(f.vq), QSIZE - 3);
 	/* Not visible before kick_prepare. */
@@ -249,7 +250,7 @@ VT_TEST(buffers_completed_out_of_order_return_their_own_tokens)
 {
 	struct fixture f;
 	struct vq_mock_dev_chain c[3];
-	void *tokens[3] = {token_n(0), token_n(1), token_n(2)};
+	void *tokens[3] = { token_n(0), token_n(1), token_n(2) };
 	void *token;
 	uint32_t len;
 
@@ -257,7 +258,7 @@ VT_TEST(buffers_completed_out_of_order_return_their_own_tokens)
 	REQUIRE_EQ(post_kicked(&f, 3, tokens), 0);
 	for (int i = 0; i < 3; i++)
 		REQUIRE_EQ(vq_mock_dev_take(&f.d, &c[i]), 0);
-	static const int order[3] = {1, 2, 0};
+	static const int order[3] = { 1, 2, 0 };
 	for (int i = 0; i < 3; i++)
 		vq_mock_dev_complete(&f.d, c[order[i]].id, c[order[i]].ndesc, (uint32_t)order[i]);
 	for (int i = 0; i < 3; i++) {
@@ -276,7 +277,7 @@ VT_TEST(add_rejects_empty_zero_length_and_tokenless_buffers)
 
 	REQUIRE_EQ(setup(&f, 0), 0);
 	p = buffer(&f, 16, 0);
-	struct iovec sg[2] = {{p, 16}, {p, 0}};
+	struct iovec sg[2] = { { p, 16 }, { p, 0 } };
 	CHECK_EQ(vt_vq_drv_add(f.vq, sg, 0, 0, token_n(0)), -EINVAL);
 	CHECK_EQ(vt_vq_drv_add(f.vq, sg, 1, 1, token_n(0)), -EINVAL);
 	CHECK_EQ(vt_vq_drv_add(f.vq, sg, 1, 0, NULL), -EINVAL);
@@ -291,7 +292,8 @@ VT_TEST(add_of_memory_the_device_cannot_reach_fails_and_keeps_nothing)
 	static uint8_t private_memory[32];
 
 	REQUIRE_EQ(setup(&f, 0), 0);
-	struct iovec sg[2] = {{buffer(&f, 16, 0), 16}, {private_memory, sizeof(private_memory)}};
+	struct iovec sg[2] = { { buffer(&f, 16, 0), 16 },
+			       { private_memory, sizeof(private_memory) } };
 	CHECK_EQ(vt_vq_drv_add(f.vq, sg, 1, 1, token_n(0)), -EFAULT);
 	CHECK_EQ(vt_vq_drv_free_descs(f.vq), QSIZE);
 	CHECK(!vt_vq_drv_kick_prepare(f.vq));
@@ -326,7 +328,7 @@ VT_TEST(full_ring_is_enospc_until_a_buffer_comes_back)
 VT_TEST(detach_unused_returns_every_posted_token)
 {
 	struct fixture f;
-	bool seen[6] = {false};
+	bool seen[6] = { false };
 	void *token;
 
 	REQUIRE_EQ(setup(&f, F(INDIRECT_DESC)), 0);
@@ -358,9 +360,9 @@ VT_TEST(multi_segment_buffer_goes_into_an_indirect_table_when_negotiated)
 	struct iovec sg[3];
 
 	REQUIRE_EQ(setup(&f, F(INDIRECT_DESC)), 0);
-	sg[0] = (struct iovec){buffer(&f, 11, 1), 11};
-	sg[1] = (struct iovec){buffer(&f, 22, 2), 22};
-	sg[2] = (struct iovec){buffer(&f, 33, 3), 33};
+	sg[0] = (struct iovec){ buffer(&f, 11, 1), 11 };
+	sg[1] = (struct iovec){ buffer(&f, 22, 2), 22 };
+	sg[2] = (struct iovec){ buffer(&f, 33, 3), 33 };
 	REQUIRE_EQ(vt_vq_drv_add(f.vq, sg, 1, 2, token_n(0)), 0);
 	CHECK_EQ(vt_vq_drv_free_descs(f.vq), QSIZE - 1);
 	vt_vq_drv_kick_prepare(f.vq);
@@ -470,7 +472,7 @@ VT_TEST(event_idx_kicks_exactly_when_avail_event_is_crossed)
 	REQUIRE_EQ(setup(&f, F(EVENT_IDX)), 0);
 	/* "Kick me when you make entry 2 available" (2.7.10). */
 	vq_mock_dev_set_avail_event(&f.d, 2);
-	static const bool expect[4] = {false, false, true, false};
+	static const bool expect[4] = { false, false, true, false };
 	for (unsigned int i = 0; i < 4; i++) {
 		REQUIRE_EQ(post(&f, 1, 0, 8, token_n(i)), 0);
 		CHECK_EQ(vt_vq_drv_kick_prepare(f.vq), expect[i]);
@@ -500,7 +502,7 @@ VT_TEST(disable_cb_sets_no_interrupt_and_enable_cb_clears_it_and_rechecks)
 {
 	struct fixture f;
 	struct vq_mock_dev_chain c;
-	void *tokens[1] = {token_n(0)};
+	void *tokens[1] = { token_n(0) };
 
 	REQUIRE_EQ(setup(&f, 0), 0);
 	vt_vq_drv_disable_cb(f.vq);
@@ -521,7 +523,7 @@ VT_TEST(event_idx_enable_cb_writes_used_event_and_rechecks)
 {
 	struct fixture f;
 	struct vq_mock_dev_chain c;
-	void *tokens[2] = {token_n(0), token_n(1)};
+	void *tokens[2] = { token_n(0), token_n(1) };
 	void *token;
 	uint32_t len;
 
@@ -546,7 +548,7 @@ VT_TEST(in_order_batch_completion_returns_every_token_in_order)
 {
 	struct fixture f;
 	struct vq_mock_dev_chain c[4];
-	void *tokens[4] = {token_n(0), token_n(1), token_n(2), token_n(3)};
+	void *tokens[4] = { token_n(0), token_n(1), token_n(2), token_n(3) };
 	void *token;
 	uint32_t len;
 
@@ -602,7 +604,7 @@ VT_TEST(in_order_descriptors_are_used_sequentially)
 VT_TEST(used_id_out_of_range_breaks_the_queue)
 {
 	struct fixture f;
-	void *tokens[1] = {token_n(0)};
+	void *tokens[1] = { token_n(0) };
 	void *token;
 	uint32_t len;
 
@@ -618,7 +620,7 @@ VT_TEST(used_id_of_a_descriptor_inside_a_chain_breaks_the_queue)
 {
 	struct fixture f;
 	struct vq_mock_dev_chain c;
-	void *tokens[1] = {token_n(0)};
+	void *tokens[1] = { token_n(0) };
 	void *token;
 	uint32_t len;
 
@@ -637,7 +639,7 @@ VT_TEST(used_id_returned_twice_breaks_the_queue)
 {
 	struct fixture f;
 	struct vq_mock_dev_chain c;
-	void *tokens[2] = {token_n(0), token_n(1)};
+	void *tokens[2] = { token_n(0), token_n(1) };
 	void *token;
 	uint32_t len;
 
@@ -656,7 +658,7 @@ VT_TEST(used_idx_moved_by_more_than_outstanding_breaks_the_queue)
 {
 	struct fixture f;
 	struct vq_mock_dev_chain c;
-	void *tokens[2] = {token_n(0), token_n(1)};
+	void *tokens[2] = { token_n(0), token_n(1) };
 	void *token;
 	uint32_t len;
 
@@ -673,7 +675,7 @@ VT_TEST(used_idx_moved_backwards_breaks_the_queue)
 {
 	struct fixture f;
 	struct vq_mock_dev_chain c;
-	void *tokens[2] = {token_n(0), token_n(1)};
+	void *tokens[2] = { token_n(0), token_n(1) };
 	void *token;
 	uint32_t len;
 
@@ -704,7 +706,7 @@ VT_TEST(in_order_batch_longer_than_the_used_idx_moved_breaks_the_queue)
 {
 	struct fixture f;
 	struct vq_mock_dev_chain c[3];
-	void *tokens[3] = {token_n(0), token_n(1), token_n(2)};
+	void *tokens[3] = { token_n(0), token_n(1), token_n(2) };
 	void *token;
 	uint32_t len;
 
@@ -723,7 +725,7 @@ VT_TEST(in_order_used_id_not_outstanding_breaks_the_queue)
 {
 	struct fixture f;
 	struct vq_mock_dev_chain c;
-	void *tokens[2] = {token_n(0), token_n(1)};
+	void *tokens[2] = { token_n(0), token_n(1) };
 	void *token;
 	uint32_t len;
 
@@ -801,8 +803,8 @@ VT_TEST(device_rewriting_descriptors_does_not_change_what_the_driver_unmaps)
 	for (int i = 0; i < 2; i++)
 		REQUIRE_EQ(vq_mock_dev_take(&f.d, &c[i]), 0);
 	/* Ring memory is the device's to scribble on: the driver must use its own copies. */
-	static const struct vq_mock_desc junk = {0xdead0000, 0xffffffff,
-						 VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT, 7};
+	static const struct vq_mock_desc junk = { 0xdead0000, 0xffffffff,
+						  VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT, 7 };
 	struct vq_mock_desc table_desc = c[0].ring_desc;
 	for (uint16_t i = 0; i < QSIZE; i++) {
 		struct virtq_desc *d = &f.d.desc[i];
@@ -813,10 +815,9 @@ VT_TEST(device_rewriting_descriptors_does_not_change_what_the_driver_unmaps)
 	}
 	for (uint32_t k = 0; k < table_desc.len / sizeof(struct virtq_desc); k++)
 		REQUIRE_EQ(vt_as_write(&f.d.as, table_desc.addr + k * sizeof(struct virtq_desc),
-				       &(struct virtq_desc){vt_cpu_to_le64(junk.addr),
-							    vt_cpu_to_le32(junk.len),
-							    vt_cpu_to_le16(junk.flags),
-							    vt_cpu_to_le16(junk.next)},
+				       &(struct virtq_desc){
+					   vt_cpu_to_le64(junk.addr), vt_cpu_to_le32(junk.len),
+					   vt_cpu_to_le16(junk.flags), vt_cpu_to_le16(junk.next) },
 				       sizeof(struct virtq_desc), NULL),
 			   0);
 	for (int i = 0; i < 2; i++)

@@ -10,8 +10,8 @@
 struct bench_opts {
 	bool json;
 	unsigned int runs; /* repetitions per configuration; the median is reported */
-	double scale; /* fraction of the default operation counts (quick runs: --quick) */
-	const char *only; /* run only configurations whose label contains this (--only) */
+	double scale;	   /* fraction of the default operation counts (quick runs: --quick) */
+	const char *only;  /* run only configurations whose label contains this (--only) */
 };
 
 static inline uint64_t bench_now_ns(void)

@@ -101,7 +101,7 @@ static double median_translations(const struct bench_opts *opts, const struct vt
 
 static int bench_memtable(const struct bench_opts *opts, double pp)
 {
-	static const unsigned int counts[] = {1, 8, VT_MEMTABLE_MAX_REGIONS};
+	static const unsigned int counts[] = { 1, 8, VT_MEMTABLE_MAX_REGIONS };
 	uint64_t ops = (uint64_t)(4000000 * opts->scale);
 
 	for (size_t c = 0; c < sizeof(counts) / sizeof(counts[0]); c++) {
@@ -122,10 +122,12 @@ static int bench_memtable(const struct bench_opts *opts, double pp)
 		}
 		struct vt_as as = vt_memtable_as(t);
 		char config[64];
-		snprintf(config, sizeof(config), "%u region%s", counts[c], counts[c] > 1 ? "s" : "");
+		snprintf(config, sizeof(config), "%u region%s", counts[c],
+			 counts[c] > 1 ? "s" : "");
 		for (int random = 0; random < 2; random++) {
-			struct addr_pattern p = {counts[c], stride, region, random};
-			bench_row(opts, "memtable translate", config, random ? "random" : "sequential",
+			struct addr_pattern p = { counts[c], stride, region, random };
+			bench_row(opts, "memtable translate", config,
+				  random ? "random" : "sequential",
 				  median_translations(opts, &as, &p, ops), pp, NULL);
 		}
 		vt_memtable_free(t);
@@ -135,13 +137,13 @@ static int bench_memtable(const struct bench_opts *opts, double pp)
 
 static int bench_iotlb(const struct bench_opts *opts, double pp)
 {
-	static const unsigned int counts[] = {16, 256, 4096, 65536};
+	static const unsigned int counts[] = { 16, 256, 4096, 65536 };
 	uint64_t ops = (uint64_t)(4000000 * opts->scale);
-	double first[2] = {0, 0}, last[2] = {0, 0};
+	double first[2] = { 0, 0 }, last[2] = { 0, 0 };
 
 	for (size_t c = 0; c < sizeof(counts) / sizeof(counts[0]); c++) {
 		struct vt_iotlb *t = NULL;
-		struct vt_iotlb_params params = {.max_entries = counts[c]};
+		struct vt_iotlb_params params = { .max_entries = counts[c] };
 		if (vt_iotlb_new(&params, &t) < 0)
 			return -ENOMEM;
 		/* 4 KiB pages with a gap after each, as a guest's streaming mappings look. */
@@ -157,7 +159,7 @@ static int bench_iotlb(const struct bench_opts *opts, double pp)
 		char config[64];
 		snprintf(config, sizeof(config), "%u entries", counts[c]);
 		for (int random = 0; random < 2; random++) {
-			struct addr_pattern p = {counts[c], 8192, 4096, random};
+			struct addr_pattern p = { counts[c], 8192, 4096, random };
 			double ns = median_translations(opts, &as, &p, ops);
 			bench_row(opts, "iotlb translate", config, random ? "random" : "sequential",
 				  ns, pp, NULL);
@@ -169,11 +171,12 @@ static int bench_iotlb(const struct bench_opts *opts, double pp)
 	}
 	for (int random = 0; random < 2; random++) {
 		char extra[64];
-		snprintf(extra, sizeof(extra), "\"ratio_65536_to_16\":%.2f", last[random] / first[random]);
+		snprintf(extra, sizeof(extra), "\"ratio_65536_to_16\":%.2f",
+			 last[random] / first[random]);
 		if (opts->json)
 			bench_row(opts, "iotlb flatness", "65536/16 entries",
-				  random ? "random" : "sequential", last[random] / first[random], pp,
-				  extra);
+				  random ? "random" : "sequential", last[random] / first[random],
+				  pp, extra);
 		else
 			printf("%-22s %-26s %-12s %9.2fx  (goal: within 2x)\n", "iotlb flatness",
 			       "65536 vs 16 entries", random ? "random" : "sequential",
@@ -199,29 +202,29 @@ static double time_map_unmap(struct vt_dma *dma, void **bufs, size_t len, uint64
 
 static int bench_dma(const struct bench_opts *opts, double pp)
 {
-	static const enum vt_dma_mode modes[] = {VT_DMA_DIRECT, VT_DMA_IOMMU_PREMAPPED,
-						 VT_DMA_IOMMU_LAZY, VT_DMA_IOMMU_STRICT,
-						 VT_DMA_BOUNCE};
-	static const size_t sizes[] = {64, 1500};
+	static const enum vt_dma_mode modes[] = { VT_DMA_DIRECT, VT_DMA_IOMMU_PREMAPPED,
+						  VT_DMA_IOMMU_LAZY, VT_DMA_IOMMU_STRICT,
+						  VT_DMA_BOUNCE };
+	static const size_t sizes[] = { 64, 1500 };
 	uint64_t ops = (uint64_t)(1000000 * opts->scale);
 	int ret = 0;
 
 	for (size_t m = 0; m < sizeof(modes) / sizeof(modes[0]) && ret == 0; m++) {
 		struct vt_shm *shm = NULL;
 		const struct vt_shm_region *region;
-		struct vt_iotlb_feed dev = {0};
+		struct vt_iotlb_feed dev = { 0 };
 		struct vt_dma *dma = NULL;
-		void *bufs[DMA_BUFFERS] = {0};
+		void *bufs[DMA_BUFFERS] = { 0 };
 
 		ret = vt_shm_new(&shm);
 		if (ret == 0)
 			ret = vt_shm_add_memfd(shm, 64ull << 20, 1ull << 32, &region);
 		if (ret == 0) {
 			dev.table = vt_memtable_new(NULL);
-			struct vt_mem_region r = {.gpa = region->gpa,
-						  .size = region->size,
-						  .hva = region->hva,
-						  .uaddr = (uintptr_t)region->hva};
+			struct vt_mem_region r = { .gpa = region->gpa,
+						   .size = region->size,
+						   .hva = region->hva,
+						   .uaddr = (uintptr_t)region->hva };
 			ret = dev.table ? vt_memtable_add(dev.table, &r) : -ENOMEM;
 		}
 		if (ret == 0)

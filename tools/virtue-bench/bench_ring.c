@@ -25,7 +25,7 @@
 #include "bench.h"
 
 #define RING_SIZE 256
-#define POOL 512
+#define POOL	  512
 
 static void pin(int cpu)
 {
@@ -148,11 +148,11 @@ static double ring_run_once(const struct ring_config *cfg, uint64_t count)
 			    (cfg->in_order ? VT_BIT(VIRTIO_F_IN_ORDER) : 0);
 	struct vt_shm *shm = NULL;
 	const struct vt_shm_region *region;
-	struct vt_iotlb_feed side = {0};
+	struct vt_iotlb_feed side = { 0 };
 	struct vt_dma *dma = NULL;
 	struct vt_vq_drv *drv = NULL;
-	struct ring_run run = {.batch = cfg->batch, .count = count};
-	void *bufs[POOL] = {0};
+	struct ring_run run = { .batch = cfg->batch, .count = count };
+	void *bufs[POOL] = { 0 };
 	double result = -1;
 	pthread_t t;
 	bool iommu = cfg->dma == VT_DMA_IOMMU_STRICT || cfg->dma == VT_DMA_IOMMU_LAZY ||
@@ -161,19 +161,18 @@ static double ring_run_once(const struct ring_config *cfg, uint64_t count)
 	if (vt_shm_new(&shm) < 0 || vt_shm_add_memfd(shm, 32 << 20, 1ull << 32, &region) < 0)
 		goto out;
 	side.table = vt_memtable_new(NULL);
-	struct vt_mem_region mr = {.gpa = region->gpa,
-				   .size = region->size,
-				   .hva = region->hva,
-				   .uaddr = (uintptr_t)region->hva};
+	struct vt_mem_region mr = { .gpa = region->gpa,
+				    .size = region->size,
+				    .hva = region->hva,
+				    .uaddr = (uintptr_t)region->hva };
 	if (!side.table || vt_memtable_add(side.table, &mr) < 0 || vt_iotlb_new(NULL, &side.iotlb))
 		goto out;
-	struct vt_dma_params dp = {.mode = cfg->dma,
-				   .shm = shm,
-				   .iotlb_ops = &vt_iotlb_feed_ops,
-				   .iotlb_opaque = &side};
+	struct vt_dma_params dp = {
+		.mode = cfg->dma, .shm = shm, .iotlb_ops = &vt_iotlb_feed_ops, .iotlb_opaque = &side
+	};
 	if (vt_dma_new(&dp, &dma) < 0)
 		goto out;
-	struct vt_vq_drv_params qp = {.num = RING_SIZE, .features = features, .dma = dma};
+	struct vt_vq_drv_params qp = { .num = RING_SIZE, .features = features, .dma = dma };
 	if (vt_vq_drv_new(&qp, &drv) < 0)
 		goto out;
 	uint64_t desc, driver, device;
@@ -203,7 +202,7 @@ static double ring_run_once(const struct ring_config *cfg, uint64_t count)
 	while (completed < count && !atomic_load_explicit(&run.failed, memory_order_relaxed)) {
 		unsigned int added = 0;
 		while (added < cfg->batch && posted < count) {
-			struct iovec sg = {bufs[posted % POOL], cfg->size};
+			struct iovec sg = { bufs[posted % POOL], cfg->size };
 			if (vt_vq_drv_add(drv, &sg, 1, 0, bufs[posted % POOL]) < 0)
 				break;
 			posted++;
@@ -241,11 +240,12 @@ static void ring_row(const struct bench_opts *opts, const struct ring_config *cf
 {
 	const char *dma = vt_dma_mode_name(cfg->dma);
 	if (opts->json) {
-		printf("{\"bench\":\"ring\",\"fmt\":\"%s\",\"dma\":\"%s\",\"size\":%zu,\"batch\":%u,"
-		       "\"in_order\":%s,\"ns_per_buf\":%.2f,\"mbuf_per_s\":%.2f,"
-		       "\"ratio_to_ideal\":%.2f,\"pingpong_ns\":%.1f}\n",
-		       cfg->packed ? "packed" : "split", dma, cfg->size, cfg->batch,
-		       cfg->in_order ? "true" : "false", ns, 1e3 / ns, ns / ideal, pp);
+		printf(
+		    "{\"bench\":\"ring\",\"fmt\":\"%s\",\"dma\":\"%s\",\"size\":%zu,\"batch\":%u,"
+		    "\"in_order\":%s,\"ns_per_buf\":%.2f,\"mbuf_per_s\":%.2f,"
+		    "\"ratio_to_ideal\":%.2f,\"pingpong_ns\":%.1f}\n",
+		    cfg->packed ? "packed" : "split", dma, cfg->size, cfg->batch,
+		    cfg->in_order ? "true" : "false", ns, 1e3 / ns, ns / ideal, pp);
 	} else {
 		printf("%-7s %-16s %5zu %6u %-8s %9.2f %9.2f %8.2fx\n",
 		       cfg->packed ? "packed" : "split", dma, cfg->size, cfg->batch,
@@ -269,32 +269,33 @@ int bench_ring(const struct bench_opts *opts)
 		       "\"pingpong_ns\":%.1f}\n",
 		       ideal, pp);
 	} else {
-		printf("virtue-bench ring: 256-entry ring, %llu buffers per run, median of %u runs\n"
-		       "(cache-line ping-pong this run: %.0f ns one way; ideal ring: %.2f ns/buf)\n",
-		       (unsigned long long)count, opts->runs, pp, ideal);
+		printf(
+		    "virtue-bench ring: 256-entry ring, %llu buffers per run, median of %u runs\n"
+		    "(cache-line ping-pong this run: %.0f ns one way; ideal ring: %.2f ns/buf)\n",
+		    (unsigned long long)count, opts->runs, pp, ideal);
 		printf("%-7s %-16s %5s %6s %-8s %9s %9s %9s\n", "format", "dma", "bytes", "batch",
 		       "in_order", "ns/buf", "Mbuf/s", "vs ideal");
 	}
 
 	struct ring_config configs[64];
 	unsigned int n = 0;
-	static const unsigned int batches[] = {1, 8, 32, 256};
+	static const unsigned int batches[] = { 1, 8, 32, 256 };
 	for (int packed = 0; packed < 2; packed++) {
 		for (size_t b = 0; b < 4; b++)
 			for (int io = 0; io < 2; io++)
-				configs[n++] = (struct ring_config){packed, io, VT_DMA_DIRECT,
-								    batches[b], 64};
-		configs[n++] = (struct ring_config){packed, 0, VT_DMA_IOMMU_PREMAPPED, 32, 64};
-		configs[n++] = (struct ring_config){packed, 0, VT_DMA_IOMMU_STRICT, 32, 64};
-		configs[n++] = (struct ring_config){packed, 0, VT_DMA_BOUNCE, 32, 64};
-		configs[n++] = (struct ring_config){packed, 0, VT_DMA_BOUNCE, 32, 1500};
+				configs[n++] = (struct ring_config){ packed, io, VT_DMA_DIRECT,
+								     batches[b], 64 };
+		configs[n++] = (struct ring_config){ packed, 0, VT_DMA_IOMMU_PREMAPPED, 32, 64 };
+		configs[n++] = (struct ring_config){ packed, 0, VT_DMA_IOMMU_STRICT, 32, 64 };
+		configs[n++] = (struct ring_config){ packed, 0, VT_DMA_BOUNCE, 32, 64 };
+		configs[n++] = (struct ring_config){ packed, 0, VT_DMA_BOUNCE, 32, 1500 };
 	}
 	int failures = 0, ran = 0;
 	for (unsigned int c = 0; c < n; c++) {
 		char label[96];
-		snprintf(label, sizeof(label), "%s %s %zu %u %s", configs[c].packed ? "packed" : "split",
-			 vt_dma_mode_name(configs[c].dma), configs[c].size, configs[c].batch,
-			 configs[c].in_order ? "yes" : "no");
+		snprintf(label, sizeof(label), "%s %s %zu %u %s",
+			 configs[c].packed ? "packed" : "split", vt_dma_mode_name(configs[c].dma),
+			 configs[c].size, configs[c].batch, configs[c].in_order ? "yes" : "no");
 		if (opts->only && !strstr(label, opts->only))
 			continue;
 		ran++;
@@ -330,35 +331,36 @@ int bench_ring(const struct bench_opts *opts)
  */
 static double ringcost_once(bool packed, uint64_t count)
 {
-	uint64_t features = VT_BIT(VIRTIO_F_VERSION_1) | (packed ? VT_BIT(VIRTIO_F_RING_PACKED) : 0);
+	uint64_t features =
+	    VT_BIT(VIRTIO_F_VERSION_1) | (packed ? VT_BIT(VIRTIO_F_RING_PACKED) : 0);
 	struct vt_shm *shm = NULL;
 	const struct vt_shm_region *region;
 	struct vt_memtable *table = NULL;
 	struct vt_dma *dma = NULL;
 	struct vt_vq_drv *drv = NULL;
 	struct vt_vq_dev *dev = NULL;
-	void *bufs[32] = {0};
+	void *bufs[32] = { 0 };
 	double result = -1;
 
 	if (vt_shm_new(&shm) < 0 || vt_shm_add_memfd(shm, 8 << 20, 1ull << 32, &region) < 0)
 		goto out;
 	table = vt_memtable_new(NULL);
-	struct vt_mem_region mr = {.gpa = region->gpa, .size = region->size, .hva = region->hva};
-	struct vt_dma_params dp = {.mode = VT_DMA_DIRECT, .shm = shm};
+	struct vt_mem_region mr = { .gpa = region->gpa, .size = region->size, .hva = region->hva };
+	struct vt_dma_params dp = { .mode = VT_DMA_DIRECT, .shm = shm };
 	if (!table || vt_memtable_add(table, &mr) < 0 || vt_dma_new(&dp, &dma) < 0)
 		goto out;
-	struct vt_vq_drv_params qp = {.num = RING_SIZE, .features = features, .dma = dma};
+	struct vt_vq_drv_params qp = { .num = RING_SIZE, .features = features, .dma = dma };
 	if (vt_vq_drv_new(&qp, &drv) < 0)
 		goto out;
 	uint64_t desc, driver, device;
 	vt_vq_drv_addrs(drv, &desc, &driver, &device);
-	struct vt_vq_dev_params vp = {.num = RING_SIZE,
-				      .features = features,
-				      .desc_addr = desc,
-				      .driver_addr = driver,
-				      .device_addr = device,
-				      .as = vt_memtable_as(table),
-				      .next_avail = packed ? VT_VQ_PACKED_START : 0};
+	struct vt_vq_dev_params vp = { .num = RING_SIZE,
+				       .features = features,
+				       .desc_addr = desc,
+				       .driver_addr = driver,
+				       .device_addr = device,
+				       .as = vt_memtable_as(table),
+				       .next_avail = packed ? VT_VQ_PACKED_START : 0 };
 	if (vt_vq_dev_new(&vp, &dev) < 0)
 		goto out;
 	for (unsigned int i = 0; i < 32; i++)
@@ -372,7 +374,7 @@ static double ringcost_once(bool packed, uint64_t count)
 		void *token;
 		uint32_t len;
 		for (unsigned int i = 0; i < 32; i++) {
-			struct iovec sg = {bufs[i], 64};
+			struct iovec sg = { bufs[i], 64 };
 			if (vt_vq_drv_add(drv, &sg, 1, 0, bufs[i]) < 0)
 				goto out;
 		}
@@ -405,9 +407,10 @@ int bench_ringcost(const struct bench_opts *opts)
 {
 	uint64_t count = (uint64_t)(4000000 * opts->scale) / 32 * 32;
 	if (!opts->json)
-		printf("virtue-bench ringcost: both halves on one thread, direct DMA, batch 32, %llu "
-		       "buffers, median of %u runs\n",
-		       (unsigned long long)count, opts->runs);
+		printf(
+		    "virtue-bench ringcost: both halves on one thread, direct DMA, batch 32, %llu "
+		    "buffers, median of %u runs\n",
+		    (unsigned long long)count, opts->runs);
 	for (int packed = 0; packed < 2; packed++) {
 		double v[99];
 		for (unsigned int r = 0; r < opts->runs; r++)

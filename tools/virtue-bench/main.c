@@ -13,15 +13,17 @@
 
 static int usage(FILE *out)
 {
-	fprintf(out, "usage: virtue-bench mem|ring|ringcost [--json] [--runs N] [--quick] [--only TEXT]\n"
-		     "  mem     address translation (memory table, IOTLB) and DMA map+unmap per mode\n"
-		     "  ring    virtqueue throughput between two pinned threads, per format and mode\n"
-		     "  ringcost both halves on one thread: the code's own cost per buffer (run it\n"
-		     "          under valgrind --tool=callgrind for instructions per buffer)\n"
-		     "  --json  one JSON object per result line\n"
-		     "  --runs  repetitions per configuration, median reported (default 5)\n"
-		     "  --quick a tenth of the operations (a smoke run)\n"
-		     "  --only  ring: only configurations whose label (\"split direct 64 32 no\") has it\n");
+	fprintf(
+	    out,
+	    "usage: virtue-bench mem|ring|ringcost [--json] [--runs N] [--quick] [--only TEXT]\n"
+	    "  mem     address translation (memory table, IOTLB) and DMA map+unmap per mode\n"
+	    "  ring    virtqueue throughput between two pinned threads, per format and mode\n"
+	    "  ringcost both halves on one thread: the code's own cost per buffer (run it\n"
+	    "          under valgrind --tool=callgrind for instructions per buffer)\n"
+	    "  --json  one JSON object per result line\n"
+	    "  --runs  repetitions per configuration, median reported (default 5)\n"
+	    "  --quick a tenth of the operations (a smoke run)\n"
+	    "  --only  ring: only configurations whose label (\"split direct 64 32 no\") has it\n");
 	return out == stdout ? 0 : 2;
 }
 
@@ -61,7 +63,7 @@ void bench_row(const struct bench_opts *opts, const char *bench, const char *con
 
 int main(int argc, char **argv)
 {
-	struct bench_opts opts = {.runs = 5, .scale = 1.0};
+	struct bench_opts opts = { .runs = 5, .scale = 1.0 };
 	const char *what = NULL;
 
 	for (int i = 1; i < argc; i++) {

@@ -23,7 +23,7 @@
 #include <virtue/spec/virtio_blk.h>
 #include <virtue/spec/virtio_config.h>
 
-static const struct vt_log quiet = {.max_level = VT_LOG_ERROR};
+static const struct vt_log quiet = { .max_level = VT_LOG_ERROR };
 
 static void print_log(void *opaque, enum vt_log_level level, const char *msg)
 {
@@ -32,7 +32,7 @@ static void print_log(void *opaque, enum vt_log_level level, const char *msg)
 	printf("      log: %s\n", msg);
 }
 
-static const struct vt_log shown = {.fn = print_log, .max_level = VT_LOG_ERROR};
+static const struct vt_log shown = { .fn = print_log, .max_level = VT_LOG_ERROR };
 
 static void negotiate(const char *title, uint64_t device_offers, uint64_t driver_supports,
 		      bool restricted)
@@ -87,13 +87,14 @@ struct device_view {
 };
 
 /* The feed, with each message printed as a vhost-user backend would receive it. */
-static int on_update(void *opaque, uint64_t iova, uint64_t size, uint64_t uaddr,
-		     unsigned int perm)
+static int on_update(void *opaque, uint64_t iova, uint64_t size, uint64_t uaddr, unsigned int perm)
 {
 	struct device_view *v = opaque;
 	printf("      -> IOTLB UPDATE iova 0x%llx size 0x%llx perm %s\n", (unsigned long long)iova,
 	       (unsigned long long)size,
-	       perm == VT_IOTLB_PERM_RW ? "RW" : perm == VT_IOTLB_PERM_RO ? "RO" : "WO");
+	       perm == VT_IOTLB_PERM_RW	  ? "RW"
+	       : perm == VT_IOTLB_PERM_RO ? "RO"
+					  : "WO");
 	return vt_iotlb_feed_ops.update(&v->feed, iova, size, uaddr, perm);
 }
 
@@ -105,13 +106,12 @@ static int on_invalidate(void *opaque, uint64_t iova, uint64_t size)
 	return vt_iotlb_feed_ops.invalidate(&v->feed, iova, size);
 }
 
-static const struct vt_dma_iotlb_ops publish = {.update = on_update,
-						.invalidate = on_invalidate};
+static const struct vt_dma_iotlb_ops publish = { .update = on_update, .invalidate = on_invalidate };
 
 static void device_reads(const struct vt_as *as, uint64_t bus, size_t len)
 {
-	char seen[64] = {0};
-	struct vt_as_fault f = {0};
+	char seen[64] = { 0 };
+	struct vt_as_fault f = { 0 };
 	int r = vt_as_read(as, bus, seen, len < sizeof(seen) - 1 ? len : sizeof(seen) - 1, &f);
 	if (r == 0)
 		printf("      device reads 0x%llx: \"%s\"\n", (unsigned long long)bus, seen);
@@ -124,14 +124,16 @@ static void device_writes(const struct vt_as *as, uint64_t bus)
 {
 	int r = vt_as_write(as, bus, "X", 1, NULL);
 	printf("      device writes 0x%llx: %s\n", (unsigned long long)bus,
-	       r == 0 ? "allowed" : r == -EACCES ? "permission denied" : strerror(-r));
+	       r == 0	      ? "allowed"
+	       : r == -EACCES ? "permission denied"
+			      : strerror(-r));
 }
 
 static int dma_mode_demo(enum vt_dma_mode mode)
 {
 	struct vt_shm *shm = NULL;
 	const struct vt_shm_region *region;
-	struct device_view view = {0};
+	struct device_view view = { 0 };
 	struct vt_dma *dma = NULL;
 	int r;
 
@@ -143,13 +145,13 @@ static int dma_mode_demo(enum vt_dma_mode mode)
 		goto out;
 	/* The device maps the driver's memory the way a vhost-user backend does. */
 	view.feed.table = vt_memtable_new(&quiet);
-	struct vt_mem_region mr = {.gpa = region->gpa,
-				   .size = region->size,
-				   .hva = region->hva,
-				   .uaddr = (uintptr_t)region->hva};
+	struct vt_mem_region mr = { .gpa = region->gpa,
+				    .size = region->size,
+				    .hva = region->hva,
+				    .uaddr = (uintptr_t)region->hva };
 	r = view.feed.table ? vt_memtable_add(view.feed.table, &mr) : -ENOMEM;
 	if (r == 0)
-		r = vt_iotlb_new(&(struct vt_iotlb_params){.log = &quiet}, &view.feed.iotlb);
+		r = vt_iotlb_new(&(struct vt_iotlb_params){ .log = &quiet }, &view.feed.iotlb);
 	if (r < 0)
 		goto out;
 	struct vt_dma_params p = {
@@ -217,22 +219,23 @@ int main(void)
 	printf("virtue demo: VIRTIO_F_ACCESS_PLATFORM decides how a device reaches memory\n\n");
 	printf("1. Negotiation (device and driver objects over the in-process transport)\n");
 	negotiate("device without ACCESS_PLATFORM, ordinary driver:", flush, flush, false);
-	negotiate("device offering ACCESS_PLATFORM, driver accepting it:",
-		  flush | access_platform, flush | access_platform, false); /* offer */
+	negotiate("device offering ACCESS_PLATFORM, driver accepting it:", flush | access_platform,
+		  flush | access_platform, false); /* offer */
 	negotiate("device without ACCESS_PLATFORM, driver with the restricted-memory policy:",
 		  flush, flush | access_platform, true); /* offer */
 	negotiate("device offering ACCESS_PLATFORM, driver with the restricted-memory policy:",
 		  flush | access_platform, flush | access_platform, true); /* offer */
 
 	printf("\n2. The DMA API in each mode: what the device sees of one buffer\n");
-	static const enum vt_dma_mode modes[] = {VT_DMA_DIRECT, VT_DMA_IOMMU_STRICT,
-						 VT_DMA_IOMMU_LAZY, VT_DMA_IOMMU_PREMAPPED,
-						 VT_DMA_BOUNCE};
+	static const enum vt_dma_mode modes[] = { VT_DMA_DIRECT, VT_DMA_IOMMU_STRICT,
+						  VT_DMA_IOMMU_LAZY, VT_DMA_IOMMU_PREMAPPED,
+						  VT_DMA_BOUNCE };
 	int failures = 0;
 	for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++)
 		failures += dma_mode_demo(modes[i]) < 0;
-	printf("\n(direct: bus address = driver-physical, the device sees all shared memory;\n"
-	       " iommu: bus address = IOVA with permissions, gone after unmap (lazy: after flush);\n"
-	       " bounce: the device sees only a copy in the bounce window.)\n");
+	printf(
+	    "\n(direct: bus address = driver-physical, the device sees all shared memory;\n"
+	    " iommu: bus address = IOVA with permissions, gone after unmap (lazy: after flush);\n"
+	    " bounce: the device sees only a copy in the bounce window.)\n");
 	return failures ? 1 : 0;
 }

@@ -10,25 +10,25 @@
 #include "endian.h"
 
 /* Feature bits (5.2.3). */
-#define VIRTIO_BLK_F_BARRIER       0 /* legacy */
-#define VIRTIO_BLK_F_SIZE_MAX      1
-#define VIRTIO_BLK_F_SEG_MAX       2
-#define VIRTIO_BLK_F_GEOMETRY      4
-#define VIRTIO_BLK_F_RO            5
-#define VIRTIO_BLK_F_BLK_SIZE      6
-#define VIRTIO_BLK_F_SCSI          7 /* legacy */
-#define VIRTIO_BLK_F_FLUSH         9
-#define VIRTIO_BLK_F_TOPOLOGY      10
-#define VIRTIO_BLK_F_CONFIG_WCE    11
-#define VIRTIO_BLK_F_MQ            12
-#define VIRTIO_BLK_F_DISCARD       13
-#define VIRTIO_BLK_F_WRITE_ZEROES  14
-#define VIRTIO_BLK_F_LIFETIME      15
-#define VIRTIO_BLK_F_SECURE_ERASE  16
-#define VIRTIO_BLK_F_ZONED         17
+#define VIRTIO_BLK_F_BARRIER	  0 /* legacy */
+#define VIRTIO_BLK_F_SIZE_MAX	  1
+#define VIRTIO_BLK_F_SEG_MAX	  2
+#define VIRTIO_BLK_F_GEOMETRY	  4
+#define VIRTIO_BLK_F_RO		  5
+#define VIRTIO_BLK_F_BLK_SIZE	  6
+#define VIRTIO_BLK_F_SCSI	  7 /* legacy */
+#define VIRTIO_BLK_F_FLUSH	  9
+#define VIRTIO_BLK_F_TOPOLOGY	  10
+#define VIRTIO_BLK_F_CONFIG_WCE	  11
+#define VIRTIO_BLK_F_MQ		  12
+#define VIRTIO_BLK_F_DISCARD	  13
+#define VIRTIO_BLK_F_WRITE_ZEROES 14
+#define VIRTIO_BLK_F_LIFETIME	  15
+#define VIRTIO_BLK_F_SECURE_ERASE 16
+#define VIRTIO_BLK_F_ZONED	  17
 
 /* Sectors are always 512 bytes on the wire, whatever blk_size says (5.2.6). */
-#define VIRTIO_BLK_SECTOR_SIZE  512
+#define VIRTIO_BLK_SECTOR_SIZE	512
 #define VIRTIO_BLK_SECTOR_SHIFT 9
 
 struct virtio_blk_geometry {
@@ -79,17 +79,17 @@ struct virtio_blk_config {
 };
 
 /* 5.2.6 Device operation: request types. */
-#define VIRTIO_BLK_T_IN             0
-#define VIRTIO_BLK_T_OUT            1
-#define VIRTIO_BLK_T_FLUSH          4
-#define VIRTIO_BLK_T_GET_ID         8
-#define VIRTIO_BLK_T_GET_LIFETIME   10
-#define VIRTIO_BLK_T_DISCARD        11
-#define VIRTIO_BLK_T_WRITE_ZEROES   13
-#define VIRTIO_BLK_T_SECURE_ERASE   14
+#define VIRTIO_BLK_T_IN		  0
+#define VIRTIO_BLK_T_OUT	  1
+#define VIRTIO_BLK_T_FLUSH	  4
+#define VIRTIO_BLK_T_GET_ID	  8
+#define VIRTIO_BLK_T_GET_LIFETIME 10
+#define VIRTIO_BLK_T_DISCARD	  11
+#define VIRTIO_BLK_T_WRITE_ZEROES 13
+#define VIRTIO_BLK_T_SECURE_ERASE 14
 
 /* Status byte, the last device-writable byte of every request. */
-#define VIRTIO_BLK_S_OK     0
+#define VIRTIO_BLK_S_OK	    0
 #define VIRTIO_BLK_S_IOERR  1
 #define VIRTIO_BLK_S_UNSUPP 2
 

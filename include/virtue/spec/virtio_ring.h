@@ -25,7 +25,7 @@
 
 /* Split ring flags for suppressing notifications when EVENT_IDX is not negotiated. */
 #define VIRTQ_AVAIL_F_NO_INTERRUPT 1
-#define VIRTQ_USED_F_NO_NOTIFY     1
+#define VIRTQ_USED_F_NO_NOTIFY	   1
 
 /* 2.7.5 The Virtqueue Descriptor Table. */
 struct virtq_desc {
@@ -94,15 +94,15 @@ struct pvirtq_desc {
 
 /* 2.8.14 Event suppression structure (driver area and device area of a packed ring). */
 struct pvirtq_event_suppress {
-	vt_le16 desc; /* bits 0-14: offset, bit 15: wrap counter */
+	vt_le16 desc;  /* bits 0-14: offset, bit 15: wrap counter */
 	vt_le16 flags; /* RING_EVENT_FLAGS_* */
 };
 
-#define RING_EVENT_FLAGS_ENABLE  0x0
+#define RING_EVENT_FLAGS_ENABLE	 0x0
 #define RING_EVENT_FLAGS_DISABLE 0x1
-#define RING_EVENT_FLAGS_DESC    0x2
+#define RING_EVENT_FLAGS_DESC	 0x2
 
-#define PVIRTQ_EVENT_OFF_MASK  0x7fff
+#define PVIRTQ_EVENT_OFF_MASK	0x7fff
 #define PVIRTQ_EVENT_WRAP_SHIFT 15
 
 /* Alignment of packed-ring parts (2.8.10.1). */
