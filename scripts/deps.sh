@@ -4,7 +4,7 @@
 set -eu
 need=""
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
-for p in meson ninja-build pkg-config gcc clang libclang-rt-14-dev liburing-dev python3; do
+for p in meson ninja-build pkg-config gcc clang clang-format libclang-rt-14-dev liburing-dev python3; do
 	have_pkg "$p" || need="$need $p"
 done
 [ -z "$need" ] && exit 0
