@@ -329,13 +329,15 @@ int bench_ring(const struct bench_opts *opts)
  * = total / buffers), which makes it the figure to optimize the data path against when the
  * two-thread numbers swing with the vCPU placement.
  */
-static double ringcost_once(bool packed, uint64_t count)
+static double ringcost_once(bool packed, enum vt_dma_mode mode, uint64_t count)
 {
 	uint64_t features =
 	    VT_BIT(VIRTIO_F_VERSION_1) | (packed ? VT_BIT(VIRTIO_F_RING_PACKED) : 0);
+	bool iommu = mode == VT_DMA_IOMMU_STRICT || mode == VT_DMA_IOMMU_LAZY ||
+		     mode == VT_DMA_IOMMU_PREMAPPED;
 	struct vt_shm *shm = NULL;
 	const struct vt_shm_region *region;
-	struct vt_memtable *table = NULL;
+	struct vt_iotlb_feed side = { 0 };
 	struct vt_dma *dma = NULL;
 	struct vt_vq_drv *drv = NULL;
 	struct vt_vq_dev *dev = NULL;
@@ -344,10 +346,17 @@ static double ringcost_once(bool packed, uint64_t count)
 
 	if (vt_shm_new(&shm) < 0 || vt_shm_add_memfd(shm, 8 << 20, 1ull << 32, &region) < 0)
 		goto out;
-	table = vt_memtable_new(NULL);
-	struct vt_mem_region mr = { .gpa = region->gpa, .size = region->size, .hva = region->hva };
-	struct vt_dma_params dp = { .mode = VT_DMA_DIRECT, .shm = shm };
-	if (!table || vt_memtable_add(table, &mr) < 0 || vt_dma_new(&dp, &dma) < 0)
+	side.table = vt_memtable_new(NULL);
+	struct vt_mem_region mr = { .gpa = region->gpa,
+				    .size = region->size,
+				    .hva = region->hva,
+				    .uaddr = (uintptr_t)region->hva };
+	if (!side.table || vt_memtable_add(side.table, &mr) < 0 || vt_iotlb_new(NULL, &side.iotlb))
+		goto out;
+	struct vt_dma_params dp = {
+		.mode = mode, .shm = shm, .iotlb_ops = &vt_iotlb_feed_ops, .iotlb_opaque = &side
+	};
+	if (vt_dma_new(&dp, &dma) < 0)
 		goto out;
 	struct vt_vq_drv_params qp = { .num = RING_SIZE, .features = features, .dma = dma };
 	if (vt_vq_drv_new(&qp, &drv) < 0)
@@ -359,7 +368,8 @@ static double ringcost_once(bool packed, uint64_t count)
 				       .desc_addr = desc,
 				       .driver_addr = driver,
 				       .device_addr = device,
-				       .as = vt_memtable_as(table),
+				       .as = iommu ? vt_iotlb_as(side.iotlb)
+						   : vt_memtable_as(side.table),
 				       .next_avail = packed ? VT_VQ_PACKED_START : 0 };
 	if (vt_vq_dev_new(&vp, &dev) < 0)
 		goto out;
@@ -398,31 +408,44 @@ out:
 	vt_vq_drv_free(drv);
 	if (dma)
 		vt_dma_free(dma);
-	vt_memtable_free(table);
+	vt_iotlb_free(side.iotlb);
+	vt_memtable_free(side.table);
 	vt_shm_free(shm);
 	return result;
 }
 
 int bench_ringcost(const struct bench_opts *opts)
 {
+	static const enum vt_dma_mode modes[] = { VT_DMA_DIRECT, VT_DMA_IOMMU_PREMAPPED,
+						  VT_DMA_IOMMU_STRICT };
 	uint64_t count = (uint64_t)(4000000 * opts->scale) / 32 * 32;
 	if (!opts->json)
-		printf(
-		    "virtue-bench ringcost: both halves on one thread, direct DMA, batch 32, %llu "
-		    "buffers, median of %u runs\n",
-		    (unsigned long long)count, opts->runs);
-	for (int packed = 0; packed < 2; packed++) {
-		double v[99];
-		for (unsigned int r = 0; r < opts->runs; r++)
-			v[r] = ringcost_once(packed, count);
-		double ns = bench_median(v, opts->runs);
-		if (ns < 0)
-			return -1;
-		if (opts->json)
-			printf("{\"bench\":\"ringcost\",\"fmt\":\"%s\",\"ns_per_buf\":%.2f}\n",
-			       packed ? "packed" : "split", ns);
-		else
-			printf("%-7s %9.2f ns/buf\n", packed ? "packed" : "split", ns);
+		printf("virtue-bench ringcost: both halves on one thread, batch 32, %llu buffers, "
+		       "median of %u runs\n",
+		       (unsigned long long)count, opts->runs);
+	for (size_t m = 0; m < sizeof(modes) / sizeof(modes[0]); m++) {
+		for (int packed = 0; packed < 2; packed++) {
+			double v[99];
+			char label[64];
+			snprintf(label, sizeof(label), "%s %s", packed ? "packed" : "split",
+				 vt_dma_mode_name(modes[m]));
+			/* --only TEXT: selected rows, e.g. one for a callgrind count of it. */
+			if (opts->only && !strstr(label, opts->only))
+				continue;
+			/* The strict rows map and unmap through the IOTLB per buffer: fewer. */
+			uint64_t n = modes[m] == VT_DMA_IOMMU_STRICT ? count / 320 * 32 : count;
+			for (unsigned int r = 0; r < opts->runs; r++)
+				v[r] = ringcost_once(packed, modes[m], n);
+			double ns = bench_median(v, opts->runs);
+			if (ns < 0)
+				return -1;
+			if (opts->json)
+				printf("{\"bench\":\"ringcost\",\"fmt\":\"%s\",\"dma\":\"%s\","
+				       "\"ns_per_buf\":%.2f}\n",
+				       packed ? "packed" : "split", vt_dma_mode_name(modes[m]), ns);
+			else
+				printf("%-22s %9.2f ns/buf\n", label, ns);
+		}
 	}
 	return 0;
 }
