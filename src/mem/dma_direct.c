@@ -110,6 +110,11 @@ int vt_dma_direct_create(const struct vt_dma_params *params, struct vt_dma **out
 	if (!dma)
 		return -ENOMEM;
 	vt_dma_init_common(dma, &direct_ops, params);
+	/* Regions are never removed from a vt_shm: their translation holds for our lifetime. */
+	for (unsigned int i = 0; i < vt_shm_count(params->shm); i++) {
+		const struct vt_shm_region *r = vt_shm_region(params->shm, i);
+		vt_dma_add_linear(dma, (uint64_t)(uintptr_t)r->hva, r->size, r->gpa);
+	}
 	*out = dma;
 	return 0;
 }

@@ -8,6 +8,7 @@
 #define VIRTUE_MEM_DMA_IMPL_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -48,13 +49,59 @@ struct vt_dma_counters {
 	_Atomic uint64_t map_failures;
 };
 
+/* Linear windows a mode can declare: at most this many, scanned in order. */
+#define VT_DMA_LINEAR_MAX 4
+
+/* bus = ptr - hva + bus for every [ptr, ptr + len) inside [hva, hva + size). */
+struct vt_dma_linear {
+	uint64_t hva;
+	uint64_t size;
+	uint64_t bus;
+};
+
 struct vt_dma {
 	const struct vt_dma_ops *ops;
 	enum vt_dma_mode mode;
 	struct vt_shm *shm;
 	const struct vt_log *log;
+	/*
+	 * Windows where mapping is arithmetic for the object's whole life and needs no record and
+	 * no unmap (direct: the shared memory regions present at creation; premapped: the regions
+	 * mapped at creation). Written by the constructor only, so any thread may map through them
+	 * without the ops (vt_dma_map_linear).
+	 */
+	struct vt_dma_linear linear[VT_DMA_LINEAR_MAX];
+	unsigned int linear_count;
 	struct vt_dma_counters stats;
 };
+
+/*
+ * The map of a mode with linear windows, inline: true with *bus set when [ptr, ptr + len) lies
+ * inside one window (exactly what that mode's map would answer), false when the caller must take
+ * vt_dma_map. @len must not be 0. Counts nothing: the caller adds to stats.maps.
+ */
+static inline bool vt_dma_map_linear(const struct vt_dma *dma, const void *ptr, size_t len,
+				     uint64_t *bus)
+{
+	uint64_t p = (uint64_t)(uintptr_t)ptr;
+
+	for (unsigned int i = 0; i < dma->linear_count; i++) {
+		const struct vt_dma_linear *w = &dma->linear[i];
+		uint64_t off = p - w->hva;
+		if (off < w->size && len <= w->size - off) {
+			*bus = w->bus + off;
+			return true;
+		}
+	}
+	return false;
+}
+
+/* Adds a linear window (constructors only); beyond VT_DMA_LINEAR_MAX the ops alone map. */
+static inline void vt_dma_add_linear(struct vt_dma *dma, uint64_t hva, uint64_t size, uint64_t bus)
+{
+	if (dma->linear_count < VT_DMA_LINEAR_MAX)
+		dma->linear[dma->linear_count++] = (struct vt_dma_linear){ hva, size, bus };
+}
 
 static inline void vt_dma_count(_Atomic uint64_t *counter, uint64_t n)
 {

@@ -571,6 +571,10 @@ int vt_dma_iommu_create(const struct vt_dma_params *params, struct vt_dma **out)
 	}
 	if (ret == 0 && premapped)
 		ret = premap_regions(m);
+	/* Premapped translations are fixed until destroy: map is arithmetic (vt_dma_map_linear). */
+	for (unsigned int i = 0; ret == 0 && i < m->premapped_count; i++)
+		vt_dma_add_linear(&m->dma, m->premapped[i].hva, m->premapped[i].size,
+				  m->premapped[i].iova);
 	if (ret < 0) {
 		if (ret == -ENOMEM)
 			vt_log(params->log, VT_LOG_ERROR, "dma(%s): out of memory", name);

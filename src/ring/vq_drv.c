@@ -39,6 +39,7 @@ void vt_vq_drv_free(struct vt_vq_drv *vq)
 {
 	if (!vq)
 		return;
+	vq_drv_count_maps(vq);
 	free_coherent(vq, vq->desc_mem, vq->desc_size, vq->desc_bus);
 	free_coherent(vq, vq->driver_mem, vq->driver_size, vq->driver_bus);
 	free_coherent(vq, vq->device_mem, vq->device_size, vq->device_bus);
@@ -129,7 +130,7 @@ int vq_drv_map_segments(struct vt_vq_drv *vq, const struct iovec *sg, unsigned i
 	for (unsigned int i = 0; i < nreadable + nwritable; i++) {
 		bool writable = i >= nreadable;
 		int ret =
-		    vt_dma_map(vq->dma, sg[i].iov_base, sg[i].iov_len,
+		    vq_drv_map(vq, sg[i].iov_base, sg[i].iov_len,
 			       writable ? VT_DMA_FROM_DEVICE : VT_DMA_TO_DEVICE, &shadow[i].bus);
 		if (ret < 0) {
 			vq_drv_unmap_segments(vq, shadow, i);
@@ -210,6 +211,7 @@ bool vt_vq_drv_kick_prepare(struct vt_vq_drv *vq)
 		return false;
 	bool kick = vq->packed ? vq_packed_drv_kick_prepare(vq) : vq_split_drv_kick_prepare(vq);
 	vq->added_since_kick = 0;
+	vq_drv_count_maps(vq);
 	/* Only now may the device return them: anything posted later is not its to name. */
 	vq->kicked_seq = vq->add_seq;
 	if (kick)

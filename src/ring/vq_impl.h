@@ -12,6 +12,8 @@
 #include <stdint.h>
 
 #include <virtue/platform.h>
+
+#include "mem/dma_impl.h"
 #include <virtue/spec/virtio_ring.h>
 #include <virtue/virtqueue.h>
 
@@ -279,9 +281,34 @@ struct vt_vq_drv {
 	bool in_batch;
 
 	struct vt_vq_drv_stats stats;
+	/* Maps made inline (vq_drv_map) not yet added to the DMA statistics: once per kick. */
+	uint64_t maps_uncounted;
 	bool broken;
 	enum vt_vq_error error;
 };
+
+/*
+ * Maps one segment for the device: inline through the DMA object's linear windows when it has
+ * them (direct, premapped), else through vt_dma_map. Its statistic is added at the next kick
+ * (vq_drv_count_maps), so the hot path does no atomic read-modify-write per buffer.
+ */
+static inline int vq_drv_map(struct vt_vq_drv *vq, void *ptr, size_t len, enum vt_dma_dir dir,
+			     uint64_t *bus)
+{
+	if (vt_dma_map_linear(vq->dma, ptr, len, bus)) {
+		vq->maps_uncounted++;
+		return 0;
+	}
+	return vt_dma_map(vq->dma, ptr, len, dir, bus);
+}
+
+static inline void vq_drv_count_maps(struct vt_vq_drv *vq)
+{
+	if (vq->maps_uncounted) {
+		vt_dma_count(&vq->dma->stats.maps, vq->maps_uncounted);
+		vq->maps_uncounted = 0;
+	}
+}
 
 int vq_drv_break(struct vt_vq_drv *vq, enum vt_vq_error error, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

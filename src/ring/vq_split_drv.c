@@ -108,7 +108,7 @@ int vq_split_drv_add(struct vt_vq_drv *vq, const struct iovec *sg, unsigned int 
 		uint16_t d = head;
 		for (unsigned int i = 0; i < n; i++) {
 			bool writable = i >= nreadable;
-			ret = vt_dma_map(vq->dma, sg[i].iov_base, sg[i].iov_len,
+			ret = vq_drv_map(vq, sg[i].iov_base, sg[i].iov_len,
 					 writable ? VT_DMA_FROM_DEVICE : VT_DMA_TO_DEVICE,
 					 &vq->shadow[d].bus);
 			if (ret < 0) {
