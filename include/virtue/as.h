@@ -8,6 +8,7 @@
 #ifndef VIRTUE_AS_H
 #define VIRTUE_AS_H
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/uio.h>
@@ -32,12 +33,25 @@ struct vt_as_fault {
  */
 #define VT_AS_F_MISS_RETRYABLE 1u
 
+/* A range of the address space that translates linearly to host memory with one permission. */
+struct vt_as_extent {
+	uint64_t addr;	   /* first byte */
+	uint64_t last;	   /* last byte (inclusive) */
+	uint64_t hva;	   /* host address of @addr */
+	unsigned int perm; /* VT_ACCESS_* bits allowed on every byte of it */
+};
+
 struct vt_as_ops {
 	unsigned int flags; /* VT_AS_F_* */
 	int (*translate)(void *impl, uint64_t addr, uint64_t len, unsigned int access,
 			 struct iovec *iov, unsigned int iov_max, unsigned int *iov_count,
 			 struct vt_as_fault *fault);
 	uint64_t (*generation)(const void *impl);
+	/* Optional (NULL: not offered): see vt_as_extent. */
+	int (*extent)(void *impl, uint64_t addr, struct vt_as_extent *extent, uint64_t *generation);
+	/* Optional (NULL: not offered): see vt_as_unchanged_since. */
+	int (*unchanged_since)(const void *impl, uint64_t since, uint64_t addr, uint64_t len,
+			       uint64_t *now);
 };
 
 struct vt_as {
@@ -75,6 +89,35 @@ static inline int vt_as_translate(const struct vt_as *as, uint64_t addr, uint64_
 static inline uint64_t vt_as_generation(const struct vt_as *as)
 {
 	return as->ops->generation(as->impl);
+}
+
+/*
+ * vt_as_extent - the extent holding @addr, for a caller that caches translations: any
+ * [a, a + len) inside it may be accessed as extent->perm allows at extent->hva + (a - extent->addr)
+ * for as long as vt_as_generation returns *generation. Returns 0, -EFAULT when @addr is not mapped
+ * (vt_as_translate then says why), or -EOPNOTSUPP when the address space does not offer it.
+ */
+static inline int vt_as_extent(const struct vt_as *as, uint64_t addr, struct vt_as_extent *extent,
+			       uint64_t *generation)
+{
+	if (!as->ops->extent)
+		return -EOPNOTSUPP;
+	return as->ops->extent(as->impl, addr, extent, generation);
+}
+
+/*
+ * vt_as_unchanged_since - whether a host pointer into [addr, addr + len) taken under generation
+ * @since is still good: 0 when no translation of a byte in the range changed between @since and
+ * *now (the current generation, to cache in place of @since); -ESTALE when one did or the address
+ * space cannot tell (then translate again). An address space that keeps no record of what its
+ * changes touched (-EOPNOTSUPP here) makes every generation change a re-translation.
+ */
+static inline int vt_as_unchanged_since(const struct vt_as *as, uint64_t since, uint64_t addr,
+					uint64_t len, uint64_t *now)
+{
+	if (!as->ops->unchanged_since)
+		return -EOPNOTSUPP;
+	return as->ops->unchanged_since(as->impl, since, addr, len, now);
 }
 
 /*

@@ -32,6 +32,9 @@
 /* Key of the padding after the last key of a level; a real entry may start there too. */
 #define PAD_KEY UINT64_MAX
 
+/* Generation changes remembered with the range they touched. */
+#define CHANGE_LOG 16
+
 /*
  * Sequence lock. Readers (translate, lookup) take no lock: they note the sequence, search, and
  * start again if it changed meanwhile or was odd (a writer at work). Writers serialize on a mutex
@@ -67,6 +70,14 @@ struct vt_iotlb {
 	 */
 	unsigned int keys[INDEX_LEVELS];
 	_Atomic uint64_t generation;
+	/*
+	 * What the last CHANGE_LOG generation changes touched, at [generation % CHANGE_LOG]:
+	 * lets a cached pointer outside every changed range survive them (unchanged_since).
+	 */
+	struct iotlb_change {
+		uint64_t generation;
+		uint64_t first, last;
+	} changes[CHANGE_LOG];
 
 	/* Fixed at creation: the arrays are never reallocated, so a reader's clamps stay true. */
 	uint64_t *start; /* ascending; start[i] > slot[i - 1].last (no overlap); then padding */
@@ -191,8 +202,16 @@ static bool valid_access(unsigned int access)
 	return access != 0 && (access & ~(unsigned int)VT_ACCESS_RW) == 0;
 }
 
-static void bump_generation(struct vt_iotlb *t)
+/* Inside a write section: the translations of [first, last] changed. */
+static void bump_generation(struct vt_iotlb *t, uint64_t first, uint64_t last)
 {
+	uint64_t gen = atomic_load_explicit(&t->generation, memory_order_relaxed) + 1;
+	struct iotlb_change *c = &t->changes[gen % CHANGE_LOG];
+
+	/* Read by unchanged_since under the sequence lock, which orders them. */
+	STORE(&c->generation, gen);
+	STORE(&c->first, first);
+	STORE(&c->last, last);
 	/*
 	 * Release: publishes the table change made just before in the write section to whoever
 	 * reads the generation (acquire, vt_iotlb_generation) to validate a cached host pointer.
@@ -590,8 +609,11 @@ int vt_iotlb_update(struct vt_iotlb *iotlb, uint64_t iova, uint64_t size, void *
 	}
 	splice(t, &o, iova, last, &entry);
 	reindex(t, moved_from < o.first ? moved_from : o.first);
-	if (changed || evicted)
-		bump_generation(t);
+	/* Evicted entries can be anywhere: the change is to everything. */
+	if (evicted)
+		bump_generation(t, 0, UINT64_MAX);
+	else if (changed)
+		bump_generation(t, iova, last);
 	write_end(t);
 	writer_unlock(t);
 	return 0;
@@ -631,7 +653,11 @@ int vt_iotlb_invalidate(struct vt_iotlb *iotlb, uint64_t iova, uint64_t size)
 	t->invalidations++;
 	if (t->count < t->capacity)
 		t->full_reported = false;
-	bump_generation(t);
+	/* make_room may have evicted entries outside the range, or cut what lay above it. */
+	if (need > t->capacity)
+		bump_generation(t, 0, UINT64_MAX);
+	else
+		bump_generation(t, iova, last);
 	write_end(t);
 	writer_unlock(t);
 	return 0;
@@ -647,7 +673,7 @@ void vt_iotlb_invalidate_all(struct vt_iotlb *iotlb)
 	write_begin(t);
 	STORE(&t->count, 0);
 	reindex(t, 0);
-	bump_generation(t);
+	bump_generation(t, 0, UINT64_MAX);
 	write_end(t);
 	t->full_reported = false;
 	writer_unlock(t);
@@ -809,11 +835,71 @@ static uint64_t iotlb_as_generation(const void *impl)
 	return vt_iotlb_generation(impl);
 }
 
+/* An entry is one extent (entries are not merged: neighbours may differ in permission). */
+static int iotlb_as_extent(void *impl, uint64_t addr, struct vt_as_extent *extent,
+			   uint64_t *generation)
+{
+	const struct vt_iotlb *t = impl;
+	uint64_t start = 0, last = 0, hva = 0, perm = 0, gen;
+	unsigned int i, seq;
+
+	do {
+		seq = read_begin(t);
+		/* Relaxed: the sequence lock orders it with the entry. */
+		gen = atomic_load_explicit(&t->generation, memory_order_relaxed);
+		unsigned int count = clamp(LOAD(&t->count), t->capacity);
+		i = find_entry(t, addr, atomic_load_explicit(&t->hint, memory_order_relaxed),
+			       count);
+		if (i != NO_ENTRY) {
+			start = LOAD(&t->start[i]);
+			last = LOAD(&t->slot[i].last);
+			hva = LOAD(&t->slot[i].hva);
+			perm = LOAD(&t->slot[i].perm);
+		}
+	} while (read_retry(t, seq));
+
+	if (i == NO_ENTRY)
+		return -EFAULT;
+	*extent = (struct vt_as_extent){
+		.addr = start, .last = last, .hva = hva, .perm = (unsigned int)perm
+	};
+	*generation = gen;
+	return 0;
+}
+
+static int iotlb_as_unchanged_since(const void *impl, uint64_t since, uint64_t addr, uint64_t len,
+				    uint64_t *now)
+{
+	const struct vt_iotlb *t = impl;
+	uint64_t last = addr + (len ? len - 1 : 0), gen;
+	unsigned int seq;
+	bool unchanged;
+
+	do {
+		seq = read_begin(t);
+		/* Relaxed: the sequence lock orders it with the log. */
+		gen = atomic_load_explicit(&t->generation, memory_order_relaxed);
+		unchanged = gen - since <= CHANGE_LOG;
+		for (uint64_t g = since + 1; unchanged && g != gen + 1; g++) {
+			const struct iotlb_change *c = &t->changes[g % CHANGE_LOG];
+			unchanged = LOAD(&c->generation) == g &&
+				    (LOAD(&c->last) < addr || LOAD(&c->first) > last);
+		}
+	} while (read_retry(t, seq));
+
+	if (!unchanged)
+		return -ESTALE;
+	*now = gen;
+	return 0;
+}
+
 static const struct vt_as_ops iotlb_as_ops = {
 	/* A miss is the device asking; the driver can still map the address (IOTLB MISS). */
 	.flags = VT_AS_F_MISS_RETRYABLE,
 	.translate = iotlb_as_translate,
 	.generation = iotlb_as_generation,
+	.extent = iotlb_as_extent,
+	.unchanged_since = iotlb_as_unchanged_since,
 };
 
 struct vt_as vt_iotlb_as(struct vt_iotlb *iotlb)

@@ -244,10 +244,28 @@ static uint64_t memtable_as_generation(const void *impl)
 	return vt_memtable_generation(impl);
 }
 
+/* A region is one extent: linear, and the memory table has no permissions (both allowed). */
+static int memtable_as_extent(void *impl, uint64_t addr, struct vt_as_extent *extent,
+			      uint64_t *generation)
+{
+	const struct vt_memtable *t = impl;
+	/* Read before the region: a change in between makes the pair stale, never wrong. */
+	*generation = vt_memtable_generation(t);
+	const struct vt_mem_region *r = find_region(t, addr);
+	if (!r)
+		return -EFAULT;
+	*extent = (struct vt_as_extent){ .addr = r->gpa,
+					 .last = region_last(r),
+					 .hva = (uint64_t)(uintptr_t)r->hva,
+					 .perm = VT_ACCESS_RW };
+	return 0;
+}
+
 static const struct vt_as_ops memtable_as_ops = {
 	.flags = 0, /* an unmapped driver-physical address is final */
 	.translate = memtable_as_translate,
 	.generation = memtable_as_generation,
+	.extent = memtable_as_extent,
 };
 
 struct vt_as vt_memtable_as(struct vt_memtable *table)

@@ -180,11 +180,36 @@ int vq_dev_table_read(struct vt_vq_dev *vq, const struct vq_table *t, unsigned i
 	return 0;
 }
 
+/*
+ * Whether the address space can vouch that none of the three ring areas changed since
+ * ring_generation (an IOTLB invalidating a buffer's IOVA, say); if so ring_generation moves on.
+ */
+static bool vq_dev_rings_unchanged(struct vt_vq_dev *vq)
+{
+	const uint64_t addr[3] = { vq->desc_addr, vq->driver_addr, vq->device_addr };
+	uint64_t valid_to = UINT64_MAX;
+
+	for (unsigned int i = 0; i < 3; i++) {
+		uint64_t now;
+		if (vt_as_unchanged_since(&vq->as, vq->ring_generation, addr[i], vq->area_len[i],
+					  &now) < 0)
+			return false;
+		/* Each area is vouched for up to its own "now": the earliest holds for all. */
+		if (now < valid_to)
+			valid_to = now;
+	}
+	vq->ring_generation = valid_to;
+	return true;
+}
+
 /* Makes sure the ring pointers are valid for the current address-space generation. */
 static int vq_dev_ensure_rings(struct vt_vq_dev *vq)
 {
 	uint64_t gen = vt_as_generation(&vq->as);
 	if (vq->rings_resolved && gen == vq->ring_generation)
+		return 0;
+	vq->extent_valid = false;
+	if (vq->rings_resolved && vq_dev_rings_unchanged(vq))
 		return 0;
 	vq->rings_resolved = false;
 	int ret = vq->packed ? vq_packed_dev_resolve(vq) : vq_split_dev_resolve(vq);
@@ -201,6 +226,15 @@ void vq_chain_begin(struct vq_chain_builder *b, struct vt_vq_dev *vq, struct vt_
 	*b = (struct vq_chain_builder){ .vq = vq, .chain = chain, .iov = iov, .iov_max = iov_max };
 	chain->nreadable = chain->nwritable = 0;
 	chain->readable_bytes = chain->writable_bytes = 0;
+}
+
+/* [addr, addr + len), len > 0, lies in the cached extent, which allows @access. */
+static inline bool vq_extent_covers(const struct vt_vq_dev *vq, uint64_t addr, uint32_t len,
+				    unsigned int access)
+{
+	const struct vt_as_extent *e = &vq->extent;
+	return vq->extent_valid && len && addr - e->addr <= e->last - e->addr &&
+	       len - 1 <= e->last - addr && (e->perm & access) == access;
 }
 
 int vq_chain_add(struct vq_chain_builder *b, uint64_t addr, uint32_t len, bool writable)
@@ -222,6 +256,22 @@ int vq_chain_add(struct vq_chain_builder *b, uint64_t addr, uint32_t len, bool w
 				    (unsigned long long)b->total);
 	unsigned int n = 0;
 	unsigned int access = writable ? VT_ACCESS_WRITE : VT_ACCESS_READ;
+	if (!vq_extent_covers(vq, addr, len, access) && len) {
+		/* Taken only under the generation the rings were checked under at this pop. */
+		struct vt_as_extent e;
+		uint64_t gen;
+		if (vt_as_extent(&vq->as, addr, &e, &gen) == 0 && gen == vq->ring_generation) {
+			vq->extent = e;
+			vq->extent_valid = true;
+		}
+	}
+	if (vq_extent_covers(vq, addr, len, access) && b->n < b->iov_max) {
+		b->iov[b->n].iov_base =
+		    (void *)(uintptr_t)(vq->extent.hva + (addr - vq->extent.addr));
+		b->iov[b->n].iov_len = len;
+		n = 1;
+		goto translated;
+	}
 	int ret = vt_as_translate(&vq->as, addr, len, access, b->iov + b->n, b->iov_max - b->n, &n,
 				  &vq->fault);
 	if (ret == -ENOBUFS)
@@ -236,6 +286,7 @@ int vq_chain_add(struct vq_chain_builder *b, uint64_t addr, uint32_t len, bool w
 		return vq_dev_break(vq, VT_VQ_ERR_UNMAPPED, "descriptor at 0x%llx len %u: %s",
 				    (unsigned long long)addr, len,
 				    ret == -EFAULT ? "not mapped" : strerror(-ret));
+translated:
 	b->n += n;
 	if (writable) {
 		b->chain->nwritable += n;

@@ -75,6 +75,13 @@ struct vt_vq_dev {
 	/* Ring areas, resolved through the address space under ring_generation. */
 	bool rings_resolved;
 	uint64_t ring_generation;
+	uint64_t area_len[3]; /* bytes of the descriptor, driver and device areas */
+	/*
+	 * The extent the last descriptor was found in, valid while ring_generation is (reset
+	 * whenever it moves): descriptors inside it translate without a call.
+	 */
+	bool extent_valid;
+	struct vt_as_extent extent;
 	union {
 		struct {
 			struct virtq_desc *desc;

@@ -18,6 +18,9 @@ int vq_packed_dev_init(struct vt_vq_dev *vq)
 	if (vq->num > VIRTQ_PACKED_MAX_SIZE)
 		return -EINVAL;
 	vq->device_event_flags = EVENT_FLAGS_UNKNOWN;
+	vq->area_len[0] = sizeof(struct pvirtq_desc) * (uint64_t)vq->num;
+	vq->area_len[1] = sizeof(struct pvirtq_event_suppress);
+	vq->area_len[2] = sizeof(struct pvirtq_event_suppress);
 	return 0;
 }
 

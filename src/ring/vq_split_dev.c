@@ -11,7 +11,9 @@
 
 int vq_split_dev_init(struct vt_vq_dev *vq)
 {
-	(void)vq;
+	vq->area_len[0] = virtq_split_desc_size(vq->num);
+	vq->area_len[1] = virtq_split_avail_size(vq->num);
+	vq->area_len[2] = virtq_split_used_size(vq->num);
 	return 0;
 }
 

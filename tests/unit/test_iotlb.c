@@ -822,3 +822,75 @@ VT_TEST(iotlb_as_translates_through_the_address_space_ops)
 	CHECK(vt_as_generation(&as) != gen);
 	vt_iotlb_free(t);
 }
+
+VT_TEST(iotlb_as_extent_is_the_entry_with_its_permission_and_generation)
+{
+	struct vt_iotlb *t = new_default();
+	struct vt_as_extent e;
+	uint64_t gen = 0;
+	REQUIRE(t);
+
+	struct vt_as as = vt_iotlb_as(t);
+	REQUIRE_EQ(vt_iotlb_update(t, 0x10000, 2 * PAGE, host, VT_IOTLB_PERM_RO), 0);
+	REQUIRE_EQ(vt_as_extent(&as, 0x10123, &e, &gen), 0);
+	CHECK_EQ(e.addr, 0x10000);
+	CHECK_EQ(e.last, 0x11fff);
+	CHECK(e.hva == (uint64_t)(uintptr_t)host);
+	CHECK_EQ(e.perm, VT_ACCESS_READ);
+	CHECK_EQ(gen, vt_iotlb_generation(t));
+	CHECK_EQ(vt_as_extent(&as, 0x12000, &e, &gen), -EFAULT);
+	vt_iotlb_free(t);
+}
+
+VT_TEST(unchanged_since_vouches_for_ranges_that_no_change_touched)
+{
+	struct vt_iotlb *t = new_default();
+	uint64_t now = 0;
+	REQUIRE(t);
+
+	struct vt_as as = vt_iotlb_as(t);
+	REQUIRE_EQ(vt_iotlb_update(t, 0x10000, PAGE, host, VT_IOTLB_PERM_RW), 0);
+	REQUIRE_EQ(vt_iotlb_update(t, 0x20000, PAGE, host + PAGE, VT_IOTLB_PERM_RW), 0);
+	uint64_t gen = vt_as_generation(&as);
+	/* Nothing changed at all. */
+	CHECK_EQ(vt_as_unchanged_since(&as, gen, 0x10000, PAGE, &now), 0);
+	CHECK_EQ(now, gen);
+	/* A change elsewhere: the range is vouched for at the new generation. */
+	REQUIRE_EQ(vt_iotlb_invalidate(t, 0x20000, PAGE), 0);
+	CHECK_EQ(vt_as_unchanged_since(&as, gen, 0x10000, PAGE, &now), 0);
+	CHECK_EQ(now, vt_as_generation(&as));
+	CHECK(now != gen);
+	/* A change touching the range's last byte, or its first: not vouched for. */
+	CHECK_EQ(vt_as_unchanged_since(&as, gen, 0x1f000, 0x1001, &now), -ESTALE);
+	CHECK_EQ(vt_as_unchanged_since(&as, gen, 0x20fff, 0x10, &now), -ESTALE);
+	/* A moved translation is a change too. */
+	uint64_t before = vt_as_generation(&as);
+	REQUIRE_EQ(vt_iotlb_update(t, 0x10000, PAGE, host + 2 * PAGE, VT_IOTLB_PERM_RW), 0);
+	CHECK_EQ(vt_as_unchanged_since(&as, before, 0x10800, 1, &now), -ESTALE);
+	vt_iotlb_free(t);
+}
+
+VT_TEST(unchanged_since_gives_up_on_changes_it_no_longer_remembers)
+{
+	struct vt_iotlb *t = new_default();
+	uint64_t now = 0;
+	REQUIRE(t);
+
+	struct vt_as as = vt_iotlb_as(t);
+	REQUIRE_EQ(vt_iotlb_update(t, 0x10000, PAGE, host, VT_IOTLB_PERM_RW), 0);
+	uint64_t gen = vt_as_generation(&as);
+	for (unsigned int i = 0; i < 16; i++) {
+		REQUIRE_EQ(vt_iotlb_update(t, 0x40000, PAGE, host + PAGE, VT_IOTLB_PERM_RW), 0);
+		REQUIRE_EQ(vt_iotlb_invalidate(t, 0x40000, PAGE), 0);
+	}
+	/* 16 invalidations of another page are remembered (the updates into a hole change
+	 * nothing)... */
+	CHECK_EQ(vt_as_unchanged_since(&as, gen, 0x10000, PAGE, &now), 0);
+	REQUIRE_EQ(vt_iotlb_update(t, 0x40000, PAGE, host + PAGE, VT_IOTLB_PERM_RW), 0);
+	REQUIRE_EQ(vt_iotlb_invalidate(t, 0x40000, PAGE), 0);
+	/* ...the 17th pushes the oldest out: from there it cannot tell. */
+	CHECK_EQ(vt_as_unchanged_since(&as, gen, 0x10000, PAGE, &now), -ESTALE);
+	vt_iotlb_invalidate_all(t);
+	CHECK_EQ(vt_as_unchanged_since(&as, now, 0x10000, PAGE, &now), -ESTALE);
+	vt_iotlb_free(t);
+}

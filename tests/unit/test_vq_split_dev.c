@@ -654,6 +654,73 @@ VT_TEST(write_only_mapping_for_a_readable_descriptor_breaks_with_permission)
 	teardown(&f);
 }
 
+VT_TEST(buffer_invalidated_after_a_pop_is_not_reached_through_a_cached_translation)
+{
+	struct fixture f;
+	struct vq_mock_chain a, b;
+
+	REQUIRE_EQ(setup_iotlb(&f, 0), 0);
+	REQUIRE_EQ(vq_mock_add(&f.m, three_mixed, 3, 0, &a), 0);
+	REQUIRE_EQ(pop(&f), 0);
+	REQUIRE_EQ(vt_vq_dev_push(f.vq, &f.chain, 0), 0);
+	vt_vq_dev_flush(f.vq);
+
+	/* b lies where a's translation was found; that translation is then taken away. */
+	REQUIRE_EQ(vq_mock_add(&f.m, three_mixed, 3, 0, &b), 0);
+	REQUIRE_EQ(vq_mock_iotlb_unmap(&f.m, b.addr[0], b.len[0]), 0);
+	CHECK_EQ(pop(&f), -EFAULT);
+	CHECK(vt_vq_dev_fault(f.vq).addr == b.addr[0]);
+	CHECK(!vt_vq_dev_is_broken(f.vq));
+	REQUIRE_EQ(vq_mock_iotlb_map(&f.m, b.addr[0], b.len[0], VT_IOTLB_PERM_RO), 0);
+	CHECK_EQ(pop(&f), 0);
+	CHECK_EQ(f.chain.id, b.id);
+	teardown(&f);
+}
+
+VT_TEST(writable_descriptor_in_a_read_only_mapping_a_readable_one_used_breaks_with_permission)
+{
+	struct fixture f;
+	struct vq_mock_chain a, b;
+	static const struct vq_mock_seg one_readable[] = { { 64, false } };
+	static const struct vq_mock_seg one_writable[] = { { 64, true } };
+
+	REQUIRE_EQ(setup_iotlb(&f, 0), 0);
+	REQUIRE_EQ(vq_mock_add(&f.m, one_readable, 1, 0, &a), 0);
+	REQUIRE_EQ(vq_mock_add(&f.m, one_writable, 1, 0, &b), 0);
+	/* One read-only mapping holds both buffers: a's pop finds it, b must not write through it.
+	 */
+	uint64_t lo = a.addr[0] < b.addr[0] ? a.addr[0] : b.addr[0];
+	uint64_t hi = a.addr[0] < b.addr[0] ? b.addr[0] + 64 : a.addr[0] + 64;
+	REQUIRE_EQ(vq_mock_iotlb_map(&f.m, lo, hi - lo, VT_IOTLB_PERM_RO), 0);
+	REQUIRE_EQ(pop(&f), 0);
+	CHECK_EQ(f.chain.id, a.id);
+	CHECK_BROKEN(&f, pop_hostile(&f), VT_VQ_ERR_PERMISSION);
+	teardown(&f);
+}
+
+VT_TEST(iotlb_invalidation_away_from_the_rings_keeps_them_resolved)
+{
+	struct fixture f;
+	struct vq_mock_chain a, b;
+
+	REQUIRE_EQ(setup_iotlb(&f, 0), 0);
+	REQUIRE_EQ(vq_mock_add(&f.m, three_mixed, 3, 0, &a), 0);
+	REQUIRE_EQ(pop(&f), 0);
+	/* The rings were translated once; a buffer's invalidation must not make them again. */
+	struct vt_iotlb_stats before, after;
+	REQUIRE_EQ(vq_mock_iotlb_unmap(&f.m, a.addr[0], a.len[0]), 0);
+	REQUIRE_EQ(vq_mock_iotlb_map(&f.m, a.addr[0], a.len[0], VT_IOTLB_PERM_RO), 0);
+	vt_iotlb_get_stats(f.m.iotlb, &before);
+	REQUIRE_EQ(vq_mock_add(&f.m, three_mixed, 3, 0, &b), 0);
+	REQUIRE_EQ(pop(&f), 0);
+	CHECK_EQ(f.chain.id, b.id);
+	vt_iotlb_get_stats(f.m.iotlb, &after);
+	CHECK_EQ(after.misses, before.misses);
+	/* No ring area was translated again (buffers come through extents, not translate). */
+	CHECK_EQ(after.hits, before.hits);
+	teardown(&f);
+}
+
 /* ---------------------------------------------------------------- ring areas */
 
 enum area { AREA_DESC, AREA_AVAIL, AREA_USED };
