@@ -256,16 +256,18 @@ int vq_chain_add(struct vq_chain_builder *b, uint64_t addr, uint32_t len, bool w
 				    (unsigned long long)b->total);
 	unsigned int n = 0;
 	unsigned int access = writable ? VT_ACCESS_WRITE : VT_ACCESS_READ;
-	if (!vq_extent_covers(vq, addr, len, access) && len) {
+	bool cached = vq_extent_covers(vq, addr, len, access);
+	if (!cached && len) {
 		/* Taken only under the generation the rings were checked under at this pop. */
 		struct vt_as_extent e;
 		uint64_t gen;
 		if (vt_as_extent(&vq->as, addr, &e, &gen) == 0 && gen == vq->ring_generation) {
 			vq->extent = e;
 			vq->extent_valid = true;
+			cached = vq_extent_covers(vq, addr, len, access);
 		}
 	}
-	if (vq_extent_covers(vq, addr, len, access) && b->n < b->iov_max) {
+	if (cached && b->n < b->iov_max) {
 		b->iov[b->n].iov_base =
 		    (void *)(uintptr_t)(vq->extent.hva + (addr - vq->extent.addr));
 		b->iov[b->n].iov_len = len;

@@ -276,6 +276,7 @@ struct vt_vq_drv {
 
 	/* Consumer state. */
 	_Alignas(VQ_CACHELINE) uint16_t last_used; /* split: used index; packed: slot */
+	uint16_t shadow_used_idx;		   /* split: used->idx last read, checked */
 	bool used_wrap;				   /* packed */
 	unsigned int outstanding;		   /* buffers posted and not yet collected */
 	bool cb_enabled;

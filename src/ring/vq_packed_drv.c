@@ -133,13 +133,18 @@ int vq_packed_drv_add(struct vt_vq_drv *vq, const struct iovec *sg, unsigned int
 		uint16_t e = id;
 		for (unsigned int i = 0; i < n; i++) {
 			bool writable = i >= nreadable;
-			ret = vq_drv_map_segments(vq, &sg[i], !writable, writable, &vq->shadow[e]);
+			struct vq_desc_shadow *sh = &vq->shadow[e];
+			ret =
+			    vq_drv_map(vq, sg[i].iov_base, sg[i].iov_len,
+				       writable ? VT_DMA_FROM_DEVICE : VT_DMA_TO_DEVICE, &sh->bus);
 			if (ret < 0) {
 				unmap_direct(vq, id, i);
 				return ret;
 			}
+			sh->len = (uint32_t)sg[i].iov_len;
+			sh->flags = writable ? VIRTQ_DESC_F_WRITE : 0;
 			last = e;
-			e = vq->shadow[e].next;
+			e = sh->next;
 		}
 	}
 
@@ -230,7 +235,9 @@ static void detach_buffer(struct vt_vq_drv *vq, uint16_t id)
 {
 	struct vq_buffer_state *buf = &vq->buffers[id];
 
-	if (buf->indirect)
+	if (!vq->need_unmap)
+		; /* direct and premapped: nothing to undo per segment */
+	else if (buf->indirect)
 		vq_drv_unmap_segments(vq, vq->indirect_shadow + (size_t)id * vq->indirect_max,
 				      buf->nsegs);
 	else

@@ -53,9 +53,9 @@ static void write_desc(struct virtq_desc *d, uint64_t addr, uint32_t len, uint16
 		       uint16_t next)
 {
 	ring_write64(&d->addr, addr);
-	ring_write32(&d->len, len);
-	ring_write16(&d->flags, flags);
-	ring_write16(&d->next, next);
+	/* len, flags and next in one store (the table is 16-byte aligned). */
+	uint64_t tail = len | (uint64_t)flags << 32 | (uint64_t)next << 48;
+	__atomic_store_n((uint64_t *)&d->len, vt_cpu_to_le64(tail), __ATOMIC_RELAXED);
 }
 
 /* Posts @n segments through an indirect table: one ring descriptor. */
@@ -99,7 +99,20 @@ int vq_split_drv_add(struct vt_vq_drv *vq, const struct iovec *sg, unsigned int 
 	uint16_t head = vq->in_order ? vq->in_order_next : vq->free_head;
 	uint16_t last = head;
 
-	if (indirect) {
+	if (n == 1) {
+		/* One segment, one descriptor: the common case without the chain loops. */
+		struct vq_desc_shadow *sh = &vq->shadow[head];
+		bool writable = nwritable != 0;
+		ret = vq_drv_map(vq, sg[0].iov_base, sg[0].iov_len,
+				 writable ? VT_DMA_FROM_DEVICE : VT_DMA_TO_DEVICE, &sh->bus);
+		if (ret < 0)
+			return ret;
+		sh->len = (uint32_t)sg[0].iov_len;
+		sh->flags = writable ? VIRTQ_DESC_F_WRITE : 0;
+		if (vq->in_order)
+			sh->next = (uint16_t)((head + 1) & mask);
+		write_desc(&ring_desc(vq)[head], sh->bus, sh->len, sh->flags, 0);
+	} else if (indirect) {
 		ret = add_indirect(vq, head, sg, nreadable, nwritable);
 		if (ret < 0)
 			return ret;
@@ -181,7 +194,9 @@ static void detach_buffer(struct vt_vq_drv *vq, uint16_t head)
 	struct vq_buffer_state *buf = &vq->buffers[head];
 	uint16_t mask = (uint16_t)(vq->num - 1);
 
-	if (buf->indirect) {
+	if (!vq->need_unmap) {
+		/* Direct and premapped: nothing to undo per segment. */
+	} else if (buf->indirect) {
 		vq_drv_unmap_segments(vq, vq->indirect_shadow + (size_t)head * vq->indirect_max,
 				      buf->nsegs);
 	} else {
@@ -210,17 +225,26 @@ int vq_split_drv_get(struct vt_vq_drv *vq, void **token, uint32_t *len)
 		return 0;
 	}
 
-	/* Acquire: the used entry and the written buffer contents after the index. */
-	uint16_t used_idx = ring_consume16(vq->barriers, &ring_used(vq)->idx);
-	uint16_t pending = (uint16_t)(used_idx - vq->last_used);
-	if (pending == 0)
-		return -EAGAIN;
-	/* Only buffers made available can come back: those posted since the kick cannot. */
-	unsigned int given = vq->outstanding - vq->added_since_kick;
-	if (pending > given)
-		return vq_drv_break(vq, VT_VQ_ERR_USED_IDX,
-				    "used idx %u, %u collected, %u made available and outstanding",
-				    used_idx, vq->last_used, given);
+	uint16_t pending = (uint16_t)(vq->shadow_used_idx - vq->last_used);
+	if (pending == 0) {
+		/*
+		 * Read the index only once the entries it exposed last time are all collected: one
+		 * read of the line the device writes per batch, not one per buffer. Acquire: the
+		 * used entries and the written buffer contents after the index.
+		 */
+		uint16_t used_idx = ring_consume16(vq->barriers, &ring_used(vq)->idx);
+		pending = (uint16_t)(used_idx - vq->last_used);
+		if (pending == 0)
+			return -EAGAIN;
+		/* Only buffers made available can come back: those posted since the kick cannot. */
+		unsigned int given = vq->outstanding - vq->added_since_kick;
+		if (pending > given)
+			return vq_drv_break(
+			    vq, VT_VQ_ERR_USED_IDX,
+			    "used idx %u, %u collected, %u made available and outstanding",
+			    used_idx, vq->last_used, given);
+		vq->shadow_used_idx = used_idx;
+	}
 
 	const struct virtq_used_elem *e = &ring_used(vq)->ring[vq->last_used & mask];
 	uint32_t id = ring_read32(&e->id);
@@ -297,7 +321,7 @@ void *vq_split_drv_detach_unused(struct vt_vq_drv *vq)
 		vq->shadow[i].next = (uint16_t)(i + 1 < vq->num ? i + 1 : SPLIT_NO_DESC);
 	vq->free_head = 0;
 	vq->num_free = vq->num;
-	vq->avail_idx_shadow = vq->kicked_avail = vq->last_used = 0;
+	vq->avail_idx_shadow = vq->kicked_avail = vq->last_used = vq->shadow_used_idx = 0;
 	vq->in_order_next = 0;
 	vq->added_since_kick = 0;
 	vq->order_head = vq->order_count = 0;
