@@ -1,13 +1,15 @@
 # Thin wrapper over Meson/Ninja: the commands a newcomer types. See README.md.
 #   make         build (build/)
-#   make run     build and run the main job (today: the negotiation and DMA demonstration)
+#   make run     build and start virtue-blk (vhost-user-blk) on a RAM disk at $(SOCKET)
+#   make demo    the negotiation and DMA demonstration (one process, no QEMU)
 #   make check   every test: normal build, ASan+UBSan build with libFuzzer, TSan for threaded code
 #   make bench   benchmarks (virtue-bench)
 #   make fuzz    the fuzz targets for longer (FUZZ_SECONDS, default 600)
 BUILD      ?= build
 FUZZ_SECONDS ?= 600
+SOCKET     ?= /tmp/virtue-blk.sock
 
-.PHONY: all build run check bench fuzz deps install clean format
+.PHONY: all build run demo check bench fuzz deps install clean format
 
 all: build
 
@@ -22,6 +24,9 @@ build: $(BUILD)/build.ninja
 	ninja -C $(BUILD)
 
 run: build
+	$(BUILD)/tools/virtue-blk --socket-path $(SOCKET) --size 64M --stats 10
+
+demo: build
 	$(BUILD)/tools/virtue-demo
 
 check:

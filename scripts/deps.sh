@@ -4,7 +4,11 @@
 set -eu
 need=""
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
-for p in meson ninja-build pkg-config gcc clang clang-format libclang-rt-14-dev liburing-dev python3; do
+# The interop tests (tests/interop/) boot a Debian kernel under QEMU: qemu-system-x86 (whose
+# qemu-system-common has qemu-storage-daemon, the reference vhost-user-blk backend), cpio and
+# xz-utils to build the guest kit.
+for p in meson ninja-build pkg-config gcc clang clang-format libclang-rt-14-dev liburing-dev python3 \
+	qemu-system-x86 qemu-system-common cpio xz-utils; do
 	have_pkg "$p" || need="$need $p"
 done
 [ -z "$need" ] && exit 0

@@ -56,6 +56,13 @@ const struct vt_mem_region *vt_memtable_find(const struct vt_memtable *table, ui
 int vt_memtable_uaddr_to_hva(const struct vt_memtable *table, uint64_t uaddr, uint64_t len,
 			     void **hva);
 
+/*
+ * The same conversion to a driver-physical address: vhost-user gives ring addresses in the
+ * frontend's own addresses unless ACCESS_PLATFORM is negotiated, while descriptors carry
+ * driver-physical ones, and the ring code reads both through one address space.
+ */
+int vt_memtable_uaddr_to_gpa(const struct vt_memtable *table, uint64_t uaddr, uint64_t len,
+			     uint64_t *gpa);
 /* Translation as vt_as_translate (memtable regions are readable and writable). */
 int vt_memtable_translate(const struct vt_memtable *table, uint64_t gpa, uint64_t len,
 			  unsigned int access, struct iovec *iov, unsigned int iov_max,

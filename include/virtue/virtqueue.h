@@ -22,6 +22,7 @@
 #define VIRTUE_VIRTQUEUE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/uio.h>
 
@@ -79,10 +80,26 @@ struct vt_vq_dev_params {
 	 * (split) or VT_VQ_PACKED_START (packed: slot 0, wrap counter 1, 2.8.1).
 	 */
 	uint16_t next_avail;
-	unsigned int max_chain; /* most descriptors accepted per chain; 0: the queue size */
-	const char *name;	/* for log lines */
+	/*
+	 * Most descriptors accepted per chain (0: the queue size; at most 32768). A chain in the
+	 * ring never exceeds the queue size; an indirect table may hold up to max_chain even when
+	 * that is more, for devices whose advertised limits (virtio-blk seg_max) exceed the ring.
+	 */
+	unsigned int max_chain;
+	const char *name; /* for log lines */
 	const struct vt_log *log;
+	/*
+	 * vhost-user inflight tracking (split rings without IN_ORDER; NULL: off): this queue's
+	 * region of the front-end's inflight buffer, vt_vq_inflight_size(num) bytes, 8-byte
+	 * aligned. A region left by an earlier back-end is recovered at the first pop: buffers it
+	 * had taken and not returned are handed out again first, in the order it took them, and
+	 * @next_avail is derived from the used ring instead.
+	 */
+	void *inflight;
 };
+
+/* Bytes of a queue's inflight region (split layout). */
+size_t vt_vq_inflight_size(unsigned int num);
 
 /* One available buffer, as vt_vq_dev_pop hands it out. */
 struct vt_vq_chain {

@@ -2,7 +2,8 @@
 /*
  * libvirtue, all of it: include this, or the one header you need. Layers, bottom up: the wire
  * (spec/), the platform rule (platform.h, barrier.h), memory (as.h, memtable.h, iotlb.h, shm.h,
- * dma.h, iotlb_feed.h), virtqueues (virtqueue.h), device and driver objects (device.h, driver.h).
+ * dma.h, iotlb_feed.h), virtqueues (virtqueue.h), device and driver objects (device.h, driver.h),
+ * device models (blk.h).
  */
 #ifndef VIRTUE_VIRTUE_H
 #define VIRTUE_VIRTUE_H
@@ -29,5 +30,7 @@
 
 #include "device.h"
 #include "driver.h"
+
+#include "blk.h"
 
 #endif

@@ -161,15 +161,17 @@ void vt_memtable_clear(struct vt_memtable *table)
 	atomic_fetch_add_explicit(&table->generation, 1, memory_order_release);
 }
 
-int vt_memtable_uaddr_to_hva(const struct vt_memtable *table, uint64_t uaddr, uint64_t len,
-			     void **hva)
+/* The region holding all of [uaddr, uaddr + len) in the driver process's addresses, or NULL. */
+static const struct vt_mem_region *find_by_uaddr(const struct vt_memtable *t, uint64_t uaddr,
+						 uint64_t len, int *err)
 {
-	const struct vt_memtable *t = table;
-
 	if (len == 0)
 		len = 1;
-	if (uaddr + len - 1 < uaddr)
-		return -EOVERFLOW;
+	if (uaddr + len - 1 < uaddr) {
+		*err = -EOVERFLOW;
+		return NULL;
+	}
+	*err = -EFAULT;
 	/* Last region (in uaddr order) starting at or below uaddr. */
 	unsigned int lo = 0, hi = t->count;
 	while (lo < hi) {
@@ -180,12 +182,35 @@ int vt_memtable_uaddr_to_hva(const struct vt_memtable *table, uint64_t uaddr, ui
 			hi = mid;
 	}
 	if (lo == 0)
-		return -EFAULT;
+		return NULL;
 	const struct vt_mem_region *r = &t->regions[t->by_uaddr[lo - 1]];
 	uint64_t off = uaddr - r->uaddr;
 	if (off >= r->size || len > r->size - off)
-		return -EFAULT;
-	*hva = (uint8_t *)r->hva + off;
+		return NULL;
+	return r;
+}
+
+int vt_memtable_uaddr_to_hva(const struct vt_memtable *table, uint64_t uaddr, uint64_t len,
+			     void **hva)
+{
+	int err;
+	const struct vt_mem_region *r = find_by_uaddr(table, uaddr, len, &err);
+
+	if (!r)
+		return err;
+	*hva = (uint8_t *)r->hva + (uaddr - r->uaddr);
+	return 0;
+}
+
+int vt_memtable_uaddr_to_gpa(const struct vt_memtable *table, uint64_t uaddr, uint64_t len,
+			     uint64_t *gpa)
+{
+	int err;
+	const struct vt_mem_region *r = find_by_uaddr(table, uaddr, len, &err);
+
+	if (!r)
+		return err;
+	*gpa = r->gpa + (uaddr - r->uaddr);
 	return 0;
 }
 

@@ -41,7 +41,8 @@ int vt_vq_dev_new(const struct vt_vq_dev_params *params, struct vt_vq_dev **out)
 {
 	bool packed = (params->features & VT_BIT(VIRTIO_F_RING_PACKED)) != 0;
 
-	if (params->num == 0 || params->num > VIRTQ_SPLIT_MAX_SIZE || !params->as.ops)
+	if (params->num == 0 || params->num > VIRTQ_SPLIT_MAX_SIZE || !params->as.ops ||
+	    params->max_chain > VIRTQ_SPLIT_MAX_SIZE)
 		return -EINVAL;
 	if (!packed && (params->num & (params->num - 1)))
 		return -EINVAL;
@@ -57,6 +58,12 @@ int vt_vq_dev_new(const struct vt_vq_dev_params *params, struct vt_vq_dev **out)
 	vq->num = params->num;
 	vq->max_chain =
 	    params->max_chain && params->max_chain < params->num ? params->max_chain : params->num;
+	/*
+	 * An indirect table is bounded by its own length, not by the ring: a device that advertised
+	 * seg_max may accept tables of that many segments even in a smaller ring (Linux sizes its
+	 * tables from seg_max alone).
+	 */
+	vq->max_indirect = params->max_chain ? params->max_chain : params->num;
 	vq->as = params->as;
 	vq->miss_retryable = (params->as.ops->flags & VT_AS_F_MISS_RETRYABLE) != 0;
 	vq->desc_addr = params->desc_addr;
@@ -71,6 +78,8 @@ int vt_vq_dev_new(const struct vt_vq_dev_params *params, struct vt_vq_dev **out)
 	int ret = (!vq->in_flight_ndesc || !vq->order || !vq->pending) ? -ENOMEM : 0;
 	if (ret == 0)
 		ret = packed ? vq_packed_dev_init(vq) : vq_split_dev_init(vq);
+	if (ret == 0)
+		ret = vq_inflight_init(vq, params->inflight);
 	if (ret == 0) {
 		if (packed) {
 			vq->next_avail = params->next_avail & PVIRTQ_EVENT_OFF_MASK;
@@ -103,6 +112,7 @@ void vt_vq_dev_free(struct vt_vq_dev *vq)
 	free(vq->in_flight_ndesc);
 	free(vq->order);
 	free(vq->pending);
+	free(vq->resubmit);
 	free(vq);
 }
 
@@ -143,10 +153,10 @@ int vq_dev_table_open(struct vt_vq_dev *vq, uint64_t addr, uint32_t len, struct 
 	/* Both formats: a table holds whole 16-byte descriptors, at most a chain's worth. */
 	if (len == 0 || len % 16)
 		return vq_dev_break(vq, VT_VQ_ERR_INDIRECT_LEN, "indirect table of %u bytes", len);
-	if (len / 16 > vq->max_chain)
+	if (len / 16 > vq->max_indirect)
 		return vq_dev_break(vq, VT_VQ_ERR_INDIRECT_LEN,
 				    "indirect table of %u descriptors, limit %u", len / 16,
-				    vq->max_chain);
+				    vq->max_indirect);
 	void *hva = NULL;
 	t->addr = addr;
 	t->count = len / 16;
@@ -217,6 +227,8 @@ static int vq_dev_ensure_rings(struct vt_vq_dev *vq)
 		return ret;
 	vq->rings_resolved = true;
 	vq->ring_generation = gen;
+	if (vq->inflight_recover)
+		vq_inflight_recover(vq);
 	return 0;
 }
 
@@ -386,6 +398,8 @@ bool vt_vq_dev_flush(struct vt_vq_dev *vq)
 	 */
 	if (vq_dev_ensure_rings(vq) < 0)
 		return false;
+	if (vq->inflight)
+		vq_inflight_before_publish(vq);
 	for (unsigned int i = 0; i < vq->npending; i++) {
 		const struct vq_used_pending *u = &vq->pending[i];
 		if (vq->packed)
@@ -393,8 +407,11 @@ bool vt_vq_dev_flush(struct vt_vq_dev *vq)
 		else
 			vq_split_dev_push(vq, u->id, u->ndesc, u->written, u->batch);
 	}
+	bool notify = vq->packed ? vq_packed_dev_flush(vq) : vq_split_dev_flush(vq);
+	if (vq->inflight)
+		vq_inflight_after_publish(vq);
 	vq->npending = 0;
-	return vq->packed ? vq_packed_dev_flush(vq) : vq_split_dev_flush(vq);
+	return notify;
 }
 
 void vt_vq_dev_disable_notify(struct vt_vq_dev *vq)

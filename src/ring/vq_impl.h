@@ -12,10 +12,11 @@
 #include <stdint.h>
 
 #include <virtue/platform.h>
-
-#include "mem/dma_impl.h"
+#include <virtue/spec/vhost_user.h>
 #include <virtue/spec/virtio_ring.h>
 #include <virtue/virtqueue.h>
+
+#include "mem/dma_impl.h"
 
 #define VQ_CACHELINE 64
 
@@ -66,6 +67,7 @@ struct vt_vq_dev {
 	enum vt_barrier_kind barriers;
 	unsigned int num;
 	unsigned int max_chain;
+	unsigned int max_indirect; /* descriptors an indirect table may hold */
 	struct vt_as as;
 	bool miss_retryable; /* the address space's misses can be filled later */
 	uint64_t desc_addr, driver_addr, device_addr;
@@ -130,10 +132,28 @@ struct vt_vq_dev {
 	uint16_t *order;
 	unsigned int order_head, order_count;
 
+	/* vhost-user inflight tracking (vq_inflight.c); inflight is NULL when off. */
+	struct vhost_user_inflight_split *inflight;
+	uint64_t inflight_counter;
+	bool inflight_recover; /* a region from an earlier back-end: recover at first resolve */
+	uint16_t *resubmit;    /* heads to hand out again, oldest first */
+	unsigned int resubmit_count, resubmit_pos;
+
 	bool broken;
 	enum vt_vq_error error;
 	struct vt_as_fault fault;
 };
+
+/* vq_inflight.c */
+int vq_inflight_init(struct vt_vq_dev *vq, void *region);
+void vq_inflight_recover(struct vt_vq_dev *vq);
+static inline void vq_inflight_taken(struct vt_vq_dev *vq, uint16_t head)
+{
+	vq->inflight->desc[head].counter = vq->inflight_counter++;
+	vq->inflight->desc[head].inflight = 1;
+}
+void vq_inflight_before_publish(struct vt_vq_dev *vq);
+void vq_inflight_after_publish(struct vt_vq_dev *vq);
 
 /* The one log line of a broken queue (either half). */
 void vq_log_broken(const struct vt_log *log, const char *name, enum vt_vq_error error,

@@ -98,26 +98,12 @@ static int walk_indirect(struct vt_vq_dev *vq, struct vq_chain_builder *b,
 	}
 }
 
-int vq_split_dev_pop(struct vt_vq_dev *vq, struct vt_vq_chain *chain, struct iovec *iov,
-		     unsigned int iov_max)
+/* Walks the chain at @head into @chain and marks it in flight; nothing is consumed on error. */
+static int take_chain(struct vt_vq_dev *vq, uint16_t head, struct vt_vq_chain *chain,
+		      struct iovec *iov, unsigned int iov_max)
 {
-	struct virtq_avail *avail = vq->ring.split.avail;
 	const struct virtq_desc *desc = vq->ring.split.desc;
-	uint16_t mask = (uint16_t)(vq->num - 1);
 
-	if (vq->shadow_avail_idx == vq->next_avail) {
-		/* Acquire: the ring entries and descriptors it exposes are read after it. */
-		uint16_t idx = ring_consume16(vq->barriers, &avail->idx);
-		if ((uint16_t)(idx - vq->next_avail) > vq->num)
-			return vq_dev_break(vq, VT_VQ_ERR_AVAIL_IDX,
-					    "avail idx %u, %u already taken, queue size %u", idx,
-					    vq->next_avail, vq->num);
-		vq->shadow_avail_idx = idx;
-		if (idx == vq->next_avail)
-			return -EAGAIN;
-	}
-
-	uint16_t head = ring_read16(&avail->ring[vq->next_avail & mask]);
 	if (head >= vq->num)
 		return vq_dev_break(vq, VT_VQ_ERR_HEAD_RANGE, "head %u, queue size %u", head,
 				    vq->num);
@@ -165,6 +151,42 @@ int vq_split_dev_pop(struct vt_vq_dev *vq, struct vt_vq_chain *chain, struct iov
 	vq->in_flight++;
 	if (vq->in_order)
 		vq_dev_order_push(vq, head);
+	return 0;
+}
+
+int vq_split_dev_pop(struct vt_vq_dev *vq, struct vt_vq_chain *chain, struct iovec *iov,
+		     unsigned int iov_max)
+{
+	struct virtq_avail *avail = vq->ring.split.avail;
+	uint16_t mask = (uint16_t)(vq->num - 1);
+	int ret;
+
+	/* After a restart, what the earlier back-end had taken comes first (vq_inflight.c). */
+	if (vq->resubmit_pos < vq->resubmit_count) {
+		ret = take_chain(vq, vq->resubmit[vq->resubmit_pos], chain, iov, iov_max);
+		if (ret == 0)
+			vq->resubmit_pos++;
+		return ret;
+	}
+
+	if (vq->shadow_avail_idx == vq->next_avail) {
+		/* Acquire: the ring entries and descriptors it exposes are read after it. */
+		uint16_t idx = ring_consume16(vq->barriers, &avail->idx);
+		if ((uint16_t)(idx - vq->next_avail) > vq->num)
+			return vq_dev_break(vq, VT_VQ_ERR_AVAIL_IDX,
+					    "avail idx %u, %u already taken, queue size %u", idx,
+					    vq->next_avail, vq->num);
+		vq->shadow_avail_idx = idx;
+		if (idx == vq->next_avail)
+			return -EAGAIN;
+	}
+
+	uint16_t head = ring_read16(&avail->ring[vq->next_avail & mask]);
+	ret = take_chain(vq, head, chain, iov, iov_max);
+	if (ret < 0)
+		return ret;
+	if (vq->inflight)
+		vq_inflight_taken(vq, head);
 	vq->next_avail++;
 	return 0;
 }

@@ -1,0 +1,27 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * A test device model for the vhost-user back-end: each buffer's readable bytes come back in its
+ * writable part, every byte XORed with VU_ECHO_XOR, and the used length is what was written
+ * (the smaller of the two parts). Counts what it did, per queue, for the tests to check.
+ */
+#ifndef VIRTUE_TESTS_VU_ECHO_H
+#define VIRTUE_TESTS_VU_ECHO_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include <virtue/vhost_user_backend.h>
+
+#define VU_ECHO_XOR	   0x5a
+#define VU_ECHO_MAX_QUEUES 8
+
+struct vu_echo {
+	_Atomic uint64_t starts, stops, buffers, bytes;
+	_Atomic uint64_t features; /* what the last start() was given */
+	_Atomic uint64_t queue_buffers[VU_ECHO_MAX_QUEUES];
+};
+
+/* Give as params.queue_ops with a struct vu_echo as params.opaque. */
+extern const struct vt_vu_queue_ops vu_echo_ops;
+
+#endif
