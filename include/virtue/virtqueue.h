@@ -89,8 +89,9 @@ struct vt_vq_dev_params {
 	const char *name; /* for log lines */
 	const struct vt_log *log;
 	/*
-	 * vhost-user inflight tracking (split rings without IN_ORDER; NULL: off): this queue's
-	 * region of the front-end's inflight buffer, vt_vq_inflight_size(num) bytes, 8-byte
+	 * vhost-user inflight tracking (split or packed layout, as the ring; not with IN_ORDER;
+	 * NULL: off): this queue's region of the front-end's inflight buffer,
+	 * vt_vq_inflight_size(num) bytes, 8-byte
 	 * aligned. A region left by an earlier back-end is recovered at the first pop: buffers it
 	 * had taken and not returned are handed out again first, in the order it took them, and
 	 * @next_avail is derived from the used ring instead.
@@ -98,7 +99,7 @@ struct vt_vq_dev_params {
 	void *inflight;
 };
 
-/* Bytes of a queue's inflight region (split layout). */
+/* Bytes of a queue's inflight region, enough for either layout. */
 size_t vt_vq_inflight_size(unsigned int num);
 
 /* One available buffer, as vt_vq_dev_pop hands it out. */

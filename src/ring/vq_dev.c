@@ -78,8 +78,6 @@ int vt_vq_dev_new(const struct vt_vq_dev_params *params, struct vt_vq_dev **out)
 	int ret = (!vq->in_flight_ndesc || !vq->order || !vq->pending) ? -ENOMEM : 0;
 	if (ret == 0)
 		ret = packed ? vq_packed_dev_init(vq) : vq_split_dev_init(vq);
-	if (ret == 0)
-		ret = vq_inflight_init(vq, params->inflight);
 	if (ret == 0) {
 		if (packed) {
 			vq->next_avail = params->next_avail & PVIRTQ_EVENT_OFF_MASK;
@@ -97,6 +95,9 @@ int vt_vq_dev_new(const struct vt_vq_dev_params *params, struct vt_vq_dev **out)
 			vq->published_used = params->next_avail;
 		}
 	}
+	/* After the resume point: a fresh region starts where the ring does. */
+	if (ret == 0)
+		ret = vq_inflight_init(vq, params->inflight);
 	if (ret < 0) {
 		vt_vq_dev_free(vq);
 		return ret;
@@ -113,6 +114,8 @@ void vt_vq_dev_free(struct vt_vq_dev *vq)
 	free(vq->order);
 	free(vq->pending);
 	free(vq->resubmit);
+	free(vq->inflight_entry);
+	free(vq->inflight_scratch);
 	free(vq);
 }
 
@@ -398,8 +401,6 @@ bool vt_vq_dev_flush(struct vt_vq_dev *vq)
 	 */
 	if (vq_dev_ensure_rings(vq) < 0)
 		return false;
-	if (vq->inflight)
-		vq_inflight_before_publish(vq);
 	for (unsigned int i = 0; i < vq->npending; i++) {
 		const struct vq_used_pending *u = &vq->pending[i];
 		if (vq->packed)
@@ -407,8 +408,10 @@ bool vt_vq_dev_flush(struct vt_vq_dev *vq)
 		else
 			vq_split_dev_push(vq, u->id, u->ndesc, u->written, u->batch);
 	}
+	if (vq_inflight_on(vq))
+		vq_inflight_before_publish(vq);
 	bool notify = vq->packed ? vq_packed_dev_flush(vq) : vq_split_dev_flush(vq);
-	if (vq->inflight)
+	if (vq_inflight_on(vq))
 		vq_inflight_after_publish(vq);
 	vq->npending = 0;
 	return notify;

@@ -132,12 +132,19 @@ struct vt_vq_dev {
 	uint16_t *order;
 	unsigned int order_head, order_count;
 
-	/* vhost-user inflight tracking (vq_inflight.c); inflight is NULL when off. */
+	/* vhost-user inflight tracking (vq_inflight.c): one of the two regions, or neither. */
 	struct vhost_user_inflight_split *inflight;
+	struct vhost_user_inflight_packed *inflight_packed;
 	uint64_t inflight_counter;
 	bool inflight_recover; /* a region from an earlier back-end: recover at first resolve */
-	uint16_t *resubmit;    /* heads to hand out again, oldest first */
+	uint16_t *resubmit;    /* split: heads, packed: head entries, oldest first */
 	unsigned int resubmit_count, resubmit_pos;
+	uint16_t *inflight_entry; /* packed: buffer id -> its head entry */
+	struct vq_inflight_copy {
+		uint64_t addr;
+		uint32_t len;
+		uint16_t id, flags;
+	} * inflight_scratch; /* packed: the descriptors of the chain being taken */
 
 	bool broken;
 	enum vt_vq_error error;
@@ -147,11 +154,20 @@ struct vt_vq_dev {
 /* vq_inflight.c */
 int vq_inflight_init(struct vt_vq_dev *vq, void *region);
 void vq_inflight_recover(struct vt_vq_dev *vq);
+static inline bool vq_inflight_on(const struct vt_vq_dev *vq)
+{
+	return vq->inflight || vq->inflight_packed;
+}
 static inline void vq_inflight_taken(struct vt_vq_dev *vq, uint16_t head)
 {
 	vq->inflight->desc[head].counter = vq->inflight_counter++;
 	vq->inflight->desc[head].inflight = 1;
 }
+/* Packed: records the @n descriptors in inflight_scratch as buffer @id, taken. */
+void vq_inflight_packed_taken(struct vt_vq_dev *vq, uint16_t id, unsigned int n);
+/* Packed: copies the descriptor recorded in entry *@entry and moves *@entry to the next one. */
+int vq_inflight_packed_next(struct vt_vq_dev *vq, uint16_t *entry, struct vq_inflight_copy *d);
+/* Around the publication of pushed entries: before (entries written, index not yet), after. */
 void vq_inflight_before_publish(struct vt_vq_dev *vq);
 void vq_inflight_after_publish(struct vt_vq_dev *vq);
 

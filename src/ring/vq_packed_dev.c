@@ -110,12 +110,74 @@ static int walk_indirect(struct vt_vq_dev *vq, struct vq_chain_builder *b,
 	return 0;
 }
 
+/*
+ * After a restart: hands out again a buffer the earlier back-end had taken, from the copies of
+ * its descriptors in the inflight region (vq_inflight.c). Checked as if read from the ring.
+ */
+static int take_resubmitted(struct vt_vq_dev *vq, uint16_t head, struct vt_vq_chain *chain,
+			    struct iovec *iov, unsigned int iov_max)
+{
+	unsigned int n = vq->inflight_packed->desc[head].num; /* checked at recovery: 1..num */
+	uint16_t entry = head, id = 0;
+	struct vq_chain_builder b;
+	int ret;
+
+	vq_chain_begin(&b, vq, chain, iov, iov_max);
+	for (unsigned int k = 0; k < n; k++) {
+		struct vq_inflight_copy c;
+		if (vq_inflight_packed_next(vq, &entry, &c) < 0)
+			return vq_dev_break(vq, VT_VQ_ERR_NEXT_RANGE, "inflight entry list broken");
+		struct packed_desc d = {
+			.addr = c.addr, .len = c.len, .id = c.id, .flags = c.flags
+		};
+		bool last = k + 1 == n;
+		if (d.flags & VIRTQ_DESC_F_INDIRECT) {
+			if (!vq->indirect || (d.flags & VIRTQ_DESC_F_NEXT) || k > 0 || !last)
+				return vq_dev_break(vq, VT_VQ_ERR_INDIRECT_WITH_NEXT,
+						    "resubmitted buffer: misplaced indirect table");
+			ret = walk_indirect(vq, &b, &d);
+			if (ret < 0)
+				return ret;
+			id = d.id;
+			break;
+		}
+		ret = vq_chain_add(&b, d.addr, d.len, d.flags & VIRTQ_DESC_F_WRITE);
+		if (ret < 0)
+			return ret;
+		if (!(d.flags & VIRTQ_DESC_F_NEXT) != last)
+			return vq_dev_break(vq, VT_VQ_ERR_CHAIN_TOO_LONG,
+					    "resubmitted buffer: NEXT flags disagree with its %u "
+					    "recorded descriptors",
+					    n);
+		id = d.id;
+	}
+	if (id >= vq->num)
+		return vq_dev_break(vq, VT_VQ_ERR_BUFFER_ID, "buffer id %u, queue size %u", id,
+				    vq->num);
+	if (vq->in_flight_ndesc[id])
+		return vq_dev_break(vq, VT_VQ_ERR_BUFFER_ID_IN_FLIGHT,
+				    "resubmitted buffer id %u already in flight", id);
+	chain->id = id;
+	chain->ndesc = (uint16_t)n;
+	vq->in_flight_ndesc[id] = (uint16_t)n;
+	vq->in_flight++;
+	vq->inflight_entry[id] = head;
+	return 0;
+}
+
 int vq_packed_dev_pop(struct vt_vq_dev *vq, struct vt_vq_chain *chain, struct iovec *iov,
 		      unsigned int iov_max)
 {
 	const struct pvirtq_desc *ring = vq->ring.packed.desc;
 	uint16_t slot = vq->next_avail;
 	bool wrap = vq->avail_wrap;
+
+	if (vq->resubmit_pos < vq->resubmit_count) {
+		int ret = take_resubmitted(vq, vq->resubmit[vq->resubmit_pos], chain, iov, iov_max);
+		if (ret == 0)
+			vq->resubmit_pos++;
+		return ret;
+	}
 
 	/* Acquire: the chain the driver exposed with these flags is read after them (pairs with
 	 * the release of the first descriptor's flags in the driver's publication). */
@@ -146,6 +208,10 @@ int vq_packed_dev_pop(struct vt_vq_dev *vq, struct vt_vq_chain *chain, struct io
 			    vq, VT_VQ_ERR_CHAIN_TOO_LONG,
 			    "chain from slot %u exceeds %u descriptors (%u in flight)",
 			    vq->next_avail, limit, vq->num - owned);
+		if (vq->inflight_packed) /* recorded only once the whole chain checked out */
+			vq->inflight_scratch[seen - 1] = (struct vq_inflight_copy){
+				.addr = d.addr, .len = d.len, .id = d.id, .flags = d.flags
+			};
 		if (d.flags & VIRTQ_DESC_F_INDIRECT) {
 			if (!vq->indirect)
 				return vq_dev_break(vq, VT_VQ_ERR_INDIRECT_NOT_NEGOTIATED,
@@ -189,6 +255,8 @@ int vq_packed_dev_pop(struct vt_vq_dev *vq, struct vt_vq_chain *chain, struct io
 	vq->in_flight++;
 	if (vq->in_order)
 		vq_dev_order_push(vq, id);
+	if (vq->inflight_packed)
+		vq_inflight_packed_taken(vq, id, seen);
 	vq_packed_advance(vq->num, &vq->next_avail, &vq->avail_wrap, seen);
 	return 0;
 }

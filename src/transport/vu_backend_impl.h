@@ -135,7 +135,7 @@ int vu_iotlb_msg(struct vt_vhost_backend *be, struct vt_vu_msg *msg);
 int vu_get_inflight_fd(struct vt_vhost_backend *be, struct vt_vu_msg *msg);
 int vu_set_inflight_fd(struct vt_vhost_backend *be, struct vt_vu_msg *msg);
 void vu_inflight_unmap(struct vt_vhost_backend *be);
-void *vu_inflight_region(struct vt_vhost_backend *be, const struct vu_queue *q, bool packed);
+void *vu_inflight_region(struct vt_vhost_backend *be, const struct vu_queue *q);
 
 /* vu_backend_queue.c */
 int vu_workers_start(struct vt_vhost_backend *be);

@@ -117,17 +117,11 @@ int vu_set_inflight_fd(struct vt_vhost_backend *be, struct vt_vu_msg *msg)
 	return 0;
 }
 
-void *vu_inflight_region(struct vt_vhost_backend *be, const struct vu_queue *q, bool packed)
+void *vu_inflight_region(struct vt_vhost_backend *be, const struct vu_queue *q)
 {
 	if (!be->inflight_base || q->index >= be->inflight_queues ||
 	    q->num > be->inflight_queue_size)
 		return NULL;
-	if (packed) {
-		vt_log(be->log, VT_LOG_WARN,
-		       "%s: inflight tracking covers split rings: a back-end restart loses this "
-		       "packed ring's requests in flight",
-		       q->name);
-		return NULL;
-	}
+	/* Sized for either layout (vt_vq_inflight_size): the ring picks its own. */
 	return (uint8_t *)be->inflight_base + region_stride(be->inflight_queue_size) * q->index;
 }

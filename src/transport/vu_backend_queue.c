@@ -462,8 +462,7 @@ static int queue_start(struct vt_vhost_backend *be, struct vu_queue *q)
 							 : vt_memtable_as(be->mem),
 		.next_avail = q->base,
 		.max_chain = be->params.max_chain,
-		.inflight =
-		    vu_inflight_region(be, q, (be->features & VT_BIT(VIRTIO_F_RING_PACKED)) != 0),
+		.inflight = vu_inflight_region(be, q),
 		.name = q->name,
 		.log = be->log,
 	};

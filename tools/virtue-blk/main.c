@@ -48,6 +48,7 @@ struct daemon {
 	/* Per-queue engines, for the stats line: the lock keeps one from being freed under it. */
 	pthread_mutex_t engines_lock;
 	struct vt_blk_queue *engines[VT_BLK_MAX_QUEUES];
+	uint64_t crash_at; /* VIRTUE_BLK_TEST_CRASH_AT: see q_poll */
 };
 
 static struct vt_vhost_backend *stop_target;
@@ -105,7 +106,24 @@ static int q_start(void *opaque, unsigned int index, struct vt_vq_dev *vq, uint6
 
 static int q_poll(void *engine, bool *notify)
 {
-	return vt_blk_queue_poll(((struct blk_engine *)engine)->q, notify);
+	struct blk_engine *e = engine;
+	int rc = vt_blk_queue_poll(e->q, notify);
+
+	if (e->d->crash_at) {
+		/*
+		 * A test hook (VIRTUE_BLK_TEST_CRASH_AT=N): die like a crash once N requests completed
+		 * and some are still in flight, so that the restarted daemon must resubmit them from
+		 * the inflight buffer the front-end kept.
+		 */
+		struct vt_blk_queue_stats st;
+		vt_blk_queue_stats(e->q, &st);
+		if (st.requests >= e->d->crash_at && st.in_flight > 0) {
+			fprintf(stderr, "virtue-blk: test crash with %llu requests in flight\n",
+				(unsigned long long)st.in_flight);
+			raise(SIGKILL);
+		}
+	}
+	return rc;
 }
 
 static int q_event_fd(void *engine)
@@ -419,6 +437,9 @@ int main(int argc, char **argv)
 
 	if (parse_options(argc, argv, &d.opt) < 0)
 		return 2;
+	const char *crash_at = getenv("VIRTUE_BLK_TEST_CRASH_AT");
+	if (crash_at)
+		d.crash_at = strtoull(crash_at, NULL, 0);
 	d.log = (struct vt_log){ .fn = print_log,
 				 .max_level = d.opt.verbose ? VT_LOG_DEBUG : VT_LOG_WARN };
 	struct vt_blk_params bp = {

@@ -196,6 +196,34 @@ struct vhost_user_inflight_split {
 	uint16_t used_idx; /* used->idx when the last batch was complete */
 	struct vhost_user_inflight_desc_split desc[];
 };
+/* Packed layout: copies of the descriptors taken, in entries linked into a free list. */
+struct vhost_user_inflight_desc_packed {
+	uint8_t inflight; /* head entry of a buffer taken and not yet used */
+	uint8_t padding;
+	uint16_t next;	  /* next free entry, or the next entry of the same buffer */
+	uint16_t last;	  /* head entry: the buffer's last entry */
+	uint16_t num;	  /* head entry: descriptors the buffer occupies */
+	uint64_t counter; /* head entry: order in which buffers were taken */
+	uint16_t id;	  /* the descriptor as the driver wrote it */
+	uint16_t flags;
+	uint32_t len;
+	uint64_t addr;
+};
+
+struct vhost_user_inflight_packed {
+	uint64_t features;
+	uint16_t version; /* 1; 0: not initialized */
+	uint16_t desc_num;
+	uint16_t free_head;
+	uint16_t old_free_head; /* free_head when the last take or batch completed */
+	uint16_t used_idx;
+	uint16_t old_used_idx;
+	uint8_t used_wrap_counter;
+	uint8_t old_used_wrap_counter;
+	uint8_t padding[7];
+	struct vhost_user_inflight_desc_packed desc[];
+};
+
 #define VHOST_USER_INFLIGHT_ALIGN 64
 
 /* The largest payload any request carries. */
