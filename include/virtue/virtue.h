@@ -3,7 +3,8 @@
  * libvirtue, all of it: include this, or the one header you need. Layers, bottom up: the wire
  * (spec/), the platform rule (platform.h, barrier.h), memory (as.h, memtable.h, iotlb.h, shm.h,
  * dma.h, iotlb_feed.h), virtqueues (virtqueue.h), device and driver objects (device.h, driver.h),
- * device models (blk.h).
+ * device models (blk.h) and drivers (blk_driver.h), the vhost-user front-end
+ * (vhost_user_frontend.h).
  */
 #ifndef VIRTUE_VIRTUE_H
 #define VIRTUE_VIRTUE_H
@@ -31,6 +32,9 @@
 #include "device.h"
 #include "driver.h"
 
+#include "vhost_user_frontend.h"
+
 #include "blk.h"
+#include "blk_driver.h"
 
 #endif

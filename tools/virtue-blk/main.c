@@ -111,9 +111,9 @@ static int q_poll(void *engine, bool *notify)
 
 	if (e->d->crash_at) {
 		/*
-		 * A test hook (VIRTUE_BLK_TEST_CRASH_AT=N): die like a crash once N requests completed
-		 * and some are still in flight, so that the restarted daemon must resubmit them from
-		 * the inflight buffer the front-end kept.
+		 * A test hook (VIRTUE_BLK_TEST_CRASH_AT=N): die like a crash once N requests
+		 * completed and some are still in flight, so that the restarted daemon must
+		 * resubmit them from the inflight buffer the front-end kept.
 		 */
 		struct vt_blk_queue_stats st;
 		vt_blk_queue_stats(e->q, &st);

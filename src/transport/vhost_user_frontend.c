@@ -1,0 +1,529 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * vhost-user front-end: the connection (bounded connect, every reply awaited with a deadline and
+ * checked for its request code, size and flags), the handshake, negotiation, reset and close.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "transport/vhost_user_frontend_impl.h"
+#include "virtue/features.h"
+#include "virtue/platform.h"
+
+#define DEFAULT_TIMEOUT_MS 5000
+#define CONNECT_RETRY_MS   10
+
+/* Protocol features this front-end implements (what it asks for when offered). */
+#define FE_PROTOCOL_FEATURES                                                                       \
+	(VT_BIT(VHOST_USER_PROTOCOL_F_MQ) | VT_BIT(VHOST_USER_PROTOCOL_F_REPLY_ACK) |              \
+	 VT_BIT(VHOST_USER_PROTOCOL_F_BACKEND_REQ) | VT_BIT(VHOST_USER_PROTOCOL_F_CONFIG) |        \
+	 VT_BIT(VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS) |                                       \
+	 VT_BIT(VHOST_USER_PROTOCOL_F_STATUS) | VT_BIT(VHOST_USER_PROTOCOL_F_RESET_DEVICE))
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+bool fe_ratelimit(struct fe_ratelimit *rl, uint64_t *suppressed)
+{
+	uint64_t now = now_ns();
+
+	if (now < rl->next_ns) {
+		rl->suppressed++;
+		return false;
+	}
+	rl->next_ns = now + 1000000000ull;
+	*suppressed = rl->suppressed;
+	rl->suppressed = 0;
+	return true;
+}
+
+/* ------------------------------------------------------------------ requests and replies */
+
+/* Latches the stream broken: after a timeout or a bad reply nothing on it can be trusted. */
+int fe_break(struct vt_vu_frontend *fe, int err, const char *request, const char *why)
+{
+	if (!fe->broken) {
+		fe->broken = err;
+		vt_log(fe->log, VT_LOG_ERROR, "%s: connection unusable after %s: %s", fe->name,
+		       request, why);
+	}
+	return err;
+}
+
+static int recv_reply_locked(struct vt_vu_frontend *fe, struct vt_vu_msg *reply, uint32_t request)
+{
+	const char *name = vt_vu_request_name(request);
+	uint64_t deadline = now_ns() + (uint64_t)fe->timeout_ms * 1000000ull;
+	struct pollfd pfd = { .fd = fe->sock, .events = POLLIN };
+	int rc;
+
+	for (;;) {
+		uint64_t now = now_ns();
+		if (now >= deadline)
+			return fe_break(fe, -ETIMEDOUT, name, "no reply in time");
+		rc = poll(&pfd, 1, (int)((deadline - now + 999999) / 1000000));
+		if (rc > 0)
+			break;
+		if (rc < 0 && errno != EINTR)
+			return fe_break(fe, -errno, name, strerror(errno));
+	}
+	/* SO_RCVTIMEO bounds a message that arrives in pieces. */
+	rc = vt_vu_msg_recv(fe->sock, reply);
+	if (rc == -EAGAIN || rc == -EWOULDBLOCK)
+		return fe_break(fe, -ETIMEDOUT, name, "reply truncated");
+	if (rc == -ECONNRESET)
+		return fe_break(fe, rc, name, "back-end closed the connection");
+	if (rc < 0)
+		return fe_break(fe, rc, name,
+				"reply unreadable (truncated, wrong version, oversized)");
+	if (reply->nfds) {
+		vt_vu_msg_close_fds(reply);
+		return fe_break(fe, -EPROTO, name, "reply carries fds");
+	}
+	if (!(reply->hdr.flags & VHOST_USER_REPLY_MASK))
+		return fe_break(fe, -EPROTO, name, "message without the reply flag");
+	if (reply->hdr.request != request) {
+		char why[96];
+		snprintf(why, sizeof(why), "reply is for request %u (%s)", reply->hdr.request,
+			 vt_vu_request_name(reply->hdr.request));
+		return fe_break(fe, -EPROTO, name, why);
+	}
+	return 0;
+}
+
+static int send_locked(struct vt_vu_frontend *fe, struct vt_vu_msg *msg)
+{
+	if (fe->broken)
+		return -ENOTCONN;
+	int rc = vt_vu_msg_send(fe->sock, msg);
+	if (rc == -EAGAIN || rc == -EWOULDBLOCK)
+		rc = -ETIMEDOUT;
+	if (rc < 0)
+		return fe_break(fe, rc, vt_vu_request_name(msg->hdr.request), strerror(-rc));
+	atomic_fetch_add_explicit(&fe->requests, 1, memory_order_relaxed);
+	return 0;
+}
+
+int fe_call_locked(struct vt_vu_frontend *fe, struct vt_vu_msg *msg, uint32_t reply_size)
+{
+	struct vt_vu_msg reply;
+	uint32_t request = msg->hdr.request;
+
+	msg->hdr.flags = VHOST_USER_VERSION;
+	int rc = send_locked(fe, msg);
+	if (rc == 0)
+		rc = recv_reply_locked(fe, &reply, request);
+	if (rc < 0)
+		return rc;
+	if (reply.hdr.size != reply_size) {
+		char why[64];
+		snprintf(why, sizeof(why), "reply of %u bytes, expected %u", reply.hdr.size,
+			 reply_size);
+		return fe_break(fe, -EPROTO, vt_vu_request_name(request), why);
+	}
+	msg->hdr = reply.hdr;
+	memcpy(&msg->payload, &reply.payload, reply_size);
+	return 0;
+}
+
+int fe_request_locked(struct vt_vu_frontend *fe, struct vt_vu_msg *msg, bool ack)
+{
+	uint32_t request = msg->hdr.request;
+	bool need_reply = ack && fe_has_protocol(fe, VHOST_USER_PROTOCOL_F_REPLY_ACK);
+	struct vt_vu_msg reply;
+
+	msg->hdr.flags = VHOST_USER_VERSION | (need_reply ? VHOST_USER_NEED_REPLY : 0);
+	int rc = send_locked(fe, msg);
+	if (rc < 0 || !ack)
+		return rc;
+	if (!need_reply) {
+		/*
+		 * No REPLY_ACK: a GET_FEATURES round trip at least proves the back-end processed
+		 * the request (it handles them in order), though not that it accepted it.
+		 */
+		struct vt_vu_msg sync = { .hdr.request = VHOST_USER_GET_FEATURES };
+		return fe_call_locked(fe, &sync, sizeof(uint64_t));
+	}
+	rc = recv_reply_locked(fe, &reply, request);
+	if (rc < 0)
+		return rc;
+	if (reply.hdr.size != sizeof(uint64_t))
+		return fe_break(fe, -EPROTO, vt_vu_request_name(request),
+				"REPLY_ACK payload is not a u64");
+	if (reply.payload.u64 != 0) {
+		vt_log(fe->log, VT_LOG_ERROR, "%s: back-end refused %s (status %llu)", fe->name,
+		       vt_vu_request_name(request), (unsigned long long)reply.payload.u64);
+		return -EPROTO;
+	}
+	return 0;
+}
+
+int fe_request(struct vt_vu_frontend *fe, struct vt_vu_msg *msg, bool ack)
+{
+	pthread_mutex_lock(&fe->io_lock);
+	int rc = fe_request_locked(fe, msg, ack);
+	pthread_mutex_unlock(&fe->io_lock);
+	return rc;
+}
+
+int fe_call(struct vt_vu_frontend *fe, struct vt_vu_msg *msg, uint32_t reply_size)
+{
+	pthread_mutex_lock(&fe->io_lock);
+	int rc = fe_call_locked(fe, msg, reply_size);
+	pthread_mutex_unlock(&fe->io_lock);
+	return rc;
+}
+
+int fe_send_u64(struct vt_vu_frontend *fe, uint32_t request, uint64_t value, bool ack)
+{
+	struct vt_vu_msg msg = { .hdr = { .request = request, .size = sizeof(uint64_t) } };
+
+	msg.payload.u64 = value;
+	return fe_request(fe, &msg, ack);
+}
+
+int fe_send_state(struct vt_vu_frontend *fe, uint32_t request, uint32_t index, uint32_t num,
+		  bool ack)
+{
+	struct vt_vu_msg msg = { .hdr = { .request = request,
+					  .size = sizeof(struct vhost_vring_state) } };
+
+	msg.payload.state = (struct vhost_vring_state){ .index = index, .num = num };
+	return fe_request(fe, &msg, ack);
+}
+
+int fe_get_u64(struct vt_vu_frontend *fe, uint32_t request, uint64_t *value)
+{
+	struct vt_vu_msg msg = { .hdr.request = request };
+	int rc = fe_call(fe, &msg, sizeof(uint64_t));
+	if (rc == 0)
+		*value = msg.payload.u64;
+	return rc;
+}
+
+/* ------------------------------------------------------------------ connection */
+
+static int connect_path(const char *path, unsigned int timeout_ms, int *out)
+{
+	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 1000000ull;
+
+	if (strlen(path) >= sizeof(addr.sun_path))
+		return -ENAMETOOLONG;
+	strcpy(addr.sun_path, path);
+	for (;;) {
+		int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd < 0)
+			return -errno;
+		if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0) {
+			*out = fd;
+			return 0;
+		}
+		int err = -errno;
+		close(fd);
+		/* Not there yet, or its backlog is full: a back-end starting up. */
+		if (err != -ENOENT && err != -ECONNREFUSED && err != -EAGAIN && err != -EINTR)
+			return err;
+		if (now_ns() >= deadline)
+			return err;
+		struct timespec pause = { .tv_nsec = CONNECT_RETRY_MS * 1000000L };
+		nanosleep(&pause, NULL);
+	}
+}
+
+static int handshake(struct vt_vu_frontend *fe)
+{
+	int rc = fe_get_u64(fe, VHOST_USER_GET_FEATURES, &fe->offered_raw);
+	if (rc < 0)
+		return rc;
+	fe->offered = fe->offered_raw & ~VT_BIT(VHOST_USER_F_PROTOCOL_FEATURES);
+	if (fe->offered_raw & VT_BIT(VHOST_USER_F_PROTOCOL_FEATURES)) {
+		rc = fe_get_u64(fe, VHOST_USER_GET_PROTOCOL_FEATURES, &fe->protocol_offered);
+		if (rc < 0)
+			return rc;
+		uint64_t wanted =
+		    fe->protocol_offered & FE_PROTOCOL_FEATURES & ~fe->params.protocol_excluded;
+		/* Not acknowledged: whether REPLY_ACK applies to this very message is unclear. */
+		rc = fe_send_u64(fe, VHOST_USER_SET_PROTOCOL_FEATURES, wanted, false);
+		if (rc < 0)
+			return rc;
+		fe->protocol = wanted;
+	}
+	struct vt_vu_msg owner = { .hdr.request = VHOST_USER_SET_OWNER };
+	rc = fe_request(fe, &owner, true);
+	if (rc < 0)
+		return rc;
+
+	fe->num_queues = 1;
+	if (fe_has_protocol(fe, VHOST_USER_PROTOCOL_F_MQ)) {
+		uint64_t n = 0;
+		rc = fe_get_u64(fe, VHOST_USER_GET_QUEUE_NUM, &n);
+		if (rc < 0)
+			return rc;
+		if (n == 0 || n > FE_MAX_QUEUES) {
+			vt_log(fe->log, VT_LOG_ERROR, "%s: GET_QUEUE_NUM answered %llu (1..%u)",
+			       fe->name, (unsigned long long)n, FE_MAX_QUEUES);
+			return -EPROTO;
+		}
+		fe->num_queues = (unsigned int)n;
+	}
+	if (fe_has_protocol(fe, VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS)) {
+		uint64_t n = 0;
+		rc = fe_get_u64(fe, VHOST_USER_GET_MAX_MEM_SLOTS, &n);
+		if (rc < 0)
+			return rc;
+		fe->max_mem_slots = n > 4096 ? 4096 : (unsigned int)n;
+	}
+	if (fe_has_protocol(fe, VHOST_USER_PROTOCOL_F_BACKEND_REQ)) {
+		rc = fe_channel_start(fe);
+		if (rc < 0)
+			return rc;
+	}
+	char names[512];
+	vt_features_str(fe->params.device_id, fe->offered, names, sizeof(names));
+	vt_log(fe->log, VT_LOG_INFO, "%s: back-end offers %s; protocol 0x%llx of 0x%llx; %u queues",
+	       fe->name, names, (unsigned long long)fe->protocol,
+	       (unsigned long long)fe->protocol_offered, fe->num_queues);
+	return 0;
+}
+
+int vt_vu_frontend_connect(const struct vt_vu_frontend_params *params, struct vt_vu_frontend **out)
+{
+	int sock = params->socket_path ? -1 : params->fd;
+	int rc;
+
+	if ((!params->socket_path && params->fd < 0) ||
+	    (vt_uses_platform_dma(params->supported) && params->platform_dma == VT_DMA_DIRECT)) {
+		if (!params->socket_path && params->fd >= 0)
+			close(params->fd);
+		return -EINVAL;
+	}
+	struct vt_vu_frontend *fe = calloc(1, sizeof(*fe));
+	if (!fe) {
+		if (sock >= 0)
+			close(sock);
+		return -ENOMEM;
+	}
+	fe->params = *params;
+	snprintf(fe->name, sizeof(fe->name), "%s", params->name ? params->name : "vhost-user");
+	fe->params.name = fe->name;
+	fe->log = params->log;
+	fe->timeout_ms = params->timeout_ms ? (int)params->timeout_ms : DEFAULT_TIMEOUT_MS;
+	fe->sock = sock; /* a given socket is ours from here on */
+	fe->chan = fe->chan_stop = fe->fault_fd = -1;
+	pthread_mutex_init(&fe->io_lock, NULL);
+	fe_queues_init(fe);
+	fe->chan_stop = eventfd(0, EFD_CLOEXEC);
+	fe->fault_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (fe->chan_stop < 0 || fe->fault_fd < 0) {
+		rc = -errno;
+		goto fail;
+	}
+
+	if (params->socket_path) {
+		rc = connect_path(params->socket_path,
+				  params->connect_timeout_ms ? params->connect_timeout_ms
+							     : DEFAULT_TIMEOUT_MS,
+				  &sock);
+		if (rc < 0) {
+			vt_log(fe->log, VT_LOG_ERROR, "%s: connect to %s: %s", fe->name,
+			       params->socket_path, strerror(-rc));
+			goto fail;
+		}
+		fe->sock = sock;
+	}
+	/* Backstops for a message that starts and then stalls half way, in either direction. */
+	struct timeval tv = { .tv_sec = fe->timeout_ms / 1000,
+			      .tv_usec = (fe->timeout_ms % 1000) * 1000 };
+	setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(sock, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+
+	struct vt_driver_params dp = {
+		.ops = &fe_transport_ops,
+		.transport = fe,
+		.supported = params->supported,
+		.restricted_memory = params->restricted_memory,
+		.platform_dma = params->platform_dma,
+		.log = params->log,
+	};
+	rc = vt_driver_new(&dp, &fe->drv);
+	if (rc == 0)
+		rc = handshake(fe);
+	if (rc < 0)
+		goto fail;
+	*out = fe;
+	return 0;
+fail:
+	vt_vu_frontend_close(fe);
+	return rc;
+}
+
+void vt_vu_frontend_close(struct vt_vu_frontend *fe)
+{
+	if (!fe)
+		return;
+	fe_queues_teardown(fe, NULL, NULL);
+	fe_dma_destroy(fe);
+	fe_mem_unshare(fe);
+	fe_channel_stop(fe);
+	if (fe->sock >= 0)
+		close(fe->sock);
+	if (fe->chan_stop >= 0)
+		close(fe->chan_stop);
+	if (fe->fault_fd >= 0)
+		close(fe->fault_fd);
+	if (fe->drv)
+		vt_driver_free(fe->drv);
+	pthread_mutex_destroy(&fe->io_lock);
+	free(fe);
+}
+
+/* ------------------------------------------------------------------ negotiation and reset */
+
+int vt_vu_frontend_negotiate(struct vt_vu_frontend *fe)
+{
+	char names[512];
+
+	if (fe->dma)
+		return -EBUSY;
+	if (fe->broken)
+		return -ENOTCONN;
+	int rc = vt_driver_negotiate(fe->drv);
+	if (rc < 0)
+		return fe->broken ? fe->broken : rc;
+	fe->features = vt_driver_features(fe->drv);
+	fe->platform = vt_uses_platform_dma(fe->features);
+	if (fe->platform && (!fe_has_protocol(fe, VHOST_USER_PROTOCOL_F_BACKEND_REQ) ||
+			     !fe_has_protocol(fe, VHOST_USER_PROTOCOL_F_REPLY_ACK)))
+		vt_log(fe->log, VT_LOG_WARN,
+		       "%s: platform DMA without BACKEND_REQ and REPLY_ACK: IOTLB misses cannot be "
+		       "answered",
+		       fe->name);
+	rc = fe_dma_create(fe);
+	if (rc < 0) {
+		vt_driver_fail(fe->drv);
+		fe->features = 0;
+		fe->platform = false;
+		return rc;
+	}
+	vt_features_str(fe->params.device_id, fe->features, names, sizeof(names));
+	vt_log(fe->log, VT_LOG_INFO, "%s: negotiated %s; DMA %s", fe->name, names,
+	       vt_dma_mode_name(vt_dma_mode(fe->dma)));
+	return 0;
+}
+
+int vt_vu_frontend_ready(struct vt_vu_frontend *fe)
+{
+	if (!fe->dma)
+		return -EPROTO;
+	return vt_driver_ready(fe->drv);
+}
+
+int vt_vu_frontend_reset(struct vt_vu_frontend *fe, void (*release)(void *opaque, void *token),
+			 void *opaque)
+{
+	fe_queues_teardown(fe, release, opaque);
+	fe_dma_destroy(fe);
+	fe_mem_unshare(fe);
+	int rc = vt_driver_reset(fe->drv);
+	fe->features = 0;
+	fe->platform = false;
+	fe->status = 0;
+	fe_clear_fault(fe);
+	return fe->broken ? -ENOTCONN : rc;
+}
+
+/* ------------------------------------------------------------------ accessors */
+
+int vt_vu_frontend_config_read(struct vt_vu_frontend *fe, uint32_t offset, void *buf, uint32_t len)
+{
+	return vt_driver_config_read(fe->drv, offset, buf, len);
+}
+
+int vt_vu_frontend_config_write(struct vt_vu_frontend *fe, uint32_t offset, const void *buf,
+				uint32_t len)
+{
+	return vt_driver_config_write(fe->drv, offset, buf, len);
+}
+
+uint64_t vt_vu_frontend_offered_features(const struct vt_vu_frontend *fe)
+{
+	return fe->offered;
+}
+
+uint64_t vt_vu_frontend_features(const struct vt_vu_frontend *fe)
+{
+	return fe->features;
+}
+
+uint64_t vt_vu_frontend_protocol_offered(const struct vt_vu_frontend *fe)
+{
+	return fe->protocol_offered;
+}
+
+uint64_t vt_vu_frontend_protocol_features(const struct vt_vu_frontend *fe)
+{
+	return fe->protocol;
+}
+
+unsigned int vt_vu_frontend_num_queues(const struct vt_vu_frontend *fe)
+{
+	return fe->num_queues;
+}
+
+unsigned int vt_vu_frontend_max_mem_slots(const struct vt_vu_frontend *fe)
+{
+	return fe->max_mem_slots;
+}
+
+struct vt_driver *vt_vu_frontend_driver(struct vt_vu_frontend *fe)
+{
+	return fe->drv;
+}
+
+struct vt_dma *vt_vu_frontend_dma(struct vt_vu_frontend *fe)
+{
+	return fe->dma;
+}
+
+void vt_vu_frontend_get_stats(struct vt_vu_frontend *fe, struct vt_vu_frontend_stats *stats)
+{
+	unsigned int mappings = 0;
+
+	pthread_mutex_lock(&fe->io_lock);
+	if (fe->mapped) {
+		struct vt_iotlb_stats is;
+		vt_iotlb_get_stats(fe->mapped, &is);
+		mappings = is.entries;
+	}
+	pthread_mutex_unlock(&fe->io_lock);
+#define LOAD(field) atomic_load_explicit(&fe->field, memory_order_relaxed)
+	*stats = (struct vt_vu_frontend_stats){
+		.requests = LOAD(requests),
+		.iotlb_updates = LOAD(iotlb_updates),
+		.iotlb_invalidations = LOAD(iotlb_invalidations),
+		.misses = LOAD(misses),
+		.misses_answered = LOAD(misses_answered),
+		.misses_denied = LOAD(misses_denied),
+		.access_fails = LOAD(access_fails),
+		.config_changes = LOAD(config_changes),
+		.bad_backend_messages = LOAD(bad_backend_messages),
+		.mappings = mappings,
+		.last_fault_iova = LOAD(last_fault_iova),
+		.last_fault_perm = LOAD(last_fault_perm),
+	};
+#undef LOAD
+}

@@ -1,0 +1,1051 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The vhost-user front-end against the real virtue back-end, in one process: the back-end serves
+ * the other end of a socketpair (or a unix socket) on a thread, with the echo model
+ * (tests/vu_echo.c: each buffer's readable bytes come back XORed in its writable part). Every DMA
+ * mode, both ring formats, one and two queues, with every byte and used length checked;
+ * ACCESS_PLATFORM negotiated exactly in the iommu and bounce modes. The front-end is the
+ * back-end's IOMMU: a descriptor pointing at an IOVA it never mapped is not read (the miss goes
+ * unanswered and the wait reports the fault), a write through a read-only mapping fails on the
+ * back-end's side and is reported. The restricted-memory policy refuses a back-end without
+ * ACCESS_PLATFORM. Fake back-ends (raw sockets driven by the test) answer with wrong sizes,
+ * codes and flags, stall, or flood the back-end channel: errors within the timeout, no crash.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <virtue/dma.h>
+#include <virtue/shm.h>
+#include <virtue/spec/vhost_user.h>
+#include <virtue/spec/virtio_config.h>
+#include <virtue/vhost_user_frontend.h>
+#include <virtue/virtqueue.h>
+
+#include "harness.h"
+#include "vu_echo.h"
+#include "vu_peer.h"
+
+#define F(bit) VT_BIT(VIRTIO_F_##bit)
+#define P(bit) VT_BIT(VHOST_USER_PROTOCOL_F_##bit)
+
+#define SHM_GPA	 0x100000000ull
+#define SHM_SIZE (8u << 20)
+#define QSIZE	 64
+#define BATCH	 24
+#define ROUNDS	 6
+#define WAIT_MS	 5000
+#define POISON	 0xee
+/* An IOVA no mode ever hands out (the allocator starts at 1 MiB and grows upwards). */
+#define NEVER_MAPPED 0x7ff000000000ull
+
+/* ---------------------------------------------------------------- the rig */
+
+struct rig {
+	struct vt_vhost_backend *be;
+	struct vu_echo echo;
+	pthread_t serve_thread;
+	bool serving;
+	int serve_fd, serve_rc;
+	struct vt_shm *shm;
+	struct vt_vu_frontend *fe;
+	unsigned int released;
+	int fds_before, maps_before;
+};
+
+static void *serve_main(void *arg)
+{
+	struct rig *g = arg;
+	g->serve_rc = vt_vhost_backend_serve(g->be, g->serve_fd);
+	return NULL;
+}
+
+static int rig_backend(struct rig *g, unsigned int nqueues, uint64_t excluded)
+{
+	memset(g, 0, sizeof(*g));
+	g->fds_before = vu_count_fds();
+	g->maps_before = vu_count_memfd_maps();
+	struct vt_vhost_backend_params params = {
+		.device_id = VIRTIO_ID_RNG,
+		.name = "echo",
+		.transport_features_excluded = excluded,
+		.num_queues = nqueues,
+		.max_queue_size = 256,
+		.queue_ops = &vu_echo_ops,
+		.opaque = &g->echo,
+		/*
+		 * One I/O thread: with two, a buffer slot one queue's thread wrote and another's
+		 * read after the front-end reused it is ordered only through the kernel (eventfds
+		 * passed as other fd numbers, memory mapped twice), which ThreadSanitizer cannot
+		 * follow. The back-end's own tests cover its threads.
+		 */
+		.num_threads = 1,
+	};
+	const struct vt_shm_region *r;
+	int rc = vt_shm_new(&g->shm);
+	if (rc == 0)
+		rc = vt_shm_add_memfd(g->shm, SHM_SIZE, SHM_GPA, &r);
+	if (rc == 0)
+		rc = vt_vhost_backend_new(&params, &g->be);
+	return rc;
+}
+
+static struct vt_vu_frontend_params fe_params(struct rig *g, enum vt_dma_mode mode,
+					      uint64_t supported)
+{
+	return (struct vt_vu_frontend_params){
+		.fd = -1,
+		.timeout_ms = WAIT_MS,
+		.device_id = VIRTIO_ID_RNG,
+		.supported = supported,
+		.platform_dma = mode == VT_DMA_DIRECT ? VT_DMA_IOMMU_STRICT : mode,
+		.shm = g->shm,
+		.bounce_window_size = 2u << 20,
+		.name = "fe",
+	};
+}
+
+/* A socketpair: the back-end serves one end on a thread, the front-end connects the other. */
+static int rig_connect(struct rig *g, struct vt_vu_frontend_params *p)
+{
+	int sv[2];
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+		return -errno;
+	g->serve_fd = sv[1];
+	int rc = pthread_create(&g->serve_thread, NULL, serve_main, g);
+	if (rc) {
+		close(sv[0]);
+		close(sv[1]);
+		return -rc;
+	}
+	g->serving = true;
+	p->fd = sv[0];
+	return vt_vu_frontend_connect(p, &g->fe);
+}
+
+static void count_release(void *opaque, void *token)
+{
+	struct rig *g = opaque;
+	g->released++;
+}
+
+static void rig_destroy(struct rig *g)
+{
+	if (g->fe)
+		vt_vu_frontend_close(g->fe);
+	if (g->serving) {
+		pthread_join(g->serve_thread, NULL);
+		CHECK_EQ(g->serve_rc, 0);
+	}
+	vt_vhost_backend_free(g->be);
+	vt_shm_free(g->shm);
+	CHECK_EQ(vu_count_fds(), g->fds_before);
+	CHECK_EQ(vu_count_memfd_maps(), g->maps_before);
+}
+
+/* ---------------------------------------------------------------- buffers */
+
+struct buffer {
+	uint8_t *in, *out;
+	uint32_t in_len, out_len;
+	bool heap; /* bounce: the driver's buffers need not be shared at all */
+	bool done;
+};
+
+static uint8_t *buf_alloc(struct rig *g, size_t len, bool heap)
+{
+	void *p = NULL;
+	if (heap)
+		return malloc(len);
+	return vt_shm_alloc(g->shm, len, 64, &p) == 0 ? p : NULL;
+}
+
+static void buf_free(struct rig *g, struct buffer *b)
+{
+	if (b->heap) {
+		free(b->in);
+		free(b->out);
+	} else {
+		if (b->in)
+			vt_shm_release(g->shm, b->in, b->in_len);
+		if (b->out)
+			vt_shm_release(g->shm, b->out, b->out_len);
+	}
+	b->in = b->out = NULL;
+}
+
+static int buf_make(struct rig *g, struct buffer *b, uint64_t *seed, bool heap)
+{
+	b->heap = heap;
+	b->done = false;
+	b->in_len = 1 + (uint32_t)(vt_test_rand(seed) % 3000);
+	b->out_len = 1 + (uint32_t)(vt_test_rand(seed) % 3000);
+	b->in = buf_alloc(g, b->in_len, heap);
+	b->out = buf_alloc(g, b->out_len, heap);
+	if (!b->in || !b->out)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < b->in_len; i++)
+		b->in[i] = (uint8_t)vt_test_rand(seed);
+	memset(b->out, POISON, b->out_len);
+	return 0;
+}
+
+/*
+ * The echo model's answer, byte for byte, and nothing past it. Bounce copies the whole slot back,
+ * which the DMA layer zeroed at map: past the answer the driver reads zeros, never stale data.
+ */
+static bool buf_check(const struct buffer *b, uint32_t len)
+{
+	uint8_t past = b->heap ? 0 : POISON;
+	uint32_t want = b->in_len < b->out_len ? b->in_len : b->out_len;
+	if (len != want)
+		return false;
+	for (uint32_t i = 0; i < want; i++)
+		if (b->out[i] != (b->in[i] ^ VU_ECHO_XOR))
+			return false;
+	for (uint32_t i = want; i < b->out_len; i++)
+		if (b->out[i] != past)
+			return false;
+	return true;
+}
+
+/* Posts @n buffers on queue @q (split across two readable segments when long). */
+static int post(struct rig *g, unsigned int q, struct buffer *bufs, unsigned int n)
+{
+	struct vt_vq_drv *vq = vt_vu_frontend_vq(g->fe, q);
+	for (unsigned int i = 0; i < n; i++) {
+		struct buffer *b = &bufs[i];
+		struct iovec sg[3];
+		unsigned int nr = 1;
+		if (b->in_len > 8) {
+			sg[0] = (struct iovec){ b->in, 8 };
+			sg[1] = (struct iovec){ b->in + 8, b->in_len - 8 };
+			nr = 2;
+		} else {
+			sg[0] = (struct iovec){ b->in, b->in_len };
+		}
+		sg[nr] = (struct iovec){ b->out, b->out_len };
+		int rc = vt_vq_drv_add(vq, sg, nr, 1, b);
+		if (rc < 0)
+			return rc;
+	}
+	return vt_vu_frontend_kick(g->fe, q);
+}
+
+/* Collects @n buffers from queue @q, each checked; every wait bounded. */
+static int collect(struct rig *g, unsigned int q, unsigned int n)
+{
+	struct vt_vq_drv *vq = vt_vu_frontend_vq(g->fe, q);
+	unsigned int got = 0;
+
+	while (got < n) {
+		void *token;
+		uint32_t len;
+		int rc;
+		while ((rc = vt_vq_drv_get(vq, &token, &len)) == 0) {
+			struct buffer *b = token;
+			if (b->done || !buf_check(b, len))
+				return -EBADMSG;
+			b->done = true;
+			got++;
+		}
+		if (rc != -EAGAIN)
+			return rc;
+		if (got == n)
+			break;
+		if (vt_vq_drv_enable_cb(vq))
+			continue;
+		rc = vt_vu_frontend_wait(g->fe, q, WAIT_MS);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
+/* ---------------------------------------------------------------- the echo matrix */
+
+/* One configuration end to end: negotiate, queues, ROUNDS x BATCH buffers per queue, reset. */
+static void echo_run(enum vt_dma_mode mode, bool packed, unsigned int nqueues)
+{
+	struct rig g;
+	uint64_t seed = vt_test_seed() ^ (mode * 131 + packed * 7 + nqueues);
+	bool platform = mode != VT_DMA_DIRECT;
+	uint64_t supported = F(VERSION_1) | F(EVENT_IDX) | F(INDIRECT_DESC) |
+			     (packed ? F(RING_PACKED) : 0) | (platform ? F(ACCESS_PLATFORM) : 0);
+
+	fprintf(stderr, "  row: %s, %s, %u queue(s)\n", vt_dma_mode_name(mode),
+		packed ? "packed" : "split", nqueues);
+	REQUIRE_EQ(rig_backend(&g, nqueues, 0), 0);
+	struct vt_vu_frontend_params p = fe_params(&g, mode, supported);
+	REQUIRE_EQ(rig_connect(&g, &p), 0);
+	CHECK_EQ(vt_vu_frontend_num_queues(g.fe), nqueues);
+	REQUIRE_EQ(vt_vu_frontend_negotiate(g.fe), 0);
+
+	uint64_t features = vt_vu_frontend_features(g.fe);
+	CHECK_EQ((features & F(ACCESS_PLATFORM)) != 0, platform);
+	CHECK_EQ((features & F(RING_PACKED)) != 0, packed);
+	CHECK_EQ(vt_dma_mode(vt_vu_frontend_dma(g.fe)), mode);
+	struct vt_vhost_backend_stats bs;
+	vt_vhost_backend_get_stats(g.be, &bs);
+	CHECK_EQ(bs.features, features);
+
+	for (unsigned int q = 0; q < nqueues; q++)
+		REQUIRE_EQ(vt_vu_frontend_queue_start(g.fe, q, QSIZE, 0), 0);
+	REQUIRE_EQ(vt_vu_frontend_ready(g.fe), 0);
+
+	struct buffer bufs[2][BATCH];
+	memset(bufs, 0, sizeof(bufs));
+	bool heap = mode == VT_DMA_BOUNCE;
+	for (unsigned int round = 0; round < ROUNDS; round++) {
+		for (unsigned int q = 0; q < nqueues; q++) {
+			for (unsigned int i = 0; i < BATCH; i++)
+				REQUIRE_EQ(buf_make(&g, &bufs[q][i], &seed, heap), 0);
+			REQUIRE_EQ(post(&g, q, bufs[q], BATCH), 0);
+		}
+		for (unsigned int q = 0; q < nqueues; q++) {
+			int rc = collect(&g, q, BATCH);
+			if (rc)
+				fprintf(stderr, "  round %u queue %u: %d\n", round, q, rc);
+			/* Buffers may still be posted: leave them (and the rig) rather than free
+			 * them. */
+			REQUIRE_EQ(rc, 0);
+			for (unsigned int i = 0; i < BATCH; i++)
+				buf_free(&g, &bufs[q][i]);
+		}
+		if (vt_test_failed)
+			break;
+	}
+	CHECK_EQ(atomic_load(&g.echo.buffers), (uint64_t)ROUNDS * BATCH * nqueues);
+	for (unsigned int q = 0; q < nqueues; q++)
+		CHECK_EQ(atomic_load(&g.echo.queue_buffers[q]), (uint64_t)ROUNDS * BATCH);
+
+	struct vt_vu_frontend_stats st;
+	vt_vu_frontend_get_stats(g.fe, &st);
+	struct vt_dma_stats ds;
+	vt_dma_get_stats(vt_vu_frontend_dma(g.fe), &ds);
+	if (platform) {
+		CHECK(st.iotlb_updates > 0);
+		CHECK_EQ(st.misses_denied, 0);
+		CHECK_EQ(st.access_fails, 0);
+	} else {
+		CHECK_EQ(st.iotlb_updates, 0);
+		CHECK_EQ(st.mappings, 0);
+	}
+	if (mode == VT_DMA_IOMMU_STRICT)
+		CHECK(st.iotlb_invalidations >= (uint64_t)ROUNDS * BATCH * nqueues);
+	if (mode == VT_DMA_IOMMU_PREMAPPED || mode == VT_DMA_BOUNCE)
+		CHECK(st.iotlb_updates <= 4); /* mapped once, however many buffers went */
+
+	CHECK_EQ(vt_vu_frontend_reset(g.fe, count_release, &g), 0);
+	CHECK_EQ(g.released, 0);
+	rig_destroy(&g);
+}
+
+static void echo_matrix(enum vt_dma_mode mode)
+{
+	for (int packed = 0; packed < 2; packed++)
+		for (unsigned int nq = 1; nq <= 2; nq++)
+			echo_run(mode, packed, nq);
+}
+
+VT_TEST(direct_mode_without_access_platform_echoes_every_byte)
+{
+	echo_matrix(VT_DMA_DIRECT);
+}
+
+VT_TEST(strict_iommu_mode_publishes_each_mapping_and_echoes_every_byte)
+{
+	echo_matrix(VT_DMA_IOMMU_STRICT);
+}
+
+VT_TEST(lazy_iommu_mode_echoes_every_byte)
+{
+	echo_matrix(VT_DMA_IOMMU_LAZY);
+}
+
+VT_TEST(premapped_iommu_mode_maps_once_and_echoes_every_byte)
+{
+	echo_matrix(VT_DMA_IOMMU_PREMAPPED);
+}
+
+VT_TEST(bounce_mode_shares_only_the_window_and_echoes_every_byte)
+{
+	echo_matrix(VT_DMA_BOUNCE);
+}
+
+/* ---------------------------------------------------------------- the IOMMU refuses */
+
+/*
+ * Posts one buffer (64 readable, 64 writable bytes) on queue 0, lets @corrupt rewrite its
+ * descriptors in ring memory (what a buggy or hostile driver could publish), then kicks.
+ */
+static void post_corrupted(struct rig *g, struct buffer *b, bool packed,
+			   void (*corrupt)(uint8_t *desc))
+{
+	uint64_t seed = 1;
+	REQUIRE_EQ(buf_make(g, b, &seed, false), 0);
+	b->in_len = b->out_len = 64; /* smaller than allocated: release with the allocated size */
+	struct iovec sg[2] = { { b->in, 64 }, { b->out, 64 } };
+	struct vt_vq_drv *vq = vt_vu_frontend_vq(g->fe, 0);
+	REQUIRE_EQ(vt_vq_drv_add(vq, sg, 1, 1, b), 0);
+	uint64_t desc, driver, device;
+	vt_vq_drv_addrs(vq, &desc, &driver, &device);
+	void *hva;
+	REQUIRE_EQ(vt_vu_frontend_bus_to_hva(g->fe, desc, 32, VT_ACCESS_RW, &hva), 0);
+	corrupt(hva); /* split and packed descriptors both start with the 64-bit address */
+	(void)packed;
+	REQUIRE_EQ(vt_vu_frontend_kick(g->fe, 0), 0);
+}
+
+static void point_readable_at_unmapped(uint8_t *desc)
+{
+	uint64_t addr = NEVER_MAPPED;
+	memcpy(desc, &addr, sizeof(addr));
+}
+
+static void point_writable_at_readable(uint8_t *desc)
+{
+	memcpy(desc + 16, desc, sizeof(uint64_t));
+}
+
+static void start_strict(struct rig *g, bool packed)
+{
+	uint64_t supported = F(VERSION_1) | F(ACCESS_PLATFORM) | (packed ? F(RING_PACKED) : 0);
+	REQUIRE_EQ(rig_backend(g, 1, 0), 0);
+	struct vt_vu_frontend_params p = fe_params(g, VT_DMA_IOMMU_STRICT, supported);
+	REQUIRE_EQ(rig_connect(g, &p), 0);
+	REQUIRE_EQ(vt_vu_frontend_negotiate(g->fe), 0);
+	REQUIRE_EQ(vt_vu_frontend_queue_start(g->fe, 0, QSIZE, 0), 0);
+	REQUIRE_EQ(vt_vu_frontend_ready(g->fe), 0);
+}
+
+VT_TEST(a_buffer_at_an_iova_never_mapped_is_not_read_and_the_wait_reports_the_fault)
+{
+	for (int packed = 0; packed < 2; packed++) {
+		struct rig g;
+		struct buffer b = { 0 };
+		start_strict(&g, packed);
+		REQUIRE(g.fe);
+		uint32_t in_alloc, out_alloc;
+		post_corrupted(&g, &b, packed, point_readable_at_unmapped);
+		in_alloc = b.in_len, out_alloc = b.out_len;
+		CHECK_EQ(vt_vu_frontend_wait(g.fe, 0, WAIT_MS), -EFAULT);
+
+		struct vt_vu_frontend_stats st;
+		vt_vu_frontend_get_stats(g.fe, &st);
+		CHECK(st.misses_denied >= 1);
+		CHECK_EQ(st.misses_answered, 0);
+		CHECK_EQ(st.last_fault_iova, NEVER_MAPPED);
+		CHECK_EQ(st.last_fault_perm, VHOST_ACCESS_RO);
+		/* Nothing was read or written: the echo model never saw the buffer. */
+		CHECK_EQ(atomic_load(&g.echo.buffers), 0);
+		for (int i = 0; i < 64; i++)
+			CHECK_EQ(b.out[i], POISON);
+		struct vt_vhost_backend_queue_stats qs;
+		REQUIRE_EQ(vt_vhost_backend_get_queue_stats(g.be, 0, &qs), 0);
+		CHECK(qs.parked || qs.broken);
+		CHECK(qs.misses >= 1);
+		/* Still sticky: the device must be reset. */
+		CHECK_EQ(vt_vu_frontend_wait(g.fe, 0, 10), -EFAULT);
+
+		CHECK_EQ(vt_vu_frontend_reset(g.fe, count_release, &g), 0);
+		CHECK_EQ(g.released, 1);
+		CHECK_EQ(vt_vu_frontend_wait(g.fe, 0, 0), -EINVAL); /* no queue any more */
+		b.in_len = in_alloc, b.out_len = out_alloc;
+		buf_free(&g, &b);
+		rig_destroy(&g);
+	}
+}
+
+VT_TEST(a_write_through_a_read_only_mapping_fails_on_the_backend_and_is_reported)
+{
+	for (int packed = 0; packed < 2; packed++) {
+		struct rig g;
+		struct buffer b = { 0 };
+		start_strict(&g, packed);
+		REQUIRE(g.fe);
+		post_corrupted(&g, &b, packed, point_writable_at_readable);
+		uint32_t in_alloc = b.in_len, out_alloc = b.out_len;
+		int rc = vt_vu_frontend_wait(g.fe, 0, WAIT_MS);
+		CHECK(rc == -EIO || rc == -EFAULT);
+		/* The ACCESS_FAIL travels on the channel: give it the same bounded time. */
+		struct vt_vu_frontend_stats st;
+		for (int i = 0; i < WAIT_MS; i += 10) {
+			vt_vu_frontend_get_stats(g.fe, &st);
+			if (st.access_fails)
+				break;
+			struct timespec ten = { .tv_nsec = 10000000 };
+			nanosleep(&ten, NULL);
+		}
+		CHECK_EQ(st.access_fails, 1);
+		CHECK_EQ(st.last_fault_perm, VHOST_ACCESS_WO);
+		CHECK_EQ(atomic_load(&g.echo.buffers), 0);
+		struct vt_vhost_backend_queue_stats qs;
+		REQUIRE_EQ(vt_vhost_backend_get_queue_stats(g.be, 0, &qs), 0);
+		CHECK(qs.broken);
+
+		CHECK_EQ(vt_vu_frontend_reset(g.fe, count_release, &g), 0);
+		CHECK_EQ(g.released, 1);
+		b.in_len = in_alloc, b.out_len = out_alloc;
+		buf_free(&g, &b);
+		rig_destroy(&g);
+	}
+}
+
+/* ---------------------------------------------------------------- policy and lifecycle */
+
+VT_TEST(restricted_memory_refuses_a_backend_without_access_platform)
+{
+	struct rig g;
+	REQUIRE_EQ(rig_backend(&g, 1, F(ACCESS_PLATFORM)), 0);
+	struct vt_vu_frontend_params p =
+	    fe_params(&g, VT_DMA_IOMMU_STRICT, F(VERSION_1) | F(ACCESS_PLATFORM));
+	p.restricted_memory = true;
+	REQUIRE_EQ(rig_connect(&g, &p), 0);
+	CHECK_EQ(vt_vu_frontend_offered_features(g.fe) & F(ACCESS_PLATFORM), 0);
+	CHECK_EQ(vt_vu_frontend_negotiate(g.fe), -EPERM);
+	CHECK_EQ(vt_vu_frontend_features(g.fe), 0);
+	CHECK(vt_vu_frontend_dma(g.fe) == NULL);
+	CHECK_EQ(vt_vu_frontend_queue_start(g.fe, 0, QSIZE, 0), -EINVAL);
+	rig_destroy(&g);
+}
+
+VT_TEST(restricted_memory_accepts_a_backend_with_access_platform)
+{
+	struct rig g;
+	REQUIRE_EQ(rig_backend(&g, 1, 0), 0);
+	struct vt_vu_frontend_params p =
+	    fe_params(&g, VT_DMA_BOUNCE, F(VERSION_1) | F(ACCESS_PLATFORM));
+	p.restricted_memory = true;
+	REQUIRE_EQ(rig_connect(&g, &p), 0);
+	CHECK_EQ(vt_vu_frontend_negotiate(g.fe), 0);
+	CHECK(vt_vu_frontend_features(g.fe) & F(ACCESS_PLATFORM));
+	rig_destroy(&g);
+}
+
+VT_TEST(direct_mode_is_refused_as_the_platform_mode)
+{
+	struct rig g;
+	REQUIRE_EQ(rig_backend(&g, 1, 0), 0);
+	struct vt_vu_frontend_params p =
+	    fe_params(&g, VT_DMA_IOMMU_STRICT, F(VERSION_1) | F(ACCESS_PLATFORM));
+	p.platform_dma = VT_DMA_DIRECT;
+	int sv[2];
+	REQUIRE_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	p.fd = sv[0]; /* taken over even when refused */
+	struct vt_vu_frontend *fe = NULL;
+	CHECK_EQ(vt_vu_frontend_connect(&p, &fe), -EINVAL);
+	CHECK(fe == NULL);
+	close(sv[1]);
+	rig_destroy(&g);
+}
+
+VT_TEST(handshake_learns_queues_protocol_and_memory_slots)
+{
+	struct rig g;
+	REQUIRE_EQ(rig_backend(&g, 2, 0), 0);
+	struct vt_vu_frontend_params p = fe_params(&g, VT_DMA_DIRECT, F(VERSION_1));
+	REQUIRE_EQ(rig_connect(&g, &p), 0);
+	uint64_t want = P(MQ) | P(REPLY_ACK) | P(BACKEND_REQ) | P(CONFIG) | P(CONFIGURE_MEM_SLOTS) |
+			P(STATUS) | P(RESET_DEVICE);
+	CHECK_EQ(vt_vu_frontend_protocol_features(g.fe), want);
+	CHECK(vt_vu_frontend_protocol_offered(g.fe) & P(INFLIGHT_SHMFD));
+	CHECK_EQ(vt_vu_frontend_num_queues(g.fe), 2);
+	CHECK(vt_vu_frontend_max_mem_slots(g.fe) >= 8);
+	CHECK(vt_vu_frontend_offered_features(g.fe) & F(VERSION_1));
+	CHECK_EQ(vt_vu_frontend_offered_features(g.fe) & VT_BIT(VHOST_USER_F_PROTOCOL_FEATURES), 0);
+	struct vt_vhost_backend_stats bs;
+	vt_vhost_backend_get_stats(g.be, &bs);
+	CHECK_EQ(bs.protocol_features, want);
+	rig_destroy(&g);
+}
+
+VT_TEST(set_mem_table_without_reply_ack_or_mem_slots_still_works)
+{
+	struct rig g;
+	REQUIRE_EQ(rig_backend(&g, 1, 0), 0);
+	struct vt_vu_frontend_params p =
+	    fe_params(&g, VT_DMA_IOMMU_LAZY, F(VERSION_1) | F(ACCESS_PLATFORM));
+	p.protocol_excluded = P(REPLY_ACK) | P(CONFIGURE_MEM_SLOTS) | P(STATUS);
+	REQUIRE_EQ(rig_connect(&g, &p), 0);
+	REQUIRE_EQ(vt_vu_frontend_negotiate(g.fe), 0);
+	struct vt_vhost_backend_stats bs;
+	vt_vhost_backend_get_stats(g.be, &bs);
+	CHECK_EQ(bs.mem_regions, 1);
+	REQUIRE_EQ(vt_vu_frontend_queue_start(g.fe, 0, QSIZE, 0), 0);
+	REQUIRE_EQ(vt_vu_frontend_ready(g.fe), 0);
+	struct buffer bufs[BATCH / 2]; /* no INDIRECT_DESC: three descriptors each */
+	uint64_t seed = 42;
+	for (unsigned int i = 0; i < BATCH / 2; i++)
+		REQUIRE_EQ(buf_make(&g, &bufs[i], &seed, false), 0);
+	REQUIRE_EQ(post(&g, 0, bufs, BATCH / 2), 0);
+	REQUIRE_EQ(collect(&g, 0, BATCH / 2), 0);
+	for (unsigned int i = 0; i < BATCH / 2; i++)
+		buf_free(&g, &bufs[i]);
+	rig_destroy(&g);
+}
+
+VT_TEST(reset_hands_back_posted_buffers_and_the_device_negotiates_again)
+{
+	struct rig g;
+	REQUIRE_EQ(rig_backend(&g, 1, 0), 0);
+	struct vt_vu_frontend_params p =
+	    fe_params(&g, VT_DMA_IOMMU_STRICT, F(VERSION_1) | F(ACCESS_PLATFORM) | F(RING_PACKED));
+	REQUIRE_EQ(rig_connect(&g, &p), 0);
+	for (int pass = 0; pass < 2; pass++) {
+		REQUIRE_EQ(vt_vu_frontend_negotiate(g.fe), 0);
+		REQUIRE_EQ(vt_vu_frontend_queue_start(g.fe, 0, QSIZE, 0), 0);
+		REQUIRE_EQ(vt_vu_frontend_ready(g.fe), 0);
+		struct buffer bufs[4];
+		uint64_t seed = 7;
+		for (unsigned int i = 0; i < 4; i++)
+			REQUIRE_EQ(buf_make(&g, &bufs[i], &seed, false), 0);
+		REQUIRE_EQ(post(&g, 0, bufs, 4), 0);
+		CHECK_EQ(collect(&g, 0, 4), 0);
+		/* Posted, never kicked: the reset hands these back. */
+		struct vt_vq_drv *vq = vt_vu_frontend_vq(g.fe, 0);
+		struct iovec sg[2] = { { bufs[0].in, bufs[0].in_len },
+				       { bufs[0].out, bufs[0].out_len } };
+		CHECK_EQ(vt_vq_drv_add(vq, sg, 1, 1, &bufs[0]), 0);
+		CHECK_EQ(vt_vq_drv_add(vq, sg, 1, 1, &bufs[1]), 0);
+		uint32_t base = 0;
+		CHECK_EQ(vt_vu_frontend_queue_stop(g.fe, 0, &base), 0);
+		/* Four buffers of three descriptors: 12 slots, wrap counter 1 (used index above).
+		 */
+		CHECK_EQ(base & 0xffff, VT_VQ_PACKED_START + 12);
+		g.released = 0;
+		CHECK_EQ(vt_vu_frontend_reset(g.fe, count_release, &g), 0);
+		CHECK_EQ(g.released, 2);
+		struct vt_vu_frontend_stats st;
+		vt_vu_frontend_get_stats(g.fe, &st);
+		CHECK_EQ(st.mappings, 0); /* every translation invalidated */
+		for (unsigned int i = 0; i < 4; i++)
+			buf_free(&g, &bufs[i]);
+	}
+	rig_destroy(&g);
+}
+
+VT_TEST(config_space_reads_through_get_config)
+{
+	struct rig g;
+	REQUIRE_EQ(rig_backend(&g, 1, 0), 0);
+	static const uint8_t config[16] = { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16 };
+	vt_vhost_backend_free(g.be);
+	struct vt_vhost_backend_params params = {
+		.device_id = VIRTIO_ID_RNG,
+		.num_queues = 1,
+		.max_queue_size = 256,
+		.config = config,
+		.config_size = sizeof(config),
+		.queue_ops = &vu_echo_ops,
+		.opaque = &g.echo,
+	};
+	REQUIRE_EQ(vt_vhost_backend_new(&params, &g.be), 0);
+	struct vt_vu_frontend_params p = fe_params(&g, VT_DMA_DIRECT, F(VERSION_1));
+	REQUIRE_EQ(rig_connect(&g, &p), 0);
+	uint8_t got[8];
+	CHECK_EQ(vt_vu_frontend_config_read(g.fe, 4, got, sizeof(got)), 0);
+	CHECK(memcmp(got, config + 4, sizeof(got)) == 0);
+	CHECK_EQ(vt_vu_frontend_config_read(g.fe, 250, got, sizeof(got)), -EINVAL);
+	/* The echo model's config is read-only: the back-end refuses, the ack says so. */
+	CHECK_EQ(vt_vu_frontend_config_write(g.fe, 0, got, 1), -EPROTO);
+	rig_destroy(&g);
+}
+
+/* ---------------------------------------------------------------- unix sockets */
+
+struct listener {
+	struct rig *g;
+	int lfd;
+};
+
+static void *accept_main(void *arg)
+{
+	struct listener *l = arg;
+	struct pollfd pfd = { .fd = l->lfd, .events = POLLIN };
+	if (poll(&pfd, 1, WAIT_MS) == 1) {
+		int fd = accept4(l->lfd, NULL, NULL, SOCK_CLOEXEC);
+		if (fd >= 0)
+			l->g->serve_rc = vt_vhost_backend_serve(l->g->be, fd);
+	}
+	return NULL;
+}
+
+VT_TEST(connects_by_path_and_times_out_when_nobody_listens)
+{
+	char dir[] = "/tmp/vt-fe-XXXXXX";
+	REQUIRE(mkdtemp(dir));
+	char path[108];
+	snprintf(path, sizeof(path), "%s/sock", dir);
+
+	struct rig g;
+	REQUIRE_EQ(rig_backend(&g, 1, 0), 0);
+	struct vt_vu_frontend_params p = fe_params(&g, VT_DMA_DIRECT, F(VERSION_1));
+	p.socket_path = path;
+	p.connect_timeout_ms = 100;
+	struct vt_vu_frontend *fe = NULL;
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	int rc = vt_vu_frontend_connect(&p, &fe);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	CHECK(rc == -ENOENT || rc == -ECONNREFUSED);
+	CHECK(t1.tv_sec - t0.tv_sec < 3);
+
+	struct listener l = { .g = &g };
+	l.lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	strcpy(addr.sun_path, path);
+	REQUIRE_EQ(bind(l.lfd, (struct sockaddr *)&addr, sizeof(addr)), 0);
+	REQUIRE_EQ(listen(l.lfd, 1), 0);
+	REQUIRE_EQ(pthread_create(&g.serve_thread, NULL, accept_main, &l), 0);
+	g.serving = true;
+	p.connect_timeout_ms = WAIT_MS;
+	REQUIRE_EQ(vt_vu_frontend_connect(&p, &g.fe), 0);
+	REQUIRE_EQ(vt_vu_frontend_negotiate(g.fe), 0);
+	REQUIRE_EQ(vt_vu_frontend_queue_start(g.fe, 0, QSIZE, 0), 0);
+	REQUIRE_EQ(vt_vu_frontend_ready(g.fe), 0);
+	struct buffer b;
+	uint64_t seed = 3;
+	REQUIRE_EQ(buf_make(&g, &b, &seed, false), 0);
+	REQUIRE_EQ(post(&g, 0, &b, 1), 0);
+	CHECK_EQ(collect(&g, 0, 1), 0);
+	buf_free(&g, &b);
+	vt_vu_frontend_close(g.fe);
+	g.fe = NULL;
+	close(l.lfd);
+	unlink(path);
+	rmdir(dir);
+	rig_destroy(&g);
+}
+
+/* ---------------------------------------------------------------- fake back-ends */
+
+static void put_msg(int fd, uint32_t request, uint32_t flags, const void *payload, uint32_t size)
+{
+	struct vhost_user_header h = { .request = request, .flags = flags, .size = size };
+	uint8_t buf[sizeof(h) + 512];
+	memcpy(buf, &h, sizeof(h));
+	if (size)
+		memcpy(buf + sizeof(h), payload, size);
+	CHECK_EQ(send(fd, buf, sizeof(h) + size, MSG_NOSIGNAL), (ssize_t)(sizeof(h) + size));
+}
+
+#define REPLY (VHOST_USER_VERSION | VHOST_USER_REPLY_MASK)
+
+/* Connects to a fake whose first reply (to GET_FEATURES) is already waiting in the socket. */
+static int connect_fake(int fake_reply(int fd), int timeout_ms, int64_t *elapsed_ms)
+{
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+		return -errno;
+	if (fake_reply(sv[1]) < 0)
+		close(sv[1]), sv[1] = -1;
+	struct vt_vu_frontend_params p = {
+		.fd = sv[0],
+		.timeout_ms = (unsigned int)timeout_ms,
+		.supported = F(VERSION_1),
+	};
+	struct vt_vu_frontend *fe = NULL;
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	int rc = vt_vu_frontend_connect(&p, &fe);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	*elapsed_ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+	CHECK(fe == NULL || rc == 0);
+	if (fe)
+		vt_vu_frontend_close(fe);
+	if (sv[1] >= 0)
+		close(sv[1]);
+	return rc;
+}
+
+static int reply_short(int fd)
+{
+	uint32_t v = 1;
+	put_msg(fd, VHOST_USER_GET_FEATURES, REPLY, &v, sizeof(v));
+	return 0;
+}
+
+static int reply_other_request(int fd)
+{
+	uint64_t v = F(VERSION_1);
+	put_msg(fd, VHOST_USER_GET_QUEUE_NUM, REPLY, &v, sizeof(v));
+	return 0;
+}
+
+static int reply_without_reply_flag(int fd)
+{
+	uint64_t v = F(VERSION_1);
+	put_msg(fd, VHOST_USER_GET_FEATURES, VHOST_USER_VERSION, &v, sizeof(v));
+	return 0;
+}
+
+static int reply_wrong_version(int fd)
+{
+	uint64_t v = F(VERSION_1);
+	put_msg(fd, VHOST_USER_GET_FEATURES, 2 | VHOST_USER_REPLY_MASK, &v, sizeof(v));
+	return 0;
+}
+
+static int reply_half_then_stall(int fd)
+{
+	struct vhost_user_header h = { VHOST_USER_GET_FEATURES, REPLY, 8 };
+	CHECK_EQ(send(fd, &h, sizeof(h), MSG_NOSIGNAL), (ssize_t)sizeof(h));
+	return 0;
+}
+
+static int reply_nothing(int fd)
+{
+	return 0;
+}
+
+static int hang_up(int fd)
+{
+	return -1;
+}
+
+VT_TEST(a_reply_of_the_wrong_size_code_flags_or_version_is_a_protocol_error)
+{
+	int64_t ms;
+	CHECK_EQ(connect_fake(reply_short, 1000, &ms), -EPROTO);
+	CHECK_EQ(connect_fake(reply_other_request, 1000, &ms), -EPROTO);
+	CHECK_EQ(connect_fake(reply_without_reply_flag, 1000, &ms), -EPROTO);
+	CHECK_EQ(connect_fake(reply_wrong_version, 1000, &ms), -EPROTO);
+	CHECK(ms < 1000);
+}
+
+VT_TEST(a_backend_that_never_answers_times_out_within_the_bound)
+{
+	int64_t ms;
+	CHECK_EQ(connect_fake(reply_nothing, 200, &ms), -ETIMEDOUT);
+	CHECK(ms >= 150 && ms < 2000);
+	CHECK_EQ(connect_fake(reply_half_then_stall, 200, &ms), -ETIMEDOUT);
+	CHECK(ms < 2000);
+	int rc = connect_fake(hang_up, 200, &ms);
+	CHECK(rc == -EPIPE || rc == -ECONNRESET);
+}
+
+/*
+ * A scripted back-end on a thread: offers ACCESS_PLATFORM with REPLY_ACK and BACKEND_REQ, acks
+ * everything, records the IOTLB messages it gets, and hands the test its end of the channel.
+ */
+struct fake {
+	int sock;
+	pthread_t thread;
+	_Atomic int chan;
+	pthread_mutex_t lock;
+	unsigned int updates, invalidations;
+	struct vhost_iotlb_msg last_update;
+};
+
+static int fake_recv(int fd, struct vhost_user_header *h, uint8_t *payload, int *rfd)
+{
+	char control[CMSG_SPACE(sizeof(int) * 8)];
+	struct iovec iov = { h, sizeof(*h) };
+	struct msghdr mh = { .msg_iov = &iov,
+			     .msg_iovlen = 1,
+			     .msg_control = control,
+			     .msg_controllen = sizeof(control) };
+	ssize_t n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC | MSG_WAITALL);
+	if (n != (ssize_t)sizeof(*h))
+		return -1;
+	*rfd = -1;
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+		int count = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+		for (int i = 0; i < count; i++) {
+			int f;
+			memcpy(&f, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+			if (*rfd < 0)
+				*rfd = f;
+			else
+				close(f);
+		}
+	}
+	if (h->size > 512)
+		return -1;
+	if (h->size && recv(fd, payload, h->size, MSG_WAITALL) != (ssize_t)h->size)
+		return -1;
+	return 0;
+}
+
+static void *fake_main(void *arg)
+{
+	struct fake *f = arg;
+	struct vhost_user_header h;
+	uint8_t payload[512];
+	int fd;
+
+	while (fake_recv(f->sock, &h, payload, &fd) == 0) {
+		uint64_t v = 0;
+		bool reply = true;
+		switch (h.request) {
+		case VHOST_USER_GET_FEATURES:
+			v = F(VERSION_1) | F(ACCESS_PLATFORM) |
+			    VT_BIT(VHOST_USER_F_PROTOCOL_FEATURES);
+			break;
+		case VHOST_USER_GET_PROTOCOL_FEATURES:
+			v = P(REPLY_ACK) | P(BACKEND_REQ);
+			break;
+		case VHOST_USER_SET_BACKEND_REQ_FD:
+			atomic_store(&f->chan, fd);
+			fd = -1;
+			reply = h.flags & VHOST_USER_NEED_REPLY;
+			break;
+		case VHOST_USER_IOTLB_MSG: {
+			struct vhost_iotlb_msg m;
+			memcpy(&m, payload, sizeof(m));
+			pthread_mutex_lock(&f->lock);
+			if (m.type == VHOST_IOTLB_UPDATE) {
+				f->updates++;
+				f->last_update = m;
+			} else {
+				f->invalidations++;
+			}
+			pthread_mutex_unlock(&f->lock);
+			reply = h.flags & VHOST_USER_NEED_REPLY;
+			break;
+		}
+		default:
+			reply = h.flags & VHOST_USER_NEED_REPLY;
+			break;
+		}
+		if (fd >= 0)
+			close(fd);
+		if (reply)
+			put_msg(f->sock, h.request, REPLY, &v, sizeof(v));
+	}
+	return NULL;
+}
+
+static struct vhost_iotlb_msg miss(uint64_t iova, uint8_t perm)
+{
+	return (struct vhost_iotlb_msg){ .iova = iova, .perm = perm, .type = VHOST_IOTLB_MISS };
+}
+
+static unsigned int fake_updates(struct fake *f, struct vhost_iotlb_msg *last)
+{
+	pthread_mutex_lock(&f->lock);
+	unsigned int n = f->updates;
+	if (last)
+		*last = f->last_update;
+	pthread_mutex_unlock(&f->lock);
+	return n;
+}
+
+/* The channel carries a request with NEED_REPLY: the front-end's status answer, or -1. */
+static int64_t channel_call(int chan, uint32_t request, const void *payload, uint32_t size)
+{
+	put_msg(chan, request, VHOST_USER_VERSION | VHOST_USER_NEED_REPLY, payload, size);
+	struct pollfd pfd = { .fd = chan, .events = POLLIN };
+	if (poll(&pfd, 1, WAIT_MS) != 1)
+		return -1;
+	struct vhost_user_header h;
+	uint64_t v;
+	if (recv(chan, &h, sizeof(h), MSG_WAITALL) != (ssize_t)sizeof(h) || h.request != request ||
+	    !(h.flags & VHOST_USER_REPLY_MASK) || h.size != sizeof(v) ||
+	    recv(chan, &v, sizeof(v), MSG_WAITALL) != (ssize_t)sizeof(v))
+		return -1;
+	return (int64_t)v;
+}
+
+VT_TEST(misses_are_answered_only_for_mapped_addresses_with_that_access)
+{
+	struct rig g;
+	REQUIRE_EQ(rig_backend(&g, 1, 0), 0); /* for its shm only */
+	struct fake f = { .chan = -1 };
+	pthread_mutex_init(&f.lock, NULL);
+	int sv[2];
+	REQUIRE_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	f.sock = sv[1];
+	REQUIRE_EQ(pthread_create(&f.thread, NULL, fake_main, &f), 0);
+	struct vt_vu_frontend_params p =
+	    fe_params(&g, VT_DMA_IOMMU_STRICT, F(VERSION_1) | F(ACCESS_PLATFORM));
+	p.fd = sv[0];
+	p.device_id = VIRTIO_ID_RNG;
+	REQUIRE_EQ(vt_vu_frontend_connect(&p, &g.fe), 0);
+	REQUIRE_EQ(vt_vu_frontend_negotiate(g.fe), 0);
+	int chan = atomic_load(&f.chan);
+	REQUIRE(chan >= 0);
+	struct timeval tv = { .tv_sec = WAIT_MS / 1000 };
+	setsockopt(chan, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+
+	/* A to-device mapping: published read-only. */
+	void *buf;
+	REQUIRE_EQ(vt_shm_alloc(g.shm, 4096, 4096, &buf), 0);
+	uint64_t iova;
+	struct vt_dma *dma = vt_vu_frontend_dma(g.fe);
+	REQUIRE_EQ(vt_dma_map(dma, buf, 4096, VT_DMA_TO_DEVICE, &iova), 0);
+	struct vhost_iotlb_msg last;
+	CHECK_EQ(fake_updates(&f, &last), 1);
+	CHECK_EQ(last.iova, iova);
+	CHECK_EQ(last.size, 4096);
+	CHECK_EQ(last.uaddr, (uint64_t)(uintptr_t)buf);
+	CHECK_EQ(last.perm, VHOST_ACCESS_RO);
+
+	/* A read miss inside it: answered with the whole mapping, read-only. */
+	struct vhost_iotlb_msg m = miss(iova + 100, VHOST_ACCESS_RO);
+	CHECK_EQ(channel_call(chan, VHOST_USER_BACKEND_IOTLB_MSG, &m, sizeof(m)), 0);
+	CHECK_EQ(fake_updates(&f, &last), 2);
+	CHECK_EQ(last.iova, iova);
+	CHECK_EQ(last.perm, VHOST_ACCESS_RO);
+
+	/* A write miss on it, and misses where nothing is mapped: no update, faults recorded. */
+	m = miss(iova + 100, VHOST_ACCESS_WO);
+	CHECK_EQ(channel_call(chan, VHOST_USER_BACKEND_IOTLB_MSG, &m, sizeof(m)), 0);
+	unsigned int storm = (unsigned int)vt_test_scaled(5000);
+	for (unsigned int i = 0; i < storm; i++) {
+		m = miss(NEVER_MAPPED + i * 4096ull, VHOST_ACCESS_RW);
+		put_msg(chan, VHOST_USER_BACKEND_IOTLB_MSG, VHOST_USER_VERSION, &m, sizeof(m));
+	}
+	m = miss(iova + 4096, VHOST_ACCESS_RO); /* one past the end */
+	CHECK_EQ(channel_call(chan, VHOST_USER_BACKEND_IOTLB_MSG, &m, sizeof(m)), 0);
+	CHECK_EQ(fake_updates(&f, NULL), 2);
+	struct vt_vu_frontend_stats st;
+	vt_vu_frontend_get_stats(g.fe, &st);
+	CHECK_EQ(st.misses, storm + 3);
+	CHECK_EQ(st.misses_answered, 1);
+	CHECK_EQ(st.misses_denied, storm + 2);
+	CHECK_EQ(st.last_fault_iova, iova + 4096);
+
+	/* After the unmap the address is gone for misses too. */
+	REQUIRE_EQ(vt_dma_unmap(dma, iova, 4096, VT_DMA_TO_DEVICE), 0);
+	m = miss(iova, VHOST_ACCESS_RO);
+	CHECK_EQ(channel_call(chan, VHOST_USER_BACKEND_IOTLB_MSG, &m, sizeof(m)), 0);
+	CHECK_EQ(fake_updates(&f, NULL), 2);
+	vt_vu_frontend_get_stats(g.fe, &st);
+	CHECK_EQ(st.mappings, 0);
+
+	/* Malformed channel traffic: refused (status 1), counted, nothing else happens. */
+	uint32_t four = 4;
+	CHECK_EQ(channel_call(chan, VHOST_USER_BACKEND_IOTLB_MSG, &four, sizeof(four)), 1);
+	CHECK_EQ(channel_call(chan, 77, NULL, 0), 1);
+	m.type = VHOST_IOTLB_UPDATE;
+	CHECK_EQ(channel_call(chan, VHOST_USER_BACKEND_IOTLB_MSG, &m, sizeof(m)), 1);
+	CHECK_EQ(channel_call(chan, VHOST_USER_BACKEND_CONFIG_CHANGE_MSG, NULL, 0), 0);
+	vt_vu_frontend_get_stats(g.fe, &st);
+	CHECK_EQ(st.bad_backend_messages, 3);
+	CHECK_EQ(st.config_changes, 1);
+	/* A broken stream: the front-end closes its end of the channel. */
+	put_msg(chan, VHOST_USER_BACKEND_IOTLB_MSG, 3, &m, sizeof(m));
+	struct pollfd pfd = { .fd = chan, .events = POLLIN };
+	CHECK_EQ(poll(&pfd, 1, WAIT_MS), 1);
+	char c;
+	CHECK_EQ(recv(chan, &c, 1, 0), 0);
+
+	vt_shm_release(g.shm, buf, 4096);
+	vt_vu_frontend_close(g.fe);
+	g.fe = NULL;
+	pthread_join(f.thread, NULL);
+	close(sv[1]);
+	close(chan);
+	pthread_mutex_destroy(&f.lock);
+	rig_destroy(&g);
+}
