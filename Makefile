@@ -3,7 +3,7 @@
 #   make run     build and start virtue-blk (vhost-user-blk) on a RAM disk at $(SOCKET)
 #   make demo    the negotiation and DMA demonstration (one process, no QEMU)
 #   make check   every test: normal build, ASan+UBSan build with libFuzzer, TSan for threaded code
-#   make bench   benchmarks (virtue-bench)
+#   make bench   benchmarks (virtue-bench; a guest on virtue-blk vs qemu-storage-daemon)
 #   make fuzz    the fuzz targets for longer (FUZZ_SECONDS, default 600)
 BUILD      ?= build
 FUZZ_SECONDS ?= 600
@@ -39,6 +39,9 @@ bench:
 	build-bench/tools/virtue-bench mem
 	build-bench/tools/virtue-bench ring
 	build-bench/tools/virtue-bench ringcost
+	sh tests/interop/guest-kit.sh .cache/guest-kit
+	python3 tests/interop/blk_bench.py --kit .cache/guest-kit \
+		--backend-bin build-bench/tools/virtue-blk
 
 fuzz:
 	@scripts/deps.sh

@@ -55,7 +55,16 @@ CASES = {
     "iommu-packed-mq4": dict(nq=4, packed=True, iommu=True, ro=False),
     "readonly": dict(nq=1, packed=False, iommu=False, ro=True),
     "reconnect": dict(nq=1, packed=False, iommu=False, ro=False, reconnect=True),
+    "reconnect-packed": dict(nq=1, packed=True, iommu=False, ro=False, reconnect=True),
+    # virtue only: virtue-blk kills itself with requests in flight (VIRTUE_BLK_TEST_CRASH_AT);
+    # the restarted one must resubmit them from the inflight buffer QEMU kept.
+    "crash-inflight": dict(nq=1, packed=False, iommu=False, ro=False, reconnect=True,
+                           crash=True),
+    "crash-inflight-packed": dict(nq=1, packed=True, iommu=False, ro=False, reconnect=True,
+                                  crash=True),
 }
+# Requests virtue-blk completes before its test crash: well inside the write phase.
+CRASH_AT = 24
 
 
 def qsd_cmd(args, sock, image, nq, ro):
@@ -237,12 +246,16 @@ class Boot:
         self.bproc = self.qproc = None
         self.files = []
 
-    def start_backend(self, nq, ro):
-        bcmd = BACKENDS[self.args.backend]["cmd"](self.args, self.sock, self.image, nq, ro)
-        self.log(f"{self.name}: backend: {' '.join(bcmd)}")
+    def backend_cmd(self, nq, ro):
+        return BACKENDS[self.args.backend]["cmd"](self.args, self.sock, self.image, nq, ro)
+
+    def start_backend(self, nq, ro, env=None):
+        bcmd = self.backend_cmd(nq, ro)
+        self.log(f"{self.name}: backend: {' '.join(bcmd)}" + (f" (env {env})" if env else ""))
         out = open(self.blog, "ab")
         self.files.append(out)
-        self.bproc = subprocess.Popen(bcmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+        self.bproc = subprocess.Popen(bcmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                      env=dict(os.environ, **env) if env else None)
         wait_socket(self.sock, self.bproc, self.blog)
 
     def kill_backend(self):
@@ -266,7 +279,11 @@ class Boot:
             dev += ",iommu_platform=on,ats=on,disable-legacy=on"
         elif iommu_machine:
             dev += ",ats=on"
-        cmdline = "console=ttyS0 panic=-1 loglevel=4 edd=off vt.workload=blk"
+        # cfg may name another guest workload (blk_bench.py: "bench") and add to the command line.
+        cmdline = ("console=ttyS0 panic=-1 loglevel=4 edd=off "
+                   f"vt.workload={cfg.get('workload', 'blk')}")
+        if cfg.get("cmdline"):
+            cmdline += " " + cfg["cmdline"]
         if iommu_machine:
             cmdline += " intel_iommu=on iommu.strict=1"
         if self.args.append:
@@ -370,10 +387,27 @@ def run_case(args, name, spec, tmp, log):
     try:
         writes, reads, model = prepare(boot, seed, size, cfg["ro"],
                                        60 if cfg.get("reconnect") else 40)
-        boot.start_backend(cfg["nq"], cfg["ro"])
+        if cfg.get("crash") and args.backend != "virtue":
+            raise CaseFailed("the crash cases need virtue-blk's test hook")
+        boot.start_backend(cfg["nq"], cfg["ro"],
+                           {"VIRTUE_BLK_TEST_CRASH_AT": str(CRASH_AT)} if cfg.get("crash") else None)
         watch = None
         events = {}
-        if cfg.get("reconnect"):
+        if cfg.get("crash"):
+            def watch(data, elapsed):
+                # The backend dies by itself mid-writes; restart it a second later.
+                if "killed" not in events and boot.bproc.poll() is not None:
+                    events["writes_done_before_kill"] = b"VT-PHASE writes done" in data
+                    events["killed"] = elapsed
+                    if os.path.exists(boot.sock):
+                        os.unlink(boot.sock)
+                    log(f"{name}: backend crashed at {elapsed:.1f} s")
+                elif "killed" in events and "restarted" not in events and \
+                        elapsed > events["killed"] + 1.0:
+                    boot.start_backend(cfg["nq"], cfg["ro"])
+                    events["restarted"] = elapsed
+                    log(f"{name}: backend restarted at {elapsed:.1f} s")
+        elif cfg.get("reconnect"):
             def watch(data, elapsed):
                 # Once the guest is writing: freeze the backend (SIGSTOP) for a second so that
                 # the guest's next O_DIRECT write is left outstanding in the ring, kill it
@@ -402,9 +436,17 @@ def run_case(args, name, spec, tmp, log):
                 raise CaseFailed("the guest never started writing: backend not killed")
             if events["writes_done_before_kill"]:
                 raise CaseFailed("the writes ended before the backend was killed (inconclusive)")
-            killed = (f"backend frozen and killed at {events['killed']:.1f} s mid-writes, "
-                      f"restarted at "
+            killed = (f"backend {'crashed' if cfg.get('crash') else 'frozen and killed'} at "
+                      f"{events['killed']:.1f} s mid-writes, restarted at "
                       f"{events['restarted']:.1f} s")
+            if cfg.get("crash"):
+                blog = open(boot.blog, errors="replace").read()
+                m = re.search(r"test crash with (\d+) requests in flight", blog)
+                r = re.search(r"(\d+) buffers in flight before a restart: resubmitting", blog)
+                if not m or not r:
+                    raise CaseFailed("no requests were resubmitted after the crash: "
+                                     f"{tail(boot.blog, 10)}")
+                killed += f"; {m.group(1)} in flight at the crash, {r.group(1)} resubmitted"
         out = open(boot.serial, errors="replace").read()
         notes.append(check_guest(name, cfg, backend, out, writes, reads, boot.image, model,
                                     size))

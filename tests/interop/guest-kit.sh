@@ -7,7 +7,8 @@
 #                           takes under TCG. Absent if the kernel has no PVH entry.
 #   OUTDIR/initramfs.gz     cpio newc + gzip: busybox-static, the virtio modules the guest needs
 #                           (closure over each module's "depends=", loaded in dependency order),
-#                           /init (guest/init.sh) and /bin/vt-blk-workload (guest/blk-workload.sh)
+#                           /init (guest/init.sh), /bin/vt-blk-workload (guest/blk-workload.sh) and
+#                           /bin/vt-blk-bench (guest/blk-bench.sh)
 #   OUTDIR/kit.info         the package versions it was made from
 #   OUTDIR/kit.stamp        written last; while it is newer than this script and the guest/ files,
 #                           a second run does nothing
@@ -23,6 +24,7 @@ out=$1
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 inputs="$here/guest-kit.sh $here/guest/init.sh $here/guest/blk-workload.sh"
+inputs="$inputs $here/guest/blk-bench.sh"
 
 fresh() {
 	[ -f "$out/kit.stamp" ] || return 1
@@ -104,7 +106,8 @@ cp "$work/x/bin/busybox" "$root/bin/busybox"
 ln -s busybox "$root/bin/sh"
 cp "$here/guest/init.sh" "$root/init"
 cp "$here/guest/blk-workload.sh" "$root/bin/vt-blk-workload"
-chmod 755 "$root/init" "$root/bin/vt-blk-workload"
+cp "$here/guest/blk-bench.sh" "$root/bin/vt-blk-bench"
+chmod 755 "$root/init" "$root/bin/vt-blk-workload" "$root/bin/vt-blk-bench"
 # The kernel opens /dev/console before /init runs; init also mounts devtmpfs.
 mknod "$root/dev/console" c 5 1 2>/dev/null || true
 

@@ -3,7 +3,7 @@
  * virtue-bench: micro-benchmarks of the library's layers. Every figure is a median of several runs
  * and is printed beside the cache-line ping-pong measured in the same run.
  *
- *   virtue-bench mem|ring|ringcost [--json] [--runs N] [--quick] [--only TEXT]
+ *   virtue-bench mem|ring|ringcost|pingpong [--json] [--runs N] [--quick] [--only TEXT]
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,11 +15,14 @@ static int usage(FILE *out)
 {
 	fprintf(
 	    out,
-	    "usage: virtue-bench mem|ring|ringcost [--json] [--runs N] [--quick] [--only TEXT]\n"
+	    "usage: virtue-bench mem|ring|ringcost|pingpong [--json] [--runs N] [--quick]\n"
+	    "                    [--only TEXT]\n"
 	    "  mem     address translation (memory table, IOTLB) and DMA map+unmap per mode\n"
 	    "  ring    virtqueue throughput between two pinned threads, per format and mode\n"
 	    "  ringcost both halves on one thread: the code's own cost per buffer (run it\n"
 	    "          under valgrind --tool=callgrind for instructions per buffer)\n"
+	    "  pingpong only the cache-line ping-pong (ns one way), the reference printed\n"
+	    "          beside every figure (blk_bench.py runs it around each guest run)\n"
 	    "  --json  one JSON object per result line\n"
 	    "  --runs  repetitions per configuration, median reported (default 5)\n"
 	    "  --quick a tenth of the operations (a smoke run)\n"
@@ -92,6 +95,14 @@ int main(int argc, char **argv)
 		return bench_ring(&opts) < 0 ? 1 : 0;
 	if (strcmp(what, "ringcost") == 0)
 		return bench_ringcost(&opts) < 0 ? 1 : 0;
+	if (strcmp(what, "pingpong") == 0) {
+		double pp = bench_pingpong_ns(&opts);
+		if (opts.json)
+			printf("{\"bench\":\"pingpong\",\"pingpong_ns\":%.1f}\n", pp);
+		else
+			printf("pingpong %.1f ns one way\n", pp);
+		return pp < 0 ? 1 : 0;
+	}
 	fprintf(stderr, "virtue-bench: unknown benchmark '%s'\n", what);
 	return usage(stderr);
 }

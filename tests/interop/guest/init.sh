@@ -37,9 +37,10 @@ done
 echo "VT-BEGIN ${workload:-none} uptime=$(cut -d" " -f1 /proc/uptime)"
 case "$workload" in
 blk) /bin/vt-blk-workload /vt/plan ;;
+bench) /bin/vt-blk-bench ;;
 shell) sh ;;
 *)
-	echo "VT-ERR unknown workload '${workload}' (kernel command line: vt.workload=blk)"
+	echo "VT-ERR unknown workload '${workload}' (kernel command line: vt.workload=blk|bench|shell)"
 	false
 	;;
 esac
