@@ -88,7 +88,7 @@ struct vt_blk_info {
  * Only fields whose feature is negotiated are read; a config too short to hold them is refused.
  * Returns 0 with *@info filled, or -EINVAL: @len shorter than `capacity` or than a negotiated
  * feature's field, or a value no request could satisfy (capacity past 2^55 sectors, blk_size not
- * a power of two in [512, 64 KiB], size_max or seg_max 0, num_queues 0, a DISCARD or WRITE_ZEROES
+ * a power of two in [512, 64 KiB], seg_max 0, num_queues 0, a DISCARD or WRITE_ZEROES
  * limit of 0).
  */
 int vt_blk_config_decode(const void *config, size_t len, uint64_t features,

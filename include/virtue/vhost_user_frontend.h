@@ -170,6 +170,7 @@ uint64_t vt_vu_frontend_offered_features(const struct vt_vu_frontend *fe); /* vi
 uint64_t vt_vu_frontend_features(const struct vt_vu_frontend *fe);	   /* negotiated */
 uint64_t vt_vu_frontend_protocol_offered(const struct vt_vu_frontend *fe);
 uint64_t vt_vu_frontend_protocol_features(const struct vt_vu_frontend *fe); /* negotiated */
+/* Rings the back-end serves: GET_QUEUE_NUM (1 without MQ), doubled for net (it counts pairs). */
 unsigned int vt_vu_frontend_num_queues(const struct vt_vu_frontend *fe);
 unsigned int vt_vu_frontend_max_mem_slots(const struct vt_vu_frontend *fe); /* 0: not asked */
 struct vt_driver *vt_vu_frontend_driver(struct vt_vu_frontend *fe);

@@ -3,7 +3,7 @@
  * libvirtue, all of it: include this, or the one header you need. Layers, bottom up: the wire
  * (spec/), the platform rule (platform.h, barrier.h), memory (as.h, memtable.h, iotlb.h, shm.h,
  * dma.h, iotlb_feed.h), virtqueues (virtqueue.h), device and driver objects (device.h, driver.h),
- * device models (blk.h) and drivers (blk_driver.h), the vhost-user front-end
+ * device models (blk.h) and drivers (blk_driver.h, net_driver.h), the vhost-user front-end
  * (vhost_user_frontend.h).
  */
 #ifndef VIRTUE_VIRTUE_H
@@ -36,5 +36,6 @@
 
 #include "blk.h"
 #include "blk_driver.h"
+#include "net_driver.h"
 
 #endif

@@ -58,8 +58,11 @@ int vt_blk_config_decode(const void *config, size_t len, uint64_t features,
 	info->capacity_bytes = info->capacity_sectors << VIRTIO_BLK_SECTOR_SHIFT;
 
 	if (features & BLK_F(SIZE_MAX)) {
-		if (len < FIELD_END(size_max) || (info->size_max = GET32(c, size_max)) == 0)
+		/* 0 means no limit, as Linux reads it: qemu-storage-daemon offers SIZE_MAX with 0.
+		 */
+		if (len < FIELD_END(size_max))
 			return -EINVAL;
+		info->size_max = GET32(c, size_max);
 	}
 	if (features & BLK_F(SEG_MAX)) {
 		if (len < FIELD_END(seg_max) || (info->seg_max = GET32(c, seg_max)) == 0)

@@ -392,8 +392,11 @@ static void disconnect(struct vt_vhost_backend *be)
 	vu_mem_unmap_all(be);
 	vu_inflight_unmap(be); /* the front-end keeps it and gives it to the next connection */
 	set_backend_fd(be, -1);
+	/* The I/O threads look at every queue of theirs on a wake-up: not while it is rewritten. */
+	vu_quiesce(be);
 	for (unsigned int i = 0; i < be->params.num_queues; i++)
 		vu_queue_init(be, &be->queues[i], i);
+	vu_unquiesce(be);
 	be->owner = false;
 	be->protocol = 0;
 	publish_stats(be);

@@ -267,18 +267,28 @@ static int handshake(struct vt_vu_frontend *fe)
 	if (rc < 0)
 		return rc;
 
-	fe->num_queues = 1;
+	/*
+	 * A net back-end counts queue pairs (QEMU's vhost-user net, DPDK): a receiveq and a
+	 * transmitq each. Its control queue stays with the front-end, as in QEMU.
+	 */
+	unsigned int per = fe->params.device_id == VIRTIO_ID_NET ? 2 : 1;
+	fe->num_queues = per;
 	if (fe_has_protocol(fe, VHOST_USER_PROTOCOL_F_MQ)) {
 		uint64_t n = 0;
 		rc = fe_get_u64(fe, VHOST_USER_GET_QUEUE_NUM, &n);
 		if (rc < 0)
 			return rc;
-		if (n == 0 || n > FE_MAX_QUEUES) {
-			vt_log(fe->log, VT_LOG_ERROR, "%s: GET_QUEUE_NUM answered %llu (1..%u)",
-			       fe->name, (unsigned long long)n, FE_MAX_QUEUES);
+		if (n == 0) {
+			vt_log(fe->log, VT_LOG_ERROR, "%s: GET_QUEUE_NUM answered 0", fe->name);
 			return -EPROTO;
 		}
-		fe->num_queues = (unsigned int)n;
+		/* An upper bound, not a count: DPDK answers its compile-time maximum (128). */
+		if (n > FE_MAX_QUEUES / per) {
+			vt_log(fe->log, VT_LOG_INFO, "%s: GET_QUEUE_NUM answered %llu: using %u",
+			       fe->name, (unsigned long long)n, FE_MAX_QUEUES / per);
+			n = FE_MAX_QUEUES / per;
+		}
+		fe->num_queues = (unsigned int)n * per;
 	}
 	if (fe_has_protocol(fe, VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS)) {
 		uint64_t n = 0;

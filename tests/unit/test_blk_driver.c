@@ -514,8 +514,9 @@ VT_TEST(config_decode_refuses_values_no_request_could_satisfy)
 	c.seg_max = 0;
 	CHECK_EQ(vt_blk_config_decode(&c, sizeof(c), BLKF(SEG_MAX), &info), -EINVAL);
 	c = full_config();
-	c.size_max = 0;
-	CHECK_EQ(vt_blk_config_decode(&c, sizeof(c), BLKF(SIZE_MAX), &info), -EINVAL);
+	c.size_max = 0; /* no limit (qemu-storage-daemon says so), not an error */
+	CHECK_EQ(vt_blk_config_decode(&c, sizeof(c), BLKF(SIZE_MAX), &info), 0);
+	CHECK_EQ(info.size_max, 0);
 	c = full_config();
 	c.num_queues = 0;
 	CHECK_EQ(vt_blk_config_decode(&c, sizeof(c), BLKF(MQ), &info), -EINVAL);

@@ -1,0 +1,646 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The virtio-net driver's engines: transmit (a header, then the frame, from slots of shared
+ * memory), receive (the ring kept filled with buffers of one size, frames collected across
+ * MRG_RXBUF's buffers with num_buffers checked against what was used), and the control queue's
+ * MQ command. Everything the device wrote is checked before it is believed (5.1.6.4).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <virtue/net_driver.h>
+
+#define NET_F(bit)   VT_BIT(VIRTIO_NET_F_##bit)
+#define SLOT_ALIGN   64u
+#define MAX_BUF_SIZE (1u << 20)
+
+static size_t align_up(size_t v, size_t a)
+{
+	return (v + a - 1) & ~(a - 1);
+}
+
+/* The virtqueue's used_len_clamped counter moved: the device claimed more than was posted. */
+static bool clamped_since(struct vt_vq_drv *vq, uint64_t *seen)
+{
+	struct vt_vq_drv_stats vs;
+	vt_vq_drv_get_stats(vq, &vs);
+	if (vs.used_len_clamped == *seen)
+		return false;
+	*seen = vs.used_len_clamped;
+	return true;
+}
+
+/* ---------------------------------------------------------------- transmit */
+
+struct tx_slot {
+	uint8_t *mem; /* header, then frame_room bytes */
+	void *cookie;
+	bool busy;
+};
+
+struct vt_net_txq {
+	struct vt_vq_drv *vq;
+	struct vt_shm *shm;
+	const char *name;
+	const struct vt_log *log;
+	unsigned int num;
+	uint32_t hdr_len, frame_room;
+	uint8_t *mem;
+	size_t mem_size, stride;
+	struct tx_slot *slots;
+	unsigned int *free_slots; /* a stack of slot indices */
+	unsigned int nfree;
+	struct iovec *sg; /* scratch for send_sg: num entries */
+	struct vt_net_txq_stats stats;
+};
+
+void vt_net_txq_free(struct vt_net_txq *q)
+{
+	if (!q)
+		return;
+	if (q->mem)
+		vt_shm_release(q->shm, q->mem, q->mem_size);
+	free(q->slots);
+	free(q->free_slots);
+	free(q->sg);
+	free(q);
+}
+
+int vt_net_txq_new(const struct vt_net_txq_params *p, struct vt_net_txq **out)
+{
+	*out = NULL;
+	if (!p || !p->vq || !p->shm || p->num == 0 || p->num > 32768 ||
+	    p->frame_room > VT_NET_MAX_FRAME)
+		return -EINVAL;
+	struct vt_net_txq *q = calloc(1, sizeof(*q));
+	if (!q)
+		return -ENOMEM;
+	q->vq = p->vq;
+	q->shm = p->shm;
+	q->name = p->name ? p->name : "net-tx";
+	q->log = p->log;
+	q->num = p->num;
+	q->hdr_len = vt_net_hdr_len(p->features);
+	q->frame_room = p->frame_room ? p->frame_room : VT_NET_DEFAULT_FRAME;
+	q->stride = align_up(q->hdr_len + q->frame_room, SLOT_ALIGN);
+	q->mem_size = q->stride * q->num;
+	q->slots = calloc(q->num, sizeof(*q->slots));
+	q->free_slots = calloc(q->num, sizeof(*q->free_slots));
+	q->sg = calloc(q->num, sizeof(*q->sg));
+	int ret = q->slots && q->free_slots && q->sg ? 0 : -ENOMEM;
+	if (ret == 0) {
+		void *mem = NULL;
+		ret = vt_shm_alloc(q->shm, q->mem_size, SLOT_ALIGN, &mem);
+		q->mem = mem;
+	}
+	if (ret < 0) {
+		vt_net_txq_free(q);
+		return ret;
+	}
+	memset(q->mem, 0, q->mem_size);
+	for (unsigned int i = 0; i < q->num; i++) {
+		q->slots[i].mem = q->mem + i * q->stride;
+		q->free_slots[q->num - 1 - i] = i; /* slot 0 on top */
+	}
+	q->nfree = q->num;
+	*out = q;
+	return 0;
+}
+
+static struct tx_slot *tx_slot_of(struct vt_net_txq *q, void *token)
+{
+	struct tx_slot *s = token;
+	if (s < q->slots || s >= q->slots + q->num ||
+	    (size_t)((uint8_t *)s - (uint8_t *)q->slots) % sizeof(*s))
+		return NULL;
+	return s->busy ? s : NULL;
+}
+
+static void tx_slot_put(struct vt_net_txq *q, struct tx_slot *s)
+{
+	s->busy = false;
+	q->free_slots[q->nfree++] = (unsigned int)(s - q->slots);
+	q->stats.in_flight--;
+}
+
+/* Posts slot @s with @sg[0 .. count): the error mapping shared by both sends. */
+static int tx_post(struct vt_net_txq *q, struct tx_slot *s, const struct iovec *sg,
+		   unsigned int count, size_t frame_len, void *cookie)
+{
+	int rc = vt_vq_drv_add(q->vq, sg, count, 0, s);
+	if (rc < 0) {
+		q->free_slots[q->nfree++] = (unsigned int)(s - q->slots);
+		if (rc == -ENOSPC) {
+			q->stats.ring_full++;
+			return -EAGAIN;
+		}
+		if (vt_vq_drv_is_broken(q->vq))
+			return -EPROTO;
+		return rc;
+	}
+	s->busy = true;
+	s->cookie = cookie;
+	q->stats.frames++;
+	q->stats.bytes += frame_len;
+	q->stats.in_flight++;
+	return 0;
+}
+
+int vt_net_txq_send(struct vt_net_txq *q, const void *frame, size_t len, void *cookie)
+{
+	if (len == 0 || len > q->frame_room) {
+		q->stats.rejected++;
+		return len == 0 ? -EINVAL : -EMSGSIZE;
+	}
+	if (q->nfree == 0) {
+		q->stats.ring_full++;
+		return -EAGAIN;
+	}
+	struct tx_slot *s = &q->slots[q->free_slots[--q->nfree]];
+	/* 5.1.6.2: no offload asked (flags 0, GSO_NONE); num_buffers is 0 on transmit. */
+	memset(s->mem, 0, q->hdr_len);
+	memcpy(s->mem + q->hdr_len, frame, len);
+	struct iovec sg = { s->mem, q->hdr_len + len };
+	return tx_post(q, s, &sg, 1, len, cookie);
+}
+
+int vt_net_txq_send_sg(struct vt_net_txq *q, const struct iovec *iov, unsigned int iovcnt,
+		       void *cookie)
+{
+	size_t len = 0;
+	if (iovcnt == 0 || iovcnt >= q->num) {
+		q->stats.rejected++;
+		return -EINVAL;
+	}
+	for (unsigned int i = 0; i < iovcnt; i++) {
+		if (iov[i].iov_len == 0) {
+			q->stats.rejected++;
+			return -EINVAL;
+		}
+		len += iov[i].iov_len;
+	}
+	if (len > VT_NET_MAX_FRAME) {
+		q->stats.rejected++;
+		return -EMSGSIZE;
+	}
+	if (q->nfree == 0) {
+		q->stats.ring_full++;
+		return -EAGAIN;
+	}
+	struct tx_slot *s = &q->slots[q->free_slots[--q->nfree]];
+	memset(s->mem, 0, q->hdr_len);
+	q->sg[0] = (struct iovec){ s->mem, q->hdr_len };
+	memcpy(q->sg + 1, iov, iovcnt * sizeof(*iov));
+	return tx_post(q, s, q->sg, 1 + iovcnt, len, cookie);
+}
+
+bool vt_net_txq_kick(struct vt_net_txq *q)
+{
+	bool notify = vt_vq_drv_kick_prepare(q->vq);
+	if (notify)
+		q->stats.kicks++;
+	else
+		q->stats.kicks_suppressed++;
+	return notify;
+}
+
+int vt_net_txq_reclaim(struct vt_net_txq *q, void **cookies, unsigned int max)
+{
+	unsigned int n = 0;
+	while (n < max) {
+		void *token;
+		uint32_t len;
+		int rc = vt_vq_drv_get(q->vq, &token, &len);
+		if (rc == -EAGAIN)
+			break;
+		if (rc < 0)
+			return n ? (int)n : rc;
+		struct tx_slot *s = tx_slot_of(q, token);
+		if (!s)
+			continue; /* the ring checks tokens: cannot happen */
+		if (cookies)
+			cookies[n] = s->cookie;
+		tx_slot_put(q, s);
+		q->stats.completed++;
+		n++;
+	}
+	return (int)n;
+}
+
+int vt_net_txq_forget(struct vt_net_txq *q, void *token, void **cookie)
+{
+	struct tx_slot *s = tx_slot_of(q, token);
+	if (!s)
+		return -EINVAL;
+	if (cookie)
+		*cookie = s->cookie;
+	tx_slot_put(q, s);
+	return 0;
+}
+
+unsigned int vt_net_txq_in_flight(const struct vt_net_txq *q)
+{
+	return q->stats.in_flight;
+}
+
+void vt_net_txq_get_stats(const struct vt_net_txq *q, struct vt_net_txq_stats *stats)
+{
+	*stats = q->stats;
+}
+
+/* ---------------------------------------------------------------- receive */
+
+struct rx_slot {
+	uint8_t *mem;
+	bool posted;
+};
+
+struct vt_net_rxq {
+	struct vt_vq_drv *vq;
+	struct vt_shm *shm;
+	const char *name;
+	const struct vt_log *log;
+	struct vt_net_info info;
+	unsigned int num;
+	uint32_t hdr_len, buf_size;
+	bool mergeable;
+	uint8_t *mem;
+	size_t mem_size, stride;
+	struct rx_slot *slots;
+	unsigned int *free_slots;
+	unsigned int nfree;
+	uint64_t clamped_seen;
+	bool logged;
+	struct vt_net_rxq_stats stats;
+};
+
+void vt_net_rxq_free(struct vt_net_rxq *q)
+{
+	if (!q)
+		return;
+	if (q->mem)
+		vt_shm_release(q->shm, q->mem, q->mem_size);
+	free(q->slots);
+	free(q->free_slots);
+	free(q);
+}
+
+int vt_net_rxq_new(const struct vt_net_rxq_params *p, struct vt_net_rxq **out)
+{
+	*out = NULL;
+	if (!p || !p->vq || !p->shm || !p->info || p->num == 0 || p->num > 32768)
+		return -EINVAL;
+	bool mergeable = (p->info->features & NET_F(MRG_RXBUF)) != 0;
+	uint32_t hdr_len = vt_net_hdr_len(p->info->features);
+	uint32_t whole = hdr_len + p->info->max_frame;
+	uint32_t size = p->buf_size ? p->buf_size : (mergeable ? 2048u : whole);
+	/*
+	 * 5.1.6.3.1: without MRG_RXBUF (and without the GSO features, which this driver never
+	 * accepts) every buffer must hold a whole frame; with it, at least the header.
+	 */
+	if (size > MAX_BUF_SIZE || size < (mergeable ? hdr_len + 1 : whole))
+		return -EINVAL;
+	struct vt_net_rxq *q = calloc(1, sizeof(*q));
+	if (!q)
+		return -ENOMEM;
+	q->vq = p->vq;
+	q->shm = p->shm;
+	q->name = p->name ? p->name : "net-rx";
+	q->log = p->log;
+	q->info = *p->info;
+	q->num = p->num;
+	q->hdr_len = hdr_len;
+	q->buf_size = size;
+	q->mergeable = mergeable;
+	q->stride = align_up(size, SLOT_ALIGN);
+	q->mem_size = q->stride * q->num;
+	q->slots = calloc(q->num, sizeof(*q->slots));
+	q->free_slots = calloc(q->num, sizeof(*q->free_slots));
+	int ret = q->slots && q->free_slots ? 0 : -ENOMEM;
+	if (ret == 0) {
+		void *mem = NULL;
+		ret = vt_shm_alloc(q->shm, q->mem_size, SLOT_ALIGN, &mem);
+		q->mem = mem;
+	}
+	if (ret < 0) {
+		vt_net_rxq_free(q);
+		return ret;
+	}
+	memset(q->mem, 0, q->mem_size);
+	for (unsigned int i = 0; i < q->num; i++) {
+		q->slots[i].mem = q->mem + i * q->stride;
+		q->free_slots[q->num - 1 - i] = i;
+	}
+	q->nfree = q->num;
+	struct vt_vq_drv_stats vs;
+	vt_vq_drv_get_stats(q->vq, &vs);
+	q->clamped_seen = vs.used_len_clamped;
+	*out = q;
+	return 0;
+}
+
+static struct rx_slot *rx_slot_of(struct vt_net_rxq *q, void *token)
+{
+	struct rx_slot *s = token;
+	if (s < q->slots || s >= q->slots + q->num ||
+	    (size_t)((uint8_t *)s - (uint8_t *)q->slots) % sizeof(*s))
+		return NULL;
+	return s->posted ? s : NULL;
+}
+
+static void rx_slot_put(struct vt_net_rxq *q, struct rx_slot *s)
+{
+	s->posted = false;
+	q->free_slots[q->nfree++] = (unsigned int)(s - q->slots);
+	q->stats.posted_now--;
+}
+
+int vt_net_rxq_fill(struct vt_net_rxq *q)
+{
+	int posted = 0;
+	while (q->nfree > 0) {
+		unsigned int i = q->free_slots[q->nfree - 1];
+		struct rx_slot *s = &q->slots[i];
+		struct iovec sg = { s->mem, q->buf_size };
+		int rc = vt_vq_drv_add(q->vq, &sg, 0, 1, s);
+		if (rc == -ENOSPC)
+			break;
+		if (rc < 0) {
+			if (posted)
+				break;
+			return vt_vq_drv_is_broken(q->vq) ? -EPROTO : rc;
+		}
+		q->nfree--;
+		s->posted = true;
+		q->stats.posted++;
+		q->stats.posted_now++;
+		posted++;
+	}
+	return posted;
+}
+
+bool vt_net_rxq_kick(struct vt_net_rxq *q)
+{
+	bool notify = vt_vq_drv_kick_prepare(q->vq);
+	if (notify)
+		q->stats.kicks++;
+	else
+		q->stats.kicks_suppressed++;
+	return notify;
+}
+
+/* One used buffer: its slot and the bytes written; 0, -EAGAIN, -EPROTO. */
+static int rx_get(struct vt_net_rxq *q, struct rx_slot **slot, uint32_t *len, bool *clamped)
+{
+	void *token;
+	for (;;) {
+		int rc = vt_vq_drv_get(q->vq, &token, len);
+		if (rc < 0)
+			return rc;
+		*slot = rx_slot_of(q, token);
+		if (*slot)
+			break; /* the ring checks tokens: anything else cannot happen */
+	}
+	q->stats.buffers++;
+	/* A length past the buffer was clamped to it by the ring; only then can the counter move.
+	 */
+	*clamped = *len == q->buf_size && clamped_since(q->vq, &q->clamped_seen);
+	return 0;
+}
+
+static int rx_violation(struct vt_net_rxq *q, uint64_t *counter, const char *what, uint32_t a,
+			uint32_t b)
+{
+	(*counter)++;
+	if (!q->logged) {
+		q->logged = true;
+		vt_log(q->log, VT_LOG_WARN,
+		       "%s: frame dropped: %s (%u, %u; 5.1.6.4); later ones only counted", q->name,
+		       what, a, b);
+	}
+	return -EBADMSG;
+}
+
+/* Frees up to @n more used buffers of a frame being dropped (those the device returned). */
+static void rx_drain(struct vt_net_rxq *q, unsigned int n)
+{
+	while (n--) {
+		struct rx_slot *s;
+		uint32_t len;
+		bool clamped;
+		if (rx_get(q, &s, &len, &clamped) < 0)
+			return;
+		rx_slot_put(q, s);
+	}
+}
+
+int vt_net_rxq_recv(struct vt_net_rxq *q, void *buf, size_t cap, struct vt_net_rx_info *info)
+{
+	struct vt_net_rx_info scratch;
+	struct rx_slot *s;
+	uint32_t len;
+	bool clamped;
+
+	if (!info)
+		info = &scratch;
+	int rc = rx_get(q, &s, &len, &clamped);
+	if (rc == -EAGAIN)
+		return 0;
+	if (rc < 0)
+		return rc;
+	memset(info, 0, sizeof(*info));
+	if (len < q->hdr_len) {
+		rx_slot_put(q, s);
+		return rx_violation(q, &q->stats.bad_header, "used length shorter than the header",
+				    len, q->hdr_len);
+	}
+	/* One read of the device-written header: what follows is decided on this copy. */
+	memcpy(&info->hdr, s->mem, sizeof(info->hdr));
+	uint16_t nb = q->mergeable ? vt_le16_to_cpu(info->hdr.num_buffers) : 1;
+	if (clamped) {
+		rx_slot_put(q, s);
+		if (nb > 1 && nb <= q->num)
+			rx_drain(q, nb - 1u);
+		return rx_violation(q, &q->stats.bad_length, "used length past the buffer", len,
+				    q->buf_size);
+	}
+	if (nb == 0 || nb > q->num) {
+		rx_slot_put(q, s);
+		return rx_violation(q, &q->stats.bad_num_buffers, "num_buffers outside the ring",
+				    nb, q->num);
+	}
+
+	uint8_t *out = buf;
+	uint64_t total = len - q->hdr_len;
+	if (total <= cap)
+		memcpy(out, s->mem + q->hdr_len, total);
+	rx_slot_put(q, s);
+	for (unsigned int i = 1; i < nb; i++) {
+		rc = rx_get(q, &s, &len, &clamped);
+		if (rc == -EAGAIN)
+			/* 5.1.6.4: all buffers of a packet are used together. */
+			return rx_violation(q, &q->stats.bad_num_buffers,
+					    "num_buffers more than the buffers used", nb, i);
+		if (rc < 0)
+			return rc;
+		if (clamped) {
+			rx_slot_put(q, s);
+			rx_drain(q, nb - 1u - i);
+			return rx_violation(q, &q->stats.bad_length, "used length past the buffer",
+					    len, q->buf_size);
+		}
+		if (total + len <= cap)
+			memcpy(out + total, s->mem, len);
+		total += len;
+		rx_slot_put(q, s);
+	}
+	info->num_buffers = nb;
+	info->len = total > UINT32_MAX ? UINT32_MAX : (uint32_t)total;
+	if (total < VT_NET_ETH_HLEN) {
+		q->stats.runts++;
+		return -EBADMSG;
+	}
+	if (total > cap) {
+		q->stats.too_big++;
+		return -EMSGSIZE;
+	}
+	q->stats.frames++;
+	q->stats.bytes += total;
+	return 1;
+}
+
+int vt_net_rxq_forget(struct vt_net_rxq *q, void *token)
+{
+	struct rx_slot *s = rx_slot_of(q, token);
+	if (!s)
+		return -EINVAL;
+	rx_slot_put(q, s);
+	return 0;
+}
+
+uint32_t vt_net_rxq_buf_size(const struct vt_net_rxq *q)
+{
+	return q->buf_size;
+}
+
+void vt_net_rxq_get_stats(const struct vt_net_rxq *q, struct vt_net_rxq_stats *stats)
+{
+	*stats = q->stats;
+}
+
+/* ---------------------------------------------------------------- control queue */
+
+/* One command: class and command, its data, the ack byte the device writes (5.1.6.5). */
+struct ctrl_cmd {
+	struct virtio_net_ctrl_hdr hdr;
+	struct virtio_net_ctrl_mq mq;
+	uint8_t ack;
+};
+
+#define CTRL_ACK_UNWRITTEN 0xffu
+
+struct vt_net_ctrl {
+	struct vt_vq_drv *vq;
+	struct vt_shm *shm;
+	struct vt_net_info info;
+	struct ctrl_cmd *cmd; /* in shared memory */
+	bool busy;
+	uint16_t pairs, pairs_asked;
+};
+
+int vt_net_ctrl_new(const struct vt_net_ctrl_params *p, struct vt_net_ctrl **out)
+{
+	*out = NULL;
+	if (!p || !p->vq || !p->shm || !p->info)
+		return -EINVAL;
+	struct vt_net_ctrl *c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	void *mem = NULL;
+	int rc = vt_shm_alloc(p->shm, sizeof(struct ctrl_cmd), SLOT_ALIGN, &mem);
+	if (rc < 0) {
+		free(c);
+		return rc;
+	}
+	c->vq = p->vq;
+	c->shm = p->shm;
+	c->info = *p->info;
+	c->cmd = mem;
+	c->pairs = 1;
+	*out = c;
+	return 0;
+}
+
+void vt_net_ctrl_free(struct vt_net_ctrl *c)
+{
+	if (!c)
+		return;
+	vt_shm_release(c->shm, c->cmd, sizeof(struct ctrl_cmd));
+	free(c);
+}
+
+int vt_net_ctrl_mq_pairs_set(struct vt_net_ctrl *c, uint16_t pairs)
+{
+	uint64_t need = NET_F(CTRL_VQ) | NET_F(MQ);
+	if ((c->info.features & need) != need)
+		return -ENOTSUP;
+	if (pairs < VIRTIO_NET_CTRL_MQ_VQ_PAIRS_MIN || pairs > c->info.max_virtqueue_pairs)
+		return -EINVAL;
+	if (c->busy)
+		return -EBUSY;
+	c->cmd->hdr.class = VIRTIO_NET_CTRL_MQ;
+	c->cmd->hdr.cmd = VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET;
+	c->cmd->mq.virtqueue_pairs = vt_cpu_to_le16(pairs);
+	c->cmd->ack = CTRL_ACK_UNWRITTEN;
+	struct iovec sg[3] = {
+		{ &c->cmd->hdr, sizeof(c->cmd->hdr) },
+		{ &c->cmd->mq, sizeof(c->cmd->mq) },
+		{ &c->cmd->ack, sizeof(c->cmd->ack) },
+	};
+	int rc = vt_vq_drv_add(c->vq, sg, 2, 1, c->cmd);
+	if (rc < 0)
+		return vt_vq_drv_is_broken(c->vq) ? -EPROTO : rc;
+	c->busy = true;
+	c->pairs_asked = pairs;
+	return 0;
+}
+
+bool vt_net_ctrl_kick(struct vt_net_ctrl *c)
+{
+	return vt_vq_drv_kick_prepare(c->vq);
+}
+
+int vt_net_ctrl_poll(struct vt_net_ctrl *c)
+{
+	if (!c->busy)
+		return -EINVAL;
+	void *token;
+	uint32_t len;
+	int rc = vt_vq_drv_get(c->vq, &token, &len);
+	if (rc < 0)
+		return rc;
+	c->busy = false;
+	if (token != c->cmd || len < 1)
+		return -EBADMSG;
+	uint8_t ack = c->cmd->ack;
+	if (ack == VIRTIO_NET_ERR)
+		return -EIO;
+	if (ack != VIRTIO_NET_OK)
+		return -EBADMSG;
+	c->pairs = c->pairs_asked;
+	return 0;
+}
+
+uint16_t vt_net_ctrl_pairs(const struct vt_net_ctrl *c)
+{
+	return c->pairs;
+}
+
+int vt_net_ctrl_forget(struct vt_net_ctrl *c, void *token)
+{
+	if (!c->busy || token != c->cmd)
+		return -EINVAL;
+	c->busy = false;
+	return 0;
+}
