@@ -126,6 +126,7 @@ enum vt_dma_record_state {
 	VT_DMA_RECORD_UNUSED = 0,
 	VT_DMA_RECORD_LIVE,	/* mapped; unmap and sync accept it */
 	VT_DMA_RECORD_RETIRING, /* unmapped, but its bus addresses are not yet reusable */
+	VT_DMA_RECORD_IDLE,	/* unmapped and invalidated; kept with its block for reuse */
 };
 
 struct vt_dma_record {

@@ -25,6 +25,15 @@
 #define LAZY_DEFAULT_BATCH 256u
 #define PAGE_MASK	   ((uint64_t)VT_DMA_IOMMU_PAGE - 1)
 
+/*
+ * Unmapped IOVA blocks of up to IDLE_PAGES pages are kept, with their records, up to IDLE_DEPTH
+ * per size, and handed to the next map of that size: a buffer unmapped and another mapped skips
+ * the allocator both ways, and the IOTLB revives the entry in place. Kept only once invalidated,
+ * as every IOVA freed; given back to the allocator when it runs out.
+ */
+#define IDLE_PAGES 16u
+#define IDLE_DEPTH 64u
+
 /* A region mapped once, RW, at creation (premapped mode). */
 struct premapped_region {
 	uint64_t hva;
@@ -52,6 +61,11 @@ struct dma_iommu {
 
 	struct premapped_region premapped[VT_SHM_MAX_REGIONS]; /* sorted by hva */
 	unsigned int premapped_count;
+
+	/* IDLE records by block pages - 1, linked through next_unused. */
+	uint32_t idle_head[IDLE_PAGES];
+	unsigned int idle_count[IDLE_PAGES];
+	unsigned int idle_total;
 };
 
 static inline struct dma_iommu *to_iommu(struct vt_dma *dma)
@@ -105,13 +119,38 @@ static int publish_invalidate(struct dma_iommu *m, uint64_t iova, uint64_t size)
 	return 0;
 }
 
-/* Returns a retired record's IOVA to the allocator: its invalidation has been published. */
+/* Returns a retired record's IOVA for reuse: its invalidation has been published. */
 static void release_record(struct dma_iommu *m, uint32_t tag)
 {
 	struct vt_dma_record *rec = vt_dma_record_at(&m->records, tag);
+	uint64_t pages = rec->bus_size / VT_DMA_IOMMU_PAGE;
 
+	if (pages - 1 < IDLE_PAGES && m->idle_count[pages - 1] < IDLE_DEPTH) {
+		rec->state = VT_DMA_RECORD_IDLE;
+		rec->next_unused = m->idle_head[pages - 1];
+		m->idle_head[pages - 1] = tag;
+		m->idle_count[pages - 1]++;
+		m->idle_total++;
+		return;
+	}
 	vt_range_alloc_free(&m->iova, rec->bus_block, rec->bus_size);
 	vt_dma_record_put(&m->records, tag);
+}
+
+/* Gives every idle block back to the allocator, and its record to the pool. */
+static void drain_idle(struct dma_iommu *m)
+{
+	for (unsigned int c = 0; c < IDLE_PAGES; c++) {
+		while (m->idle_head[c]) {
+			uint32_t tag = m->idle_head[c];
+			struct vt_dma_record *rec = vt_dma_record_at(&m->records, tag);
+			m->idle_head[c] = rec->next_unused;
+			vt_range_alloc_free(&m->iova, rec->bus_block, rec->bus_size);
+			vt_dma_record_put(&m->records, tag);
+		}
+		m->idle_count[c] = 0;
+	}
+	m->idle_total = 0;
 }
 
 /*
@@ -185,6 +224,17 @@ static bool lazy(const struct dma_iommu *m)
  */
 static int reserve_iova(struct dma_iommu *m, uint64_t size, uint32_t *tag, uint64_t *iova)
 {
+	/* size is whole pages (the span of iommu_map). */
+	uint64_t pages = size / VT_DMA_IOMMU_PAGE;
+	if (pages - 1 < IDLE_PAGES && m->idle_head[pages - 1]) {
+		*tag = m->idle_head[pages - 1];
+		struct vt_dma_record *rec = vt_dma_record_at(&m->records, *tag);
+		m->idle_head[pages - 1] = rec->next_unused;
+		m->idle_count[pages - 1]--;
+		m->idle_total--;
+		*iova = rec->bus_block;
+		return 0;
+	}
 	for (int attempt = 0;; attempt++) {
 		int ret = -ENOSPC;
 		*tag = vt_dma_record_get(&m->records);
@@ -194,13 +244,17 @@ static int reserve_iova(struct dma_iommu *m, uint64_t size, uint32_t *tag, uint6
 				return 0;
 			vt_dma_record_put(&m->records, *tag);
 		}
-		if (ret != -ENOSPC || attempt > 0 || m->pending_count == 0 || flush_locked(m) < 0) {
+		if (ret != -ENOSPC || attempt > 0 ||
+		    (m->pending_count == 0 && m->idle_total == 0) || flush_locked(m) < 0) {
 			vt_log(m->dma.log, VT_LOG_ERROR,
 			       "dma(%s): no IOVA space or mapping record for 0x%llx bytes (%u "
 			       "mappings live)",
-			       mode_name(m), (unsigned long long)size, m->records.live);
+			       mode_name(m), (unsigned long long)size,
+			       m->records.live - m->idle_total);
 			return ret;
 		}
+		/* After the flush: it may have made more blocks idle. */
+		drain_idle(m);
 	}
 }
 
@@ -457,8 +511,8 @@ static void iommu_destroy(struct vt_dma *dma)
 	 */
 	for (uint32_t i = 1; i <= m->records.high_water; i++) {
 		struct vt_dma_record *rec = vt_dma_record_at(&m->records, i);
-		if (rec->state == VT_DMA_RECORD_UNUSED)
-			continue;
+		if (rec->state == VT_DMA_RECORD_UNUSED || rec->state == VT_DMA_RECORD_IDLE)
+			continue; /* an idle block's invalidation was published */
 		left += rec->state == VT_DMA_RECORD_LIVE;
 		publish_invalidate(m, rec->bus_block, rec->bus_size);
 	}

@@ -508,6 +508,51 @@ VT_TEST(iova_space_exhaustion_is_enospc_and_recovers)
 	teardown(&f);
 }
 
+VT_TEST(unmapped_iova_is_reused_by_the_next_map_of_its_size_after_its_invalidation)
+{
+	struct fixture f;
+	uint8_t seen[16];
+	uint64_t a, b;
+
+	REQUIRE_EQ(setup(&f, VT_DMA_IOMMU_STRICT), 0);
+	uint8_t *p = shm_buffer(&f, 64), *q = shm_buffer(&f, 64);
+	REQUIRE(p != NULL && q != NULL);
+	fill(q, 64, 7);
+	REQUIRE_EQ(vt_dma_map(f.dma, p, 64, VT_DMA_TO_DEVICE, &a), 0);
+	REQUIRE_EQ(vt_dma_unmap(f.dma, a, 64, VT_DMA_TO_DEVICE), 0);
+	CHECK_EQ(vt_as_read(&f.dev.as, a, seen, sizeof(seen), NULL), -EFAULT);
+	/* The old bus address is not live: unmapping it again is refused. */
+	CHECK_EQ(vt_dma_unmap(f.dma, a, 64, VT_DMA_TO_DEVICE), -ENOENT);
+	REQUIRE_EQ(vt_dma_map(f.dma, q, 64, VT_DMA_TO_DEVICE, &b), 0);
+	CHECK_EQ(b & ~(uint64_t)(PAGE - 1), a & ~(uint64_t)(PAGE - 1));
+	CHECK(device_sees(&f, b, q, 64));
+	CHECK_EQ(vt_dma_unmap(f.dma, b, 64, VT_DMA_TO_DEVICE), 0);
+	CHECK_EQ(f.dev.stale_updates, 0);
+	teardown(&f);
+}
+
+VT_TEST(iova_kept_for_reuse_goes_back_when_another_size_needs_the_space)
+{
+	struct fixture f;
+	uint64_t bus[16], big;
+
+	REQUIRE_EQ(setup_memory(&f, VT_DMA_IOMMU_STRICT), 0);
+	f.params.iova_size = 16 * PAGE;
+	REQUIRE_EQ(setup_dma(&f), 0);
+	uint8_t *p = shm_buffer(&f, 16 * PAGE);
+	REQUIRE(p != NULL);
+	for (int i = 0; i < 16; i++)
+		REQUIRE_EQ(vt_dma_map(f.dma, p + i * PAGE, 64, VT_DMA_TO_DEVICE, &bus[i]), 0);
+	for (int i = 0; i < 16; i++)
+		REQUIRE_EQ(vt_dma_unmap(f.dma, bus[i], 64, VT_DMA_TO_DEVICE), 0);
+	/* Every page is idle, kept for one-page maps: the whole space is still there. */
+	CHECK_EQ(vt_dma_map(f.dma, p, 16 * PAGE, VT_DMA_TO_DEVICE, &big), 0);
+	CHECK(device_sees(&f, big, p, 64));
+	CHECK_EQ(vt_dma_unmap(f.dma, big, 16 * PAGE, VT_DMA_TO_DEVICE), 0);
+	CHECK_EQ(f.dev.stale_updates, 0);
+	teardown(&f);
+}
+
 VT_TEST(failed_update_fails_the_map_and_leaves_nothing_behind)
 {
 	struct fixture f;

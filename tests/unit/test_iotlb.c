@@ -420,6 +420,37 @@ VT_TEST(invalidate_trims_partially_covered_entries_at_both_ends)
 	vt_iotlb_free(t);
 }
 
+VT_TEST(range_invalidated_whole_then_mapped_again_translates_to_its_new_host)
+{
+	struct vt_iotlb *t = new_default();
+	struct vt_iotlb_entry e;
+	REQUIRE(t);
+
+	/* The DMA API's unmap + map of a reused IOVA: the entry dies and is revived in place. */
+	REQUIRE_EQ(vt_iotlb_update(t, 0x10000, PAGE, host, VT_IOTLB_PERM_RW), 0);
+	REQUIRE_EQ(vt_iotlb_update(t, 0x11000, PAGE, host + PAGE, VT_IOTLB_PERM_RW), 0);
+	REQUIRE_EQ(vt_iotlb_invalidate(t, 0x10000, PAGE), 0);
+	CHECK_EQ(entries(t), 1);
+	CHECK_EQ(translate_fails(t, 0x10000, 2 * PAGE, VT_ACCESS_READ, -EFAULT), 0x10000);
+	CHECK_EQ(vt_iotlb_lookup(t, 0x10000, &e), -ENOENT);
+	uint64_t gen = vt_iotlb_generation(t);
+	/* Invalidating it again changes nothing, and bumps no generation. */
+	REQUIRE_EQ(vt_iotlb_invalidate(t, 0x10000, PAGE), 0);
+	CHECK_EQ(vt_iotlb_generation(t), gen);
+	REQUIRE_EQ(vt_iotlb_update(t, 0x10000, PAGE, host + 4 * PAGE, VT_IOTLB_PERM_RO), 0);
+	CHECK_EQ(entries(t), 2);
+	check_entry(t, 0x10000, 0x10000, PAGE, host + 4 * PAGE, VT_IOTLB_PERM_RO);
+	CHECK_EQ(translate_fails(t, 0x10000, PAGE, VT_ACCESS_WRITE, -EACCES), 0x10000);
+	/* A range that cuts the dead entry's place in two maps just what it says. */
+	REQUIRE_EQ(vt_iotlb_invalidate(t, 0x10000, PAGE), 0);
+	REQUIRE_EQ(vt_iotlb_update(t, 0x10800, PAGE, host + 8 * PAGE, VT_IOTLB_PERM_RW), 0);
+	CHECK_EQ(entries(t), 2);
+	CHECK_EQ(translate_fails(t, 0x10000, PAGE, VT_ACCESS_READ, -EFAULT), 0x10000);
+	check_entry(t, 0x10800, 0x10800, PAGE, host + 8 * PAGE, VT_IOTLB_PERM_RW);
+	check_entry(t, 0x11800, 0x11800, 0x800, host + PAGE + 0x800, VT_IOTLB_PERM_RW);
+	vt_iotlb_free(t);
+}
+
 VT_TEST(invalidate_in_middle_of_entry_splits_it_in_two)
 {
 	struct vt_iotlb *t = new_default();

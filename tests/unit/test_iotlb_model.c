@@ -9,9 +9,17 @@
 #include "harness.h"
 #include "iotlb_model.h"
 
+/* Ranges recently updated, which the DMA API's unmap + map of a reused IOVA repeat exactly. */
+#define RECENT 8
+
 struct model_run {
 	struct iotlb_model m;
 	uint64_t seed, rng, op;
+	struct {
+		uint32_t lo;
+		uint64_t size;
+	} recent[RECENT];
+	unsigned int recent_count;
 };
 
 static uint64_t rnd(struct model_run *r, uint64_t bound)
@@ -57,16 +65,35 @@ static void op_update(struct model_run *r)
 		else
 			size = m->size - lo;
 	}
+	/* A quarter of the time, exactly a range updated before (an IOVA mapped again). */
+	if (r->recent_count && size && !past_top && rnd(r, 4) == 0) {
+		unsigned int i = (unsigned int)rnd(r, r->recent_count);
+		lo = r->recent[i].lo;
+		size = r->recent[i].size;
+	}
 	/* Host offset: half the time the same as the IOVA's, so neighbours merge. */
 	uint64_t h = rnd(r, 2) ? lo : rnd(r, 2ull * m->size - size + 1);
 	if (past_top)
 		h = 0;
 	iotlb_model_update(m, lo, size, perm, h);
+	if (size && !past_top) {
+		unsigned int i =
+		    r->recent_count < RECENT ? r->recent_count++ : (unsigned int)rnd(r, RECENT);
+		r->recent[i].lo = lo;
+		r->recent[i].size = size;
+	}
 }
 
 static void op_invalidate(struct model_run *r)
 {
 	uint64_t iova = rnd_addr(r), size = rnd(r, 100) == 0 ? 0 : rnd_len(r);
+
+	/* A third of the time, exactly a range updated before (a DMA unmap). */
+	if (r->recent_count && rnd(r, 3) == 0) {
+		unsigned int i = (unsigned int)rnd(r, r->recent_count);
+		iova = r->m.base + r->recent[i].lo;
+		size = r->recent[i].size;
+	}
 
 	iotlb_model_invalidate(&r->m, iova, size);
 }

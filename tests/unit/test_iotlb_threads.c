@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <time.h>
 
 #include <virtue/iotlb.h>
@@ -23,6 +24,8 @@
 #define READERS	   3
 #define WORDS	   (PAGE / 8)
 #define MAX_MILLIS 1500
+/* Past max_ops or MAX_MILLIS the writer goes on until each reader met a hit and a miss, or this. */
+#define MAX_MILLIS_BOTH_OUTCOMES 20000
 
 /*
  * Host page of (slot, version) at index version * SLOTS + slot: the same version of neighbouring
@@ -39,6 +42,12 @@ struct shared {
 	 */
 	_Atomic uint64_t state[SLOTS];
 	atomic_int stop;
+	/*
+	 * Readers running, and readers that have met both outcomes: the writer starts when all
+	 * run and stops only when all have met both (a reader starved by the scheduler while a
+	 * short run went by would otherwise prove nothing, and fail its check by chance).
+	 */
+	atomic_int started, met_both;
 };
 
 struct reader {
@@ -46,6 +55,7 @@ struct reader {
 	pthread_t thread;
 	uint64_t rng;
 	uint64_t hits, misses, checked_after_invalidate;
+	bool met_both;
 	char error[256]; /* first failure; the harness's counters are not thread-safe */
 };
 
@@ -111,7 +121,14 @@ static void *reader_main(void *arg)
 	struct reader *r = arg;
 	struct shared *s = r->s;
 
+	/* Relaxed: a count the writer polls; it orders nothing. */
+	atomic_fetch_add_explicit(&s->started, 1, memory_order_relaxed);
 	while (!atomic_load_explicit(&s->stop, memory_order_relaxed) && !r->error[0]) {
+		if (!r->met_both && r->hits && r->misses) {
+			r->met_both = true;
+			/* Relaxed: as started. */
+			atomic_fetch_add_explicit(&s->met_both, 1, memory_order_relaxed);
+		}
 		struct iovec iov[4];
 		struct vt_as_fault fault = { 0 };
 		unsigned int n = 0;
@@ -191,11 +208,22 @@ static void *writer_main(void *arg)
 {
 	struct writer *w = arg;
 	struct shared *s = w->s;
-	uint64_t deadline = millis() + MAX_MILLIS;
 
-	for (w->ops = 0; w->ops < w->max_ops && !w->failed; w->ops++) {
-		if (w->ops % 256 == 0 && millis() > deadline)
-			break;
+	while (atomic_load_explicit(&s->started, memory_order_relaxed) < READERS)
+		sched_yield();
+	uint64_t now = millis(), deadline = now + MAX_MILLIS;
+	uint64_t hard_deadline = now + MAX_MILLIS_BOTH_OUTCOMES;
+	bool enough = false;
+
+	for (w->ops = 0; !w->failed; w->ops++) {
+		if (w->ops % 256 == 0) {
+			now = millis();
+			enough |= w->ops >= w->max_ops || now > deadline;
+			if (now > hard_deadline ||
+			    (enough &&
+			     atomic_load_explicit(&s->met_both, memory_order_relaxed) == READERS))
+				break;
+		}
 		uint64_t k = vt_test_rand(&w->rng) % 1000;
 		unsigned int slot = (unsigned int)(vt_test_rand(&w->rng) % SLOTS);
 		unsigned int version = (unsigned int)(vt_test_rand(&w->rng) % VERSIONS);
