@@ -3,7 +3,8 @@
 #   make run     build and start virtue-blk (vhost-user-blk) on a RAM disk at $(SOCKET)
 #   make demo    the negotiation and DMA demonstration (one process, no QEMU)
 #   make check   every test: normal build, ASan+UBSan build with libFuzzer, TSan for threaded code
-#   make bench   benchmarks (virtue-bench; a guest on virtue-blk vs qemu-storage-daemon)
+#   make bench   benchmarks (virtue-bench; a guest on virtue-blk vs qemu-storage-daemon;
+#                the virtue front-end on both; virtue net vs DPDK virtio-user)
 #   make fuzz    the fuzz targets for longer (FUZZ_SECONDS, default 600)
 BUILD      ?= build
 FUZZ_SECONDS ?= 600
@@ -42,6 +43,15 @@ bench:
 	sh tests/interop/guest-kit.sh .cache/guest-kit
 	python3 tests/interop/blk_bench.py --kit .cache/guest-kit \
 		--backend-bin build-bench/tools/virtue-blk
+	python3 tests/interop/blk_frontend_bench.py --virtue build-bench/tools/virtue \
+		--virtue-blk build-bench/tools/virtue-blk --bench-bin build-bench/tools/virtue-bench
+	@if command -v dpdk-testpmd >/dev/null 2>&1; then \
+		echo "python3 tests/interop/net_bench.py --bin build-bench/tests/virtue-net-interop ..."; \
+		python3 tests/interop/net_bench.py --bin build-bench/tests/virtue-net-interop \
+			--bench-bin build-bench/tools/virtue-bench --seconds 2 --warmup 0.5 --rounds 2; \
+	else \
+		echo "net bench skipped: dpdk-testpmd not installed (Debian: dpdk-dev or dpdk)"; \
+	fi
 
 fuzz:
 	@scripts/deps.sh

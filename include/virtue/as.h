@@ -24,6 +24,11 @@ enum vt_access {
 struct vt_as_fault {
 	uint64_t addr;	     /* first address that is not mapped or not permitted */
 	unsigned int access; /* the access that was asked for (enum vt_access bits) */
+	/*
+	 * Last byte of the range being translated: what lies between addr and end was not looked
+	 * at, so a transport can ask for all of it at once instead of one miss per page.
+	 */
+	uint64_t end;
 };
 
 /*

@@ -875,6 +875,7 @@ int vt_iotlb_translate(struct vt_iotlb *iotlb, uint64_t iova, uint64_t len, unsi
 		if (fault) {
 			fault->addr = addr;
 			fault->access = access;
+			fault->end = iova + len - 1;
 		}
 		atomic_fetch_add_explicit(ret == -EFAULT ? &t->misses : &t->denied, 1,
 					  memory_order_relaxed);

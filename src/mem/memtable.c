@@ -233,6 +233,7 @@ int vt_memtable_translate(const struct vt_memtable *table, uint64_t gpa, uint64_
 			if (fault) {
 				fault->addr = gpa;
 				fault->access = access;
+				fault->end = gpa + len - 1;
 			}
 			return -EFAULT;
 		}

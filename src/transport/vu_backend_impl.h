@@ -101,6 +101,7 @@ struct vt_vhost_backend {
 	unsigned int nregions;
 	struct vt_iotlb *iotlb;
 	_Atomic uint64_t iotlb_seq; /* bumps after every UPDATE: parked queues retry */
+	atomic_int parked_queues;   /* queues waiting for an UPDATE: wake the threads for them */
 
 	/* INFLIGHT_SHMFD buffer (vu_backend_inflight.c); regions handed to the rings at start. */
 	void *inflight_base;

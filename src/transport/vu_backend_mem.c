@@ -248,9 +248,13 @@ static int iotlb_update(struct vt_vhost_backend *be, const struct vhost_iotlb_ms
 	if (rc < 0)
 		return rc;
 	atomic_fetch_add_explicit(&be->iotlb_updates, 1, memory_order_relaxed);
-	/* Parked queues retry: publishes the update (the IOTLB's own release) before the wake. */
-	atomic_fetch_add_explicit(&be->iotlb_seq, 1, memory_order_release);
-	vu_wake_all(be);
+	/*
+	 * Parked queues retry. seq_cst against queue_park: a queue that parks after this bump sees
+	 * it; one that parked before is counted here. No wake-up when none waits.
+	 */
+	atomic_fetch_add_explicit(&be->iotlb_seq, 1, memory_order_seq_cst);
+	if (atomic_load_explicit(&be->parked_queues, memory_order_seq_cst) > 0)
+		vu_wake_all(be);
 	return 0;
 }
 

@@ -66,8 +66,23 @@ static uint8_t vhost_perm(unsigned int access)
 	return (uint8_t)(access & VHOST_ACCESS_RW);
 }
 
-/* The ring reported an unreachable address: ask the front-end, park until it answers. */
-static void queue_park(struct vu_queue *q, uint64_t seq_before)
+/*
+ * Parked queues are counted so that an IOTLB UPDATE wakes the I/O threads only when one waits
+ * (under vIOMMU strict or lazy mapping there is an UPDATE per request).
+ */
+static void set_parked(struct vu_queue *q, bool parked)
+{
+	if (q->parked == parked)
+		return;
+	q->parked = parked;
+	atomic_fetch_add_explicit(&q->be->parked_queues, parked ? 1 : -1, memory_order_seq_cst);
+}
+
+/*
+ * The ring reported an unreachable address: ask the front-end, park until it answers. Returns
+ * true when an UPDATE may have arrived meanwhile (retry now rather than wait for a wake-up).
+ */
+static bool queue_park(struct vu_queue *q, uint64_t seq_before)
 {
 	struct vt_vhost_backend *be = q->be;
 	struct vt_as_fault fault = vt_vq_dev_fault(q->vq);
@@ -87,11 +102,16 @@ static void queue_park(struct vu_queue *q, uint64_t seq_before)
 			 "IOTLB miss at 0x%llx and no back-end channel to ask (%s)",
 			 (unsigned long long)fault.addr, strerror(-rc));
 		queue_break(q, why);
-		return;
+		return false;
 	}
 	atomic_fetch_add_explicit(&q->misses, 1, memory_order_relaxed);
-	q->parked = true;
 	q->parked_seq = seq_before;
+	/*
+	 * Counted before seq is read again, while iotlb_update bumps seq before reading the count
+	 * (both seq_cst): either it sees this queue parked and wakes us, or we see its UPDATE here.
+	 */
+	set_parked(q, true);
+	return atomic_load_explicit(&be->iotlb_seq, memory_order_seq_cst) != seq_before;
 }
 
 /* A permission fault is the driver's error: tell the front-end, as an IOMMU fault would. */
@@ -145,7 +165,7 @@ static bool queue_run(struct vu_queue *q)
 		/* Pairs with the release in iotlb_update: the new entry is visible if seq moved. */
 		if (atomic_load_explicit(&be->iotlb_seq, memory_order_acquire) == q->parked_seq)
 			return false;
-		q->parked = false;
+		set_parked(q, false);
 	}
 	for (unsigned int i = 0; i < VU_POLL_BUDGET; i++) {
 		uint64_t seq = atomic_load_explicit(&be->iotlb_seq, memory_order_acquire);
@@ -153,10 +173,8 @@ static bool queue_run(struct vu_queue *q)
 		int rc = be->params.queue_ops->poll(q->engine, &notify);
 		if (notify)
 			signal_call(q);
-		if (rc == -EFAULT) {
-			queue_park(q, seq);
-			return false;
-		}
+		if (rc == -EFAULT)
+			return queue_park(q, seq);
 		if (rc == -EPROTO) {
 			enum vt_vq_error err = vt_vq_dev_error(q->vq);
 			if (err == VT_VQ_ERR_PERMISSION)
@@ -355,7 +373,7 @@ static uint16_t queue_stop(struct vu_queue *q)
 		q->engine = NULL;
 		q->event_fd = -1;
 		q->running = false;
-		q->parked = false;
+		set_parked(q, false);
 		q->base = next;
 	}
 	control_unlock(w);
@@ -497,7 +515,6 @@ static int queue_start(struct vt_vhost_backend *be, struct vu_queue *q)
 		q->engine = engine;
 		q->event_fd = event_fd;
 		q->running = true;
-		q->parked = false;
 		q->broken = false;
 	}
 	control_unlock(w);
