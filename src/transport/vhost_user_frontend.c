@@ -63,6 +63,8 @@ int fe_break(struct vt_vu_frontend *fe, int err, const char *request, const char
 	return err;
 }
 
+#define REPLY_SPIN_NS 50000ull
+
 static int recv_reply_locked(struct vt_vu_frontend *fe, struct vt_vu_msg *reply, uint32_t request)
 {
 	const char *name = vt_vu_request_name(request);
@@ -70,6 +72,16 @@ static int recv_reply_locked(struct vt_vu_frontend *fe, struct vt_vu_msg *reply,
 	struct pollfd pfd = { .fd = fe->sock, .events = POLLIN };
 	int rc;
 
+	/*
+	 * A reply usually comes within microseconds, while waking a sleeping thread on a VM can
+	 * take hundreds: look without sleeping for a short while first (IOTLB updates in strict
+	 * mode wait here once per mapping).
+	 */
+	for (uint64_t spin_end = now_ns() + REPLY_SPIN_NS; now_ns() < spin_end;) {
+		char byte;
+		if (recv(fe->sock, &byte, 1, MSG_PEEK | MSG_DONTWAIT) != -1 || errno != EAGAIN)
+			break;
+	}
 	for (;;) {
 		uint64_t now = now_ns();
 		if (now >= deadline)
