@@ -39,7 +39,16 @@ struct vt_vu_frontend_params {
 	/* Connect to this unix socket (client). NULL: @fd is an already connected socket. */
 	const char *socket_path;
 	int fd; /* taken over (closed by vt_vu_frontend_close, or on a failed connect) */
-	/* While the socket is absent or refuses, connect retries until this (0: 5000 ms). */
+	/*
+	 * Server mode: create @socket_path and wait for the back-end to connect (as QEMU's
+	 * `server=on` chardev; DPDK's net_vhost with `client=1` connects). The path is removed once
+	 * the connection is made.
+	 */
+	bool server;
+	/*
+	 * Client: while the socket is absent or refuses, connect retries until this. Server: how
+	 * long to wait for the back-end. 0: 5000 ms.
+	 */
 	unsigned int connect_timeout_ms;
 	/* The most any reply or acknowledgement may take (0: 5000 ms). */
 	unsigned int timeout_ms;

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/un.h>
 #include <time.h>
@@ -256,6 +257,45 @@ static int connect_path(const char *path, unsigned int timeout_ms, int *out)
 	}
 }
 
+/* Server mode: listens on @path, takes the first connection within the timeout. */
+static int accept_path(const char *path, unsigned int timeout_ms, int *out)
+{
+	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	struct stat st;
+
+	if (strlen(path) >= sizeof(addr.sun_path))
+		return -ENAMETOOLONG;
+	strcpy(addr.sun_path, path);
+	int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (lfd < 0)
+		return -errno;
+	if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+		unlink(path); /* a stale socket from an earlier run, never another kind of file */
+	int rc = 0;
+	if (bind(lfd, (struct sockaddr *)&addr, sizeof(addr)) < 0 || listen(lfd, 1) < 0) {
+		rc = -errno;
+		close(lfd);
+		return rc;
+	}
+	struct pollfd pfd = { .fd = lfd, .events = POLLIN };
+	do
+		rc = poll(&pfd, 1, (int)timeout_ms);
+	while (rc < 0 && errno == EINTR);
+	if (rc == 0)
+		rc = -ETIMEDOUT;
+	else if (rc > 0) {
+		int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+		rc = fd < 0 ? -errno : 0;
+		if (fd >= 0)
+			*out = fd;
+	} else {
+		rc = -errno;
+	}
+	close(lfd);
+	unlink(path);
+	return rc;
+}
+
 static int handshake(struct vt_vu_frontend *fe)
 {
 	int rc = fe_get_u64(fe, VHOST_USER_GET_FEATURES, &fe->offered_raw);
@@ -356,12 +396,13 @@ int vt_vu_frontend_connect(const struct vt_vu_frontend_params *params, struct vt
 	}
 
 	if (params->socket_path) {
-		rc = connect_path(params->socket_path,
-				  params->connect_timeout_ms ? params->connect_timeout_ms
-							     : DEFAULT_TIMEOUT_MS,
-				  &sock);
+		unsigned int wait_ms =
+		    params->connect_timeout_ms ? params->connect_timeout_ms : DEFAULT_TIMEOUT_MS;
+		rc = params->server ? accept_path(params->socket_path, wait_ms, &sock)
+				    : connect_path(params->socket_path, wait_ms, &sock);
 		if (rc < 0) {
-			vt_log(fe->log, VT_LOG_ERROR, "%s: connect to %s: %s", fe->name,
+			vt_log(fe->log, VT_LOG_ERROR, "%s: %s %s: %s", fe->name,
+			       params->server ? "waiting for a back-end on" : "connect to",
 			       params->socket_path, strerror(-rc));
 			goto fail;
 		}

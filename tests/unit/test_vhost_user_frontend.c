@@ -726,6 +726,70 @@ VT_TEST(connects_by_path_and_times_out_when_nobody_listens)
 	rig_destroy(&g);
 }
 
+/* A back-end that dials the front-end (server mode), once the path exists. */
+struct dialer {
+	struct rig *g;
+	const char *path;
+};
+
+static void *dial_main(void *arg)
+{
+	struct dialer *d = arg;
+	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	strcpy(addr.sun_path, d->path);
+	for (int tries = 0; tries < WAIT_MS / 10; tries++) {
+		int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd < 0)
+			return NULL;
+		if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0) {
+			d->g->serve_rc = vt_vhost_backend_serve(d->g->be, fd);
+			return NULL;
+		}
+		close(fd);
+		struct timespec pause = { .tv_nsec = 10 * 1000000L };
+		nanosleep(&pause, NULL);
+	}
+	return NULL;
+}
+
+VT_TEST(server_mode_waits_for_the_back_end_and_times_out_without_one)
+{
+	char dir[] = "/tmp/vt-fe-XXXXXX";
+	REQUIRE(mkdtemp(dir));
+	char path[108];
+	snprintf(path, sizeof(path), "%s/sock", dir);
+
+	struct rig g;
+	REQUIRE_EQ(rig_backend(&g, 1, 0), 0);
+	struct vt_vu_frontend_params p = fe_params(&g, VT_DMA_DIRECT, F(VERSION_1));
+	p.socket_path = path;
+	p.server = true;
+	p.connect_timeout_ms = 100;
+	struct vt_vu_frontend *fe = NULL;
+	CHECK_EQ(vt_vu_frontend_connect(&p, &fe), -ETIMEDOUT);
+	CHECK(access(path, F_OK) != 0); /* the socket is not left behind */
+
+	struct dialer d = { .g = &g, .path = path };
+	REQUIRE_EQ(pthread_create(&g.serve_thread, NULL, dial_main, &d), 0);
+	g.serving = true;
+	p.connect_timeout_ms = WAIT_MS;
+	REQUIRE_EQ(vt_vu_frontend_connect(&p, &g.fe), 0);
+	CHECK(access(path, F_OK) != 0);
+	REQUIRE_EQ(vt_vu_frontend_negotiate(g.fe), 0);
+	REQUIRE_EQ(vt_vu_frontend_queue_start(g.fe, 0, QSIZE, 0), 0);
+	REQUIRE_EQ(vt_vu_frontend_ready(g.fe), 0);
+	struct buffer b;
+	uint64_t seed = 5;
+	REQUIRE_EQ(buf_make(&g, &b, &seed, false), 0);
+	REQUIRE_EQ(post(&g, 0, &b, 1), 0);
+	CHECK_EQ(collect(&g, 0, 1), 0);
+	buf_free(&g, &b);
+	vt_vu_frontend_close(g.fe);
+	g.fe = NULL;
+	rmdir(dir);
+	rig_destroy(&g);
+}
+
 /* ---------------------------------------------------------------- fake back-ends */
 
 static void put_msg(int fd, uint32_t request, uint32_t flags, const void *payload, uint32_t size)

@@ -33,6 +33,7 @@ struct cli_common {
 	bool packed; /* accept RING_PACKED when offered */
 	bool quiet;
 	bool verbose;
+	bool server; /* listen on the socket path; the back-end connects */
 	unsigned int connect_timeout_ms;
 	unsigned int timeout_ms;
 };
@@ -65,6 +66,7 @@ enum {
 	CLI_OPT_VERBOSE,
 	CLI_OPT_CONNECT_TIMEOUT,
 	CLI_OPT_TIMEOUT,
+	CLI_OPT_SERVER,
 };
 #define CLI_COMMON_OPTIONS                                                                         \
 	{ "socket", required_argument, NULL, CLI_OPT_SOCKET },                                     \
@@ -75,6 +77,7 @@ enum {
 	    { "quiet", no_argument, NULL, CLI_OPT_QUIET },                                         \
 	    { "verbose", no_argument, NULL, CLI_OPT_VERBOSE },                                     \
 	    { "connect-timeout", required_argument, NULL, CLI_OPT_CONNECT_TIMEOUT },               \
+	    { "server", no_argument, NULL, CLI_OPT_SERVER },                                       \
 	{                                                                                          \
 		"timeout", required_argument, NULL, CLI_OPT_TIMEOUT                                \
 	}

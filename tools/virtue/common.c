@@ -45,7 +45,8 @@ const char cli_common_help[] =
     "  --packed               accept RING_PACKED when offered (default: split rings)\n"
     "  --quiet                do not print the negotiated features\n"
     "  --verbose              log every negotiation step\n"
-    "  --connect-timeout MS   wait this long for the socket (default 2000)\n"
+    "  --server               create the socket and wait for the back-end to connect\n"
+    "  --connect-timeout MS   wait this long for the socket or the back-end (default 2000)\n"
     "  --timeout MS           the most any reply may take (default 5000)\n";
 
 void cli_common_defaults(struct cli_common *c)
@@ -94,6 +95,9 @@ int cli_common_option(struct cli_common *c, int opt, const char *arg)
 		return 1;
 	case CLI_OPT_VERBOSE:
 		c->verbose = true;
+		return 1;
+	case CLI_OPT_SERVER:
+		c->server = true;
 		return 1;
 	case CLI_OPT_CONNECT_TIMEOUT:
 	case CLI_OPT_TIMEOUT:
@@ -171,6 +175,7 @@ int cli_connect(const struct cli_common *c, uint64_t shm_size, uint64_t bounce_w
 	}
 	struct vt_vu_frontend_params p = {
 		.socket_path = c->socket_path,
+		.server = c->server,
 		.fd = -1,
 		.connect_timeout_ms = c->connect_timeout_ms,
 		.timeout_ms = c->timeout_ms,
