@@ -12,10 +12,11 @@
 
 #include <virtue/blk_driver.h>
 
+#include "devices/slot_pool.h"
+
 #define BLK_F(bit)	 VT_BIT(VIRTIO_BLK_F_##bit)
 #define HEADER_BYTES	 ((uint32_t)sizeof(struct virtio_blk_outhdr))
 #define SEGMENT_BYTES	 ((uint32_t)sizeof(struct virtio_blk_discard_write_zeroes))
-#define SLOT_ALIGN	 64u
 #define STATUS_UNWRITTEN 0xffu	    /* what a status byte holds until the device writes it */
 #define MAX_DATA_BYTES	 (1u << 31) /* per request: the used length must stay in 32 bits */
 #define SECTORS(bytes)	 ((bytes) >> VIRTIO_BLK_SECTOR_SHIFT)
@@ -43,11 +44,8 @@ struct vt_blk_driver_queue {
 	uint32_t block_sectors;	   /* blk_size in sectors: every range is aligned to it */
 	bool in_order;		   /* the device may report 0 bytes for all but a batch's last */
 
-	uint8_t *mem; /* the slots' shared memory */
-	size_t mem_size, stride;
+	struct slot_pool pool; /* header, payload and status bytes of each request */
 	struct blk_slot *slots;
-	unsigned int *free_slots; /* a stack of slot indices */
-	unsigned int nfree;
 	struct iovec *sg; /* scratch for the chain being posted: num entries */
 
 	uint64_t clamped_seen; /* the virtqueue's used_len_clamped as last seen */
@@ -64,10 +62,8 @@ void vt_blk_driver_queue_free(struct vt_blk_driver_queue *q)
 {
 	if (!q)
 		return;
-	if (q->mem)
-		vt_shm_release(q->shm, q->mem, q->mem_size);
+	slot_pool_fini(&q->pool);
 	free(q->slots);
-	free(q->free_slots);
 	free(q->sg);
 	free(q);
 }
@@ -103,30 +99,20 @@ int vt_blk_driver_queue_new(const struct vt_blk_driver_queue_params *p,
 	q->max_ranges = min_u(ranges, VT_BLK_DRIVER_MAX_RANGES);
 
 	size_t payload = HEADER_BYTES + (size_t)q->max_ranges * SEGMENT_BYTES;
-	q->stride = (payload + 1 + SLOT_ALIGN - 1) & ~(size_t)(SLOT_ALIGN - 1);
-	q->mem_size = q->stride * q->num;
 	q->slots = calloc(q->num, sizeof(*q->slots));
-	q->free_slots = calloc(q->num, sizeof(*q->free_slots));
 	q->sg = calloc(q->num, sizeof(*q->sg));
-	int ret = q->slots && q->free_slots && q->sg ? 0 : -ENOMEM;
-	if (ret == 0) {
-		void *mem = NULL;
-		ret = vt_shm_alloc(q->shm, q->mem_size, SLOT_ALIGN, &mem);
-		q->mem = mem;
-	}
+	int ret = q->slots && q->sg ? 0 : -ENOMEM;
+	if (ret == 0)
+		ret = slot_pool_init(&q->pool, q->shm, q->num, payload + 1);
 	if (ret < 0) {
 		vt_blk_driver_queue_free(q);
 		return ret;
 	}
-	memset(q->mem, 0, q->mem_size);
 	for (unsigned int i = 0; i < q->num; i++) {
 		struct blk_slot *s = &q->slots[i];
-		s->header = q->mem + i * q->stride;
+		s->header = slot_pool_mem(&q->pool, i);
 		s->status = s->header + payload;
-		/* Slot 0 on top of the stack. */
-		q->free_slots[q->num - 1 - i] = i;
 	}
-	q->nfree = q->num;
 	struct vt_vq_drv_stats vs;
 	vt_vq_drv_get_stats(q->vq, &vs);
 	q->clamped_seen = vs.used_len_clamped;
@@ -207,9 +193,10 @@ static int check_ranges(const struct vt_blk_driver_queue *q, bool discard,
 
 static struct blk_slot *slot_get(struct vt_blk_driver_queue *q)
 {
-	if (q->nfree == 0)
+	unsigned int i;
+	if (!slot_pool_take(&q->pool, &i))
 		return NULL;
-	struct blk_slot *s = &q->slots[q->free_slots[--q->nfree]];
+	struct blk_slot *s = &q->slots[i];
 	s->busy = true;
 	return s;
 }
@@ -218,7 +205,7 @@ static void slot_put(struct vt_blk_driver_queue *q, struct blk_slot *s)
 {
 	s->busy = false;
 	s->cookie = NULL;
-	q->free_slots[q->nfree++] = (unsigned int)(s - q->slots);
+	slot_pool_put(&q->pool, (unsigned int)(s - q->slots));
 }
 
 /* The slot a virtqueue token names, or NULL when it is none of this engine's busy slots. */

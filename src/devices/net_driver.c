@@ -11,14 +11,11 @@
 
 #include <virtue/net_driver.h>
 
+#include "devices/slot_pool.h"
+
 #define NET_F(bit)   VT_BIT(VIRTIO_NET_F_##bit)
 #define SLOT_ALIGN   64u
 #define MAX_BUF_SIZE (1u << 20)
-
-static size_t align_up(size_t v, size_t a)
-{
-	return (v + a - 1) & ~(a - 1);
-}
 
 /* The virtqueue's used_len_clamped counter moved: the device claimed more than was posted. */
 static bool clamped_since(struct vt_vq_drv *vq, uint64_t *seen)
@@ -46,11 +43,8 @@ struct vt_net_txq {
 	const struct vt_log *log;
 	unsigned int num;
 	uint32_t hdr_len, frame_room;
-	uint8_t *mem;
-	size_t mem_size, stride;
+	struct slot_pool pool; /* header and copied frame of each transmit */
 	struct tx_slot *slots;
-	unsigned int *free_slots; /* a stack of slot indices */
-	unsigned int nfree;
 	struct iovec *sg; /* scratch for send_sg: num entries */
 	struct vt_net_txq_stats stats;
 };
@@ -59,10 +53,8 @@ void vt_net_txq_free(struct vt_net_txq *q)
 {
 	if (!q)
 		return;
-	if (q->mem)
-		vt_shm_release(q->shm, q->mem, q->mem_size);
+	slot_pool_fini(&q->pool);
 	free(q->slots);
-	free(q->free_slots);
 	free(q->sg);
 	free(q);
 }
@@ -83,27 +75,17 @@ int vt_net_txq_new(const struct vt_net_txq_params *p, struct vt_net_txq **out)
 	q->num = p->num;
 	q->hdr_len = vt_net_hdr_len(p->features);
 	q->frame_room = p->frame_room ? p->frame_room : VT_NET_DEFAULT_FRAME;
-	q->stride = align_up(q->hdr_len + q->frame_room, SLOT_ALIGN);
-	q->mem_size = q->stride * q->num;
 	q->slots = calloc(q->num, sizeof(*q->slots));
-	q->free_slots = calloc(q->num, sizeof(*q->free_slots));
 	q->sg = calloc(q->num, sizeof(*q->sg));
-	int ret = q->slots && q->free_slots && q->sg ? 0 : -ENOMEM;
-	if (ret == 0) {
-		void *mem = NULL;
-		ret = vt_shm_alloc(q->shm, q->mem_size, SLOT_ALIGN, &mem);
-		q->mem = mem;
-	}
+	int ret = q->slots && q->sg ? 0 : -ENOMEM;
+	if (ret == 0)
+		ret = slot_pool_init(&q->pool, q->shm, q->num, q->hdr_len + q->frame_room);
 	if (ret < 0) {
 		vt_net_txq_free(q);
 		return ret;
 	}
-	memset(q->mem, 0, q->mem_size);
-	for (unsigned int i = 0; i < q->num; i++) {
-		q->slots[i].mem = q->mem + i * q->stride;
-		q->free_slots[q->num - 1 - i] = i; /* slot 0 on top */
-	}
-	q->nfree = q->num;
+	for (unsigned int i = 0; i < q->num; i++)
+		q->slots[i].mem = slot_pool_mem(&q->pool, i);
 	*out = q;
 	return 0;
 }
@@ -120,7 +102,7 @@ static struct tx_slot *tx_slot_of(struct vt_net_txq *q, void *token)
 static void tx_slot_put(struct vt_net_txq *q, struct tx_slot *s)
 {
 	s->busy = false;
-	q->free_slots[q->nfree++] = (unsigned int)(s - q->slots);
+	slot_pool_put(&q->pool, (unsigned int)(s - q->slots));
 	q->stats.in_flight--;
 }
 
@@ -130,7 +112,7 @@ static int tx_post(struct vt_net_txq *q, struct tx_slot *s, const struct iovec *
 {
 	int rc = vt_vq_drv_add(q->vq, sg, count, 0, s);
 	if (rc < 0) {
-		q->free_slots[q->nfree++] = (unsigned int)(s - q->slots);
+		slot_pool_put(&q->pool, (unsigned int)(s - q->slots));
 		if (rc == -ENOSPC) {
 			q->stats.ring_full++;
 			return -EAGAIN;
@@ -153,11 +135,12 @@ int vt_net_txq_send(struct vt_net_txq *q, const void *frame, size_t len, void *c
 		q->stats.rejected++;
 		return len == 0 ? -EINVAL : -EMSGSIZE;
 	}
-	if (q->nfree == 0) {
+	unsigned int i;
+	if (!slot_pool_take(&q->pool, &i)) {
 		q->stats.ring_full++;
 		return -EAGAIN;
 	}
-	struct tx_slot *s = &q->slots[q->free_slots[--q->nfree]];
+	struct tx_slot *s = &q->slots[i];
 	/* 5.1.6.2: no offload asked (flags 0, GSO_NONE); num_buffers is 0 on transmit. */
 	memset(s->mem, 0, q->hdr_len);
 	memcpy(s->mem + q->hdr_len, frame, len);
@@ -184,11 +167,12 @@ int vt_net_txq_send_sg(struct vt_net_txq *q, const struct iovec *iov, unsigned i
 		q->stats.rejected++;
 		return -EMSGSIZE;
 	}
-	if (q->nfree == 0) {
+	unsigned int i;
+	if (!slot_pool_take(&q->pool, &i)) {
 		q->stats.ring_full++;
 		return -EAGAIN;
 	}
-	struct tx_slot *s = &q->slots[q->free_slots[--q->nfree]];
+	struct tx_slot *s = &q->slots[i];
 	memset(s->mem, 0, q->hdr_len);
 	q->sg[0] = (struct iovec){ s->mem, q->hdr_len };
 	memcpy(q->sg + 1, iov, iovcnt * sizeof(*iov));
@@ -265,11 +249,8 @@ struct vt_net_rxq {
 	unsigned int num;
 	uint32_t hdr_len, buf_size;
 	bool mergeable;
-	uint8_t *mem;
-	size_t mem_size, stride;
+	struct slot_pool pool; /* the receive buffers */
 	struct rx_slot *slots;
-	unsigned int *free_slots;
-	unsigned int nfree;
 	uint64_t clamped_seen;
 	bool logged;
 	struct vt_net_rxq_stats stats;
@@ -279,10 +260,8 @@ void vt_net_rxq_free(struct vt_net_rxq *q)
 {
 	if (!q)
 		return;
-	if (q->mem)
-		vt_shm_release(q->shm, q->mem, q->mem_size);
+	slot_pool_fini(&q->pool);
 	free(q->slots);
-	free(q->free_slots);
 	free(q);
 }
 
@@ -313,26 +292,16 @@ int vt_net_rxq_new(const struct vt_net_rxq_params *p, struct vt_net_rxq **out)
 	q->hdr_len = hdr_len;
 	q->buf_size = size;
 	q->mergeable = mergeable;
-	q->stride = align_up(size, SLOT_ALIGN);
-	q->mem_size = q->stride * q->num;
 	q->slots = calloc(q->num, sizeof(*q->slots));
-	q->free_slots = calloc(q->num, sizeof(*q->free_slots));
-	int ret = q->slots && q->free_slots ? 0 : -ENOMEM;
-	if (ret == 0) {
-		void *mem = NULL;
-		ret = vt_shm_alloc(q->shm, q->mem_size, SLOT_ALIGN, &mem);
-		q->mem = mem;
-	}
+	int ret = q->slots ? 0 : -ENOMEM;
+	if (ret == 0)
+		ret = slot_pool_init(&q->pool, q->shm, q->num, size);
 	if (ret < 0) {
 		vt_net_rxq_free(q);
 		return ret;
 	}
-	memset(q->mem, 0, q->mem_size);
-	for (unsigned int i = 0; i < q->num; i++) {
-		q->slots[i].mem = q->mem + i * q->stride;
-		q->free_slots[q->num - 1 - i] = i;
-	}
-	q->nfree = q->num;
+	for (unsigned int i = 0; i < q->num; i++)
+		q->slots[i].mem = slot_pool_mem(&q->pool, i);
 	struct vt_vq_drv_stats vs;
 	vt_vq_drv_get_stats(q->vq, &vs);
 	q->clamped_seen = vs.used_len_clamped;
@@ -352,15 +321,15 @@ static struct rx_slot *rx_slot_of(struct vt_net_rxq *q, void *token)
 static void rx_slot_put(struct vt_net_rxq *q, struct rx_slot *s)
 {
 	s->posted = false;
-	q->free_slots[q->nfree++] = (unsigned int)(s - q->slots);
+	slot_pool_put(&q->pool, (unsigned int)(s - q->slots));
 	q->stats.posted_now--;
 }
 
 int vt_net_rxq_fill(struct vt_net_rxq *q)
 {
 	int posted = 0;
-	while (q->nfree > 0) {
-		unsigned int i = q->free_slots[q->nfree - 1];
+	unsigned int i;
+	while (slot_pool_peek(&q->pool, &i)) {
 		struct rx_slot *s = &q->slots[i];
 		struct iovec sg = { s->mem, q->buf_size };
 		int rc = vt_vq_drv_add(q->vq, &sg, 0, 1, s);
@@ -371,7 +340,7 @@ int vt_net_rxq_fill(struct vt_net_rxq *q)
 				break;
 			return vt_vq_drv_is_broken(q->vq) ? -EPROTO : rc;
 		}
-		q->nfree--;
+		slot_pool_take(&q->pool, &i);
 		s->posted = true;
 		q->stats.posted++;
 		q->stats.posted_now++;
