@@ -66,6 +66,21 @@ static uint8_t vhost_perm(unsigned int access)
 	return (uint8_t)(access & VHOST_ACCESS_RW);
 }
 
+/* Tells the front-end about a fault on its back-end channel: a MISS or an ACCESS_FAIL. */
+static int send_fault(struct vu_queue *q, const struct vt_as_fault *fault, uint8_t type)
+{
+	struct vt_vu_msg msg = { 0 };
+
+	msg.hdr.request = VHOST_USER_BACKEND_IOTLB_MSG;
+	msg.hdr.size = sizeof(msg.payload.iotlb);
+	msg.payload.iotlb = (struct vhost_iotlb_msg){
+		.iova = fault->addr,
+		.perm = vhost_perm(fault->access),
+		.type = type,
+	};
+	return vu_backend_send(q->be, &msg);
+}
+
 /*
  * Parked queues are counted so that an IOTLB UPDATE wakes the I/O threads only when one waits
  * (under vIOMMU strict or lazy mapping there is an UPDATE per request).
@@ -86,16 +101,7 @@ static bool queue_park(struct vu_queue *q, uint64_t seq_before)
 {
 	struct vt_vhost_backend *be = q->be;
 	struct vt_as_fault fault = vt_vq_dev_fault(q->vq);
-	struct vt_vu_msg msg = { 0 };
-
-	msg.hdr.request = VHOST_USER_BACKEND_IOTLB_MSG;
-	msg.hdr.size = sizeof(msg.payload.iotlb);
-	msg.payload.iotlb = (struct vhost_iotlb_msg){
-		.iova = fault.addr,
-		.perm = vhost_perm(fault.access),
-		.type = VHOST_IOTLB_MISS,
-	};
-	int rc = vu_backend_send(be, &msg);
+	int rc = send_fault(q, &fault, VHOST_IOTLB_MISS);
 	if (rc < 0) {
 		char why[128];
 		snprintf(why, sizeof(why),
@@ -118,16 +124,7 @@ static bool queue_park(struct vu_queue *q, uint64_t seq_before)
 static void report_access_fail(struct vu_queue *q)
 {
 	struct vt_as_fault fault = vt_vq_dev_fault(q->vq);
-	struct vt_vu_msg msg = { 0 };
-
-	msg.hdr.request = VHOST_USER_BACKEND_IOTLB_MSG;
-	msg.hdr.size = sizeof(msg.payload.iotlb);
-	msg.payload.iotlb = (struct vhost_iotlb_msg){
-		.iova = fault.addr,
-		.perm = vhost_perm(fault.access),
-		.type = VHOST_IOTLB_ACCESS_FAIL,
-	};
-	vu_backend_send(q->be, &msg);
+	send_fault(q, &fault, VHOST_IOTLB_ACCESS_FAIL);
 }
 
 /* ------------------------------------------------------------------ the I/O thread */
