@@ -225,6 +225,18 @@ bool vt_vq_drv_enable_cb(struct vt_vq_drv *vq);
 /* After a device reset: hands back one posted buffer's token (unmapped), NULL when none left. */
 void *vt_vq_drv_detach_unused(struct vt_vq_drv *vq);
 
+/*
+ * Prepares the ring for a device that starts over on it, as a vhost-user back-end restarted
+ * after a crash does: every buffer posted and not yet used (made available or not) is laid out
+ * again in the order it was posted, from the position after the last used one, and everything
+ * is made available. *base is where such a device starts (SET_VRING_BASE): split, the used
+ * index; packed, the used slot with its wrap counter in bit 15. It then sees each outstanding
+ * buffer exactly once, whether or not it kept inflight records (vhost-user INFLIGHT_SHMFD).
+ * No device may be running on the ring. -EBUSY: used buffers wait to be collected (collect them
+ * first: they would be completed twice); -EPROTO: broken.
+ */
+int vt_vq_drv_rebase(struct vt_vq_drv *vq, uint32_t *base);
+
 unsigned int vt_vq_drv_free_descs(const struct vt_vq_drv *vq);
 bool vt_vq_drv_is_broken(const struct vt_vq_drv *vq);
 enum vt_vq_error vt_vq_drv_error(const struct vt_vq_drv *vq);

@@ -258,6 +258,53 @@ void *vt_vq_drv_detach_unused(struct vt_vq_drv *vq)
 	return token;
 }
 
+struct seq_id {
+	uint64_t seq;
+	uint16_t id;
+};
+
+static int by_seq(const void *a, const void *b)
+{
+	uint64_t x = ((const struct seq_id *)a)->seq, y = ((const struct seq_id *)b)->seq;
+	return x < y ? -1 : x > y;
+}
+
+int vt_vq_drv_rebase(struct vt_vq_drv *vq, uint32_t *base)
+{
+	if (vq->broken)
+		return -EPROTO;
+	struct seq_id *order = malloc(((size_t)vq->outstanding + 1) * sizeof(*order));
+	uint16_t *ids = malloc(((size_t)vq->outstanding + 1) * sizeof(*ids));
+	int ret = order && ids ? 0 : -ENOMEM;
+	unsigned int count = 0;
+	for (unsigned int id = 0; ret == 0 && id < vq->num; id++) {
+		if (!vq->buffers[id].token)
+			continue;
+		if (count == vq->outstanding) {
+			ret =
+			    vq_drv_break(vq, VT_VQ_ERR_USED_ID, "rebase: more buffers than posted");
+			break;
+		}
+		order[count++] = (struct seq_id){ .seq = vq->buffers[id].seq, .id = (uint16_t)id };
+	}
+	if (ret == 0) {
+		qsort(order, count, sizeof(*order), by_seq);
+		for (unsigned int i = 0; i < count; i++)
+			ids[i] = order[i].id;
+		ret = vq->packed ? vq_packed_drv_rebase(vq, ids, count, base)
+				 : vq_split_drv_rebase(vq, ids, count, base);
+	}
+	if (ret == 0) {
+		/* Everything posted is now the device's: it may name any of it. */
+		vq->added_since_kick = 0;
+		vq->kicked_seq = vq->add_seq;
+		vq_drv_count_maps(vq);
+	}
+	free(order);
+	free(ids);
+	return ret;
+}
+
 unsigned int vt_vq_drv_free_descs(const struct vt_vq_drv *vq)
 {
 	return vq->num_free;

@@ -383,6 +383,9 @@ int vq_split_drv_get(struct vt_vq_drv *vq, void **token, uint32_t *len);
 void vq_split_drv_disable_cb(struct vt_vq_drv *vq);
 bool vq_split_drv_enable_cb(struct vt_vq_drv *vq);
 void *vq_split_drv_detach_unused(struct vt_vq_drv *vq);
+/* vt_vq_drv_rebase: @ids are the outstanding buffers, oldest first. */
+int vq_split_drv_rebase(struct vt_vq_drv *vq, const uint16_t *ids, unsigned int count,
+			uint32_t *base);
 
 int vq_packed_drv_init(struct vt_vq_drv *vq);
 int vq_packed_drv_add(struct vt_vq_drv *vq, const struct iovec *sg, unsigned int nreadable,
@@ -392,5 +395,7 @@ int vq_packed_drv_get(struct vt_vq_drv *vq, void **token, uint32_t *len);
 void vq_packed_drv_disable_cb(struct vt_vq_drv *vq);
 bool vq_packed_drv_enable_cb(struct vt_vq_drv *vq);
 void *vq_packed_drv_detach_unused(struct vt_vq_drv *vq);
+int vq_packed_drv_rebase(struct vt_vq_drv *vq, const uint16_t *ids, unsigned int count,
+			 uint32_t *base);
 
 #endif

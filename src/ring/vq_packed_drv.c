@@ -387,3 +387,58 @@ void *vq_packed_drv_detach_unused(struct vt_vq_drv *vq)
 	reset_state(vq);
 	return NULL;
 }
+
+int vq_packed_drv_rebase(struct vt_vq_drv *vq, const uint16_t *ids, unsigned int count,
+			 uint32_t *base)
+{
+	uint16_t flags;
+
+	if (vq->in_batch || used_state(vq, &flags) != 0)
+		return -EBUSY; /* a new device would complete those a second time */
+	/*
+	 * Used descriptors are written in completion order, so from the used slot on the ring
+	 * still holds buffers made available in posting order, some of them already returned.
+	 * Write the outstanding buffers there again from the records, oldest first: they fill
+	 * exactly the slots up to the next free one (a buffer occupies the same number of slots
+	 * whoever completes it).
+	 */
+	struct pvirtq_desc *ring = ring_desc(vq);
+	uint16_t slot = vq->last_used;
+	bool wrap = vq->used_wrap;
+	unsigned int slots = vq_packed_distance(vq->num, vq->last_used, vq->used_wrap,
+						vq->avail_idx_shadow, vq->avail_wrap);
+	unsigned int written = 0;
+	for (unsigned int k = 0; k < count; k++) {
+		uint16_t id = ids[k], e = id;
+		unsigned int ndesc = vq->buffers[id].ndesc;
+		if (written + ndesc > slots)
+			break;
+		for (unsigned int i = 0; i < ndesc; i++) {
+			const struct vq_desc_shadow *s = &vq->shadow[e];
+			uint16_t f = (uint16_t)(s->flags | avail_bits(wrap) |
+						(i + 1 < ndesc ? VIRTQ_DESC_F_NEXT : 0));
+			ring_write64(&ring[slot].addr, s->bus);
+			ring_write32(&ring[slot].len, s->len);
+			ring_write16(&ring[slot].id, id);
+			ring_write16(&ring[slot].flags, f);
+			e = s->next;
+			if (++slot == vq->num) {
+				slot = 0;
+				wrap = !wrap;
+			}
+		}
+		written += ndesc;
+	}
+	if (written != slots)
+		return vq_drv_break(vq, VT_VQ_ERR_USED_IDX,
+				    "rebase: %u buffers outstanding do not fill the %u slots from "
+				    "slot %u",
+				    count, slots, vq->last_used);
+	/* Release: every descriptor above before what follows (no device runs now). */
+	vt_wmb(vq->barriers);
+	vq->pending = false;
+	vq->kicked_avail = vq->avail_idx_shadow;
+	vq->kicked_wrap = vq->avail_wrap;
+	*base = (uint32_t)(vq->last_used | (uint32_t)vq->used_wrap << PVIRTQ_EVENT_WRAP_SHIFT);
+	return 0;
+}

@@ -328,3 +328,31 @@ void *vq_split_drv_detach_unused(struct vt_vq_drv *vq)
 	vq->in_batch = false;
 	return NULL;
 }
+
+int vq_split_drv_rebase(struct vt_vq_drv *vq, const uint16_t *ids, unsigned int count,
+			uint32_t *base)
+{
+	uint16_t mask = (uint16_t)(vq->num - 1);
+
+	if (vq->in_batch || ring_consume16(vq->barriers, &ring_used(vq)->idx) != vq->last_used)
+		return -EBUSY; /* a new device would complete those a second time */
+	/* Every posted buffer has one avail entry; those not collected follow the used index. */
+	if ((uint16_t)(vq->avail_idx_shadow - vq->last_used) != count)
+		return vq_drv_break(vq, VT_VQ_ERR_USED_IDX,
+				    "rebase: %u buffers outstanding, avail %u, used %u", count,
+				    vq->avail_idx_shadow, vq->last_used);
+	/*
+	 * Completed out of order, the entries from the used index on still name buffers already
+	 * returned; lay the outstanding heads out there instead, in the order they were posted
+	 * (the descriptors they point at are unchanged). A device reading from the used index
+	 * then sees each outstanding buffer exactly once. One that tracked inflight buffers
+	 * resumes at used + in flight: the same entries, as it takes buffers in ring order.
+	 */
+	for (unsigned int i = 0; i < count; i++)
+		ring_write16(&ring_avail(vq)->ring[(vq->last_used + i) & mask], ids[i]);
+	/* Release: the entries before the index that exposes them (no device runs now). */
+	ring_publish16(vq->barriers, &ring_avail(vq)->idx, vq->avail_idx_shadow);
+	vq->kicked_avail = vq->avail_idx_shadow;
+	*base = vq->last_used;
+	return 0;
+}
