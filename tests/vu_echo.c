@@ -12,6 +12,9 @@ struct echo_queue {
 	unsigned int index;
 	struct vt_vq_dev *vq;
 	struct iovec iov[ECHO_IOV_MAX];
+	uint64_t taken;
+	struct vt_vq_chain *held; /* hold_every: buffers kept (at most the queue size) */
+	unsigned int nheld;
 };
 
 static int echo_start(void *opaque, unsigned int index, struct vt_vq_dev *vq, uint64_t features,
@@ -25,6 +28,13 @@ static int echo_start(void *opaque, unsigned int index, struct vt_vq_dev *vq, ui
 	q->echo = echo;
 	q->index = index;
 	q->vq = vq;
+	if (echo->hold_every) {
+		q->held = calloc(32768, sizeof(*q->held));
+		if (!q->held) {
+			free(q);
+			return -ENOMEM;
+		}
+	}
 	atomic_store(&echo->features, features);
 	atomic_fetch_add(&echo->starts, 1);
 	*engine = q;
@@ -67,6 +77,11 @@ static int echo_poll(void *engine, bool *notify)
 			rc = vt_vq_dev_pop(q->vq, &c, q->iov, ECHO_IOV_MAX);
 			if (rc < 0)
 				break;
+			if (q->held && ++q->taken % q->echo->hold_every == 0) {
+				q->held[q->nheld++] = c;
+				atomic_fetch_add(&q->echo->held, 1);
+				continue;
+			}
 			uint32_t written = echo_one(q, &c);
 			rc = vt_vq_dev_push(q->vq, &c, written);
 			if (rc < 0)
@@ -90,7 +105,7 @@ static int echo_drain(void *engine, bool *notify)
 {
 	struct echo_queue *q = engine;
 
-	/* Every buffer is pushed as soon as it is popped: only the flush can be pending. */
+	/* Every buffer is pushed as soon as it is popped, but the held ones, never. */
 	*notify = vt_vq_dev_flush(q->vq);
 	return 0;
 }
@@ -100,6 +115,7 @@ static void echo_stop(void *engine)
 	struct echo_queue *q = engine;
 
 	atomic_fetch_add(&q->echo->stops, 1);
+	free(q->held);
 	free(q);
 }
 

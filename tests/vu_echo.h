@@ -16,7 +16,13 @@
 #define VU_ECHO_MAX_QUEUES 8
 
 struct vu_echo {
-	_Atomic uint64_t starts, stops, buffers, bytes;
+	/*
+	 * Set before serving: every hold_every-th buffer taken (counting from 1) is kept and never
+	 * answered, not even by a drain, as by a back-end about to die with requests in flight
+	 * (0: none). Only for a back-end that is killed, not stopped.
+	 */
+	unsigned int hold_every;
+	_Atomic uint64_t starts, stops, buffers, bytes, held;
 	_Atomic uint64_t features; /* what the last start() was given */
 	_Atomic uint64_t queue_buffers[VU_ECHO_MAX_QUEUES];
 };

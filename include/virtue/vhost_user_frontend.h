@@ -83,6 +83,7 @@ struct vt_vu_frontend_stats {
 	uint64_t requests;	       /* messages sent on the main socket */
 	uint64_t iotlb_updates;	       /* UPDATE acknowledged (mappings and miss answers) */
 	uint64_t iotlb_invalidations;  /* INVALIDATE acknowledged */
+	uint64_t reconnects;	       /* vt_vu_frontend_reconnect that succeeded */
 	uint64_t misses;	       /* MISS received */
 	uint64_t misses_answered;      /* ... answered with an UPDATE */
 	uint64_t misses_denied;	       /* ... for an address not mapped with that permission */
@@ -100,7 +101,7 @@ struct vt_vu_frontend;
 /*
  * Connects (bounded by connect_timeout_ms) and runs the handshake: GET_FEATURES,
  * GET/SET_PROTOCOL_FEATURES (MQ, REPLY_ACK, BACKEND_REQ, CONFIG, CONFIGURE_MEM_SLOTS, STATUS,
- * RESET_DEVICE as offered, minus protocol_excluded), SET_OWNER, GET_QUEUE_NUM,
+ * RESET_DEVICE, INFLIGHT_SHMFD as offered, minus protocol_excluded), SET_OWNER, GET_QUEUE_NUM,
  * GET_MAX_MEM_SLOTS, SET_BACKEND_REQ_FD (starting the channel thread). Returns 0, or -EINVAL (bad
  * params), -ETIMEDOUT, -ECONNREFUSED/-ENOENT (nothing listening when the time ran out), -EPROTO
  * (a bad or refused reply), -errno.
@@ -128,6 +129,9 @@ int vt_vu_frontend_negotiate(struct vt_vu_frontend *fe);
  * Sets up queue @index (below vt_vu_frontend_num_queues) with @num entries: ring memory from
  * the DMA API, SET_VRING_NUM, SET_VRING_BASE, SET_VRING_ADDR (IOVAs under ACCESS_PLATFORM, else
  * this process's addresses), SET_VRING_CALL, SET_VRING_ERR, SET_VRING_KICK, SET_VRING_ENABLE 1.
+ * With INFLIGHT_SHMFD negotiated, the first queue started gets the inflight buffer from the
+ * back-end (GET_INFLIGHT_FD for every queue at @num entries, then SET_INFLIGHT_FD); every queue
+ * must then have @num entries (-EINVAL otherwise), as in QEMU.
  * @indirect_max: vt_vq_drv_params.indirect_max (0: default). -EBUSY if it already runs.
  */
 int vt_vu_frontend_queue_start(struct vt_vu_frontend *fe, unsigned int index, unsigned int num,
@@ -139,6 +143,21 @@ int vt_vu_frontend_queue_start(struct vt_vu_frontend *fe, unsigned int index, un
  * the rest detached with vt_vq_drv_detach_unused; the ring is freed by reset or close.
  */
 int vt_vu_frontend_queue_stop(struct vt_vu_frontend *fe, unsigned int index, uint32_t *base);
+
+/*
+ * After the back-end went away (vt_vu_frontend_wait said -ECONNRESET, or requests fail with
+ * -ENOTCONN): connects again as the first time (client: retrying until connect_timeout_ms;
+ * server: waiting that long for a back-end) and hands the device over as the driver left it.
+ * The new back-end must offer every feature and protocol feature negotiated (-EPROTO if not).
+ * It gets the features, the status, the memory, the inflight buffer when INFLIGHT_SHMFD was
+ * negotiated, and every running queue, its ring rebased (vt_vq_drv_rebase) and kicked: buffers
+ * posted before are completed once each, whether or not the back-end keeps inflight records.
+ * Under ACCESS_PLATFORM it starts with an empty IOTLB and its misses are answered from the live
+ * mappings. The caller first collects every used buffer (-EBUSY otherwise; the connection then
+ * stays down, call again), and no queue's data path may run meanwhile. -ENOTSUP when the
+ * front-end was given a connected fd instead of a path.
+ */
+int vt_vu_frontend_reconnect(struct vt_vu_frontend *fe);
 
 /* DRIVER_OK, after the queues are set up. */
 int vt_vu_frontend_ready(struct vt_vu_frontend *fe);

@@ -19,6 +19,7 @@
 #include "transport/vhost_user_frontend_impl.h"
 #include "virtue/features.h"
 #include "virtue/platform.h"
+#include "virtue/spec/virtio_config.h"
 
 #define DEFAULT_TIMEOUT_MS 5000
 #define CONNECT_RETRY_MS   10
@@ -28,7 +29,8 @@
 	(VT_BIT(VHOST_USER_PROTOCOL_F_MQ) | VT_BIT(VHOST_USER_PROTOCOL_F_REPLY_ACK) |              \
 	 VT_BIT(VHOST_USER_PROTOCOL_F_BACKEND_REQ) | VT_BIT(VHOST_USER_PROTOCOL_F_CONFIG) |        \
 	 VT_BIT(VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS) |                                       \
-	 VT_BIT(VHOST_USER_PROTOCOL_F_STATUS) | VT_BIT(VHOST_USER_PROTOCOL_F_RESET_DEVICE))
+	 VT_BIT(VHOST_USER_PROTOCOL_F_STATUS) | VT_BIT(VHOST_USER_PROTOCOL_F_RESET_DEVICE) |       \
+	 VT_BIT(VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD))
 
 static uint64_t now_ns(void)
 {
@@ -66,7 +68,8 @@ int fe_break(struct vt_vu_frontend *fe, int err, const char *request, const char
 
 #define REPLY_SPIN_NS 50000ull
 
-static int recv_reply_locked(struct vt_vu_frontend *fe, struct vt_vu_msg *reply, uint32_t request)
+static int recv_reply_locked(struct vt_vu_frontend *fe, struct vt_vu_msg *reply, uint32_t request,
+			     int *fd)
 {
 	const char *name = vt_vu_request_name(request);
 	uint64_t deadline = now_ns() + (uint64_t)fe->timeout_ms * 1000000ull;
@@ -102,18 +105,24 @@ static int recv_reply_locked(struct vt_vu_frontend *fe, struct vt_vu_msg *reply,
 	if (rc < 0)
 		return fe_break(fe, rc, name,
 				"reply unreadable (truncated, wrong version, oversized)");
-	if (reply->nfds) {
+	if (reply->nfds > (fd ? 1u : 0u) || (fd && reply->nfds != 1)) {
 		vt_vu_msg_close_fds(reply);
-		return fe_break(fe, -EPROTO, name, "reply carries fds");
+		return fe_break(fe, -EPROTO, name,
+				fd ? "reply without its fd" : "reply carries fds");
 	}
-	if (!(reply->hdr.flags & VHOST_USER_REPLY_MASK))
+	if (!(reply->hdr.flags & VHOST_USER_REPLY_MASK)) {
+		vt_vu_msg_close_fds(reply);
 		return fe_break(fe, -EPROTO, name, "message without the reply flag");
+	}
 	if (reply->hdr.request != request) {
 		char why[96];
 		snprintf(why, sizeof(why), "reply is for request %u (%s)", reply->hdr.request,
 			 vt_vu_request_name(reply->hdr.request));
+		vt_vu_msg_close_fds(reply);
 		return fe_break(fe, -EPROTO, name, why);
 	}
+	if (fd)
+		*fd = reply->fds[0];
 	return 0;
 }
 
@@ -130,7 +139,8 @@ static int send_locked(struct vt_vu_frontend *fe, struct vt_vu_msg *msg)
 	return 0;
 }
 
-int fe_call_locked(struct vt_vu_frontend *fe, struct vt_vu_msg *msg, uint32_t reply_size)
+static int call_locked(struct vt_vu_frontend *fe, struct vt_vu_msg *msg, uint32_t reply_size,
+		       int *fd)
 {
 	struct vt_vu_msg reply;
 	uint32_t request = msg->hdr.request;
@@ -138,18 +148,33 @@ int fe_call_locked(struct vt_vu_frontend *fe, struct vt_vu_msg *msg, uint32_t re
 	msg->hdr.flags = VHOST_USER_VERSION;
 	int rc = send_locked(fe, msg);
 	if (rc == 0)
-		rc = recv_reply_locked(fe, &reply, request);
+		rc = recv_reply_locked(fe, &reply, request, fd);
 	if (rc < 0)
 		return rc;
 	if (reply.hdr.size != reply_size) {
 		char why[64];
 		snprintf(why, sizeof(why), "reply of %u bytes, expected %u", reply.hdr.size,
 			 reply_size);
+		if (fd)
+			close(*fd);
 		return fe_break(fe, -EPROTO, vt_vu_request_name(request), why);
 	}
 	msg->hdr = reply.hdr;
 	memcpy(&msg->payload, &reply.payload, reply_size);
 	return 0;
+}
+
+int fe_call_locked(struct vt_vu_frontend *fe, struct vt_vu_msg *msg, uint32_t reply_size)
+{
+	return call_locked(fe, msg, reply_size, NULL);
+}
+
+int fe_call_fd(struct vt_vu_frontend *fe, struct vt_vu_msg *msg, uint32_t reply_size, int *fd)
+{
+	pthread_mutex_lock(&fe->io_lock);
+	int rc = call_locked(fe, msg, reply_size, fd);
+	pthread_mutex_unlock(&fe->io_lock);
+	return rc;
 }
 
 int fe_request_locked(struct vt_vu_frontend *fe, struct vt_vu_msg *msg, bool ack)
@@ -170,7 +195,7 @@ int fe_request_locked(struct vt_vu_frontend *fe, struct vt_vu_msg *msg, bool ack
 		struct vt_vu_msg sync = { .hdr.request = VHOST_USER_GET_FEATURES };
 		return fe_call_locked(fe, &sync, sizeof(uint64_t));
 	}
-	rc = recv_reply_locked(fe, &reply, request);
+	rc = recv_reply_locked(fe, &reply, request, NULL);
 	if (rc < 0)
 		return rc;
 	if (reply.hdr.size != sizeof(uint64_t))
@@ -296,18 +321,50 @@ static int accept_path(const char *path, unsigned int timeout_ms, int *out)
 	return rc;
 }
 
-static int handshake(struct vt_vu_frontend *fe)
+/*
+ * A back-end that replaces the one this front-end negotiated with (@again: reconnect) must offer
+ * at least what was negotiated: the device, its rings and the driver's state depend on it.
+ */
+static int check_still_offered(struct vt_vu_frontend *fe, uint64_t offered_raw,
+			       uint64_t protocol_offered)
 {
-	int rc = fe_get_u64(fe, VHOST_USER_GET_FEATURES, &fe->offered_raw);
+	uint64_t lost = fe->dma ? fe->features & ~offered_raw : 0;
+	uint64_t lost_protocol = fe->protocol & ~protocol_offered;
+	bool protocol_bit =
+	    (offered_raw ^ fe->offered_raw) & VT_BIT(VHOST_USER_F_PROTOCOL_FEATURES);
+
+	if (!lost && !lost_protocol && !protocol_bit)
+		return 0;
+	char names[256];
+	vt_features_str(fe->params.device_id, lost, names, sizeof(names));
+	vt_log(fe->log, VT_LOG_ERROR,
+	       "%s: the new back-end no longer offers what was negotiated: features %s, protocol "
+	       "features 0x%llx%s",
+	       fe->name, lost ? names : "(none)", (unsigned long long)lost_protocol,
+	       protocol_bit ? ", VHOST_USER_F_PROTOCOL_FEATURES changed" : "");
+	return -EPROTO;
+}
+
+static int handshake(struct vt_vu_frontend *fe, bool again)
+{
+	uint64_t offered_raw, protocol_offered = 0;
+	int rc = fe_get_u64(fe, VHOST_USER_GET_FEATURES, &offered_raw);
 	if (rc < 0)
 		return rc;
-	fe->offered = fe->offered_raw & ~VT_BIT(VHOST_USER_F_PROTOCOL_FEATURES);
-	if (fe->offered_raw & VT_BIT(VHOST_USER_F_PROTOCOL_FEATURES)) {
-		rc = fe_get_u64(fe, VHOST_USER_GET_PROTOCOL_FEATURES, &fe->protocol_offered);
+	if (offered_raw & VT_BIT(VHOST_USER_F_PROTOCOL_FEATURES)) {
+		rc = fe_get_u64(fe, VHOST_USER_GET_PROTOCOL_FEATURES, &protocol_offered);
 		if (rc < 0)
 			return rc;
-		uint64_t wanted =
-		    fe->protocol_offered & FE_PROTOCOL_FEATURES & ~fe->params.protocol_excluded;
+	}
+	if (again && (rc = check_still_offered(fe, offered_raw, protocol_offered)) < 0)
+		return rc;
+	fe->offered_raw = offered_raw;
+	fe->offered = fe->offered_raw & ~VT_BIT(VHOST_USER_F_PROTOCOL_FEATURES);
+	fe->protocol_offered = protocol_offered;
+	if (fe->offered_raw & VT_BIT(VHOST_USER_F_PROTOCOL_FEATURES)) {
+		uint64_t wanted = again ? fe->protocol
+					: fe->protocol_offered & FE_PROTOCOL_FEATURES &
+					      ~fe->params.protocol_excluded;
 		/* Not acknowledged: whether REPLY_ACK applies to this very message is unclear. */
 		rc = fe_send_u64(fe, VHOST_USER_SET_PROTOCOL_FEATURES, wanted, false);
 		if (rc < 0)
@@ -340,6 +397,12 @@ static int handshake(struct vt_vu_frontend *fe)
 			       fe->name, (unsigned long long)n, FE_MAX_QUEUES / per);
 			n = FE_MAX_QUEUES / per;
 		}
+		if (again && (unsigned int)n * per < fe->num_queues) {
+			vt_log(fe->log, VT_LOG_ERROR,
+			       "%s: the new back-end serves %llu queues, the old one %u", fe->name,
+			       (unsigned long long)n * per, fe->num_queues);
+			return -EPROTO;
+		}
 		fe->num_queues = (unsigned int)n * per;
 	}
 	if (fe_has_protocol(fe, VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS)) {
@@ -360,6 +423,30 @@ static int handshake(struct vt_vu_frontend *fe)
 	       fe->name, names, (unsigned long long)fe->protocol,
 	       (unsigned long long)fe->protocol_offered, fe->num_queues);
 	return 0;
+}
+
+/* Connects to the back-end (client) or waits for it (server), bounded by connect_timeout_ms. */
+static int open_connection(struct vt_vu_frontend *fe, int *sock)
+{
+	const struct vt_vu_frontend_params *params = &fe->params;
+	unsigned int wait_ms =
+	    params->connect_timeout_ms ? params->connect_timeout_ms : DEFAULT_TIMEOUT_MS;
+	int rc = params->server ? accept_path(params->socket_path, wait_ms, sock)
+				: connect_path(params->socket_path, wait_ms, sock);
+	if (rc < 0)
+		vt_log(fe->log, VT_LOG_ERROR, "%s: %s %s: %s", fe->name,
+		       params->server ? "waiting for a back-end on" : "connect to",
+		       params->socket_path, strerror(-rc));
+	return rc;
+}
+
+/* Backstops for a message that starts and then stalls half way, in either direction. */
+static void set_socket_timeouts(struct vt_vu_frontend *fe, int sock)
+{
+	struct timeval tv = { .tv_sec = fe->timeout_ms / 1000,
+			      .tv_usec = (fe->timeout_ms % 1000) * 1000 };
+	setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(sock, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 }
 
 int vt_vu_frontend_connect(const struct vt_vu_frontend_params *params, struct vt_vu_frontend **out)
@@ -385,7 +472,7 @@ int vt_vu_frontend_connect(const struct vt_vu_frontend_params *params, struct vt
 	fe->log = params->log;
 	fe->timeout_ms = params->timeout_ms ? (int)params->timeout_ms : DEFAULT_TIMEOUT_MS;
 	fe->sock = sock; /* a given socket is ours from here on */
-	fe->chan = fe->chan_stop = fe->fault_fd = -1;
+	fe->chan = fe->chan_stop = fe->fault_fd = fe->inflight_fd = -1;
 	pthread_mutex_init(&fe->io_lock, NULL);
 	fe_queues_init(fe);
 	fe->chan_stop = eventfd(0, EFD_CLOEXEC);
@@ -396,23 +483,12 @@ int vt_vu_frontend_connect(const struct vt_vu_frontend_params *params, struct vt
 	}
 
 	if (params->socket_path) {
-		unsigned int wait_ms =
-		    params->connect_timeout_ms ? params->connect_timeout_ms : DEFAULT_TIMEOUT_MS;
-		rc = params->server ? accept_path(params->socket_path, wait_ms, &sock)
-				    : connect_path(params->socket_path, wait_ms, &sock);
-		if (rc < 0) {
-			vt_log(fe->log, VT_LOG_ERROR, "%s: %s %s: %s", fe->name,
-			       params->server ? "waiting for a back-end on" : "connect to",
-			       params->socket_path, strerror(-rc));
+		rc = open_connection(fe, &sock);
+		if (rc < 0)
 			goto fail;
-		}
 		fe->sock = sock;
 	}
-	/* Backstops for a message that starts and then stalls half way, in either direction. */
-	struct timeval tv = { .tv_sec = fe->timeout_ms / 1000,
-			      .tv_usec = (fe->timeout_ms % 1000) * 1000 };
-	setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	setsockopt(sock, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	set_socket_timeouts(fe, sock);
 
 	struct vt_driver_params dp = {
 		.ops = &fe_transport_ops,
@@ -424,7 +500,7 @@ int vt_vu_frontend_connect(const struct vt_vu_frontend_params *params, struct vt
 	};
 	rc = vt_driver_new(&dp, &fe->drv);
 	if (rc == 0)
-		rc = handshake(fe);
+		rc = handshake(fe, false);
 	if (rc < 0)
 		goto fail;
 	*out = fe;
@@ -493,6 +569,70 @@ int vt_vu_frontend_ready(struct vt_vu_frontend *fe)
 	if (!fe->dma)
 		return -EPROTO;
 	return vt_driver_ready(fe->drv);
+}
+
+/* The device as the driver left it, told to a back-end that knows nothing of it. */
+static int replay_device(struct vt_vu_frontend *fe)
+{
+	bool has_status = fe_has_protocol(fe, VHOST_USER_PROTOCOL_F_STATUS);
+	uint8_t status = fe->status;
+
+	uint64_t wire = fe->driver_features;
+	if (fe->offered_raw & VT_BIT(VHOST_USER_F_PROTOCOL_FEATURES))
+		wire |= VT_BIT(VHOST_USER_F_PROTOCOL_FEATURES);
+	int rc = fe_send_u64(fe, VHOST_USER_SET_FEATURES, wire, true);
+	if (rc == 0 && has_status)
+		rc = fe_send_u64(fe, VHOST_USER_SET_STATUS,
+				 status & (uint8_t)~VIRTIO_CONFIG_S_DRIVER_OK, true);
+	/* Its memory: the same regions (or bounce window); IOTLB misses refill the rest. */
+	fe->regions_added = false;
+	if (rc == 0)
+		rc = fe_mem_share(fe);
+	if (rc == 0)
+		rc = fe_queues_resume(fe);
+	if (rc == 0 && has_status && (status & VIRTIO_CONFIG_S_DRIVER_OK))
+		rc = fe_send_u64(fe, VHOST_USER_SET_STATUS, status, true);
+	return rc;
+}
+
+int vt_vu_frontend_reconnect(struct vt_vu_frontend *fe)
+{
+	int sock, rc;
+
+	if (!fe->params.socket_path)
+		return -ENOTSUP; /* a socket handed in cannot be dialled again */
+	fe_channel_stop(fe);
+	pthread_mutex_lock(&fe->io_lock);
+	if (fe->sock >= 0)
+		close(fe->sock);
+	fe->sock = -1;
+	/* Until the new connection is up, every request fails at once. */
+	fe->broken = -ENOTCONN;
+	pthread_mutex_unlock(&fe->io_lock);
+	fe_clear_fault(fe);
+
+	rc = open_connection(fe, &sock);
+	if (rc < 0)
+		return rc;
+	set_socket_timeouts(fe, sock);
+	pthread_mutex_lock(&fe->io_lock);
+	fe->sock = sock;
+	fe->broken = 0;
+	pthread_mutex_unlock(&fe->io_lock);
+	rc = handshake(fe, true);
+	if (rc == 0 && fe->dma)
+		rc = replay_device(fe);
+	if (rc < 0) {
+		pthread_mutex_lock(&fe->io_lock);
+		fe_break(fe, rc, "reconnect", "the new back-end could not take the device over");
+		pthread_mutex_unlock(&fe->io_lock);
+		return rc;
+	}
+	uint64_t n = atomic_fetch_add_explicit(&fe->reconnects, 1, memory_order_relaxed) + 1;
+	vt_log(fe->log, VT_LOG_INFO, "%s: reconnected (%llu so far)%s", fe->name,
+	       (unsigned long long)n,
+	       fe->inflight_fd >= 0 ? "; the back-end has the inflight records" : "");
+	return 0;
 }
 
 int vt_vu_frontend_reset(struct vt_vu_frontend *fe, void (*release)(void *opaque, void *token),
@@ -578,6 +718,7 @@ void vt_vu_frontend_get_stats(struct vt_vu_frontend *fe, struct vt_vu_frontend_s
 		.requests = LOAD(requests),
 		.iotlb_updates = LOAD(iotlb_updates),
 		.iotlb_invalidations = LOAD(iotlb_invalidations),
+		.reconnects = LOAD(reconnects),
 		.misses = LOAD(misses),
 		.misses_answered = LOAD(misses_answered),
 		.misses_denied = LOAD(misses_denied),

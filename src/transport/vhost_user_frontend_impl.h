@@ -73,6 +73,13 @@ struct vt_vu_frontend {
 	uint64_t window_iova, window_size;
 
 	struct fe_queue queues[FE_MAX_QUEUES];
+	/*
+	 * INFLIGHT_SHMFD: the buffer the back-end records its inflight buffers in, got from it
+	 * (GET_INFLIGHT_FD) when the first queue starts and handed to every later back-end
+	 * (SET_INFLIGHT_FD) so that one restarted after a crash finds what was in flight. -1: none.
+	 */
+	int inflight_fd;
+	struct vhost_user_inflight inflight;
 
 	/* Back-end channel. */
 	int chan;      /* front-end's end, owned by the channel thread once it runs */
@@ -82,7 +89,7 @@ struct vt_vu_frontend {
 	bool chan_running;
 	struct fe_ratelimit miss_log, fail_log, bad_log;
 
-	_Atomic uint64_t requests, iotlb_updates, iotlb_invalidations;
+	_Atomic uint64_t requests, iotlb_updates, iotlb_invalidations, reconnects;
 	_Atomic uint64_t misses, misses_answered, misses_denied, access_fails, config_changes,
 	    bad_backend_messages;
 	_Atomic uint64_t last_fault_iova;
@@ -102,6 +109,8 @@ int fe_call_locked(struct vt_vu_frontend *fe, struct vt_vu_msg *msg, uint32_t re
 /* The same, taking io_lock. */
 int fe_request(struct vt_vu_frontend *fe, struct vt_vu_msg *msg, bool ack);
 int fe_call(struct vt_vu_frontend *fe, struct vt_vu_msg *msg, uint32_t reply_size);
+/* fe_call for a reply that carries one fd (GET_INFLIGHT_FD): *fd is ours on success. */
+int fe_call_fd(struct vt_vu_frontend *fe, struct vt_vu_msg *msg, uint32_t reply_size, int *fd);
 int fe_send_u64(struct vt_vu_frontend *fe, uint32_t request, uint64_t value, bool ack);
 int fe_send_state(struct vt_vu_frontend *fe, uint32_t request, uint32_t index, uint32_t num,
 		  bool ack);
@@ -130,5 +139,11 @@ void fe_queues_init(struct vt_vu_frontend *fe);
 /* Stops, detaches (to @release) and frees every queue. */
 void fe_queues_teardown(struct vt_vu_frontend *fe, void (*release)(void *opaque, void *token),
 			void *opaque);
+/*
+ * After a reconnect: hands every running queue to the new back-end (the inflight buffer first),
+ * each ring rebased (vt_vq_drv_rebase) so the back-end sees each outstanding buffer once.
+ */
+int fe_queues_resume(struct vt_vu_frontend *fe);
+void fe_inflight_free(struct vt_vu_frontend *fe);
 
 #endif

@@ -142,6 +142,11 @@ static int send_iotlb_locked(struct vt_vu_frontend *fe, uint8_t type, uint64_t i
 /*
  * The table first, then the back-end: a miss answered meanwhile only repeats this update. A
  * refused update leaves the table as it was. VT_ACCESS_READ/WRITE are VHOST_ACCESS_RO/WO.
+ *
+ * The table is the IOMMU; a back-end's IOTLB only caches it. With no back-end connected (the
+ * connection is latched broken, waiting for vt_vu_frontend_reconnect) a mapping or unmapping
+ * changes the table alone and succeeds: the next back-end starts empty and learns the table
+ * through misses, so the driver can go on posting buffers while its back-end restarts.
  */
 static int fe_iotlb_update(void *opaque, uint64_t iova, uint64_t size, uint64_t uaddr,
 			   unsigned int perm)
@@ -152,7 +157,9 @@ static int fe_iotlb_update(void *opaque, uint64_t iova, uint64_t size, uint64_t 
 	int rc = vt_iotlb_update(fe->mapped, iova, size, (void *)(uintptr_t)uaddr, perm);
 	if (rc == 0) {
 		rc = send_iotlb_locked(fe, VHOST_IOTLB_UPDATE, iova, size, uaddr, perm);
-		if (rc < 0)
+		if (rc < 0 && fe->broken)
+			rc = 0;
+		else if (rc < 0)
 			vt_iotlb_invalidate(fe->mapped, iova, size);
 	}
 	pthread_mutex_unlock(&fe->io_lock);
@@ -167,6 +174,8 @@ static int fe_iotlb_invalidate(void *opaque, uint64_t iova, uint64_t size)
 	pthread_mutex_lock(&fe->io_lock);
 	vt_iotlb_invalidate(fe->mapped, iova, size);
 	int rc = send_iotlb_locked(fe, VHOST_IOTLB_INVALIDATE, iova, size, 0, 0);
+	if (rc < 0 && fe->broken)
+		rc = 0;
 	pthread_mutex_unlock(&fe->io_lock);
 	return rc;
 }
@@ -552,6 +561,10 @@ void fe_channel_stop(struct vt_vu_frontend *fe)
 		}
 		pthread_join(fe->chan_thread, NULL);
 		fe->chan_running = false;
+		/* Consumed, so that a channel started again (reconnect) does not stop at once. */
+		if (read(fe->chan_stop, &one, sizeof(one)) < 0) {
+			/* Cannot fail: the write above made it readable. */
+		}
 	}
 	if (fe->chan >= 0)
 		close(fe->chan);

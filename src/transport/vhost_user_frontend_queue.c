@@ -57,6 +57,146 @@ static bool vring_enable_used(const struct vt_vu_frontend *fe)
 	return (fe->offered_raw & VT_BIT(VHOST_USER_F_PROTOCOL_FEATURES)) != 0;
 }
 
+/* ------------------------------------------------------------------ inflight buffer */
+
+static int send_inflight(struct vt_vu_frontend *fe)
+{
+	struct vt_vu_msg msg = {
+		.hdr = { .request = VHOST_USER_SET_INFLIGHT_FD,
+			 .size = sizeof(struct vhost_user_inflight) },
+		.fds = { fe->inflight_fd },
+		.nfds = 1,
+	};
+	msg.payload.inflight = fe->inflight;
+	return fe_request(fe, &msg, true);
+}
+
+/*
+ * The back-end sizes and creates the buffer (GET_INFLIGHT_FD, zero-filled: nothing in flight);
+ * the front-end only keeps it, for the next back-end. Never read here: the layout is the
+ * back-end's business.
+ */
+static int inflight_setup(struct vt_vu_frontend *fe, unsigned int num)
+{
+	if (!fe_has_protocol(fe, VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD))
+		return 0;
+	if (fe->inflight_fd >= 0) {
+		if (num == fe->inflight.queue_size)
+			return 0;
+		vt_log(fe->log, VT_LOG_ERROR,
+		       "%s: INFLIGHT_SHMFD: every queue must have %u entries, not %u", fe->name,
+		       fe->inflight.queue_size, num);
+		return -EINVAL;
+	}
+	struct vt_vu_msg msg = {
+		.hdr = { .request = VHOST_USER_GET_INFLIGHT_FD,
+			 .size = sizeof(struct vhost_user_inflight) },
+	};
+	msg.payload.inflight = (struct vhost_user_inflight){ .num_queues = (uint16_t)fe->num_queues,
+							     .queue_size = (uint16_t)num };
+	int fd = -1;
+	int rc = fe_call_fd(fe, &msg, sizeof(struct vhost_user_inflight), &fd);
+	if (rc < 0)
+		return rc;
+	const struct vhost_user_inflight *in = &msg.payload.inflight;
+	if (in->mmap_size == 0 || in->num_queues != fe->num_queues || in->queue_size != num) {
+		vt_log(
+		    fe->log, VT_LOG_ERROR,
+		    "%s: GET_INFLIGHT_FD answered %llu bytes for %u queues of %u, asked %u of %u",
+		    fe->name, (unsigned long long)in->mmap_size, in->num_queues, in->queue_size,
+		    fe->num_queues, num);
+		close(fd);
+		return -EPROTO;
+	}
+	fe->inflight = *in;
+	fe->inflight_fd = fd;
+	rc = send_inflight(fe);
+	if (rc < 0)
+		fe_inflight_free(fe);
+	return rc;
+}
+
+void fe_inflight_free(struct vt_vu_frontend *fe)
+{
+	close_fd(&fe->inflight_fd);
+	fe->inflight = (struct vhost_user_inflight){ 0 };
+}
+
+/* ------------------------------------------------------------------ queues */
+
+/* Hands queue @index to the back-end, resuming at @base (SET_VRING_BASE). */
+static int queue_announce(struct vt_vu_frontend *fe, unsigned int index, uint32_t base)
+{
+	struct fe_queue *q = &fe->queues[index];
+	uint64_t desc, driver, device, ua_desc, ua_driver, ua_device;
+
+	vt_vq_drv_addrs(q->vq, &desc, &driver, &device);
+	int rc = fe_ring_addr(fe, desc, 1, &ua_desc);
+	if (rc == 0)
+		rc = fe_ring_addr(fe, driver, 1, &ua_driver);
+	if (rc == 0)
+		rc = fe_ring_addr(fe, device, 1, &ua_device);
+	if (rc < 0) {
+		vt_log(fe->log, VT_LOG_ERROR, "%s q%u: ring outside the shared memory", fe->name,
+		       index);
+		return rc;
+	}
+	rc = fe_send_state(fe, VHOST_USER_SET_VRING_NUM, index, q->num, true);
+	if (rc == 0)
+		rc = fe_send_state(fe, VHOST_USER_SET_VRING_BASE, index, base, true);
+	if (rc == 0) {
+		struct vt_vu_msg msg = {
+			.hdr = { .request = VHOST_USER_SET_VRING_ADDR,
+				 .size = sizeof(struct vhost_vring_addr) },
+		};
+		msg.payload.addr = (struct vhost_vring_addr){
+			.index = index,
+			.desc_user_addr = ua_desc,
+			.avail_user_addr = ua_driver,
+			.used_user_addr = ua_device,
+		};
+		rc = fe_request(fe, &msg, true);
+	}
+	/* Call and error fds first: the back-end starts the ring when the kick fd arrives. */
+	if (rc == 0)
+		rc = send_vring_fd(fe, VHOST_USER_SET_VRING_CALL, index, q->call_fd);
+	if (rc == 0)
+		rc = send_vring_fd(fe, VHOST_USER_SET_VRING_ERR, index, q->err_fd);
+	if (rc == 0)
+		rc = send_vring_fd(fe, VHOST_USER_SET_VRING_KICK, index, q->kick_fd);
+	if (rc == 0)
+		q->running = true;
+	if (rc == 0 && vring_enable_used(fe))
+		rc = fe_send_state(fe, VHOST_USER_SET_VRING_ENABLE, index, 1, true);
+	return rc;
+}
+
+int fe_queues_resume(struct vt_vu_frontend *fe)
+{
+	uint64_t one = 1;
+	int rc = fe->inflight_fd >= 0 ? send_inflight(fe) : 0;
+
+	for (unsigned int i = 0; rc == 0 && i < FE_MAX_QUEUES; i++) {
+		struct fe_queue *q = &fe->queues[i];
+		if (!q->vq || !q->running)
+			continue;
+		uint32_t base;
+		rc = vt_vq_drv_rebase(q->vq, &base);
+		if (rc < 0) {
+			vt_log(fe->log, VT_LOG_ERROR, "%s q%u: cannot resume the ring: %s",
+			       fe->name, i,
+			       rc == -EBUSY ? "used buffers not collected" : strerror(-rc));
+			break;
+		}
+		q->running = false;
+		rc = queue_announce(fe, i, base);
+		/* Whatever the ring holds now is the new back-end's to take. */
+		if (rc == 0 && write(q->kick_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+			rc = -errno;
+	}
+	return rc;
+}
+
 int vt_vu_frontend_queue_start(struct vt_vu_frontend *fe, unsigned int index, unsigned int num,
 			       unsigned int indirect_max)
 {
@@ -91,46 +231,10 @@ int vt_vu_frontend_queue_start(struct vt_vu_frontend *fe, unsigned int index, un
 		goto fail;
 	}
 
-	uint64_t desc, driver, device, ua_desc, ua_driver, ua_device;
-	vt_vq_drv_addrs(q->vq, &desc, &driver, &device);
-	rc = fe_ring_addr(fe, desc, 1, &ua_desc);
-	if (rc == 0)
-		rc = fe_ring_addr(fe, driver, 1, &ua_driver);
-	if (rc == 0)
-		rc = fe_ring_addr(fe, device, 1, &ua_device);
-	if (rc < 0) {
-		vt_log(fe->log, VT_LOG_ERROR, "%s: ring outside the shared memory", name);
-		goto fail;
-	}
 	bool packed = (fe->features & VT_BIT(VIRTIO_F_RING_PACKED)) != 0;
-	rc = fe_send_state(fe, VHOST_USER_SET_VRING_NUM, index, num, true);
+	rc = inflight_setup(fe, num);
 	if (rc == 0)
-		rc = fe_send_state(fe, VHOST_USER_SET_VRING_BASE, index,
-				   packed ? VT_VQ_PACKED_START : 0, true);
-	if (rc == 0) {
-		struct vt_vu_msg msg = {
-			.hdr = { .request = VHOST_USER_SET_VRING_ADDR,
-				 .size = sizeof(struct vhost_vring_addr) },
-		};
-		msg.payload.addr = (struct vhost_vring_addr){
-			.index = index,
-			.desc_user_addr = ua_desc,
-			.avail_user_addr = ua_driver,
-			.used_user_addr = ua_device,
-		};
-		rc = fe_request(fe, &msg, true);
-	}
-	/* Call and error fds first: the back-end starts the ring when the kick fd arrives. */
-	if (rc == 0)
-		rc = send_vring_fd(fe, VHOST_USER_SET_VRING_CALL, index, q->call_fd);
-	if (rc == 0)
-		rc = send_vring_fd(fe, VHOST_USER_SET_VRING_ERR, index, q->err_fd);
-	if (rc == 0)
-		rc = send_vring_fd(fe, VHOST_USER_SET_VRING_KICK, index, q->kick_fd);
-	if (rc == 0)
-		q->running = true;
-	if (rc == 0 && vring_enable_used(fe))
-		rc = fe_send_state(fe, VHOST_USER_SET_VRING_ENABLE, index, 1, true);
+		rc = queue_announce(fe, index, packed ? VT_VQ_PACKED_START : 0);
 	if (rc < 0)
 		goto fail;
 	return 0;
@@ -188,6 +292,8 @@ void fe_queues_teardown(struct vt_vu_frontend *fe, void (*release)(void *opaque,
 				release(opaque, token);
 		queue_free(q);
 	}
+	/* The rings start over: so does what was in flight (a reset device has nothing). */
+	fe_inflight_free(fe);
 }
 
 struct vt_vq_drv *vt_vu_frontend_vq(struct vt_vu_frontend *fe, unsigned int index)

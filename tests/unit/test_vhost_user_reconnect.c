@@ -1,0 +1,358 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The vhost-user front-end outlives its back-end: a virtue back-end (echo model) runs in a child
+ * process that keeps every third buffer it takes unanswered and is then killed with SIGKILL, a
+ * real crash with requests in flight. The front-end sees the hang-up, a new back-end process
+ * starts on the same socket path, vt_vu_frontend_reconnect hands the device over, and every
+ * buffer posted before, during and after the outage comes back exactly once with the right bytes.
+ * Both ring formats; with INFLIGHT_SHMFD (the new back-end resubmits from the inflight records)
+ * and without (the front-end's rebased ring alone must do it); direct and strict IOMMU DMA (the
+ * new back-end starts with an empty IOTLB and is fed by misses). A back-end that no longer
+ * offers a negotiated feature is refused.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <virtue/dma.h>
+#include <virtue/shm.h>
+#include <virtue/spec/vhost_user.h>
+#include <virtue/spec/virtio_config.h>
+#include <virtue/vhost_user_backend.h>
+#include <virtue/vhost_user_frontend.h>
+#include <virtue/virtqueue.h>
+
+#include "harness.h"
+#include "vu_echo.h"
+
+#define F(bit) VT_BIT(VIRTIO_F_##bit)
+#define P(bit) VT_BIT(VHOST_USER_PROTOCOL_F_##bit)
+
+#define SHM_GPA	 0x100000000ull
+#define SHM_SIZE (4u << 20)
+#define QSIZE	 32
+#define NBUF	 96 /* buffers in the scenario: three ring-fulls */
+#define WAIT_MS	 5000
+#define HOLD	 3
+
+struct buffer {
+	uint8_t *in, *out;
+	uint32_t in_len, out_len;
+	bool posted, done;
+};
+
+struct rig {
+	char dir[64], path[96];
+	pid_t child;
+	struct vt_shm *shm;
+	struct vt_vu_frontend *fe;
+	struct buffer bufs[NBUF];
+	struct vt_log log;
+};
+
+/*
+ * A back-end in a child process: listens on @path before the fork (so a connect cannot race
+ * it), serves one connection, exits. @hold_every: vu_echo.hold_every; @excluded: transport
+ * features it does not offer.
+ */
+static pid_t spawn_backend(const char *path, unsigned int hold_every, uint64_t excluded)
+{
+	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path);
+	unlink(path);
+	int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (lfd < 0 || bind(lfd, (struct sockaddr *)&addr, sizeof(addr)) < 0 || listen(lfd, 1) < 0)
+		return -errno;
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid != 0) {
+		close(lfd);
+		return pid < 0 ? -errno : pid;
+	}
+	struct vu_echo echo = { .hold_every = hold_every };
+	struct vt_log quiet = { .max_level = VT_LOG_WARN };
+	struct vt_vhost_backend_params params = {
+		.device_id = VIRTIO_ID_RNG,
+		.name = "echo-child",
+		.transport_features_excluded = excluded,
+		.num_queues = 1,
+		.max_queue_size = 256,
+		.queue_ops = &vu_echo_ops,
+		.opaque = &echo,
+		.num_threads = 1,
+		.log = &quiet,
+	};
+	struct vt_vhost_backend *be;
+	int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	if (fd < 0 || vt_vhost_backend_new(&params, &be) < 0)
+		_exit(2);
+	vt_vhost_backend_serve(be, fd);
+	_exit(0);
+}
+
+static void kill_backend(struct rig *g)
+{
+	if (g->child > 0) {
+		kill(g->child, SIGKILL);
+		waitpid(g->child, NULL, 0);
+	}
+	g->child = 0;
+}
+
+static int rig_init(struct rig *g, bool packed, bool platform, bool inflight)
+{
+	memset(g, 0, sizeof(*g));
+	g->log = (struct vt_log){ .max_level = VT_LOG_WARN };
+	snprintf(g->dir, sizeof(g->dir), "/tmp/vt-reconnect-XXXXXX");
+	if (!mkdtemp(g->dir))
+		return -errno;
+	snprintf(g->path, sizeof(g->path), "%s/sock", g->dir);
+	const struct vt_shm_region *r;
+	int rc = vt_shm_new(&g->shm);
+	if (rc == 0)
+		rc = vt_shm_add_memfd(g->shm, SHM_SIZE, SHM_GPA, &r);
+	if (rc < 0)
+		return rc;
+	g->child = spawn_backend(g->path, HOLD, 0);
+	if (g->child < 0)
+		return g->child;
+	struct vt_vu_frontend_params p = {
+		.socket_path = g->path,
+		.fd = -1,
+		.timeout_ms = WAIT_MS,
+		.device_id = VIRTIO_ID_RNG,
+		.supported = F(VERSION_1) | F(EVENT_IDX) | F(INDIRECT_DESC) |
+			     (packed ? F(RING_PACKED) : 0) | (platform ? F(ACCESS_PLATFORM) : 0),
+		.platform_dma = VT_DMA_IOMMU_STRICT,
+		.shm = g->shm,
+		.protocol_excluded = inflight ? 0 : P(INFLIGHT_SHMFD),
+		.name = "fe",
+		.log = &g->log,
+	};
+	rc = vt_vu_frontend_connect(&p, &g->fe);
+	if (rc == 0)
+		rc = vt_vu_frontend_negotiate(g->fe);
+	if (rc == 0)
+		rc = vt_vu_frontend_queue_start(g->fe, 0, QSIZE, 0);
+	if (rc == 0)
+		rc = vt_vu_frontend_ready(g->fe);
+	return rc;
+}
+
+static void rig_destroy(struct rig *g)
+{
+	if (g->fe)
+		vt_vu_frontend_close(g->fe);
+	kill_backend(g);
+	for (unsigned int i = 0; i < NBUF; i++) {
+		if (g->bufs[i].in)
+			vt_shm_release(g->shm, g->bufs[i].in, g->bufs[i].in_len);
+		if (g->bufs[i].out)
+			vt_shm_release(g->shm, g->bufs[i].out, g->bufs[i].out_len);
+	}
+	if (g->shm)
+		vt_shm_free(g->shm);
+	unlink(g->path);
+	rmdir(g->dir);
+}
+
+static int buf_make(struct rig *g, struct buffer *b, uint64_t *seed)
+{
+	void *p;
+	b->in_len = 1 + (uint32_t)(vt_test_rand(seed) % 2000);
+	b->out_len = b->in_len + (uint32_t)(vt_test_rand(seed) % 64);
+	if (vt_shm_alloc(g->shm, b->in_len, 64, &p) < 0)
+		return -ENOMEM;
+	b->in = p;
+	if (vt_shm_alloc(g->shm, b->out_len, 64, &p) < 0)
+		return -ENOMEM;
+	b->out = p;
+	for (uint32_t i = 0; i < b->in_len; i++)
+		b->in[i] = (uint8_t)vt_test_rand(seed);
+	memset(b->out, 0xee, b->out_len);
+	return 0;
+}
+
+/* Posts buffers [from, to): two readable segments when long enough, one writable. */
+static int post(struct rig *g, unsigned int from, unsigned int to)
+{
+	struct vt_vq_drv *vq = vt_vu_frontend_vq(g->fe, 0);
+	for (unsigned int i = from; i < to; i++) {
+		struct buffer *b = &g->bufs[i];
+		struct iovec sg[3];
+		unsigned int nr = 1;
+		if (b->in_len > 16) {
+			sg[0] = (struct iovec){ b->in, 16 };
+			sg[1] = (struct iovec){ b->in + 16, b->in_len - 16 };
+			nr = 2;
+		} else {
+			sg[0] = (struct iovec){ b->in, b->in_len };
+		}
+		sg[nr] = (struct iovec){ b->out, b->out_len };
+		int rc = vt_vq_drv_add(vq, sg, nr, 1, b);
+		if (rc < 0)
+			return rc;
+		b->posted = true;
+	}
+	return 0;
+}
+
+/* Collects what is there; each buffer once, with the echo's answer and nothing past it. */
+static int drain_used(struct rig *g, unsigned int *got)
+{
+	struct vt_vq_drv *vq = vt_vu_frontend_vq(g->fe, 0);
+	void *token;
+	uint32_t len;
+	int rc;
+	while ((rc = vt_vq_drv_get(vq, &token, &len)) == 0) {
+		struct buffer *b = token;
+		if (!b->posted || b->done || len != b->in_len) {
+			fprintf(stderr, "  buffer %u: posted %d done %d len %u of %u\n",
+				(unsigned int)(b - g->bufs), b->posted, b->done, len, b->in_len);
+			return -EBADMSG;
+		}
+		for (uint32_t i = 0; i < b->in_len; i++)
+			if (b->out[i] != (b->in[i] ^ VU_ECHO_XOR))
+				return -EBADMSG;
+		for (uint32_t i = b->in_len; i < b->out_len; i++)
+			if (b->out[i] != 0xee)
+				return -EBADMSG;
+		b->done = true;
+		(*got)++;
+	}
+	return rc == -EAGAIN ? 0 : rc;
+}
+
+/* Waits until @want buffers in all were collected (bounded), or the connection dropped. */
+static int collect_until(struct rig *g, unsigned int *got, unsigned int want)
+{
+	struct vt_vq_drv *vq = vt_vu_frontend_vq(g->fe, 0);
+	for (;;) {
+		int rc = drain_used(g, got);
+		if (rc < 0 || *got >= want)
+			return rc;
+		if (vt_vq_drv_enable_cb(vq))
+			continue;
+		rc = vt_vu_frontend_wait(g->fe, 0, WAIT_MS);
+		if (rc < 0)
+			return rc;
+	}
+}
+
+static void crash_and_reconnect(bool packed, bool platform, bool inflight)
+{
+	struct rig g;
+	uint64_t seed = vt_test_seed() ^ (packed * 3 + platform * 5 + inflight * 11);
+	unsigned int got = 0;
+
+	fprintf(stderr, "  row: %s, %s, %s\n", packed ? "packed" : "split",
+		platform ? "strict iommu" : "direct", inflight ? "inflight" : "no inflight");
+	REQUIRE_EQ(rig_init(&g, packed, platform, inflight), 0);
+	CHECK_EQ((vt_vu_frontend_protocol_features(g.fe) & P(INFLIGHT_SHMFD)) != 0, inflight);
+	for (unsigned int i = 0; i < NBUF; i++)
+		REQUIRE_EQ(buf_make(&g, &g.bufs[i], &seed), 0);
+
+	/* A ring-full: the back-end answers two of every three and holds the third. */
+	REQUIRE_EQ(post(&g, 0, QSIZE / 2), 0);
+	REQUIRE_EQ(vt_vu_frontend_kick(g.fe, 0), 0);
+	unsigned int answered = QSIZE / 2 - QSIZE / 2 / HOLD;
+	REQUIRE_EQ(collect_until(&g, &got, answered), 0);
+	CHECK_EQ(got, answered);
+
+	kill_backend(&g);
+	/* The hang-up is seen (after a notification left over, maybe), requests in flight. */
+	int rc = vt_vu_frontend_wait(g.fe, 0, WAIT_MS);
+	if (rc == 0)
+		rc = vt_vu_frontend_wait(g.fe, 0, WAIT_MS);
+	CHECK_EQ(rc, -ECONNRESET);
+	CHECK_EQ(drain_used(&g, &got), 0);
+	CHECK_EQ(got, answered);
+	/* Posted while no back-end runs. */
+	REQUIRE_EQ(post(&g, QSIZE / 2, QSIZE), 0);
+	vt_vu_frontend_kick(g.fe, 0);
+
+	g.child = spawn_backend(g.path, 0, 0);
+	REQUIRE(g.child > 0);
+	REQUIRE_EQ(vt_vu_frontend_reconnect(g.fe), 0);
+	REQUIRE_EQ(collect_until(&g, &got, QSIZE), 0);
+	CHECK_EQ(got, QSIZE);
+
+	/* The ring goes on with the new back-end, laps past where it was. */
+	for (unsigned int from = QSIZE; from < NBUF; from += QSIZE / 2) {
+		REQUIRE_EQ(post(&g, from, from + QSIZE / 2), 0);
+		REQUIRE_EQ(vt_vu_frontend_kick(g.fe, 0), 0);
+		REQUIRE_EQ(collect_until(&g, &got, from + QSIZE / 2), 0);
+	}
+	CHECK_EQ(got, NBUF);
+	for (unsigned int i = 0; i < NBUF; i++)
+		CHECK(g.bufs[i].done);
+	struct vt_vu_frontend_stats st;
+	vt_vu_frontend_get_stats(g.fe, &st);
+	CHECK_EQ(st.reconnects, 1);
+	if (platform)
+		CHECK(st.misses_answered > 0); /* the new back-end's IOTLB was filled by misses */
+	CHECK_EQ(st.misses_denied, 0);
+	CHECK(!vt_vq_drv_is_broken(vt_vu_frontend_vq(g.fe, 0)));
+	rig_destroy(&g);
+}
+
+VT_TEST(split_ring_survives_a_backend_crash_with_inflight_records)
+{
+	crash_and_reconnect(false, false, true);
+}
+
+VT_TEST(split_ring_survives_a_backend_crash_without_inflight_records)
+{
+	crash_and_reconnect(false, false, false);
+}
+
+VT_TEST(packed_ring_survives_a_backend_crash_with_inflight_records)
+{
+	crash_and_reconnect(true, false, true);
+}
+
+VT_TEST(packed_ring_survives_a_backend_crash_without_inflight_records)
+{
+	crash_and_reconnect(true, false, false);
+}
+
+VT_TEST(strict_iommu_survives_a_backend_crash_and_refills_its_iotlb_by_misses)
+{
+	crash_and_reconnect(false, true, true);
+	crash_and_reconnect(true, true, false);
+}
+
+VT_TEST(a_new_backend_that_lost_a_negotiated_feature_is_refused)
+{
+	struct rig g;
+	uint64_t seed = vt_test_seed();
+	unsigned int got = 0;
+
+	REQUIRE_EQ(rig_init(&g, false, false, true), 0);
+	CHECK(vt_vu_frontend_features(g.fe) & F(EVENT_IDX));
+	REQUIRE_EQ(buf_make(&g, &g.bufs[0], &seed), 0);
+	REQUIRE_EQ(post(&g, 0, 1), 0);
+	REQUIRE_EQ(vt_vu_frontend_kick(g.fe, 0), 0);
+	REQUIRE_EQ(collect_until(&g, &got, 1), 0);
+	kill_backend(&g);
+	g.child = spawn_backend(g.path, 0, F(EVENT_IDX));
+	REQUIRE(g.child > 0);
+	CHECK_EQ(vt_vu_frontend_reconnect(g.fe), -EPROTO);
+	/* The connection stays down, cleanly: requests fail, nothing hangs. */
+	uint8_t byte;
+	CHECK_EQ(vt_vu_frontend_config_read(g.fe, 0, &byte, 1), -ENOTCONN);
+	/* A proper back-end afterwards takes the device over. */
+	kill_backend(&g);
+	g.child = spawn_backend(g.path, 0, 0);
+	REQUIRE(g.child > 0);
+	CHECK_EQ(vt_vu_frontend_reconnect(g.fe), 0);
+	REQUIRE_EQ(buf_make(&g, &g.bufs[1], &seed), 0);
+	REQUIRE_EQ(post(&g, 1, 2), 0);
+	REQUIRE_EQ(vt_vu_frontend_kick(g.fe, 0), 0);
+	CHECK_EQ(collect_until(&g, &got, 2), 0);
+	rig_destroy(&g);
+}
