@@ -18,6 +18,12 @@ must equal pattern(seed) exactly. Cases (one PASS/FAIL line each; exit 1 on any 
   restricted-qsd     --restricted against qemu-storage-daemon: exit 1, a message naming
                      ACCESS_PLATFORM, no I/O done
   restricted-virtue  --restricted against virtue-blk: ACCESS_PLATFORM negotiated, data verified
+  reconnect-virtue   `virtue blk --reconnect` writing the pattern over and over on 2 queues while
+                     virtue-blk kills itself with requests in flight (VIRTUE_BLK_TEST_CRASH_AT);
+                     a new virtue-blk takes over from the inflight buffer: every request
+                     completes, one reconnect, every block read back, image == pattern
+  reconnect-qsd      the same with qemu-storage-daemon SIGKILLed mid-run and restarted; it keeps
+                     no inflight records, so the front-end's rebased rings alone must do it
 
 usage: cli_blk.py --virtue BUILD/tools/virtue --virtue-blk BUILD/tools/virtue-blk [-v] [--keep]
 Exit 77 (meson: skipped) when qemu-storage-daemon is not installed. Only processes this script
@@ -69,10 +75,11 @@ class Rig:
         if self.args.verbose:
             print("  " + msg, flush=True)
 
-    def start(self, name, cmd, sock):
+    def start(self, name, cmd, sock, env=None):
         self.log("$ " + " ".join(cmd))
         out = open(os.path.join(self.tmp, name + ".log"), "wb")
-        p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                             env=dict(os.environ, **env) if env else None)
         out.close()
         self.procs.append(p)
         deadline = time.monotonic() + 10
@@ -112,17 +119,17 @@ class Rig:
             f.truncate(IMAGE_SIZE)
         return path
 
-    def qsd(self, image, sock):
-        return self.start("qsd", [
+    def qsd(self, image, sock, name="qsd"):
+        return self.start(name, [
             "qemu-storage-daemon",
             "--blockdev", f"driver=file,node-name=file0,filename={image}",
             "--export", "type=vhost-user-blk,id=exp0,node-name=file0,addr.type=unix,"
             f"addr.path={sock},num-queues=2,writable=on"], sock)
 
-    def virtue_blk(self, image, sock):
-        return self.start("virtue-blk", [
+    def virtue_blk(self, image, sock, name="virtue-blk", env=None):
+        return self.start(name, [
             self.args.virtue_blk, "--socket-path", sock, "--blk-file", image,
-            "--num-queues", "2", "--iothreads", "2"], sock)
+            "--num-queues", "2", "--iothreads", "2"], sock, env)
 
     def virtue(self, *argv, expect=0):
         """Runs the CLI; returns (stdout, stderr). Fails unless it exits with @expect."""
@@ -304,6 +311,90 @@ def case_restricted_virtue(rig):
     return "ACCESS_PLATFORM negotiated, iommu-strict, data verified"
 
 
+RECONNECT_TIMEOUT = 60
+LOGS = ("qsd", "virtue-blk", "virtue-blk-rc1", "virtue-blk-rc2", "qsd-rc1", "qsd-rc2")
+
+
+def reconnect_run(rig, name, start, crash, count):
+    """`virtue blk --reconnect` writing the pattern over the image @count times a block, while
+    crash(backend) takes the first back-end down; a second one is started on the same socket and
+    image. Returns the JSON summary and the CLI's stderr, after checking the data."""
+    image, sock = rig.image(name + ".img"), os.path.join(rig.tmp, name + ".sock")
+    seed = 41
+    first = start(image, sock, 1)
+    cmd = [rig.args.virtue, "blk", "--socket", sock, "--json", "--rw", "write", "--bs", "4k",
+           "--iodepth", "16", "--queues", "2", "--count", str(count), "--verify", "--seed",
+           str(seed), "--reconnect", "--connect-timeout", "20000"]
+    rig.log("$ " + " ".join(cmd))
+    cli = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           stdin=subprocess.DEVNULL)
+    try:
+        crash(first, cli)
+        if cli.poll() is not None:
+            raise Failed(f"the run ended before the back-end went down: {cli.communicate()}")
+        # A killed back-end leaves its socket file: the new one's must be awaited.
+        if os.path.exists(sock):
+            os.unlink(sock)
+        second = start(image, sock, 2)
+        out, err = cli.communicate(timeout=RECONNECT_TIMEOUT)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait()
+    out, err = out.decode(errors="replace"), err.decode(errors="replace")
+    check(cli.returncode == 0, f"exit {cli.returncode}\nstdout:\n{out}\nstderr:\n{err}")
+    check(SANITIZER_MARK not in err and "runtime error:" not in err, f"sanitizer:\n{err}")
+    try:
+        s = json.loads(out)
+    except ValueError:
+        raise Failed(f"not one JSON object on stdout: {out!r}\nstderr:\n{err}")
+    blocks = IMAGE_SIZE // 4096
+    check(s["reconnects"] == 1, f"{s['reconnects']} reconnects, want 1\n{err}")
+    check(s["write"]["ops"] == count and s["io_errors"] == 0 and s["error"] is None,
+          f"{s['write']['ops']} writes of {count}: {s}")
+    check(s["verify"]["read_back"] == blocks and s["verify"]["mismatches"] == 0,
+          f"read-back: {s['verify']}")
+    check_image(image, seed, "after the reconnect")
+    rig.stop(second)
+    return s, err
+
+
+def case_reconnect_virtue(rig):
+    def start(image, sock, n):
+        # The first one dies, like a crash, once 3000 requests completed and some are in flight.
+        env = {"VIRTUE_BLK_TEST_CRASH_AT": "3000"} if n == 1 else None
+        return rig.virtue_blk(image, sock, f"virtue-blk-rc{n}", env)
+
+    def crash(first, cli):
+        try:
+            first.wait(RECONNECT_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            raise Failed("virtue-blk did not crash")
+        rig.procs.remove(first)
+
+    s, _ = reconnect_run(rig, "rc-virtue", start, crash, 20000)
+    log = rig.backend_log("virtue-blk-rc1")
+    check("test crash with" in log, f"virtue-blk log: {log}")
+    inflight = log.split("test crash with ")[1].split()[0]
+    return f"crashed with {inflight} requests in flight; 20000 writes, 1 reconnect, " \
+           f"{s['verify']['read_back']} blocks read back, image == pattern"
+
+
+def case_reconnect_qsd(rig):
+    def start(image, sock, n):
+        return rig.qsd(image, sock, f"qsd-rc{n}")
+
+    def crash(first, cli):
+        time.sleep(0.5)
+        first.kill()
+        first.wait()
+        rig.procs.remove(first)
+
+    s, _ = reconnect_run(rig, "rc-qsd", start, crash, 150000)
+    return f"SIGKILLed mid-run; 150000 writes, 1 reconnect, {s['verify']['read_back']} blocks " \
+           f"read back, image == pattern"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--virtue", required=True)
@@ -325,7 +416,8 @@ def main():
         cases.append((f"virtue-{mode}",
                       lambda r, m=mode, n=name, s=21 + i: case_virtue_mode(r, m, n, s)))
     cases += [("restricted-qsd", case_restricted_qsd),
-              ("restricted-virtue", case_restricted_virtue)]
+              ("restricted-virtue", case_restricted_virtue),
+              ("reconnect-virtue", case_reconnect_virtue), ("reconnect-qsd", case_reconnect_qsd)]
     failed = 0
     t_all = time.monotonic()
     try:
@@ -339,14 +431,14 @@ def main():
             except Failed as e:
                 failed += 1
                 print(f"FAIL {name}: {e}", flush=True)
-                for log in ("qsd", "virtue-blk"):
+                for log in LOGS:
                     text = rig.backend_log(log)
                     if text:
                         print(f"--- {log}.log (tail)\n{text}", flush=True)
     finally:
         rig.stop_all()
         # A sanitized back-end reports on its way out.
-        for log in ("qsd", "virtue-blk"):
+        for log in LOGS:
             text = rig.backend_log(log)
             if SANITIZER_MARK in text or "runtime error:" in text:
                 failed += 1

@@ -14,6 +14,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <virtue/blk_driver.h>
@@ -48,7 +49,8 @@ enum {
 	OPT_PROGRESS,
 	OPT_JSON,
 	OPT_QSIZE,
-	OPT_NO_FLUSH
+	OPT_NO_FLUSH,
+	OPT_RECONNECT
 };
 
 struct blk_options {
@@ -59,7 +61,7 @@ struct blk_options {
 	unsigned int iodepth, queues, queue_size;
 	uint64_t size; /* 0: the capacity */
 	uint64_t runtime_ms, count;
-	bool verify, progress, json, flush;
+	bool verify, progress, json, flush, reconnect;
 	uint64_t seed;
 };
 
@@ -155,6 +157,13 @@ struct run {
 	atomic_uint reported; /* error lines printed */
 	atomic_uint running;
 	enum phase phase;
+	/* --reconnect: the jobs meet here; the last one in reconnects for all. */
+	pthread_mutex_t meet_lock;
+	pthread_cond_t meet_cond;
+	unsigned int parked;
+	uint64_t meet_gen;
+	int meet_rc;
+	unsigned int reconnects;
 };
 
 static volatile sig_atomic_t interrupted;
@@ -327,6 +336,66 @@ static void complete(struct job *j, const struct vt_blk_completion *c, uint64_t 
 	j->free_slots[j->nfree++] = (unsigned int)(s - j->slots);
 }
 
+/* The back-end is gone: wait for it to come back and hand it the device (bounded). */
+static int reconnect_now(struct run *r)
+{
+	cli_err("the back-end closed the connection: waiting up to %u ms for it to come back",
+		r->o.c.connect_timeout_ms);
+	int rc = vt_vu_frontend_reconnect(r->d.fe);
+	if (rc == 0) {
+		r->reconnects++;
+		cli_err("reconnected: requests in flight go on with the new back-end");
+	}
+	return rc;
+}
+
+/*
+ * --reconnect, on a job whose queue lost its back-end: collects what was completed (the rings
+ * must hold no used buffer when the device is handed over), then waits for the other jobs to do
+ * the same; the last one in reconnects for everybody. Jobs that ended count as in.
+ */
+static int job_reconnect(struct job *j)
+{
+	struct run *r = j->run;
+	int n;
+
+	while ((n = vt_blk_driver_queue_poll(j->q.engine, j->done, r->o.iodepth)) > 0) {
+		uint64_t now = cli_now_ns();
+		for (int i = 0; i < n; i++)
+			complete(j, &j->done[i], now);
+	}
+	pthread_mutex_lock(&r->meet_lock);
+	uint64_t gen = r->meet_gen;
+	r->parked++;
+	struct timespec deadline;
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += (r->o.c.timeout_ms + r->o.c.connect_timeout_ms) / 1000 + 1;
+	int rc = 0;
+	while (r->meet_gen == gen) {
+		if (r->parked >= atomic_load(&r->running)) {
+			r->meet_rc = reconnect_now(r);
+			r->parked = 0;
+			r->meet_gen++;
+			pthread_cond_broadcast(&r->meet_cond);
+			break;
+		}
+		if (pthread_cond_timedwait(&r->meet_cond, &r->meet_lock, &deadline) == ETIMEDOUT) {
+			r->parked--;
+			rc = -ETIMEDOUT;
+			break;
+		}
+	}
+	if (rc == 0)
+		rc = r->meet_rc;
+	pthread_mutex_unlock(&r->meet_lock);
+	return rc;
+}
+
+static bool connection_lost(int rc)
+{
+	return rc == -ECONNRESET || rc == -ENOTCONN;
+}
+
 /* One phase on this job's queue: keep iodepth requests in flight until next_op runs out. */
 static void job_run(struct job *j)
 {
@@ -394,6 +463,13 @@ static void job_run(struct job *j)
 		if (in_flight == 0)
 			return; /* nothing more to do, or a failure with nothing left out */
 		int n = cli_blk_queue_reap(&r->d, &j->q, j->done, o->iodepth, (int)o->c.timeout_ms);
+		if (n < 0 && o->reconnect && connection_lost(n)) {
+			n = job_reconnect(j);
+			if (n == 0)
+				continue;
+			job_fail(j, n, "queue %u: reconnecting: %s", j->index, strerror(-n));
+			return;
+		}
 		if (n < 0) {
 			job_fail(j, n, "queue %u with %u request(s) in flight: %s", j->index,
 				 in_flight, cli_blk_error(n));
@@ -411,7 +487,11 @@ static void *job_main(void *arg)
 	j->start_ns = cli_now_ns();
 	job_run(j);
 	j->end_ns = cli_now_ns();
+	/* Under the lock: jobs waiting to reconnect count the ones still running. */
+	pthread_mutex_lock(&j->run->meet_lock);
 	atomic_fetch_sub(&j->run->running, 1);
+	pthread_cond_broadcast(&j->run->meet_cond);
+	pthread_mutex_unlock(&j->run->meet_lock);
 	return NULL;
 }
 
@@ -514,6 +594,10 @@ static void usage(FILE *f)
 	    "  --seed N               the pattern's seed (default 1)\n"
 	    "  --queue-size N         ring entries (default 128, more for deep queues)\n"
 	    "  --no-flush             no FLUSH after writing\n"
+	    "  --reconnect            when the back-end goes away, wait for it to come back\n"
+	    "                         (--connect-timeout) and go on: requests in flight are\n"
+	    "                         completed by the new one (vhost-user inflight tracking\n"
+	    "                         when it offers it, the rebased ring otherwise)\n"
 	    "  --progress             a progress line each second (default when stderr is a tty)\n"
 	    "  --json                 the summary as one JSON object on stdout\n"
 	    "%s"
@@ -542,6 +626,7 @@ static int parse_args(int argc, char **argv, struct blk_options *o)
 		{ "json", no_argument, NULL, OPT_JSON },
 		{ "queue-size", required_argument, NULL, OPT_QSIZE },
 		{ "no-flush", no_argument, NULL, OPT_NO_FLUSH },
+		{ "reconnect", no_argument, NULL, OPT_RECONNECT },
 		CLI_COMMON_OPTIONS,
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -614,6 +699,9 @@ static int parse_args(int argc, char **argv, struct blk_options *o)
 			break;
 		case OPT_NO_FLUSH:
 			o->flush = false;
+			break;
+		case OPT_RECONNECT:
+			o->reconnect = true;
 			break;
 		default: {
 			int rc = cli_common_option(&o->c, opt, optarg);
@@ -865,10 +953,15 @@ static int flush_device(struct run *r)
 	int rc = vt_blk_driver_queue_flush(j->q.engine, NULL);
 	if (rc == 0)
 		rc = vt_vu_frontend_kick(r->d.fe, 0);
-	if (rc == 0) {
+	while (rc == 0) {
 		rc = cli_blk_queue_reap(&r->d, &j->q, &c, 1, (int)r->o.c.timeout_ms);
-		if (rc == 1)
+		if (rc == 1) {
 			rc = c.result;
+			break;
+		}
+		/* The FLUSH is in the ring: the new back-end takes it. */
+		if (r->o.reconnect && connection_lost(rc))
+			rc = reconnect_now(r);
 	}
 	if (rc < 0)
 		cli_err("FLUSH: %s", rc == -EIO ? "VIRTIO_BLK_S_IOERR" : cli_blk_error(rc));
@@ -908,6 +1001,8 @@ int cli_blk_main(int argc, char **argv)
 	}
 	struct blk_options *o = &r->o;
 	int status = CLI_EXIT_FAIL;
+	pthread_mutex_init(&r->meet_lock, NULL);
+	pthread_cond_init(&r->meet_cond, NULL);
 
 	/* Jobs before setup (it opens a queue per job); their shares once the span is known. */
 	r->jobs = calloc(o->queues, sizeof(*r->jobs));
@@ -979,9 +1074,9 @@ int cli_blk_main(int argc, char **argv)
 		print_lat_json("write", &all[1], bytes[1], secs);
 		printf(",\"io_errors\":%" PRIu64 ",\"verify\":{\"enabled\":%s,\"checked\":%" PRIu64
 		       ",\"read_back\":%" PRIu64 ",\"mismatches\":%" PRIu64 ",\"seed\":%" PRIu64
-		       "},\"flush\":%s,\"error\":",
+		       "},\"flush\":%s,\"reconnects\":%u,\"error\":",
 		       io_errors, o->verify ? "true" : "false", checked[0], checked[1], mismatches,
-		       o->seed, flush_rc ? "false" : "true");
+		       o->seed, flush_rc ? "false" : "true", r->reconnects);
 		if (fatal)
 			json_string(fatal);
 		else
@@ -999,6 +1094,9 @@ int cli_blk_main(int argc, char **argv)
 			print_lat_text("all", &all[2], bytes[2], secs);
 		printf("  errors: %" PRIu64 " I/O error(s)%s\n", io_errors,
 		       fatal ? ", the run failed" : "");
+		if (r->reconnects)
+			printf("  reconnects: %u (the back-end went away and came back)\n",
+			       r->reconnects);
 		if (o->verify && r->written)
 			printf("  verify: %" PRIu64 " read(s) checked, %" PRIu64
 			       " written block(s) read back in %.2f s, %" PRIu64
@@ -1015,6 +1113,8 @@ int cli_blk_main(int argc, char **argv)
 		status = CLI_EXIT_FAIL;
 out:
 	teardown(r);
+	pthread_cond_destroy(&r->meet_cond);
+	pthread_mutex_destroy(&r->meet_lock);
 	free(r);
 	return status;
 }
