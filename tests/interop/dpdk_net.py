@@ -14,6 +14,8 @@ tests/virtue-net-interop (--bin). Cases:
           were answered (none denied).
   rx      testpmd txonly; virtue receives N frames (premapped, split then packed), each of the
           64 bytes testpmd's txonly sends by default.
+  mq      testpmd with 2 queue pairs (rxonly, then txonly); virtue sends / receives N frames
+          over 2 pairs: every frame counted once, both pairs carrying part of them.
   poison  testpmd rxonly; virtue posts one frame and then points its descriptor at an IOVA it
           never mapped (--poison-iova, a hidden test option of `virtue net`): DPDK's miss is
           denied, virtue's wait reports the fault (-EFAULT) at that IOVA, the frame never comes
@@ -48,7 +50,8 @@ EFAULT = 14
 class Testpmd:
     """dpdk-testpmd with a net_vhost vdev, interactive over stdin."""
 
-    def __init__(self, workdir, name, mode, verbose=False, extra=(), lcores="0,1", iommu=True):
+    def __init__(self, workdir, name, mode, verbose=False, extra=(), lcores="0,1", iommu=True,
+                 queues=1):
         self.sock = os.path.join(workdir, name + ".sock")
         self.log_path = os.path.join(workdir, name + ".log")
         self.prefix = "vtnet-%d-%s" % (os.getpid(), name)
@@ -56,9 +59,10 @@ class Testpmd:
         self.cmd = [
             "stdbuf", "-oL", "dpdk-testpmd", "--lcores" if "@" in lcores else "-l", lcores,
             "--no-huge", "-m", "512", "--no-pci", "--file-prefix=" + self.prefix,
-            "--vdev", "net_vhost0,iface=%s,queues=1,iommu-support=%d" % (self.sock, iommu),
+            "--vdev", "net_vhost0,iface=%s,queues=%d,iommu-support=%d" % (self.sock, queues,
+                                                                            iommu),
             "--", "-i", "--total-num-mbufs=8192", "--forward-mode=" + mode,
-        ] + list(extra)
+        ] + (["--rxq=%d" % queues, "--txq=%d" % queues] if queues > 1 else []) + list(extra)
         self.out = queue.Queue()
         self.text = []
         self.proc = subprocess.Popen(self.cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -287,7 +291,36 @@ def case_poison(args, work):
         pmd.stop()
 
 
-CASES = {"tx": case_tx, "rx": case_rx, "poison": case_poison}
+def case_mq(args, work):
+    """Two queue pairs each way: every frame counted once, both pairs carrying traffic."""
+    for mode, flag in (("rxonly", "--tx"), ("txonly", "--rx")):
+        pmd = Testpmd(work, "mq-" + mode, mode, args.verbose, queues=2)
+        try:
+            pmd.start(args.timeout)
+            res = run_virtue(args, pmd.sock, [flag, "--queues", "2", "--count",
+                                              str(args.frames), "--dma", "premapped"],
+                             args.timeout)
+            check(res["_exit"] == 0 and res["result"] == "ok",
+                  "virtue net %s --queues 2 failed" % flag, res)
+            check(res["pairs"] == 2 and "MQ" in res["features"].split(),
+                  "MQ with 2 pairs not negotiated", res)
+            d = flag[2:]
+            per = [p[d] for p in res["per_pair"]]
+            check(res[d]["frames"] == args.frames and sum(per) == args.frames,
+                  "%s: %d frames (%s per pair), want %d" % (d, res[d]["frames"], per,
+                                                           args.frames), res)
+            check(all(n > 0 for n in per), "a pair carried nothing: %s" % per, res)
+            if d == "tx":
+                rx = wait_count(pmd, 0, args.frames)
+                check(rx == args.frames, "testpmd counted %d frames, virtue sent %d" %
+                      (rx, args.frames))
+            print("  mq %s: %d frames over 2 pairs (%s), ACCESS_PLATFORM + premapped" %
+                  (d, args.frames, " + ".join(str(n) for n in per)), flush=True)
+        finally:
+            pmd.stop()
+
+
+CASES = {"tx": case_tx, "rx": case_rx, "poison": case_poison, "mq": case_mq}
 
 
 def main():

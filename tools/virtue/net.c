@@ -53,6 +53,7 @@ struct pair {
 	unsigned int index;
 	struct vt_net_txq *tx;
 	struct vt_net_rxq *rx;
+	uint64_t tx_frames, rx_frames; /* this pair's part of the totals */
 };
 
 struct dir_result {
@@ -485,6 +486,7 @@ static int workload(struct run *r)
 				}
 				if (n > 0) {
 					r->tx.frames += (uint64_t)n;
+					p->tx_frames += (uint64_t)n;
 					r->tx.bytes += (uint64_t)n * o->size;
 					r->tx.end_ns = now_ns();
 					progress = true;
@@ -527,8 +529,10 @@ static int workload(struct run *r)
 					ret = rc;
 					break;
 				}
-				if (o->rx && r->rx.frames < rx_target)
+				if (o->rx && r->rx.frames < rx_target) {
 					rx_account(&r->rx, info.len, now_ns());
+					p->rx_frames++;
+				}
 			}
 			if (got) {
 				progress = true;
@@ -612,6 +616,11 @@ static void report(struct run *r, int rc)
 		       o->packed ? "packed" : "split", r->npairs, o->size);
 		print_dir("tx", &r->tx, true, false);
 		print_dir("rx", &r->rx, true, false);
+		printf("\"per_pair\":[");
+		for (unsigned int i = 0; i < r->npairs; i++)
+			printf("%s{\"tx\":%" PRIu64 ",\"rx\":%" PRIu64 "}", i ? "," : "",
+			       r->pairs[i].tx_frames, r->pairs[i].rx_frames);
+		printf("],");
 		printf("\"frontend\":{\"iotlb_updates\":%" PRIu64
 		       ",\"iotlb_invalidations\":%" PRIu64 ",\"misses\":%" PRIu64
 		       ",\"misses_answered\":%" PRIu64 ",\"misses_denied\":%" PRIu64
