@@ -7,8 +7,9 @@
  * buffer posted before, during and after the outage comes back exactly once with the right bytes.
  * Both ring formats; with INFLIGHT_SHMFD (the new back-end resubmits from the inflight records)
  * and without (the front-end's rebased ring alone must do it); direct and strict IOMMU DMA (the
- * new back-end starts with an empty IOTLB and is fed by misses). A back-end that no longer
- * offers a negotiated feature is refused.
+ * new back-end starts with an empty IOTLB and is fed by misses); client mode and server mode
+ * (the front-end listens and the new back-end dials in). A back-end that no longer offers a
+ * negotiated feature is refused.
  */
 #include <errno.h>
 #include <signal.h>
@@ -47,6 +48,7 @@ struct buffer {
 
 struct rig {
 	char dir[64], path[96];
+	bool server; /* the front-end listens, the back-ends dial in */
 	pid_t child;
 	struct vt_shm *shm;
 	struct vt_vu_frontend *fe;
@@ -54,23 +56,45 @@ struct rig {
 	struct vt_log log;
 };
 
+/* The child's end of the connection: accepted on @lfd, or dialled to @addr (retrying 5 s). */
+static int child_connection(int lfd, const struct sockaddr_un *addr)
+{
+	if (lfd >= 0)
+		return accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	for (int tries = 0; tries < 500; tries++) {
+		int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd >= 0 && connect(fd, (const struct sockaddr *)addr, sizeof(*addr)) == 0)
+			return fd;
+		if (fd >= 0)
+			close(fd);
+		usleep(10000);
+	}
+	return -1;
+}
+
 /*
- * A back-end in a child process: listens on @path before the fork (so a connect cannot race
- * it), serves one connection, exits. @hold_every: vu_echo.hold_every; @excluded: transport
- * features it does not offer.
+ * A back-end in a child process, serving one connection and exiting. Client front-end: it
+ * listens on @path, bound before the fork so that a connect cannot race it. Server front-end
+ * (@dial): it connects to the front-end's socket instead, as DPDK's net_vhost with client=1
+ * does. @hold_every: vu_echo.hold_every; @excluded: transport features it does not offer.
  */
-static pid_t spawn_backend(const char *path, unsigned int hold_every, uint64_t excluded)
+static pid_t spawn_backend(const char *path, bool dial, unsigned int hold_every, uint64_t excluded)
 {
 	struct sockaddr_un addr = { .sun_family = AF_UNIX };
 	snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path);
-	unlink(path);
-	int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (lfd < 0 || bind(lfd, (struct sockaddr *)&addr, sizeof(addr)) < 0 || listen(lfd, 1) < 0)
-		return -errno;
+	int lfd = -1;
+	if (!dial) {
+		unlink(path);
+		lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (lfd < 0 || bind(lfd, (struct sockaddr *)&addr, sizeof(addr)) < 0 ||
+		    listen(lfd, 1) < 0)
+			return -errno;
+	}
 	fflush(NULL);
 	pid_t pid = fork();
 	if (pid != 0) {
-		close(lfd);
+		if (lfd >= 0)
+			close(lfd);
 		return pid < 0 ? -errno : pid;
 	}
 	struct vu_echo echo = { .hold_every = hold_every };
@@ -87,7 +111,7 @@ static pid_t spawn_backend(const char *path, unsigned int hold_every, uint64_t e
 		.log = &quiet,
 	};
 	struct vt_vhost_backend *be;
-	int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	int fd = child_connection(lfd, &addr);
 	if (fd < 0 || vt_vhost_backend_new(&params, &be) < 0)
 		_exit(2);
 	vt_vhost_backend_serve(be, fd);
@@ -103,9 +127,15 @@ static void kill_backend(struct rig *g)
 	g->child = 0;
 }
 
-static int rig_init(struct rig *g, bool packed, bool platform, bool inflight)
+static pid_t start_backend(struct rig *g, unsigned int hold_every, uint64_t excluded)
+{
+	return spawn_backend(g->path, g->server, hold_every, excluded);
+}
+
+static int rig_init(struct rig *g, bool packed, bool platform, bool inflight, bool server)
 {
 	memset(g, 0, sizeof(*g));
+	g->server = server;
 	g->log = (struct vt_log){ .max_level = VT_LOG_WARN };
 	snprintf(g->dir, sizeof(g->dir), "/tmp/vt-reconnect-XXXXXX");
 	if (!mkdtemp(g->dir))
@@ -117,12 +147,13 @@ static int rig_init(struct rig *g, bool packed, bool platform, bool inflight)
 		rc = vt_shm_add_memfd(g->shm, SHM_SIZE, SHM_GPA, &r);
 	if (rc < 0)
 		return rc;
-	g->child = spawn_backend(g->path, HOLD, 0);
+	g->child = start_backend(g, HOLD, 0);
 	if (g->child < 0)
 		return g->child;
 	struct vt_vu_frontend_params p = {
 		.socket_path = g->path,
 		.fd = -1,
+		.server = server,
 		.timeout_ms = WAIT_MS,
 		.device_id = VIRTIO_ID_RNG,
 		.supported = F(VERSION_1) | F(EVENT_IDX) | F(INDIRECT_DESC) |
@@ -243,15 +274,16 @@ static int collect_until(struct rig *g, unsigned int *got, unsigned int want)
 	}
 }
 
-static void crash_and_reconnect(bool packed, bool platform, bool inflight)
+static void crash_and_reconnect(bool packed, bool platform, bool inflight, bool server)
 {
 	struct rig g;
 	uint64_t seed = vt_test_seed() ^ (packed * 3 + platform * 5 + inflight * 11);
 	unsigned int got = 0;
 
-	fprintf(stderr, "  row: %s, %s, %s\n", packed ? "packed" : "split",
-		platform ? "strict iommu" : "direct", inflight ? "inflight" : "no inflight");
-	REQUIRE_EQ(rig_init(&g, packed, platform, inflight), 0);
+	fprintf(stderr, "  row: %s, %s, %s%s\n", packed ? "packed" : "split",
+		platform ? "strict iommu" : "direct", inflight ? "inflight" : "no inflight",
+		server ? ", server mode" : "");
+	REQUIRE_EQ(rig_init(&g, packed, platform, inflight, server), 0);
 	CHECK_EQ((vt_vu_frontend_protocol_features(g.fe) & P(INFLIGHT_SHMFD)) != 0, inflight);
 	for (unsigned int i = 0; i < NBUF; i++)
 		REQUIRE_EQ(buf_make(&g, &g.bufs[i], &seed), 0);
@@ -275,7 +307,7 @@ static void crash_and_reconnect(bool packed, bool platform, bool inflight)
 	REQUIRE_EQ(post(&g, QSIZE / 2, QSIZE), 0);
 	vt_vu_frontend_kick(g.fe, 0);
 
-	g.child = spawn_backend(g.path, 0, 0);
+	g.child = start_backend(&g, 0, 0);
 	REQUIRE(g.child > 0);
 	REQUIRE_EQ(vt_vu_frontend_reconnect(g.fe), 0);
 	REQUIRE_EQ(collect_until(&g, &got, QSIZE), 0);
@@ -302,28 +334,28 @@ static void crash_and_reconnect(bool packed, bool platform, bool inflight)
 
 VT_TEST(split_ring_survives_a_backend_crash_with_inflight_records)
 {
-	crash_and_reconnect(false, false, true);
+	crash_and_reconnect(false, false, true, false);
 }
 
 VT_TEST(split_ring_survives_a_backend_crash_without_inflight_records)
 {
-	crash_and_reconnect(false, false, false);
+	crash_and_reconnect(false, false, false, false);
 }
 
 VT_TEST(packed_ring_survives_a_backend_crash_with_inflight_records)
 {
-	crash_and_reconnect(true, false, true);
+	crash_and_reconnect(true, false, true, false);
 }
 
 VT_TEST(packed_ring_survives_a_backend_crash_without_inflight_records)
 {
-	crash_and_reconnect(true, false, false);
+	crash_and_reconnect(true, false, false, false);
 }
 
 VT_TEST(strict_iommu_survives_a_backend_crash_and_refills_its_iotlb_by_misses)
 {
-	crash_and_reconnect(false, true, true);
-	crash_and_reconnect(true, true, false);
+	crash_and_reconnect(false, true, true, false);
+	crash_and_reconnect(true, true, false, false);
 }
 
 VT_TEST(a_new_backend_that_lost_a_negotiated_feature_is_refused)
@@ -332,14 +364,14 @@ VT_TEST(a_new_backend_that_lost_a_negotiated_feature_is_refused)
 	uint64_t seed = vt_test_seed();
 	unsigned int got = 0;
 
-	REQUIRE_EQ(rig_init(&g, false, false, true), 0);
+	REQUIRE_EQ(rig_init(&g, false, false, true, false), 0);
 	CHECK(vt_vu_frontend_features(g.fe) & F(EVENT_IDX));
 	REQUIRE_EQ(buf_make(&g, &g.bufs[0], &seed), 0);
 	REQUIRE_EQ(post(&g, 0, 1), 0);
 	REQUIRE_EQ(vt_vu_frontend_kick(g.fe, 0), 0);
 	REQUIRE_EQ(collect_until(&g, &got, 1), 0);
 	kill_backend(&g);
-	g.child = spawn_backend(g.path, 0, F(EVENT_IDX));
+	g.child = start_backend(&g, 0, F(EVENT_IDX));
 	REQUIRE(g.child > 0);
 	CHECK_EQ(vt_vu_frontend_reconnect(g.fe), -EPROTO);
 	/* The connection stays down, cleanly: requests fail, nothing hangs. */
@@ -347,7 +379,7 @@ VT_TEST(a_new_backend_that_lost_a_negotiated_feature_is_refused)
 	CHECK_EQ(vt_vu_frontend_config_read(g.fe, 0, &byte, 1), -ENOTCONN);
 	/* A proper back-end afterwards takes the device over. */
 	kill_backend(&g);
-	g.child = spawn_backend(g.path, 0, 0);
+	g.child = start_backend(&g, 0, 0);
 	REQUIRE(g.child > 0);
 	CHECK_EQ(vt_vu_frontend_reconnect(g.fe), 0);
 	REQUIRE_EQ(buf_make(&g, &g.bufs[1], &seed), 0);
@@ -355,4 +387,10 @@ VT_TEST(a_new_backend_that_lost_a_negotiated_feature_is_refused)
 	REQUIRE_EQ(vt_vu_frontend_kick(g.fe, 0), 0);
 	CHECK_EQ(collect_until(&g, &got, 2), 0);
 	rig_destroy(&g);
+}
+
+VT_TEST(server_mode_waits_for_the_restarted_backend_to_dial_in_again)
+{
+	crash_and_reconnect(false, false, true, true);
+	crash_and_reconnect(true, true, false, true);
 }
