@@ -55,7 +55,15 @@ enum vt_dma_mode vt_dma_mode_for(uint64_t negotiated, enum vt_dma_mode platform_
 struct vt_dma_iotlb_ops {
 	int (*update)(void *opaque, uint64_t iova, uint64_t size, uint64_t uaddr,
 		      unsigned int perm);
+	/* Returns once the device can no longer reach the range. */
 	int (*invalidate)(void *opaque, uint64_t iova, uint64_t size);
+	/*
+	 * Optional, both or neither: an invalidation that need not have taken effect on return,
+	 * and the wait until every one published so far has. Lazy mode's flush publishes its
+	 * whole batch this way and then waits once (a transport with round trips overlaps them).
+	 */
+	int (*invalidate_nowait)(void *opaque, uint64_t iova, uint64_t size);
+	int (*sync)(void *opaque);
 };
 
 struct vt_dma_params {

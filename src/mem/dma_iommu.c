@@ -105,9 +105,10 @@ static int publish_update(struct dma_iommu *m, uint64_t iova, uint64_t size, uin
 	return 0;
 }
 
-static int publish_invalidate(struct dma_iommu *m, uint64_t iova, uint64_t size)
+static int publish_invalidate_with(struct dma_iommu *m, uint64_t iova, uint64_t size,
+				   int (*invalidate)(void *, uint64_t, uint64_t))
 {
-	int ret = m->iotlb->invalidate(m->iotlb_opaque, iova, size);
+	int ret = invalidate(m->iotlb_opaque, iova, size);
 	if (ret < 0) {
 		vt_log(m->dma.log, VT_LOG_ERROR,
 		       "dma(%s): IOTLB invalidation of iova 0x%llx size 0x%llx failed (%d); the "
@@ -117,6 +118,11 @@ static int publish_invalidate(struct dma_iommu *m, uint64_t iova, uint64_t size)
 	}
 	vt_dma_count(&m->dma.stats.iotlb_invalidations, 1);
 	return 0;
+}
+
+static int publish_invalidate(struct dma_iommu *m, uint64_t iova, uint64_t size)
+{
+	return publish_invalidate_with(m, iova, size, m->iotlb->invalidate);
 }
 
 /* Returns a retired record's IOVA for reuse: its invalidation has been published. */
@@ -193,6 +199,26 @@ static int flush_locked(struct dma_iommu *m)
 	if (n == 0)
 		return 0;
 	sort_pending(m->pending, n);
+	if (m->iotlb->invalidate_nowait && m->iotlb->sync) {
+		/* The whole batch out, then one wait; only then is any IOVA free again. */
+		int ret = 0;
+		while (i < n && ret == 0) {
+			uint64_t start = m->pending[i].iova, end = start + m->pending[i].bytes;
+			while (++i < n && m->pending[i].iova == end)
+				end += m->pending[i].bytes;
+			ret = publish_invalidate_with(m, start, end - start,
+						      m->iotlb->invalidate_nowait);
+		}
+		if (ret == 0)
+			ret = m->iotlb->sync(m->iotlb_opaque);
+		if (ret < 0)
+			return ret; /* all stay queued: which ones took effect is unknown */
+		for (i = 0; i < n; i++)
+			release_record(m, m->pending[i].tag);
+		m->pending_count = 0;
+		vt_dma_count(&m->dma.stats.flushes, 1);
+		return 0;
+	}
 	while (i < n) {
 		uint64_t start = m->pending[i].iova, end = start + m->pending[i].bytes;
 		unsigned int j = i + 1;

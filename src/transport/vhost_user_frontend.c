@@ -139,14 +139,77 @@ static int send_locked(struct vt_vu_frontend *fe, struct vt_vu_msg *msg)
 	return 0;
 }
 
+/* Checks one REPLY_ACK to @request: 0, or -EPROTO when the back-end refused it. */
+static int recv_ack_locked(struct vt_vu_frontend *fe, uint32_t request)
+{
+	struct vt_vu_msg reply;
+	int rc = recv_reply_locked(fe, &reply, request, NULL);
+	if (rc < 0)
+		return rc;
+	if (reply.hdr.size != sizeof(uint64_t))
+		return fe_break(fe, -EPROTO, vt_vu_request_name(request),
+				"REPLY_ACK payload is not a u64");
+	if (reply.payload.u64 != 0) {
+		vt_log(fe->log, VT_LOG_ERROR, "%s: back-end refused %s (status %llu)", fe->name,
+		       vt_vu_request_name(request), (unsigned long long)reply.payload.u64);
+		return -EPROTO;
+	}
+	return 0;
+}
+
+int fe_collect_acks_locked(struct vt_vu_frontend *fe)
+{
+	while (fe->acks_pending > 0) {
+		int rc = recv_ack_locked(fe, VHOST_USER_IOTLB_MSG);
+		atomic_store_explicit(&fe->acks_pending, fe->acks_pending - 1,
+				      memory_order_relaxed);
+		/*
+		 * The mapping was reported done when it was sent: a refusal found now cannot be
+		 * handed back to whoever mapped, so nothing on this connection is trusted after it.
+		 */
+		if (rc == -EPROTO && !fe->broken)
+			return fe_break(
+			    fe, rc, "IOTLB_MSG",
+			    "an UPDATE published ahead of its acknowledgement was refused");
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
+int fe_request_pipelined_locked(struct vt_vu_frontend *fe, struct vt_vu_msg *msg)
+{
+	if (!fe_has_protocol(fe, VHOST_USER_PROTOCOL_F_REPLY_ACK))
+		return fe_request_locked(fe, msg, true);
+	/*
+	 * Bounded, so that the back-end never blocks writing acknowledgements nobody reads while
+	 * this side blocks writing requests it does not read.
+	 */
+	if (fe->acks_pending >= FE_MAX_PIPELINED_ACKS) {
+		int rc = fe_collect_acks_locked(fe);
+		if (rc < 0)
+			return rc;
+	}
+	msg->hdr.flags = VHOST_USER_VERSION | VHOST_USER_NEED_REPLY;
+	int rc = send_locked(fe, msg);
+	if (rc == 0)
+		atomic_store_explicit(&fe->acks_pending, fe->acks_pending + 1,
+				      memory_order_relaxed);
+	return rc;
+}
+
 static int call_locked(struct vt_vu_frontend *fe, struct vt_vu_msg *msg, uint32_t reply_size,
 		       int *fd)
 {
 	struct vt_vu_msg reply;
 	uint32_t request = msg->hdr.request;
 
+	/* Replies come in order: the acknowledgements still owed come first. */
+	int rc = fe_collect_acks_locked(fe);
+	if (rc < 0)
+		return rc;
 	msg->hdr.flags = VHOST_USER_VERSION;
-	int rc = send_locked(fe, msg);
+	rc = send_locked(fe, msg);
 	if (rc == 0)
 		rc = recv_reply_locked(fe, &reply, request, fd);
 	if (rc < 0)
@@ -181,10 +244,12 @@ int fe_request_locked(struct vt_vu_frontend *fe, struct vt_vu_msg *msg, bool ack
 {
 	uint32_t request = msg->hdr.request;
 	bool need_reply = ack && fe_has_protocol(fe, VHOST_USER_PROTOCOL_F_REPLY_ACK);
-	struct vt_vu_msg reply;
 
+	int rc = fe_collect_acks_locked(fe);
+	if (rc < 0)
+		return rc;
 	msg->hdr.flags = VHOST_USER_VERSION | (need_reply ? VHOST_USER_NEED_REPLY : 0);
-	int rc = send_locked(fe, msg);
+	rc = send_locked(fe, msg);
 	if (rc < 0 || !ack)
 		return rc;
 	if (!need_reply) {
@@ -195,18 +260,7 @@ int fe_request_locked(struct vt_vu_frontend *fe, struct vt_vu_msg *msg, bool ack
 		struct vt_vu_msg sync = { .hdr.request = VHOST_USER_GET_FEATURES };
 		return fe_call_locked(fe, &sync, sizeof(uint64_t));
 	}
-	rc = recv_reply_locked(fe, &reply, request, NULL);
-	if (rc < 0)
-		return rc;
-	if (reply.hdr.size != sizeof(uint64_t))
-		return fe_break(fe, -EPROTO, vt_vu_request_name(request),
-				"REPLY_ACK payload is not a u64");
-	if (reply.payload.u64 != 0) {
-		vt_log(fe->log, VT_LOG_ERROR, "%s: back-end refused %s (status %llu)", fe->name,
-		       vt_vu_request_name(request), (unsigned long long)reply.payload.u64);
-		return -EPROTO;
-	}
-	return 0;
+	return recv_ack_locked(fe, request);
 }
 
 int fe_request(struct vt_vu_frontend *fe, struct vt_vu_msg *msg, bool ack)
@@ -608,6 +662,8 @@ int vt_vu_frontend_reconnect(struct vt_vu_frontend *fe)
 	fe->sock = -1;
 	/* Until the new connection is up, every request fails at once. */
 	fe->broken = -ENOTCONN;
+	/* Acknowledgements the old back-end owed are gone with it; its table entries are not. */
+	atomic_store_explicit(&fe->acks_pending, 0, memory_order_relaxed);
 	pthread_mutex_unlock(&fe->io_lock);
 	fe_clear_fault(fe);
 

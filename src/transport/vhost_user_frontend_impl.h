@@ -24,6 +24,8 @@
 #include "virtue/vhost_user_frontend.h"
 
 #define FE_MAX_QUEUES 64
+/* IOTLB UPDATEs sent ahead of their acknowledgements, at most. */
+#define FE_MAX_PIPELINED_ACKS 64
 
 struct fe_queue {
 	struct vt_vq_drv *vq; /* NULL: not set up */
@@ -47,6 +49,12 @@ struct vt_vu_frontend {
 	pthread_mutex_t io_lock;
 	int sock;
 	_Atomic int broken; /* latched: 0, or the error that broke the stream (set under io_lock) */
+	/*
+	 * REPLY_ACKs owed for IOTLB UPDATEs sent without waiting (written under io_lock; read
+	 * without it by the kick, as a hint): collected before any other request's reply, before
+	 * a kick, and before an invalidation.
+	 */
+	_Atomic unsigned int acks_pending;
 
 	uint64_t offered;	    /* virtio features (bit 30 removed) */
 	uint64_t offered_raw;	    /* GET_FEATURES as answered */
@@ -115,6 +123,13 @@ int fe_send_u64(struct vt_vu_frontend *fe, uint32_t request, uint64_t value, boo
 int fe_send_state(struct vt_vu_frontend *fe, uint32_t request, uint32_t index, uint32_t num,
 		  bool ack);
 int fe_get_u64(struct vt_vu_frontend *fe, uint32_t request, uint64_t *value);
+/*
+ * Sends @msg with NEED_REPLY and does not wait: the acknowledgement is collected later (a
+ * refusal then breaks the connection). Without REPLY_ACK, fe_request_locked.
+ */
+int fe_request_pipelined_locked(struct vt_vu_frontend *fe, struct vt_vu_msg *msg);
+/* Receives every acknowledgement still owed. */
+int fe_collect_acks_locked(struct vt_vu_frontend *fe);
 /* Latches the stream broken with @err (logged once), under io_lock: returns @err. */
 int fe_break(struct vt_vu_frontend *fe, int err, const char *request, const char *why);
 bool fe_ratelimit(struct fe_ratelimit *rl, uint64_t *suppressed);

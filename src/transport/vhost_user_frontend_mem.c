@@ -118,8 +118,15 @@ void fe_mem_unshare(struct vt_vu_frontend *fe)
 
 /* ------------------------------------------------------------------ IOTLB publishing */
 
+/*
+ * @pipelined: not waited for. An UPDATE from the DMA API's map: the table already has it, so a
+ * back-end that reads the buffer before it processed the UPDATE misses and is answered from the
+ * table; the acknowledgements are collected before the kick that makes the buffer available, so
+ * it normally does not. An INVALIDATE only from lazy mode's flush, which then waits for all of
+ * them (fe_iotlb_sync) before any IOVA is reused; strict unmaps wait for each.
+ */
 static int send_iotlb_locked(struct vt_vu_frontend *fe, uint8_t type, uint64_t iova, uint64_t size,
-			     uint64_t uaddr, unsigned int perm)
+			     uint64_t uaddr, unsigned int perm, bool pipelined)
 {
 	struct vt_vu_msg msg = {
 		.hdr = { .request = VHOST_USER_IOTLB_MSG, .size = sizeof(struct vhost_iotlb_msg) },
@@ -131,7 +138,8 @@ static int send_iotlb_locked(struct vt_vu_frontend *fe, uint8_t type, uint64_t i
 		.perm = (uint8_t)perm,
 		.type = type,
 	};
-	int rc = fe_request_locked(fe, &msg, true);
+	int rc =
+	    pipelined ? fe_request_pipelined_locked(fe, &msg) : fe_request_locked(fe, &msg, true);
 	if (rc == 0)
 		atomic_fetch_add_explicit(type == VHOST_IOTLB_UPDATE ? &fe->iotlb_updates
 								     : &fe->iotlb_invalidations,
@@ -156,7 +164,7 @@ static int fe_iotlb_update(void *opaque, uint64_t iova, uint64_t size, uint64_t 
 	pthread_mutex_lock(&fe->io_lock);
 	int rc = vt_iotlb_update(fe->mapped, iova, size, (void *)(uintptr_t)uaddr, perm);
 	if (rc == 0) {
-		rc = send_iotlb_locked(fe, VHOST_IOTLB_UPDATE, iova, size, uaddr, perm);
+		rc = send_iotlb_locked(fe, VHOST_IOTLB_UPDATE, iova, size, uaddr, perm, true);
 		if (rc < 0 && fe->broken)
 			rc = 0;
 		else if (rc < 0)
@@ -167,15 +175,36 @@ static int fe_iotlb_update(void *opaque, uint64_t iova, uint64_t size, uint64_t 
 }
 
 /* The table first: from here on no miss is answered for the range, then the back-end forgets. */
+static int invalidate(struct vt_vu_frontend *fe, uint64_t iova, uint64_t size, bool wait)
+{
+	pthread_mutex_lock(&fe->io_lock);
+	vt_iotlb_invalidate(fe->mapped, iova, size);
+	int rc = send_iotlb_locked(fe, VHOST_IOTLB_INVALIDATE, iova, size, 0, 0, !wait);
+	if (rc < 0 && fe->broken)
+		rc = 0;
+	pthread_mutex_unlock(&fe->io_lock);
+	return rc;
+}
+
 static int fe_iotlb_invalidate(void *opaque, uint64_t iova, uint64_t size)
+{
+	return invalidate(opaque, iova, size, true);
+}
+
+static int fe_iotlb_invalidate_nowait(void *opaque, uint64_t iova, uint64_t size)
+{
+	return invalidate(opaque, iova, size, false);
+}
+
+/* Every acknowledgement owed: the invalidations sent without waiting have taken effect. */
+static int fe_iotlb_sync(void *opaque)
 {
 	struct vt_vu_frontend *fe = opaque;
 
 	pthread_mutex_lock(&fe->io_lock);
-	vt_iotlb_invalidate(fe->mapped, iova, size);
-	int rc = send_iotlb_locked(fe, VHOST_IOTLB_INVALIDATE, iova, size, 0, 0);
+	int rc = fe_collect_acks_locked(fe);
 	if (rc < 0 && fe->broken)
-		rc = 0;
+		rc = 0; /* no back-end: the table alone is the IOMMU */
 	pthread_mutex_unlock(&fe->io_lock);
 	return rc;
 }
@@ -183,6 +212,8 @@ static int fe_iotlb_invalidate(void *opaque, uint64_t iova, uint64_t size)
 static const struct vt_dma_iotlb_ops fe_iotlb_ops = {
 	.update = fe_iotlb_update,
 	.invalidate = fe_iotlb_invalidate,
+	.invalidate_nowait = fe_iotlb_invalidate_nowait,
+	.sync = fe_iotlb_sync,
 };
 
 /* ------------------------------------------------------------------ DMA object */
@@ -394,7 +425,7 @@ static int answer_miss(struct vt_vu_frontend *fe, const struct vhost_iotlb_msg *
 		mapped = (e.perm & need) == need;
 	if (mapped)
 		rc = send_iotlb_locked(fe, VHOST_IOTLB_UPDATE, e.iova, e.size,
-				       (uint64_t)(uintptr_t)e.hva, e.perm);
+				       (uint64_t)(uintptr_t)e.hva, e.perm, false);
 	pthread_mutex_unlock(&fe->io_lock);
 	if (rc == 0) {
 		atomic_fetch_add_explicit(&fe->misses_answered, 1, memory_order_relaxed);

@@ -308,6 +308,14 @@ int vt_vu_frontend_kick(struct vt_vu_frontend *fe, unsigned int index)
 	if (index >= FE_MAX_QUEUES || !fe->queues[index].running)
 		return -EINVAL;
 	struct fe_queue *q = &fe->queues[index];
+	if (atomic_load_explicit(&fe->acks_pending, memory_order_relaxed)) {
+		/* The UPDATEs for these buffers are processed before the back-end sees them. */
+		pthread_mutex_lock(&fe->io_lock);
+		int rc = fe_collect_acks_locked(fe);
+		pthread_mutex_unlock(&fe->io_lock);
+		if (rc < 0)
+			return rc;
+	}
 	if (!vt_vq_drv_kick_prepare(q->vq))
 		return 0;
 	/* The eventfd write orders the ring writes before the back-end's read (its epoll). */

@@ -1003,6 +1003,18 @@ static unsigned int fake_updates(struct fake *f, struct vhost_iotlb_msg *last)
 	return n;
 }
 
+/*
+ * A mapping's UPDATE goes out without waiting for its acknowledgement (collected at the next
+ * kick or request): the fake may process it a moment after vt_dma_map returned.
+ */
+static unsigned int wait_updates(struct fake *f, unsigned int want, struct vhost_iotlb_msg *last)
+{
+	unsigned int n = 0;
+	for (int i = 0; i < WAIT_MS && (n = fake_updates(f, last)) < want; i++)
+		usleep(1000);
+	return n;
+}
+
 /* The channel carries a request with NEED_REPLY: the front-end's status answer, or -1. */
 static int64_t channel_call(int chan, uint32_t request, const void *payload, uint32_t size)
 {
@@ -1047,7 +1059,7 @@ VT_TEST(misses_are_answered_only_for_mapped_addresses_with_that_access)
 	struct vt_dma *dma = vt_vu_frontend_dma(g.fe);
 	REQUIRE_EQ(vt_dma_map(dma, buf, 4096, VT_DMA_TO_DEVICE, &iova), 0);
 	struct vhost_iotlb_msg last;
-	CHECK_EQ(fake_updates(&f, &last), 1);
+	CHECK_EQ(wait_updates(&f, 1, &last), 1);
 	CHECK_EQ(last.iova, iova);
 	CHECK_EQ(last.size, 4096);
 	CHECK_EQ(last.uaddr, (uint64_t)(uintptr_t)buf);
