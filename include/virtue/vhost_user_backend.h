@@ -70,6 +70,12 @@ struct vt_vhost_backend_params {
 	const struct vt_vu_queue_ops *queue_ops;
 	void *opaque;		  /* passed to the callbacks above and queue_ops->start */
 	unsigned int num_threads; /* I/O threads; queue i runs on thread i % num_threads */
+	/*
+	 * Microseconds an I/O thread keeps polling its queues after the last work it found
+	 * before it sleeps (QEMU's iothread poll-max-ns is 32 us): a driver that submits again
+	 * within that time is served without a wake-up. 0: sleep at once.
+	 */
+	unsigned int poll_us;
 	const struct vt_log *log;
 };
 

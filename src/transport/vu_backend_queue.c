@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "transport/vu_backend_impl.h"
@@ -151,8 +152,11 @@ static bool queue_runnable(const struct vu_queue *q)
 	return q->running && !q->broken && (q->enabled || !q->be->protocol_features_acked);
 }
 
-/* Returns true when the budget ran out with work left (the thread wakes itself again). */
-static bool queue_run(struct vu_queue *q)
+/*
+ * Returns true when the budget ran out with work left (the thread wakes itself again).
+ * *worked (if given) is set when the model did something.
+ */
+static bool queue_run(struct vu_queue *q, bool *worked)
 {
 	struct vt_vhost_backend *be = q->be;
 
@@ -187,8 +191,58 @@ static bool queue_run(struct vu_queue *q)
 		}
 		if (rc == 0)
 			return false;
+		if (worked)
+			*worked = true;
 	}
 	return true;
+}
+
+/* A spin-wait hint to the CPU (and its sibling thread); nothing where there is none. */
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ volatile("yield");
+#endif
+}
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/*
+ * params.poll_us: runs this worker's queues until none has had work for that long, releasing
+ * the lock between rounds so that a control thread gets in. Notifications stay enabled: a kick
+ * that comes meanwhile only costs its eventfd.
+ */
+static void worker_poll(struct vu_worker *w)
+{
+	struct vt_vhost_backend *be = w->be;
+	uint64_t window = (uint64_t)be->params.poll_us * 1000u;
+	uint64_t idle_since = mono_ns();
+
+	while (mono_ns() - idle_since < window) {
+		pthread_mutex_lock(&w->gate);
+		pthread_mutex_lock(&w->lock);
+		pthread_mutex_unlock(&w->gate);
+		bool worked = false;
+		if (!w->exit)
+			for (unsigned int i = w->index; i < be->params.num_queues;
+			     i += be->nworkers)
+				queue_run(&be->queues[i], &worked);
+		bool exiting = w->exit;
+		pthread_mutex_unlock(&w->lock);
+		if (exiting)
+			return;
+		if (worked)
+			idle_since = mono_ns();
+		else
+			cpu_relax();
+	}
 }
 
 static void *worker_main(void *arg)
@@ -198,6 +252,8 @@ static void *worker_main(void *arg)
 	struct epoll_event ev[32];
 
 	for (;;) {
+		if (be->params.poll_us)
+			worker_poll(w);
 		int n = epoll_wait(w->epfd, ev, 32, -1);
 		if (n < 0 && errno != EINTR)
 			break;
@@ -226,14 +282,14 @@ static void *worker_main(void *arg)
 				drain_eventfd(q->kick_fd);
 				atomic_fetch_add_explicit(&q->kicks, 1, memory_order_relaxed);
 			}
-			if (queue_run(q))
+			if (queue_run(q, NULL))
 				rerun_all = true;
 		}
 		if (rerun_all) {
 			bool more = false;
 			for (unsigned int i = w->index; i < be->params.num_queues;
 			     i += be->nworkers)
-				more |= queue_run(&be->queues[i]);
+				more |= queue_run(&be->queues[i], NULL);
 			if (more) {
 				uint64_t one = 1;
 				if (write(w->wake_fd, &one, sizeof(one)) < 0) {

@@ -67,7 +67,9 @@ static void *serve_main(void *arg)
 	return NULL;
 }
 
-static int rig_backend(struct rig *g, unsigned int nqueues, uint64_t excluded)
+/* @poll_us: vt_vhost_backend_params.poll_us (the I/O thread polls before it sleeps). */
+static int rig_backend_polling(struct rig *g, unsigned int nqueues, uint64_t excluded,
+			       unsigned int poll_us)
 {
 	memset(g, 0, sizeof(*g));
 	g->fds_before = vu_count_fds();
@@ -87,6 +89,7 @@ static int rig_backend(struct rig *g, unsigned int nqueues, uint64_t excluded)
 		 * follow. The back-end's own tests cover its threads.
 		 */
 		.num_threads = 1,
+		.poll_us = poll_us,
 	};
 	const struct vt_shm_region *r;
 	int rc = vt_shm_new(&g->shm);
@@ -95,6 +98,11 @@ static int rig_backend(struct rig *g, unsigned int nqueues, uint64_t excluded)
 	if (rc == 0)
 		rc = vt_vhost_backend_new(&params, &g->be);
 	return rc;
+}
+
+static int rig_backend(struct rig *g, unsigned int nqueues, uint64_t excluded)
+{
+	return rig_backend_polling(g, nqueues, excluded, 0);
 }
 
 static struct vt_vu_frontend_params fe_params(struct rig *g, enum vt_dma_mode mode,
@@ -281,9 +289,11 @@ static void echo_run(enum vt_dma_mode mode, bool packed, unsigned int nqueues)
 	uint64_t supported = F(VERSION_1) | F(EVENT_IDX) | F(INDIRECT_DESC) |
 			     (packed ? F(RING_PACKED) : 0) | (platform ? F(ACCESS_PLATFORM) : 0);
 
-	fprintf(stderr, "  row: %s, %s, %u queue(s)\n", vt_dma_mode_name(mode),
-		packed ? "packed" : "split", nqueues);
-	REQUIRE_EQ(rig_backend(&g, nqueues, 0), 0);
+	/* The two-queue rows with a polling I/O thread: invalidations and resets meet it busy. */
+	unsigned int poll_us = nqueues == 2 ? 50 : 0;
+	fprintf(stderr, "  row: %s, %s, %u queue(s)%s\n", vt_dma_mode_name(mode),
+		packed ? "packed" : "split", nqueues, poll_us ? ", polling back-end" : "");
+	REQUIRE_EQ(rig_backend_polling(&g, nqueues, 0, poll_us), 0);
 	struct vt_vu_frontend_params p = fe_params(&g, mode, supported);
 	REQUIRE_EQ(rig_connect(&g, &p), 0);
 	CHECK_EQ(vt_vu_frontend_num_queues(g.fe), nqueues);

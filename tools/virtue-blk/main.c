@@ -36,6 +36,7 @@ struct options {
 	unsigned int num_queues;
 	unsigned int queue_size;
 	unsigned int iothreads;
+	unsigned int poll_us;
 	unsigned int stats_seconds;
 	bool verbose;
 };
@@ -234,6 +235,8 @@ static void usage(FILE *f)
 	    "  --queue-size N       the front-end's queue size (QEMU's queue-size, default 128):\n"
 	    "                       seg_max is N - 2\n"
 	    "  --iothreads N        I/O threads (default 1)\n"
+	    "  --poll-us N          keep polling the queues N us after the last request before\n"
+	    "                       sleeping (default 32, as QEMU's iothread poll-max-ns; 0: off)\n"
 	    "  --stats SECONDS      print per-queue statistics every SECONDS\n"
 	    "  --verbose            log every negotiation step\n");
 }
@@ -294,6 +297,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 		O_NQ,
 		O_QS,
 		O_IOT,
+		O_POLL,
 		O_STATS,
 		O_VERBOSE,
 		O_HELP
@@ -309,6 +313,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 		{ "num-queues", required_argument, NULL, O_NQ },
 		{ "queue-size", required_argument, NULL, O_QS },
 		{ "iothreads", required_argument, NULL, O_IOT },
+		{ "poll-us", required_argument, NULL, O_POLL },
 		{ "stats", required_argument, NULL, O_STATS },
 		{ "verbose", no_argument, NULL, O_VERBOSE },
 		{ "help", no_argument, NULL, O_HELP },
@@ -319,7 +324,8 @@ static int parse_options(int argc, char **argv, struct options *o)
 			       .size = DEFAULT_SIZE,
 			       .num_queues = 1,
 			       .queue_size = 128,
-			       .iothreads = 1 };
+			       .iothreads = 1,
+			       .poll_us = 32 };
 	int c;
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		int bad = 0;
@@ -358,6 +364,9 @@ static int parse_options(int argc, char **argv, struct options *o)
 			break;
 		case O_IOT:
 			bad = parse_uint(optarg, 1, 16, &o->iothreads);
+			break;
+		case O_POLL:
+			bad = parse_uint(optarg, 0, 1000000, &o->poll_us);
 			break;
 		case O_STATS:
 			bad = parse_uint(optarg, 1, 86400, &o->stats_seconds);
@@ -476,6 +485,7 @@ int main(int argc, char **argv)
 		.queue_ops = &blk_queue_ops,
 		.opaque = &d,
 		.num_threads = d.opt.iothreads,
+		.poll_us = d.opt.poll_us,
 		.log = &d.log,
 	};
 	rc = vt_vhost_backend_new(&params, &d.be);
