@@ -48,7 +48,7 @@ bench:
 	@if command -v dpdk-testpmd >/dev/null 2>&1; then \
 		echo "python3 tests/interop/net_bench.py --bin build-bench/tests/virtue-net-interop ..."; \
 		python3 tests/interop/net_bench.py --bin build-bench/tests/virtue-net-interop \
-			--bench-bin build-bench/tools/virtue-bench --seconds 2 --warmup 0.5 --rounds 2; \
+			--bench-bin build-bench/tools/virtue-bench --seconds 2 --warmup 0.5 --rounds 4; \
 	else \
 		echo "net bench skipped: dpdk-testpmd not installed (Debian: dpdk-dev or dpdk)"; \
 	fi

@@ -12,7 +12,9 @@ lcore on CPU 1. Senders, on CPU 0, 64-byte frames, queue size 256, one queue pai
 Both are measured the same way, at the receiver: testpmd's RX-packets delta over --seconds of
 steady state (--warmup after the first frame arrives), read with `show port stats 0` in interactive mode. Rows: split
 and packed, in ABBA order, --rounds times; the table gives the median Mpps of each, the ratio
-virtue / virtio-user, and the cache-line ping-pong (`virtue-bench pingpong`, if built in
+virtue / virtio-user of the medians and the median of the per-round ratios (the two senders of
+one round run back to back, so they more often share the vCPUs' placement), the ping-pong
+before each round, and the cache-line ping-pong (`virtue-bench pingpong`, if built in
 build-bench/) measured before and after in the same run: this machine's vCPUs move, so compare
 ratios within one run only. Not part of make check.
 """
@@ -139,22 +141,28 @@ def main():
     results = {("split", "virtue"): [], ("split", "virtio-user"): [],
                ("packed", "virtue"): [], ("packed", "virtio-user"): []}
     runners = {"virtue": run_virtue, "virtio-user": run_virtio_user}
+    pairs = {"split": [], "packed": []}  # (virtue / virtio-user of one round, ping-pong)
     for rnd in range(args.rounds):
         for ring in ("split", "packed"):
             order = ["virtue", "virtio-user"]
             if rnd % 2:
                 order.reverse()
+            pair = {}
+            pp = pingpong(args.bench_bin)
             for who in order:
                 work = tempfile.mkdtemp(prefix="vt-net-bench-", dir="/dev/shm")
                 try:
                     mpps = runners[who](args, work, ring == "packed")
                     results[(ring, who)].append(mpps)
+                    pair[who] = mpps
                     if args.verbose:
                         print("  round %d %s %s: %.3f Mpps" % (rnd, ring, who, mpps), flush=True)
                 except RuntimeError as e:
                     print("  %s %s failed: %s" % (ring, who, e), flush=True)
                 finally:
                     shutil.rmtree(work, ignore_errors=True)
+            if pair.get("virtio-user"):
+                pairs[ring].append((pair.get("virtue", 0.0) / pair["virtio-user"], pp))
     pp_after = pingpong(args.bench_bin)
 
     def med(v):
@@ -164,7 +172,9 @@ def main():
     for ring in ("split", "packed"):
         v, u = med(results[(ring, "virtue")]), med(results[(ring, "virtio-user")])
         rows.append({"ring": ring, "virtue_mpps": v, "virtio_user_mpps": u,
-                     "ratio": v / u if u and u == u and u > 0 else float("nan")})
+                     "ratio": v / u if u and u == u and u > 0 else float("nan"),
+                     "pair_ratio": med([r for r, _ in pairs[ring]]),
+                     "pairs": [{"ratio": r, "pingpong_ns": pp} for r, pp in pairs[ring]]})
     if args.json:
         for r in rows:
             r.update({"pingpong_ns_before": pp_before, "pingpong_ns_after": pp_after})
@@ -172,10 +182,17 @@ def main():
         return 0
     print("net: 64-byte frames, 1 queue pair, qsize 256, receiver DPDK net_vhost rxonly "
           "(testpmd RX-packets, %.1f s, median of %d)" % (args.seconds, args.rounds))
-    print("%-8s %14s %18s %10s" % ("ring", "virtue Mpps", "virtio-user Mpps", "ratio"))
+    print("%-8s %14s %18s %10s %12s  %s" % ("ring", "virtue Mpps", "virtio-user Mpps", "ratio",
+                                            "pair ratio", "each pair (ping-pong before it)"))
     for r in rows:
-        print("%-8s %14.3f %18.3f %9.2fx" % (r["ring"], r["virtue_mpps"], r["virtio_user_mpps"],
-                                             r["ratio"]))
+        each = ", ".join("%.2fx (%s)" % (p["ratio"], "%.0f ns" % p["pingpong_ns"]
+                                         if p["pingpong_ns"] is not None else "-")
+                         for p in r["pairs"])
+        print("%-8s %14.3f %18.3f %9.2fx %11.2fx  %s" % (r["ring"], r["virtue_mpps"],
+                                                        r["virtio_user_mpps"], r["ratio"],
+                                                        r["pair_ratio"], each))
+    print("(ratio: of the medians; pair ratio: the median of the ratios of the two senders "
+          "measured back to back in one round, which share the machine's placement more often)")
     fmt = lambda x: "%.1f ns" % x if x is not None else "skipped (no virtue-bench pingpong)"
     print("ping-pong: %s before, %s after" % (fmt(pp_before), fmt(pp_after)))
     return 0
