@@ -102,7 +102,10 @@ struct vt_iotlb {
 	uint64_t rng; /* picks eviction victims */
 	uint64_t evictions;
 	uint64_t invalidations;
-	unsigned int dead;  /* entries of count that are DEAD */
+	unsigned int dead; /* entries of count that are DEAD */
+	/* Where the last change was: DMA mappings come and go near each other (see find_overlap).
+	 */
+	unsigned int writer_hint;
 	bool full_reported; /* one log line per episode of fullness, not one per update */
 	const struct vt_log *log;
 
@@ -342,11 +345,26 @@ static unsigned int find_entry(const struct vt_iotlb *t, uint64_t addr, unsigned
 	return i - 1;
 }
 
+/*
+ * upper_bound for a writer: a DMA API maps and unmaps ranges next to the ones it touched last,
+ * so the entries around the last change are tried first. Exact either way: a position is taken
+ * only when the keys on both sides of it say so.
+ */
+static unsigned int writer_upper_bound(const struct vt_iotlb *t, uint64_t addr)
+{
+	unsigned int n = t->count, h = t->writer_hint;
+
+	for (unsigned int i = h ? h - 1 : 0; i <= n && i <= h + 2; i++)
+		if ((i == 0 || t->start[i - 1] <= addr) && (i == n || t->start[i] > addr))
+			return i;
+	return upper_bound(t, addr, n);
+}
+
 /* Under the writer mutex, so the table is stable and read plainly from here on. */
-static struct overlap find_overlap(const struct vt_iotlb *t, uint64_t iova, uint64_t last)
+static struct overlap find_overlap(struct vt_iotlb *t, uint64_t iova, uint64_t last)
 {
 	struct overlap o;
-	unsigned int i = upper_bound(t, iova, t->count), end;
+	unsigned int i = writer_upper_bound(t, iova), end;
 
 	/* The entry starting at or below @iova overlaps only if it reaches it. */
 	if (i > 0 && t->slot[i - 1].last >= iova)
@@ -363,6 +381,7 @@ static struct overlap find_overlap(const struct vt_iotlb *t, uint64_t iova, uint
 		}
 	}
 	o.end = end;
+	t->writer_hint = end;
 	/* What is left of a dead entry outside the range is not kept: its bytes are unmapped. */
 	o.head = o.first < o.end && t->start[o.first] < iova && t->slot[o.first].perm != DEAD;
 	o.tail =
