@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * What the disk (blk.c) and its request engines (blk_queue.c, blk_request.c) share: the disk
- * object, and a parsed request.
+ * What the disk (blk.c) and its request engines (blk_request.c, blk_queue.c, blk_exec.c) share:
+ * the disk object, a parsed request, and a queue with the I/O steps it issues.
  */
 #ifndef VIRTUE_SRC_DEVICES_BLK_IMPL_H
 #define VIRTUE_SRC_DEVICES_BLK_IMPL_H
@@ -9,6 +9,8 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+
+#include <liburing.h>
 
 #include <virtue/blk.h>
 
@@ -70,5 +72,81 @@ struct blk_parsed {
  */
 int blk_parse(const struct vt_blk *blk, uint64_t negotiated, const struct vt_vq_chain *chain,
 	      struct iovec *iov, struct blk_parsed *r);
+
+/* One I/O step of a request. */
+enum io_kind { IO_READV, IO_WRITEV, IO_FSYNC, IO_FALLOCATE };
+
+struct blk_io {
+	enum io_kind kind;
+	int fd;
+	const struct iovec *iov;
+	unsigned int iovcnt;
+	uint64_t offset, len;
+	int mode;     /* fallocate */
+	int rw_flags; /* RWF_DSYNC for a write that must be stable */
+};
+
+/* A statistics counter: one writer (the queue's thread), readers anywhere. */
+struct counter {
+	_Atomic uint64_t v;
+};
+
+/* One request in flight, from pop to push (blk_queue.c). */
+struct blk_slot;
+
+/* One virtio-blk queue: its request slots, and the io_uring their steps go through. */
+struct vt_blk_queue {
+	struct vt_blk *blk;
+	struct vt_vq_dev *vq;
+	char name[64];
+	const struct vt_log *log;
+	uint64_t negotiated;
+	bool in_order, always_stable, wce;
+	bool broken;
+
+	bool uring;
+	struct io_uring ring;
+	int event_fd;
+	unsigned int outstanding; /* steps prepared or in the kernel, not yet reaped */
+	unsigned int unsubmitted; /* steps prepared, not yet submitted */
+
+	unsigned int nslots;
+	struct blk_slot *slots;
+	struct iovec *iov_pool;
+	unsigned int iov_limit;
+	unsigned int *free_slots;
+	unsigned int nfree;
+	unsigned int *order; /* IN_ORDER: slots in the order they were popped */
+	unsigned int order_head, order_count;
+
+	unsigned int unflushed, completed;
+	bool notify;
+	bool logged_malformed, logged_io_error;
+	void *zero_buf;
+
+	struct counter requests, reads, writes, flushes, discards, write_zeroes, get_ids;
+	struct counter bytes_read, bytes_written, io_errors, unsupported, malformed, in_flight;
+};
+
+/* Runs @s from where it stands: applies @res (when @have_result), then issues its next steps. */
+void blk_slot_run(struct vt_blk_queue *q, struct blk_slot *s, bool have_result, int64_t res);
+
+/* RAM disk: carries @io out with memcpy and memset; returns the bytes moved, or -errno. */
+int64_t blk_ram_exec(struct vt_blk *blk, const struct blk_io *io);
+
+/* File or block device: carries @io out inline, with a system call; bytes moved, or -errno. */
+int64_t blk_sync_exec(const struct blk_io *io);
+
+/* Queues @io of @s on @q's io_uring, unsubmitted; false when the submission ring stays full. */
+bool blk_uring_prep(struct vt_blk_queue *q, struct blk_slot *s, const struct blk_io *io);
+
+/* Hands every completion the kernel posted to blk_slot_run, without waiting. */
+void blk_uring_reap(struct vt_blk_queue *q);
+
+/* Submits and reaps until no step is waiting for submission (inline completions chain). */
+void blk_uring_kick(struct vt_blk_queue *q);
+
+/* Sets up @q's io_uring and its eventfd; 0 and inline I/O when the kernel refuses io_uring. */
+int blk_queue_uring_init(struct vt_blk_queue *q);
 
 #endif

@@ -1,10 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The request engine of one virtio-blk queue: a fixed set of request slots, each carrying a chain
- * from pop to push. A request runs as a sequence of I/O steps (a readv that came back short goes on
- * from where it stopped, a DISCARD does one fallocate per segment, a WRITE_ZEROES the backing
- * refuses to fallocate falls back to writing zeroes), issued through io_uring or executed inline
- * (RAM disk, sync_io); both feed the same completion path.
+ * The request engine of one virtio-blk queue: request slots that carry a chain from pop to push,
+ * and the I/O steps each request runs as (a short readv resumes, a refused fallocate becomes
+ * zeroes written). blk_exec.c carries the steps out; all of them end in one completion path.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -14,8 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
-#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -31,19 +27,6 @@
 #define FREE_DRAIN_MS 5000 /* vt_blk_queue_free waits this long for the kernel */
 
 enum slot_state { SLOT_FREE, SLOT_BUSY, SLOT_DONE };
-
-/* One I/O step of a request. */
-enum io_kind { IO_READV, IO_WRITEV, IO_FSYNC, IO_FALLOCATE };
-
-struct blk_io {
-	enum io_kind kind;
-	int fd;
-	const struct iovec *iov;
-	unsigned int iovcnt;
-	uint64_t offset, len;
-	int mode;     /* fallocate */
-	int rw_flags; /* RWF_DSYNC for a write that must be stable */
-};
 
 struct blk_slot {
 	struct vt_vq_chain chain;
@@ -61,43 +44,6 @@ struct blk_slot {
 	unsigned int ext;      /* DISCARD/WRITE_ZEROES: current extent */
 	struct blk_io io;      /* the step in flight */
 	struct blk_parsed req;
-};
-
-struct counter {
-	_Atomic uint64_t v;
-};
-
-struct vt_blk_queue {
-	struct vt_blk *blk;
-	struct vt_vq_dev *vq;
-	char name[64];
-	const struct vt_log *log;
-	uint64_t negotiated;
-	bool in_order, always_stable, wce;
-	bool broken;
-
-	bool uring;
-	struct io_uring ring;
-	int event_fd;
-	unsigned int outstanding; /* steps prepared or in the kernel, not yet reaped */
-	unsigned int unsubmitted; /* steps prepared, not yet submitted */
-
-	unsigned int nslots;
-	struct blk_slot *slots;
-	struct iovec *iov_pool;
-	unsigned int iov_limit;
-	unsigned int *free_slots;
-	unsigned int nfree;
-	unsigned int *order; /* IN_ORDER: slots in the order they were popped */
-	unsigned int order_head, order_count;
-
-	unsigned int unflushed, completed;
-	bool notify;
-	bool logged_malformed, logged_io_error;
-	void *zero_buf;
-
-	struct counter requests, reads, writes, flushes, discards, write_zeroes, get_ids;
-	struct counter bytes_read, bytes_written, io_errors, unsupported, malformed, in_flight;
 };
 
 /* Counters have one writer (the queue's thread) and readers anywhere: no read-modify-write. */
@@ -371,107 +317,11 @@ static bool slot_result(struct vt_blk_queue *q, struct blk_slot *s, const struct
 	return true;
 }
 
-/* ---------------------------------------------------------------- executing the steps */
-
-/* RAM disk: the step, done with memcpy and memset. */
-static int64_t ram_exec(struct vt_blk *blk, const struct blk_io *io)
-{
-	uint8_t *at = blk->ram + io->offset;
-	uint64_t done = 0;
-
-	switch (io->kind) {
-	case IO_READV:
-	case IO_WRITEV:
-		for (unsigned int i = 0; i < io->iovcnt && done < io->len; i++) {
-			size_t k = io->iov[i].iov_len;
-			if (k > io->len - done)
-				k = (size_t)(io->len - done);
-			if (io->kind == IO_READV)
-				memcpy(io->iov[i].iov_base, at + done, k);
-			else
-				memcpy(at + done, io->iov[i].iov_base, k);
-			done += k;
-		}
-		return (int64_t)done;
-	case IO_FSYNC:
-		return 0;
-	case IO_FALLOCATE: {
-		/* Whole pages go back to the kernel (they read as zeroes again); edges are cleared.
-		 */
-		uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-		uintptr_t start = (uintptr_t)at, end = start + io->len;
-		uintptr_t first = (start + page - 1) & ~(page - 1), last = end & ~(page - 1);
-		if (first < last && madvise((void *)first, last - first, MADV_DONTNEED) == 0) {
-			memset(at, 0, first - start);
-			memset((void *)last, 0, end - last);
-		} else {
-			memset(at, 0, io->len);
-		}
-		return 0;
-	}
-	}
-	return -EINVAL;
-}
-
-/* File or block device, inline. */
-static int64_t sync_exec(const struct blk_io *io)
-{
-	ssize_t n = 0;
-
-	switch (io->kind) {
-	case IO_READV:
-		n = preadv2(io->fd, io->iov, (int)io->iovcnt, (off_t)io->offset, 0);
-		break;
-	case IO_WRITEV:
-		n = pwritev2(io->fd, io->iov, (int)io->iovcnt, (off_t)io->offset, io->rw_flags);
-		break;
-	case IO_FSYNC:
-		n = fdatasync(io->fd);
-		break;
-	case IO_FALLOCATE:
-		n = fallocate(io->fd, io->mode, (off_t)io->offset, (off_t)io->len);
-		break;
-	}
-	return n < 0 ? -errno : n;
-}
-
-static bool uring_prep(struct vt_blk_queue *q, struct blk_slot *s, const struct blk_io *io)
-{
-	struct io_uring_sqe *sqe = io_uring_get_sqe(&q->ring);
-
-	if (!sqe) {
-		/* The submission ring is full: hand it to the kernel to make room. */
-		io_uring_submit(&q->ring);
-		q->unsubmitted = 0;
-		sqe = io_uring_get_sqe(&q->ring);
-		if (!sqe)
-			return false;
-	}
-	switch (io->kind) {
-	case IO_READV:
-		io_uring_prep_readv(sqe, io->fd, io->iov, io->iovcnt, io->offset);
-		break;
-	case IO_WRITEV:
-		io_uring_prep_writev2(sqe, io->fd, io->iov, io->iovcnt, io->offset, io->rw_flags);
-		break;
-	case IO_FSYNC:
-		io_uring_prep_fsync(sqe, io->fd, IORING_FSYNC_DATASYNC);
-		break;
-	case IO_FALLOCATE:
-		io_uring_prep_fallocate(sqe, io->fd, io->mode, (off_t)io->offset, (off_t)io->len);
-		break;
-	}
-	io_uring_sqe_set_data(sqe, s);
-	q->outstanding++;
-	q->unsubmitted++;
-	return true;
-}
-
 /*
  * Runs @s from where it stands: applies the result of the step that just finished (when
  * @have_result), then issues steps until one is in the kernel or the request is complete.
  */
-static void slot_run(struct vt_blk_queue *q, struct blk_slot *s, bool have_result, int64_t res)
+void blk_slot_run(struct vt_blk_queue *q, struct blk_slot *s, bool have_result, int64_t res)
 {
 	if (have_result && !slot_result(q, s, &s->io, res))
 		return;
@@ -481,11 +331,11 @@ static void slot_run(struct vt_blk_queue *q, struct blk_slot *s, bool have_resul
 			return;
 		}
 		if (q->uring) {
-			if (!uring_prep(q, s, &s->io))
+			if (!blk_uring_prep(q, s, &s->io))
 				io_error(q, s, "submission", EBUSY);
 			return;
 		}
-		res = q->blk->fd < 0 ? ram_exec(q->blk, &s->io) : sync_exec(&s->io);
+		res = q->blk->fd < 0 ? blk_ram_exec(q->blk, &s->io) : blk_sync_exec(&s->io);
 		if (!slot_result(q, s, &s->io, res))
 			return;
 	}
@@ -554,54 +404,7 @@ static void slot_start(struct vt_blk_queue *q, struct blk_slot *s)
 		s->pos = r->extent[0].offset;
 		s->left = r->extent[0].len;
 	}
-	slot_run(q, s, false, 0);
-}
-
-/* ---------------------------------------------------------------- io_uring plumbing */
-
-static void uring_submit(struct vt_blk_queue *q)
-{
-	if (!q->unsubmitted)
-		return;
-	int ret = io_uring_submit(&q->ring);
-	if (ret >= 0) {
-		q->unsubmitted = 0;
-	} else if (!q->logged_io_error) {
-		/* -EAGAIN/-EBUSY: the kernel is short of resources; the steps stay queued. */
-		q->logged_io_error = true;
-		vt_log(q->log, VT_LOG_WARN, "%s: io_uring_submit: %s", q->name, strerror(-ret));
-	}
-}
-
-/* Handles every completion the kernel posted, without waiting. */
-static void uring_reap(struct vt_blk_queue *q)
-{
-	struct io_uring_cqe *cqes[64];
-	unsigned int n;
-
-	while ((n = io_uring_peek_batch_cqe(&q->ring, cqes, 64)) > 0) {
-		struct {
-			struct blk_slot *s;
-			int res;
-		} done[64];
-		for (unsigned int i = 0; i < n; i++) {
-			done[i].s = io_uring_cqe_get_data(cqes[i]);
-			done[i].res = cqes[i]->res;
-		}
-		io_uring_cq_advance(&q->ring, n);
-		q->outstanding -= n;
-		for (unsigned int i = 0; i < n; i++)
-			slot_run(q, done[i].s, true, done[i].res);
-	}
-}
-
-/* Submits and reaps until no step is waiting for submission (inline completions chain). */
-static void uring_kick(struct vt_blk_queue *q)
-{
-	do {
-		uring_submit(q);
-		uring_reap(q);
-	} while (q->unsubmitted && !q->broken);
+	blk_slot_run(q, s, false, 0);
 }
 
 /* ---------------------------------------------------------------- the queue */
@@ -670,7 +473,7 @@ int vt_blk_queue_poll(struct vt_blk_queue *q, bool *notify)
 		if (read(q->event_fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
 			vt_log(q->log, VT_LOG_WARN, "%s: eventfd read: %s", q->name,
 			       strerror(errno));
-		uring_reap(q);
+		blk_uring_reap(q);
 	}
 	/*
 	 * Notifications off while draining; back on once the ring looks empty, then one more look,
@@ -684,7 +487,7 @@ int vt_blk_queue_poll(struct vt_blk_queue *q, bool *notify)
 			break;
 	}
 	if (q->uring)
-		uring_kick(q);
+		blk_uring_kick(q);
 	queue_flush(q);
 	*notify = q->notify;
 	q->notify = false;
@@ -713,7 +516,7 @@ int vt_blk_queue_drain(struct vt_blk_queue *q, int timeout_ms, bool *notify)
 	*notify = false;
 	q->completed = 0;
 	while (q->uring && q->outstanding) {
-		uring_kick(q);
+		blk_uring_kick(q);
 		if (!q->outstanding)
 			break;
 		int64_t left = deadline - now_ms();
@@ -723,7 +526,7 @@ int vt_blk_queue_drain(struct vt_blk_queue *q, int timeout_ms, bool *notify)
 						.tv_nsec = (left < 100 ? left : 100) * 1000000 };
 		struct io_uring_cqe *cqe;
 		io_uring_wait_cqe_timeout(&q->ring, &cqe, &ts);
-		uring_reap(q);
+		blk_uring_reap(q);
 		queue_flush(q);
 	}
 	queue_flush(q);
@@ -751,24 +554,6 @@ void vt_blk_queue_stats(const struct vt_blk_queue *q, struct vt_blk_queue_stats 
 		.in_flight = LOAD(in_flight),
 	};
 #undef LOAD
-}
-
-static int queue_uring_init(struct vt_blk_queue *q)
-{
-	/* One step in flight per slot at most; the completion ring is twice the submission one. */
-	int ret = io_uring_queue_init(q->nslots, &q->ring, 0);
-	if (ret == -ENOSYS || ret == -EPERM) {
-		vt_log(q->log, VT_LOG_WARN, "%s: io_uring unavailable (%s): inline I/O", q->name,
-		       strerror(-ret));
-		return 0;
-	}
-	if (ret < 0)
-		return ret;
-	q->uring = true;
-	q->event_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (q->event_fd < 0)
-		return -errno;
-	return io_uring_register_eventfd(&q->ring, q->event_fd);
 }
 
 int vt_blk_queue_new(struct vt_blk *blk, struct vt_vq_dev *vq, uint64_t negotiated,
@@ -812,7 +597,7 @@ int vt_blk_queue_new(struct vt_blk *blk, struct vt_vq_dev *vq, uint64_t negotiat
 		}
 		q->nfree = q->nslots;
 		if (blk->fd >= 0 && !blk->sync_io)
-			ret = queue_uring_init(q);
+			ret = blk_queue_uring_init(q);
 	}
 	if (ret < 0) {
 		vt_blk_queue_free(q);
