@@ -26,6 +26,7 @@ struct vt_mem_region {
 };
 
 struct vt_memtable;
+struct vt_shm;
 
 /* Returns NULL only when out of memory. */
 struct vt_memtable *vt_memtable_new(const struct vt_log *log);
@@ -36,6 +37,16 @@ void vt_memtable_free(struct vt_memtable *table);
  * (in driver-physical addresses); -ENOSPC: VT_MEMTABLE_MAX_REGIONS are present.
  */
 int vt_memtable_add(struct vt_memtable *table, const struct vt_mem_region *region);
+
+/*
+ * Adds every memfd region of @shm (fd >= 0: what a vhost-user frontend would share) as a device in
+ * the driver's own process sees it: hva and uaddr are the region's hva, gpa its gpa. Regions of
+ * caller memory (vt_shm_add_host) are left out. For in-process device halves, tests and benchmarks,
+ * which would otherwise each spell out the same vt_mem_region per region. Returns 0 (also when
+ * @shm has no memfd region: the table is unchanged), or the first vt_memtable_add error, after
+ * removing the regions this call had added.
+ */
+int vt_memtable_add_shm(struct vt_memtable *table, const struct vt_shm *shm);
 
 /* Removes the region that starts at @gpa with @size exactly; -ENOENT if there is none. */
 int vt_memtable_remove(struct vt_memtable *table, uint64_t gpa, uint64_t size);

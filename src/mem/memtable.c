@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include <virtue/memtable.h>
+#include <virtue/shm.h>
 
 struct vt_memtable {
 	struct vt_mem_region regions[VT_MEMTABLE_MAX_REGIONS]; /* sorted by gpa */
@@ -136,6 +137,38 @@ int vt_memtable_add(struct vt_memtable *table, const struct vt_mem_region *regio
 	t->regions[i] = *region;
 	t->count++;
 	rebuild_uaddr_index(t);
+	return 0;
+}
+
+int vt_memtable_add_shm(struct vt_memtable *table, const struct vt_shm *shm)
+{
+	unsigned int count = vt_shm_count(shm);
+
+	for (unsigned int i = 0; i < count; i++) {
+		const struct vt_shm_region *r = vt_shm_region(shm, i);
+		if (r->fd < 0)
+			continue;
+		struct vt_mem_region mr = {
+			.gpa = r->gpa,
+			.size = r->size,
+			.hva = r->hva,
+			.uaddr = (uint64_t)(uintptr_t)r->hva,
+		};
+		int ret = vt_memtable_add(table, &mr);
+		if (ret < 0) {
+			/*
+			 * Every earlier memfd region went in with exactly its gpa and size, and shm
+			 * regions never overlap, so removing those takes out what this call added
+			 * and nothing that was there before.
+			 */
+			while (i-- > 0) {
+				r = vt_shm_region(shm, i);
+				if (r->fd >= 0)
+					vt_memtable_remove(table, r->gpa, r->size);
+			}
+			return ret;
+		}
+	}
 	return 0;
 }
 

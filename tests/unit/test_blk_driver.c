@@ -85,7 +85,6 @@ struct rig {
 	struct rig_opts o;
 	uint64_t features;
 	struct vt_shm *shm;
-	const struct vt_shm_region *region;
 	struct vt_iotlb_feed feed;
 	struct vt_dma *dma;
 	struct vt_vq_drv *drv;
@@ -136,17 +135,13 @@ static int rig_init(struct rig *g, const struct rig_opts *o)
 
 	int ret = vt_shm_new(&g->shm);
 	if (ret == 0)
-		ret = vt_shm_add_memfd(g->shm, SHM_SIZE, GPA_BASE, &g->region);
+		ret = vt_shm_add_memfd(g->shm, SHM_SIZE, GPA_BASE, NULL);
 	if (ret < 0)
 		return ret;
 	g->feed.table = vt_memtable_new(NULL);
 	if (!g->feed.table)
 		return -ENOMEM;
-	struct vt_mem_region mr = { .gpa = g->region->gpa,
-				    .size = g->region->size,
-				    .hva = g->region->hva,
-				    .uaddr = (uint64_t)(uintptr_t)g->region->hva };
-	if ((ret = vt_memtable_add(g->feed.table, &mr)) < 0)
+	if ((ret = vt_memtable_add_shm(g->feed.table, g->shm)) < 0)
 		return ret;
 	struct vt_as as = vt_memtable_as(g->feed.table);
 	if (iommu_mode(o->dma)) {

@@ -122,11 +122,7 @@ static inline int rig_init(struct rig *g, struct vt_blk *blk, const struct rig_o
 	g->table = vt_memtable_new(NULL);
 	if (!g->table)
 		return -ENOMEM;
-	struct vt_mem_region mr = { .gpa = g->region->gpa,
-				    .size = g->region->size,
-				    .hva = g->region->hva,
-				    .uaddr = (uint64_t)(uintptr_t)g->region->hva };
-	if ((ret = vt_memtable_add(g->table, &mr)) < 0)
+	if ((ret = vt_memtable_add_shm(g->table, g->shm)) < 0)
 		return ret;
 	struct vt_as as = vt_memtable_as(g->table);
 	if (o->iotlb) {

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include <virtue/memtable.h>
+#include <virtue/shm.h>
 
 #include "harness.h"
 
@@ -220,4 +221,88 @@ VT_TEST(uaddr_converts_within_one_region_only)
 	CHECK_EQ(vt_memtable_uaddr_to_hva(t, 0x7f0000003000ULL, 1, &hva), -EFAULT);
 	CHECK_EQ(vt_memtable_uaddr_to_hva(t, UINT64_MAX, 2, &hva), -EOVERFLOW);
 	vt_memtable_free(t);
+}
+
+/* Two memfd regions of a shm, at driver-physical 1 MiB and 4 MiB. */
+static int two_region_shm(struct vt_shm **shm, const struct vt_shm_region **a,
+			  const struct vt_shm_region **b)
+{
+	int ret = vt_shm_new(shm);
+	if (ret == 0)
+		ret = vt_shm_add_memfd(*shm, 0x10000, 0x100000, a);
+	if (ret == 0)
+		ret = vt_shm_add_memfd(*shm, 0x10000, 0x400000, b);
+	return ret;
+}
+
+VT_TEST(add_shm_shows_each_memfd_region_at_the_drivers_own_address)
+{
+	struct vt_shm *shm = NULL;
+	const struct vt_shm_region *a, *b;
+	REQUIRE_EQ(two_region_shm(&shm, &a, &b), 0);
+	struct vt_memtable *t = vt_memtable_new(&quiet_log);
+	REQUIRE(t);
+	REQUIRE_EQ(vt_memtable_add_shm(t, shm), 0);
+	CHECK_EQ(vt_memtable_count(t), 2);
+	struct iovec iov;
+	unsigned int n = 0;
+	CHECK_EQ(vt_memtable_translate(t, 0x100123, 1, VT_ACCESS_RW, &iov, 1, &n, NULL), 0);
+	CHECK(n == 1 && iov.iov_base == (uint8_t *)a->hva + 0x123);
+	CHECK_EQ(vt_memtable_translate(t, 0x40ffff, 1, VT_ACCESS_RW, &iov, 1, &n, NULL), 0);
+	CHECK(n == 1 && iov.iov_base == (uint8_t *)b->hva + 0xffff);
+	/* uaddr is the same pointer: the device is this process. */
+	void *hva = NULL;
+	CHECK_EQ(vt_memtable_uaddr_to_hva(t, (uint64_t)(uintptr_t)b->hva + 8, 1, &hva), 0);
+	CHECK(hva == (uint8_t *)b->hva + 8);
+	vt_memtable_free(t);
+	vt_shm_free(shm);
+}
+
+VT_TEST(add_shm_leaves_out_caller_memory)
+{
+	struct vt_shm *shm = NULL;
+	REQUIRE_EQ(vt_shm_new(&shm), 0);
+	REQUIRE_EQ(vt_shm_add_host(shm, backing, 0x1000, 0x0, NULL), 0);
+	REQUIRE_EQ(vt_shm_add_memfd(shm, 0x10000, 0x100000, NULL), 0);
+	struct vt_memtable *t = vt_memtable_new(&quiet_log);
+	REQUIRE(t);
+	CHECK_EQ(vt_memtable_add_shm(t, shm), 0);
+	CHECK_EQ(vt_memtable_count(t), 1);
+	CHECK(vt_memtable_find(t, 0x0) == NULL);
+	CHECK(vt_memtable_find(t, 0x100000) != NULL);
+	vt_memtable_free(t);
+	vt_shm_free(shm);
+}
+
+VT_TEST(add_shm_of_an_empty_shm_succeeds_and_adds_nothing)
+{
+	struct vt_shm *shm = NULL;
+	REQUIRE_EQ(vt_shm_new(&shm), 0);
+	struct vt_memtable *t = vt_memtable_new(&quiet_log);
+	REQUIRE(t);
+	uint64_t gen = vt_memtable_generation(t);
+	CHECK_EQ(vt_memtable_add_shm(t, shm), 0);
+	CHECK_EQ(vt_memtable_count(t), 0);
+	CHECK(vt_memtable_generation(t) == gen);
+	vt_memtable_free(t);
+	vt_shm_free(shm);
+}
+
+VT_TEST(add_shm_that_fails_takes_back_the_regions_it_added)
+{
+	struct vt_shm *shm = NULL;
+	const struct vt_shm_region *a, *b;
+	REQUIRE_EQ(two_region_shm(&shm, &a, &b), 0);
+	/* Already present where the second shm region would go. */
+	struct vt_mem_region mine = region(0x400000, 0x1000, 0);
+	struct vt_memtable *t = table_with(&mine, 1);
+	REQUIRE(t);
+	logged_errors = 0;
+	CHECK_EQ(vt_memtable_add_shm(t, shm), -EEXIST);
+	CHECK_EQ(logged_errors, 1);
+	CHECK_EQ(vt_memtable_count(t), 1);
+	CHECK(vt_memtable_find(t, 0x100000) == NULL);
+	CHECK(vt_memtable_find(t, 0x400000)->hva == backing);
+	vt_memtable_free(t);
+	vt_shm_free(shm);
 }

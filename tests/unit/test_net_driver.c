@@ -41,7 +41,6 @@ enum { RXQ, TXQ, CTRLQ, NQ };
 struct rig {
 	uint64_t features;
 	struct vt_shm *shm;
-	const struct vt_shm_region *region;
 	struct vt_memtable *table;
 	struct vt_dma *dma;
 	struct vt_vq_drv *drv[NQ];
@@ -83,17 +82,13 @@ static int rig_init(struct rig *g, uint64_t net_features, bool packed, uint32_t 
 	g->features = F(VERSION_1) | net_features | (packed ? F(RING_PACKED) : 0);
 	int rc = vt_shm_new(&g->shm);
 	if (rc == 0)
-		rc = vt_shm_add_memfd(g->shm, SHM_SIZE, GPA, &g->region);
+		rc = vt_shm_add_memfd(g->shm, SHM_SIZE, GPA, NULL);
 	if (rc < 0)
 		return rc;
 	g->table = vt_memtable_new(NULL);
 	if (!g->table)
 		return -ENOMEM;
-	struct vt_mem_region mr = { .gpa = g->region->gpa,
-				    .size = g->region->size,
-				    .hva = g->region->hva,
-				    .uaddr = (uint64_t)(uintptr_t)g->region->hva };
-	rc = vt_memtable_add(g->table, &mr);
+	rc = vt_memtable_add_shm(g->table, g->shm);
 	struct vt_dma_params dp = { .mode = VT_DMA_DIRECT, .shm = g->shm };
 	if (rc == 0)
 		rc = vt_dma_new(&dp, &g->dma);

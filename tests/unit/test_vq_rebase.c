@@ -78,11 +78,7 @@ static int rig_init(struct rig *r, bool packed, bool indirect, bool inflight)
 	r->table = vt_memtable_new(NULL);
 	if (!r->table)
 		return -ENOMEM;
-	struct vt_mem_region mr = { .gpa = r->region->gpa,
-				    .size = r->region->size,
-				    .hva = r->region->hva,
-				    .uaddr = (uint64_t)(uintptr_t)r->region->hva };
-	ret = vt_memtable_add(r->table, &mr);
+	ret = vt_memtable_add_shm(r->table, r->shm);
 	if (ret < 0)
 		return ret;
 	struct vt_dma_params dp = { .mode = VT_DMA_DIRECT, .shm = r->shm, .log = &r->log };

@@ -211,21 +211,16 @@ static int bench_dma(const struct bench_opts *opts, double pp)
 
 	for (size_t m = 0; m < sizeof(modes) / sizeof(modes[0]) && ret == 0; m++) {
 		struct vt_shm *shm = NULL;
-		const struct vt_shm_region *region;
 		struct vt_iotlb_feed dev = { 0 };
 		struct vt_dma *dma = NULL;
 		void *bufs[DMA_BUFFERS] = { 0 };
 
 		ret = vt_shm_new(&shm);
 		if (ret == 0)
-			ret = vt_shm_add_memfd(shm, 64ull << 20, 1ull << 32, &region);
+			ret = vt_shm_add_memfd(shm, 64ull << 20, 1ull << 32, NULL);
 		if (ret == 0) {
 			dev.table = vt_memtable_new(NULL);
-			struct vt_mem_region r = { .gpa = region->gpa,
-						   .size = region->size,
-						   .hva = region->hva,
-						   .uaddr = (uintptr_t)region->hva };
-			ret = dev.table ? vt_memtable_add(dev.table, &r) : -ENOMEM;
+			ret = dev.table ? vt_memtable_add_shm(dev.table, shm) : -ENOMEM;
 		}
 		if (ret == 0)
 			ret = vt_iotlb_new(NULL, &dev.iotlb);

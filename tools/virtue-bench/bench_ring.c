@@ -147,7 +147,6 @@ static double ring_run_once(const struct ring_config *cfg, uint64_t count)
 			    (cfg->packed ? VT_BIT(VIRTIO_F_RING_PACKED) : 0) |
 			    (cfg->in_order ? VT_BIT(VIRTIO_F_IN_ORDER) : 0);
 	struct vt_shm *shm = NULL;
-	const struct vt_shm_region *region;
 	struct vt_iotlb_feed side = { 0 };
 	struct vt_dma *dma = NULL;
 	struct vt_vq_drv *drv = NULL;
@@ -158,14 +157,11 @@ static double ring_run_once(const struct ring_config *cfg, uint64_t count)
 	bool iommu = cfg->dma == VT_DMA_IOMMU_STRICT || cfg->dma == VT_DMA_IOMMU_LAZY ||
 		     cfg->dma == VT_DMA_IOMMU_PREMAPPED;
 
-	if (vt_shm_new(&shm) < 0 || vt_shm_add_memfd(shm, 32 << 20, 1ull << 32, &region) < 0)
+	if (vt_shm_new(&shm) < 0 || vt_shm_add_memfd(shm, 32 << 20, 1ull << 32, NULL) < 0)
 		goto out;
 	side.table = vt_memtable_new(NULL);
-	struct vt_mem_region mr = { .gpa = region->gpa,
-				    .size = region->size,
-				    .hva = region->hva,
-				    .uaddr = (uintptr_t)region->hva };
-	if (!side.table || vt_memtable_add(side.table, &mr) < 0 || vt_iotlb_new(NULL, &side.iotlb))
+	if (!side.table || vt_memtable_add_shm(side.table, shm) < 0 ||
+	    vt_iotlb_new(NULL, &side.iotlb))
 		goto out;
 	struct vt_dma_params dp = {
 		.mode = cfg->dma, .shm = shm, .iotlb_ops = &vt_iotlb_feed_ops, .iotlb_opaque = &side
@@ -336,7 +332,6 @@ static double ringcost_once(bool packed, enum vt_dma_mode mode, uint64_t count)
 	bool iommu = mode == VT_DMA_IOMMU_STRICT || mode == VT_DMA_IOMMU_LAZY ||
 		     mode == VT_DMA_IOMMU_PREMAPPED;
 	struct vt_shm *shm = NULL;
-	const struct vt_shm_region *region;
 	struct vt_iotlb_feed side = { 0 };
 	struct vt_dma *dma = NULL;
 	struct vt_vq_drv *drv = NULL;
@@ -344,14 +339,11 @@ static double ringcost_once(bool packed, enum vt_dma_mode mode, uint64_t count)
 	void *bufs[32] = { 0 };
 	double result = -1;
 
-	if (vt_shm_new(&shm) < 0 || vt_shm_add_memfd(shm, 8 << 20, 1ull << 32, &region) < 0)
+	if (vt_shm_new(&shm) < 0 || vt_shm_add_memfd(shm, 8 << 20, 1ull << 32, NULL) < 0)
 		goto out;
 	side.table = vt_memtable_new(NULL);
-	struct vt_mem_region mr = { .gpa = region->gpa,
-				    .size = region->size,
-				    .hva = region->hva,
-				    .uaddr = (uintptr_t)region->hva };
-	if (!side.table || vt_memtable_add(side.table, &mr) < 0 || vt_iotlb_new(NULL, &side.iotlb))
+	if (!side.table || vt_memtable_add_shm(side.table, shm) < 0 ||
+	    vt_iotlb_new(NULL, &side.iotlb))
 		goto out;
 	struct vt_dma_params dp = {
 		.mode = mode, .shm = shm, .iotlb_ops = &vt_iotlb_feed_ops, .iotlb_opaque = &side

@@ -132,7 +132,6 @@ static void device_writes(const struct vt_as *as, uint64_t bus)
 static int dma_mode_demo(enum vt_dma_mode mode)
 {
 	struct vt_shm *shm = NULL;
-	const struct vt_shm_region *region;
 	struct device_view view = { 0 };
 	struct vt_dma *dma = NULL;
 	int r;
@@ -140,16 +139,12 @@ static int dma_mode_demo(enum vt_dma_mode mode)
 	printf("  mode \"%s\"\n", vt_dma_mode_name(mode));
 	r = vt_shm_new(&shm);
 	if (r == 0)
-		r = vt_shm_add_memfd(shm, 8 << 20, 0x40000000, &region);
+		r = vt_shm_add_memfd(shm, 8 << 20, 0x40000000, NULL);
 	if (r < 0)
 		goto out;
 	/* The device maps the driver's memory the way a vhost-user backend does. */
 	view.feed.table = vt_memtable_new(&quiet);
-	struct vt_mem_region mr = { .gpa = region->gpa,
-				    .size = region->size,
-				    .hva = region->hva,
-				    .uaddr = (uintptr_t)region->hva };
-	r = view.feed.table ? vt_memtable_add(view.feed.table, &mr) : -ENOMEM;
+	r = view.feed.table ? vt_memtable_add_shm(view.feed.table, shm) : -ENOMEM;
 	if (r == 0)
 		r = vt_iotlb_new(&(struct vt_iotlb_params){ .log = &quiet }, &view.feed.iotlb);
 	if (r < 0)
