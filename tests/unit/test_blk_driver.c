@@ -317,13 +317,16 @@ static int ram_disk(uint64_t size, bool read_only, const char *serial, struct vt
 	return vt_blk_new(&p, blk);
 }
 
-/* A file-backed disk (io_uring) in /tmp or the working directory, unlinked at once. */
+/*
+ * A file-backed disk (io_uring), unlinked at once: in memory (/dev/shm) if there is one, since a
+ * buffered write on a busy VM disk can wait seconds in writeback throttling; else /tmp or here.
+ */
 static int file_disk(uint64_t size, struct vt_blk **blk)
 {
-	static const char *const dirs[] = { "/tmp", "." };
+	static const char *const dirs[] = { "/dev/shm", "/tmp", "." };
 	int ret = -ENOENT;
 
-	for (unsigned int i = 0; i < 2; i++) {
+	for (unsigned int i = 0; i < 3; i++) {
 		char path[256];
 		snprintf(path, sizeof(path), "%s/virtue-blk-driver-XXXXXX", dirs[i]);
 		int fd = mkstemp(path);

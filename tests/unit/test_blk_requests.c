@@ -28,7 +28,10 @@ static bool setup(struct setup *s, bool file, bool read_only, const struct rig_o
 	int ret;
 	if (file) {
 		char path[256];
-		s->fd = temp_backing("/tmp", DISK_SECTORS * SECTOR, path, sizeof(path));
+		s->fd = -ENOENT;
+		for (unsigned int d = 0; d < 3 && s->fd < 0; d++)
+			s->fd = temp_backing(test_disk_dirs[d], DISK_SECTORS * SECTOR, path,
+					     sizeof(path));
 		if (s->fd < 0) {
 			VT_FAIL_AT("temp file: %s", strerror(-s->fd));
 			return false;

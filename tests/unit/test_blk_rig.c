@@ -332,14 +332,22 @@ static inline int temp_backing(const char *dir, uint64_t size, char *path, size_
 	return fd;
 }
 
-/* A file-backed disk in /tmp (or the working directory): 0, or -errno with nothing left over. */
+/*
+ * Where test disks go, first choice first: memory (/dev/shm) where the test does not need a disk
+ * file system, since a buffered write on a busy VM disk can wait seconds in writeback throttling;
+ * then /tmp, then the working directory.
+ */
+static const char *const test_disk_dirs[] = { "/dev/shm", "/tmp", "." };
+
+/* A file-backed disk (see test_disk_dirs; O_DIRECT skips tmpfs, which refuses it): 0, or -errno
+ * with nothing left over. */
 static inline int file_disk(uint64_t size, bool direct, bool sync_io, const struct vt_log *log,
 			    struct vt_blk **blk, int *fd)
 {
-	static const char *const dirs[] = { "/tmp", "." };
+	const char *const *dirs = test_disk_dirs;
 	int ret = -ENOENT;
 
-	for (unsigned int i = 0; i < 2; i++) {
+	for (unsigned int i = direct ? 1 : 0; i < 3; i++) {
 		char path[256];
 		*fd = temp_backing(dirs[i], size, path, sizeof(path));
 		if (*fd < 0) {
