@@ -6,8 +6,9 @@
  * starts on the same socket path, vt_vu_frontend_reconnect hands the device over, and every
  * buffer posted before, during and after the outage comes back exactly once with the right bytes.
  * Both ring formats; with INFLIGHT_SHMFD (the new back-end resubmits from the inflight records)
- * and without (the front-end's rebased ring alone must do it); direct and strict IOMMU DMA (the
- * new back-end starts with an empty IOTLB and is fed by misses); client mode and server mode
+ * and without (the front-end's rebased ring alone must do it); every DMA mode (under
+ * ACCESS_PLATFORM the new back-end starts with an empty IOTLB and is fed by misses, the bounce
+ * window included); client mode and server mode
  * (the front-end listens and the new back-end dials in). A back-end that no longer offers a
  * negotiated feature is refused.
  */
@@ -49,6 +50,11 @@ struct buffer {
 struct rig {
 	char dir[64], path[96];
 	bool server; /* the front-end listens, the back-ends dial in */
+	/*
+	 * What the driver finds past the echo's answer: its poison, except in bounce mode, which
+	 * copies the whole buffer back from a window slot zeroed at map time.
+	 */
+	uint8_t past;
 	pid_t child;
 	struct vt_shm *shm;
 	struct vt_vu_frontend *fe;
@@ -132,10 +138,12 @@ static pid_t start_backend(struct rig *g, unsigned int hold_every, uint64_t excl
 	return spawn_backend(g->path, g->server, hold_every, excluded);
 }
 
-static int rig_init(struct rig *g, bool packed, bool platform, bool inflight, bool server)
+/* @mode: the DMA mode; every one but direct negotiates ACCESS_PLATFORM. */
+static int rig_init(struct rig *g, bool packed, enum vt_dma_mode mode, bool inflight, bool server)
 {
 	memset(g, 0, sizeof(*g));
 	g->server = server;
+	g->past = mode == VT_DMA_BOUNCE ? 0 : 0xee;
 	g->log = (struct vt_log){ .max_level = VT_LOG_WARN };
 	snprintf(g->dir, sizeof(g->dir), "/tmp/vt-reconnect-XXXXXX");
 	if (!mkdtemp(g->dir))
@@ -157,8 +165,9 @@ static int rig_init(struct rig *g, bool packed, bool platform, bool inflight, bo
 		.timeout_ms = WAIT_MS,
 		.device_id = VIRTIO_ID_RNG,
 		.supported = F(VERSION_1) | F(EVENT_IDX) | F(INDIRECT_DESC) |
-			     (packed ? F(RING_PACKED) : 0) | (platform ? F(ACCESS_PLATFORM) : 0),
-		.platform_dma = VT_DMA_IOMMU_STRICT,
+			     (packed ? F(RING_PACKED) : 0) |
+			     (mode != VT_DMA_DIRECT ? F(ACCESS_PLATFORM) : 0),
+		.platform_dma = mode == VT_DMA_DIRECT ? VT_DMA_IOMMU_STRICT : mode,
 		.shm = g->shm,
 		.protocol_excluded = inflight ? 0 : P(INFLIGHT_SHMFD),
 		.name = "fe",
@@ -250,7 +259,7 @@ static int drain_used(struct rig *g, unsigned int *got)
 			if (b->out[i] != (b->in[i] ^ VU_ECHO_XOR))
 				return -EBADMSG;
 		for (uint32_t i = b->in_len; i < b->out_len; i++)
-			if (b->out[i] != 0xee)
+			if (b->out[i] != g->past)
 				return -EBADMSG;
 		b->done = true;
 		(*got)++;
@@ -274,16 +283,17 @@ static int collect_until(struct rig *g, unsigned int *got, unsigned int want)
 	}
 }
 
-static void crash_and_reconnect(bool packed, bool platform, bool inflight, bool server)
+static void crash_and_reconnect(bool packed, enum vt_dma_mode mode, bool inflight, bool server)
 {
 	struct rig g;
-	uint64_t seed = vt_test_seed() ^ (packed * 3 + platform * 5 + inflight * 11);
+	bool platform = mode != VT_DMA_DIRECT;
+	uint64_t seed = vt_test_seed() ^ (packed * 3 + mode * 5 + inflight * 11);
 	unsigned int got = 0;
 
 	fprintf(stderr, "  row: %s, %s, %s%s\n", packed ? "packed" : "split",
-		platform ? "strict iommu" : "direct", inflight ? "inflight" : "no inflight",
+		vt_dma_mode_name(mode), inflight ? "inflight" : "no inflight",
 		server ? ", server mode" : "");
-	REQUIRE_EQ(rig_init(&g, packed, platform, inflight, server), 0);
+	REQUIRE_EQ(rig_init(&g, packed, mode, inflight, server), 0);
 	CHECK_EQ((vt_vu_frontend_protocol_features(g.fe) & P(INFLIGHT_SHMFD)) != 0, inflight);
 	for (unsigned int i = 0; i < NBUF; i++)
 		REQUIRE_EQ(buf_make(&g, &g.bufs[i], &seed), 0);
@@ -327,6 +337,7 @@ static void crash_and_reconnect(bool packed, bool platform, bool inflight, bool 
 	CHECK_EQ(st.reconnects, 1);
 	if (platform)
 		CHECK(st.misses_answered > 0); /* the new back-end's IOTLB was filled by misses */
+	CHECK_EQ(vt_dma_mode(vt_vu_frontend_dma(g.fe)), mode);
 	CHECK_EQ(st.misses_denied, 0);
 	CHECK(!vt_vq_drv_is_broken(vt_vu_frontend_vq(g.fe, 0)));
 	rig_destroy(&g);
@@ -334,28 +345,28 @@ static void crash_and_reconnect(bool packed, bool platform, bool inflight, bool 
 
 VT_TEST(split_ring_survives_a_backend_crash_with_inflight_records)
 {
-	crash_and_reconnect(false, false, true, false);
+	crash_and_reconnect(false, VT_DMA_DIRECT, true, false);
 }
 
 VT_TEST(split_ring_survives_a_backend_crash_without_inflight_records)
 {
-	crash_and_reconnect(false, false, false, false);
+	crash_and_reconnect(false, VT_DMA_DIRECT, false, false);
 }
 
 VT_TEST(packed_ring_survives_a_backend_crash_with_inflight_records)
 {
-	crash_and_reconnect(true, false, true, false);
+	crash_and_reconnect(true, VT_DMA_DIRECT, true, false);
 }
 
 VT_TEST(packed_ring_survives_a_backend_crash_without_inflight_records)
 {
-	crash_and_reconnect(true, false, false, false);
+	crash_and_reconnect(true, VT_DMA_DIRECT, false, false);
 }
 
 VT_TEST(strict_iommu_survives_a_backend_crash_and_refills_its_iotlb_by_misses)
 {
-	crash_and_reconnect(false, true, true, false);
-	crash_and_reconnect(true, true, false, false);
+	crash_and_reconnect(false, VT_DMA_IOMMU_STRICT, true, false);
+	crash_and_reconnect(true, VT_DMA_IOMMU_STRICT, false, false);
 }
 
 VT_TEST(a_new_backend_that_lost_a_negotiated_feature_is_refused)
@@ -364,7 +375,7 @@ VT_TEST(a_new_backend_that_lost_a_negotiated_feature_is_refused)
 	uint64_t seed = vt_test_seed();
 	unsigned int got = 0;
 
-	REQUIRE_EQ(rig_init(&g, false, false, true, false), 0);
+	REQUIRE_EQ(rig_init(&g, false, VT_DMA_DIRECT, true, false), 0);
 	CHECK(vt_vu_frontend_features(g.fe) & F(EVENT_IDX));
 	REQUIRE_EQ(buf_make(&g, &g.bufs[0], &seed), 0);
 	REQUIRE_EQ(post(&g, 0, 1), 0);
@@ -391,6 +402,13 @@ VT_TEST(a_new_backend_that_lost_a_negotiated_feature_is_refused)
 
 VT_TEST(server_mode_waits_for_the_restarted_backend_to_dial_in_again)
 {
-	crash_and_reconnect(false, false, true, true);
-	crash_and_reconnect(true, true, false, true);
+	crash_and_reconnect(false, VT_DMA_DIRECT, true, true);
+	crash_and_reconnect(true, VT_DMA_IOMMU_STRICT, false, true);
+}
+
+VT_TEST(lazy_premapped_and_bounce_survive_a_backend_crash)
+{
+	crash_and_reconnect(false, VT_DMA_IOMMU_LAZY, true, false);
+	crash_and_reconnect(true, VT_DMA_IOMMU_PREMAPPED, false, false);
+	crash_and_reconnect(false, VT_DMA_BOUNCE, false, false);
 }
