@@ -127,6 +127,8 @@ def main():
     ap.add_argument("--warmup", type=float, default=1.0)
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--timeout", type=int, default=60)
+    ap.add_argument("--rings", nargs="+", choices=("split", "packed"), default=["split", "packed"],
+                    help="ring formats to measure (default both)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args()
@@ -143,7 +145,7 @@ def main():
     runners = {"virtue": run_virtue, "virtio-user": run_virtio_user}
     pairs = {"split": [], "packed": []}  # (virtue / virtio-user of one round, ping-pong)
     for rnd in range(args.rounds):
-        for ring in ("split", "packed"):
+        for ring in args.rings:
             order = ["virtue", "virtio-user"]
             if rnd % 2:
                 order.reverse()
@@ -169,7 +171,7 @@ def main():
         return statistics.median(v) if v else float("nan")
 
     rows = []
-    for ring in ("split", "packed"):
+    for ring in args.rings:
         v, u = med(results[(ring, "virtue")]), med(results[(ring, "virtio-user")])
         rows.append({"ring": ring, "virtue_mpps": v, "virtio_user_mpps": u,
                      "ratio": v / u if u and u == u and u > 0 else float("nan"),
