@@ -229,17 +229,7 @@ static int post(struct rig *g, unsigned int q, struct buffer *bufs, unsigned int
 	struct vt_vq_drv *vq = vt_vu_frontend_vq(g->fe, q);
 	for (unsigned int i = 0; i < n; i++) {
 		struct buffer *b = &bufs[i];
-		struct iovec sg[3];
-		unsigned int nr = 1;
-		if (b->in_len > 8) {
-			sg[0] = (struct iovec){ b->in, 8 };
-			sg[1] = (struct iovec){ b->in + 8, b->in_len - 8 };
-			nr = 2;
-		} else {
-			sg[0] = (struct iovec){ b->in, b->in_len };
-		}
-		sg[nr] = (struct iovec){ b->out, b->out_len };
-		int rc = vt_vq_drv_add(vq, sg, nr, 1, b);
+		int rc = vu_echo_post(vq, b->in, b->in_len, b->out, b->out_len, 8, b);
 		if (rc < 0)
 			return rc;
 	}

@@ -223,17 +223,7 @@ static int post(struct rig *g, unsigned int from, unsigned int to)
 	struct vt_vq_drv *vq = vt_vu_frontend_vq(g->fe, 0);
 	for (unsigned int i = from; i < to; i++) {
 		struct buffer *b = &g->bufs[i];
-		struct iovec sg[3];
-		unsigned int nr = 1;
-		if (b->in_len > 16) {
-			sg[0] = (struct iovec){ b->in, 16 };
-			sg[1] = (struct iovec){ b->in + 16, b->in_len - 16 };
-			nr = 2;
-		} else {
-			sg[0] = (struct iovec){ b->in, b->in_len };
-		}
-		sg[nr] = (struct iovec){ b->out, b->out_len };
-		int rc = vt_vq_drv_add(vq, sg, nr, 1, b);
+		int rc = vu_echo_post(vq, b->in, b->in_len, b->out, b->out_len, 16, b);
 		if (rc < 0)
 			return rc;
 		b->posted = true;
