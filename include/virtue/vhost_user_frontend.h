@@ -148,7 +148,9 @@ int vt_vu_frontend_queue_stop(struct vt_vu_frontend *fe, unsigned int index, uin
  * After the back-end went away (vt_vu_frontend_wait said -ECONNRESET, or requests fail with
  * -ENOTCONN): connects again as the first time (client: retrying until connect_timeout_ms;
  * server: waiting that long for a back-end) and hands the device over as the driver left it.
- * The new back-end must offer every feature and protocol feature negotiated (-EPROTO if not).
+ * A connection closed during the hand-over (the old back-end's listening socket can outlive it
+ * for a moment) is dialled again within the same time. The new back-end must offer every
+ * feature and protocol feature negotiated (-EPROTO if not).
  * It gets the features, the status, the memory, the inflight buffer when INFLIGHT_SHMFD was
  * negotiated, and every running queue, its ring rebased (vt_vq_drv_rebase) and kicked: buffers
  * posted before are completed once each, whether or not the back-end keeps inflight records.

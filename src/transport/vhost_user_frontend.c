@@ -480,11 +480,15 @@ static int handshake(struct vt_vu_frontend *fe, bool again)
 }
 
 /* Connects to the back-end (client) or waits for it (server), bounded by connect_timeout_ms. */
-static int open_connection(struct vt_vu_frontend *fe, int *sock)
+static unsigned int connect_wait_ms(const struct vt_vu_frontend *fe)
+{
+	return fe->params.connect_timeout_ms ? fe->params.connect_timeout_ms : DEFAULT_TIMEOUT_MS;
+}
+
+/* Connects (client) or waits for the back-end (server), for at most @wait_ms. */
+static int open_connection(struct vt_vu_frontend *fe, unsigned int wait_ms, int *sock)
 {
 	const struct vt_vu_frontend_params *params = &fe->params;
-	unsigned int wait_ms =
-	    params->connect_timeout_ms ? params->connect_timeout_ms : DEFAULT_TIMEOUT_MS;
 	int rc = params->server ? accept_path(params->socket_path, wait_ms, sock)
 				: connect_path(params->socket_path, wait_ms, sock);
 	if (rc < 0)
@@ -537,7 +541,7 @@ int vt_vu_frontend_connect(const struct vt_vu_frontend_params *params, struct vt
 	}
 
 	if (params->socket_path) {
-		rc = open_connection(fe, &sock);
+		rc = open_connection(fe, connect_wait_ms(fe), &sock);
 		if (rc < 0)
 			goto fail;
 		fe->sock = sock;
@@ -649,36 +653,62 @@ static int replay_device(struct vt_vu_frontend *fe)
 	return rc;
 }
 
+/* Drops the connection: until a new one is up, every request fails at once. */
+static void disconnect(struct vt_vu_frontend *fe)
+{
+	fe_channel_stop(fe);
+	pthread_mutex_lock(&fe->io_lock);
+	if (fe->sock >= 0)
+		close(fe->sock);
+	fe->sock = -1;
+	fe->broken = -ENOTCONN;
+	/* Acknowledgements the old back-end owed are gone with it; its table entries are not. */
+	atomic_store_explicit(&fe->acks_pending, 0, memory_order_relaxed);
+	pthread_mutex_unlock(&fe->io_lock);
+}
+
 int vt_vu_frontend_reconnect(struct vt_vu_frontend *fe)
 {
 	int sock, rc;
 
 	if (!fe->params.socket_path)
 		return -ENOTSUP; /* a socket handed in cannot be dialled again */
-	fe_channel_stop(fe);
-	pthread_mutex_lock(&fe->io_lock);
-	if (fe->sock >= 0)
-		close(fe->sock);
-	fe->sock = -1;
-	/* Until the new connection is up, every request fails at once. */
-	fe->broken = -ENOTCONN;
-	/* Acknowledgements the old back-end owed are gone with it; its table entries are not. */
-	atomic_store_explicit(&fe->acks_pending, 0, memory_order_relaxed);
-	pthread_mutex_unlock(&fe->io_lock);
+	disconnect(fe);
 	fe_clear_fault(fe);
 
-	rc = open_connection(fe, &sock);
-	if (rc < 0)
-		return rc;
-	set_socket_timeouts(fe, sock);
-	pthread_mutex_lock(&fe->io_lock);
-	fe->sock = sock;
-	fe->broken = 0;
-	pthread_mutex_unlock(&fe->io_lock);
-	rc = handshake(fe, true);
-	if (rc == 0 && fe->dma)
-		rc = replay_device(fe);
-	if (rc < 0) {
+	uint64_t deadline = now_ns() + (uint64_t)connect_wait_ms(fe) * 1000000ull;
+	for (;;) {
+		uint64_t now = now_ns();
+		unsigned int left_ms =
+		    now < deadline ? (unsigned int)((deadline - now) / 1000000u) : 0;
+		rc = open_connection(fe, left_ms ? left_ms : 1, &sock);
+		if (rc < 0)
+			return rc;
+		set_socket_timeouts(fe, sock);
+		pthread_mutex_lock(&fe->io_lock);
+		fe->sock = sock;
+		fe->broken = 0;
+		pthread_mutex_unlock(&fe->io_lock);
+		rc = handshake(fe, true);
+		if (rc == 0 && fe->dma)
+			rc = replay_device(fe);
+		if (rc == 0)
+			break;
+		/*
+		 * Closed on us half way: the old back-end, going down, can still take a connection
+		 * on its listening socket before its exit closes both; a restarting one may do the
+		 * same. Anything else is the new back-end's answer.
+		 */
+		if ((rc == -ECONNRESET || rc == -EPIPE) && now_ns() < deadline) {
+			vt_log(fe->log, VT_LOG_INFO,
+			       "%s: the back-end closed the new connection during the hand-over: "
+			       "dialling again",
+			       fe->name);
+			disconnect(fe);
+			struct timespec pause = { .tv_nsec = CONNECT_RETRY_MS * 1000000L };
+			nanosleep(&pause, NULL);
+			continue;
+		}
 		pthread_mutex_lock(&fe->io_lock);
 		fe_break(fe, rc, "reconnect", "the new back-end could not take the device over");
 		pthread_mutex_unlock(&fe->io_lock);

@@ -188,7 +188,7 @@ int fe_queues_resume(struct vt_vu_frontend *fe)
 			       rc == -EBUSY ? "used buffers not collected" : strerror(-rc));
 			break;
 		}
-		q->running = false;
+		/* Still running if this fails half way: a later attempt hands it over again. */
 		rc = queue_announce(fe, i, base);
 		/* Whatever the ring holds now is the new back-end's to take. */
 		if (rc == 0 && write(q->kick_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)

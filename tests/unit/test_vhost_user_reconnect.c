@@ -18,6 +18,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <virtue/dma.h>
@@ -118,6 +119,18 @@ static pid_t spawn_backend(const char *path, bool dial, unsigned int hold_every,
 	};
 	struct vt_vhost_backend *be;
 	int fd = child_connection(lfd, &addr);
+	/*
+	 * A back-end that goes down only after taking a connection (the old one's listening
+	 * socket outlives it for a moment) is played by hanging up on the first one: a negative
+	 * @hold_every.
+	 */
+	if (fd >= 0 && (int)hold_every < 0) {
+		struct timespec pause = { .tv_nsec = 20 * 1000000L };
+		nanosleep(&pause, NULL);
+		close(fd);
+		echo.hold_every = 0;
+		fd = child_connection(lfd, &addr);
+	}
 	if (fd < 0 || vt_vhost_backend_new(&params, &be) < 0)
 		_exit(2);
 	vt_vhost_backend_serve(be, fd);
@@ -401,4 +414,29 @@ VT_TEST(lazy_premapped_and_bounce_survive_a_backend_crash)
 	crash_and_reconnect(false, VT_DMA_IOMMU_LAZY, true, false);
 	crash_and_reconnect(true, VT_DMA_IOMMU_PREMAPPED, false, false);
 	crash_and_reconnect(false, VT_DMA_BOUNCE, false, false);
+}
+
+VT_TEST(a_backend_that_hangs_up_during_the_hand_over_is_dialled_again)
+{
+	struct rig g;
+	uint64_t seed = vt_test_seed();
+	unsigned int got = 0;
+
+	REQUIRE_EQ(rig_init(&g, false, VT_DMA_DIRECT, true, false), 0);
+	REQUIRE_EQ(buf_make(&g, &g.bufs[0], &seed), 0);
+	REQUIRE_EQ(post(&g, 0, 1), 0);
+	REQUIRE_EQ(vt_vu_frontend_kick(g.fe, 0), 0);
+	REQUIRE_EQ(collect_until(&g, &got, 1), 0);
+	kill_backend(&g);
+	g.child = start_backend(&g, (unsigned int)-1, 0);
+	REQUIRE(g.child > 0);
+	CHECK_EQ(vt_vu_frontend_reconnect(g.fe), 0);
+	REQUIRE_EQ(buf_make(&g, &g.bufs[1], &seed), 0);
+	REQUIRE_EQ(post(&g, 1, 2), 0);
+	REQUIRE_EQ(vt_vu_frontend_kick(g.fe, 0), 0);
+	CHECK_EQ(collect_until(&g, &got, 2), 0);
+	struct vt_vu_frontend_stats st;
+	vt_vu_frontend_get_stats(g.fe, &st);
+	CHECK_EQ(st.reconnects, 1);
+	rig_destroy(&g);
 }
