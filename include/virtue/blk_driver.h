@@ -157,7 +157,7 @@ struct vt_blk_driver_queue_stats {
 	uint64_t bad_length;  /* the device reported a used length the request cannot have */
 	uint64_t rejected;    /* submissions refused before reaching the ring (checks) */
 	uint64_t ring_full;   /* submissions answered -EAGAIN */
-	uint64_t kicks, kicks_suppressed;
+	uint64_t kicks, kicks_suppressed; /* the ring's (vt_vq_drv_stats) */
 	uint64_t cancelled;
 	unsigned int in_flight; /* submitted, not yet reported */
 };

@@ -130,7 +130,7 @@ struct vt_net_txq_stats {
 	uint64_t completed;	/* returned by the device */
 	uint64_t ring_full;	/* sends answered -EAGAIN */
 	uint64_t rejected;	/* sends refused before reaching the ring (-EINVAL, -EMSGSIZE) */
-	uint64_t kicks, kicks_suppressed;
+	uint64_t kicks, kicks_suppressed; /* the ring's (vt_vq_drv_stats) */
 	unsigned int in_flight;
 };
 
@@ -213,10 +213,10 @@ struct vt_net_rx_info {
 };
 
 struct vt_net_rxq_stats {
-	uint64_t frames, bytes; /* delivered */
-	uint64_t buffers;	/* used buffers collected */
-	uint64_t posted;	/* buffers posted */
-	uint64_t kicks, kicks_suppressed;
+	uint64_t frames, bytes;		  /* delivered */
+	uint64_t buffers;		  /* used buffers collected */
+	uint64_t posted;		  /* buffers posted */
+	uint64_t kicks, kicks_suppressed; /* the ring's (vt_vq_drv_stats) */
 	/* Protocol violations by the device: the frame is dropped and its buffers reposted. */
 	uint64_t bad_header;	  /* used length shorter than the header (5.1.6.4) */
 	uint64_t bad_length;	  /* used length longer than the buffer */

@@ -211,13 +211,11 @@ static void slot_put(struct vt_blk_driver_queue *q, struct blk_slot *s)
 /* The slot a virtqueue token names, or NULL when it is none of this engine's busy slots. */
 static struct blk_slot *slot_of(const struct vt_blk_driver_queue *q, void *token)
 {
-	uintptr_t t = (uintptr_t)token, base = (uintptr_t)q->slots;
+	unsigned int i;
 
-	if (t < base || t >= base + q->num * sizeof(*q->slots) ||
-	    (t - base) % sizeof(*q->slots) != 0)
+	if (!slot_index_of(q->slots, sizeof(*q->slots), q->num, token, &i))
 		return NULL;
-	struct blk_slot *s = &q->slots[(t - base) / sizeof(*q->slots)];
-	return s->busy ? s : NULL;
+	return q->slots[i].busy ? &q->slots[i] : NULL;
 }
 
 /*
@@ -392,12 +390,7 @@ int vt_blk_driver_queue_get_id(struct vt_blk_driver_queue *q, void *id, void *co
 
 bool vt_blk_driver_queue_kick(struct vt_blk_driver_queue *q)
 {
-	bool kick = vt_vq_drv_kick_prepare(q->vq);
-	if (kick)
-		q->stats.kicks++;
-	else
-		q->stats.kicks_suppressed++;
-	return kick;
+	return vt_vq_drv_kick_prepare(q->vq);
 }
 
 /* ---------------------------------------------------------------- completions */
@@ -558,4 +551,7 @@ void vt_blk_driver_queue_get_stats(const struct vt_blk_driver_queue *q,
 				   struct vt_blk_driver_queue_stats *stats)
 {
 	*stats = q->stats;
+	struct vt_vq_drv_stats vs; /* the ring counts kicks; a second count could only drift */
+	vt_vq_drv_get_stats(q->vq, &vs);
+	stats->kicks = vs.kicks, stats->kicks_suppressed = vs.kicks_suppressed;
 }

@@ -92,11 +92,11 @@ int vt_net_txq_new(const struct vt_net_txq_params *p, struct vt_net_txq **out)
 
 static struct tx_slot *tx_slot_of(struct vt_net_txq *q, void *token)
 {
-	struct tx_slot *s = token;
-	if (s < q->slots || s >= q->slots + q->num ||
-	    (size_t)((uint8_t *)s - (uint8_t *)q->slots) % sizeof(*s))
+	unsigned int i;
+
+	if (!slot_index_of(q->slots, sizeof(*q->slots), q->num, token, &i))
 		return NULL;
-	return s->busy ? s : NULL;
+	return q->slots[i].busy ? &q->slots[i] : NULL;
 }
 
 static void tx_slot_put(struct vt_net_txq *q, struct tx_slot *s)
@@ -181,12 +181,7 @@ int vt_net_txq_send_sg(struct vt_net_txq *q, const struct iovec *iov, unsigned i
 
 bool vt_net_txq_kick(struct vt_net_txq *q)
 {
-	bool notify = vt_vq_drv_kick_prepare(q->vq);
-	if (notify)
-		q->stats.kicks++;
-	else
-		q->stats.kicks_suppressed++;
-	return notify;
+	return vt_vq_drv_kick_prepare(q->vq);
 }
 
 int vt_net_txq_reclaim(struct vt_net_txq *q, void **cookies, unsigned int max)
@@ -231,6 +226,9 @@ unsigned int vt_net_txq_in_flight(const struct vt_net_txq *q)
 void vt_net_txq_get_stats(const struct vt_net_txq *q, struct vt_net_txq_stats *stats)
 {
 	*stats = q->stats;
+	struct vt_vq_drv_stats vs; /* the ring counts kicks; a second count could only drift */
+	vt_vq_drv_get_stats(q->vq, &vs);
+	stats->kicks = vs.kicks, stats->kicks_suppressed = vs.kicks_suppressed;
 }
 
 /* ---------------------------------------------------------------- receive */
@@ -311,11 +309,11 @@ int vt_net_rxq_new(const struct vt_net_rxq_params *p, struct vt_net_rxq **out)
 
 static struct rx_slot *rx_slot_of(struct vt_net_rxq *q, void *token)
 {
-	struct rx_slot *s = token;
-	if (s < q->slots || s >= q->slots + q->num ||
-	    (size_t)((uint8_t *)s - (uint8_t *)q->slots) % sizeof(*s))
+	unsigned int i;
+
+	if (!slot_index_of(q->slots, sizeof(*q->slots), q->num, token, &i))
 		return NULL;
-	return s->posted ? s : NULL;
+	return q->slots[i].posted ? &q->slots[i] : NULL;
 }
 
 static void rx_slot_put(struct vt_net_rxq *q, struct rx_slot *s)
@@ -351,12 +349,7 @@ int vt_net_rxq_fill(struct vt_net_rxq *q)
 
 bool vt_net_rxq_kick(struct vt_net_rxq *q)
 {
-	bool notify = vt_vq_drv_kick_prepare(q->vq);
-	if (notify)
-		q->stats.kicks++;
-	else
-		q->stats.kicks_suppressed++;
-	return notify;
+	return vt_vq_drv_kick_prepare(q->vq);
 }
 
 /* One used buffer: its slot and the bytes written; 0, -EAGAIN, -EPROTO. */
@@ -496,6 +489,9 @@ uint32_t vt_net_rxq_buf_size(const struct vt_net_rxq *q)
 void vt_net_rxq_get_stats(const struct vt_net_rxq *q, struct vt_net_rxq_stats *stats)
 {
 	*stats = q->stats;
+	struct vt_vq_drv_stats vs; /* the ring counts kicks; a second count could only drift */
+	vt_vq_drv_get_stats(q->vq, &vs);
+	stats->kicks = vs.kicks, stats->kicks_suppressed = vs.kicks_suppressed;
 }
 
 /* ---------------------------------------------------------------- control queue */

@@ -54,4 +54,20 @@ static inline void slot_pool_put(struct slot_pool *p, unsigned int i)
 	p->free[p->nfree++] = i;
 }
 
+/*
+ * Which element of @array (@count elements of @size bytes) @p points at: false when it is none
+ * (outside the array, or inside one element). A driver's ring tokens are its slot records; one
+ * coming back is checked this way before it is trusted.
+ */
+static inline bool slot_index_of(const void *array, size_t size, unsigned int count, const void *p,
+				 unsigned int *index)
+{
+	uintptr_t t = (uintptr_t)p, base = (uintptr_t)array;
+
+	if (t < base || t >= base + (size_t)count * size || (t - base) % size != 0)
+		return false;
+	*index = (unsigned int)((t - base) / size);
+	return true;
+}
+
 #endif
