@@ -78,23 +78,36 @@ static int tr_set_status(void *t, uint8_t status)
 	return 0;
 }
 
-static int tr_read_config(void *t, uint32_t offset, void *buf, uint32_t len)
+/*
+ * GET_CONFIG / SET_CONFIG of @len bytes at @offset, the header filled in: -ENOTSUP without the
+ * CONFIG protocol feature, -EINVAL for a range outside the config space vhost-user carries.
+ */
+static int config_msg(struct vt_vu_frontend *fe, uint32_t request, uint32_t offset, uint32_t len,
+		      struct vt_vu_msg *msg)
 {
-	struct vt_vu_frontend *fe = t;
-
 	if (!fe_has_protocol(fe, VHOST_USER_PROTOCOL_F_CONFIG))
 		return -ENOTSUP;
 	if (len == 0 || offset > VHOST_USER_MAX_CONFIG_SIZE ||
 	    len > VHOST_USER_MAX_CONFIG_SIZE - offset)
 		return -EINVAL;
-	struct vt_vu_msg msg = {
-		.hdr = { .request = VHOST_USER_GET_CONFIG,
-			 .size = VHOST_USER_CONFIG_HDR_SIZE + len },
+	*msg = (struct vt_vu_msg){
+		.hdr = { .request = request, .size = VHOST_USER_CONFIG_HDR_SIZE + len },
 	};
-	msg.payload.config.offset = offset;
-	msg.payload.config.size = len;
+	msg->payload.config.offset = offset;
+	msg->payload.config.size = len;
+	return 0;
+}
+
+static int tr_read_config(void *t, uint32_t offset, void *buf, uint32_t len)
+{
+	struct vt_vu_frontend *fe = t;
+	struct vt_vu_msg msg;
+
+	int rc = config_msg(fe, VHOST_USER_GET_CONFIG, offset, len, &msg);
+	if (rc < 0)
+		return rc;
 	pthread_mutex_lock(&fe->io_lock);
-	int rc = fe_call_locked(fe, &msg, VHOST_USER_CONFIG_HDR_SIZE + len);
+	rc = fe_call_locked(fe, &msg, VHOST_USER_CONFIG_HDR_SIZE + len);
 	if (rc == 0 && (msg.payload.config.offset != offset || msg.payload.config.size != len))
 		rc = fe_break(fe, -EPROTO, "GET_CONFIG", "reply for another offset or size");
 	pthread_mutex_unlock(&fe->io_lock);
@@ -106,18 +119,11 @@ static int tr_read_config(void *t, uint32_t offset, void *buf, uint32_t len)
 static int tr_write_config(void *t, uint32_t offset, const void *buf, uint32_t len)
 {
 	struct vt_vu_frontend *fe = t;
+	struct vt_vu_msg msg;
 
-	if (!fe_has_protocol(fe, VHOST_USER_PROTOCOL_F_CONFIG))
-		return -ENOTSUP;
-	if (len == 0 || offset > VHOST_USER_MAX_CONFIG_SIZE ||
-	    len > VHOST_USER_MAX_CONFIG_SIZE - offset)
-		return -EINVAL;
-	struct vt_vu_msg msg = {
-		.hdr = { .request = VHOST_USER_SET_CONFIG,
-			 .size = VHOST_USER_CONFIG_HDR_SIZE + len },
-	};
-	msg.payload.config.offset = offset;
-	msg.payload.config.size = len;
+	int rc = config_msg(fe, VHOST_USER_SET_CONFIG, offset, len, &msg);
+	if (rc < 0)
+		return rc;
 	msg.payload.config.flags = VHOST_SET_CONFIG_TYPE_FRONTEND;
 	memcpy(msg.payload.config.region, buf, len);
 	return fe_request(fe, &msg, true);
