@@ -31,7 +31,44 @@ size_t vt_vq_inflight_size(unsigned int num)
 	return split > packed ? split : packed;
 }
 
+/* ------------------------------------------------------------------ both layouts */
+
+/* The counter an entry of a region was taken with (its layout's). */
+typedef uint64_t (*counter_fn)(const void *region, unsigned int entry);
+
+/*
+ * Adds entry @i to the buffers to hand out again, kept oldest (smallest counter) first by
+ * insertion: num is small and this runs once per start. *newest ends past every counter seen.
+ */
+static void resubmit_add(struct vt_vq_dev *vq, const void *region, counter_fn counter_of,
+			 unsigned int *count, uint16_t i, uint64_t *newest)
+{
+	uint64_t c = counter_of(region, i);
+	unsigned int at = (*count)++;
+
+	while (at > 0 && counter_of(region, vq->resubmit[at - 1]) > c) {
+		vq->resubmit[at] = vq->resubmit[at - 1];
+		at--;
+	}
+	vq->resubmit[at] = i;
+	if (c >= *newest)
+		*newest = c + 1;
+}
+
+/* The list is complete: handed out first, and counters go on after the newest. */
+static void resubmit_start(struct vt_vq_dev *vq, unsigned int count, uint64_t newest)
+{
+	vq->resubmit_count = count;
+	vq->resubmit_pos = 0;
+	vq->inflight_counter = newest;
+}
+
 /* ------------------------------------------------------------------ split */
+
+static uint64_t split_counter(const void *region, unsigned int entry)
+{
+	return ((const struct vhost_user_inflight_split *)region)->desc[entry].counter;
+}
 
 static void split_reset(struct vhost_user_inflight_split *r, unsigned int num, uint16_t used)
 {
@@ -68,25 +105,13 @@ static void split_recover(struct vt_vq_dev *vq)
 		}
 		r->used_idx = used;
 	}
-	/* Heads still in flight, oldest (smallest counter) first: insertion sort, num is small. */
+	/* Heads still in flight, oldest first. */
 	unsigned int count = 0;
 	uint64_t newest = 0;
-	for (unsigned int i = 0; i < num; i++) {
-		if (!r->desc[i].inflight)
-			continue;
-		uint64_t c = r->desc[i].counter;
-		unsigned int at = count++;
-		while (at > 0 && r->desc[vq->resubmit[at - 1]].counter > c) {
-			vq->resubmit[at] = vq->resubmit[at - 1];
-			at--;
-		}
-		vq->resubmit[at] = (uint16_t)i;
-		if (c >= newest)
-			newest = c + 1;
-	}
-	vq->resubmit_count = count;
-	vq->resubmit_pos = 0;
-	vq->inflight_counter = newest;
+	for (unsigned int i = 0; i < num; i++)
+		if (r->desc[i].inflight)
+			resubmit_add(vq, r, split_counter, &count, (uint16_t)i, &newest);
+	resubmit_start(vq, count, newest);
 	/* Every head taken was either used or is in flight: the next avail entry follows them. */
 	vq->used_idx = used;
 	vq->published_used = used;
@@ -98,6 +123,11 @@ static void split_recover(struct vt_vq_dev *vq)
 }
 
 /* ------------------------------------------------------------------ packed */
+
+static uint64_t packed_counter(const void *region, unsigned int entry)
+{
+	return ((const struct vhost_user_inflight_packed *)region)->desc[entry].counter;
+}
 
 static void packed_reset(struct vt_vq_dev *vq)
 {
@@ -219,19 +249,9 @@ static void packed_recover(struct vt_vq_dev *vq)
 			return;
 		}
 		slots += e->num;
-		uint64_t c = e->counter;
-		unsigned int at = count++;
-		while (at > 0 && r->desc[vq->resubmit[at - 1]].counter > c) {
-			vq->resubmit[at] = vq->resubmit[at - 1];
-			at--;
-		}
-		vq->resubmit[at] = (uint16_t)i;
-		if (c >= newest)
-			newest = c + 1;
+		resubmit_add(vq, r, packed_counter, &count, (uint16_t)i, &newest);
 	}
-	vq->resubmit_count = count;
-	vq->resubmit_pos = 0;
-	vq->inflight_counter = newest;
+	resubmit_start(vq, count, newest);
 	/* The used position is the region's; the buffers in flight occupy the slots after it. */
 	vq->used_idx = r->used_idx;
 	vq->used_wrap = r->used_wrap_counter != 0;
