@@ -111,6 +111,28 @@ static int walk_indirect(struct vt_vq_dev *vq, struct vq_chain_builder *b,
 }
 
 /*
+ * The buffer id the driver gave a chain of @ndesc descriptors becomes the device's: checked to
+ * be in range and not already in flight (@again: a resubmission, for the log line).
+ */
+static int claim_id(struct vt_vq_dev *vq, struct vt_vq_chain *chain, uint16_t id,
+		    unsigned int ndesc, bool again)
+{
+	if (id >= vq->num)
+		return vq_dev_break(vq, VT_VQ_ERR_BUFFER_ID, "buffer id %u, queue size %u", id,
+				    vq->num);
+	if (vq->in_flight_ndesc[id])
+		return vq_dev_break(vq, VT_VQ_ERR_BUFFER_ID_IN_FLIGHT, "%sbuffer id %u %s",
+				    again ? "resubmitted " : "", id,
+				    again ? "already in flight"
+					  : "made available again while in flight");
+	chain->id = id;
+	chain->ndesc = (uint16_t)ndesc;
+	vq->in_flight_ndesc[id] = (uint16_t)ndesc;
+	vq->in_flight++;
+	return 0;
+}
+
+/*
  * After a restart: hands out again a buffer the earlier back-end had taken, from the copies of
  * its descriptors in the inflight region (vq_inflight.c). Checked as if read from the ring.
  */
@@ -151,18 +173,10 @@ static int take_resubmitted(struct vt_vq_dev *vq, uint16_t head, struct vt_vq_ch
 					    n);
 		id = d.id;
 	}
-	if (id >= vq->num)
-		return vq_dev_break(vq, VT_VQ_ERR_BUFFER_ID, "buffer id %u, queue size %u", id,
-				    vq->num);
-	if (vq->in_flight_ndesc[id])
-		return vq_dev_break(vq, VT_VQ_ERR_BUFFER_ID_IN_FLIGHT,
-				    "resubmitted buffer id %u already in flight", id);
-	chain->id = id;
-	chain->ndesc = (uint16_t)n;
-	vq->in_flight_ndesc[id] = (uint16_t)n;
-	vq->in_flight++;
-	vq->inflight_entry[id] = head;
-	return 0;
+	ret = claim_id(vq, chain, id, n, true);
+	if (ret == 0)
+		vq->inflight_entry[id] = head;
+	return ret;
 }
 
 int vq_packed_dev_pop(struct vt_vq_dev *vq, struct vt_vq_chain *chain, struct iovec *iov,
@@ -242,17 +256,9 @@ int vq_packed_dev_pop(struct vt_vq_dev *vq, struct vt_vq_chain *chain, struct io
 		}
 	}
 
-	if (id >= vq->num)
-		return vq_dev_break(vq, VT_VQ_ERR_BUFFER_ID, "buffer id %u, queue size %u", id,
-				    vq->num);
-	if (vq->in_flight_ndesc[id])
-		return vq_dev_break(vq, VT_VQ_ERR_BUFFER_ID_IN_FLIGHT,
-				    "buffer id %u made available again while in flight", id);
-
-	chain->id = id;
-	chain->ndesc = (uint16_t)seen;
-	vq->in_flight_ndesc[id] = (uint16_t)seen;
-	vq->in_flight++;
+	ret = claim_id(vq, chain, id, seen, false);
+	if (ret < 0)
+		return ret;
 	if (vq->in_order)
 		vq_dev_order_push(vq, id);
 	if (vq->inflight_packed)
