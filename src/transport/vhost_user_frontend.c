@@ -401,7 +401,7 @@ static int check_still_offered(struct vt_vu_frontend *fe, uint64_t offered_raw,
 
 static int handshake(struct vt_vu_frontend *fe, bool again)
 {
-	uint64_t offered_raw, protocol_offered = 0;
+	uint64_t offered_raw = 0, protocol_offered = 0;
 	int rc = fe_get_u64(fe, VHOST_USER_GET_FEATURES, &offered_raw);
 	if (rc < 0)
 		return rc;
