@@ -9,6 +9,7 @@
 #define VIRTUE_AS_H
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/uio.h>
@@ -62,6 +63,11 @@ struct vt_as_ops {
 struct vt_as {
 	const struct vt_as_ops *ops;
 	void *impl;
+	/*
+	 * Optional: the counter ops->generation returns, read directly (acquire) by
+	 * vt_as_generation. Rings check it at every pop; a load is cheaper than a call.
+	 */
+	const _Atomic uint64_t *generation_word;
 };
 
 /*
@@ -93,6 +99,8 @@ static inline int vt_as_translate(const struct vt_as *as, uint64_t addr, uint64_
  */
 static inline uint64_t vt_as_generation(const struct vt_as *as)
 {
+	if (as->generation_word)
+		return atomic_load_explicit(as->generation_word, memory_order_acquire);
 	return as->ops->generation(as->impl);
 }
 

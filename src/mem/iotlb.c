@@ -1027,5 +1027,7 @@ static const struct vt_as_ops iotlb_as_ops = {
 
 struct vt_as vt_iotlb_as(struct vt_iotlb *iotlb)
 {
-	return (struct vt_as){ .ops = &iotlb_as_ops, .impl = iotlb };
+	return (struct vt_as){ .ops = &iotlb_as_ops,
+			       .impl = iotlb,
+			       .generation_word = &iotlb->generation };
 }

@@ -329,5 +329,7 @@ static const struct vt_as_ops memtable_as_ops = {
 
 struct vt_as vt_memtable_as(struct vt_memtable *table)
 {
-	return (struct vt_as){ .ops = &memtable_as_ops, .impl = table };
+	return (struct vt_as){ .ops = &memtable_as_ops,
+			       .impl = table,
+			       .generation_word = &table->generation };
 }
