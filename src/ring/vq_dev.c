@@ -215,12 +215,9 @@ static bool vq_dev_rings_unchanged(struct vt_vq_dev *vq)
 	return true;
 }
 
-/* Makes sure the ring pointers are valid for the current address-space generation. */
-static int vq_dev_ensure_rings(struct vt_vq_dev *vq)
+/* vq_dev_ensure_rings when the generation moved: out of line, as it is rare. */
+static __attribute__((noinline)) int vq_dev_refresh_rings(struct vt_vq_dev *vq, uint64_t gen)
 {
-	uint64_t gen = vt_as_generation(&vq->as);
-	if (vq->rings_resolved && gen == vq->ring_generation)
-		return 0;
 	vq->extent_valid = false;
 	if (vq->rings_resolved && vq_dev_rings_unchanged(vq))
 		return 0;
@@ -235,24 +232,16 @@ static int vq_dev_ensure_rings(struct vt_vq_dev *vq)
 	return 0;
 }
 
-void vq_chain_begin(struct vq_chain_builder *b, struct vt_vq_dev *vq, struct vt_vq_chain *chain,
-		    struct iovec *iov, unsigned int iov_max)
+/* Makes sure the ring pointers are valid for the current address-space generation. */
+static inline int vq_dev_ensure_rings(struct vt_vq_dev *vq)
 {
-	*b = (struct vq_chain_builder){ .vq = vq, .chain = chain, .iov = iov, .iov_max = iov_max };
-	chain->nreadable = chain->nwritable = 0;
-	chain->readable_bytes = chain->writable_bytes = 0;
+	uint64_t gen = vt_as_generation(&vq->as);
+	if (__builtin_expect(vq->rings_resolved && gen == vq->ring_generation, 1))
+		return 0;
+	return vq_dev_refresh_rings(vq, gen);
 }
 
-/* [addr, addr + len), len > 0, lies in the cached extent, which allows @access. */
-static inline bool vq_extent_covers(const struct vt_vq_dev *vq, uint64_t addr, uint32_t len,
-				    unsigned int access)
-{
-	const struct vt_as_extent *e = &vq->extent;
-	return vq->extent_valid && len && addr - e->addr <= e->last - e->addr &&
-	       len - 1 <= e->last - addr && (e->perm & access) == access;
-}
-
-int vq_chain_add(struct vq_chain_builder *b, uint64_t addr, uint32_t len, bool writable)
+int vq_chain_add_slow(struct vq_chain_builder *b, uint64_t addr, uint32_t len, bool writable)
 {
 	struct vt_vq_dev *vq = b->vq;
 

@@ -142,11 +142,9 @@ int vq_drv_map_segments(struct vt_vq_drv *vq, const struct iovec *sg, unsigned i
 	return 0;
 }
 
-uint32_t vq_drv_check_len(struct vt_vq_drv *vq, uint16_t id, uint32_t len)
+uint32_t vq_drv_clamp_len(struct vt_vq_drv *vq, uint16_t id, uint32_t len)
 {
 	uint32_t max = vq->buffers[id].writable_bytes;
-	if (len <= max)
-		return len;
 	/* Reported, not fatal: the caller must never believe more bytes arrived than fit. */
 	if (vq->stats.used_len_clamped++ == 0)
 		vt_log(vq->log, VT_LOG_WARN,

@@ -193,10 +193,82 @@ struct vq_chain_builder {
 	bool seen_writable;
 };
 
-void vq_chain_begin(struct vq_chain_builder *b, struct vt_vq_dev *vq, struct vt_vq_chain *chain,
-		    struct iovec *iov, unsigned int iov_max);
-/* 0, or the pop return code (-EFAULT, -ENOBUFS, -EPROTO after breaking the queue). */
-int vq_chain_add(struct vq_chain_builder *b, uint64_t addr, uint32_t len, bool writable);
+static inline void vq_chain_begin(struct vq_chain_builder *b, struct vt_vq_dev *vq,
+				  struct vt_vq_chain *chain, struct iovec *iov,
+				  unsigned int iov_max)
+{
+	*b = (struct vq_chain_builder){ .vq = vq, .chain = chain, .iov = iov, .iov_max = iov_max };
+	chain->nreadable = chain->nwritable = 0;
+	chain->readable_bytes = chain->writable_bytes = 0;
+}
+
+/* [addr, addr + len), len > 0, lies in the cached extent, which allows @access. */
+static inline bool vq_extent_covers(const struct vt_vq_dev *vq, uint64_t addr, uint32_t len,
+				    unsigned int access)
+{
+	const struct vt_as_extent *e = &vq->extent;
+	return vq->extent_valid && len && addr - e->addr <= e->last - e->addr &&
+	       len - 1 <= e->last - addr && (e->perm & access) == access;
+}
+
+/*
+ * A chain of one descriptor (no NEXT, no INDIRECT) inside the cached extent, as nearly every
+ * network buffer is: fills iov[0] and the chain's counts without the builder. False when the
+ * general path must take it; that path checks everything, this descriptor included. No rule
+ * can fail here: one descriptor has no order to break, and its 32-bit length no total to pass.
+ */
+static inline bool vq_chain_single(struct vt_vq_dev *vq, struct vt_vq_chain *chain,
+				   struct iovec *iov, unsigned int iov_max, uint64_t addr,
+				   uint32_t len, bool writable)
+{
+	if (!iov_max ||
+	    !vq_extent_covers(vq, addr, len, writable ? VT_ACCESS_WRITE : VT_ACCESS_READ))
+		return false;
+	iov[0].iov_base = (void *)(uintptr_t)(vq->extent.hva + (addr - vq->extent.addr));
+	iov[0].iov_len = len;
+	chain->nreadable = !writable;
+	chain->nwritable = writable;
+	chain->readable_bytes = writable ? 0 : len;
+	chain->writable_bytes = writable ? len : 0;
+	return true;
+}
+
+/* Every rule checked, any translation: vq_chain_add's path for all it does not take inline. */
+int vq_chain_add_slow(struct vq_chain_builder *b, uint64_t addr, uint32_t len, bool writable);
+
+/*
+ * Adds one descriptor: 0, or the pop return code (-EFAULT, -ENOBUFS, -EPROTO after breaking the
+ * queue). Inline, the case of nearly every descriptor: in the cached extent, room for its iovec,
+ * no rule near its limit. Anything else, violations included, goes to vq_chain_add_slow, which
+ * checks every rule again from the start.
+ */
+static inline int vq_chain_add(struct vq_chain_builder *b, uint64_t addr, uint32_t len,
+			       bool writable)
+{
+	struct vt_vq_dev *vq = b->vq;
+	uint64_t total = b->total + len;
+
+	if (__builtin_expect(
+		b->n < b->iov_max && (writable || !b->seen_writable) && total <= UINT32_MAX &&
+		    vq_extent_covers(vq, addr, len, writable ? VT_ACCESS_WRITE : VT_ACCESS_READ),
+		1)) {
+		b->iov[b->n].iov_base =
+		    (void *)(uintptr_t)(vq->extent.hva + (addr - vq->extent.addr));
+		b->iov[b->n].iov_len = len;
+		b->n++;
+		b->total = total;
+		b->seen_writable |= writable;
+		if (writable) {
+			b->chain->nwritable++;
+			b->chain->writable_bytes += len;
+		} else {
+			b->chain->nreadable++;
+			b->chain->readable_bytes += len;
+		}
+		return 0;
+	}
+	return vq_chain_add_slow(b, addr, len, writable);
+}
 
 /* Maps a ring area (or an indirect table) contiguously; pop-style return codes. */
 int vq_dev_map_area(struct vt_vq_dev *vq, uint64_t addr, uint64_t len, unsigned int access,
@@ -368,8 +440,16 @@ static inline bool vq_drv_id_outstanding(const struct vt_vq_drv *vq, uint32_t id
 	return id < vq->num && vq->buffers[id].token && vq->buffers[id].seq < vq->kicked_seq;
 }
 
+/* vq_drv_check_len's path for a length over the limit: counts and logs it, returns the limit. */
+uint32_t vq_drv_clamp_len(struct vt_vq_drv *vq, uint16_t id, uint32_t len);
+
 /* Clamps the used length to the writable bytes posted, counting the violation. */
-uint32_t vq_drv_check_len(struct vt_vq_drv *vq, uint16_t id, uint32_t len);
+static inline uint32_t vq_drv_check_len(struct vt_vq_drv *vq, uint16_t id, uint32_t len)
+{
+	if (__builtin_expect(len <= vq->buffers[id].writable_bytes, 1))
+		return len;
+	return vq_drv_clamp_len(vq, id, len);
+}
 
 void vq_drv_order_push(struct vt_vq_drv *vq, uint16_t id);
 /* IN_ORDER: the next buffer of the batch one used entry completed (token, len); its id. */

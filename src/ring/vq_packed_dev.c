@@ -207,16 +207,25 @@ int vq_packed_dev_pop(struct vt_vq_dev *vq, struct vt_vq_chain *chain, struct io
 	    vq->num - vq_packed_distance(vq->num, vq->used_idx, vq->used_wrap, slot, wrap);
 	unsigned int limit = vq->max_chain < owned ? vq->max_chain : owned;
 
+	/* Read once: both the fast path and the walk below use this copy of the first. */
+	struct packed_desc d = read_desc(&ring[slot]);
+	/* Its flags are the value the ownership check saw, not a re-read. */
+	d.flags = first_flags;
+	unsigned int seen = 1;
+	uint16_t id = d.id;
+	int ret;
+	/* Not with inflight records: they take a copy of each descriptor (the walk's job). */
+	if (!(d.flags & (VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT)) && limit &&
+	    !vq->inflight_packed &&
+	    vq_chain_single(vq, chain, iov, iov_max, d.addr, d.len, d.flags & VIRTQ_DESC_F_WRITE))
+		goto taken;
+
 	struct vq_chain_builder b;
 	vq_chain_begin(&b, vq, chain, iov, iov_max);
-	unsigned int seen = 0;
-	uint16_t id;
-	int ret;
+	seen = 0;
 	for (;;) {
-		struct packed_desc d = read_desc(&ring[slot]);
-		/* The first one's flags are the value the ownership check saw, not a re-read. */
-		if (seen == 0)
-			d.flags = first_flags;
+		if (seen)
+			d = read_desc(&ring[slot]);
 		if (++seen > limit)
 			return vq_dev_break(
 			    vq, VT_VQ_ERR_CHAIN_TOO_LONG,
@@ -256,6 +265,7 @@ int vq_packed_dev_pop(struct vt_vq_dev *vq, struct vt_vq_chain *chain, struct io
 		}
 	}
 
+taken:
 	ret = claim_id(vq, chain, id, seen, false);
 	if (ret < 0)
 		return ret;

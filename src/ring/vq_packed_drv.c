@@ -111,20 +111,50 @@ static void unmap_direct(struct vt_vq_drv *vq, uint16_t id, unsigned int count)
 	}
 }
 
-int vq_packed_drv_add(struct vt_vq_drv *vq, const struct iovec *sg, unsigned int nreadable,
-		      unsigned int nwritable, void *token)
+/*
+ * Writes the descriptor at the next slot and moves on: the batch's first keeps its flags back for
+ * kick_prepare (2.8.21.1); the others get len, id and flags in one store, published by it.
+ */
+static inline void write_next_slot(struct vt_vq_drv *vq, uint64_t bus, uint32_t len, uint16_t id,
+				   uint16_t flags)
+{
+	uint16_t slot = vq->avail_idx_shadow;
+	struct pvirtq_desc *d = &ring_desc(vq)[slot];
+
+	flags |= avail_bits(vq->avail_wrap);
+	ring_write64(&d->addr, bus);
+	if (!vq->pending) {
+		ring_write32(&d->len, len);
+		ring_write16(&d->id, id);
+		vq->pending_first = slot;
+		vq->pending_first_flags = flags;
+		vq->pending = true;
+	} else {
+		uint64_t tail = len | (uint64_t)id << 32 | (uint64_t)flags << 48;
+		__atomic_store_n((uint64_t *)&d->len, vt_cpu_to_le64(tail), __ATOMIC_RELAXED);
+	}
+	if (++slot == vq->num) {
+		slot = 0;
+		vq->avail_wrap = !vq->avail_wrap;
+	}
+	vq->avail_idx_shadow = slot;
+}
+
+/*
+ * Maps a buffer of several segments into the records from @id and writes its descriptors in ring
+ * order (an indirect table: one). *@last: its last record. Out of line: the one-segment path
+ * stays small.
+ */
+static __attribute__((noinline)) int add_segments(struct vt_vq_drv *vq, uint16_t id,
+						  const struct iovec *sg, unsigned int nreadable,
+						  unsigned int nwritable, bool indirect,
+						  uint16_t *last)
 {
 	unsigned int n = nreadable + nwritable;
-	bool indirect = vq->indirect && n > 1 && n <= vq->indirect_max;
 	unsigned int need = indirect ? 1 : n;
 	int ret;
 
-	if (need > vq->num_free)
-		return -ENOSPC;
-	/* The buffer id is its first record; records, not slots, hold what was posted. */
-	uint16_t id = vq->free_head;
-	uint16_t last = id;
-
+	*last = id;
 	if (indirect) {
 		ret = add_indirect(vq, id, sg, nreadable, nwritable);
 		if (ret < 0)
@@ -143,44 +173,55 @@ int vq_packed_drv_add(struct vt_vq_drv *vq, const struct iovec *sg, unsigned int
 			}
 			sh->len = (uint32_t)sg[i].iov_len;
 			sh->flags = writable ? VIRTQ_DESC_F_WRITE : 0;
-			last = e;
+			*last = e;
 			e = sh->next;
 		}
 	}
-
-	/* Write the descriptors in ring order; the id goes in each (2.8.6 asks for the last). */
-	struct pvirtq_desc *ring = ring_desc(vq);
-	uint16_t slot = vq->avail_idx_shadow;
-	bool wrap = vq->avail_wrap;
+	/* The id goes in each descriptor (2.8.6 asks for the last). */
 	uint16_t e = id;
 	for (unsigned int i = 0; i < need; i++) {
-		const struct vq_desc_shadow *s = &vq->shadow[e];
-		struct pvirtq_desc *d = &ring[slot];
-		uint16_t flags = s->flags | avail_bits(wrap);
-		if (i + 1 < need)
-			flags |= VIRTQ_DESC_F_NEXT;
-		ring_write64(&d->addr, s->bus);
-		if (i == 0 && !vq->pending) {
-			/* The batch's first: its flags wait for kick_prepare (2.8.21.1). */
-			ring_write32(&d->len, s->len);
-			ring_write16(&d->id, id);
-			vq->pending_first = slot;
-			vq->pending_first_flags = flags;
-			vq->pending = true;
-		} else {
-			/* len, id and flags in one store; the batch's first flags publish them. */
-			uint64_t tail = s->len | (uint64_t)id << 32 | (uint64_t)flags << 48;
-			__atomic_store_n((uint64_t *)&d->len, vt_cpu_to_le64(tail),
-					 __ATOMIC_RELAXED);
-		}
-		e = s->next;
-		if (++slot == vq->num) {
-			slot = 0;
-			wrap = !wrap;
-		}
+		const struct vq_desc_shadow *sh = &vq->shadow[e];
+		write_next_slot(vq, sh->bus, sh->len, id,
+				sh->flags | (i + 1 < need ? VIRTQ_DESC_F_NEXT : 0));
+		e = sh->next;
 	}
-	vq->avail_idx_shadow = slot;
-	vq->avail_wrap = wrap;
+	return 0;
+}
+
+int vq_packed_drv_add(struct vt_vq_drv *vq, const struct iovec *sg, unsigned int nreadable,
+		      unsigned int nwritable, void *token)
+{
+	unsigned int n = nreadable + nwritable;
+	bool indirect = vq->indirect && n > 1 && n <= vq->indirect_max;
+	unsigned int need = indirect ? 1 : n;
+	uint32_t writable_bytes = 0;
+	int ret;
+
+	if (need > vq->num_free)
+		return -ENOSPC;
+	/* The buffer id is its first record; records, not slots, hold what was posted. */
+	uint16_t id = vq->free_head;
+	uint16_t last = id;
+
+	if (n == 1) {
+		/* One segment, one descriptor: the common case without the loops. */
+		struct vq_desc_shadow *sh = &vq->shadow[id];
+		bool writable = nwritable != 0;
+		ret = vq_drv_map(vq, sg[0].iov_base, sg[0].iov_len,
+				 writable ? VT_DMA_FROM_DEVICE : VT_DMA_TO_DEVICE, &sh->bus);
+		if (ret < 0)
+			return ret;
+		sh->len = (uint32_t)sg[0].iov_len;
+		sh->flags = writable ? VIRTQ_DESC_F_WRITE : 0;
+		write_next_slot(vq, sh->bus, sh->len, id, sh->flags);
+		writable_bytes = writable ? sh->len : 0;
+	} else {
+		ret = add_segments(vq, id, sg, nreadable, nwritable, indirect, &last);
+		if (ret < 0)
+			return ret;
+		for (unsigned int i = nreadable; i < n; i++)
+			writable_bytes += (uint32_t)sg[i].iov_len;
+	}
 
 	struct vq_buffer_state *buf = &vq->buffers[id];
 	buf->token = token;
@@ -189,9 +230,7 @@ int vq_packed_drv_add(struct vt_vq_drv *vq, const struct iovec *sg, unsigned int
 	buf->nsegs = (uint16_t)n;
 	buf->indirect = indirect;
 	buf->last = last;
-	buf->writable_bytes = 0;
-	for (unsigned int i = nreadable; i < n; i++)
-		buf->writable_bytes += (uint32_t)sg[i].iov_len;
+	buf->writable_bytes = writable_bytes;
 
 	vq->free_head = vq->shadow[last].next;
 	vq->num_free -= need;
@@ -230,18 +269,26 @@ bool vq_packed_drv_kick_prepare(struct vt_vq_drv *vq)
 				    vq->avail_wrap, added);
 }
 
-/* Unmaps a posted buffer and returns its records; the caller got its token already. */
-static void detach_buffer(struct vt_vq_drv *vq, uint16_t id)
+/* Unmaps the segments of a posted buffer (the modes that map per buffer). */
+static __attribute__((noinline)) void unmap_buffer(struct vt_vq_drv *vq, uint16_t id)
 {
-	struct vq_buffer_state *buf = &vq->buffers[id];
+	const struct vq_buffer_state *buf = &vq->buffers[id];
 
-	if (!vq->need_unmap)
-		; /* direct and premapped: nothing to undo per segment */
-	else if (buf->indirect)
+	if (buf->indirect)
 		vq_drv_unmap_segments(vq, vq->indirect_shadow + (size_t)id * vq->indirect_max,
 				      buf->nsegs);
 	else
 		unmap_direct(vq, id, buf->nsegs);
+}
+
+/* Unmaps a posted buffer and returns its records; the caller got its token already. */
+static inline void detach_buffer(struct vt_vq_drv *vq, uint16_t id)
+{
+	struct vq_buffer_state *buf = &vq->buffers[id];
+
+	/* Direct and premapped: nothing to undo per segment. */
+	if (vq->need_unmap)
+		unmap_buffer(vq, id);
 	/* Most recently freed first: its records are warm in the cache. */
 	vq->shadow[buf->last].next = vq->free_head;
 	vq->free_head = id;

@@ -98,26 +98,24 @@ static int walk_indirect(struct vt_vq_dev *vq, struct vq_chain_builder *b,
 	}
 }
 
-/* Walks the chain at @head into @chain and marks it in flight; nothing is consumed on error. */
-static int take_chain(struct vt_vq_dev *vq, uint16_t head, struct vt_vq_chain *chain,
-		      struct iovec *iov, unsigned int iov_max)
+/*
+ * The general walk of the chain whose head descriptor @d was read from @head: every rule checked.
+ * Out of line, so that the one-descriptor path keeps a small frame. *@seen: descriptors walked.
+ */
+static __attribute__((noinline)) int walk_chain(struct vt_vq_dev *vq, uint16_t head,
+						struct split_desc d, struct vt_vq_chain *chain,
+						struct iovec *iov, unsigned int iov_max,
+						unsigned int *seen)
 {
 	const struct virtq_desc *desc = vq->ring.split.desc;
-
-	if (head >= vq->num)
-		return vq_dev_break(vq, VT_VQ_ERR_HEAD_RANGE, "head %u, queue size %u", head,
-				    vq->num);
-	if (vq->in_flight_ndesc[head])
-		return vq_dev_break(vq, VT_VQ_ERR_BUFFER_ID_IN_FLIGHT,
-				    "head %u made available again while in flight", head);
-
 	struct vq_chain_builder b;
 	vq_chain_begin(&b, vq, chain, iov, iov_max);
-	unsigned int i = head, seen = 0;
+	unsigned int i = head, n = 0;
 	int ret;
 	for (;;) {
-		struct split_desc d = read_desc(&desc[i]);
-		if (++seen > vq->max_chain)
+		if (n)
+			d = read_desc(&desc[i]);
+		if (++n > vq->max_chain)
 			return vq_dev_break(vq, VT_VQ_ERR_CHAIN_TOO_LONG,
 					    "chain from head %u exceeds %u descriptors", head,
 					    vq->max_chain);
@@ -144,7 +142,31 @@ static int take_chain(struct vt_vq_dev *vq, uint16_t head, struct vt_vq_chain *c
 					    d.next, vq->num);
 		i = d.next;
 	}
+	*seen = n;
+	return 0;
+}
 
+/* Takes the chain at @head into @chain and marks it in flight; nothing is consumed on error. */
+static inline int take_chain(struct vt_vq_dev *vq, uint16_t head, struct vt_vq_chain *chain,
+			     struct iovec *iov, unsigned int iov_max)
+{
+	if (head >= vq->num)
+		return vq_dev_break(vq, VT_VQ_ERR_HEAD_RANGE, "head %u, queue size %u", head,
+				    vq->num);
+	if (vq->in_flight_ndesc[head])
+		return vq_dev_break(vq, VT_VQ_ERR_BUFFER_ID_IN_FLIGHT,
+				    "head %u made available again while in flight", head);
+
+	/* Read once: both the one-descriptor path and the walk use this copy of the head. */
+	struct split_desc d = read_desc(&vq->ring.split.desc[head]);
+	unsigned int seen = 1;
+	if ((d.flags & (VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT)) ||
+	    !vq_chain_single(vq, chain, iov, iov_max, d.addr, d.len,
+			     d.flags & VIRTQ_DESC_F_WRITE)) {
+		int ret = walk_chain(vq, head, d, chain, iov, iov_max, &seen);
+		if (ret < 0)
+			return ret;
+	}
 	chain->id = head;
 	chain->ndesc = (uint16_t)seen;
 	vq->in_flight_ndesc[head] = (uint16_t)seen;

@@ -85,6 +85,54 @@ static int add_indirect(struct vt_vq_drv *vq, uint16_t head, const struct iovec 
 	return 0;
 }
 
+/*
+ * Maps and writes a buffer of several segments: an indirect table, or a chain of descriptors
+ * from @head. *@last: its last ring descriptor. Out of line: the one-segment path stays small.
+ */
+static __attribute__((noinline)) int add_segments(struct vt_vq_drv *vq, uint16_t head,
+						  const struct iovec *sg, unsigned int nreadable,
+						  unsigned int nwritable, bool indirect,
+						  uint16_t *last)
+{
+	unsigned int n = nreadable + nwritable;
+	uint16_t mask = (uint16_t)(vq->num - 1);
+	int ret;
+
+	*last = head;
+	if (indirect)
+		return add_indirect(vq, head, sg, nreadable, nwritable);
+	/* Map into the shadows of the descriptors the chain will occupy. */
+	uint16_t d = head;
+	for (unsigned int i = 0; i < n; i++) {
+		bool writable = i >= nreadable;
+		ret = vq_drv_map(vq, sg[i].iov_base, sg[i].iov_len,
+				 writable ? VT_DMA_FROM_DEVICE : VT_DMA_TO_DEVICE,
+				 &vq->shadow[d].bus);
+		if (ret < 0) {
+			for (uint16_t u = head, k = 0; k < i; k++) {
+				vq_drv_unmap_segments(vq, &vq->shadow[u], 1);
+				u = vq->in_order ? (uint16_t)((u + 1) & mask) : vq->shadow[u].next;
+			}
+			return ret;
+		}
+		vq->shadow[d].len = (uint32_t)sg[i].iov_len;
+		vq->shadow[d].flags = writable ? VIRTQ_DESC_F_WRITE : 0;
+		*last = d;
+		if (vq->in_order)
+			vq->shadow[d].next = (uint16_t)((d + 1) & mask);
+		d = vq->shadow[d].next;
+	}
+	/* Write them, linked; the descriptors are not visible before avail idx moves. */
+	d = head;
+	for (unsigned int i = 0; i < n; i++) {
+		uint16_t flags = vq->shadow[d].flags | (i + 1 < n ? VIRTQ_DESC_F_NEXT : 0);
+		write_desc(&ring_desc(vq)[d], vq->shadow[d].bus, vq->shadow[d].len, flags,
+			   i + 1 < n ? vq->shadow[d].next : 0);
+		d = vq->shadow[d].next;
+	}
+	return 0;
+}
+
 int vq_split_drv_add(struct vt_vq_drv *vq, const struct iovec *sg, unsigned int nreadable,
 		     unsigned int nwritable, void *token)
 {
@@ -92,6 +140,7 @@ int vq_split_drv_add(struct vt_vq_drv *vq, const struct iovec *sg, unsigned int 
 	bool indirect = vq->indirect && n > 1 && n <= vq->indirect_max;
 	unsigned int need = indirect ? 1 : n;
 	uint16_t mask = (uint16_t)(vq->num - 1);
+	uint32_t writable_bytes = 0;
 	int ret;
 
 	if (need > vq->num_free)
@@ -112,41 +161,13 @@ int vq_split_drv_add(struct vt_vq_drv *vq, const struct iovec *sg, unsigned int 
 		if (vq->in_order)
 			sh->next = (uint16_t)((head + 1) & mask);
 		write_desc(&ring_desc(vq)[head], sh->bus, sh->len, sh->flags, 0);
-	} else if (indirect) {
-		ret = add_indirect(vq, head, sg, nreadable, nwritable);
+		writable_bytes = writable ? sh->len : 0;
+	} else {
+		ret = add_segments(vq, head, sg, nreadable, nwritable, indirect, &last);
 		if (ret < 0)
 			return ret;
-	} else {
-		/* Map into the shadows of the descriptors the chain will occupy. */
-		uint16_t d = head;
-		for (unsigned int i = 0; i < n; i++) {
-			bool writable = i >= nreadable;
-			ret = vq_drv_map(vq, sg[i].iov_base, sg[i].iov_len,
-					 writable ? VT_DMA_FROM_DEVICE : VT_DMA_TO_DEVICE,
-					 &vq->shadow[d].bus);
-			if (ret < 0) {
-				for (uint16_t u = head, k = 0; k < i; k++) {
-					vq_drv_unmap_segments(vq, &vq->shadow[u], 1);
-					u = vq->in_order ? (uint16_t)((u + 1) & mask)
-							 : vq->shadow[u].next;
-				}
-				return ret;
-			}
-			vq->shadow[d].len = (uint32_t)sg[i].iov_len;
-			vq->shadow[d].flags = writable ? VIRTQ_DESC_F_WRITE : 0;
-			last = d;
-			if (vq->in_order)
-				vq->shadow[d].next = (uint16_t)((d + 1) & mask);
-			d = vq->shadow[d].next;
-		}
-		/* Write them, linked; the descriptors are not visible before avail idx moves. */
-		d = head;
-		for (unsigned int i = 0; i < n; i++) {
-			uint16_t flags = vq->shadow[d].flags | (i + 1 < n ? VIRTQ_DESC_F_NEXT : 0);
-			write_desc(&ring_desc(vq)[d], vq->shadow[d].bus, vq->shadow[d].len, flags,
-				   i + 1 < n ? vq->shadow[d].next : 0);
-			d = vq->shadow[d].next;
-		}
+		for (unsigned int i = nreadable; i < n; i++)
+			writable_bytes += (uint32_t)sg[i].iov_len;
 	}
 
 	struct vq_buffer_state *buf = &vq->buffers[head];
@@ -156,9 +177,7 @@ int vq_split_drv_add(struct vt_vq_drv *vq, const struct iovec *sg, unsigned int 
 	buf->nsegs = (uint16_t)n;
 	buf->indirect = indirect;
 	buf->last = last;
-	buf->writable_bytes = 0;
-	for (unsigned int i = nreadable; i < n; i++)
-		buf->writable_bytes += (uint32_t)sg[i].iov_len;
+	buf->writable_bytes = writable_bytes;
 
 	if (vq->in_order)
 		vq->in_order_next = (uint16_t)((head + need) & mask);
@@ -188,24 +207,32 @@ bool vq_split_drv_kick_prepare(struct vt_vq_drv *vq)
 	return !(ring_read16(&ring_used(vq)->flags) & VIRTQ_USED_F_NO_NOTIFY);
 }
 
-/* Unmaps a posted buffer and returns its descriptors; the caller got its token already. */
-static void detach_buffer(struct vt_vq_drv *vq, uint16_t head)
+/* Unmaps the segments of a posted buffer (the modes that map per buffer). */
+static __attribute__((noinline)) void unmap_buffer(struct vt_vq_drv *vq, uint16_t head)
 {
-	struct vq_buffer_state *buf = &vq->buffers[head];
+	const struct vq_buffer_state *buf = &vq->buffers[head];
 	uint16_t mask = (uint16_t)(vq->num - 1);
 
-	if (!vq->need_unmap) {
-		/* Direct and premapped: nothing to undo per segment. */
-	} else if (buf->indirect) {
+	if (buf->indirect) {
 		vq_drv_unmap_segments(vq, vq->indirect_shadow + (size_t)head * vq->indirect_max,
 				      buf->nsegs);
-	} else {
-		uint16_t d = head;
-		for (unsigned int i = 0; i < buf->nsegs; i++) {
-			vq_drv_unmap_segments(vq, &vq->shadow[d], 1);
-			d = vq->in_order ? (uint16_t)((d + 1) & mask) : vq->shadow[d].next;
-		}
+		return;
 	}
+	uint16_t d = head;
+	for (unsigned int i = 0; i < buf->nsegs; i++) {
+		vq_drv_unmap_segments(vq, &vq->shadow[d], 1);
+		d = vq->in_order ? (uint16_t)((d + 1) & mask) : vq->shadow[d].next;
+	}
+}
+
+/* Unmaps a posted buffer and returns its descriptors; the caller got its token already. */
+static inline void detach_buffer(struct vt_vq_drv *vq, uint16_t head)
+{
+	struct vq_buffer_state *buf = &vq->buffers[head];
+
+	/* Direct and premapped: nothing to undo per segment. */
+	if (vq->need_unmap)
+		unmap_buffer(vq, head);
 	if (!vq->in_order) {
 		/* Most recently freed first: its descriptors are warm in the cache. */
 		vq->shadow[buf->last].next = vq->free_head;
