@@ -128,16 +128,11 @@ int vq_drv_map_segments(struct vt_vq_drv *vq, const struct iovec *sg, unsigned i
 			unsigned int nwritable, struct vq_desc_shadow *shadow)
 {
 	for (unsigned int i = 0; i < nreadable + nwritable; i++) {
-		bool writable = i >= nreadable;
-		int ret =
-		    vq_drv_map(vq, sg[i].iov_base, sg[i].iov_len,
-			       writable ? VT_DMA_FROM_DEVICE : VT_DMA_TO_DEVICE, &shadow[i].bus);
+		int ret = vq_drv_map_one(vq, &sg[i], i >= nreadable, &shadow[i]);
 		if (ret < 0) {
 			vq_drv_unmap_segments(vq, shadow, i);
 			return ret;
 		}
-		shadow[i].len = (uint32_t)sg[i].iov_len;
-		shadow[i].flags = writable ? VIRTQ_DESC_F_WRITE : 0;
 	}
 	return 0;
 }

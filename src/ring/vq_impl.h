@@ -418,6 +418,36 @@ static inline int vq_drv_map(struct vt_vq_drv *vq, void *ptr, size_t len, enum v
 	return vt_dma_map(vq->dma, ptr, len, dir, bus);
 }
 
+/* Maps one segment into @sh: readable TO_DEVICE, writable FROM_DEVICE. */
+static inline int vq_drv_map_one(struct vt_vq_drv *vq, const struct iovec *sg, bool writable,
+				 struct vq_desc_shadow *sh)
+{
+	int ret = vq_drv_map(vq, sg->iov_base, sg->iov_len,
+			     writable ? VT_DMA_FROM_DEVICE : VT_DMA_TO_DEVICE, &sh->bus);
+	if (ret < 0)
+		return ret;
+	sh->len = (uint32_t)sg->iov_len;
+	sh->flags = writable ? VIRTQ_DESC_F_WRITE : 0;
+	return 0;
+}
+
+/* Records buffer @id as posted: @ndesc ring descriptors for @nsegs segments ending at @last. */
+static inline void vq_drv_record(struct vt_vq_drv *vq, uint16_t id, void *token, unsigned int ndesc,
+				 const struct iovec *sg, unsigned int nreadable, unsigned int nsegs,
+				 bool indirect, uint16_t last)
+{
+	struct vq_buffer_state *buf = &vq->buffers[id];
+	buf->token = token;
+	buf->seq = vq->add_seq++;
+	buf->ndesc = (uint16_t)ndesc;
+	buf->nsegs = (uint16_t)nsegs;
+	buf->indirect = indirect;
+	buf->last = last;
+	buf->writable_bytes = 0;
+	for (unsigned int i = nreadable; i < nsegs; i++)
+		buf->writable_bytes += (uint32_t)sg[i].iov_len;
+}
+
 static inline void vq_drv_count_maps(struct vt_vq_drv *vq)
 {
 	if (vq->maps_uncounted) {

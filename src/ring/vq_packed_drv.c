@@ -162,17 +162,12 @@ static __attribute__((noinline)) int add_segments(struct vt_vq_drv *vq, uint16_t
 	} else {
 		uint16_t e = id;
 		for (unsigned int i = 0; i < n; i++) {
-			bool writable = i >= nreadable;
 			struct vq_desc_shadow *sh = &vq->shadow[e];
-			ret =
-			    vq_drv_map(vq, sg[i].iov_base, sg[i].iov_len,
-				       writable ? VT_DMA_FROM_DEVICE : VT_DMA_TO_DEVICE, &sh->bus);
+			ret = vq_drv_map_one(vq, &sg[i], i >= nreadable, sh);
 			if (ret < 0) {
 				unmap_direct(vq, id, i);
 				return ret;
 			}
-			sh->len = (uint32_t)sg[i].iov_len;
-			sh->flags = writable ? VIRTQ_DESC_F_WRITE : 0;
 			*last = e;
 			e = sh->next;
 		}
@@ -194,7 +189,6 @@ int vq_packed_drv_add(struct vt_vq_drv *vq, const struct iovec *sg, unsigned int
 	unsigned int n = nreadable + nwritable;
 	bool indirect = vq->indirect && n > 1 && n <= vq->indirect_max;
 	unsigned int need = indirect ? 1 : n;
-	uint32_t writable_bytes = 0;
 	int ret;
 
 	if (need > vq->num_free)
@@ -206,31 +200,17 @@ int vq_packed_drv_add(struct vt_vq_drv *vq, const struct iovec *sg, unsigned int
 	if (n == 1) {
 		/* One segment, one descriptor: the common case without the loops. */
 		struct vq_desc_shadow *sh = &vq->shadow[id];
-		bool writable = nwritable != 0;
-		ret = vq_drv_map(vq, sg[0].iov_base, sg[0].iov_len,
-				 writable ? VT_DMA_FROM_DEVICE : VT_DMA_TO_DEVICE, &sh->bus);
+		ret = vq_drv_map_one(vq, &sg[0], nwritable != 0, sh);
 		if (ret < 0)
 			return ret;
-		sh->len = (uint32_t)sg[0].iov_len;
-		sh->flags = writable ? VIRTQ_DESC_F_WRITE : 0;
 		write_next_slot(vq, sh->bus, sh->len, id, sh->flags);
-		writable_bytes = writable ? sh->len : 0;
 	} else {
 		ret = add_segments(vq, id, sg, nreadable, nwritable, indirect, &last);
 		if (ret < 0)
 			return ret;
-		for (unsigned int i = nreadable; i < n; i++)
-			writable_bytes += (uint32_t)sg[i].iov_len;
 	}
 
-	struct vq_buffer_state *buf = &vq->buffers[id];
-	buf->token = token;
-	buf->seq = vq->add_seq++;
-	buf->ndesc = (uint16_t)need;
-	buf->nsegs = (uint16_t)n;
-	buf->indirect = indirect;
-	buf->last = last;
-	buf->writable_bytes = writable_bytes;
+	vq_drv_record(vq, id, token, need, sg, nreadable, n, indirect, last);
 
 	vq->free_head = vq->shadow[last].next;
 	vq->num_free -= need;

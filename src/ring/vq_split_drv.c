@@ -104,10 +104,7 @@ static __attribute__((noinline)) int add_segments(struct vt_vq_drv *vq, uint16_t
 	/* Map into the shadows of the descriptors the chain will occupy. */
 	uint16_t d = head;
 	for (unsigned int i = 0; i < n; i++) {
-		bool writable = i >= nreadable;
-		ret = vq_drv_map(vq, sg[i].iov_base, sg[i].iov_len,
-				 writable ? VT_DMA_FROM_DEVICE : VT_DMA_TO_DEVICE,
-				 &vq->shadow[d].bus);
+		ret = vq_drv_map_one(vq, &sg[i], i >= nreadable, &vq->shadow[d]);
 		if (ret < 0) {
 			for (uint16_t u = head, k = 0; k < i; k++) {
 				vq_drv_unmap_segments(vq, &vq->shadow[u], 1);
@@ -115,8 +112,6 @@ static __attribute__((noinline)) int add_segments(struct vt_vq_drv *vq, uint16_t
 			}
 			return ret;
 		}
-		vq->shadow[d].len = (uint32_t)sg[i].iov_len;
-		vq->shadow[d].flags = writable ? VIRTQ_DESC_F_WRITE : 0;
 		*last = d;
 		if (vq->in_order)
 			vq->shadow[d].next = (uint16_t)((d + 1) & mask);
@@ -140,7 +135,6 @@ int vq_split_drv_add(struct vt_vq_drv *vq, const struct iovec *sg, unsigned int 
 	bool indirect = vq->indirect && n > 1 && n <= vq->indirect_max;
 	unsigned int need = indirect ? 1 : n;
 	uint16_t mask = (uint16_t)(vq->num - 1);
-	uint32_t writable_bytes = 0;
 	int ret;
 
 	if (need > vq->num_free)
@@ -151,33 +145,19 @@ int vq_split_drv_add(struct vt_vq_drv *vq, const struct iovec *sg, unsigned int 
 	if (n == 1) {
 		/* One segment, one descriptor: the common case without the chain loops. */
 		struct vq_desc_shadow *sh = &vq->shadow[head];
-		bool writable = nwritable != 0;
-		ret = vq_drv_map(vq, sg[0].iov_base, sg[0].iov_len,
-				 writable ? VT_DMA_FROM_DEVICE : VT_DMA_TO_DEVICE, &sh->bus);
+		ret = vq_drv_map_one(vq, &sg[0], nwritable != 0, sh);
 		if (ret < 0)
 			return ret;
-		sh->len = (uint32_t)sg[0].iov_len;
-		sh->flags = writable ? VIRTQ_DESC_F_WRITE : 0;
 		if (vq->in_order)
 			sh->next = (uint16_t)((head + 1) & mask);
 		write_desc(&ring_desc(vq)[head], sh->bus, sh->len, sh->flags, 0);
-		writable_bytes = writable ? sh->len : 0;
 	} else {
 		ret = add_segments(vq, head, sg, nreadable, nwritable, indirect, &last);
 		if (ret < 0)
 			return ret;
-		for (unsigned int i = nreadable; i < n; i++)
-			writable_bytes += (uint32_t)sg[i].iov_len;
 	}
 
-	struct vq_buffer_state *buf = &vq->buffers[head];
-	buf->token = token;
-	buf->seq = vq->add_seq++;
-	buf->ndesc = (uint16_t)need;
-	buf->nsegs = (uint16_t)n;
-	buf->indirect = indirect;
-	buf->last = last;
-	buf->writable_bytes = writable_bytes;
+	vq_drv_record(vq, head, token, need, sg, nreadable, n, indirect, last);
 
 	if (vq->in_order)
 		vq->in_order_next = (uint16_t)((head + need) & mask);
