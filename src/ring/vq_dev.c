@@ -72,9 +72,9 @@ int vt_vq_dev_new(const struct vt_vq_dev_params *params, struct vt_vq_dev **out)
 	vq->name = params->name ? params->name : "vq";
 	vq->log = params->log;
 	vq->notify_enabled = true;
-	vq->in_flight_ndesc = calloc(vq->num, sizeof(vq->in_flight_ndesc[0]));
-	vq->order = calloc(vq->num, sizeof(vq->order[0]));
-	vq->pending = calloc(vq->num, sizeof(vq->pending[0]));
+	vq->in_flight_ndesc = vq_calloc_lines(vq->num, sizeof(vq->in_flight_ndesc[0]));
+	vq->order = vq_calloc_lines(vq->num, sizeof(vq->order[0]));
+	vq->pending = vq_calloc_lines(vq->num, sizeof(vq->pending[0]));
 	int ret = (!vq->in_flight_ndesc || !vq->order || !vq->pending) ? -ENOMEM : 0;
 	if (ret == 0)
 		ret = packed ? vq_packed_dev_init(vq) : vq_split_dev_init(vq);
@@ -390,13 +390,10 @@ bool vt_vq_dev_flush(struct vt_vq_dev *vq)
 	 */
 	if (vq_dev_ensure_rings(vq) < 0)
 		return false;
-	for (unsigned int i = 0; i < vq->npending; i++) {
-		const struct vq_used_pending *u = &vq->pending[i];
-		if (vq->packed)
-			vq_packed_dev_push(vq, u->id, u->ndesc, u->written, u->batch);
-		else
-			vq_split_dev_push(vq, u->id, u->ndesc, u->written, u->batch);
-	}
+	if (vq->packed)
+		vq_packed_dev_write_used(vq);
+	else
+		vq_split_dev_write_used(vq);
 	if (vq_inflight_on(vq))
 		vq_inflight_before_publish(vq);
 	bool notify = vq->packed ? vq_packed_dev_flush(vq) : vq_split_dev_flush(vq);

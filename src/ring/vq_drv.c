@@ -79,9 +79,9 @@ int vt_vq_drv_new(const struct vt_vq_drv_params *params, struct vt_vq_drv **out)
 	vq->cb_enabled = true;
 
 	int ret = 0;
-	vq->shadow = calloc(vq->num, sizeof(vq->shadow[0]));
-	vq->buffers = calloc(vq->num, sizeof(vq->buffers[0]));
-	vq->order = calloc(vq->num, sizeof(vq->order[0]));
+	vq->shadow = vq_calloc_lines(vq->num, sizeof(vq->shadow[0]));
+	vq->buffers = vq_calloc_lines(vq->num, sizeof(vq->buffers[0]));
+	vq->order = vq_calloc_lines(vq->num, sizeof(vq->order[0]));
 	if (!vq->shadow || !vq->buffers || !vq->order)
 		ret = -ENOMEM;
 	if (ret == 0 && vq->indirect) {

@@ -10,6 +10,8 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include <virtue/platform.h>
 #include <virtue/spec/vhost_user.h>
@@ -19,6 +21,21 @@
 #include "mem/dma_impl.h"
 
 #define VQ_CACHELINE 64
+/* Split device half: available-ring entries read ahead per batch (a power of two). */
+#define VQ_AVAIL_CACHE 64
+
+/*
+ * Zeroed per-queue state of @n elements of @size bytes on cache lines of its own: one half's
+ * arrays never share a line with the other half's, which another CPU may be writing.
+ */
+static inline void *vq_calloc_lines(size_t n, size_t size)
+{
+	size_t bytes = (n * size + VQ_CACHELINE - 1) & ~(size_t)(VQ_CACHELINE - 1);
+	void *p = aligned_alloc(VQ_CACHELINE, bytes);
+	if (p)
+		memset(p, 0, bytes);
+	return p;
+}
 
 /* ------------------------------------------------------------------ packed positions */
 
@@ -101,6 +118,7 @@ struct vt_vq_dev {
 	_Alignas(VQ_CACHELINE) uint16_t next_avail; /* split: avail index; packed: slot */
 	bool avail_wrap;			    /* packed: wrap counter of next_avail */
 	uint16_t shadow_avail_idx;		    /* split: last avail->idx read */
+	uint16_t avail_cached;	 /* split: heads read ahead into avail_cache, from next_avail */
 	uint16_t used_idx;	 /* split: next used index; packed: next used slot */
 	bool used_wrap;		 /* packed */
 	uint16_t published_used; /* split: used->idx last published (event-idx "old") */
@@ -112,6 +130,12 @@ struct vt_vq_dev {
 	uint16_t device_event_flags;  /* packed: flags last written to the device area */
 	unsigned int in_flight;
 	bool notify_enabled;
+	/*
+	 * Split: the heads of entries next_avail onwards, read once each, a batch at a time, so
+	 * that the available ring's lines (which the driver keeps writing) are read in one go and
+	 * the descriptors they name are fetched together. Indexed by avail index modulo the size.
+	 */
+	uint16_t avail_cache[VQ_AVAIL_CACHE];
 
 	/*
 	 * Used entries pushed and not yet written: they go to ring memory at flush time, after
@@ -298,8 +322,8 @@ int vq_split_dev_init(struct vt_vq_dev *vq);
 int vq_split_dev_resolve(struct vt_vq_dev *vq);
 int vq_split_dev_pop(struct vt_vq_dev *vq, struct vt_vq_chain *chain, struct iovec *iov,
 		     unsigned int iov_max);
-int vq_split_dev_push(struct vt_vq_dev *vq, uint16_t id, uint16_t ndesc, uint32_t written,
-		      unsigned int batch);
+/* Writes the used entries pushed since the last flush (vq->pending) to ring memory. */
+void vq_split_dev_write_used(struct vt_vq_dev *vq);
 bool vq_split_dev_flush(struct vt_vq_dev *vq);
 void vq_split_dev_disable_notify(struct vt_vq_dev *vq);
 bool vq_split_dev_enable_notify(struct vt_vq_dev *vq);
@@ -308,8 +332,8 @@ int vq_packed_dev_init(struct vt_vq_dev *vq);
 int vq_packed_dev_resolve(struct vt_vq_dev *vq);
 int vq_packed_dev_pop(struct vt_vq_dev *vq, struct vt_vq_chain *chain, struct iovec *iov,
 		      unsigned int iov_max);
-int vq_packed_dev_push(struct vt_vq_dev *vq, uint16_t id, uint16_t ndesc, uint32_t written,
-		       unsigned int batch);
+/* Writes the used entries pushed since the last flush (vq->pending) to ring memory. */
+void vq_packed_dev_write_used(struct vt_vq_dev *vq);
 bool vq_packed_dev_flush(struct vt_vq_dev *vq);
 void vq_packed_dev_disable_notify(struct vt_vq_dev *vq);
 bool vq_packed_dev_enable_notify(struct vt_vq_dev *vq);

@@ -117,6 +117,7 @@ static void split_recover(struct vt_vq_dev *vq)
 	vq->published_used = used;
 	vq->next_avail = (uint16_t)(used + count);
 	vq->shadow_avail_idx = vq->next_avail;
+	vq->avail_cached = 0;
 	if (count)
 		vt_log(vq->log, VT_LOG_INFO,
 		       "%s: %u buffers in flight before a restart: resubmitting", vq->name, count);

@@ -277,15 +277,13 @@ taken:
 	return 0;
 }
 
-int vq_packed_dev_push(struct vt_vq_dev *vq, uint16_t id, uint16_t ndesc, uint32_t written,
-		       unsigned int batch)
+static inline void write_used(struct vt_vq_dev *vq, uint16_t id, uint16_t ndesc, uint32_t written)
 {
 	struct pvirtq_desc *d = &vq->ring.packed.desc[vq->used_idx];
 	/* Used: AVAIL and USED both at our wrap counter; WRITE if bytes were written (2.8.3). */
 	uint16_t flags = (uint16_t)(vq->used_wrap ? VIRTQ_DESC_F_AVAIL | VIRTQ_DESC_F_USED : 0);
 	if (written)
 		flags |= VIRTQ_DESC_F_WRITE;
-	(void)batch;
 
 	if (vq->pending_used == 0) {
 		/* The first of a batch: its flags, stored at flush, expose all the others. */
@@ -302,7 +300,14 @@ int vq_packed_dev_push(struct vt_vq_dev *vq, uint16_t id, uint16_t ndesc, uint32
 	vq->pending_used++;
 	/* One used descriptor for a chain or an in-order batch: skip all it occupied (2.8.2). */
 	vq_packed_advance(vq->num, &vq->used_idx, &vq->used_wrap, ndesc);
-	return 0;
+}
+
+void vq_packed_dev_write_used(struct vt_vq_dev *vq)
+{
+	for (unsigned int i = 0; i < vq->npending; i++) {
+		const struct vq_used_pending *u = &vq->pending[i];
+		write_used(vq, u->id, u->ndesc, u->written);
+	}
 }
 
 bool vq_packed_dev_flush(struct vt_vq_dev *vq)

@@ -251,6 +251,15 @@ int vq_split_drv_get(struct vt_vq_drv *vq, void **token, uint32_t *len)
 			    "used idx %u, %u collected, %u made available and outstanding",
 			    used_idx, vq->last_used, given);
 		vq->shadow_used_idx = used_idx;
+		/*
+		 * Start the loads of every line of used entries this index exposed at once: each is
+		 * a line the device's CPU just wrote, and read one get at a time they would be
+		 * fetched one after another.
+		 */
+		for (uint16_t i = 0; i < pending;
+		     i += VQ_CACHELINE / sizeof(struct virtq_used_elem))
+			__builtin_prefetch(
+			    &ring_used(vq)->ring[(uint16_t)(vq->last_used + i) & mask]);
 	}
 
 	const struct virtq_used_elem *e = &ring_used(vq)->ring[vq->last_used & mask];
