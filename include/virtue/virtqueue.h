@@ -132,12 +132,32 @@ int vt_vq_dev_pop(struct vt_vq_dev *vq, struct vt_vq_chain *chain, struct iovec 
 		  unsigned int iov_max);
 
 /*
+ * Takes up to @max available buffers at once, as @max calls of vt_vq_dev_pop would, with the
+ * per-call work done once: chains[i] gets iovecs iov[i * iov_per_chain ...] (at most
+ * @iov_per_chain each). Returns how many were taken (0: none available). A chain that cannot be
+ * taken ends the burst: the ones before it are returned, and the next call meets its error
+ * first (the codes of vt_vq_dev_pop other than -EAGAIN, returned when nothing was taken); a
+ * violation has broken the queue by then, as it would have on the single pop that met it. A
+ * change of the address space's generation also ends a burst, so that every chain is taken
+ * under current ring pointers.
+ */
+int vt_vq_dev_pop_burst(struct vt_vq_dev *vq, struct vt_vq_chain *chains, struct iovec *iov,
+			unsigned int iov_per_chain, unsigned int max);
+
+/*
  * Returns a buffer used, @written bytes having been written to its writable part. Only recorded:
  * ring memory is written at the next vt_vq_dev_flush. Only chain->id is read, so a device may
  * keep a copy of the chain rather than the chain itself. -EPROTO if the queue is broken or the
  * chain is not in flight (VT_VQ_ERR_NOT_IN_FLIGHT).
  */
 int vt_vq_dev_push(struct vt_vq_dev *vq, const struct vt_vq_chain *chain, uint32_t written);
+
+/*
+ * vt_vq_dev_push for chains[0 .. n), written[i] bytes each (@written NULL: 0 for all). Stops at
+ * the first that fails (-EPROTO, the queue broken), the ones before it pushed.
+ */
+int vt_vq_dev_push_burst(struct vt_vq_dev *vq, const struct vt_vq_chain *chains,
+			 const uint32_t *written, unsigned int n);
 
 /*
  * IN_ORDER only: returns every buffer in flight up to and including @last used, with a single

@@ -322,9 +322,26 @@ int vt_vq_dev_pop(struct vt_vq_dev *vq, struct vt_vq_chain *chain, struct iovec 
 			  : vq_split_dev_pop(vq, chain, iov, iov_max);
 }
 
+int vt_vq_dev_pop_burst(struct vt_vq_dev *vq, struct vt_vq_chain *chains, struct iovec *iov,
+			unsigned int iov_per_chain, unsigned int max)
+{
+	if (vq->broken)
+		return -EPROTO;
+	int err = vq_dev_ensure_rings(vq);
+	if (err < 0)
+		return err;
+	unsigned int n = vq->packed
+			     ? vq_packed_dev_pop_burst(vq, chains, iov, iov_per_chain, max, &err)
+			     : vq_split_dev_pop_burst(vq, chains, iov, iov_per_chain, max, &err);
+	/* What was taken counts; an error waits for the next call, which meets it first. */
+	if (n || err == -EAGAIN)
+		return (int)n;
+	return err;
+}
+
 /* Records a used entry for the next flush and retires what it covers. */
-static int vq_dev_push_common(struct vt_vq_dev *vq, uint16_t id, uint16_t ndesc, uint32_t written,
-			      unsigned int batch)
+static inline int vq_dev_push_common(struct vt_vq_dev *vq, uint16_t id, uint16_t ndesc,
+				     uint32_t written, unsigned int batch)
 {
 	vq->pending[vq->npending++] = (struct vq_used_pending){ id, ndesc, written, batch };
 	/* Retire what the used entry covers: one buffer, or an in-order batch. */
@@ -341,10 +358,8 @@ static int vq_dev_push_common(struct vt_vq_dev *vq, uint16_t id, uint16_t ndesc,
 	return 0;
 }
 
-int vt_vq_dev_push(struct vt_vq_dev *vq, const struct vt_vq_chain *chain, uint32_t written)
+static inline int push_one(struct vt_vq_dev *vq, const struct vt_vq_chain *chain, uint32_t written)
 {
-	if (vq->broken)
-		return -EPROTO;
 	if (chain->id >= vq->num || vq->in_flight_ndesc[chain->id] == 0)
 		return vq_dev_break(vq, VT_VQ_ERR_NOT_IN_FLIGHT, "id %u", chain->id);
 	if (vq->in_order) {
@@ -355,6 +370,26 @@ int vt_vq_dev_push(struct vt_vq_dev *vq, const struct vt_vq_chain *chain, uint32
 					    chain->id);
 	}
 	return vq_dev_push_common(vq, chain->id, vq->in_flight_ndesc[chain->id], written, 1);
+}
+
+int vt_vq_dev_push(struct vt_vq_dev *vq, const struct vt_vq_chain *chain, uint32_t written)
+{
+	if (vq->broken)
+		return -EPROTO;
+	return push_one(vq, chain, written);
+}
+
+int vt_vq_dev_push_burst(struct vt_vq_dev *vq, const struct vt_vq_chain *chains,
+			 const uint32_t *written, unsigned int n)
+{
+	if (vq->broken)
+		return -EPROTO;
+	for (unsigned int i = 0; i < n; i++) {
+		int ret = push_one(vq, &chains[i], written ? written[i] : 0);
+		if (ret < 0)
+			return ret;
+	}
+	return 0;
 }
 
 int vt_vq_dev_push_in_order_batch(struct vt_vq_dev *vq, const struct vt_vq_chain *last,

@@ -179,8 +179,9 @@ static int take_resubmitted(struct vt_vq_dev *vq, uint16_t head, struct vt_vq_ch
 	return ret;
 }
 
-int vq_packed_dev_pop(struct vt_vq_dev *vq, struct vt_vq_chain *chain, struct iovec *iov,
-		      unsigned int iov_max)
+/* One pop; inlined into both the single pop and the burst loop, so neither pays a call. */
+static inline __attribute__((always_inline)) int
+pop_one(struct vt_vq_dev *vq, struct vt_vq_chain *chain, struct iovec *iov, unsigned int iov_max)
 {
 	const struct pvirtq_desc *ring = vq->ring.packed.desc;
 	uint16_t slot = vq->next_avail;
@@ -275,6 +276,19 @@ taken:
 		vq_inflight_packed_taken(vq, id, seen);
 	vq_packed_advance(vq->num, &vq->next_avail, &vq->avail_wrap, seen);
 	return 0;
+}
+
+int vq_packed_dev_pop(struct vt_vq_dev *vq, struct vt_vq_chain *chain, struct iovec *iov,
+		      unsigned int iov_max)
+{
+	return pop_one(vq, chain, iov, iov_max);
+}
+
+unsigned int vq_packed_dev_pop_burst(struct vt_vq_dev *vq, struct vt_vq_chain *chains,
+				     struct iovec *iov, unsigned int iov_per_chain,
+				     unsigned int max, int *err)
+{
+	return vq_dev_pop_burst_with(vq, pop_one, chains, iov, iov_per_chain, max, err);
 }
 
 static inline void write_used(struct vt_vq_dev *vq, uint16_t id, uint16_t ndesc, uint32_t written)
