@@ -120,7 +120,7 @@ static int hang_up(int fd)
 
 VT_TEST(a_reply_of_the_wrong_size_code_flags_or_version_is_a_protocol_error)
 {
-	int64_t ms;
+	int64_t ms = 0;
 	CHECK_EQ(connect_fake(reply_short, 1000, &ms), -EPROTO);
 	CHECK_EQ(connect_fake(reply_other_request, 1000, &ms), -EPROTO);
 	CHECK_EQ(connect_fake(reply_without_reply_flag, 1000, &ms), -EPROTO);
@@ -130,7 +130,7 @@ VT_TEST(a_reply_of_the_wrong_size_code_flags_or_version_is_a_protocol_error)
 
 VT_TEST(a_backend_that_never_answers_times_out_within_the_bound)
 {
-	int64_t ms;
+	int64_t ms = 0;
 	CHECK_EQ(connect_fake(reply_nothing, 200, &ms), -ETIMEDOUT);
 	CHECK(ms >= 150 && ms < 2000);
 	CHECK_EQ(connect_fake(reply_half_then_stall, 200, &ms), -ETIMEDOUT);
