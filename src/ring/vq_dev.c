@@ -235,10 +235,9 @@ static __attribute__((noinline)) int vq_dev_refresh_rings(struct vt_vq_dev *vq, 
 /* Makes sure the ring pointers are valid for the current address-space generation. */
 static inline int vq_dev_ensure_rings(struct vt_vq_dev *vq)
 {
-	uint64_t gen = vt_as_generation(&vq->as);
-	if (__builtin_expect(vq->rings_resolved && gen == vq->ring_generation, 1))
+	if (__builtin_expect(vq_dev_rings_current(vq), 1))
 		return 0;
-	return vq_dev_refresh_rings(vq, gen);
+	return vq_dev_refresh_rings(vq, vt_as_generation(&vq->as));
 }
 
 int vq_chain_add_slow(struct vq_chain_builder *b, uint64_t addr, uint32_t len, bool writable)
@@ -272,8 +271,7 @@ int vq_chain_add_slow(struct vq_chain_builder *b, uint64_t addr, uint32_t len, b
 		}
 	}
 	if (cached && b->n < b->iov_max) {
-		b->iov[b->n].iov_base =
-		    (void *)(uintptr_t)(vq->extent.hva + (addr - vq->extent.addr));
+		b->iov[b->n].iov_base = vq_extent_hva(vq, addr);
 		b->iov[b->n].iov_len = len;
 		n = 1;
 		goto translated;

@@ -269,6 +269,12 @@ static inline bool vq_extent_covers(const struct vt_vq_dev *vq, uint64_t addr, u
 	       len - 1 <= e->last - addr && (e->perm & access) == access;
 }
 
+/* The host address of @addr, which the cached extent covers. */
+static inline void *vq_extent_hva(const struct vt_vq_dev *vq, uint64_t addr)
+{
+	return (void *)(uintptr_t)(vq->extent.hva + (addr - vq->extent.addr));
+}
+
 /*
  * A chain of one descriptor (no NEXT, no INDIRECT) inside the cached extent, as nearly every
  * network buffer is: fills iov[0] and the chain's counts without the builder. False when the
@@ -282,7 +288,7 @@ static inline bool vq_chain_single(struct vt_vq_dev *vq, struct vt_vq_chain *cha
 	if (!iov_max ||
 	    !vq_extent_covers(vq, addr, len, writable ? VT_ACCESS_WRITE : VT_ACCESS_READ))
 		return false;
-	iov[0].iov_base = (void *)(uintptr_t)(vq->extent.hva + (addr - vq->extent.addr));
+	iov[0].iov_base = vq_extent_hva(vq, addr);
 	iov[0].iov_len = len;
 	chain->nreadable = !writable;
 	chain->nwritable = writable;
@@ -310,8 +316,7 @@ static inline int vq_chain_add(struct vq_chain_builder *b, uint64_t addr, uint32
 		b->n < b->iov_max && (writable || !b->seen_writable) && total <= UINT32_MAX &&
 		    vq_extent_covers(vq, addr, len, writable ? VT_ACCESS_WRITE : VT_ACCESS_READ),
 		1)) {
-		b->iov[b->n].iov_base =
-		    (void *)(uintptr_t)(vq->extent.hva + (addr - vq->extent.addr));
+		b->iov[b->n].iov_base = vq_extent_hva(vq, addr);
 		b->iov[b->n].iov_len = len;
 		b->n++;
 		b->total = total;
@@ -482,6 +487,18 @@ static inline int vq_drv_map(struct vt_vq_drv *vq, void *ptr, size_t len, enum v
 		return 0;
 	}
 	return vt_dma_map(vq->dma, ptr, len, dir, bus);
+}
+
+/* The rule for indirect tables: with INDIRECT_DESC, a buffer of 2 to indirect_max segments. */
+static inline bool vq_drv_wants_indirect(const struct vt_vq_drv *vq, unsigned int nsegs)
+{
+	return vq->indirect && nsegs > 1 && nsegs <= vq->indirect_max;
+}
+
+/* The records of the indirect table of buffer @id (split: head), one per table entry. */
+static inline struct vq_desc_shadow *vq_drv_table_shadow(struct vt_vq_drv *vq, uint16_t id)
+{
+	return vq->indirect_shadow + (size_t)id * vq->indirect_max;
 }
 
 /* Maps one segment into @sh: readable TO_DEVICE, writable FROM_DEVICE. */

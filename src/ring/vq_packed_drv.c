@@ -83,7 +83,7 @@ static int add_indirect(struct vt_vq_drv *vq, uint16_t id, const struct iovec *s
 {
 	unsigned int n = nreadable + nwritable;
 	size_t offset = (size_t)id * vq->indirect_max;
-	struct vq_desc_shadow *ts = vq->indirect_shadow + offset;
+	struct vq_desc_shadow *ts = vq_drv_table_shadow(vq, id);
 	struct pvirtq_desc *table = (struct pvirtq_desc *)vq->indirect_mem + offset;
 
 	int ret = vq_drv_map_segments(vq, sg, nreadable, nwritable, ts);
@@ -187,7 +187,7 @@ int vq_packed_drv_add(struct vt_vq_drv *vq, const struct iovec *sg, unsigned int
 		      unsigned int nwritable, void *token)
 {
 	unsigned int n = nreadable + nwritable;
-	bool indirect = vq->indirect && n > 1 && n <= vq->indirect_max;
+	bool indirect = vq_drv_wants_indirect(vq, n);
 	unsigned int need = indirect ? 1 : n;
 	int ret;
 
@@ -255,8 +255,7 @@ static __attribute__((noinline)) void unmap_buffer(struct vt_vq_drv *vq, uint16_
 	const struct vq_buffer_state *buf = &vq->buffers[id];
 
 	if (buf->indirect)
-		vq_drv_unmap_segments(vq, vq->indirect_shadow + (size_t)id * vq->indirect_max,
-				      buf->nsegs);
+		vq_drv_unmap_segments(vq, vq_drv_table_shadow(vq, id), buf->nsegs);
 	else
 		unmap_direct(vq, id, buf->nsegs);
 }

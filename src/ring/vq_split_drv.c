@@ -64,7 +64,7 @@ static int add_indirect(struct vt_vq_drv *vq, uint16_t head, const struct iovec 
 {
 	unsigned int n = nreadable + nwritable;
 	size_t offset = (size_t)head * vq->indirect_max;
-	struct vq_desc_shadow *ts = vq->indirect_shadow + offset;
+	struct vq_desc_shadow *ts = vq_drv_table_shadow(vq, head);
 	struct virtq_desc *table = (struct virtq_desc *)vq->indirect_mem + offset;
 
 	int ret = vq_drv_map_segments(vq, sg, nreadable, nwritable, ts);
@@ -132,7 +132,7 @@ int vq_split_drv_add(struct vt_vq_drv *vq, const struct iovec *sg, unsigned int 
 		     unsigned int nwritable, void *token)
 {
 	unsigned int n = nreadable + nwritable;
-	bool indirect = vq->indirect && n > 1 && n <= vq->indirect_max;
+	bool indirect = vq_drv_wants_indirect(vq, n);
 	unsigned int need = indirect ? 1 : n;
 	uint16_t mask = (uint16_t)(vq->num - 1);
 	int ret;
@@ -194,8 +194,7 @@ static __attribute__((noinline)) void unmap_buffer(struct vt_vq_drv *vq, uint16_
 	uint16_t mask = (uint16_t)(vq->num - 1);
 
 	if (buf->indirect) {
-		vq_drv_unmap_segments(vq, vq->indirect_shadow + (size_t)head * vq->indirect_max,
-				      buf->nsegs);
+		vq_drv_unmap_segments(vq, vq_drv_table_shadow(vq, head), buf->nsegs);
 		return;
 	}
 	uint16_t d = head;
