@@ -372,6 +372,20 @@ VT_TEST(strict_iommu_survives_a_backend_crash_and_refills_its_iotlb_by_misses)
 	crash_and_reconnect(true, VT_DMA_IOMMU_STRICT, false, false);
 }
 
+/*
+ * Makes buffer @i, posts it, kicks, and waits until the back-end returned it (@got counts the
+ * buffers collected so far, in order): 0 or the first error.
+ */
+static int round_trip(struct rig *g, unsigned int i, uint64_t *seed, unsigned int *got)
+{
+	int rc = buf_make(g, &g->bufs[i], seed);
+	if (rc == 0)
+		rc = post(g, i, i + 1);
+	if (rc == 0)
+		rc = vt_vu_frontend_kick(g->fe, 0);
+	return rc < 0 ? rc : collect_until(g, got, i + 1);
+}
+
 VT_TEST(a_new_backend_that_lost_a_negotiated_feature_is_refused)
 {
 	struct rig g;
@@ -380,10 +394,7 @@ VT_TEST(a_new_backend_that_lost_a_negotiated_feature_is_refused)
 
 	REQUIRE_EQ(rig_init(&g, false, VT_DMA_DIRECT, true, false), 0);
 	CHECK(vt_vu_frontend_features(g.fe) & F(EVENT_IDX));
-	REQUIRE_EQ(buf_make(&g, &g.bufs[0], &seed), 0);
-	REQUIRE_EQ(post(&g, 0, 1), 0);
-	REQUIRE_EQ(vt_vu_frontend_kick(g.fe, 0), 0);
-	REQUIRE_EQ(collect_until(&g, &got, 1), 0);
+	REQUIRE_EQ(round_trip(&g, 0, &seed, &got), 0);
 	kill_backend(&g);
 	g.child = start_backend(&g, 0, F(EVENT_IDX));
 	REQUIRE(g.child > 0);
@@ -396,10 +407,7 @@ VT_TEST(a_new_backend_that_lost_a_negotiated_feature_is_refused)
 	g.child = start_backend(&g, 0, 0);
 	REQUIRE(g.child > 0);
 	CHECK_EQ(vt_vu_frontend_reconnect(g.fe), 0);
-	REQUIRE_EQ(buf_make(&g, &g.bufs[1], &seed), 0);
-	REQUIRE_EQ(post(&g, 1, 2), 0);
-	REQUIRE_EQ(vt_vu_frontend_kick(g.fe, 0), 0);
-	CHECK_EQ(collect_until(&g, &got, 2), 0);
+	CHECK_EQ(round_trip(&g, 1, &seed, &got), 0);
 	rig_destroy(&g);
 }
 
@@ -423,18 +431,12 @@ VT_TEST(a_backend_that_hangs_up_during_the_hand_over_is_dialled_again)
 	unsigned int got = 0;
 
 	REQUIRE_EQ(rig_init(&g, false, VT_DMA_DIRECT, true, false), 0);
-	REQUIRE_EQ(buf_make(&g, &g.bufs[0], &seed), 0);
-	REQUIRE_EQ(post(&g, 0, 1), 0);
-	REQUIRE_EQ(vt_vu_frontend_kick(g.fe, 0), 0);
-	REQUIRE_EQ(collect_until(&g, &got, 1), 0);
+	REQUIRE_EQ(round_trip(&g, 0, &seed, &got), 0);
 	kill_backend(&g);
 	g.child = start_backend(&g, (unsigned int)-1, 0);
 	REQUIRE(g.child > 0);
 	CHECK_EQ(vt_vu_frontend_reconnect(g.fe), 0);
-	REQUIRE_EQ(buf_make(&g, &g.bufs[1], &seed), 0);
-	REQUIRE_EQ(post(&g, 1, 2), 0);
-	REQUIRE_EQ(vt_vu_frontend_kick(g.fe, 0), 0);
-	CHECK_EQ(collect_until(&g, &got, 2), 0);
+	CHECK_EQ(round_trip(&g, 1, &seed, &got), 0);
 	struct vt_vu_frontend_stats st;
 	vt_vu_frontend_get_stats(g.fe, &st);
 	CHECK_EQ(st.reconnects, 1);
