@@ -229,6 +229,16 @@ void vt_vq_drv_addrs(const struct vt_vq_drv *vq, uint64_t *desc_addr, uint64_t *
 int vt_vq_drv_add(struct vt_vq_drv *vq, const struct iovec *sg, unsigned int nreadable,
 		  unsigned int nwritable, void *token);
 
+/*
+ * Posts bufs[0 .. n) as @n buffers of one segment each, all for the device to read (@writable
+ * false) or all for it to write, with tokens[i]: as @n calls of vt_vq_drv_add would, the
+ * per-call work done once. Returns how many were posted. A buffer that cannot be posted ends
+ * the burst; its error (the codes of vt_vq_drv_add: -ENOSPC once the ring is full) is returned
+ * only when it is the first, and nothing of it stays mapped.
+ */
+int vt_vq_drv_add_burst(struct vt_vq_drv *vq, const struct iovec *bufs, unsigned int n,
+			bool writable, void *const *tokens);
+
 /* Publishes posted buffers. Returns true when the device must be notified. */
 bool vt_vq_drv_kick_prepare(struct vt_vq_drv *vq);
 
@@ -237,6 +247,13 @@ bool vt_vq_drv_kick_prepare(struct vt_vq_drv *vq);
  * writable size posted, counted in used_len_clamped); -EAGAIN if none; -EPROTO if broken.
  */
 int vt_vq_drv_get(struct vt_vq_drv *vq, void **token, uint32_t *len);
+
+/*
+ * Collects up to @max used buffers as @max calls of vt_vq_drv_get would: tokens[i] and lens[i].
+ * Returns how many (0: none used). A violation ends the burst: the buffers before it are
+ * returned, the queue is broken, and -EPROTO comes back when nothing was collected.
+ */
+int vt_vq_drv_get_burst(struct vt_vq_drv *vq, void **tokens, uint32_t *lens, unsigned int max);
 
 void vt_vq_drv_disable_cb(struct vt_vq_drv *vq);
 /* Re-enables used-buffer notifications, then re-checks: true when buffers are pending. */

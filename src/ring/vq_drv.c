@@ -198,6 +198,32 @@ int vt_vq_drv_add(struct vt_vq_drv *vq, const struct iovec *sg, unsigned int nre
 	return ret;
 }
 
+int vt_vq_drv_add_burst(struct vt_vq_drv *vq, const struct iovec *bufs, unsigned int n,
+			bool writable, void *const *tokens)
+{
+	unsigned int valid = 0;
+
+	if (vq->broken)
+		return -EPROTO;
+	if (n == 0)
+		return 0;
+	/* A buffer vt_vq_drv_add would refuse ends the burst before it. */
+	while (valid < n && check_segments(&bufs[valid], 1, tokens[valid]) == 0)
+		valid++;
+	if (valid == 0)
+		return -EINVAL;
+	int ret = vq->packed ? vq_packed_drv_add_burst(vq, bufs, valid, writable, tokens)
+			     : vq_split_drv_add_burst(vq, bufs, valid, writable, tokens);
+	if (ret == 0)
+		return -ENOSPC;
+	if (ret > 0) {
+		vq->stats.added += (unsigned int)ret;
+		vq->outstanding += (unsigned int)ret;
+		vq->added_since_kick += (unsigned int)ret;
+	}
+	return ret;
+}
+
 bool vt_vq_drv_kick_prepare(struct vt_vq_drv *vq)
 {
 	if (vq->broken || vq->added_since_kick == 0)
@@ -222,6 +248,19 @@ int vt_vq_drv_get(struct vt_vq_drv *vq, void **token, uint32_t *len)
 	if (ret == 0) {
 		vq->stats.used++;
 		vq->outstanding--;
+	}
+	return ret;
+}
+
+int vt_vq_drv_get_burst(struct vt_vq_drv *vq, void **tokens, uint32_t *lens, unsigned int max)
+{
+	if (vq->broken)
+		return -EPROTO;
+	int ret = vq->packed ? vq_packed_drv_get_burst(vq, tokens, lens, max)
+			     : vq_split_drv_get_burst(vq, tokens, lens, max);
+	if (ret > 0) {
+		vq->stats.used += (unsigned int)ret;
+		vq->outstanding -= (unsigned int)ret;
 	}
 	return ret;
 }

@@ -564,6 +564,44 @@ static inline uint32_t vq_drv_check_len(struct vt_vq_drv *vq, uint16_t id, uint3
 	return vq_drv_clamp_len(vq, id, len);
 }
 
+/*
+ * The burst loops, one per format with its one-buffer step inlined (@add_one, @get_one are
+ * the format's static inline functions): the calls, the broken latch and the dispatch are paid
+ * once per burst. Both stop at the first buffer that fails and return how many went before it,
+ * or that failure when it was the first (-EAGAIN from get: 0, nothing used yet).
+ */
+static inline __attribute__((always_inline)) int
+vq_drv_add_loop(struct vt_vq_drv *vq, const struct iovec *bufs, unsigned int n, bool writable,
+		void *const *tokens,
+		int (*add_one)(struct vt_vq_drv *, const struct iovec *, bool, void *))
+{
+	unsigned int i;
+
+	if (n > vq->num_free)
+		n = vq->num_free;
+	for (i = 0; i < n; i++) {
+		int ret = add_one(vq, &bufs[i], writable, tokens[i]);
+		if (ret < 0)
+			return i ? (int)i : ret;
+	}
+	return (int)i;
+}
+
+static inline __attribute__((always_inline)) int
+vq_drv_get_loop(struct vt_vq_drv *vq, void **tokens, uint32_t *lens, unsigned int max,
+		int (*get_one)(struct vt_vq_drv *, void **, uint32_t *))
+{
+	unsigned int n = 0;
+
+	while (n < max) {
+		int ret = get_one(vq, &tokens[n], &lens[n]);
+		if (ret < 0)
+			return n || ret == -EAGAIN ? (int)n : ret;
+		n++;
+	}
+	return (int)n;
+}
+
 void vq_drv_order_push(struct vt_vq_drv *vq, uint16_t id);
 /* IN_ORDER: the next buffer of the batch one used entry completed (token, len); its id. */
 uint16_t vq_drv_batch_next(struct vt_vq_drv *vq, void **token, uint32_t *len);
@@ -573,6 +611,9 @@ int vq_split_drv_add(struct vt_vq_drv *vq, const struct iovec *sg, unsigned int 
 		     unsigned int nwritable, void *token);
 bool vq_split_drv_kick_prepare(struct vt_vq_drv *vq);
 int vq_split_drv_get(struct vt_vq_drv *vq, void **token, uint32_t *len);
+int vq_split_drv_add_burst(struct vt_vq_drv *vq, const struct iovec *bufs, unsigned int n,
+			   bool writable, void *const *tokens);
+int vq_split_drv_get_burst(struct vt_vq_drv *vq, void **tokens, uint32_t *lens, unsigned int max);
 void vq_split_drv_disable_cb(struct vt_vq_drv *vq);
 bool vq_split_drv_enable_cb(struct vt_vq_drv *vq);
 void *vq_split_drv_detach_unused(struct vt_vq_drv *vq);
@@ -585,6 +626,9 @@ int vq_packed_drv_add(struct vt_vq_drv *vq, const struct iovec *sg, unsigned int
 		      unsigned int nwritable, void *token);
 bool vq_packed_drv_kick_prepare(struct vt_vq_drv *vq);
 int vq_packed_drv_get(struct vt_vq_drv *vq, void **token, uint32_t *len);
+int vq_packed_drv_add_burst(struct vt_vq_drv *vq, const struct iovec *bufs, unsigned int n,
+			    bool writable, void *const *tokens);
+int vq_packed_drv_get_burst(struct vt_vq_drv *vq, void **tokens, uint32_t *lens, unsigned int max);
 void vq_packed_drv_disable_cb(struct vt_vq_drv *vq);
 bool vq_packed_drv_enable_cb(struct vt_vq_drv *vq);
 void *vq_packed_drv_detach_unused(struct vt_vq_drv *vq);

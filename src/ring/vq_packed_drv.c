@@ -183,40 +183,59 @@ static __attribute__((noinline)) int add_segments(struct vt_vq_drv *vq, uint16_t
 	return 0;
 }
 
+/* Takes buffer @id, of @ndesc descriptors whose records end at @last, off the free lists. */
+static inline void post_buffer(struct vt_vq_drv *vq, uint16_t id, unsigned int ndesc, uint16_t last)
+{
+	vq->free_head = vq->shadow[last].next;
+	vq->num_free -= ndesc;
+	if (vq->in_order)
+		vq_drv_order_push(vq, id);
+}
+
+/* One segment, one descriptor: the common case, without the loops. The caller checked that a
+ * descriptor is free. */
+static inline int add_one_segment(struct vt_vq_drv *vq, const struct iovec *sg, bool writable,
+				  void *token)
+{
+	/* The buffer id is its first record; records, not slots, hold what was posted. */
+	uint16_t id = vq->free_head;
+	struct vq_desc_shadow *sh = &vq->shadow[id];
+
+	int ret = vq_drv_map_one(vq, sg, writable, sh);
+	if (ret < 0)
+		return ret;
+	write_next_slot(vq, sh->bus, sh->len, id, sh->flags);
+	vq_drv_record(vq, id, token, 1, sg, !writable, 1, false, id);
+	post_buffer(vq, id, 1, id);
+	return 0;
+}
+
 int vq_packed_drv_add(struct vt_vq_drv *vq, const struct iovec *sg, unsigned int nreadable,
 		      unsigned int nwritable, void *token)
 {
 	unsigned int n = nreadable + nwritable;
 	bool indirect = vq_drv_wants_indirect(vq, n);
 	unsigned int need = indirect ? 1 : n;
-	int ret;
 
 	if (need > vq->num_free)
 		return -ENOSPC;
-	/* The buffer id is its first record; records, not slots, hold what was posted. */
+	if (n == 1)
+		return add_one_segment(vq, sg, nwritable != 0, token);
+
 	uint16_t id = vq->free_head;
 	uint16_t last = id;
-
-	if (n == 1) {
-		/* One segment, one descriptor: the common case without the loops. */
-		struct vq_desc_shadow *sh = &vq->shadow[id];
-		ret = vq_drv_map_one(vq, &sg[0], nwritable != 0, sh);
-		if (ret < 0)
-			return ret;
-		write_next_slot(vq, sh->bus, sh->len, id, sh->flags);
-	} else {
-		ret = add_segments(vq, id, sg, nreadable, nwritable, indirect, &last);
-		if (ret < 0)
-			return ret;
-	}
-
+	int ret = add_segments(vq, id, sg, nreadable, nwritable, indirect, &last);
+	if (ret < 0)
+		return ret;
 	vq_drv_record(vq, id, token, need, sg, nreadable, n, indirect, last);
-
-	vq->free_head = vq->shadow[last].next;
-	vq->num_free -= need;
-	if (vq->in_order)
-		vq_drv_order_push(vq, id);
+	post_buffer(vq, id, need, last);
 	return 0;
+}
+
+int vq_packed_drv_add_burst(struct vt_vq_drv *vq, const struct iovec *bufs, unsigned int n,
+			    bool writable, void *const *tokens)
+{
+	return vq_drv_add_loop(vq, bufs, n, writable, tokens, add_one_segment);
 }
 
 bool vq_packed_drv_kick_prepare(struct vt_vq_drv *vq)
@@ -295,7 +314,8 @@ static int used_state(struct vt_vq_drv *vq, uint16_t *flags)
 	return -1;
 }
 
-int vq_packed_drv_get(struct vt_vq_drv *vq, void **token, uint32_t *len)
+/* One used buffer: vq_packed_drv_get, inline in the burst's loop. */
+static inline int get_one(struct vt_vq_drv *vq, void **token, uint32_t *len)
 {
 	if (vq->in_batch) {
 		/* Handing out an in-order batch that one used entry completed. */
@@ -347,7 +367,8 @@ int vq_packed_drv_get(struct vt_vq_drv *vq, void **token, uint32_t *len)
 		vq->in_batch = true;
 		vq->batch_last_id = id;
 		vq->batch_last_len = used_len;
-		return vq_packed_drv_get(vq, token, len);
+		detach_buffer(vq, vq_drv_batch_next(vq, token, len));
+		return 0;
 	}
 
 	unsigned int ndesc = vq->buffers[id].ndesc;
@@ -364,6 +385,16 @@ int vq_packed_drv_get(struct vt_vq_drv *vq, void **token, uint32_t *len)
 	*len = vq_drv_check_len(vq, id, used_len);
 	detach_buffer(vq, id);
 	return 0;
+}
+
+int vq_packed_drv_get(struct vt_vq_drv *vq, void **token, uint32_t *len)
+{
+	return get_one(vq, token, len);
+}
+
+int vq_packed_drv_get_burst(struct vt_vq_drv *vq, void **tokens, uint32_t *lens, unsigned int max)
+{
+	return vq_drv_get_loop(vq, tokens, lens, max, get_one);
 }
 
 /* Writes the driver area's flags when they change: the device reads this line at every flush. */

@@ -128,48 +128,70 @@ static __attribute__((noinline)) int add_segments(struct vt_vq_drv *vq, uint16_t
 	return 0;
 }
 
+/* Takes buffer @head, of @ndesc descriptors ending at @last, off the free descriptors and makes
+ * it the next avail entry (published by kick_prepare). */
+static inline void post_buffer(struct vt_vq_drv *vq, uint16_t head, unsigned int ndesc,
+			       uint16_t last)
+{
+	uint16_t mask = (uint16_t)(vq->num - 1);
+
+	if (vq->in_order)
+		vq->in_order_next = (uint16_t)((head + ndesc) & mask);
+	else
+		vq->free_head = vq->shadow[last].next;
+	vq->num_free -= ndesc;
+	if (vq->in_order)
+		vq_drv_order_push(vq, head);
+
+	ring_write16(&ring_avail(vq)->ring[vq->avail_idx_shadow & mask], head);
+	vq->avail_idx_shadow++;
+}
+
+/* One segment, one descriptor: the common case, without the chain loops. The caller checked
+ * that a descriptor is free. */
+static inline int add_one_segment(struct vt_vq_drv *vq, const struct iovec *sg, bool writable,
+				  void *token)
+{
+	uint16_t head = vq->in_order ? vq->in_order_next : vq->free_head;
+	struct vq_desc_shadow *sh = &vq->shadow[head];
+
+	int ret = vq_drv_map_one(vq, sg, writable, sh);
+	if (ret < 0)
+		return ret;
+	if (vq->in_order)
+		sh->next = (uint16_t)((head + 1) & (vq->num - 1));
+	write_desc(&ring_desc(vq)[head], sh->bus, sh->len, sh->flags, 0);
+	vq_drv_record(vq, head, token, 1, sg, !writable, 1, false, head);
+	post_buffer(vq, head, 1, head);
+	return 0;
+}
+
 int vq_split_drv_add(struct vt_vq_drv *vq, const struct iovec *sg, unsigned int nreadable,
 		     unsigned int nwritable, void *token)
 {
 	unsigned int n = nreadable + nwritable;
 	bool indirect = vq_drv_wants_indirect(vq, n);
 	unsigned int need = indirect ? 1 : n;
-	uint16_t mask = (uint16_t)(vq->num - 1);
-	int ret;
 
 	if (need > vq->num_free)
 		return -ENOSPC;
+	if (n == 1)
+		return add_one_segment(vq, sg, nwritable != 0, token);
+
 	uint16_t head = vq->in_order ? vq->in_order_next : vq->free_head;
 	uint16_t last = head;
-
-	if (n == 1) {
-		/* One segment, one descriptor: the common case without the chain loops. */
-		struct vq_desc_shadow *sh = &vq->shadow[head];
-		ret = vq_drv_map_one(vq, &sg[0], nwritable != 0, sh);
-		if (ret < 0)
-			return ret;
-		if (vq->in_order)
-			sh->next = (uint16_t)((head + 1) & mask);
-		write_desc(&ring_desc(vq)[head], sh->bus, sh->len, sh->flags, 0);
-	} else {
-		ret = add_segments(vq, head, sg, nreadable, nwritable, indirect, &last);
-		if (ret < 0)
-			return ret;
-	}
-
+	int ret = add_segments(vq, head, sg, nreadable, nwritable, indirect, &last);
+	if (ret < 0)
+		return ret;
 	vq_drv_record(vq, head, token, need, sg, nreadable, n, indirect, last);
-
-	if (vq->in_order)
-		vq->in_order_next = (uint16_t)((head + need) & mask);
-	else
-		vq->free_head = vq->shadow[last].next;
-	vq->num_free -= need;
-	if (vq->in_order)
-		vq_drv_order_push(vq, head);
-
-	ring_write16(&ring_avail(vq)->ring[vq->avail_idx_shadow & mask], head);
-	vq->avail_idx_shadow++;
+	post_buffer(vq, head, need, last);
 	return 0;
+}
+
+int vq_split_drv_add_burst(struct vt_vq_drv *vq, const struct iovec *bufs, unsigned int n,
+			   bool writable, void *const *tokens)
+{
+	return vq_drv_add_loop(vq, bufs, n, writable, tokens, add_one_segment);
 }
 
 bool vq_split_drv_kick_prepare(struct vt_vq_drv *vq)
@@ -221,7 +243,8 @@ static inline void detach_buffer(struct vt_vq_drv *vq, uint16_t head)
 	buf->token = NULL;
 }
 
-int vq_split_drv_get(struct vt_vq_drv *vq, void **token, uint32_t *len)
+/* One used buffer: vq_split_drv_get, inline in the burst's loop. */
+static inline int get_one(struct vt_vq_drv *vq, void **token, uint32_t *len)
 {
 	uint16_t mask = (uint16_t)(vq->num - 1);
 
@@ -284,7 +307,8 @@ int vq_split_drv_get(struct vt_vq_drv *vq, void **token, uint32_t *len)
 		vq->in_batch = true;
 		vq->batch_last_id = (uint16_t)id;
 		vq->batch_last_len = used_len;
-		return vq_split_drv_get(vq, token, len);
+		detach_buffer(vq, vq_drv_batch_next(vq, token, len));
+		return 0;
 	}
 
 	vq->last_used++;
@@ -296,6 +320,16 @@ int vq_split_drv_get(struct vt_vq_drv *vq, void **token, uint32_t *len)
 	*len = vq_drv_check_len(vq, (uint16_t)id, used_len);
 	detach_buffer(vq, (uint16_t)id);
 	return 0;
+}
+
+int vq_split_drv_get(struct vt_vq_drv *vq, void **token, uint32_t *len)
+{
+	return get_one(vq, token, len);
+}
+
+int vq_split_drv_get_burst(struct vt_vq_drv *vq, void **tokens, uint32_t *lens, unsigned int max)
+{
+	return vq_drv_get_loop(vq, tokens, lens, max, get_one);
 }
 
 void vq_split_drv_disable_cb(struct vt_vq_drv *vq)

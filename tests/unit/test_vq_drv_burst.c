@@ -1,0 +1,374 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * vt_vq_drv_add_burst and vt_vq_drv_get_burst: a burst posts and collects exactly what the same
+ * number of single calls would. The device sees each buffer's bytes in posting order, the driver
+ * gets every token back once with the length the device reported; a burst stops at a full ring,
+ * at a buffer vt_vq_drv_add would refuse (which the next call then meets), and at a hostile used
+ * entry (the buffers before it returned, the queue broken). Both formats, IN_ORDER batches too.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "harness.h"
+#include "vq_pair.h"
+
+#include <virtue/spec/virtio_config.h>
+#include <virtue/spec/virtio_ring.h>
+#include <virtue/virtqueue.h>
+
+#define QSIZE 32
+#define LEN   VQ_PAIR_PAYLOAD
+
+/* Buffers first .. first + n - 1 of the rig: iovecs and their tokens (the buffer records). */
+static void make_bufs(struct vq_pair *r, unsigned int first, unsigned int n, bool writable,
+		      struct iovec *sg, void **tokens)
+{
+	for (unsigned int i = 0; i < n; i++) {
+		struct vq_pair_buf *b = &r->bufs[first + i];
+		b->seed = ++r->next_seed;
+		for (unsigned int k = 0; k < LEN; k++)
+			b->mem[k] = writable ? 0 : (uint8_t)(b->seed * 7 + k);
+		sg[i] = (struct iovec){ b->mem, LEN };
+		tokens[i] = b;
+	}
+}
+
+/* The chain is buffer @b, one segment the way asked, with @b's bytes when readable. */
+static bool chain_is_buf(const struct vt_vq_chain *c, const struct iovec *iov,
+			 const struct vq_pair_buf *b, bool writable)
+{
+	if (iov[0].iov_base != b->mem || iov[0].iov_len != LEN)
+		return false;
+	if (writable)
+		return c->nreadable == 0 && c->nwritable == 1 && c->writable_bytes == LEN;
+	if (c->nreadable != 1 || c->nwritable != 0 || c->readable_bytes != LEN)
+		return false;
+	for (unsigned int k = 0; k < LEN; k++)
+		if (b->mem[k] != (uint8_t)(b->seed * 7 + k))
+			return false;
+	return true;
+}
+
+/*
+ * Posts @n buffers in one burst; the device takes them (one chain each, in posting order) and
+ * returns them reversed, writing @seed-derived bytes into writable ones. Collected in one burst:
+ * each token once, in the order used, with its length and bytes.
+ */
+static void round_trip(struct vq_pair *r, unsigned int first, unsigned int n, bool writable)
+{
+	struct iovec sg[QSIZE], iov[QSIZE];
+	void *tokens[QSIZE], *got[QSIZE + 1];
+	uint32_t lens[QSIZE + 1];
+	struct vt_vq_chain chains[QSIZE];
+
+	make_bufs(r, first, n, writable, sg, tokens);
+	REQUIRE_EQ(vt_vq_drv_add_burst(r->drv, sg, n, writable, tokens), (int)n);
+	vt_vq_drv_kick_prepare(r->drv);
+	REQUIRE_EQ(vt_vq_dev_pop_burst(r->dev, chains, iov, 1, QSIZE), (int)n);
+	for (unsigned int i = 0; i < n; i++)
+		CHECK(chain_is_buf(&chains[i], &iov[i], &r->bufs[first + i], writable));
+	for (unsigned int i = n; i-- > 0;) {
+		uint32_t written = 0;
+		if (writable) {
+			written = LEN - i; /* distinct per buffer */
+			memset(iov[i].iov_base, (int)(0xa0 + i), written);
+		}
+		REQUIRE_EQ(vt_vq_dev_push(r->dev, &chains[i], written), 0);
+	}
+	vt_vq_dev_flush(r->dev);
+	REQUIRE_EQ(vt_vq_drv_get_burst(r->drv, got, lens, QSIZE + 1), (int)n);
+	for (unsigned int j = 0; j < n; j++) {
+		unsigned int i = n - 1 - j; /* used in reverse */
+		CHECK(got[j] == tokens[i]);
+		CHECK_EQ(lens[j], writable ? LEN - i : 0u);
+		if (writable) {
+			const uint8_t *m = r->bufs[first + i].mem;
+			CHECK(m[0] == (uint8_t)(0xa0 + i) && m[LEN - i - 1] == (uint8_t)(0xa0 + i));
+		}
+	}
+	CHECK_EQ(vt_vq_drv_get_burst(r->drv, got, lens, QSIZE), 0);
+}
+
+static void bursts_round_trip(bool packed)
+{
+	struct vq_pair r;
+
+	REQUIRE_EQ(vq_pair_init(&r, QSIZE, packed, false, false), 0);
+	/* Bursts of 13 over laps of the 32-entry ring, so that bursts cross its end. */
+	for (unsigned int round = 0; round < 8; round++)
+		round_trip(&r, 0, 13, round & 1);
+	struct vt_vq_drv_stats st;
+	vt_vq_drv_get_stats(r.drv, &st);
+	CHECK_EQ(st.added, 8u * 13);
+	CHECK_EQ(st.used, 8u * 13);
+	CHECK(!vt_vq_drv_is_broken(r.drv) && !vt_vq_dev_is_broken(r.dev));
+	vq_pair_destroy(&r);
+}
+
+VT_TEST(split_drv_bursts_post_and_collect_every_buffer_with_its_bytes)
+{
+	bursts_round_trip(false);
+}
+
+VT_TEST(packed_drv_bursts_post_and_collect_every_buffer_with_its_bytes)
+{
+	bursts_round_trip(true);
+}
+
+static void burst_stops_at_full_ring(bool packed)
+{
+	struct vq_pair r;
+	struct iovec sg[QSIZE + 8];
+	void *tokens[QSIZE + 8], *got[QSIZE];
+	uint32_t lens[QSIZE];
+	struct vt_vq_chain chains[QSIZE];
+	struct iovec iov[QSIZE];
+
+	REQUIRE_EQ(vq_pair_init(&r, QSIZE, packed, false, false), 0);
+	make_bufs(&r, 0, QSIZE + 8, false, sg, tokens);
+	/* 40 asked, 32 fit: the burst posts those and reports how many. */
+	REQUIRE_EQ(vt_vq_drv_add_burst(r.drv, sg, QSIZE + 8, false, tokens), QSIZE);
+	CHECK_EQ(vt_vq_drv_add_burst(r.drv, sg + QSIZE, 8, false, tokens + QSIZE), -ENOSPC);
+	vt_vq_drv_kick_prepare(r.drv);
+	REQUIRE_EQ(vt_vq_dev_pop_burst(r.dev, chains, iov, 1, QSIZE), QSIZE);
+	/* Five come back: the remaining eight no longer fit, five do. */
+	for (unsigned int i = 0; i < 5; i++)
+		REQUIRE_EQ(vt_vq_dev_push(r.dev, &chains[i], 0), 0);
+	vt_vq_dev_flush(r.dev);
+	REQUIRE_EQ(vt_vq_drv_get_burst(r.drv, got, lens, QSIZE), 5);
+	for (unsigned int i = 0; i < 5; i++)
+		CHECK(got[i] == tokens[i]);
+	CHECK_EQ(vt_vq_drv_add_burst(r.drv, sg + QSIZE, 8, false, tokens + QSIZE), 5);
+	vt_vq_drv_kick_prepare(r.drv);
+	REQUIRE_EQ(vt_vq_dev_pop_burst(r.dev, chains, iov, 1, QSIZE), 5);
+	for (unsigned int i = 0; i < 5; i++)
+		CHECK(chain_is_buf(&chains[i], &iov[i], &r.bufs[QSIZE + i], false));
+	CHECK(!vt_vq_drv_is_broken(r.drv));
+	vq_pair_destroy(&r);
+}
+
+VT_TEST(split_add_burst_posts_what_fits_then_enospc)
+{
+	burst_stops_at_full_ring(false);
+}
+
+VT_TEST(packed_add_burst_posts_what_fits_then_enospc)
+{
+	burst_stops_at_full_ring(true);
+}
+
+/* A zero-length buffer, a NULL token and an unmappable one each end the burst before them. */
+static void burst_stops_before_refused_buffer(bool packed)
+{
+	struct vq_pair r;
+	struct iovec sg[8];
+	void *tokens[8];
+	uint8_t outside[LEN]; /* on the stack: not in shared memory, the DMA API cannot map it */
+	struct vt_vq_chain chains[8];
+	struct iovec iov[8];
+
+	REQUIRE_EQ(vq_pair_init(&r, QSIZE, packed, false, false), 0);
+	make_bufs(&r, 0, 8, false, sg, tokens);
+	sg[2].iov_len = 0;
+	REQUIRE_EQ(vt_vq_drv_add_burst(r.drv, sg, 8, false, tokens), 2);
+	CHECK_EQ(vt_vq_drv_add_burst(r.drv, sg + 2, 6, false, tokens + 2), -EINVAL);
+	sg[2].iov_len = LEN;
+	tokens[4] = NULL;
+	CHECK_EQ(vt_vq_drv_add_burst(r.drv, sg + 2, 6, false, tokens + 2), 2);
+	CHECK_EQ(vt_vq_drv_add_burst(r.drv, sg + 4, 4, false, tokens + 4), -EINVAL);
+	tokens[4] = &r.bufs[4];
+	/* The DMA API's refusal is vt_vq_drv_add's, and nothing of the buffer is posted. */
+	struct iovec bad = { outside, LEN };
+	int single = vt_vq_drv_add(r.drv, &bad, 1, 0, tokens[4]);
+	CHECK(single < 0);
+	sg[5] = bad;
+	CHECK_EQ(vt_vq_drv_add_burst(r.drv, sg + 4, 4, false, tokens + 4), 1);
+	CHECK_EQ(vt_vq_drv_add_burst(r.drv, sg + 5, 3, false, tokens + 5), single);
+	vt_vq_drv_kick_prepare(r.drv);
+	/* The device sees exactly buffers 0 .. 4, in order. */
+	REQUIRE_EQ(vt_vq_dev_pop_burst(r.dev, chains, iov, 1, 8), 5);
+	for (unsigned int i = 0; i < 5; i++)
+		CHECK(chain_is_buf(&chains[i], &iov[i], &r.bufs[i], false));
+	CHECK(!vt_vq_drv_is_broken(r.drv));
+	vq_pair_destroy(&r);
+}
+
+VT_TEST(split_add_burst_stops_before_a_buffer_add_would_refuse)
+{
+	burst_stops_before_refused_buffer(false);
+}
+
+VT_TEST(packed_add_burst_stops_before_a_buffer_add_would_refuse)
+{
+	burst_stops_before_refused_buffer(true);
+}
+
+/*
+ * Four buffers used; the device's entry @bad names a buffer that is not outstanding. The burst
+ * returns the buffers before it; the one that meets it breaks the queue with USED_ID and
+ * returns -EPROTO when it collected nothing.
+ */
+static void get_burst_stops_at_hostile_entry(bool packed, unsigned int bad)
+{
+	struct vq_pair r;
+	struct iovec sg[4], iov[4];
+	void *tokens[4], *got[4];
+	uint32_t lens[4];
+	struct vt_vq_chain chains[4];
+	uint64_t desc, driver, device;
+
+	REQUIRE_EQ(vq_pair_init(&r, QSIZE, packed, false, false), 0);
+	make_bufs(&r, 0, 4, false, sg, tokens);
+	REQUIRE_EQ(vt_vq_drv_add_burst(r.drv, sg, 4, false, tokens), 4);
+	vt_vq_drv_kick_prepare(r.drv);
+	REQUIRE_EQ(vt_vq_dev_pop_burst(r.dev, chains, iov, 1, 4), 4);
+	REQUIRE_EQ(vt_vq_dev_push_burst(r.dev, chains, NULL, 4), 0);
+	vt_vq_dev_flush(r.dev);
+	vt_vq_drv_addrs(r.drv, &desc, &driver, &device);
+	if (packed) {
+		struct pvirtq_desc *d = vq_pair_hva(&r, desc);
+		d[bad].id = vt_cpu_to_le16(QSIZE + 3);
+	} else {
+		struct virtq_used *u = vq_pair_hva(&r, device);
+		u->ring[bad].id = vt_cpu_to_le32(QSIZE + 3);
+	}
+	if (bad) {
+		REQUIRE_EQ(vt_vq_drv_get_burst(r.drv, got, lens, 4), (int)bad);
+		for (unsigned int i = 0; i < bad; i++)
+			CHECK(got[i] == tokens[i]);
+		/* Met by the burst that collected them: broken already. */
+		CHECK(vt_vq_drv_is_broken(r.drv));
+	}
+	CHECK_EQ(vt_vq_drv_get_burst(r.drv, got, lens, 4), -EPROTO);
+	CHECK(vt_vq_drv_is_broken(r.drv));
+	CHECK_EQ(vt_vq_drv_error(r.drv), VT_VQ_ERR_USED_ID);
+	/* Broken: both bursts refuse. */
+	CHECK_EQ(vt_vq_drv_add_burst(r.drv, sg, 1, false, tokens), -EPROTO);
+	CHECK_EQ(vt_vq_drv_get_burst(r.drv, got, lens, 4), -EPROTO);
+	vq_pair_destroy(&r);
+}
+
+VT_TEST(split_get_burst_returns_buffers_before_a_hostile_used_id)
+{
+	get_burst_stops_at_hostile_entry(false, 3);
+}
+
+VT_TEST(packed_get_burst_returns_buffers_before_a_hostile_used_id)
+{
+	get_burst_stops_at_hostile_entry(true, 3);
+}
+
+VT_TEST(split_get_burst_meeting_a_hostile_used_id_first_is_eproto)
+{
+	get_burst_stops_at_hostile_entry(false, 0);
+}
+
+VT_TEST(packed_get_burst_meeting_a_hostile_used_id_first_is_eproto)
+{
+	get_burst_stops_at_hostile_entry(true, 0);
+}
+
+/* A writable buffer the device claims to have overfilled: clamped and counted in a burst too. */
+static void get_burst_clamps_length(bool packed)
+{
+	struct vq_pair r;
+	struct iovec sg[2], iov[2];
+	void *tokens[2], *got[2];
+	uint32_t lens[2];
+	struct vt_vq_chain chains[2];
+
+	REQUIRE_EQ(vq_pair_init(&r, QSIZE, packed, false, false), 0);
+	make_bufs(&r, 0, 2, true, sg, tokens);
+	REQUIRE_EQ(vt_vq_drv_add_burst(r.drv, sg, 2, true, tokens), 2);
+	vt_vq_drv_kick_prepare(r.drv);
+	REQUIRE_EQ(vt_vq_dev_pop_burst(r.dev, chains, iov, 1, 2), 2);
+	uint32_t written[2] = { 10, LEN + 100 };
+	REQUIRE_EQ(vt_vq_dev_push_burst(r.dev, chains, written, 2), 0);
+	vt_vq_dev_flush(r.dev);
+	REQUIRE_EQ(vt_vq_drv_get_burst(r.drv, got, lens, 2), 2);
+	CHECK_EQ(lens[0], 10u);
+	CHECK_EQ(lens[1], (uint32_t)LEN);
+	struct vt_vq_drv_stats st;
+	vt_vq_drv_get_stats(r.drv, &st);
+	CHECK_EQ(st.used_len_clamped, 1u);
+	CHECK(!vt_vq_drv_is_broken(r.drv));
+	vq_pair_destroy(&r);
+}
+
+VT_TEST(split_get_burst_clamps_an_overstated_length)
+{
+	get_burst_clamps_length(false);
+}
+
+VT_TEST(packed_get_burst_clamps_an_overstated_length)
+{
+	get_burst_clamps_length(true);
+}
+
+/* Both halves again, with IN_ORDER negotiated. */
+static void make_in_order(struct vq_pair *r)
+{
+	vt_vq_dev_free(r->dev);
+	vt_vq_drv_free(r->drv);
+	r->features |= VT_BIT(VIRTIO_F_IN_ORDER);
+	struct vt_vq_drv_params p = { .num = r->qsize, .features = r->features, .dma = r->dma };
+	r->drv = NULL;
+	r->dev = NULL;
+	REQUIRE_EQ(vt_vq_drv_new(&p, &r->drv), 0);
+	REQUIRE_EQ(vq_pair_dev_start(r, r->packed ? VT_VQ_PACKED_START : 0), 0);
+}
+
+/* One used entry for a batch of 9: the burst hands out all 9, the length on the last only. */
+static void get_burst_in_order_batch(bool packed)
+{
+	struct vq_pair r;
+	struct iovec sg[9], iov[9];
+	void *tokens[9], *got[12];
+	uint32_t lens[12];
+	struct vt_vq_chain chains[9];
+
+	REQUIRE_EQ(vq_pair_init(&r, QSIZE, packed, false, false), 0);
+	make_in_order(&r);
+	for (unsigned int round = 0; round < 6; round++) {
+		make_bufs(&r, 0, 9, true, sg, tokens);
+		REQUIRE_EQ(vt_vq_drv_add_burst(r.drv, sg, 9, true, tokens), 9);
+		vt_vq_drv_kick_prepare(r.drv);
+		REQUIRE_EQ(vt_vq_dev_pop_burst(r.dev, chains, iov, 1, 9), 9);
+		REQUIRE_EQ(vt_vq_dev_push_in_order_batch(r.dev, &chains[8], 33), 0);
+		vt_vq_dev_flush(r.dev);
+		/* Asked in two bursts: the batch carries over from one to the next. */
+		REQUIRE_EQ(vt_vq_drv_get_burst(r.drv, got, lens, 4), 4);
+		REQUIRE_EQ(vt_vq_drv_get_burst(r.drv, got + 4, lens + 4, 8), 5);
+		for (unsigned int i = 0; i < 9; i++) {
+			CHECK(got[i] == tokens[i]);
+			CHECK_EQ(lens[i], i == 8 ? 33u : 0u);
+		}
+		CHECK_EQ(vt_vq_drv_get_burst(r.drv, got, lens, 4), 0);
+	}
+	CHECK(!vt_vq_drv_is_broken(r.drv));
+	vq_pair_destroy(&r);
+}
+
+VT_TEST(split_get_burst_hands_out_an_in_order_batch)
+{
+	get_burst_in_order_batch(false);
+}
+
+VT_TEST(packed_get_burst_hands_out_an_in_order_batch)
+{
+	get_burst_in_order_batch(true);
+}
+
+VT_TEST(empty_bursts_do_nothing)
+{
+	struct vq_pair r;
+	void *got[1];
+	uint32_t lens[1];
+
+	REQUIRE_EQ(vq_pair_init(&r, QSIZE, false, false, false), 0);
+	CHECK_EQ(vt_vq_drv_add_burst(r.drv, NULL, 0, false, NULL), 0);
+	CHECK_EQ(vt_vq_drv_get_burst(r.drv, got, lens, 1), 0);
+	CHECK_EQ(vt_vq_drv_get_burst(r.drv, got, lens, 0), 0);
+	CHECK(!vt_vq_drv_kick_prepare(r.drv));
+	vq_pair_destroy(&r);
+}
