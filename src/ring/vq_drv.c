@@ -180,6 +180,20 @@ static int check_segments(const struct iovec *sg, unsigned int count, void *toke
 	return 0;
 }
 
+/* @n buffers were posted (by one add or a burst) / collected (by gets or a burst). */
+static void count_posted(struct vt_vq_drv *vq, unsigned int n)
+{
+	vq->stats.added += n;
+	vq->outstanding += n;
+	vq->added_since_kick += n;
+}
+
+static void count_collected(struct vt_vq_drv *vq, unsigned int n)
+{
+	vq->stats.used += n;
+	vq->outstanding -= n;
+}
+
 int vt_vq_drv_add(struct vt_vq_drv *vq, const struct iovec *sg, unsigned int nreadable,
 		  unsigned int nwritable, void *token)
 {
@@ -190,11 +204,8 @@ int vt_vq_drv_add(struct vt_vq_drv *vq, const struct iovec *sg, unsigned int nre
 		return ret;
 	ret = vq->packed ? vq_packed_drv_add(vq, sg, nreadable, nwritable, token)
 			 : vq_split_drv_add(vq, sg, nreadable, nwritable, token);
-	if (ret == 0) {
-		vq->stats.added++;
-		vq->outstanding++;
-		vq->added_since_kick++;
-	}
+	if (ret == 0)
+		count_posted(vq, 1);
 	return ret;
 }
 
@@ -216,11 +227,8 @@ int vt_vq_drv_add_burst(struct vt_vq_drv *vq, const struct iovec *bufs, unsigned
 			     : vq_split_drv_add_burst(vq, bufs, valid, writable, tokens);
 	if (ret == 0)
 		return -ENOSPC;
-	if (ret > 0) {
-		vq->stats.added += (unsigned int)ret;
-		vq->outstanding += (unsigned int)ret;
-		vq->added_since_kick += (unsigned int)ret;
-	}
+	if (ret > 0)
+		count_posted(vq, (unsigned int)ret);
 	return ret;
 }
 
@@ -245,10 +253,8 @@ int vt_vq_drv_get(struct vt_vq_drv *vq, void **token, uint32_t *len)
 	if (vq->broken)
 		return -EPROTO;
 	int ret = vq->packed ? vq_packed_drv_get(vq, token, len) : vq_split_drv_get(vq, token, len);
-	if (ret == 0) {
-		vq->stats.used++;
-		vq->outstanding--;
-	}
+	if (ret == 0)
+		count_collected(vq, 1);
 	return ret;
 }
 
@@ -258,10 +264,8 @@ int vt_vq_drv_get_burst(struct vt_vq_drv *vq, void **tokens, uint32_t *lens, uns
 		return -EPROTO;
 	int ret = vq->packed ? vq_packed_drv_get_burst(vq, tokens, lens, max)
 			     : vq_split_drv_get_burst(vq, tokens, lens, max);
-	if (ret > 0) {
-		vq->stats.used += (unsigned int)ret;
-		vq->outstanding -= (unsigned int)ret;
-	}
+	if (ret > 0)
+		count_collected(vq, (unsigned int)ret);
 	return ret;
 }
 
