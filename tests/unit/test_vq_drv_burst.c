@@ -50,6 +50,22 @@ static bool chain_is_buf(const struct vt_vq_chain *c, const struct iovec *iov,
 }
 
 /*
+ * Buffers first .. first + n - 1 posted in one add burst, made available, and taken by the
+ * device in one pop burst (one iovec per chain): how many it took, or the first error.
+ */
+static int post_and_take(struct vq_pair *r, unsigned int first, unsigned int n, bool writable,
+			 struct iovec *sg, void **tokens, struct vt_vq_chain *chains,
+			 struct iovec *iov)
+{
+	make_bufs(r, first, n, writable, sg, tokens);
+	int ret = vt_vq_drv_add_burst(r->drv, sg, n, writable, tokens);
+	if (ret != (int)n)
+		return ret < 0 ? ret : -ENOSPC;
+	vt_vq_drv_kick_prepare(r->drv);
+	return vt_vq_dev_pop_burst(r->dev, chains, iov, 1, n);
+}
+
+/*
  * Posts @n buffers in one burst; the device takes them (one chain each, in posting order) and
  * returns them reversed, writing @seed-derived bytes into writable ones. Collected in one burst:
  * each token once, in the order used, with its length and bytes.
@@ -61,10 +77,9 @@ static void round_trip(struct vq_pair *r, unsigned int first, unsigned int n, bo
 	uint32_t lens[QSIZE + 1];
 	struct vt_vq_chain chains[QSIZE];
 
-	make_bufs(r, first, n, writable, sg, tokens);
-	REQUIRE_EQ(vt_vq_drv_add_burst(r->drv, sg, n, writable, tokens), (int)n);
-	vt_vq_drv_kick_prepare(r->drv);
-	REQUIRE_EQ(vt_vq_dev_pop_burst(r->dev, chains, iov, 1, QSIZE), (int)n);
+	REQUIRE_EQ(post_and_take(r, first, n, writable, sg, tokens, chains, iov), (int)n);
+	/* Exactly those: nothing more is available. */
+	REQUIRE_EQ(vt_vq_dev_pop_burst(r->dev, chains + n, iov + n, 1, QSIZE - n), 0);
 	for (unsigned int i = 0; i < n; i++)
 		CHECK(chain_is_buf(&chains[i], &iov[i], &r->bufs[first + i], writable));
 	for (unsigned int i = n; i-- > 0;) {
@@ -218,10 +233,7 @@ static void get_burst_stops_at_hostile_entry(bool packed, unsigned int bad)
 	uint64_t desc, driver, device;
 
 	REQUIRE_EQ(vq_pair_init(&r, QSIZE, packed, false, false), 0);
-	make_bufs(&r, 0, 4, false, sg, tokens);
-	REQUIRE_EQ(vt_vq_drv_add_burst(r.drv, sg, 4, false, tokens), 4);
-	vt_vq_drv_kick_prepare(r.drv);
-	REQUIRE_EQ(vt_vq_dev_pop_burst(r.dev, chains, iov, 1, 4), 4);
+	REQUIRE_EQ(post_and_take(&r, 0, 4, false, sg, tokens, chains, iov), 4);
 	REQUIRE_EQ(vt_vq_dev_push_burst(r.dev, chains, NULL, 4), 0);
 	vt_vq_dev_flush(r.dev);
 	vt_vq_drv_addrs(r.drv, &desc, &driver, &device);
@@ -278,10 +290,7 @@ static void get_burst_clamps_length(bool packed)
 	struct vt_vq_chain chains[2];
 
 	REQUIRE_EQ(vq_pair_init(&r, QSIZE, packed, false, false), 0);
-	make_bufs(&r, 0, 2, true, sg, tokens);
-	REQUIRE_EQ(vt_vq_drv_add_burst(r.drv, sg, 2, true, tokens), 2);
-	vt_vq_drv_kick_prepare(r.drv);
-	REQUIRE_EQ(vt_vq_dev_pop_burst(r.dev, chains, iov, 1, 2), 2);
+	REQUIRE_EQ(post_and_take(&r, 0, 2, true, sg, tokens, chains, iov), 2);
 	uint32_t written[2] = { 10, LEN + 100 };
 	REQUIRE_EQ(vt_vq_dev_push_burst(r.dev, chains, written, 2), 0);
 	vt_vq_dev_flush(r.dev);
@@ -330,10 +339,7 @@ static void get_burst_in_order_batch(bool packed)
 	REQUIRE_EQ(vq_pair_init(&r, QSIZE, packed, false, false), 0);
 	make_in_order(&r);
 	for (unsigned int round = 0; round < 6; round++) {
-		make_bufs(&r, 0, 9, true, sg, tokens);
-		REQUIRE_EQ(vt_vq_drv_add_burst(r.drv, sg, 9, true, tokens), 9);
-		vt_vq_drv_kick_prepare(r.drv);
-		REQUIRE_EQ(vt_vq_dev_pop_burst(r.dev, chains, iov, 1, 9), 9);
+		REQUIRE_EQ(post_and_take(&r, 0, 9, true, sg, tokens, chains, iov), 9);
 		REQUIRE_EQ(vt_vq_dev_push_in_order_batch(r.dev, &chains[8], 33), 0);
 		vt_vq_dev_flush(r.dev);
 		/* Asked in two bursts: the batch carries over from one to the next. */
