@@ -391,10 +391,14 @@ static void many_in_flight(enum backing b, uint64_t ring_features)
 		bool notify;
 		int ret = vt_blk_queue_poll(g.q, &notify);
 		REQUIRE(ret >= 0);
-		/* One poll takes every available request. */
+		/*
+		 * One poll takes every available request. Counted where a request is taken, not
+		 * as in flight plus completed: under IN_ORDER a request the kernel finished early
+		 * is both until the older ones ahead of it are done.
+		 */
 		struct vt_blk_queue_stats st;
 		vt_blk_queue_stats(g.q, &st);
-		CHECK_EQ(vt_vq_dev_in_flight(g.dev) + (st.requests - (pass ? DEPTH : 0)), DEPTH);
+		CHECK_EQ(pass ? st.reads : st.writes, DEPTH);
 		REQUIRE(rig_run(&g, DEPTH - (g.collected - base)) == 0);
 		unsigned int out_of_order = 0;
 		for (unsigned int i = 0; i < DEPTH; i++) {
