@@ -156,6 +156,16 @@ void vt_net_txq_free(struct vt_net_txq *q);
 int vt_net_txq_send(struct vt_net_txq *q, const void *frame, size_t len, void *cookie);
 
 /*
+ * vt_net_txq_send_burst - vt_net_txq_send for @n frames, frame i copied from @frames[i] with
+ * cookie @cookies[i] (@cookies may be NULL: every cookie NULL). The frames are posted in order
+ * through the ring's burst add, which writes a batch's descriptors together. Returns how many
+ * were posted: the first frame that cannot be posted ends the burst, and its error (as
+ * vt_net_txq_send's) is returned only when it is the first, with nothing posted.
+ */
+int vt_net_txq_send_burst(struct vt_net_txq *q, const struct iovec *frames, unsigned int n,
+			  void *const *cookies);
+
+/*
  * vt_net_txq_send_sg - zero copy: the header from a slot, then the caller's @iovcnt segments
  * (memory the DMA mode can map: shared memory, or anywhere under bounce), which must stay
  * untouched until the frame is reclaimed. Errors as vt_net_txq_send (-EMSGSIZE: more than

@@ -106,6 +106,26 @@ static void tx_slot_put(struct vt_net_txq *q, struct tx_slot *s)
 	q->stats.in_flight--;
 }
 
+/* What a ring add's failure means to a sender, with nothing posted. */
+static int tx_add_error(struct vt_net_txq *q, int rc)
+{
+	if (rc == -ENOSPC) {
+		q->stats.ring_full++;
+		return -EAGAIN;
+	}
+	return vt_vq_drv_is_broken(q->vq) ? -EPROTO : rc;
+}
+
+/* Slot @s holds a posted frame of @frame_len bytes. */
+static void tx_account(struct vt_net_txq *q, struct tx_slot *s, size_t frame_len, void *cookie)
+{
+	s->busy = true;
+	s->cookie = cookie;
+	q->stats.frames++;
+	q->stats.bytes += frame_len;
+	q->stats.in_flight++;
+}
+
 /* Posts slot @s with @sg[0 .. count): the error mapping shared by both sends. */
 static int tx_post(struct vt_net_txq *q, struct tx_slot *s, const struct iovec *sg,
 		   unsigned int count, size_t frame_len, void *cookie)
@@ -113,68 +133,136 @@ static int tx_post(struct vt_net_txq *q, struct tx_slot *s, const struct iovec *
 	int rc = vt_vq_drv_add(q->vq, sg, count, 0, s);
 	if (rc < 0) {
 		slot_pool_put(&q->pool, (unsigned int)(s - q->slots));
-		if (rc == -ENOSPC) {
-			q->stats.ring_full++;
-			return -EAGAIN;
-		}
-		if (vt_vq_drv_is_broken(q->vq))
-			return -EPROTO;
-		return rc;
+		return tx_add_error(q, rc);
 	}
-	s->busy = true;
-	s->cookie = cookie;
-	q->stats.frames++;
-	q->stats.bytes += frame_len;
-	q->stats.in_flight++;
+	tx_account(q, s, frame_len, cookie);
 	return 0;
+}
+
+/* Whether a frame of @len bytes fits a copying send: 0, or the error it gets. */
+static int tx_len_error(const struct vt_net_txq *q, size_t len)
+{
+	if (len == 0)
+		return -EINVAL;
+	return len > q->frame_room ? -EMSGSIZE : 0;
+}
+
+/* A frame refused before reaching the ring: counted once, when its error is returned. */
+static int tx_reject(struct vt_net_txq *q, int err)
+{
+	q->stats.rejected++;
+	return err;
+}
+
+/*
+ * 5.1.6.2: a zeroed header asks for no offload (flags 0, GSO_NONE), and num_buffers is 0 on
+ * transmit. Returns the header's segment.
+ */
+static struct iovec tx_header(struct vt_net_txq *q, struct tx_slot *s)
+{
+	memset(s->mem, 0, q->hdr_len);
+	return (struct iovec){ s->mem, q->hdr_len };
+}
+
+/* The header, then a copy of the frame behind it: the one segment a copying send posts. */
+static struct iovec tx_fill(struct vt_net_txq *q, struct tx_slot *s, const void *frame, size_t len)
+{
+	struct iovec sg = tx_header(q, s);
+	memcpy(s->mem + q->hdr_len, frame, len);
+	sg.iov_len += len;
+	return sg;
 }
 
 int vt_net_txq_send(struct vt_net_txq *q, const void *frame, size_t len, void *cookie)
 {
-	if (len == 0 || len > q->frame_room) {
-		q->stats.rejected++;
-		return len == 0 ? -EINVAL : -EMSGSIZE;
-	}
+	int ret = tx_len_error(q, len);
+	if (ret < 0)
+		return tx_reject(q, ret);
 	unsigned int i;
 	if (!slot_pool_take(&q->pool, &i)) {
 		q->stats.ring_full++;
 		return -EAGAIN;
 	}
 	struct tx_slot *s = &q->slots[i];
-	/* 5.1.6.2: no offload asked (flags 0, GSO_NONE); num_buffers is 0 on transmit. */
-	memset(s->mem, 0, q->hdr_len);
-	memcpy(s->mem + q->hdr_len, frame, len);
-	struct iovec sg = { s->mem, q->hdr_len + len };
+	struct iovec sg = tx_fill(q, s, frame, len);
 	return tx_post(q, s, &sg, 1, len, cookie);
+}
+
+/* Frames per ring burst: the stack arrays below. */
+#define TX_BURST 64
+
+/* Up to TX_BURST frames of a send burst: how many were posted, or the first one's error. */
+static int tx_send_chunk(struct vt_net_txq *q, const struct iovec *frames, unsigned int n,
+			 void *const *cookies)
+{
+	unsigned int idx[TX_BURST];
+	struct iovec sg[TX_BURST];
+	void *tokens[TX_BURST];
+	unsigned int k = 0;
+	int err = 0;
+
+	/* Slots are peeked, filled and taken only for what the ring took: the rest stay free. */
+	unsigned int avail = slot_pool_peek_n(&q->pool, idx, n);
+	for (; k < avail; k++) {
+		err = tx_len_error(q, frames[k].iov_len);
+		if (err < 0)
+			break;
+		struct tx_slot *s = &q->slots[idx[k]];
+		sg[k] = tx_fill(q, s, frames[k].iov_base, frames[k].iov_len);
+		tokens[k] = s;
+	}
+	if (k == avail && k < n) {
+		q->stats.ring_full++;
+		err = -EAGAIN;
+	}
+	if (k == 0)
+		return err == -EAGAIN ? err : tx_reject(q, err);
+	int posted = vt_vq_drv_add_burst(q->vq, sg, k, false, tokens);
+	if (posted < 0)
+		return tx_add_error(q, posted);
+	slot_pool_take_n(&q->pool, (unsigned int)posted);
+	for (int j = 0; j < posted; j++)
+		tx_account(q, tokens[j], frames[j].iov_len, cookies ? cookies[j] : NULL);
+	return posted;
+}
+
+int vt_net_txq_send_burst(struct vt_net_txq *q, const struct iovec *frames, unsigned int n,
+			  void *const *cookies)
+{
+	unsigned int done = 0;
+
+	while (done < n) {
+		unsigned int want = n - done < TX_BURST ? n - done : TX_BURST;
+		int ret = tx_send_chunk(q, frames + done, want, cookies ? cookies + done : NULL);
+		if (ret < 0)
+			return done ? (int)done : ret;
+		done += (unsigned int)ret;
+		if ((unsigned int)ret < want)
+			break;
+	}
+	return (int)done;
 }
 
 int vt_net_txq_send_sg(struct vt_net_txq *q, const struct iovec *iov, unsigned int iovcnt,
 		       void *cookie)
 {
 	size_t len = 0;
-	if (iovcnt == 0 || iovcnt >= q->num) {
-		q->stats.rejected++;
-		return -EINVAL;
-	}
+	if (iovcnt == 0 || iovcnt >= q->num)
+		return tx_reject(q, -EINVAL);
 	for (unsigned int i = 0; i < iovcnt; i++) {
-		if (iov[i].iov_len == 0) {
-			q->stats.rejected++;
-			return -EINVAL;
-		}
+		if (iov[i].iov_len == 0)
+			return tx_reject(q, -EINVAL);
 		len += iov[i].iov_len;
 	}
-	if (len > VT_NET_MAX_FRAME) {
-		q->stats.rejected++;
-		return -EMSGSIZE;
-	}
+	if (len > VT_NET_MAX_FRAME)
+		return tx_reject(q, -EMSGSIZE);
 	unsigned int i;
 	if (!slot_pool_take(&q->pool, &i)) {
 		q->stats.ring_full++;
 		return -EAGAIN;
 	}
 	struct tx_slot *s = &q->slots[i];
-	memset(s->mem, 0, q->hdr_len);
-	q->sg[0] = (struct iovec){ s->mem, q->hdr_len };
+	q->sg[0] = tx_header(q, s);
 	memcpy(q->sg + 1, iov, iovcnt * sizeof(*iov));
 	return tx_post(q, s, q->sg, 1 + iovcnt, len, cookie);
 }
@@ -188,21 +276,24 @@ int vt_net_txq_reclaim(struct vt_net_txq *q, void **cookies, unsigned int max)
 {
 	unsigned int n = 0;
 	while (n < max) {
-		void *token;
-		uint32_t len;
-		int rc = vt_vq_drv_get(q->vq, &token, &len);
-		if (rc == -EAGAIN)
+		void *tokens[TX_BURST];
+		uint32_t lens[TX_BURST];
+		unsigned int want = max - n < TX_BURST ? max - n : TX_BURST;
+		int got = vt_vq_drv_get_burst(q->vq, tokens, lens, want);
+		if (got < 0)
+			return n ? (int)n : got;
+		for (int j = 0; j < got; j++) {
+			struct tx_slot *s = tx_slot_of(q, tokens[j]);
+			if (!s)
+				continue; /* the ring checks tokens: cannot happen */
+			if (cookies)
+				cookies[n] = s->cookie;
+			tx_slot_put(q, s);
+			q->stats.completed++;
+			n++;
+		}
+		if ((unsigned int)got < want)
 			break;
-		if (rc < 0)
-			return n ? (int)n : rc;
-		struct tx_slot *s = tx_slot_of(q, token);
-		if (!s)
-			continue; /* the ring checks tokens: cannot happen */
-		if (cookies)
-			cookies[n] = s->cookie;
-		tx_slot_put(q, s);
-		q->stats.completed++;
-		n++;
 	}
 	return (int)n;
 }
@@ -323,14 +414,25 @@ static void rx_slot_put(struct vt_net_rxq *q, struct rx_slot *s)
 	q->stats.posted_now--;
 }
 
+/* Receive buffers per ring burst. */
+#define RX_BURST 64
+
 int vt_net_rxq_fill(struct vt_net_rxq *q)
 {
 	int posted = 0;
-	unsigned int i;
-	while (slot_pool_peek(&q->pool, &i)) {
-		struct rx_slot *s = &q->slots[i];
-		struct iovec sg = { s->mem, q->buf_size };
-		int rc = vt_vq_drv_add(q->vq, &sg, 0, 1, s);
+	unsigned int idx[RX_BURST];
+	struct iovec sg[RX_BURST];
+	void *tokens[RX_BURST];
+
+	for (;;) {
+		unsigned int n = slot_pool_peek_n(&q->pool, idx, RX_BURST);
+		if (n == 0)
+			break;
+		for (unsigned int k = 0; k < n; k++) {
+			sg[k] = (struct iovec){ q->slots[idx[k]].mem, q->buf_size };
+			tokens[k] = &q->slots[idx[k]];
+		}
+		int rc = vt_vq_drv_add_burst(q->vq, sg, n, true, tokens);
 		if (rc == -ENOSPC)
 			break;
 		if (rc < 0) {
@@ -338,11 +440,14 @@ int vt_net_rxq_fill(struct vt_net_rxq *q)
 				break;
 			return vt_vq_drv_is_broken(q->vq) ? -EPROTO : rc;
 		}
-		slot_pool_take(&q->pool, &i);
-		s->posted = true;
-		q->stats.posted++;
-		q->stats.posted_now++;
-		posted++;
+		slot_pool_take_n(&q->pool, (unsigned int)rc);
+		for (int k = 0; k < rc; k++)
+			q->slots[idx[k]].posted = true;
+		q->stats.posted += (unsigned int)rc;
+		q->stats.posted_now += (unsigned int)rc;
+		posted += rc;
+		if ((unsigned int)rc < n)
+			break;
 	}
 	return posted;
 }

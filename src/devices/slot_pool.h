@@ -49,6 +49,24 @@ static inline bool slot_pool_take(struct slot_pool *p, unsigned int *i)
 	return true;
 }
 
+/* The slots the next takes would hand out, in that order, without taking them: how many (up to
+ * @max) went into @idx. */
+static inline unsigned int slot_pool_peek_n(const struct slot_pool *p, unsigned int *idx,
+					    unsigned int max)
+{
+	unsigned int n = max < p->nfree ? max : p->nfree;
+
+	for (unsigned int k = 0; k < n; k++)
+		idx[k] = p->free[p->nfree - 1 - k];
+	return n;
+}
+
+/* Takes the first @n slots slot_pool_peek_n named (n at most what it returned). */
+static inline void slot_pool_take_n(struct slot_pool *p, unsigned int n)
+{
+	p->nfree -= n;
+}
+
 static inline void slot_pool_put(struct slot_pool *p, unsigned int i)
 {
 	p->free[p->nfree++] = i;

@@ -468,11 +468,15 @@ static int workload(struct run *r)
 	uint64_t tx_posted = 0;
 	uint8_t *frame = malloc(o->size);
 	uint8_t *rxbuf = malloc(RX_FRAME_CAP);
-	int ret = frame && rxbuf ? 0 : -ENOMEM;
+	/* One batch of the same frame, posted with one burst. */
+	struct iovec *burst = calloc(o->batch, sizeof(*burst));
+	int ret = frame && rxbuf && burst ? 0 : -ENOMEM;
 	uint64_t last_progress = now_ns(), last_check = last_progress;
 	uint64_t timeout_ns = (uint64_t)o->timeout_ms * 1000000ull;
 
 	make_frame(frame, o->size, r->mac, 0);
+	for (unsigned int i = 0; burst && i < o->batch; i++)
+		burst[i] = (struct iovec){ frame, o->size };
 	r->tx.min_size = r->tx.max_size = o->size;
 	while (ret == 0 && (r->tx.frames < tx_target || r->rx.frames < rx_target)) {
 		bool progress = false;
@@ -501,18 +505,19 @@ static int workload(struct run *r)
 					progress = true;
 				}
 				unsigned int posted = 0;
-				while (tx_posted < tx_target && posted < o->batch) {
-					int rc = vt_net_txq_send(p->tx, frame, o->size, NULL);
-					if (rc == -EAGAIN)
-						break;
-					if (rc < 0) {
+				if (tx_posted < tx_target) {
+					uint64_t want = tx_target - tx_posted;
+					int rc = vt_net_txq_send_burst(
+					    p->tx, burst,
+					    want < o->batch ? (unsigned int)want : o->batch, NULL);
+					if (rc < 0 && rc != -EAGAIN)
 						ret = rc;
-						break;
+					if (rc > 0) {
+						if (tx_posted == 0)
+							r->tx.start_ns = now_ns();
+						tx_posted += (uint64_t)rc;
+						posted = (unsigned int)rc;
 					}
-					if (tx_posted == 0)
-						r->tx.start_ns = now_ns();
-					tx_posted++;
-					posted++;
 				}
 				if (posted) {
 					progress = true;
@@ -576,6 +581,7 @@ static int workload(struct run *r)
 	}
 	free(frame);
 	free(rxbuf);
+	free(burst);
 	return ret;
 }
 
