@@ -41,7 +41,7 @@
 
 struct net_opts {
 	const char *socket;
-	bool tx, rx, json, quiet, packed, poison;
+	bool tx, rx, json, quiet, packed, in_order, poison;
 	uint64_t count;
 	uint32_t size;
 	unsigned int pairs, qsize, batch, timeout_ms;
@@ -71,17 +71,19 @@ static uint64_t now_ns(void)
 
 static void usage(FILE *f)
 {
-	fprintf(f,
-		"usage: virtue net --socket PATH [--tx] [--rx] [--count N] [--size BYTES]\n"
-		"                  [--queues N] [--dma direct|strict|lazy|premapped|bounce]\n"
-		"                  [--packed] [--qsize N] [--batch N] [--timeout-ms MS] [--cpu N]\n"
-		"                  [--json] [--quiet]\n"
-		"  --tx / --rx     transmit and/or receive --count frames (default: --tx)\n"
-		"  --size          bytes per transmitted frame, Ethernet header included (64)\n"
-		"  --queues        queue pairs (as many as the back-end serves, at most %d)\n"
-		"  --dma           direct: no ACCESS_PLATFORM; otherwise offered, with this mode\n"
-		"  --timeout-ms    give up after this long without progress (10000)\n",
-		MAX_PAIRS);
+	fprintf(
+	    f,
+	    "usage: virtue net --socket PATH [--tx] [--rx] [--count N] [--size BYTES]\n"
+	    "                  [--queues N] [--dma direct|strict|lazy|premapped|bounce]\n"
+	    "                  [--packed] [--in-order] [--qsize N] [--batch N]\n"
+	    "                  [--timeout-ms MS] [--cpu N] [--json] [--quiet]\n"
+	    "  --tx / --rx     transmit and/or receive --count frames (default: --tx)\n"
+	    "  --size          bytes per transmitted frame, Ethernet header included (64)\n"
+	    "  --queues        queue pairs (as many as the back-end serves, at most %d)\n"
+	    "  --dma           direct: no ACCESS_PLATFORM; otherwise offered, with this mode\n"
+	    "  --in-order      offer VIRTIO_F_IN_ORDER (the device may return a batch at once)\n"
+	    "  --timeout-ms    give up after this long without progress (10000)\n",
+	    MAX_PAIRS);
 }
 
 static int parse_opts(int argc, char **argv, struct net_opts *o)
@@ -94,6 +96,7 @@ static int parse_opts(int argc, char **argv, struct net_opts *o)
 		{ "json", no_argument, NULL, 'j' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "packed", no_argument, NULL, 'p' },
+		{ "in-order", no_argument, NULL, 'I' },
 		{ "poison-iova", no_argument, NULL, 'P' },
 		{ "count", required_argument, NULL, O_COUNT },
 		{ "size", required_argument, NULL, O_SIZE },
@@ -145,6 +148,9 @@ static int parse_opts(int argc, char **argv, struct net_opts *o)
 			break;
 		case 'p':
 			o->packed = true;
+			break;
+		case 'I':
+			o->in_order = true;
 			break;
 		case 'P':
 			o->poison = true;
@@ -318,7 +324,7 @@ static int setup(struct run *r)
 	const struct net_opts *o = &r->o;
 	bool platform = o->dma != VT_DMA_DIRECT;
 	uint64_t supported = F(VERSION_1) | F(EVENT_IDX) | VT_NET_DRIVER_FEATURES |
-			     (o->packed ? F(RING_PACKED) : 0) |
+			     (o->packed ? F(RING_PACKED) : 0) | (o->in_order ? F(IN_ORDER) : 0) |
 			     (platform ? F(ACCESS_PLATFORM) : 0); /* offer per the DMA mode */
 	/* Per pair: two rings, receive buffers (2 KiB each), transmit slots; plus slack. */
 	uint64_t shm_size = (uint64_t)o->pairs * o->qsize * (2048 + 2048 + 256) + (8u << 20);
