@@ -333,12 +333,28 @@ static void reindex(struct vt_iotlb *t, unsigned int from)
 	STORE(&t->levels, k);
 }
 
-/* The entry holding @addr in a table of @count entries (clamped by the caller), or NO_ENTRY. */
+/* Whether entry @i of a table of @count entries holds @addr. */
+static inline bool entry_holds(const struct vt_iotlb *t, unsigned int i, unsigned int count,
+			       uint64_t addr)
+{
+	return i < count && LOAD(&t->start[i]) <= addr && addr <= LOAD(&t->slot[i].last);
+}
+
+/*
+ * The entry holding @addr in a table of @count entries (clamped by the caller), or NO_ENTRY.
+ * The entry that answered last is tried first, then its neighbours: a DMA API hands out IOVAs
+ * of a batch next to each other, and reuses the blocks it freed last first, so a device walking
+ * a batch in order moves one entry up or down the table at a time.
+ */
 static unsigned int find_entry(const struct vt_iotlb *t, uint64_t addr, unsigned int hint,
 			       unsigned int count)
 {
-	if (hint < count && LOAD(&t->start[hint]) <= addr && addr <= LOAD(&t->slot[hint].last))
+	if (entry_holds(t, hint, count, addr))
 		return hint;
+	if (entry_holds(t, hint + 1, count, addr))
+		return hint + 1;
+	if (hint > 0 && entry_holds(t, hint - 1, count, addr))
+		return hint - 1;
 	unsigned int i = upper_bound(t, addr, count);
 	if (i == 0 || addr > LOAD(&t->slot[i - 1].last))
 		return NO_ENTRY;
@@ -983,6 +999,9 @@ static int iotlb_as_extent(void *impl, uint64_t addr, struct vt_as_extent *exten
 
 	if (i == NO_ENTRY || perm == DEAD)
 		return -EFAULT;
+	/* As in vt_iotlb_translate: the next extent asked for is likely next to this one. */
+	if (i != atomic_load_explicit(&t->hint, memory_order_relaxed))
+		atomic_store_explicit(&((struct vt_iotlb *)t)->hint, i, memory_order_relaxed);
 	*extent = (struct vt_as_extent){
 		.addr = start, .last = last, .hva = hva, .perm = (unsigned int)perm
 	};

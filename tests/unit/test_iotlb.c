@@ -873,6 +873,55 @@ VT_TEST(iotlb_as_extent_is_the_entry_with_its_permission_and_generation)
 	vt_iotlb_free(t);
 }
 
+/*
+ * Lookups start at the entry that answered last and its neighbours: walking the table up, down
+ * and in jumps, each extent is still the entry holding the address, a dead entry (unmapped in
+ * place) and a hole between entries still fault, whichever entry answered before.
+ */
+VT_TEST(extents_walked_up_down_and_in_jumps_are_each_the_entry_holding_the_address)
+{
+	enum { N = 40 };
+	struct vt_iotlb *t = new_default();
+	struct vt_as_extent e;
+	uint64_t gen;
+	REQUIRE(t);
+	struct vt_as as = vt_iotlb_as(t);
+	/* Entry i at 0x100000 + i * 2 pages, one page long: a hole of a page after each. */
+	for (unsigned int i = 0; i < N; i++)
+		REQUIRE_EQ(vt_iotlb_update(t, 0x100000 + (uint64_t)i * 2 * PAGE, PAGE,
+					   host + (i % 64) * PAGE, VT_IOTLB_PERM_RW),
+			   0);
+	/* Every fifth entry unmapped: it stays in the table, dead. */
+	for (unsigned int i = 0; i < N; i += 5)
+		REQUIRE_EQ(vt_iotlb_invalidate(t, 0x100000 + (uint64_t)i * 2 * PAGE, PAGE), 0);
+	unsigned int order[3 * N];
+	for (unsigned int k = 0; k < N; k++) {
+		order[k] = k;			 /* up */
+		order[N + k] = N - 1 - k;	 /* down */
+		order[2 * N + k] = (k * 17) % N; /* jumps */
+	}
+	for (unsigned int k = 0; k < 3 * N; k++) {
+		unsigned int i = order[k];
+		uint64_t start = 0x100000 + (uint64_t)i * 2 * PAGE;
+		if (i % 5 == 0) {
+			CHECK_EQ(vt_as_extent(&as, start + 8, &e, &gen), -EFAULT);
+		} else {
+			REQUIRE_EQ(vt_as_extent(&as, start + 8, &e, &gen), 0);
+			CHECK_EQ(e.addr, start);
+			CHECK_EQ(e.last, start + PAGE - 1);
+			CHECK(e.hva == (uint64_t)(uintptr_t)(host + (i % 64) * PAGE));
+		}
+		/* The hole above the entry, reached from the entry just found. */
+		CHECK_EQ(vt_as_extent(&as, start + PAGE, &e, &gen), -EFAULT);
+		struct iovec iov[1];
+		if (i % 5) {
+			CHECK_EQ(translate_ok(t, start + 16, 8, VT_ACCESS_READ, iov, 1), 1);
+			CHECK(iov[0].iov_base == host + (i % 64) * PAGE + 16);
+		}
+	}
+	vt_iotlb_free(t);
+}
+
 VT_TEST(unchanged_since_vouches_for_ranges_that_no_change_touched)
 {
 	struct vt_iotlb *t = new_default();
