@@ -228,8 +228,9 @@ static void bump_generation(struct vt_iotlb *t, uint64_t first, uint64_t last)
 	/*
 	 * Release: publishes the table change made just before in the write section to whoever
 	 * reads the generation (acquire, vt_iotlb_generation) to validate a cached host pointer.
+	 * A plain store, not a read-modify-write: only writers change it, under the writer mutex.
 	 */
-	atomic_fetch_add_explicit(&t->generation, 1, memory_order_release);
+	atomic_store_explicit(&t->generation, gen, memory_order_release);
 }
 
 /*
