@@ -133,6 +133,21 @@ void vt_dma_free_coherent(struct vt_dma *dma, size_t size, void *cpu, uint64_t b
 /* Lazy mode: publish queued invalidations now. Other modes: no-op. */
 int vt_dma_flush(struct vt_dma *dma);
 
+/*
+ * vt_dma_batch_begin, vt_dma_batch_end - bracket the maps and unmaps one thread makes for a
+ * batch of buffers (a ring burst), as an IOMMU driver gathers a scatter list's invalidations.
+ * The strict and lazy modes hold their lock across the batch (other threads' calls wait for its
+ * end), and strict mode queues the batch's invalidations and publishes them at the end, adjacent
+ * ranges merged, with one wait where the transport offers invalidate_nowait and sync. So strict
+ * stays strict for the batch as a whole: vt_dma_batch_end returns once the device can no longer
+ * reach anything unmapped in the batch, and a buffer unmapped inside a batch must not go back to
+ * whoever fills or reads it before then. Batches nest; the other modes ignore them.
+ * vt_dma_batch_end returns 0, or the publication's error: the ranges not invalidated stay
+ * reserved (never reused) and are retried by the next flush or batch end.
+ */
+void vt_dma_batch_begin(struct vt_dma *dma);
+int vt_dma_batch_end(struct vt_dma *dma);
+
 void vt_dma_get_stats(const struct vt_dma *dma, struct vt_dma_stats *stats);
 
 #endif

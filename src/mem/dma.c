@@ -228,6 +228,17 @@ int vt_dma_flush(struct vt_dma *dma)
 	return dma->ops->flush(dma);
 }
 
+void vt_dma_batch_begin(struct vt_dma *dma)
+{
+	if (dma->ops->batch_begin)
+		dma->ops->batch_begin(dma);
+}
+
+int vt_dma_batch_end(struct vt_dma *dma)
+{
+	return dma->ops->batch_end ? dma->ops->batch_end(dma) : 0;
+}
+
 void vt_dma_get_stats(const struct vt_dma *dma, struct vt_dma_stats *stats)
 {
 	struct vt_dma_counters *c = (struct vt_dma_counters *)&dma->stats;

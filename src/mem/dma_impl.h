@@ -37,6 +37,9 @@ struct vt_dma_ops {
 	int (*alloc_coherent)(struct vt_dma *dma, size_t size, void **cpu, uint64_t *bus);
 	void (*free_coherent)(struct vt_dma *dma, size_t size, void *cpu, uint64_t bus);
 	int (*flush)(struct vt_dma *dma);
+	/* Optional, both or neither: vt_dma_batch_begin and vt_dma_batch_end. */
+	void (*batch_begin)(struct vt_dma *dma);
+	int (*batch_end)(struct vt_dma *dma);
 	/* Publishes what is pending, releases everything, frees the object. */
 	void (*destroy)(struct vt_dma *dma);
 };

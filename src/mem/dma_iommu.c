@@ -9,6 +9,8 @@
  *
  * Threading: map, unmap, sync and flush may run on several threads at once (one mutex; the
  * callbacks run under it, so the device sees updates and invalidations in allocation order).
+ * The mutex is recursive: a batch (vt_dma_batch_begin) holds it, and the maps and unmaps of the
+ * batch's thread take it again at the cost of a counter.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -56,8 +58,10 @@ struct dma_iommu {
 	struct vt_range_alloc iova;
 	struct vt_dma_record_pool records;
 
+	/* Unmapped ranges waiting for their invalidation: lazy mode, and strict inside a batch. */
 	struct pending_range *pending;
 	unsigned int pending_count, lazy_batch;
+	unsigned int batch_depth; /* open vt_dma_batch_begin calls, under the lock */
 
 	struct premapped_region premapped[VT_SHM_MAX_REGIONS]; /* sorted by hva */
 	unsigned int premapped_count;
@@ -353,14 +357,17 @@ static int unmap_locked(struct dma_iommu *m, uint64_t bus, size_t len, enum vt_d
 		return ret;
 	struct vt_dma_record *rec = vt_dma_record_at(&m->records, tag);
 
-	if (!lazy(m)) {
+	if (!lazy(m) && m->batch_depth == 0) {
 		/* Strict: the device loses the translation before the IOVA can be reused. */
 		ret = publish_invalidate(m, rec->bus_block, rec->bus_size);
 		if (ret == 0)
 			release_record(m, tag);
 		return ret;
 	}
-	/* A full queue that cannot be flushed leaves the mapping live rather than lose track. */
+	/*
+	 * Queued: lazy, or strict inside a batch, whose end publishes the queue. A full queue
+	 * that cannot be flushed leaves the mapping live rather than lose track.
+	 */
 	if (m->pending_count == m->lazy_batch) {
 		ret = flush_locked(m);
 		if (ret < 0)
@@ -396,6 +403,26 @@ static int iommu_sync(struct vt_dma *dma, uint64_t bus, size_t len, enum vt_dma_
 
 	pthread_mutex_lock(&m->lock);
 	int ret = find_live(m, "sync", bus, len, dir, 0, &tag);
+	pthread_mutex_unlock(&m->lock);
+	return ret;
+}
+
+static void iommu_batch_begin(struct vt_dma *dma)
+{
+	struct dma_iommu *m = to_iommu(dma);
+
+	pthread_mutex_lock(&m->lock);
+	m->batch_depth++;
+}
+
+static int iommu_batch_end(struct vt_dma *dma)
+{
+	struct dma_iommu *m = to_iommu(dma);
+	int ret = 0;
+
+	/* Strict: nothing unmapped in the batch is reachable once it ends. */
+	if (--m->batch_depth == 0 && !lazy(m))
+		ret = flush_locked(m);
 	pthread_mutex_unlock(&m->lock);
 	return ret;
 }
@@ -564,6 +591,8 @@ static const struct vt_dma_ops iommu_ops = {
 	.alloc_coherent = iommu_alloc_coherent,
 	.free_coherent = iommu_free_coherent,
 	.flush = iommu_flush,
+	.batch_begin = iommu_batch_begin,
+	.batch_end = iommu_batch_end,
 	.destroy = iommu_destroy,
 };
 
@@ -635,7 +664,14 @@ int vt_dma_iommu_create(const struct vt_dma_params *params, struct vt_dma **out)
 
 	/* Records for live and queued mappings; blocks for those plus the free blocks between. */
 	uint32_t records = premapped ? 0 : VT_DMA_MAX_MAPPINGS + batch;
-	int ret = pthread_mutex_init(&m->lock, NULL);
+	pthread_mutexattr_t attr;
+	int ret = pthread_mutexattr_init(&attr);
+	if (ret == 0) {
+		ret = pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
+		if (ret == 0)
+			ret = pthread_mutex_init(&m->lock, &attr);
+		pthread_mutexattr_destroy(&attr);
+	}
 	if (ret) {
 		free(m);
 		return -ret;
@@ -644,7 +680,7 @@ int vt_dma_iommu_create(const struct vt_dma_params *params, struct vt_dma **out)
 				  premapped ? VT_SHM_MAX_REGIONS * 2 : 2 * records);
 	if (ret == 0)
 		ret = vt_dma_record_pool_init(&m->records, records);
-	if (ret == 0 && params->mode == VT_DMA_IOMMU_LAZY) {
+	if (ret == 0 && !premapped) {
 		m->pending = calloc(batch, sizeof(*m->pending));
 		if (!m->pending)
 			ret = -ENOMEM;

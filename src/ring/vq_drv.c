@@ -74,6 +74,8 @@ int vt_vq_drv_new(const struct vt_vq_drv_params *params, struct vt_vq_drv **out)
 		vq->indirect_max = vq->num;
 	vq->dma = params->dma;
 	vq->need_unmap = vt_dma_need_unmap(params->dma);
+	enum vt_dma_mode mode = vt_dma_mode(params->dma);
+	vq->dma_batches = mode == VT_DMA_IOMMU_STRICT || mode == VT_DMA_IOMMU_LAZY;
 	vq->name = params->name ? params->name : "vq";
 	vq->log = params->log;
 	vq->cb_enabled = true;
@@ -223,8 +225,14 @@ int vt_vq_drv_add_burst(struct vt_vq_drv *vq, const struct iovec *bufs, unsigned
 		valid++;
 	if (valid == 0)
 		return -EINVAL;
+	/* One batch: one lock for the burst's maps (their updates are published as they are made).
+	 */
+	if (vq->dma_batches)
+		vt_dma_batch_begin(vq->dma);
 	int ret = vq->packed ? vq_packed_drv_add_burst(vq, bufs, valid, writable, tokens)
 			     : vq_split_drv_add_burst(vq, bufs, valid, writable, tokens);
+	if (vq->dma_batches)
+		vt_dma_batch_end(vq->dma); /* nothing was unmapped: nothing to publish */
 	if (ret == 0)
 		return -ENOSPC;
 	if (ret > 0)
@@ -262,8 +270,17 @@ int vt_vq_drv_get_burst(struct vt_vq_drv *vq, void **tokens, uint32_t *lens, uns
 {
 	if (vq->broken)
 		return -EPROTO;
+	if (vq->dma_batches)
+		vt_dma_batch_begin(vq->dma);
 	int ret = vq->packed ? vq_packed_drv_get_burst(vq, tokens, lens, max)
 			     : vq_split_drv_get_burst(vq, tokens, lens, max);
+	/*
+	 * The batch ends before the tokens reach the caller: in strict mode the device can no
+	 * longer reach any of their buffers by then. A failed invalidation was logged by the DMA
+	 * API, which keeps those IOVAs reserved; the buffers were used all the same.
+	 */
+	if (vq->dma_batches)
+		vt_dma_batch_end(vq->dma);
 	if (ret > 0)
 		count_collected(vq, (unsigned int)ret);
 	return ret;

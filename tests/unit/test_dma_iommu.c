@@ -8,8 +8,11 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <virtue/dma.h>
 #include <virtue/iotlb.h>
@@ -1038,4 +1041,179 @@ VT_TEST(concurrent_maps_and_unmaps_each_see_their_own_bytes)
 		CHECK_EQ(st.unmaps, st.maps);
 		teardown(&f);
 	}
+}
+
+/* ---------------------------------------------------------------- batches */
+
+VT_TEST(strict_batch_publishes_its_unmaps_at_the_end_merged_and_never_reuses_them_before)
+{
+	struct fixture f;
+	uint64_t bus[8], other;
+
+	REQUIRE_EQ(setup(&f, VT_DMA_IOMMU_STRICT), 0);
+	uint8_t *p = shm_buffer(&f, 64);
+	REQUIRE(p != NULL);
+	fill(p, 64, 23);
+	for (int i = 0; i < 8; i++)
+		REQUIRE_EQ(vt_dma_map(f.dma, p, 64, VT_DMA_TO_DEVICE, &bus[i]), 0);
+	vt_dma_batch_begin(f.dma);
+	for (int i = 0; i < 8; i++)
+		REQUIRE_EQ(vt_dma_unmap(f.dma, bus[i], 64, VT_DMA_TO_DEVICE), 0);
+	/* Inside the batch: unmapped for the driver, not yet invalidated, and not reused. */
+	CHECK_EQ(f.dev.invalidations, 0);
+	CHECK(device_sees(&f, bus[3], p, 64));
+	CHECK_EQ(vt_dma_unmap(f.dma, bus[3], 64, VT_DMA_TO_DEVICE), -ENOENT);
+	REQUIRE_EQ(vt_dma_map(f.dma, p, 64, VT_DMA_TO_DEVICE, &other), 0);
+	for (int i = 0; i < 8; i++)
+		CHECK(other != bus[i]);
+	CHECK_EQ(vt_dma_batch_end(f.dma), 0);
+	/* The end: eight consecutive pages in one invalidation, none reachable any more. */
+	CHECK_EQ(f.dev.invalidations, 1);
+	for (int i = 0; i < 8; i++)
+		CHECK_EQ(vt_as_read(&f.dev.as, bus[i], (uint8_t[8]){ 0 }, 8, NULL), -EFAULT);
+	CHECK(device_sees(&f, other, p, 64));
+	CHECK_EQ(vt_dma_unmap(f.dma, other, 64, VT_DMA_TO_DEVICE), 0);
+	CHECK_EQ(f.dev.invalidations, 2); /* outside a batch, strict at once */
+	CHECK_EQ(f.dev.stale_updates, 0);
+	CHECK_EQ(device_entries(&f.dev), 0);
+	teardown(&f);
+}
+
+VT_TEST(nested_batches_publish_at_the_outermost_end)
+{
+	struct fixture f;
+	uint64_t bus[2];
+
+	REQUIRE_EQ(setup(&f, VT_DMA_IOMMU_STRICT), 0);
+	uint8_t *p = shm_buffer(&f, 64);
+	REQUIRE(p != NULL);
+	for (int i = 0; i < 2; i++)
+		REQUIRE_EQ(vt_dma_map(f.dma, p, 64, VT_DMA_FROM_DEVICE, &bus[i]), 0);
+	vt_dma_batch_begin(f.dma);
+	vt_dma_batch_begin(f.dma);
+	REQUIRE_EQ(vt_dma_unmap(f.dma, bus[0], 64, VT_DMA_FROM_DEVICE), 0);
+	CHECK_EQ(vt_dma_batch_end(f.dma), 0);
+	CHECK_EQ(f.dev.invalidations, 0);
+	REQUIRE_EQ(vt_dma_unmap(f.dma, bus[1], 64, VT_DMA_FROM_DEVICE), 0);
+	CHECK_EQ(vt_dma_batch_end(f.dma), 0);
+	CHECK_EQ(f.dev.invalidations, 1);
+	CHECK_EQ(device_entries(&f.dev), 0);
+	teardown(&f);
+}
+
+VT_TEST(a_batch_that_fills_the_queue_publishes_early_and_keeps_strictness)
+{
+	struct fixture f;
+	uint64_t bus[6];
+
+	REQUIRE_EQ(setup_memory(&f, VT_DMA_IOMMU_STRICT), 0);
+	f.params.lazy_batch = 4; /* the queue a batch gathers into */
+	REQUIRE_EQ(setup_dma(&f), 0);
+	uint8_t *p = shm_buffer(&f, 64);
+	REQUIRE(p != NULL);
+	for (int i = 0; i < 6; i++)
+		REQUIRE_EQ(vt_dma_map(f.dma, p, 64, VT_DMA_TO_DEVICE, &bus[i]), 0);
+	vt_dma_batch_begin(f.dma);
+	for (int i = 0; i < 6; i++)
+		REQUIRE_EQ(vt_dma_unmap(f.dma, bus[i], 64, VT_DMA_TO_DEVICE), 0);
+	CHECK_EQ(f.dev.invalidations, 1); /* the first four, when the queue filled */
+	CHECK_EQ(vt_dma_batch_end(f.dma), 0);
+	CHECK_EQ(f.dev.invalidations, 2);
+	CHECK_EQ(device_entries(&f.dev), 0);
+	teardown(&f);
+}
+
+VT_TEST(a_failed_publication_at_batch_end_keeps_the_iovas_reserved_until_a_flush)
+{
+	struct fixture f;
+	uint64_t bus, other;
+
+	REQUIRE_EQ(setup_memory(&f, VT_DMA_IOMMU_STRICT), 0);
+	f.params.iova_size = PAGE;
+	REQUIRE_EQ(setup_dma(&f), 0);
+	uint8_t *p = shm_buffer(&f, 64);
+	REQUIRE(p != NULL);
+	fill(p, 64, 29);
+	REQUIRE_EQ(vt_dma_map(f.dma, p, 64, VT_DMA_TO_DEVICE, &bus), 0);
+	vt_dma_batch_begin(f.dma);
+	REQUIRE_EQ(vt_dma_unmap(f.dma, bus, 64, VT_DMA_TO_DEVICE), 0);
+	f.dev.fail_invalidations = 2;
+	CHECK_EQ(vt_dma_batch_end(f.dma), -EIO);
+	/*
+	 * Not invalidated: the only page of IOVA space is not handed out again (the map's own
+	 * attempt to publish the queue fails too).
+	 */
+	CHECK(device_sees(&f, bus, p, 64));
+	CHECK_EQ(vt_dma_map(f.dma, p, 64, VT_DMA_TO_DEVICE, &other), -ENOSPC);
+	CHECK(device_sees(&f, bus, p, 64));
+	CHECK_EQ(vt_dma_flush(f.dma), 0);
+	CHECK_EQ(device_entries(&f.dev), 0);
+	REQUIRE_EQ(vt_dma_map(f.dma, p, 64, VT_DMA_TO_DEVICE, &other), 0);
+	CHECK_EQ(vt_dma_unmap(f.dma, other, 64, VT_DMA_TO_DEVICE), 0);
+	CHECK_EQ(f.dev.stale_updates, 0);
+	teardown(&f);
+}
+
+VT_TEST(lazy_batches_leave_invalidations_queued_and_other_modes_ignore_batches)
+{
+	static const enum vt_dma_mode modes[] = { VT_DMA_IOMMU_LAZY, VT_DMA_IOMMU_PREMAPPED };
+	for (unsigned int m = 0; m < 2; m++) {
+		struct fixture f;
+		uint64_t bus;
+		REQUIRE_EQ(setup(&f, modes[m]), 0);
+		uint8_t *p = shm_buffer(&f, 64);
+		REQUIRE(p != NULL);
+		fill(p, 64, 31);
+		unsigned int before = f.dev.invalidations;
+		vt_dma_batch_begin(f.dma);
+		REQUIRE_EQ(vt_dma_map(f.dma, p, 64, VT_DMA_TO_DEVICE, &bus), 0);
+		CHECK(device_sees(&f, bus, p, 64));
+		REQUIRE_EQ(vt_dma_unmap(f.dma, bus, 64, VT_DMA_TO_DEVICE), 0);
+		CHECK_EQ(vt_dma_batch_end(f.dma), 0);
+		/* Lazy keeps its window (the flush is its own); premapped has nothing to drop. */
+		CHECK_EQ(f.dev.invalidations, before);
+		CHECK(device_sees(&f, bus, p, 64));
+		teardown(&f);
+	}
+}
+
+struct batch_waiter {
+	struct fixture *f;
+	void *buffer;
+	atomic_bool mapped;
+	int ret;
+};
+
+static void *map_during_batch(void *arg)
+{
+	struct batch_waiter *w = arg;
+	uint64_t bus;
+	w->ret = vt_dma_map(w->f->dma, w->buffer, 64, VT_DMA_TO_DEVICE, &bus);
+	atomic_store(&w->mapped, true);
+	if (w->ret == 0)
+		w->ret = vt_dma_unmap(w->f->dma, bus, 64, VT_DMA_TO_DEVICE);
+	return NULL;
+}
+
+VT_TEST(another_threads_map_waits_for_the_end_of_a_batch)
+{
+	struct fixture f;
+	pthread_t t;
+
+	REQUIRE_EQ(setup(&f, VT_DMA_IOMMU_STRICT), 0);
+	struct batch_waiter w = { .f = &f, .buffer = shm_buffer(&f, 64) };
+	REQUIRE(w.buffer != NULL);
+	vt_dma_batch_begin(f.dma);
+	REQUIRE_EQ(pthread_create(&t, NULL, map_during_batch, &w), 0);
+	/* The other thread gets every chance to run; its map must still be waiting. */
+	for (int i = 0; i < 50; i++) {
+		sched_yield();
+		usleep(1000);
+	}
+	CHECK(!atomic_load(&w.mapped));
+	CHECK_EQ(vt_dma_batch_end(f.dma), 0);
+	pthread_join(t, NULL);
+	CHECK(atomic_load(&w.mapped));
+	CHECK_EQ(w.ret, 0);
+	teardown(&f);
 }

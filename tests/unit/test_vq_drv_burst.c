@@ -14,6 +14,8 @@
 
 #include <virtue/spec/virtio_config.h>
 #include <virtue/spec/virtio_ring.h>
+#include <virtue/iotlb.h>
+#include <virtue/iotlb_feed.h>
 #include <virtue/virtqueue.h>
 
 #define QSIZE 32
@@ -377,4 +379,112 @@ VT_TEST(empty_bursts_do_nothing)
 	CHECK_EQ(vt_vq_drv_get_burst(r.drv, got, lens, 0), 0);
 	CHECK(!vt_vq_drv_kick_prepare(r.drv));
 	vq_pair_destroy(&r);
+}
+
+/* ---------------------------------------------------------------- strict DMA */
+
+/*
+ * How many pages of the IOVA space the DMA API allocates from (its default base, 1 MiB) the
+ * device can reach that lead into [mem, mem + len).
+ */
+static unsigned int buffers_reachable(struct vt_iotlb *iotlb, const uint8_t *mem, size_t len)
+{
+	unsigned int n = 0;
+	for (uint64_t iova = 1u << 20; iova < (1u << 20) + 4096ull * 4096; iova += 4096) {
+		struct vt_iotlb_entry e;
+		if (vt_iotlb_lookup(iotlb, iova, &e) == 0 && (uint8_t *)e.hva >= mem &&
+		    (uint8_t *)e.hva < mem + len)
+			n++;
+	}
+	return n;
+}
+
+/*
+ * Strict DMA under bursts: a burst's maps and unmaps form one DMA batch. The device reaches
+ * every buffer through the IOTLB while it is posted; once vt_vq_drv_get_burst returns, no
+ * collected buffer's IOVA translates any more, and the burst's invalidations left together
+ * (adjacent IOVAs merged: fewer invalidations than buffers).
+ */
+static void strict_bursts(bool packed)
+{
+	enum { N = 16, SHM = 1u << 20 };
+	struct vt_shm *shm = NULL;
+	const struct vt_shm_region *region;
+	struct vt_log log = { .max_level = VT_LOG_ERROR };
+	struct vt_iotlb_feed feed = { 0 };
+	struct vt_dma *dma = NULL;
+	struct vt_vq_drv *drv = NULL;
+	struct vt_vq_dev *dev = NULL;
+	uint64_t features = VT_BIT(VIRTIO_F_VERSION_1) | VT_BIT(VIRTIO_F_ACCESS_PLATFORM) |
+			    (packed ? VT_BIT(VIRTIO_F_RING_PACKED) : 0);
+
+	REQUIRE_EQ(vt_shm_new(&shm), 0);
+	REQUIRE_EQ(vt_shm_add_memfd(shm, SHM, 0x100000000ull, &region), 0);
+	feed.table = vt_memtable_new(NULL);
+	REQUIRE(feed.table != NULL);
+	REQUIRE_EQ(vt_memtable_add_shm(feed.table, shm), 0);
+	REQUIRE_EQ(vt_iotlb_new(NULL, &feed.iotlb), 0);
+	struct vt_dma_params dp = { .mode = VT_DMA_IOMMU_STRICT,
+				    .shm = shm,
+				    .log = &log,
+				    .iotlb_ops = &vt_iotlb_feed_ops,
+				    .iotlb_opaque = &feed };
+	REQUIRE_EQ(vt_dma_new(&dp, &dma), 0);
+	struct vt_vq_drv_params drp = {
+		.num = QSIZE, .features = features, .dma = dma, .log = &log
+	};
+	REQUIRE_EQ(vt_vq_drv_new(&drp, &drv), 0);
+	struct vt_vq_dev_params dvp = { .num = QSIZE,
+					.features = features,
+					.as = vt_iotlb_as(feed.iotlb),
+					.next_avail = packed ? VT_VQ_PACKED_START : 0,
+					.log = &log };
+	vt_vq_drv_addrs(drv, &dvp.desc_addr, &dvp.driver_addr, &dvp.device_addr);
+	REQUIRE_EQ(vt_vq_dev_new(&dvp, &dev), 0);
+
+	uint8_t *mem = (uint8_t *)region->hva + SHM / 2;
+	for (unsigned int round = 0; round < 6 && !vt_test_failed; round++) {
+		struct iovec sg[N], iov[N];
+		struct vt_vq_chain chains[N];
+		void *tokens[N], *got[N];
+		uint32_t lens[N];
+		for (unsigned int i = 0; i < N; i++) {
+			uint8_t *b = mem + (size_t)i * 4096;
+			memset(b, (int)(round * N + i), LEN);
+			sg[i] = (struct iovec){ b, LEN };
+			tokens[i] = b;
+		}
+		REQUIRE_EQ(vt_vq_drv_add_burst(drv, sg, N, false, tokens), N);
+		vt_vq_drv_kick_prepare(drv);
+		REQUIRE_EQ(vt_vq_dev_pop_burst(dev, chains, iov, 1, N), N);
+		for (unsigned int i = 0; i < N; i++)
+			/* The device reads the driver's bytes through its IOTLB mapping. */
+			CHECK_EQ(((uint8_t *)iov[i].iov_base)[LEN - 1], (uint8_t)(round * N + i));
+		CHECK_EQ(buffers_reachable(feed.iotlb, mem, N * 4096), N);
+		REQUIRE_EQ(vt_vq_dev_push_burst(dev, chains, (uint32_t[N]){ 0 }, N), 0);
+		vt_vq_dev_flush(dev);
+		struct vt_dma_stats before, after;
+		vt_dma_get_stats(dma, &before);
+		REQUIRE_EQ(vt_vq_drv_get_burst(drv, got, lens, N), N);
+		vt_dma_get_stats(dma, &after);
+		for (unsigned int i = 0; i < N; i++)
+			CHECK(got[i] == tokens[i]);
+		CHECK_EQ(buffers_reachable(feed.iotlb, mem, N * 4096), 0);
+		CHECK_EQ(after.unmaps - before.unmaps, N);
+		CHECK(after.iotlb_invalidations - before.iotlb_invalidations < N);
+		CHECK_EQ(after.flushes - before.flushes, 1);
+	}
+	CHECK(!vt_vq_drv_is_broken(drv) && !vt_vq_dev_is_broken(dev));
+	vt_vq_dev_free(dev);
+	vt_vq_drv_free(drv);
+	vt_dma_free(dma);
+	vt_iotlb_free(feed.iotlb);
+	vt_memtable_free(feed.table);
+	vt_shm_free(shm);
+}
+
+VT_TEST(strict_bursts_revoke_every_collected_buffer_before_returning_it)
+{
+	strict_bursts(false);
+	strict_bursts(true);
 }
