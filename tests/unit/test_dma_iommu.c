@@ -578,18 +578,29 @@ VT_TEST(failed_update_fails_the_map_and_leaves_nothing_behind)
 	teardown(&f);
 }
 
+/*
+ * Strict mode with one page of IOVA space, and 64 bytes of shared memory (filled from @seed)
+ * mapped to the device in it: every other map must wait for that page. The buffer, or NULL.
+ */
+static uint8_t *one_page_strict_mapping(struct fixture *f, unsigned int seed, uint64_t *bus)
+{
+	if (setup_memory(f, VT_DMA_IOMMU_STRICT) < 0)
+		return NULL;
+	f->params.iova_size = PAGE;
+	uint8_t *p = setup_dma(f) == 0 ? shm_buffer(f, 64) : NULL;
+	if (!p)
+		return NULL;
+	fill(p, 64, seed);
+	return vt_dma_map(f->dma, p, 64, VT_DMA_TO_DEVICE, bus) == 0 ? p : NULL;
+}
+
 VT_TEST(failed_invalidation_keeps_the_mapping_and_its_iova)
 {
 	struct fixture f;
 	uint64_t bus, other;
 
-	REQUIRE_EQ(setup_memory(&f, VT_DMA_IOMMU_STRICT), 0);
-	f.params.iova_size = PAGE;
-	REQUIRE_EQ(setup_dma(&f), 0);
-	uint8_t *p = shm_buffer(&f, 64);
+	uint8_t *p = one_page_strict_mapping(&f, 17, &bus);
 	REQUIRE(p != NULL);
-	fill(p, 64, 17);
-	REQUIRE_EQ(vt_dma_map(f.dma, p, 64, VT_DMA_TO_DEVICE, &bus), 0);
 	f.dev.fail_invalidations = 1;
 	CHECK_EQ(vt_dma_unmap(f.dma, bus, 64, VT_DMA_TO_DEVICE), -EIO);
 	/* Still mapped, and the IOVA is not handed to anyone else. */
@@ -1128,13 +1139,8 @@ VT_TEST(a_failed_publication_at_batch_end_keeps_the_iovas_reserved_until_a_flush
 	struct fixture f;
 	uint64_t bus, other;
 
-	REQUIRE_EQ(setup_memory(&f, VT_DMA_IOMMU_STRICT), 0);
-	f.params.iova_size = PAGE;
-	REQUIRE_EQ(setup_dma(&f), 0);
-	uint8_t *p = shm_buffer(&f, 64);
+	uint8_t *p = one_page_strict_mapping(&f, 29, &bus);
 	REQUIRE(p != NULL);
-	fill(p, 64, 29);
-	REQUIRE_EQ(vt_dma_map(f.dma, p, 64, VT_DMA_TO_DEVICE, &bus), 0);
 	vt_dma_batch_begin(f.dma);
 	REQUIRE_EQ(vt_dma_unmap(f.dma, bus, 64, VT_DMA_TO_DEVICE), 0);
 	f.dev.fail_invalidations = 2;
