@@ -74,8 +74,6 @@ int vt_vq_drv_new(const struct vt_vq_drv_params *params, struct vt_vq_drv **out)
 		vq->indirect_max = vq->num;
 	vq->dma = params->dma;
 	vq->need_unmap = vt_dma_need_unmap(params->dma);
-	enum vt_dma_mode mode = vt_dma_mode(params->dma);
-	vq->dma_batches = mode == VT_DMA_IOMMU_STRICT || mode == VT_DMA_IOMMU_LAZY;
 	vq->name = params->name ? params->name : "vq";
 	vq->log = params->log;
 	vq->cb_enabled = true;
@@ -225,14 +223,14 @@ int vt_vq_drv_add_burst(struct vt_vq_drv *vq, const struct iovec *bufs, unsigned
 		valid++;
 	if (valid == 0)
 		return -EINVAL;
-	/* One batch: one lock for the burst's maps (their updates are published as they are made).
+	/*
+	 * One DMA batch per burst (one lock for its maps, in the modes that have one; the DMA
+	 * API decides which). Nothing is unmapped in it, so its end has nothing to publish.
 	 */
-	if (vq->dma_batches)
-		vt_dma_batch_begin(vq->dma);
+	vt_dma_batch_begin(vq->dma);
 	int ret = vq->packed ? vq_packed_drv_add_burst(vq, bufs, valid, writable, tokens)
 			     : vq_split_drv_add_burst(vq, bufs, valid, writable, tokens);
-	if (vq->dma_batches)
-		vt_dma_batch_end(vq->dma); /* nothing was unmapped: nothing to publish */
+	vt_dma_batch_end(vq->dma);
 	if (ret == 0)
 		return -ENOSPC;
 	if (ret > 0)
@@ -270,8 +268,7 @@ int vt_vq_drv_get_burst(struct vt_vq_drv *vq, void **tokens, uint32_t *lens, uns
 {
 	if (vq->broken)
 		return -EPROTO;
-	if (vq->dma_batches)
-		vt_dma_batch_begin(vq->dma);
+	vt_dma_batch_begin(vq->dma);
 	int ret = vq->packed ? vq_packed_drv_get_burst(vq, tokens, lens, max)
 			     : vq_split_drv_get_burst(vq, tokens, lens, max);
 	/*
@@ -279,8 +276,7 @@ int vt_vq_drv_get_burst(struct vt_vq_drv *vq, void **tokens, uint32_t *lens, uns
 	 * longer reach any of their buffers by then. A failed invalidation was logged by the DMA
 	 * API, which keeps those IOVAs reserved; the buffers were used all the same.
 	 */
-	if (vq->dma_batches)
-		vt_dma_batch_end(vq->dma);
+	vt_dma_batch_end(vq->dma);
 	if (ret > 0)
 		count_collected(vq, (unsigned int)ret);
 	return ret;

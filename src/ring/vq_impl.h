@@ -416,8 +416,7 @@ struct vt_vq_drv {
 	unsigned int num;
 	unsigned int indirect_max;
 	struct vt_dma *dma;
-	bool need_unmap;  /* vt_dma_need_unmap, asked once */
-	bool dma_batches; /* bursts bracket their maps and unmaps: the IOMMU modes that map */
+	bool need_unmap; /* vt_dma_need_unmap, asked once */
 	const char *name;
 	const struct vt_log *log;
 
