@@ -334,6 +334,18 @@ static void reindex(struct vt_iotlb *t, unsigned int from)
 	STORE(&t->levels, k);
 }
 
+/*
+ * Remembers entry @i as the one that answered last. Stored only when it changes: an unchanged
+ * hint keeps its line shared.
+ */
+static inline void remember_hint(const struct vt_iotlb *t, unsigned int i)
+{
+	struct vt_iotlb *w = (struct vt_iotlb *)t; /* the hint is the readers' own field */
+
+	if (i != atomic_load_explicit(&w->hint, memory_order_relaxed))
+		atomic_store_explicit(&w->hint, i, memory_order_relaxed);
+}
+
 /* Whether entry @i of a table of @count entries holds @addr. */
 static inline bool entry_holds(const struct vt_iotlb *t, unsigned int i, unsigned int count,
 			       uint64_t addr)
@@ -898,9 +910,7 @@ int vt_iotlb_translate(struct vt_iotlb *iotlb, uint64_t iova, uint64_t len, unsi
 	switch (ret) {
 	case 0:
 		*iov_count = n;
-		/* Stored only when it changes: an unchanged hint keeps its line shared. */
-		if (i != atomic_load_explicit(&t->hint, memory_order_relaxed))
-			atomic_store_explicit(&t->hint, i, memory_order_relaxed);
+		remember_hint(t, i);
 		atomic_fetch_add_explicit(&t->hits, 1, memory_order_relaxed);
 		break;
 	case -ENOBUFS:
@@ -1000,9 +1010,8 @@ static int iotlb_as_extent(void *impl, uint64_t addr, struct vt_as_extent *exten
 
 	if (i == NO_ENTRY || perm == DEAD)
 		return -EFAULT;
-	/* As in vt_iotlb_translate: the next extent asked for is likely next to this one. */
-	if (i != atomic_load_explicit(&t->hint, memory_order_relaxed))
-		atomic_store_explicit(&((struct vt_iotlb *)t)->hint, i, memory_order_relaxed);
+	/* The next extent asked for is likely next to this one. */
+	remember_hint(t, i);
 	*extent = (struct vt_as_extent){
 		.addr = start, .last = last, .hva = hva, .perm = (unsigned int)perm
 	};
