@@ -173,21 +173,6 @@ static struct iovec tx_fill(struct vt_net_txq *q, struct tx_slot *s, const void 
 	return sg;
 }
 
-int vt_net_txq_send(struct vt_net_txq *q, const void *frame, size_t len, void *cookie)
-{
-	int ret = tx_len_error(q, len);
-	if (ret < 0)
-		return tx_reject(q, ret);
-	unsigned int i;
-	if (!slot_pool_take(&q->pool, &i)) {
-		q->stats.ring_full++;
-		return -EAGAIN;
-	}
-	struct tx_slot *s = &q->slots[i];
-	struct iovec sg = tx_fill(q, s, frame, len);
-	return tx_post(q, s, &sg, 1, len, cookie);
-}
-
 /* Frames per ring burst: the stack arrays below. */
 #define TX_BURST 64
 
@@ -203,17 +188,19 @@ static int tx_send_chunk(struct vt_net_txq *q, const struct iovec *frames, unsig
 
 	/* Slots are peeked, filled and taken only for what the ring took: the rest stay free. */
 	unsigned int avail = slot_pool_peek_n(&q->pool, idx, n);
-	for (; k < avail; k++) {
+	for (; k < n; k++) {
+		/* A bad frame is refused as such, whether or not a slot is free for it. */
 		err = tx_len_error(q, frames[k].iov_len);
 		if (err < 0)
 			break;
+		if (k == avail) {
+			q->stats.ring_full++;
+			err = -EAGAIN;
+			break;
+		}
 		struct tx_slot *s = &q->slots[idx[k]];
 		sg[k] = tx_fill(q, s, frames[k].iov_base, frames[k].iov_len);
 		tokens[k] = s;
-	}
-	if (k == avail && k < n) {
-		q->stats.ring_full++;
-		err = -EAGAIN;
 	}
 	if (k == 0)
 		return err == -EAGAIN ? err : tx_reject(q, err);
@@ -241,6 +228,14 @@ int vt_net_txq_send_burst(struct vt_net_txq *q, const struct iovec *frames, unsi
 			break;
 	}
 	return (int)done;
+}
+
+/* A burst of one: the same checks, slot handling and error mapping. */
+int vt_net_txq_send(struct vt_net_txq *q, const void *frame, size_t len, void *cookie)
+{
+	struct iovec f = { (void *)(uintptr_t)frame, len };
+	int ret = vt_net_txq_send_burst(q, &f, 1, &cookie);
+	return ret < 0 ? ret : 0;
 }
 
 int vt_net_txq_send_sg(struct vt_net_txq *q, const struct iovec *iov, unsigned int iovcnt,
