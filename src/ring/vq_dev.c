@@ -302,22 +302,12 @@ translated:
 	return 0;
 }
 
-void vq_dev_order_push(struct vt_vq_dev *vq, uint16_t id)
-{
-	vq->order[(vq->order_head + vq->order_count) % vq->num] = id;
-	vq->order_count++;
-}
-
 int vt_vq_dev_pop(struct vt_vq_dev *vq, struct vt_vq_chain *chain, struct iovec *iov,
 		  unsigned int iov_max)
 {
-	if (vq->broken)
-		return -EPROTO;
-	int ret = vq_dev_ensure_rings(vq);
-	if (ret < 0)
-		return ret;
-	return vq->packed ? vq_packed_dev_pop(vq, chain, iov, iov_max)
-			  : vq_split_dev_pop(vq, chain, iov, iov_max);
+	/* A burst of one: one path, so every rule is checked by the same code either way. */
+	int ret = vt_vq_dev_pop_burst(vq, chain, iov, iov_max, 1);
+	return ret == 1 ? 0 : ret == 0 ? -EAGAIN : ret;
 }
 
 int vt_vq_dev_pop_burst(struct vt_vq_dev *vq, struct vt_vq_chain *chains, struct iovec *iov,
@@ -337,44 +327,65 @@ int vt_vq_dev_pop_burst(struct vt_vq_dev *vq, struct vt_vq_chain *chains, struct
 	return err;
 }
 
-/* Records a used entry for the next flush and retires what it covers. */
-static inline int vq_dev_push_common(struct vt_vq_dev *vq, uint16_t id, uint16_t ndesc,
-				     uint32_t written, unsigned int batch)
+/* IN_ORDER: records a used entry for the next flush, retiring the @batch oldest buffers. */
+static inline int vq_dev_push_in_order(struct vt_vq_dev *vq, uint16_t id, uint16_t ndesc,
+				       uint32_t written, unsigned int batch)
 {
 	vq->pending[vq->npending++] = (struct vq_used_pending){ id, ndesc, written, batch };
-	/* Retire what the used entry covers: one buffer, or an in-order batch. */
-	if (vq->in_order) {
-		for (unsigned int i = 0; i < batch; i++) {
-			vq->in_flight_ndesc[vq->order[vq->order_head]] = 0;
-			vq->order_head = (vq->order_head + 1) % vq->num;
-		}
-		vq->order_count -= batch;
-	} else {
-		vq->in_flight_ndesc[id] = 0;
+	for (unsigned int i = 0; i < batch; i++) {
+		vq->in_flight_ndesc[vq->order[vq->order_head]] = 0;
+		vq->order_head = (vq->order_head + 1) % vq->num;
 	}
+	vq->order_count -= batch;
 	vq->in_flight -= batch;
 	return 0;
 }
 
-static inline int push_one(struct vt_vq_dev *vq, const struct vt_vq_chain *chain, uint32_t written)
+/*
+ * Records @n used entries for the next flush, without IN_ORDER: each one buffer, retired now.
+ * The queue's fields are held in locals (to the compiler, a store to the pending entries may
+ * change them). The first chain not in flight (a duplicate in the burst included) breaks the
+ * queue; those before it stay pushed.
+ */
+static int push_run(struct vt_vq_dev *vq, const struct vt_vq_chain *chains, const uint32_t *written,
+		    unsigned int n)
+{
+	uint16_t *in_flight = vq->in_flight_ndesc;
+	struct vq_used_pending *pending = vq->pending + vq->npending;
+	const unsigned int num = vq->num;
+	unsigned int i;
+
+	for (i = 0; i < n; i++) {
+		uint16_t id = chains[i].id;
+		if (id >= num || in_flight[id] == 0)
+			break;
+		pending[i] =
+		    (struct vq_used_pending){ id, in_flight[id], written ? written[i] : 0, 1 };
+		in_flight[id] = 0;
+	}
+	vq->npending += i;
+	vq->in_flight -= i;
+	if (i < n)
+		return vq_dev_break(vq, VT_VQ_ERR_NOT_IN_FLIGHT, "id %u", chains[i].id);
+	return 0;
+}
+
+/* IN_ORDER: one buffer, which must be the oldest in flight. */
+static int push_one_in_order(struct vt_vq_dev *vq, const struct vt_vq_chain *chain,
+			     uint32_t written)
 {
 	if (chain->id >= vq->num || vq->in_flight_ndesc[chain->id] == 0)
 		return vq_dev_break(vq, VT_VQ_ERR_NOT_IN_FLIGHT, "id %u", chain->id);
-	if (vq->in_order) {
-		/* In order means exactly that: the oldest buffer first. */
-		if (vq->order_count == 0 || vq->order[vq->order_head] != chain->id)
-			return vq_dev_break(vq, VT_VQ_ERR_NOT_IN_FLIGHT,
-					    "IN_ORDER: id %u returned before older buffers",
-					    chain->id);
-	}
-	return vq_dev_push_common(vq, chain->id, vq->in_flight_ndesc[chain->id], written, 1);
+	/* In order means exactly that: the oldest buffer first. */
+	if (vq->order_count == 0 || vq->order[vq->order_head] != chain->id)
+		return vq_dev_break(vq, VT_VQ_ERR_NOT_IN_FLIGHT,
+				    "IN_ORDER: id %u returned before older buffers", chain->id);
+	return vq_dev_push_in_order(vq, chain->id, vq->in_flight_ndesc[chain->id], written, 1);
 }
 
 int vt_vq_dev_push(struct vt_vq_dev *vq, const struct vt_vq_chain *chain, uint32_t written)
 {
-	if (vq->broken)
-		return -EPROTO;
-	return push_one(vq, chain, written);
+	return vt_vq_dev_push_burst(vq, chain, &written, 1);
 }
 
 int vt_vq_dev_push_burst(struct vt_vq_dev *vq, const struct vt_vq_chain *chains,
@@ -382,8 +393,10 @@ int vt_vq_dev_push_burst(struct vt_vq_dev *vq, const struct vt_vq_chain *chains,
 {
 	if (vq->broken)
 		return -EPROTO;
+	if (!vq->in_order)
+		return push_run(vq, chains, written, n);
 	for (unsigned int i = 0; i < n; i++) {
-		int ret = push_one(vq, &chains[i], written ? written[i] : 0);
+		int ret = push_one_in_order(vq, &chains[i], written ? written[i] : 0);
 		if (ret < 0)
 			return ret;
 	}
@@ -410,7 +423,7 @@ int vt_vq_dev_push_in_order_batch(struct vt_vq_dev *vq, const struct vt_vq_chain
 		if (id == last->id)
 			break;
 	}
-	return vq_dev_push_common(vq, last->id, (uint16_t)ndesc, written, batch);
+	return vq_dev_push_in_order(vq, last->id, (uint16_t)ndesc, written, batch);
 }
 
 bool vt_vq_dev_flush(struct vt_vq_dev *vq)

@@ -219,7 +219,7 @@ int vt_vq_drv_add_burst(struct vt_vq_drv *vq, const struct iovec *bufs, unsigned
 	if (n == 0)
 		return 0;
 	/* A buffer vt_vq_drv_add would refuse ends the burst before it. */
-	while (valid < n && check_segments(&bufs[valid], 1, tokens[valid]) == 0)
+	while (valid < n && tokens[valid] && bufs[valid].iov_len - 1 < UINT32_MAX)
 		valid++;
 	if (valid == 0)
 		return -EINVAL;
@@ -256,12 +256,9 @@ bool vt_vq_drv_kick_prepare(struct vt_vq_drv *vq)
 
 int vt_vq_drv_get(struct vt_vq_drv *vq, void **token, uint32_t *len)
 {
-	if (vq->broken)
-		return -EPROTO;
-	int ret = vq->packed ? vq_packed_drv_get(vq, token, len) : vq_split_drv_get(vq, token, len);
-	if (ret == 0)
-		count_collected(vq, 1);
-	return ret;
+	/* A burst of one: one path, so every rule is checked by the same code either way. */
+	int ret = vt_vq_drv_get_burst(vq, token, len, 1);
+	return ret == 1 ? 0 : ret == 0 ? -EAGAIN : ret;
 }
 
 int vt_vq_drv_get_burst(struct vt_vq_drv *vq, void **tokens, uint32_t *lens, unsigned int max)

@@ -260,13 +260,19 @@ static inline void vq_chain_begin(struct vq_chain_builder *b, struct vt_vq_dev *
 	chain->readable_bytes = chain->writable_bytes = 0;
 }
 
+/* [addr, addr + len), len > 0, lies in extent @e, which allows @access. */
+static inline bool vq_in_extent(const struct vt_as_extent *e, uint64_t addr, uint32_t len,
+				unsigned int access)
+{
+	return len && addr - e->addr <= e->last - e->addr && len - 1 <= e->last - addr &&
+	       (e->perm & access) == access;
+}
+
 /* [addr, addr + len), len > 0, lies in the cached extent, which allows @access. */
 static inline bool vq_extent_covers(const struct vt_vq_dev *vq, uint64_t addr, uint32_t len,
 				    unsigned int access)
 {
-	const struct vt_as_extent *e = &vq->extent;
-	return vq->extent_valid && len && addr - e->addr <= e->last - e->addr &&
-	       len - 1 <= e->last - addr && (e->perm & access) == access;
+	return vq->extent_valid && vq_in_extent(&vq->extent, addr, len, access);
 }
 
 /* The host address of @addr, which the cached extent covers. */
@@ -354,13 +360,15 @@ int vq_dev_table_open(struct vt_vq_dev *vq, uint64_t addr, uint32_t len, struct 
 int vq_dev_table_read(struct vt_vq_dev *vq, const struct vq_table *t, unsigned int i,
 		      uint64_t word[2]);
 
-/* IN_ORDER bookkeeping shared by both formats. */
-void vq_dev_order_push(struct vt_vq_dev *vq, uint16_t id);
+/* IN_ORDER bookkeeping shared by both formats: @id taken after every id recorded before. */
+static inline void vq_dev_order_push(struct vt_vq_dev *vq, uint16_t id)
+{
+	vq->order[(vq->order_head + vq->order_count) % vq->num] = id;
+	vq->order_count++;
+}
 
 int vq_split_dev_init(struct vt_vq_dev *vq);
 int vq_split_dev_resolve(struct vt_vq_dev *vq);
-int vq_split_dev_pop(struct vt_vq_dev *vq, struct vt_vq_chain *chain, struct iovec *iov,
-		     unsigned int iov_max);
 /* Pops up to @max chains while the rings stay current; the first error ends it in *@err. */
 unsigned int vq_split_dev_pop_burst(struct vt_vq_dev *vq, struct vt_vq_chain *chains,
 				    struct iovec *iov, unsigned int iov_per_chain, unsigned int max,
@@ -373,8 +381,6 @@ bool vq_split_dev_enable_notify(struct vt_vq_dev *vq);
 
 int vq_packed_dev_init(struct vt_vq_dev *vq);
 int vq_packed_dev_resolve(struct vt_vq_dev *vq);
-int vq_packed_dev_pop(struct vt_vq_dev *vq, struct vt_vq_chain *chain, struct iovec *iov,
-		      unsigned int iov_max);
 /* Pops up to @max chains while the rings stay current; the first error ends it in *@err. */
 unsigned int vq_packed_dev_pop_burst(struct vt_vq_dev *vq, struct vt_vq_chain *chains,
 				     struct iovec *iov, unsigned int iov_per_chain,
@@ -610,7 +616,6 @@ int vq_split_drv_init(struct vt_vq_drv *vq);
 int vq_split_drv_add(struct vt_vq_drv *vq, const struct iovec *sg, unsigned int nreadable,
 		     unsigned int nwritable, void *token);
 bool vq_split_drv_kick_prepare(struct vt_vq_drv *vq);
-int vq_split_drv_get(struct vt_vq_drv *vq, void **token, uint32_t *len);
 int vq_split_drv_add_burst(struct vt_vq_drv *vq, const struct iovec *bufs, unsigned int n,
 			   bool writable, void *const *tokens);
 int vq_split_drv_get_burst(struct vt_vq_drv *vq, void **tokens, uint32_t *lens, unsigned int max);
@@ -625,7 +630,6 @@ int vq_packed_drv_init(struct vt_vq_drv *vq);
 int vq_packed_drv_add(struct vt_vq_drv *vq, const struct iovec *sg, unsigned int nreadable,
 		      unsigned int nwritable, void *token);
 bool vq_packed_drv_kick_prepare(struct vt_vq_drv *vq);
-int vq_packed_drv_get(struct vt_vq_drv *vq, void **token, uint32_t *len);
 int vq_packed_drv_add_burst(struct vt_vq_drv *vq, const struct iovec *bufs, unsigned int n,
 			    bool writable, void *const *tokens);
 int vq_packed_drv_get_burst(struct vt_vq_drv *vq, void **tokens, uint32_t *lens, unsigned int max);

@@ -278,12 +278,6 @@ taken:
 	return 0;
 }
 
-int vq_packed_dev_pop(struct vt_vq_dev *vq, struct vt_vq_chain *chain, struct iovec *iov,
-		      unsigned int iov_max)
-{
-	return pop_one(vq, chain, iov, iov_max);
-}
-
 unsigned int vq_packed_dev_pop_burst(struct vt_vq_dev *vq, struct vt_vq_chain *chains,
 				     struct iovec *iov, unsigned int iov_per_chain,
 				     unsigned int max, int *err)

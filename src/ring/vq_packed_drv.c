@@ -314,7 +314,7 @@ static int used_state(struct vt_vq_drv *vq, uint16_t *flags)
 	return -1;
 }
 
-/* One used buffer: vq_packed_drv_get, inline in the burst's loop. */
+/* One used buffer, inline in the burst's loop. */
 static inline int get_one(struct vt_vq_drv *vq, void **token, uint32_t *len)
 {
 	if (vq->in_batch) {
@@ -385,11 +385,6 @@ static inline int get_one(struct vt_vq_drv *vq, void **token, uint32_t *len)
 	*len = vq_drv_check_len(vq, id, used_len);
 	detach_buffer(vq, id);
 	return 0;
-}
-
-int vq_packed_drv_get(struct vt_vq_drv *vq, void **token, uint32_t *len)
-{
-	return get_one(vq, token, len);
 }
 
 int vq_packed_drv_get_burst(struct vt_vq_drv *vq, void **tokens, uint32_t *lens, unsigned int max)

@@ -200,9 +200,34 @@ static void read_heads(struct vt_vq_dev *vq)
 	vq->avail_cached = (uint16_t)n;
 }
 
-/* One pop; inlined into both the single pop and the burst loop, so neither pays a call. */
-static inline __attribute__((always_inline)) int
-pop_one(struct vt_vq_dev *vq, struct vt_vq_chain *chain, struct iovec *iov, unsigned int iov_max)
+/*
+ * Makes sure avail_cache holds heads: when it is empty, reads the available index (only once
+ * the heads it exposed last time are all taken) and the heads it exposes. 0, -EAGAIN when
+ * nothing is available, -EPROTO for an index that moved too far.
+ */
+static inline int fill_heads(struct vt_vq_dev *vq)
+{
+	if (vq->avail_cached)
+		return 0;
+	if (vq->shadow_avail_idx == vq->next_avail) {
+		/* Acquire: the ring entries and descriptors it exposes are read after it. */
+		struct virtq_avail *avail = vq->ring.split.avail;
+		uint16_t idx = ring_consume16(vq->barriers, &avail->idx);
+		if ((uint16_t)(idx - vq->next_avail) > vq->num)
+			return vq_dev_break(vq, VT_VQ_ERR_AVAIL_IDX,
+					    "avail idx %u, %u already taken, queue size %u", idx,
+					    vq->next_avail, vq->num);
+		vq->shadow_avail_idx = idx;
+		if (idx == vq->next_avail)
+			return -EAGAIN;
+	}
+	read_heads(vq);
+	return 0;
+}
+
+/* One pop, every rule checked: the entries a run leaves, and resubmissions. */
+static int pop_one(struct vt_vq_dev *vq, struct vt_vq_chain *chain, struct iovec *iov,
+		   unsigned int iov_max)
 {
 	int ret;
 
@@ -213,24 +238,9 @@ pop_one(struct vt_vq_dev *vq, struct vt_vq_chain *chain, struct iovec *iov, unsi
 			vq->resubmit_pos++;
 		return ret;
 	}
-
-	if (vq->avail_cached == 0) {
-		if (vq->shadow_avail_idx == vq->next_avail) {
-			/* Acquire: the ring entries and descriptors it exposes are read after it.
-			 */
-			struct virtq_avail *avail = vq->ring.split.avail;
-			uint16_t idx = ring_consume16(vq->barriers, &avail->idx);
-			if ((uint16_t)(idx - vq->next_avail) > vq->num)
-				return vq_dev_break(vq, VT_VQ_ERR_AVAIL_IDX,
-						    "avail idx %u, %u already taken, queue size %u",
-						    idx, vq->next_avail, vq->num);
-			vq->shadow_avail_idx = idx;
-			if (idx == vq->next_avail)
-				return -EAGAIN;
-		}
-		read_heads(vq);
-	}
-
+	ret = fill_heads(vq);
+	if (ret < 0)
+		return ret;
 	uint16_t head = vq->avail_cache[vq->next_avail % VQ_AVAIL_CACHE];
 	ret = take_chain(vq, head, chain, iov, iov_max);
 	if (ret < 0)
@@ -242,35 +252,113 @@ pop_one(struct vt_vq_dev *vq, struct vt_vq_chain *chain, struct iovec *iov, unsi
 	return 0;
 }
 
-int vq_split_dev_pop(struct vt_vq_dev *vq, struct vt_vq_chain *chain, struct iovec *iov,
-		     unsigned int iov_max)
+/*
+ * A burst's common case in one tight loop: heads already read ahead, each naming a chain of one
+ * descriptor inside the cached extent. The loop keeps the queue's fields in locals, which
+ * pop_one cannot (to the compiler, a store through an iovec or a chain may change them), and
+ * applies take_chain's rules. It stops before the first entry that needs more (a chain, an
+ * indirect table, an address outside the extent, a head the rules refuse, a generation that
+ * moved) and takes nothing of it: pop_one then takes that entry from the start. Its descriptor
+ * is read again there, which is no double fetch, as nothing read here decides anything there.
+ */
+static unsigned int pop_run(struct vt_vq_dev *vq, struct vt_vq_chain *chains, struct iovec *iov,
+			    unsigned int iov_per_chain, unsigned int max)
 {
-	return pop_one(vq, chain, iov, iov_max);
+	const _Atomic uint64_t *generation_word = vq->as.generation_word;
+	const struct vt_as_extent *e = &vq->extent;
+
+	/* An extent the device may not read from, rare, is left to pop_one as well. */
+	if (!vq->extent_valid || !(e->perm & VT_ACCESS_READ) || !generation_word ||
+	    !iov_per_chain || vq->inflight || vq->resubmit_pos < vq->resubmit_count)
+		return 0;
+	const struct virtq_desc *desc = vq->ring.split.desc;
+	uint16_t *in_flight = vq->in_flight_ndesc;
+	const uint64_t generation = vq->ring_generation;
+	const uint64_t base = e->addr, span = e->last - e->addr, hva = e->hva;
+	/* Flags that end the run: a chain, a table, a write the extent forbids. */
+	const uint16_t stop = VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT |
+			      (e->perm & VT_ACCESS_WRITE ? 0 : VIRTQ_DESC_F_WRITE);
+	const unsigned int num = vq->num;
+	const uint16_t next = vq->next_avail;
+	const bool in_order = vq->in_order;
+	unsigned int n;
+
+	if (max > vq->avail_cached)
+		max = vq->avail_cached;
+	for (n = 0; n < max; n++, iov += iov_per_chain) {
+		uint16_t head = vq->avail_cache[(uint16_t)(next + n) % VQ_AVAIL_CACHE];
+		/* Checked per chain, as pop_one does: an IOTLB change ends the run. */
+		if (head >= num || in_flight[head] ||
+		    atomic_load_explicit(generation_word, memory_order_acquire) != generation)
+			break;
+		struct split_desc d = read_desc(&desc[head]);
+		uint64_t offset = d.addr - base;
+		if ((d.flags & stop) || !d.len || offset > span || d.len - 1 > span - offset)
+			break;
+		bool writable = d.flags & VIRTQ_DESC_F_WRITE;
+		iov->iov_base = (void *)(uintptr_t)(hva + offset);
+		iov->iov_len = d.len;
+		chains[n] = (struct vt_vq_chain){ .id = head,
+						  .ndesc = 1,
+						  .nreadable = !writable,
+						  .nwritable = writable,
+						  .readable_bytes = writable ? 0 : d.len,
+						  .writable_bytes = writable ? d.len : 0 };
+		in_flight[head] = 1;
+		if (in_order)
+			vq_dev_order_push(vq, head);
+	}
+	vq->next_avail = (uint16_t)(next + n);
+	vq->avail_cached = (uint16_t)(vq->avail_cached - n);
+	vq->in_flight += n;
+	return n;
 }
 
 unsigned int vq_split_dev_pop_burst(struct vt_vq_dev *vq, struct vt_vq_chain *chains,
 				    struct iovec *iov, unsigned int iov_per_chain, unsigned int max,
 				    int *err)
 {
-	return vq_dev_pop_burst_with(vq, pop_one, chains, iov, iov_per_chain, max, err);
-}
+	unsigned int n = 0;
 
-static inline void write_used(struct vt_vq_dev *vq, uint16_t id, uint32_t written,
-			      unsigned int batch)
-{
-	struct virtq_used_elem *e = &vq->ring.split.used->ring[vq->used_idx & (vq->num - 1)];
-	/* An in-order batch is one entry for the last buffer, the index skipping the rest. */
-	ring_write32(&e->id, id);
-	ring_write32(&e->len, written);
-	vq->used_idx = (uint16_t)(vq->used_idx + batch);
+	/* Runs of the common case; pop_one for resubmissions and whatever ends a run. */
+	while (n < max && vq_dev_rings_current(vq)) {
+		int ret = 0;
+		if (vq->resubmit_pos == vq->resubmit_count && (ret = fill_heads(vq)) == 0) {
+			unsigned int got = pop_run(vq, &chains[n], iov + (size_t)n * iov_per_chain,
+						   iov_per_chain, max - n);
+			n += got;
+			if (got)
+				continue;
+		}
+		if (ret == 0)
+			ret =
+			    pop_one(vq, &chains[n], iov + (size_t)n * iov_per_chain, iov_per_chain);
+		if (ret < 0) {
+			*err = ret;
+			break;
+		}
+		n++;
+	}
+	return n;
 }
 
 void vq_split_dev_write_used(struct vt_vq_dev *vq)
 {
-	for (unsigned int i = 0; i < vq->npending; i++) {
-		const struct vq_used_pending *u = &vq->pending[i];
-		write_used(vq, u->id, u->written, u->batch);
+	struct virtq_used_elem *ring = vq->ring.split.used->ring;
+	const struct vq_used_pending *pending = vq->pending;
+	const unsigned int count = vq->npending;
+	const uint16_t mask = (uint16_t)(vq->num - 1);
+	uint16_t idx = vq->used_idx;
+
+	for (unsigned int i = 0; i < count; i++) {
+		struct virtq_used_elem *e = &ring[idx & mask];
+		ring_write32(&e->id, pending[i].id);
+		ring_write32(&e->len, pending[i].written);
+		/* An in-order batch is one entry for the last buffer, the index skipping the rest.
+		 */
+		idx = (uint16_t)(idx + pending[i].batch);
 	}
+	vq->used_idx = idx;
 }
 
 /* vring_used_event / vring_avail_event: the fields after the rings (2.7.7.2, 2.7.10). */

@@ -188,10 +188,74 @@ int vq_split_drv_add(struct vt_vq_drv *vq, const struct iovec *sg, unsigned int 
 	return 0;
 }
 
+/*
+ * A burst's common case in one loop: what add_one_segment does for each buffer, with the queue's
+ * fields in locals (to the compiler, a store to a descriptor or a record may change them). It
+ * stops before a buffer outside the DMA object's linear windows, and takes nothing under
+ * IN_ORDER: add_one_segment takes those. The caller checked that @n descriptors are free.
+ */
+static unsigned int add_run(struct vt_vq_drv *vq, const struct iovec *bufs, unsigned int n,
+			    bool writable, void *const *tokens)
+{
+	if (vq->in_order)
+		return 0;
+	const struct vt_dma *dma = vq->dma;
+	struct virtq_desc *desc = ring_desc(vq);
+	vt_le16 *avail = ring_avail(vq)->ring;
+	struct vq_desc_shadow *shadow = vq->shadow;
+	struct vq_buffer_state *buffers = vq->buffers;
+	const uint16_t mask = (uint16_t)(vq->num - 1);
+	const uint16_t flags = writable ? VIRTQ_DESC_F_WRITE : 0;
+	uint16_t head = vq->free_head, avail_idx = vq->avail_idx_shadow;
+	uint64_t seq = vq->add_seq;
+	unsigned int i;
+
+	for (i = 0; i < n; i++) {
+		uint32_t len = (uint32_t)bufs[i].iov_len;
+		uint64_t bus;
+		if (!vt_dma_map_linear(dma, bufs[i].iov_base, len, &bus))
+			break;
+		struct vq_desc_shadow *sh = &shadow[head];
+		sh->bus = bus;
+		sh->len = len;
+		sh->flags = flags;
+		write_desc(&desc[head], bus, len, flags, 0);
+		buffers[head] = (struct vq_buffer_state){ .token = tokens[i],
+							  .seq = seq++,
+							  .ndesc = 1,
+							  .nsegs = 1,
+							  .writable_bytes = writable ? len : 0,
+							  .last = head };
+		ring_write16(&avail[avail_idx & mask], head);
+		avail_idx++;
+		head = sh->next;
+	}
+	vq->free_head = head;
+	vq->avail_idx_shadow = avail_idx;
+	vq->add_seq = seq;
+	vq->num_free -= i;
+	vq->maps_uncounted += i;
+	return i;
+}
+
 int vq_split_drv_add_burst(struct vt_vq_drv *vq, const struct iovec *bufs, unsigned int n,
 			   bool writable, void *const *tokens)
 {
-	return vq_drv_add_loop(vq, bufs, n, writable, tokens, add_one_segment);
+	unsigned int done = 0;
+
+	if (n > vq->num_free)
+		n = vq->num_free;
+	/* Runs of the common case; add_one_segment for whatever ends one. */
+	while (done < n) {
+		done += add_run(vq, &bufs[done], n - done, writable, &tokens[done]);
+		if (done == n)
+			break;
+		int ret = add_one_segment(vq, &bufs[done], writable, tokens[done]);
+		if (ret < 0)
+			return done ? (int)done : ret;
+		done++;
+	}
+	return (int)done;
 }
 
 bool vq_split_drv_kick_prepare(struct vt_vq_drv *vq)
@@ -243,8 +307,41 @@ static inline void detach_buffer(struct vt_vq_drv *vq, uint16_t head)
 	buf->token = NULL;
 }
 
-/* One used buffer: vq_split_drv_get, inline in the burst's loop. */
-static inline int get_one(struct vt_vq_drv *vq, void **token, uint32_t *len)
+/*
+ * Makes sure used entries are pending: when every entry the index exposed last time is
+ * collected, reads it again (one read of the line the device writes per batch, not one per
+ * buffer). 0, -EAGAIN when nothing new is used, -EPROTO for an index that moved too far.
+ */
+static inline int read_used_idx(struct vt_vq_drv *vq)
+{
+	uint16_t mask = (uint16_t)(vq->num - 1);
+
+	if (vq->shadow_used_idx != vq->last_used)
+		return 0;
+	/* Acquire: the used entries and the written buffer contents after the index. */
+	uint16_t used_idx = ring_consume16(vq->barriers, &ring_used(vq)->idx);
+	uint16_t pending = (uint16_t)(used_idx - vq->last_used);
+	if (pending == 0)
+		return -EAGAIN;
+	/* Only buffers made available can come back: those posted since the kick cannot. */
+	unsigned int given = vq->outstanding - vq->added_since_kick;
+	if (pending > given)
+		return vq_drv_break(vq, VT_VQ_ERR_USED_IDX,
+				    "used idx %u, %u collected, %u made available and outstanding",
+				    used_idx, vq->last_used, given);
+	vq->shadow_used_idx = used_idx;
+	/*
+	 * Start the loads of every line of used entries this index exposed at once: each is a line
+	 * the device's CPU just wrote, and read one get at a time they would be fetched one after
+	 * another.
+	 */
+	for (uint16_t i = 0; i < pending; i += VQ_CACHELINE / sizeof(struct virtq_used_elem))
+		__builtin_prefetch(&ring_used(vq)->ring[(uint16_t)(vq->last_used + i) & mask]);
+	return 0;
+}
+
+/* One used buffer, every rule checked: the entries a run leaves, and in-order batches. */
+static int get_one(struct vt_vq_drv *vq, void **token, uint32_t *len)
 {
 	uint16_t mask = (uint16_t)(vq->num - 1);
 
@@ -253,36 +350,10 @@ static inline int get_one(struct vt_vq_drv *vq, void **token, uint32_t *len)
 		detach_buffer(vq, vq_drv_batch_next(vq, token, len));
 		return 0;
 	}
-
+	int ret = read_used_idx(vq);
+	if (ret < 0)
+		return ret;
 	uint16_t pending = (uint16_t)(vq->shadow_used_idx - vq->last_used);
-	if (pending == 0) {
-		/*
-		 * Read the index only once the entries it exposed last time are all collected: one
-		 * read of the line the device writes per batch, not one per buffer. Acquire: the
-		 * used entries and the written buffer contents after the index.
-		 */
-		uint16_t used_idx = ring_consume16(vq->barriers, &ring_used(vq)->idx);
-		pending = (uint16_t)(used_idx - vq->last_used);
-		if (pending == 0)
-			return -EAGAIN;
-		/* Only buffers made available can come back: those posted since the kick cannot. */
-		unsigned int given = vq->outstanding - vq->added_since_kick;
-		if (pending > given)
-			return vq_drv_break(
-			    vq, VT_VQ_ERR_USED_IDX,
-			    "used idx %u, %u collected, %u made available and outstanding",
-			    used_idx, vq->last_used, given);
-		vq->shadow_used_idx = used_idx;
-		/*
-		 * Start the loads of every line of used entries this index exposed at once: each is
-		 * a line the device's CPU just wrote, and read one get at a time they would be
-		 * fetched one after another.
-		 */
-		for (uint16_t i = 0; i < pending;
-		     i += VQ_CACHELINE / sizeof(struct virtq_used_elem))
-			__builtin_prefetch(
-			    &ring_used(vq)->ring[(uint16_t)(vq->last_used + i) & mask]);
-	}
 
 	const struct virtq_used_elem *e = &ring_used(vq)->ring[vq->last_used & mask];
 	uint32_t id = ring_read32(&e->id);
@@ -322,14 +393,77 @@ static inline int get_one(struct vt_vq_drv *vq, void **token, uint32_t *len)
 	return 0;
 }
 
-int vq_split_drv_get(struct vt_vq_drv *vq, void **token, uint32_t *len)
+/*
+ * A burst's common case in one loop: used entries already exposed by the index get_one read,
+ * each naming one outstanding buffer, without IN_ORDER. The queue's fields are held in locals (to
+ * the compiler, a store to a token or a record may change them). It stops before an entry it
+ * does not take (an id out of range or not outstanding), taking nothing of it: get_one then
+ * reads that entry again and breaks the queue, and nothing read here decided anything there.
+ */
+static unsigned int get_run(struct vt_vq_drv *vq, void **tokens, uint32_t *lens, unsigned int max)
 {
-	return get_one(vq, token, len);
+	if (vq->in_order)
+		return 0;
+	const struct virtq_used_elem *ring = ring_used(vq)->ring;
+	struct vq_desc_shadow *shadow = vq->shadow;
+	struct vq_buffer_state *buffers = vq->buffers;
+	const unsigned int num = vq->num;
+	const uint16_t mask = (uint16_t)(num - 1);
+	const uint64_t kicked_seq = vq->kicked_seq;
+	const bool need_unmap = vq->need_unmap;
+	const uint16_t last_used = vq->last_used;
+	uint16_t free_head = vq->free_head;
+	unsigned int freed = 0, i;
+
+	if (max > (uint16_t)(vq->shadow_used_idx - last_used))
+		max = (uint16_t)(vq->shadow_used_idx - last_used);
+	for (i = 0; i < max; i++) {
+		const struct virtq_used_elem *e = &ring[(uint16_t)(last_used + i) & mask];
+		uint32_t id = ring_read32(&e->id);
+		uint32_t len = ring_read32(&e->len);
+		if (id >= num)
+			break;
+		struct vq_buffer_state *buf = &buffers[id];
+		if (!buf->token || buf->seq >= kicked_seq)
+			break;
+		tokens[i] = buf->token;
+		lens[i] = __builtin_expect(len <= buf->writable_bytes, 1)
+			      ? len
+			      : vq_drv_clamp_len(vq, (uint16_t)id, len);
+		if (need_unmap)
+			unmap_buffer(vq, (uint16_t)id);
+		/* Most recently freed first, as detach_buffer does. */
+		shadow[buf->last].next = free_head;
+		free_head = (uint16_t)id;
+		freed += buf->ndesc;
+		buf->token = NULL;
+	}
+	vq->free_head = free_head;
+	vq->num_free += freed;
+	vq->last_used = (uint16_t)(last_used + i);
+	return i;
 }
 
 int vq_split_drv_get_burst(struct vt_vq_drv *vq, void **tokens, uint32_t *lens, unsigned int max)
 {
-	return vq_drv_get_loop(vq, tokens, lens, max, get_one);
+	unsigned int n = 0;
+
+	/* Runs of the common case; get_one for in-order batches and whatever ends a run. */
+	while (n < max) {
+		int ret = 0;
+		if (!vq->in_batch && (ret = read_used_idx(vq)) == 0) {
+			unsigned int got = get_run(vq, &tokens[n], &lens[n], max - n);
+			n += got;
+			if (got)
+				continue;
+		}
+		if (ret == 0)
+			ret = get_one(vq, &tokens[n], &lens[n]);
+		if (ret < 0)
+			return n || ret == -EAGAIN ? (int)n : ret;
+		n++;
+	}
+	return (int)n;
 }
 
 void vq_split_drv_disable_cb(struct vt_vq_drv *vq)

@@ -212,6 +212,102 @@ VT_TEST(head_made_available_again_while_in_flight_breaks_the_queue)
 	teardown(&f);
 }
 
+/*
+ * Chains of one descriptor, as nearly every network buffer is, take a shorter path (the burst's
+ * run); every rule holds there too. Each case first pops a good one, so that the path has a
+ * translation cached, then meets the violation in a one-descriptor chain.
+ */
+static const struct vq_mock_seg one_readable[] = { { 64, false } };
+static const struct vq_mock_seg one_writable[] = { { 64, true } };
+
+VT_TEST(one_descriptor_chain_with_a_head_out_of_range_breaks_the_queue)
+{
+	struct fixture f;
+	struct vq_mock_chain a, b;
+
+	REQUIRE_EQ(setup(&f, 0), 0);
+	REQUIRE_EQ(vq_mock_add(&f.m, one_readable, 1, 0, &a), 0);
+	REQUIRE_EQ(pop(&f), 0);
+	REQUIRE_EQ(vq_mock_add(&f.m, one_readable, 1, 0, &b), 0);
+	vq_mock_set_avail_ring(&f.m, 1, QSIZE);
+	CHECK_BROKEN(&f, pop_hostile(&f), VT_VQ_ERR_HEAD_RANGE);
+	teardown(&f);
+}
+
+VT_TEST(one_descriptor_chain_made_available_again_while_in_flight_breaks_the_queue)
+{
+	struct fixture f;
+	struct vq_mock_chain a;
+
+	REQUIRE_EQ(setup(&f, 0), 0);
+	REQUIRE_EQ(vq_mock_add(&f.m, one_readable, 1, 0, &a), 0);
+	REQUIRE_EQ(pop(&f), 0);
+	vq_mock_publish(&f.m, &a);
+	CHECK_BROKEN(&f, pop_hostile(&f), VT_VQ_ERR_BUFFER_ID_IN_FLIGHT);
+	teardown(&f);
+}
+
+/* The same head twice in one burst: the first is taken, the second breaks the queue. */
+VT_TEST(one_descriptor_chain_twice_in_one_burst_breaks_the_queue_at_the_second)
+{
+	struct fixture f;
+	struct vq_mock_chain a, b;
+	struct vt_vq_chain chains[4];
+	struct iovec iov[4];
+
+	REQUIRE_EQ(setup(&f, 0), 0);
+	REQUIRE_EQ(vq_mock_add(&f.m, one_readable, 1, 0, &a), 0);
+	REQUIRE_EQ(pop(&f), 0);
+	REQUIRE_EQ(vt_vq_dev_push(f.vq, &f.chain, 0), 0);
+	REQUIRE_EQ(vq_mock_add(&f.m, one_readable, 1, 0, &b), 0);
+	vq_mock_publish(&f.m, &b);
+	REQUIRE_EQ(vt_vq_dev_pop_burst(f.vq, chains, iov, 1, 4), 1);
+	CHECK_EQ(chains[0].id, b.id);
+	CHECK(vt_vq_dev_is_broken(f.vq));
+	CHECK_EQ(vt_vq_dev_error(f.vq), VT_VQ_ERR_BUFFER_ID_IN_FLIGHT);
+	CHECK_EQ(vt_vq_dev_pop_burst(f.vq, chains, iov, 1, 4), -EPROTO);
+	CHECK_EQ(f.seen.errors, 1u);
+	teardown(&f);
+}
+
+/* At @addr: past the end of the memory, or straddling it. */
+static void one_descriptor_at(uint64_t (*where)(const struct vq_mock *m))
+{
+	struct fixture f;
+	struct vq_mock_chain a, b;
+
+	REQUIRE_EQ(setup(&f, 0), 0);
+	REQUIRE_EQ(vq_mock_add(&f.m, one_readable, 1, 0, &a), 0);
+	REQUIRE_EQ(pop(&f), 0);
+	REQUIRE_EQ(vq_mock_build(&f.m, one_readable, 1, 0, &b), 0);
+	struct vq_mock_desc d = vq_mock_get_desc(&f.m, b.head);
+	d.addr = where(&f.m);
+	vq_mock_set_desc(&f.m, b.head, d);
+	vq_mock_publish(&f.m, &b);
+	CHECK_BROKEN(&f, pop_hostile(&f), VT_VQ_ERR_UNMAPPED);
+	teardown(&f);
+}
+
+static uint64_t past_the_end(const struct vq_mock *m)
+{
+	return vq_mock_unmapped_addr(m);
+}
+
+static uint64_t straddling_the_end(const struct vq_mock *m)
+{
+	return vq_mock_unmapped_addr(m) - 16;
+}
+
+VT_TEST(one_descriptor_chain_past_the_end_of_memory_breaks_the_queue)
+{
+	one_descriptor_at(past_the_end);
+}
+
+VT_TEST(one_descriptor_chain_straddling_the_end_of_memory_breaks_the_queue)
+{
+	one_descriptor_at(straddling_the_end);
+}
+
 /* ---------------------------------------------------------------- chains */
 
 VT_TEST(descriptor_loop_breaks_with_chain_too_long)
@@ -654,6 +750,24 @@ VT_TEST(write_only_mapping_for_a_readable_descriptor_breaks_with_permission)
 	teardown(&f);
 }
 
+/* The mirror of the case below: a write-only mapping, a writable chain used first. */
+VT_TEST(readable_descriptor_in_a_write_only_mapping_a_writable_one_used_breaks_with_permission)
+{
+	struct fixture f;
+	struct vq_mock_chain a, b;
+
+	REQUIRE_EQ(setup_iotlb(&f, 0), 0);
+	REQUIRE_EQ(vq_mock_add(&f.m, one_writable, 1, 0, &a), 0);
+	REQUIRE_EQ(vq_mock_add(&f.m, one_readable, 1, 0, &b), 0);
+	uint64_t lo = a.addr[0] < b.addr[0] ? a.addr[0] : b.addr[0];
+	uint64_t hi = a.addr[0] < b.addr[0] ? b.addr[0] + 64 : a.addr[0] + 64;
+	REQUIRE_EQ(vq_mock_iotlb_map(&f.m, lo, hi - lo, VT_IOTLB_PERM_WO), 0);
+	REQUIRE_EQ(pop(&f), 0);
+	CHECK_EQ(f.chain.id, a.id);
+	CHECK_BROKEN(&f, pop_hostile(&f), VT_VQ_ERR_PERMISSION);
+	teardown(&f);
+}
+
 VT_TEST(buffer_invalidated_after_a_pop_is_not_reached_through_a_cached_translation)
 {
 	struct fixture f;
@@ -681,8 +795,6 @@ VT_TEST(writable_descriptor_in_a_read_only_mapping_a_readable_one_used_breaks_wi
 {
 	struct fixture f;
 	struct vq_mock_chain a, b;
-	static const struct vq_mock_seg one_readable[] = { { 64, false } };
-	static const struct vq_mock_seg one_writable[] = { { 64, true } };
 
 	REQUIRE_EQ(setup_iotlb(&f, 0), 0);
 	REQUIRE_EQ(vq_mock_add(&f.m, one_readable, 1, 0, &a), 0);

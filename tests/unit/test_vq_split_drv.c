@@ -635,6 +635,27 @@ VT_TEST(used_id_of_a_descriptor_inside_a_chain_breaks_the_queue)
 	teardown(&f);
 }
 
+/* A one-segment buffer posted after the kick: the device was never given it. */
+VT_TEST(used_id_of_a_buffer_posted_after_the_kick_breaks_the_queue)
+{
+	struct fixture f;
+	struct vq_mock_dev_chain c;
+	void *token;
+	uint32_t len;
+
+	REQUIRE_EQ(setup(&f, 0), 0);
+	REQUIRE_EQ(post(&f, 1, 0, 32, token_n(0)), 0);
+	vt_vq_drv_kick_prepare(f.vq);
+	REQUIRE_EQ(vq_mock_dev_take(&f.d, &c), 0);
+	REQUIRE_EQ(post(&f, 1, 0, 32, token_n(1)), 0);
+	/* The head the second buffer took: in range, posted, not made available. */
+	uint16_t unkicked = vq_mock_dev_avail_ring(&f.d, 1);
+	vq_mock_dev_set_used_elem(&f.d, 0, unkicked, 0);
+	vq_mock_dev_set_used_idx(&f.d, 1);
+	CHECK_BROKEN(&f, vt_vq_drv_get(f.vq, &token, &len), VT_VQ_ERR_USED_ID);
+	teardown(&f);
+}
+
 VT_TEST(used_id_returned_twice_breaks_the_queue)
 {
 	struct fixture f;
