@@ -184,31 +184,6 @@ static inline bool vq_dev_rings_current(const struct vt_vq_dev *vq)
 	return vq->rings_resolved && vt_as_generation(&vq->as) == vq->ring_generation;
 }
 
-/* One pop of a format (vq_split_dev.c, vq_packed_dev.c): vt_vq_dev_pop's codes. */
-typedef int vq_pop_fn(struct vt_vq_dev *vq, struct vt_vq_chain *chain, struct iovec *iov,
-		      unsigned int iov_max);
-
-/*
- * Pops up to @max chains with @pop while the rings stay current; the first error ends it in
- * *@err. Inline with the format's own pop, so that a burst is one loop without calls.
- */
-static inline unsigned int vq_dev_pop_burst_with(struct vt_vq_dev *vq, vq_pop_fn *pop,
-						 struct vt_vq_chain *chains, struct iovec *iov,
-						 unsigned int iov_per_chain, unsigned int max,
-						 int *err)
-{
-	unsigned int n = 0;
-	while (n < max && vq_dev_rings_current(vq)) {
-		int ret = pop(vq, &chains[n], iov + (size_t)n * iov_per_chain, iov_per_chain);
-		if (ret < 0) {
-			*err = ret;
-			break;
-		}
-		n++;
-	}
-	return n;
-}
-
 /* vq_inflight.c */
 int vq_inflight_init(struct vt_vq_dev *vq, void *region);
 void vq_inflight_recover(struct vt_vq_dev *vq);
@@ -568,44 +543,6 @@ static inline uint32_t vq_drv_check_len(struct vt_vq_drv *vq, uint16_t id, uint3
 	if (__builtin_expect(len <= vq->buffers[id].writable_bytes, 1))
 		return len;
 	return vq_drv_clamp_len(vq, id, len);
-}
-
-/*
- * The burst loops, one per format with its one-buffer step inlined (@add_one, @get_one are
- * the format's static inline functions): the calls, the broken latch and the dispatch are paid
- * once per burst. Both stop at the first buffer that fails and return how many went before it,
- * or that failure when it was the first (-EAGAIN from get: 0, nothing used yet).
- */
-static inline __attribute__((always_inline)) int
-vq_drv_add_loop(struct vt_vq_drv *vq, const struct iovec *bufs, unsigned int n, bool writable,
-		void *const *tokens,
-		int (*add_one)(struct vt_vq_drv *, const struct iovec *, bool, void *))
-{
-	unsigned int i;
-
-	if (n > vq->num_free)
-		n = vq->num_free;
-	for (i = 0; i < n; i++) {
-		int ret = add_one(vq, &bufs[i], writable, tokens[i]);
-		if (ret < 0)
-			return i ? (int)i : ret;
-	}
-	return (int)i;
-}
-
-static inline __attribute__((always_inline)) int
-vq_drv_get_loop(struct vt_vq_drv *vq, void **tokens, uint32_t *lens, unsigned int max,
-		int (*get_one)(struct vt_vq_drv *, void **, uint32_t *))
-{
-	unsigned int n = 0;
-
-	while (n < max) {
-		int ret = get_one(vq, &tokens[n], &lens[n]);
-		if (ret < 0)
-			return n || ret == -EAGAIN ? (int)n : ret;
-		n++;
-	}
-	return (int)n;
 }
 
 void vq_drv_order_push(struct vt_vq_drv *vq, uint16_t id);

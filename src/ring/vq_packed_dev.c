@@ -179,9 +179,9 @@ static int take_resubmitted(struct vt_vq_dev *vq, uint16_t head, struct vt_vq_ch
 	return ret;
 }
 
-/* One pop; inlined into both the single pop and the burst loop, so neither pays a call. */
-static inline __attribute__((always_inline)) int
-pop_one(struct vt_vq_dev *vq, struct vt_vq_chain *chain, struct iovec *iov, unsigned int iov_max)
+/* One pop, every rule checked: the descriptors a run leaves, and resubmissions. */
+static int pop_one(struct vt_vq_dev *vq, struct vt_vq_chain *chain, struct iovec *iov,
+		   unsigned int iov_max)
 {
 	const struct pvirtq_desc *ring = vq->ring.packed.desc;
 	uint16_t slot = vq->next_avail;
@@ -278,44 +278,162 @@ taken:
 	return 0;
 }
 
+/* Used: AVAIL and USED both at our wrap counter; WRITE if bytes were written (2.8.3). */
+static inline uint16_t used_flags(bool wrap, uint32_t written)
+{
+	return (uint16_t)((wrap ? VIRTQ_DESC_F_AVAIL | VIRTQ_DESC_F_USED : 0) |
+			  (written ? VIRTQ_DESC_F_WRITE : 0));
+}
+
+/* One used descriptor for a chain or an in-order batch: skip all it occupied (2.8.2). */
+static inline void advance(unsigned int num, uint16_t *slot, bool *wrap, unsigned int ndesc)
+{
+	unsigned int next = *slot + ndesc;
+	if (next >= num) {
+		next -= num;
+		*wrap = !*wrap;
+	}
+	*slot = (uint16_t)next;
+}
+
+/*
+ * A burst's common case in one tight loop: available descriptors that are chains of their own
+ * (no NEXT, no INDIRECT) inside the cached extent. The loop keeps the queue's fields in locals,
+ * which pop_one cannot (to the compiler, a store through an iovec or a chain may change them),
+ * and applies pop_one's rules. It stops before the first descriptor that needs more (a chain, a
+ * table, an address outside the extent, an id the rules refuse, a generation that moved) and
+ * takes nothing of it: pop_one then takes it from the start, reading it again, which is no
+ * double fetch, as nothing read here decides anything there. *@empty: it stopped at a
+ * descriptor not available.
+ */
+static unsigned int pop_run(struct vt_vq_dev *vq, struct vt_vq_chain *chains, struct iovec *iov,
+			    unsigned int iov_per_chain, unsigned int max, bool *empty)
+{
+	const _Atomic uint64_t *generation_word = vq->as.generation_word;
+	const struct vt_as_extent *e = &vq->extent;
+
+	/* An extent the device may not read from, rare, is left to pop_one as well. */
+	if (!vq->extent_valid || !(e->perm & VT_ACCESS_READ) || !generation_word ||
+	    !iov_per_chain || vq->inflight_packed || vq->resubmit_pos < vq->resubmit_count)
+		return 0;
+	const struct pvirtq_desc *ring = vq->ring.packed.desc;
+	uint16_t *in_flight = vq->in_flight_ndesc;
+	const enum vt_barrier_kind barriers = vq->barriers;
+	const uint64_t generation = vq->ring_generation;
+	const uint64_t base = e->addr, span = e->last - e->addr, hva = e->hva;
+	/* Flags that end the run: a chain, a table, a write the extent forbids. */
+	const uint16_t stop = VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT |
+			      (e->perm & VT_ACCESS_WRITE ? 0 : VIRTQ_DESC_F_WRITE);
+	const unsigned int num = vq->num;
+	const bool in_order = vq->in_order;
+	uint16_t slot = vq->next_avail;
+	bool wrap = vq->avail_wrap;
+	unsigned int n;
+
+	/* The slots the driver owns: a chain of one needs one (pop_one's limit). */
+	unsigned int owned = num - vq_packed_distance(num, vq->used_idx, vq->used_wrap, slot, wrap);
+	if (max > owned)
+		max = owned;
+	for (n = 0; n < max; n++, iov += iov_per_chain) {
+		/* Acquire: the descriptor is read after the flags that expose it (as pop_one). */
+		uint16_t flags = ring_consume16(barriers, &ring[slot].flags);
+		if (!desc_is_avail(flags, wrap)) {
+			*empty = true;
+			break;
+		}
+		/* Checked per chain, as pop_one does: an IOTLB change ends the run. */
+		if (atomic_load_explicit(generation_word, memory_order_acquire) != generation)
+			break;
+		struct packed_desc d = read_desc(&ring[slot]);
+		uint64_t offset = d.addr - base;
+		/* The flags the ownership check saw, not a re-read. */
+		if ((flags & stop) || !d.len || offset > span || d.len - 1 > span - offset ||
+		    d.id >= num || in_flight[d.id])
+			break;
+		bool writable = flags & VIRTQ_DESC_F_WRITE;
+		iov->iov_base = (void *)(uintptr_t)(hva + offset);
+		iov->iov_len = d.len;
+		chains[n] = (struct vt_vq_chain){ .id = d.id,
+						  .ndesc = 1,
+						  .nreadable = !writable,
+						  .nwritable = writable,
+						  .readable_bytes = writable ? 0 : d.len,
+						  .writable_bytes = writable ? d.len : 0 };
+		in_flight[d.id] = 1;
+		if (in_order)
+			vq_dev_order_push(vq, d.id);
+		if (++slot == num) {
+			slot = 0;
+			wrap = !wrap;
+		}
+	}
+	vq->next_avail = slot;
+	vq->avail_wrap = wrap;
+	vq->in_flight += n;
+	return n;
+}
+
 unsigned int vq_packed_dev_pop_burst(struct vt_vq_dev *vq, struct vt_vq_chain *chains,
 				     struct iovec *iov, unsigned int iov_per_chain,
 				     unsigned int max, int *err)
 {
-	return vq_dev_pop_burst_with(vq, pop_one, chains, iov, iov_per_chain, max, err);
-}
+	unsigned int n = 0;
 
-static inline void write_used(struct vt_vq_dev *vq, uint16_t id, uint16_t ndesc, uint32_t written)
-{
-	struct pvirtq_desc *d = &vq->ring.packed.desc[vq->used_idx];
-	/* Used: AVAIL and USED both at our wrap counter; WRITE if bytes were written (2.8.3). */
-	uint16_t flags = (uint16_t)(vq->used_wrap ? VIRTQ_DESC_F_AVAIL | VIRTQ_DESC_F_USED : 0);
-	if (written)
-		flags |= VIRTQ_DESC_F_WRITE;
-
-	if (vq->pending_used == 0) {
-		/* The first of a batch: its flags, stored at flush, expose all the others. */
-		ring_write32(&d->len, written);
-		ring_write16(&d->id, id);
-		vq->pending_first = vq->used_idx;
-		vq->pending_first_wrap = vq->used_wrap;
-		vq->pending_first_flags = flags;
-	} else {
-		/* len, id and flags in one store; published by the first one's flags. */
-		uint64_t tail = written | (uint64_t)id << 32 | (uint64_t)flags << 48;
-		__atomic_store_n((uint64_t *)&d->len, vt_cpu_to_le64(tail), __ATOMIC_RELAXED);
+	/* Runs of the common case; pop_one for resubmissions and whatever ends a run. */
+	while (n < max && vq_dev_rings_current(vq)) {
+		bool empty = false;
+		unsigned int got = pop_run(vq, &chains[n], iov + (size_t)n * iov_per_chain,
+					   iov_per_chain, max - n, &empty);
+		n += got;
+		if (empty) {
+			*err = -EAGAIN;
+			break;
+		}
+		if (got)
+			continue;
+		int ret = pop_one(vq, &chains[n], iov + (size_t)n * iov_per_chain, iov_per_chain);
+		if (ret < 0) {
+			*err = ret;
+			break;
+		}
+		n++;
 	}
-	vq->pending_used++;
-	/* One used descriptor for a chain or an in-order batch: skip all it occupied (2.8.2). */
-	vq_packed_advance(vq->num, &vq->used_idx, &vq->used_wrap, ndesc);
+	return n;
 }
 
 void vq_packed_dev_write_used(struct vt_vq_dev *vq)
 {
-	for (unsigned int i = 0; i < vq->npending; i++) {
-		const struct vq_used_pending *u = &vq->pending[i];
-		write_used(vq, u->id, u->ndesc, u->written);
+	struct pvirtq_desc *ring = vq->ring.packed.desc;
+	const struct vq_used_pending *pending = vq->pending;
+	const unsigned int count = vq->npending, num = vq->num;
+	uint16_t slot = vq->used_idx;
+	bool wrap = vq->used_wrap;
+	unsigned int i = 0;
+
+	if (count == 0)
+		return;
+	if (vq->pending_used == 0) {
+		/* The first of a batch: its flags, stored at flush, expose all the others. */
+		const struct vq_used_pending *u = &pending[i++];
+		ring_write32(&ring[slot].len, u->written);
+		ring_write16(&ring[slot].id, u->id);
+		vq->pending_first = slot;
+		vq->pending_first_wrap = wrap;
+		vq->pending_first_flags = used_flags(wrap, u->written);
+		advance(num, &slot, &wrap, u->ndesc);
 	}
+	for (; i < count; i++) {
+		/* len, id and flags in one store; published by the first one's flags. */
+		const struct vq_used_pending *u = &pending[i];
+		uint64_t tail = u->written | (uint64_t)u->id << 32 |
+				(uint64_t)used_flags(wrap, u->written) << 48;
+		__atomic_store_n((uint64_t *)&ring[slot].len, vt_cpu_to_le64(tail),
+				 __ATOMIC_RELAXED);
+		advance(num, &slot, &wrap, u->ndesc);
+	}
+	vq->pending_used = (uint16_t)(vq->pending_used + count);
+	vq->used_idx = slot;
+	vq->used_wrap = wrap;
 }
 
 bool vq_packed_dev_flush(struct vt_vq_dev *vq)

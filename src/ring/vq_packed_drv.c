@@ -232,10 +232,92 @@ int vq_packed_drv_add(struct vt_vq_drv *vq, const struct iovec *sg, unsigned int
 	return 0;
 }
 
+/*
+ * A burst's common case in one loop: what add_one_segment does for each buffer, with the queue's
+ * fields in locals (to the compiler, a store to a descriptor or a record may change them). It
+ * stops before a buffer outside the DMA object's linear windows, and takes nothing under
+ * IN_ORDER: add_one_segment takes those. The caller checked that @n descriptors are free.
+ */
+static unsigned int add_run(struct vt_vq_drv *vq, const struct iovec *bufs, unsigned int n,
+			    bool writable, void *const *tokens)
+{
+	if (vq->in_order)
+		return 0;
+	const struct vt_dma *dma = vq->dma;
+	struct pvirtq_desc *ring = ring_desc(vq);
+	struct vq_desc_shadow *shadow = vq->shadow;
+	struct vq_buffer_state *buffers = vq->buffers;
+	const unsigned int num = vq->num;
+	const uint16_t dir = writable ? VIRTQ_DESC_F_WRITE : 0;
+	uint16_t slot = vq->avail_idx_shadow, id = vq->free_head;
+	bool wrap = vq->avail_wrap;
+	uint64_t seq = vq->add_seq;
+	unsigned int i;
+
+	for (i = 0; i < n; i++) {
+		uint32_t len = (uint32_t)bufs[i].iov_len;
+		uint64_t bus;
+		if (!vt_dma_map_linear(dma, bufs[i].iov_base, len, &bus))
+			break;
+		/* The buffer id is its first record; records, not slots, hold what was posted. */
+		struct vq_desc_shadow *sh = &shadow[id];
+		sh->bus = bus;
+		sh->len = len;
+		sh->flags = dir;
+		uint16_t flags = dir | avail_bits(wrap);
+		struct pvirtq_desc *d = &ring[slot];
+		ring_write64(&d->addr, bus);
+		if (!vq->pending) {
+			/* The batch's first keeps its flags back for kick_prepare (2.8.21.1). */
+			ring_write32(&d->len, len);
+			ring_write16(&d->id, id);
+			vq->pending_first = slot;
+			vq->pending_first_flags = flags;
+			vq->pending = true;
+		} else {
+			uint64_t tail = len | (uint64_t)id << 32 | (uint64_t)flags << 48;
+			__atomic_store_n((uint64_t *)&d->len, vt_cpu_to_le64(tail),
+					 __ATOMIC_RELAXED);
+		}
+		buffers[id] = (struct vq_buffer_state){ .token = tokens[i],
+							.seq = seq++,
+							.ndesc = 1,
+							.nsegs = 1,
+							.writable_bytes = writable ? len : 0,
+							.last = id };
+		id = sh->next;
+		if (++slot == num) {
+			slot = 0;
+			wrap = !wrap;
+		}
+	}
+	vq->avail_idx_shadow = slot;
+	vq->avail_wrap = wrap;
+	vq->free_head = id;
+	vq->add_seq = seq;
+	vq->num_free -= i;
+	vq->maps_uncounted += i;
+	return i;
+}
+
 int vq_packed_drv_add_burst(struct vt_vq_drv *vq, const struct iovec *bufs, unsigned int n,
 			    bool writable, void *const *tokens)
 {
-	return vq_drv_add_loop(vq, bufs, n, writable, tokens, add_one_segment);
+	unsigned int done = 0;
+
+	if (n > vq->num_free)
+		n = vq->num_free;
+	/* Runs of the common case; add_one_segment for whatever ends one. */
+	while (done < n) {
+		done += add_run(vq, &bufs[done], n - done, writable, &tokens[done]);
+		if (done == n)
+			break;
+		int ret = add_one_segment(vq, &bufs[done], writable, tokens[done]);
+		if (ret < 0)
+			return done ? (int)done : ret;
+		done++;
+	}
+	return (int)done;
 }
 
 bool vq_packed_drv_kick_prepare(struct vt_vq_drv *vq)
@@ -314,8 +396,8 @@ static int used_state(struct vt_vq_drv *vq, uint16_t *flags)
 	return -1;
 }
 
-/* One used buffer, inline in the burst's loop. */
-static inline int get_one(struct vt_vq_drv *vq, void **token, uint32_t *len)
+/* One used buffer, every rule checked: the descriptors a run leaves, and in-order batches. */
+static int get_one(struct vt_vq_drv *vq, void **token, uint32_t *len)
 {
 	if (vq->in_batch) {
 		/* Handing out an in-order batch that one used entry completed. */
@@ -387,9 +469,100 @@ static inline int get_one(struct vt_vq_drv *vq, void **token, uint32_t *len)
 	return 0;
 }
 
+/*
+ * A burst's common case in one loop: used descriptors each naming one outstanding buffer,
+ * without IN_ORDER. The queue's fields are held in locals (to the compiler, a store to a token
+ * or a record may change them). It stops before a descriptor it does not take (not used yet,
+ * bits no device writes, an id not outstanding, a buffer longer than what the device was given),
+ * taking nothing of it: get_one then reads it again and decides, and nothing read here decided
+ * anything there. *@empty: it stopped at a descriptor not used yet.
+ */
+static unsigned int get_run(struct vt_vq_drv *vq, void **tokens, uint32_t *lens, unsigned int max,
+			    bool *empty)
+{
+	if (vq->in_order)
+		return 0;
+	const struct pvirtq_desc *ring = ring_desc(vq);
+	struct vq_desc_shadow *shadow = vq->shadow;
+	struct vq_buffer_state *buffers = vq->buffers;
+	const enum vt_barrier_kind barriers = vq->barriers;
+	const unsigned int num = vq->num;
+	const uint64_t kicked_seq = vq->kicked_seq;
+	const bool need_unmap = vq->need_unmap;
+	uint16_t slot = vq->last_used, free_head = vq->free_head;
+	bool wrap = vq->used_wrap;
+	unsigned int freed = 0, i;
+	/* The descriptors given to the device (up to the last kick) and not used yet. */
+	unsigned int given = vq_packed_distance(num, slot, wrap, vq->kicked_avail, vq->kicked_wrap);
+
+	for (i = 0; i < max; i++) {
+		if (given == 0) {
+			*empty = true;
+			break;
+		}
+		/* Acquire: id, len and the buffer contents after the flags (as get_one). */
+		uint16_t flags = ring_consume16(barriers, &ring[slot].flags);
+		bool avail = flags & VIRTQ_DESC_F_AVAIL, used = flags & VIRTQ_DESC_F_USED;
+		if (avail != wrap || used != wrap) {
+			/* Still as we made it available: not used yet. Anything else: get_one. */
+			*empty = avail == wrap;
+			break;
+		}
+		uint64_t tail = vt_le64_to_cpu(
+		    __atomic_load_n((const uint64_t *)&ring[slot].len, __ATOMIC_RELAXED));
+		uint16_t id = (uint16_t)(tail >> 32);
+		if (id >= num)
+			break;
+		struct vq_buffer_state *buf = &buffers[id];
+		if (!buf->token || buf->seq >= kicked_seq || buf->ndesc > given)
+			break;
+		/* A used descriptor without WRITE has a reserved length, ignored (2.8.4). */
+		uint32_t len = (flags & VIRTQ_DESC_F_WRITE) ? (uint32_t)tail : 0;
+		tokens[i] = buf->token;
+		lens[i] = __builtin_expect(len <= buf->writable_bytes, 1)
+			      ? len
+			      : vq_drv_clamp_len(vq, id, len);
+		if (need_unmap)
+			unmap_buffer(vq, id);
+		given -= buf->ndesc;
+		slot = (uint16_t)(slot + buf->ndesc);
+		if (slot >= num) {
+			slot = (uint16_t)(slot - num);
+			wrap = !wrap;
+		}
+		/* Most recently freed first, as detach_buffer does. */
+		shadow[buf->last].next = free_head;
+		free_head = id;
+		freed += buf->ndesc;
+		buf->token = NULL;
+	}
+	vq->last_used = slot;
+	vq->used_wrap = wrap;
+	vq->free_head = free_head;
+	vq->num_free += freed;
+	return i;
+}
+
 int vq_packed_drv_get_burst(struct vt_vq_drv *vq, void **tokens, uint32_t *lens, unsigned int max)
 {
-	return vq_drv_get_loop(vq, tokens, lens, max, get_one);
+	unsigned int n = 0;
+
+	/* Runs of the common case; get_one for in-order batches and whatever ends a run. */
+	while (n < max) {
+		bool empty = false;
+		unsigned int got =
+		    vq->in_batch ? 0 : get_run(vq, &tokens[n], &lens[n], max - n, &empty);
+		n += got;
+		if (empty)
+			break;
+		if (got)
+			continue;
+		int ret = get_one(vq, &tokens[n], &lens[n]);
+		if (ret < 0)
+			return n || ret == -EAGAIN ? (int)n : ret;
+		n++;
+	}
+	return (int)n;
 }
 
 /* Writes the driver area's flags when they change: the device reads this line at every flush. */

@@ -947,6 +947,27 @@ VT_TEST(used_id_returned_twice_breaks_the_queue)
 	teardown(&f);
 }
 
+/* The same, for buffers of one descriptor (the burst's shorter path). */
+VT_TEST(used_id_of_a_one_descriptor_buffer_returned_twice_breaks_the_queue)
+{
+	struct fixture f;
+	void *token;
+	uint32_t len;
+
+	REQUIRE_EQ(setup(&f, 0), 0);
+	REQUIRE_EQ(post(&f, 1, 0, 32, token_n(0)), 0);
+	REQUIRE_EQ(post(&f, 1, 0, 32, token_n(1)), 0);
+	vt_vq_drv_kick_prepare(f.vq);
+	uint16_t first = vq_mock_dev_packed_desc(&f.d, 0).next;
+	write_used(&f, 0, first, 0, vq_mock_packed_used_bits(true));
+	REQUIRE_EQ(vt_vq_drv_get(f.vq, &token, &len), 0);
+	CHECK(token == token_n(0));
+	/* Slot 1 names the first buffer again, while the second is still outstanding. */
+	write_used(&f, 1, first, 0, vq_mock_packed_used_bits(true));
+	CHECK_BROKEN(&f, vt_vq_drv_get(f.vq, &token, &len), VT_VQ_ERR_USED_ID);
+	teardown(&f);
+}
+
 VT_TEST(used_id_of_a_buffer_not_yet_made_available_breaks_the_queue)
 {
 	struct fixture f;
