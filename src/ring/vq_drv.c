@@ -175,7 +175,7 @@ static int check_segments(const struct iovec *sg, unsigned int count, void *toke
 	if (count == 0 || !token)
 		return -EINVAL;
 	for (unsigned int i = 0; i < count; i++)
-		if (sg[i].iov_len == 0 || sg[i].iov_len > UINT32_MAX)
+		if (!vq_drv_seg_len_ok(&sg[i]))
 			return -EINVAL;
 	return 0;
 }
@@ -212,24 +212,24 @@ int vt_vq_drv_add(struct vt_vq_drv *vq, const struct iovec *sg, unsigned int nre
 int vt_vq_drv_add_burst(struct vt_vq_drv *vq, const struct iovec *bufs, unsigned int n,
 			bool writable, void *const *tokens)
 {
-	unsigned int valid = 0;
-
 	if (vq->broken)
 		return -EPROTO;
 	if (n == 0)
 		return 0;
-	/* A buffer vt_vq_drv_add would refuse ends the burst before it. */
-	while (valid < n && tokens[valid] && bufs[valid].iov_len - 1 < UINT32_MAX)
-		valid++;
-	if (valid == 0)
+	/*
+	 * A buffer vt_vq_drv_add would refuse ends the burst before it (the formats check each
+	 * as they take it); the first is checked here, so that it is refused as such even when
+	 * the ring is full.
+	 */
+	if (check_segments(bufs, 1, tokens[0]) < 0)
 		return -EINVAL;
 	/*
 	 * One DMA batch per burst (one lock for its maps, in the modes that have one; the DMA
 	 * API decides which). Nothing is unmapped in it, so its end has nothing to publish.
 	 */
 	vt_dma_batch_begin(vq->dma);
-	int ret = vq->packed ? vq_packed_drv_add_burst(vq, bufs, valid, writable, tokens)
-			     : vq_split_drv_add_burst(vq, bufs, valid, writable, tokens);
+	int ret = vq->packed ? vq_packed_drv_add_burst(vq, bufs, n, writable, tokens)
+			     : vq_split_drv_add_burst(vq, bufs, n, writable, tokens);
 	vt_dma_batch_end(vq->dma);
 	if (ret == 0)
 		return -ENOSPC;

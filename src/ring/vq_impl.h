@@ -470,6 +470,12 @@ static inline int vq_drv_map(struct vt_vq_drv *vq, void *ptr, size_t len, enum v
 	return vt_dma_map(vq->dma, ptr, len, dir, bus);
 }
 
+/* What vt_vq_drv_add refuses in a segment: a length of 0 or over 32 bits. */
+static inline bool vq_drv_seg_len_ok(const struct iovec *sg)
+{
+	return sg->iov_len - 1 < UINT32_MAX;
+}
+
 /* The rule for indirect tables: with INDIRECT_DESC, a buffer of 2 to indirect_max segments. */
 static inline bool vq_drv_wants_indirect(const struct vt_vq_drv *vq, unsigned int nsegs)
 {

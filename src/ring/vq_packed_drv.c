@@ -235,8 +235,9 @@ int vq_packed_drv_add(struct vt_vq_drv *vq, const struct iovec *sg, unsigned int
 /*
  * A burst's common case in one loop: what add_one_segment does for each buffer, with the queue's
  * fields in locals (to the compiler, a store to a descriptor or a record may change them). It
- * stops before a buffer outside the DMA object's linear windows, and takes nothing under
- * IN_ORDER: add_one_segment takes those. The caller checked that @n descriptors are free.
+ * stops before a buffer vt_vq_drv_add would refuse (the caller then refuses it) and before one
+ * outside the DMA object's linear windows, and takes nothing under IN_ORDER: add_one_segment
+ * takes those. The caller checked that @n descriptors are free.
  */
 static unsigned int add_run(struct vt_vq_drv *vq, const struct iovec *bufs, unsigned int n,
 			    bool writable, void *const *tokens)
@@ -257,7 +258,8 @@ static unsigned int add_run(struct vt_vq_drv *vq, const struct iovec *bufs, unsi
 	for (i = 0; i < n; i++) {
 		uint32_t len = (uint32_t)bufs[i].iov_len;
 		uint64_t bus;
-		if (!vt_dma_map_linear(dma, bufs[i].iov_base, len, &bus))
+		if (!tokens[i] || !vq_drv_seg_len_ok(&bufs[i]) ||
+		    !vt_dma_map_linear(dma, bufs[i].iov_base, len, &bus))
 			break;
 		/* The buffer id is its first record; records, not slots, hold what was posted. */
 		struct vq_desc_shadow *sh = &shadow[id];
@@ -312,7 +314,9 @@ int vq_packed_drv_add_burst(struct vt_vq_drv *vq, const struct iovec *bufs, unsi
 		done += add_run(vq, &bufs[done], n - done, writable, &tokens[done]);
 		if (done == n)
 			break;
-		int ret = add_one_segment(vq, &bufs[done], writable, tokens[done]);
+		int ret = tokens[done] && vq_drv_seg_len_ok(&bufs[done])
+			      ? add_one_segment(vq, &bufs[done], writable, tokens[done])
+			      : -EINVAL;
 		if (ret < 0)
 			return done ? (int)done : ret;
 		done++;
