@@ -240,6 +240,19 @@ static inline int vq_dev_ensure_rings(struct vt_vq_dev *vq)
 	return vq_dev_refresh_rings(vq, vt_as_generation(&vq->as));
 }
 
+bool vq_run_extent_find(struct vt_vq_dev *vq, uint64_t addr, struct vq_run_extent *r)
+{
+	struct vt_as_extent e;
+	uint64_t gen;
+
+	/* Taken only under the generation the rings were checked under, as in the general path. */
+	if (vt_as_extent(&vq->as, addr, &e, &gen) < 0 || gen != vq->ring_generation)
+		return false;
+	vq->extent = e;
+	vq->extent_valid = true;
+	return vq_run_extent_load(vq, r);
+}
+
 int vq_chain_add_slow(struct vq_chain_builder *b, uint64_t addr, uint32_t len, bool writable)
 {
 	struct vt_vq_dev *vq = b->vq;

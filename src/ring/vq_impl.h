@@ -257,6 +257,50 @@ static inline void *vq_extent_hva(const struct vt_vq_dev *vq, uint64_t addr)
 }
 
 /*
+ * The cached extent as a burst's run holds it, in locals: a descriptor lies in it when its offset
+ * from @base is at most @span, its last byte's too, and its flags have none of @deny (WRITE, when
+ * the extent is read-only).
+ */
+struct vq_run_extent {
+	uint64_t base, span, hva;
+	uint16_t deny;
+};
+
+/* Loads the cached extent into @r; false when none is, or when the device may not read it. */
+static inline bool vq_run_extent_load(const struct vt_vq_dev *vq, struct vq_run_extent *r)
+{
+	const struct vt_as_extent *e = &vq->extent;
+	*r = (struct vq_run_extent){ e->addr, e->last - e->addr, e->hva,
+				     e->perm & VT_ACCESS_WRITE ? 0 : VIRTQ_DESC_F_WRITE };
+	return vq->extent_valid && (e->perm & VT_ACCESS_READ);
+}
+
+/* *@hva for descriptor [@addr, @addr + @len), len > 0, with @flags, when @r allows it. */
+static inline bool vq_run_extent_has(const struct vq_run_extent *r, uint64_t addr, uint32_t len,
+				     uint16_t flags, void **hva)
+{
+	uint64_t offset = addr - r->base;
+	if (offset > r->span || len - 1 > r->span - offset || (flags & r->deny))
+		return false;
+	*hva = (void *)(uintptr_t)(r->hva + offset);
+	return true;
+}
+
+/*
+ * Caches the extent holding @addr when the address space has one under the rings' generation,
+ * and loads it into @r (vq_dev.c: out of line, as only IOTLB modes meet a new extent often).
+ */
+bool vq_run_extent_find(struct vt_vq_dev *vq, uint64_t addr, struct vq_run_extent *r);
+
+/* Where a run's descriptor is on the host: in the cached extent, or in the one found for it. */
+static inline bool vq_run_translate(struct vt_vq_dev *vq, struct vq_run_extent *r, uint64_t addr,
+				    uint32_t len, uint16_t flags, void **hva)
+{
+	return vq_run_extent_has(r, addr, len, flags, hva) ||
+	       (vq_run_extent_find(vq, addr, r) && vq_run_extent_has(r, addr, len, flags, hva));
+}
+
+/*
  * A chain of one descriptor (no NEXT, no INDIRECT) inside the cached extent, as nearly every
  * network buffer is: fills iov[0] and the chain's counts without the builder. False when the
  * general path must take it; that path checks everything, this descriptor included. No rule

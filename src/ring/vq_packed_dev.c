@@ -298,32 +298,28 @@ static inline void advance(unsigned int num, uint16_t *slot, bool *wrap, unsigne
 
 /*
  * A burst's common case in one tight loop: available descriptors that are chains of their own
- * (no NEXT, no INDIRECT) inside the cached extent. The loop keeps the queue's fields in locals,
- * which pop_one cannot (to the compiler, a store through an iovec or a chain may change them),
- * and applies pop_one's rules. It stops before the first descriptor that needs more (a chain, a
- * table, an address outside the extent, an id the rules refuse, a generation that moved) and
- * takes nothing of it: pop_one then takes it from the start, reading it again, which is no
- * double fetch, as nothing read here decides anything there. *@empty: it stopped at a
- * descriptor not available.
+ * (no NEXT, no INDIRECT) inside one extent of the address space (the cached one, nearly always).
+ * The loop keeps the queue's fields in locals, which pop_one cannot (to the compiler, a store
+ * through an iovec or a chain may change them), and applies pop_one's rules. It stops before the
+ * first descriptor that needs more (a chain, a table, an address no extent allows, an id the
+ * rules refuse, a generation that moved) and takes nothing of it: pop_one then takes it from the
+ * start, reading it again, which is no double fetch, as nothing read here decides anything there.
+ * *@empty: it stopped at a descriptor not available.
  */
 static unsigned int pop_run(struct vt_vq_dev *vq, struct vt_vq_chain *chains, struct iovec *iov,
 			    unsigned int iov_per_chain, unsigned int max, bool *empty)
 {
 	const _Atomic uint64_t *generation_word = vq->as.generation_word;
-	const struct vt_as_extent *e = &vq->extent;
+	struct vq_run_extent extent;
 
-	/* An extent the device may not read from, rare, is left to pop_one as well. */
-	if (!vq->extent_valid || !(e->perm & VT_ACCESS_READ) || !generation_word ||
-	    !iov_per_chain || vq->inflight_packed || vq->resubmit_pos < vq->resubmit_count)
+	/* No extent cached yet, or one the device may not read: pop_one's. */
+	if (!vq_run_extent_load(vq, &extent) || !generation_word || !iov_per_chain ||
+	    vq->inflight_packed || vq->resubmit_pos < vq->resubmit_count)
 		return 0;
 	const struct pvirtq_desc *ring = vq->ring.packed.desc;
 	uint16_t *in_flight = vq->in_flight_ndesc;
 	const enum vt_barrier_kind barriers = vq->barriers;
 	const uint64_t generation = vq->ring_generation;
-	const uint64_t base = e->addr, span = e->last - e->addr, hva = e->hva;
-	/* Flags that end the run: a chain, a table, a write the extent forbids. */
-	const uint16_t stop = VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT |
-			      (e->perm & VT_ACCESS_WRITE ? 0 : VIRTQ_DESC_F_WRITE);
 	const unsigned int num = vq->num;
 	const bool in_order = vq->in_order;
 	uint16_t slot = vq->next_avail;
@@ -345,13 +341,14 @@ static unsigned int pop_run(struct vt_vq_dev *vq, struct vt_vq_chain *chains, st
 		if (atomic_load_explicit(generation_word, memory_order_acquire) != generation)
 			break;
 		struct packed_desc d = read_desc(&ring[slot]);
-		uint64_t offset = d.addr - base;
+		void *hva;
 		/* The flags the ownership check saw, not a re-read. */
-		if ((flags & stop) || !d.len || offset > span || d.len - 1 > span - offset ||
-		    d.id >= num || in_flight[d.id])
+		if ((flags & (VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT)) || !d.len ||
+		    d.id >= num || in_flight[d.id] ||
+		    !vq_run_translate(vq, &extent, d.addr, d.len, flags, &hva))
 			break;
 		bool writable = flags & VIRTQ_DESC_F_WRITE;
-		iov->iov_base = (void *)(uintptr_t)(hva + offset);
+		iov->iov_base = hva;
 		iov->iov_len = d.len;
 		chains[n] = (struct vt_vq_chain){ .id = d.id,
 						  .ndesc = 1,

@@ -254,30 +254,27 @@ static int pop_one(struct vt_vq_dev *vq, struct vt_vq_chain *chain, struct iovec
 
 /*
  * A burst's common case in one tight loop: heads already read ahead, each naming a chain of one
- * descriptor inside the cached extent. The loop keeps the queue's fields in locals, which
- * pop_one cannot (to the compiler, a store through an iovec or a chain may change them), and
- * applies take_chain's rules. It stops before the first entry that needs more (a chain, an
- * indirect table, an address outside the extent, a head the rules refuse, a generation that
- * moved) and takes nothing of it: pop_one then takes that entry from the start. Its descriptor
- * is read again there, which is no double fetch, as nothing read here decides anything there.
+ * descriptor inside one extent of the address space (the cached one, nearly always). The loop keeps
+ * the queue's fields in locals, which pop_one cannot (to the compiler, a store through an iovec or
+ * a chain may change them), and applies take_chain's rules. It stops before the first entry that
+ * needs more (a chain, an indirect table, an address no extent allows, a head the rules refuse, a
+ * generation that moved) and takes nothing of it: pop_one then takes that entry from the start. Its
+ * descriptor is read again there, which is no double fetch, as nothing read here decides anything
+ * there.
  */
 static unsigned int pop_run(struct vt_vq_dev *vq, struct vt_vq_chain *chains, struct iovec *iov,
 			    unsigned int iov_per_chain, unsigned int max)
 {
 	const _Atomic uint64_t *generation_word = vq->as.generation_word;
-	const struct vt_as_extent *e = &vq->extent;
+	struct vq_run_extent extent;
 
-	/* An extent the device may not read from, rare, is left to pop_one as well. */
-	if (!vq->extent_valid || !(e->perm & VT_ACCESS_READ) || !generation_word ||
-	    !iov_per_chain || vq->inflight || vq->resubmit_pos < vq->resubmit_count)
+	/* No extent cached yet, or one the device may not read: pop_one's. */
+	if (!vq_run_extent_load(vq, &extent) || !generation_word || !iov_per_chain ||
+	    vq->inflight || vq->resubmit_pos < vq->resubmit_count)
 		return 0;
 	const struct virtq_desc *desc = vq->ring.split.desc;
 	uint16_t *in_flight = vq->in_flight_ndesc;
 	const uint64_t generation = vq->ring_generation;
-	const uint64_t base = e->addr, span = e->last - e->addr, hva = e->hva;
-	/* Flags that end the run: a chain, a table, a write the extent forbids. */
-	const uint16_t stop = VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT |
-			      (e->perm & VT_ACCESS_WRITE ? 0 : VIRTQ_DESC_F_WRITE);
 	const unsigned int num = vq->num;
 	const uint16_t next = vq->next_avail;
 	const bool in_order = vq->in_order;
@@ -292,11 +289,12 @@ static unsigned int pop_run(struct vt_vq_dev *vq, struct vt_vq_chain *chains, st
 		    atomic_load_explicit(generation_word, memory_order_acquire) != generation)
 			break;
 		struct split_desc d = read_desc(&desc[head]);
-		uint64_t offset = d.addr - base;
-		if ((d.flags & stop) || !d.len || offset > span || d.len - 1 > span - offset)
+		void *hva;
+		if ((d.flags & (VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT)) || !d.len ||
+		    !vq_run_translate(vq, &extent, d.addr, d.len, d.flags, &hva))
 			break;
 		bool writable = d.flags & VIRTQ_DESC_F_WRITE;
-		iov->iov_base = (void *)(uintptr_t)(hva + offset);
+		iov->iov_base = hva;
 		iov->iov_len = d.len;
 		chains[n] = (struct vt_vq_chain){ .id = head,
 						  .ndesc = 1,
