@@ -182,6 +182,26 @@ static void sift_down(struct pending_range *a, unsigned int root, unsigned int n
 
 static void sort_pending(struct pending_range *a, unsigned int n)
 {
+	/*
+	 * Buffers are usually unmapped in the order they were mapped, and their IOVAs handed out
+	 * next to each other, upwards or (blocks freed last reused first) downwards: one pass
+	 * finds either, and the heapsort is left for a queue in no order.
+	 */
+	bool up = true, down = true;
+	for (unsigned int i = 1; i < n && (up || down); i++) {
+		up &= a[i - 1].iova <= a[i].iova;
+		down &= a[i - 1].iova >= a[i].iova;
+	}
+	if (up)
+		return;
+	if (down) {
+		for (unsigned int i = 0, j = n - 1; i < j; i++, j--) {
+			struct pending_range t = a[i];
+			a[i] = a[j];
+			a[j] = t;
+		}
+		return;
+	}
 	for (unsigned int i = n / 2; i-- > 0;)
 		sift_down(a, i, n);
 	while (n-- > 1) {
