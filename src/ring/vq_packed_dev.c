@@ -337,6 +337,8 @@ static unsigned int pop_run(struct vt_vq_dev *vq, struct vt_vq_chain *chains, st
 			*empty = true;
 			break;
 		}
+		if (n == 0)
+			vq_packed_prefetch_lines(ring, num, slot, max);
 		/* Checked per chain, as pop_one does: an IOTLB change ends the run. */
 		if (atomic_load_explicit(generation_word, memory_order_acquire) != generation)
 			break;

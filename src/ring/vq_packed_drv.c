@@ -512,6 +512,8 @@ static unsigned int get_run(struct vt_vq_drv *vq, void **tokens, uint32_t *lens,
 			*empty = avail == wrap;
 			break;
 		}
+		if (i == 0)
+			vq_packed_prefetch_lines(ring, num, slot, max < given ? max : given);
 		uint64_t tail = vt_le64_to_cpu(
 		    __atomic_load_n((const uint64_t *)&ring[slot].len, __ATOMIC_RELAXED));
 		uint16_t id = (uint16_t)(tail >> 32);
