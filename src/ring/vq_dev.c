@@ -347,7 +347,7 @@ static inline int vq_dev_push_in_order(struct vt_vq_dev *vq, uint16_t id, uint16
 	vq->pending[vq->npending++] = (struct vq_used_pending){ id, ndesc, written, batch };
 	for (unsigned int i = 0; i < batch; i++) {
 		vq->in_flight_ndesc[vq->order[vq->order_head]] = 0;
-		vq->order_head = (vq->order_head + 1) % vq->num;
+		vq->order_head = vq_wrap(vq->num, vq->order_head + 1);
 	}
 	vq->order_count -= batch;
 	vq->in_flight -= batch;
@@ -430,7 +430,7 @@ int vt_vq_dev_push_in_order_batch(struct vt_vq_dev *vq, const struct vt_vq_chain
 		if (batch == vq->order_count)
 			return vq_dev_break(vq, VT_VQ_ERR_NOT_IN_FLIGHT, "id %u not in order",
 					    last->id);
-		uint16_t id = vq->order[(vq->order_head + batch) % vq->num];
+		uint16_t id = vq->order[vq_wrap(vq->num, vq->order_head + batch)];
 		ndesc += vq->in_flight_ndesc[id];
 		batch++;
 		if (id == last->id)

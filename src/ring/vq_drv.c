@@ -148,28 +148,6 @@ uint32_t vq_drv_clamp_len(struct vt_vq_drv *vq, uint16_t id, uint32_t len)
 	return max;
 }
 
-uint16_t vq_drv_batch_next(struct vt_vq_drv *vq, void **token, uint32_t *len)
-{
-	uint16_t id = vq->order[vq->order_head];
-	vq->order_head = (vq->order_head + 1) % vq->num;
-	vq->order_count--;
-	*token = vq->buffers[id].token;
-	if (id == vq->batch_last_id) {
-		vq->in_batch = false;
-		*len = vq_drv_check_len(vq, id, vq->batch_last_len);
-	} else {
-		/* Only the batch's last buffer has a length on the wire; 0 never overstates. */
-		*len = 0;
-	}
-	return id;
-}
-
-void vq_drv_order_push(struct vt_vq_drv *vq, uint16_t id)
-{
-	vq->order[(vq->order_head + vq->order_count) % vq->num] = id;
-	vq->order_count++;
-}
-
 static int check_segments(const struct iovec *sg, unsigned int count, void *token)
 {
 	if (count == 0 || !token)

@@ -37,6 +37,15 @@ static inline void *vq_calloc_lines(size_t n, size_t size)
 	return p;
 }
 
+/*
+ * @i, below twice @num, brought into [0, num): a position in a ring of @num entries one lap on at
+ * most, without the division a modulo costs (packed sizes need not be powers of two).
+ */
+static inline unsigned int vq_wrap(unsigned int num, unsigned int i)
+{
+	return i < num ? i : i - num;
+}
+
 /* ------------------------------------------------------------------ packed positions */
 
 /* Descriptors from (@from, @from_wrap) up to (@to, @to_wrap), @to being at most one ring ahead. */
@@ -399,7 +408,7 @@ int vq_dev_table_read(struct vt_vq_dev *vq, const struct vq_table *t, unsigned i
 /* IN_ORDER bookkeeping shared by both formats: @id taken after every id recorded before. */
 static inline void vq_dev_order_push(struct vt_vq_dev *vq, uint16_t id)
 {
-	vq->order[(vq->order_head + vq->order_count) % vq->num] = id;
+	vq->order[vq_wrap(vq->num, vq->order_head + vq->order_count)] = id;
 	vq->order_count++;
 }
 
@@ -612,9 +621,29 @@ static inline uint32_t vq_drv_check_len(struct vt_vq_drv *vq, uint16_t id, uint3
 	return vq_drv_clamp_len(vq, id, len);
 }
 
-void vq_drv_order_push(struct vt_vq_drv *vq, uint16_t id);
+/* IN_ORDER: @id posted after every id recorded before. */
+static inline void vq_drv_order_push(struct vt_vq_drv *vq, uint16_t id)
+{
+	vq->order[vq_wrap(vq->num, vq->order_head + vq->order_count)] = id;
+	vq->order_count++;
+}
+
 /* IN_ORDER: the next buffer of the batch one used entry completed (token, len); its id. */
-uint16_t vq_drv_batch_next(struct vt_vq_drv *vq, void **token, uint32_t *len);
+static inline uint16_t vq_drv_batch_next(struct vt_vq_drv *vq, void **token, uint32_t *len)
+{
+	uint16_t id = vq->order[vq->order_head];
+	vq->order_head = vq_wrap(vq->num, vq->order_head + 1);
+	vq->order_count--;
+	*token = vq->buffers[id].token;
+	if (id == vq->batch_last_id) {
+		vq->in_batch = false;
+		*len = vq_drv_check_len(vq, id, vq->batch_last_len);
+	} else {
+		/* Only the batch's last buffer has a length on the wire; 0 never overstates. */
+		*len = 0;
+	}
+	return id;
+}
 
 int vq_split_drv_init(struct vt_vq_drv *vq);
 int vq_split_drv_add(struct vt_vq_drv *vq, const struct iovec *sg, unsigned int nreadable,

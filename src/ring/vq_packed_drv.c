@@ -236,14 +236,13 @@ int vq_packed_drv_add(struct vt_vq_drv *vq, const struct iovec *sg, unsigned int
  * A burst's common case in one loop: what add_one_segment does for each buffer, with the queue's
  * fields in locals (to the compiler, a store to a descriptor or a record may change them). It
  * stops before a buffer vt_vq_drv_add would refuse (the caller then refuses it) and before one
- * outside the DMA object's linear windows, and takes nothing under IN_ORDER: add_one_segment
- * takes those. The caller checked that @n descriptors are free.
+ * outside the DMA object's linear windows, which add_one_segment takes. The caller checked that
+ * @n descriptors are free.
  */
 static unsigned int add_run(struct vt_vq_drv *vq, const struct iovec *bufs, unsigned int n,
 			    bool writable, void *const *tokens)
 {
-	if (vq->in_order)
-		return 0;
+	const bool in_order = vq->in_order;
 	const struct vt_dma *dma = vq->dma;
 	struct pvirtq_desc *ring = ring_desc(vq);
 	struct vq_desc_shadow *shadow = vq->shadow;
@@ -287,6 +286,8 @@ static unsigned int add_run(struct vt_vq_drv *vq, const struct iovec *bufs, unsi
 							.nsegs = 1,
 							.writable_bytes = writable ? len : 0,
 							.last = id };
+		if (in_order)
+			vq_drv_order_push(vq, id);
 		id = sh->next;
 		if (++slot == num) {
 			slot = 0;
@@ -438,7 +439,7 @@ static int get_one(struct vt_vq_drv *vq, void **token, uint32_t *len)
 			if (k == vq->order_count)
 				return vq_drv_break(vq, VT_VQ_ERR_USED_ID,
 						    "used id %u is not in flight", id);
-			uint16_t older = vq->order[(vq->order_head + k) % vq->num];
+			uint16_t older = vq->order[vq_wrap(vq->num, vq->order_head + k)];
 			ndesc += vq->buffers[older].ndesc;
 			k++;
 			if (older == id)
@@ -464,7 +465,7 @@ static int get_one(struct vt_vq_drv *vq, void **token, uint32_t *len)
 				    ndesc, given);
 	vq_packed_advance(vq->num, &vq->last_used, &vq->used_wrap, ndesc);
 	if (vq->in_order) {
-		vq->order_head = (vq->order_head + 1) % vq->num;
+		vq->order_head = vq_wrap(vq->num, vq->order_head + 1);
 		vq->order_count--;
 	}
 	*token = vq->buffers[id].token;

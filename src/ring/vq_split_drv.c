@@ -192,14 +192,12 @@ int vq_split_drv_add(struct vt_vq_drv *vq, const struct iovec *sg, unsigned int 
  * A burst's common case in one loop: what add_one_segment does for each buffer, with the queue's
  * fields in locals (to the compiler, a store to a descriptor or a record may change them). It
  * stops before a buffer vt_vq_drv_add would refuse (the caller then refuses it) and before one
- * outside the DMA object's linear windows, and takes nothing under IN_ORDER: add_one_segment
- * takes those. The caller checked that @n descriptors are free.
+ * outside the DMA object's linear windows, which add_one_segment takes. The caller checked that
+ * @n descriptors are free.
  */
 static unsigned int add_run(struct vt_vq_drv *vq, const struct iovec *bufs, unsigned int n,
 			    bool writable, void *const *tokens)
 {
-	if (vq->in_order)
-		return 0;
 	const struct vt_dma *dma = vq->dma;
 	struct virtq_desc *desc = ring_desc(vq);
 	vt_le16 *avail = ring_avail(vq)->ring;
@@ -207,7 +205,10 @@ static unsigned int add_run(struct vt_vq_drv *vq, const struct iovec *bufs, unsi
 	struct vq_buffer_state *buffers = vq->buffers;
 	const uint16_t mask = (uint16_t)(vq->num - 1);
 	const uint16_t flags = writable ? VIRTQ_DESC_F_WRITE : 0;
-	uint16_t head = vq->free_head, avail_idx = vq->avail_idx_shadow;
+	/* IN_ORDER hands descriptors out in ring order, the free list otherwise. */
+	const bool in_order = vq->in_order;
+	uint16_t head = in_order ? vq->in_order_next : vq->free_head;
+	uint16_t avail_idx = vq->avail_idx_shadow;
 	uint64_t seq = vq->add_seq;
 	unsigned int i;
 
@@ -230,9 +231,16 @@ static unsigned int add_run(struct vt_vq_drv *vq, const struct iovec *bufs, unsi
 							  .last = head };
 		ring_write16(&avail[avail_idx & mask], head);
 		avail_idx++;
+		if (in_order) {
+			sh->next = (uint16_t)((head + 1) & mask);
+			vq_drv_order_push(vq, head);
+		}
 		head = sh->next;
 	}
-	vq->free_head = head;
+	if (in_order)
+		vq->in_order_next = head;
+	else
+		vq->free_head = head;
 	vq->avail_idx_shadow = avail_idx;
 	vq->add_seq = seq;
 	vq->num_free -= i;
@@ -368,7 +376,7 @@ static int get_one(struct vt_vq_drv *vq, void **token, uint32_t *len)
 	if (vq->in_order && vq->order[vq->order_head] != id) {
 		/* One entry for a batch (2.7.9): every older buffer up to @id is done. */
 		unsigned int k = 1;
-		while (k < vq->order_count && vq->order[(vq->order_head + k) % vq->num] != id)
+		while (k < vq->order_count && vq->order[vq_wrap(vq->num, vq->order_head + k)] != id)
 			k++;
 		if (k == vq->order_count)
 			return vq_drv_break(vq, VT_VQ_ERR_USED_ID, "used id %u is not in flight",
@@ -388,7 +396,7 @@ static int get_one(struct vt_vq_drv *vq, void **token, uint32_t *len)
 
 	vq->last_used++;
 	if (vq->in_order) {
-		vq->order_head = (vq->order_head + 1) % vq->num;
+		vq->order_head = vq_wrap(vq->num, vq->order_head + 1);
 		vq->order_count--;
 	}
 	*token = vq->buffers[id].token;

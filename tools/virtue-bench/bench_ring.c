@@ -342,10 +342,12 @@ int bench_ring(const struct bench_opts *opts)
  * = total / buffers), which makes it the figure to optimize the data path against when the
  * two-thread numbers swing with the vCPU placement.
  */
-static double ringcost_once(bool packed, enum vt_dma_mode mode, bool burst, uint64_t count)
+static double ringcost_once(bool packed, enum vt_dma_mode mode, bool burst, bool in_order,
+			    uint64_t count)
 {
-	uint64_t features =
-	    VT_BIT(VIRTIO_F_VERSION_1) | (packed ? VT_BIT(VIRTIO_F_RING_PACKED) : 0);
+	uint64_t features = VT_BIT(VIRTIO_F_VERSION_1) |
+			    (packed ? VT_BIT(VIRTIO_F_RING_PACKED) : 0) |
+			    (in_order ? VT_BIT(VIRTIO_F_IN_ORDER) : 0);
 	bool iommu = mode == VT_DMA_IOMMU_STRICT || mode == VT_DMA_IOMMU_LAZY ||
 		     mode == VT_DMA_IOMMU_PREMAPPED;
 	struct vt_shm *shm = NULL;
@@ -404,8 +406,11 @@ static double ringcost_once(bool packed, enum vt_dma_mode mode, bool burst, uint
 					goto out;
 		}
 		vt_vq_drv_kick_prepare(drv);
-		if (vt_vq_dev_pop_burst(dev, chains, iov, IOV_PER_CHAIN, 32) != 32 ||
-		    vt_vq_dev_push_burst(dev, chains, NULL, 32) < 0)
+		if (vt_vq_dev_pop_burst(dev, chains, iov, IOV_PER_CHAIN, 32) != 32)
+			goto out;
+		/* IN_ORDER: the batch returned with one used entry, what the feature is for. */
+		if ((in_order ? vt_vq_dev_push_in_order_batch(dev, &chains[31], 0)
+			      : vt_vq_dev_push_burst(dev, chains, NULL, 32)) < 0)
 			goto out;
 		vt_vq_dev_flush(dev);
 		if (burst) {
@@ -442,29 +447,31 @@ int bench_ringcost(const struct bench_opts *opts)
 		       "median of %u runs\n",
 		       (unsigned long long)count, opts->runs);
 	for (size_t m = 0; m < sizeof(modes) / sizeof(modes[0]); m++) {
-		for (int k = 0; k < 4; k++) {
+		/* In direct mode, bursts with IN_ORDER as well. */
+		for (int k = 0; k < (modes[m] == VT_DMA_DIRECT ? 6 : 4); k++) {
 			/* The driver half one buffer per call, then in bursts (the device always).
 			 */
-			bool packed = k & 1, burst = k >> 1;
+			bool packed = k & 1, burst = k >= 2, in_order = k >= 4;
 			double v[99];
 			char label[64];
-			snprintf(label, sizeof(label), "%s %s %s", packed ? "packed" : "split",
-				 vt_dma_mode_name(modes[m]), burst ? "burst" : "one");
+			snprintf(label, sizeof(label), "%s %s %s%s", packed ? "packed" : "split",
+				 vt_dma_mode_name(modes[m]), burst ? "burst" : "one",
+				 in_order ? " in-order" : "");
 			/* --only TEXT: selected rows, e.g. one for a callgrind count of it. */
 			if (opts->only && !strstr(label, opts->only))
 				continue;
 			/* The strict rows map and unmap through the IOTLB per buffer: fewer. */
 			uint64_t n = modes[m] == VT_DMA_IOMMU_STRICT ? count / 320 * 32 : count;
 			for (unsigned int r = 0; r < opts->runs; r++)
-				v[r] = ringcost_once(packed, modes[m], burst, n);
+				v[r] = ringcost_once(packed, modes[m], burst, in_order, n);
 			double ns = bench_median(v, opts->runs);
 			if (ns < 0)
 				return -1;
 			if (opts->json)
 				printf("{\"bench\":\"ringcost\",\"fmt\":\"%s\",\"dma\":\"%s\","
-				       "\"driver\":\"%s\",\"ns_per_buf\":%.2f}\n",
+				       "\"driver\":\"%s\",\"in_order\":%s,\"ns_per_buf\":%.2f}\n",
 				       packed ? "packed" : "split", vt_dma_mode_name(modes[m]),
-				       burst ? "burst" : "one", ns);
+				       burst ? "burst" : "one", in_order ? "true" : "false", ns);
 			else
 				printf("%-28s %9.2f ns/buf\n", label, ns);
 		}
