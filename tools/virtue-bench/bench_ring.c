@@ -454,9 +454,10 @@ int bench_ringcost(const struct bench_opts *opts)
 			bool packed = k & 1, burst = k >= 2, in_order = k >= 4;
 			double v[99];
 			char label[64];
+			/* "in-order" before "burst": --only "split direct burst" is one row. */
 			snprintf(label, sizeof(label), "%s %s %s%s", packed ? "packed" : "split",
-				 vt_dma_mode_name(modes[m]), burst ? "burst" : "one",
-				 in_order ? " in-order" : "");
+				 vt_dma_mode_name(modes[m]), in_order ? "in-order " : "",
+				 burst ? "burst" : "one");
 			/* --only TEXT: selected rows, e.g. one for a callgrind count of it. */
 			if (opts->only && !strstr(label, opts->only))
 				continue;
