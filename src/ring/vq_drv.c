@@ -234,8 +234,16 @@ bool vt_vq_drv_kick_prepare(struct vt_vq_drv *vq)
 
 int vt_vq_drv_get(struct vt_vq_drv *vq, void **token, uint32_t *len)
 {
-	/* A burst of one: one path, so every rule is checked by the same code either way. */
-	int ret = vt_vq_drv_get_burst(vq, token, len, 1);
+	if (vq->broken)
+		return -EPROTO;
+	/*
+	 * A burst of one, so every rule is checked by the same code either way; without a DMA
+	 * batch, as one unmap is published at once anyway.
+	 */
+	int ret = vq->packed ? vq_packed_drv_get_burst(vq, token, len, 1)
+			     : vq_split_drv_get_burst(vq, token, len, 1);
+	if (ret > 0)
+		count_collected(vq, 1);
 	return ret == 1 ? 0 : ret == 0 ? -EAGAIN : ret;
 }
 
