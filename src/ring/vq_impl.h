@@ -610,6 +610,37 @@ static inline bool vq_drv_id_outstanding(const struct vt_vq_drv *vq, uint32_t id
 	return id < vq->num && vq->buffers[id].token && vq->buffers[id].seq < vq->kicked_seq;
 }
 
+/*
+ * A driver burst of one-segment buffers, per format: runs of the common case (@run, the format's
+ * add_run), and @one (its add_one_segment) for the buffer that ends a run, refused with -EINVAL
+ * when vt_vq_drv_add would refuse it. Inline, so that both are called directly. Returns how many
+ * were posted, or the first buffer's error.
+ */
+static inline __attribute__((always_inline)) int
+vq_drv_add_burst_with(struct vt_vq_drv *vq, const struct iovec *bufs, unsigned int n, bool writable,
+		      void *const *tokens,
+		      unsigned int (*run)(struct vt_vq_drv *, const struct iovec *, unsigned int,
+					  bool, void *const *),
+		      int (*one)(struct vt_vq_drv *, const struct iovec *, bool, void *))
+{
+	unsigned int done = 0;
+
+	if (n > vq->num_free)
+		n = vq->num_free;
+	while (done < n) {
+		done += run(vq, &bufs[done], n - done, writable, &tokens[done]);
+		if (done == n)
+			break;
+		int ret = tokens[done] && vq_drv_seg_len_ok(&bufs[done])
+			      ? one(vq, &bufs[done], writable, tokens[done])
+			      : -EINVAL;
+		if (ret < 0)
+			return done ? (int)done : ret;
+		done++;
+	}
+	return (int)done;
+}
+
 /* vq_drv_check_len's path for a length over the limit: counts and logs it, returns the limit. */
 uint32_t vq_drv_clamp_len(struct vt_vq_drv *vq, uint16_t id, uint32_t len);
 

@@ -112,16 +112,12 @@ static void unmap_direct(struct vt_vq_drv *vq, uint16_t id, unsigned int count)
 }
 
 /*
- * Writes the descriptor at the next slot and moves on: the batch's first keeps its flags back for
- * kick_prepare (2.8.21.1); the others get len, id and flags in one store, published by it.
+ * Writes descriptor @d at @slot: the batch's first keeps its flags back for kick_prepare
+ * (2.8.21.1); the others get len, id and flags in one store, published by it.
  */
-static inline void write_next_slot(struct vt_vq_drv *vq, uint64_t bus, uint32_t len, uint16_t id,
-				   uint16_t flags)
+static inline void write_slot(struct vt_vq_drv *vq, struct pvirtq_desc *d, uint16_t slot,
+			      uint64_t bus, uint32_t len, uint16_t id, uint16_t flags)
 {
-	uint16_t slot = vq->avail_idx_shadow;
-	struct pvirtq_desc *d = &ring_desc(vq)[slot];
-
-	flags |= avail_bits(vq->avail_wrap);
 	ring_write64(&d->addr, bus);
 	if (!vq->pending) {
 		ring_write32(&d->len, len);
@@ -133,6 +129,16 @@ static inline void write_next_slot(struct vt_vq_drv *vq, uint64_t bus, uint32_t 
 		uint64_t tail = len | (uint64_t)id << 32 | (uint64_t)flags << 48;
 		__atomic_store_n((uint64_t *)&d->len, vt_cpu_to_le64(tail), __ATOMIC_RELAXED);
 	}
+}
+
+/* Writes the descriptor at the next slot (write_slot) and moves on. */
+static inline void write_next_slot(struct vt_vq_drv *vq, uint64_t bus, uint32_t len, uint16_t id,
+				   uint16_t flags)
+{
+	uint16_t slot = vq->avail_idx_shadow;
+
+	write_slot(vq, &ring_desc(vq)[slot], slot, bus, len, id,
+		   flags | avail_bits(vq->avail_wrap));
 	if (++slot == vq->num) {
 		slot = 0;
 		vq->avail_wrap = !vq->avail_wrap;
@@ -265,21 +271,7 @@ static unsigned int add_run(struct vt_vq_drv *vq, const struct iovec *bufs, unsi
 		sh->bus = bus;
 		sh->len = len;
 		sh->flags = dir;
-		uint16_t flags = dir | avail_bits(wrap);
-		struct pvirtq_desc *d = &ring[slot];
-		ring_write64(&d->addr, bus);
-		if (!vq->pending) {
-			/* The batch's first keeps its flags back for kick_prepare (2.8.21.1). */
-			ring_write32(&d->len, len);
-			ring_write16(&d->id, id);
-			vq->pending_first = slot;
-			vq->pending_first_flags = flags;
-			vq->pending = true;
-		} else {
-			uint64_t tail = len | (uint64_t)id << 32 | (uint64_t)flags << 48;
-			__atomic_store_n((uint64_t *)&d->len, vt_cpu_to_le64(tail),
-					 __ATOMIC_RELAXED);
-		}
+		write_slot(vq, &ring[slot], slot, bus, len, id, dir | avail_bits(wrap));
 		buffers[id] = (struct vq_buffer_state){ .token = tokens[i],
 							.seq = seq++,
 							.ndesc = 1,
@@ -306,23 +298,7 @@ static unsigned int add_run(struct vt_vq_drv *vq, const struct iovec *bufs, unsi
 int vq_packed_drv_add_burst(struct vt_vq_drv *vq, const struct iovec *bufs, unsigned int n,
 			    bool writable, void *const *tokens)
 {
-	unsigned int done = 0;
-
-	if (n > vq->num_free)
-		n = vq->num_free;
-	/* Runs of the common case; add_one_segment for whatever ends one. */
-	while (done < n) {
-		done += add_run(vq, &bufs[done], n - done, writable, &tokens[done]);
-		if (done == n)
-			break;
-		int ret = tokens[done] && vq_drv_seg_len_ok(&bufs[done])
-			      ? add_one_segment(vq, &bufs[done], writable, tokens[done])
-			      : -EINVAL;
-		if (ret < 0)
-			return done ? (int)done : ret;
-		done++;
-	}
-	return (int)done;
+	return vq_drv_add_burst_with(vq, bufs, n, writable, tokens, add_run, add_one_segment);
 }
 
 bool vq_packed_drv_kick_prepare(struct vt_vq_drv *vq)

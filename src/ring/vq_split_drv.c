@@ -251,23 +251,7 @@ static unsigned int add_run(struct vt_vq_drv *vq, const struct iovec *bufs, unsi
 int vq_split_drv_add_burst(struct vt_vq_drv *vq, const struct iovec *bufs, unsigned int n,
 			   bool writable, void *const *tokens)
 {
-	unsigned int done = 0;
-
-	if (n > vq->num_free)
-		n = vq->num_free;
-	/* Runs of the common case; add_one_segment for whatever ends one. */
-	while (done < n) {
-		done += add_run(vq, &bufs[done], n - done, writable, &tokens[done]);
-		if (done == n)
-			break;
-		int ret = tokens[done] && vq_drv_seg_len_ok(&bufs[done])
-			      ? add_one_segment(vq, &bufs[done], writable, tokens[done])
-			      : -EINVAL;
-		if (ret < 0)
-			return done ? (int)done : ret;
-		done++;
-	}
-	return (int)done;
+	return vq_drv_add_burst_with(vq, bufs, n, writable, tokens, add_run, add_one_segment);
 }
 
 bool vq_split_drv_kick_prepare(struct vt_vq_drv *vq)
