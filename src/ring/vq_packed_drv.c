@@ -263,8 +263,7 @@ static unsigned int add_run(struct vt_vq_drv *vq, const struct iovec *bufs, unsi
 	for (i = 0; i < n; i++) {
 		uint32_t len = (uint32_t)bufs[i].iov_len;
 		uint64_t bus;
-		if (!tokens[i] || !vq_drv_seg_len_ok(&bufs[i]) ||
-		    !vt_dma_map_linear(dma, bufs[i].iov_base, len, &bus))
+		if (!vq_drv_run_map(dma, &bufs[i], tokens[i], &bus))
 			break;
 		/* The buffer id is its first record; records, not slots, hold what was posted. */
 		struct vq_desc_shadow *sh = &shadow[id];
@@ -272,12 +271,7 @@ static unsigned int add_run(struct vt_vq_drv *vq, const struct iovec *bufs, unsi
 		sh->len = len;
 		sh->flags = dir;
 		write_slot(vq, &ring[slot], slot, bus, len, id, dir | avail_bits(wrap));
-		buffers[id] = (struct vq_buffer_state){ .token = tokens[i],
-							.seq = seq++,
-							.ndesc = 1,
-							.nsegs = 1,
-							.writable_bytes = writable ? len : 0,
-							.last = id };
+		buffers[id] = vq_drv_run_record(tokens[i], seq++, len, writable, id);
 		if (in_order)
 			vq_drv_order_push(vq, id);
 		id = sh->next;

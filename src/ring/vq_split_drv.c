@@ -215,20 +215,14 @@ static unsigned int add_run(struct vt_vq_drv *vq, const struct iovec *bufs, unsi
 	for (i = 0; i < n; i++) {
 		uint32_t len = (uint32_t)bufs[i].iov_len;
 		uint64_t bus;
-		if (!tokens[i] || !vq_drv_seg_len_ok(&bufs[i]) ||
-		    !vt_dma_map_linear(dma, bufs[i].iov_base, len, &bus))
+		if (!vq_drv_run_map(dma, &bufs[i], tokens[i], &bus))
 			break;
 		struct vq_desc_shadow *sh = &shadow[head];
 		sh->bus = bus;
 		sh->len = len;
 		sh->flags = flags;
 		write_desc(&desc[head], bus, len, flags, 0);
-		buffers[head] = (struct vq_buffer_state){ .token = tokens[i],
-							  .seq = seq++,
-							  .ndesc = 1,
-							  .nsegs = 1,
-							  .writable_bytes = writable ? len : 0,
-							  .last = head };
+		buffers[head] = vq_drv_run_record(tokens[i], seq++, len, writable, head);
 		ring_write16(&avail[avail_idx & mask], head);
 		avail_idx++;
 		if (in_order) {
