@@ -4,9 +4,10 @@
  * fuzzer-chosen address space (the memory table, or an IOTLB with holes and read-only or
  * write-only windows). Whatever the driver wrote, the device half must never hand out an iovec
  * outside driver memory, never return a readable iovec for a write-only mapping (or the reverse),
- * and never crash; broken queues must stay broken.
+ * never hand out an id it still holds, and never crash; broken queues must stay broken.
  *
- * Input: [0] format and features, [1] address space (bit 0: IOTLB; bits 1-7: how many 5-byte
+ * Input: [0] format and features (0x40: take buffers in bursts, as many as the device can hold,
+ * instead of one pop at a time), [1] address space (bit 0: IOTLB; bits 1-7: how many 5-byte
  * windows follow: offset, length, permission, 0 making a hole),
  * then the bytes of driver memory (rings and buffers), zero-filled to MEM_SIZE.
  */
@@ -121,8 +122,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		struct vt_vq_chain chains[QUEUE];
 		unsigned int held = 0;
 		for (int round = 0; round < 64; round++) {
-			struct iovec iov[IOV_MAX];
-			int ret = vt_vq_dev_pop(vq, &chains[held], iov, IOV_MAX);
+			static struct iovec iov[QUEUE * IOV_MAX];
+			/* Taken: how many chains (iovecs from iov[k * IOV_MAX]), or the error. */
+			int ret;
+			if (mode & 0x40) {
+				ret = vt_vq_dev_pop_burst(vq, &chains[held], iov, IOV_MAX,
+							  QUEUE - held);
+			} else {
+				ret = vt_vq_dev_pop(vq, &chains[held], iov, IOV_MAX);
+				ret = ret == 0 ? 1 : ret;
+			}
 			if (ret == -EPROTO) {
 				/* Broken stays broken. */
 				if (vt_vq_dev_pop(vq, &chains[held], iov, IOV_MAX) != -EPROTO ||
@@ -130,19 +139,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 					__builtin_trap();
 				break;
 			}
-			if (ret < 0)
+			if (ret <= 0)
 				break;
-			struct vt_vq_chain *c = &chains[held];
-			check_iov(iov, c->nreadable + c->nwritable, mem);
-			for (unsigned int i = 0; i < c->nreadable + c->nwritable; i++) {
-				unsigned int need =
-				    i < c->nreadable ? VT_ACCESS_READ : VT_ACCESS_WRITE;
-				size_t off = (size_t)((uint8_t *)iov[i].iov_base - mem);
-				for (size_t b = 0; b < iov[i].iov_len; b++)
-					if (!(perm[off + b] & need))
+			for (int k = 0; k < ret; k++) {
+				const struct vt_vq_chain *c = &chains[held + k];
+				/* An id is handed out once until it is returned. */
+				for (unsigned int h = 0; h < held + (unsigned int)k; h++)
+					if (chains[h].id == c->id)
 						__builtin_trap();
+				const struct iovec *ck = &iov[k * IOV_MAX];
+				check_iov(ck, c->nreadable + c->nwritable, mem);
+				for (unsigned int i = 0; i < c->nreadable + c->nwritable; i++) {
+					unsigned int need =
+					    i < c->nreadable ? VT_ACCESS_READ : VT_ACCESS_WRITE;
+					size_t off = (size_t)((uint8_t *)ck[i].iov_base - mem);
+					for (size_t b = 0; b < ck[i].iov_len; b++)
+						if (!(perm[off + b] & need))
+							__builtin_trap();
+				}
 			}
-			held++;
+			held += (unsigned int)ret;
 			/* Return buffers now and then, as a device with some in flight would. */
 			if (held == QUEUE || (mode & 0x20) || round % 3 == 0) {
 				for (unsigned int h = 0; h < held; h++)

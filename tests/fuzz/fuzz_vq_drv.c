@@ -6,7 +6,9 @@
  * once, never a length above the buffer's writable size, and stay broken once broken; every
  * buffer not collected must come back from detach_unused.
  *
- * Input: [0] format and features, [1] how many buffers to post, then the device-written bytes.
+ * Input: [0] format and features (0x10: collect in bursts, of 1 + (the byte >> 5) buffers at
+ * most, instead of one get at a time), [1] how many buffers to post, then the device-written
+ * bytes.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -105,20 +107,30 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memcpy(mem + (target - MEM_GPA), data, size < room ? size : room);
 
 	for (int round = 0; round < 2 * QUEUE; round++) {
-		void *token;
-		uint32_t len;
-		int ret = vt_vq_drv_get(vq, &token, &len);
+		void *tokens[8];
+		uint32_t lens[8];
+		/* Collected: how many (tokens[], lens[]), or the error. */
+		int ret;
+		if (mode & 0x10) {
+			ret = vt_vq_drv_get_burst(vq, tokens, lens, 1 + (mode >> 5));
+		} else {
+			ret = vt_vq_drv_get(vq, &tokens[0], &lens[0]);
+			ret = ret == 0 ? 1 : ret;
+		}
 		if (ret == -EPROTO) {
-			if (!vt_vq_drv_is_broken(vq) || vt_vq_drv_get(vq, &token, &len) != -EPROTO)
+			if (!vt_vq_drv_is_broken(vq) ||
+			    vt_vq_drv_get(vq, &tokens[0], &lens[0]) != -EPROTO)
 				__builtin_trap();
 			break;
 		}
-		if (ret < 0)
+		if (ret <= 0)
 			break;
-		struct posted *p = token;
-		if (p < pool || p >= pool + QUEUE || p->state != 1 || len > p->writable)
-			__builtin_trap();
-		p->state = 2;
+		for (int k = 0; k < ret; k++) {
+			struct posted *p = tokens[k];
+			if (p < pool || p >= pool + QUEUE || p->state != 1 || lens[k] > p->writable)
+				__builtin_trap();
+			p->state = 2;
+		}
 	}
 	vt_vq_drv_enable_cb(vq);
 	/* Whatever was not collected comes back exactly once. */

@@ -15,6 +15,7 @@ QUEUE = 16
 NEXT, WRITE, INDIRECT = 1, 2, 4
 AVAIL, USED = 1 << 7, 1 << 15
 F_PACKED, F_INDIRECT, F_EVENT, F_INORDER = 1, 2, 4, 8
+BURST = 0x40  # the harness takes buffers in bursts
 
 
 def image():
@@ -84,6 +85,27 @@ def seeds():
     struct.pack_into("<QIHH", m, 0x3000, GPA + 0x4000, 8, 0, 0)
     struct.pack_into("<QIHH", m, 0x3010, GPA + 0x4100, 8, 0, WRITE)
     out["packed_indirect"] = bytes([F_PACKED | F_INDIRECT, 0]) + m
+    # Bursts of single-descriptor buffers, the ring's shorter path: a good run, a run over an
+    # IOTLB window, a head made available twice, an address past the memory; then packed.
+    singles = image()
+    for i in range(8):
+        split_desc(singles, i, GPA + 0x4000 + 0x100 * i, 32, WRITE if i % 3 == 2 else 0, 0)
+    m = bytearray(singles)
+    split_avail(m, list(range(8)))
+    out["split_singles_burst"] = bytes([BURST, 0]) + m
+    out["split_singles_burst_iotlb"] = bytes([BURST, 1 | 1 << 1, 0x10, 0, 0x04, 0, 1]) + m
+    m = bytearray(singles)
+    split_avail(m, [0, 1, 1, 2])
+    out["split_singles_burst_head_twice"] = bytes([BURST, 0]) + m
+    m = bytearray(singles)
+    split_desc(m, 3, GPA + 0x10000 - 16, 32, 0, 0)
+    split_avail(m, list(range(8)))
+    out["split_singles_burst_past_memory"] = bytes([BURST, 0]) + m
+    m = image()
+    for i in range(8):
+        packed_desc(m, i, GPA + 0x4000 + 0x100 * i, 32, i, AVAIL | (WRITE if i % 3 == 2 else 0))
+    out["packed_singles_burst"] = bytes([F_PACKED | BURST, 0]) + m
+    out["packed_singles_burst_in_order"] = bytes([F_PACKED | F_INORDER | BURST, 0]) + m
     return out
 
 
