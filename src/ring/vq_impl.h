@@ -621,18 +621,6 @@ static inline bool vq_drv_run_map(const struct vt_dma *dma, const struct iovec *
 	       vt_dma_map_linear(dma, sg->iov_base, sg->iov_len, bus);
 }
 
-/* The record of buffer @id, one segment of @len bytes, posted by a run as the @seq'th. */
-static inline struct vq_buffer_state vq_drv_run_record(void *token, uint64_t seq, uint32_t len,
-						       bool writable, uint16_t id)
-{
-	return (struct vq_buffer_state){ .token = token,
-					 .seq = seq,
-					 .ndesc = 1,
-					 .nsegs = 1,
-					 .writable_bytes = writable ? len : 0,
-					 .last = id };
-}
-
 /*
  * A driver burst of one-segment buffers, per format: runs of the common case (@run, the format's
  * add_run), and @one (its add_one_segment) for the buffer that ends a run, refused with -EINVAL

@@ -271,7 +271,12 @@ static unsigned int add_run(struct vt_vq_drv *vq, const struct iovec *bufs, unsi
 		sh->len = len;
 		sh->flags = dir;
 		write_slot(vq, &ring[slot], slot, bus, len, id, dir | avail_bits(wrap));
-		buffers[id] = vq_drv_run_record(tokens[i], seq++, len, writable, id);
+		buffers[id] = (struct vq_buffer_state){ .token = tokens[i],
+							.seq = seq++,
+							.ndesc = 1,
+							.nsegs = 1,
+							.writable_bytes = writable ? len : 0,
+							.last = id };
 		if (in_order)
 			vq_drv_order_push(vq, id);
 		id = sh->next;

@@ -222,7 +222,12 @@ static unsigned int add_run(struct vt_vq_drv *vq, const struct iovec *bufs, unsi
 		sh->len = len;
 		sh->flags = flags;
 		write_desc(&desc[head], bus, len, flags, 0);
-		buffers[head] = vq_drv_run_record(tokens[i], seq++, len, writable, head);
+		buffers[head] = (struct vq_buffer_state){ .token = tokens[i],
+							  .seq = seq++,
+							  .ndesc = 1,
+							  .nsegs = 1,
+							  .writable_bytes = writable ? len : 0,
+							  .last = head };
 		ring_write16(&avail[avail_idx & mask], head);
 		avail_idx++;
 		if (in_order) {
