@@ -33,6 +33,7 @@
  * the allocator both ways, and the IOTLB revives the entry in place. Kept only once invalidated,
  * as every IOVA freed; given back to the allocator when it runs out.
  */
+#define TAG_HINTS  256u /* a power of two */
 #define IDLE_PAGES 16u
 #define IDLE_DEPTH 64u
 
@@ -70,7 +71,18 @@ struct dma_iommu {
 	uint32_t idle_head[IDLE_PAGES];
 	unsigned int idle_count[IDLE_PAGES];
 	unsigned int idle_total;
+
+	/*
+	 * The record last mapped at each bus address, by its IOMMU page folded (tag_hint_slot):
+	 * a guess for unmap, which checks it against the record before trusting it.
+	 */
+	uint32_t tag_hint[TAG_HINTS];
 };
+
+static inline unsigned int tag_hint_slot(uint64_t bus)
+{
+	return (unsigned int)(bus / VT_DMA_IOMMU_PAGE) & (TAG_HINTS - 1);
+}
 
 static inline struct dma_iommu *to_iommu(struct vt_dma *dma)
 {
@@ -357,6 +369,7 @@ static int iommu_map(struct vt_dma *dma, void *ptr, size_t len, enum vt_dma_dir 
 		.state = VT_DMA_RECORD_LIVE,
 	};
 	*bus = rec->bus;
+	m->tag_hint[tag_hint_slot(rec->bus)] = tag;
 out:
 	pthread_mutex_unlock(&m->lock);
 	return ret;
@@ -371,11 +384,20 @@ static int find_live(struct dma_iommu *m, const char *op, uint64_t bus, size_t l
 
 static int unmap_locked(struct dma_iommu *m, uint64_t bus, size_t len, enum vt_dma_dir dir)
 {
-	uint32_t tag;
-	int ret = find_live(m, "unmap", bus, len, dir, 1, &tag);
-	if (ret < 0)
-		return ret;
-	struct vt_dma_record *rec = vt_dma_record_at(&m->records, tag);
+	/*
+	 * Unmaps mostly follow their maps closely: the hint names the record when it is the live
+	 * mapping exactly as asked; anything else takes the search, which also says what is wrong.
+	 */
+	uint32_t tag = m->tag_hint[tag_hint_slot(bus)];
+	struct vt_dma_record *rec = tag ? vt_dma_record_at(&m->records, tag) : NULL;
+	int ret;
+	if (!rec || rec->state != VT_DMA_RECORD_LIVE || rec->bus != bus || rec->len != len ||
+	    rec->dir != dir) {
+		ret = find_live(m, "unmap", bus, len, dir, 1, &tag);
+		if (ret < 0)
+			return ret;
+		rec = vt_dma_record_at(&m->records, tag);
+	}
 
 	if (!lazy(m) && m->batch_depth == 0) {
 		/* Strict: the device loses the translation before the IOVA can be reused. */
