@@ -280,7 +280,9 @@ class Boot:
         elif iommu_machine:
             dev += ",ats=on"
         # cfg may name another guest workload (blk_bench.py: "bench") and add to the command line.
-        cmdline = ("console=ttyS0 panic=-1 loglevel=4 edd=off "
+        # loglevel=5: warnings reach the serial log, so a soft lockup or hung task prints its
+        # stack there (shown when a case fails), not only its one-line summary.
+        cmdline = ("console=ttyS0 panic=-1 loglevel=5 edd=off "
                    f"vt.workload={cfg.get('workload', 'blk')}")
         if cfg.get("cmdline"):
             cmdline += " " + cfg["cmdline"]
