@@ -79,8 +79,7 @@ static inline void vq_packed_prefetch_lines(const struct pvirtq_desc *ring, unsi
 {
 	const unsigned int per_line = VQ_CACHELINE / sizeof(*ring);
 	for (unsigned int k = per_line - slot % per_line; k < count; k += per_line) {
-		unsigned int s = slot + k;
-		__builtin_prefetch(&ring[s < num ? s : s - num]);
+		__builtin_prefetch(&ring[vq_wrap(num, slot + k)]);
 	}
 }
 
@@ -261,19 +260,13 @@ static inline void vq_chain_begin(struct vq_chain_builder *b, struct vt_vq_dev *
 	chain->readable_bytes = chain->writable_bytes = 0;
 }
 
-/* [addr, addr + len), len > 0, lies in extent @e, which allows @access. */
-static inline bool vq_in_extent(const struct vt_as_extent *e, uint64_t addr, uint32_t len,
-				unsigned int access)
-{
-	return len && addr - e->addr <= e->last - e->addr && len - 1 <= e->last - addr &&
-	       (e->perm & access) == access;
-}
-
 /* [addr, addr + len), len > 0, lies in the cached extent, which allows @access. */
 static inline bool vq_extent_covers(const struct vt_vq_dev *vq, uint64_t addr, uint32_t len,
 				    unsigned int access)
 {
-	return vq->extent_valid && vq_in_extent(&vq->extent, addr, len, access);
+	const struct vt_as_extent *e = &vq->extent;
+	return vq->extent_valid && len && addr - e->addr <= e->last - e->addr &&
+	       len - 1 <= e->last - addr && (e->perm & access) == access;
 }
 
 /* The host address of @addr, which the cached extent covers. */

@@ -285,17 +285,6 @@ static inline uint16_t used_flags(bool wrap, uint32_t written)
 			  (written ? VIRTQ_DESC_F_WRITE : 0));
 }
 
-/* One used descriptor for a chain or an in-order batch: skip all it occupied (2.8.2). */
-static inline void advance(unsigned int num, uint16_t *slot, bool *wrap, unsigned int ndesc)
-{
-	unsigned int next = *slot + ndesc;
-	if (next >= num) {
-		next -= num;
-		*wrap = !*wrap;
-	}
-	*slot = (uint16_t)next;
-}
-
 /*
  * A burst's common case in one tight loop: available descriptors that are chains of their own
  * (no NEXT, no INDIRECT) inside one extent of the address space (the cached one, nearly always).
@@ -419,8 +408,9 @@ void vq_packed_dev_write_used(struct vt_vq_dev *vq)
 		vq->pending_first = slot;
 		vq->pending_first_wrap = wrap;
 		vq->pending_first_flags = used_flags(wrap, u->written);
-		advance(num, &slot, &wrap, u->ndesc);
+		vq_packed_advance(num, &slot, &wrap, u->ndesc);
 	}
+	/* One used descriptor for a chain or an in-order batch skips all it occupied (2.8.2). */
 	for (; i < count; i++) {
 		/* len, id and flags in one store; published by the first one's flags. */
 		const struct vq_used_pending *u = &pending[i];
@@ -428,7 +418,7 @@ void vq_packed_dev_write_used(struct vt_vq_dev *vq)
 				(uint64_t)used_flags(wrap, u->written) << 48;
 		__atomic_store_n((uint64_t *)&ring[slot].len, vt_cpu_to_le64(tail),
 				 __ATOMIC_RELAXED);
-		advance(num, &slot, &wrap, u->ndesc);
+		vq_packed_advance(num, &slot, &wrap, u->ndesc);
 	}
 	vq->pending_used = (uint16_t)(vq->pending_used + count);
 	vq->used_idx = slot;

@@ -507,11 +507,7 @@ static unsigned int get_run(struct vt_vq_drv *vq, void **tokens, uint32_t *lens,
 		if (need_unmap)
 			unmap_buffer(vq, id);
 		given -= buf->ndesc;
-		slot = (uint16_t)(slot + buf->ndesc);
-		if (slot >= num) {
-			slot = (uint16_t)(slot - num);
-			wrap = !wrap;
-		}
+		vq_packed_advance(num, &slot, &wrap, buf->ndesc);
 		/* Most recently freed first, as detach_buffer does. */
 		shadow[buf->last].next = free_head;
 		free_head = id;
