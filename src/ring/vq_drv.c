@@ -199,7 +199,7 @@ int vt_vq_drv_add_burst(struct vt_vq_drv *vq, const struct iovec *bufs, unsigned
 	 * as they take it); the first is checked here, so that it is refused as such even when
 	 * the ring is full.
 	 */
-	if (check_segments(bufs, 1, tokens[0]) < 0)
+	if (!vq_drv_burst_buf_ok(&bufs[0], tokens[0]))
 		return -EINVAL;
 	/*
 	 * One DMA batch per burst (one lock for its maps, in the modes that have one; the DMA

@@ -539,6 +539,12 @@ static inline bool vq_drv_seg_len_ok(const struct iovec *sg)
 	return sg->iov_len - 1 < UINT32_MAX;
 }
 
+/* A burst's buffer (one segment) that vt_vq_drv_add would take: a token, a length it allows. */
+static inline bool vq_drv_burst_buf_ok(const struct iovec *sg, const void *token)
+{
+	return token && vq_drv_seg_len_ok(sg);
+}
+
 /* The rule for indirect tables: with INDIRECT_DESC, a buffer of 2 to indirect_max segments. */
 static inline bool vq_drv_wants_indirect(const struct vt_vq_drv *vq, unsigned int nsegs)
 {
@@ -610,7 +616,7 @@ static inline bool vq_drv_id_outstanding(const struct vt_vq_drv *vq, uint32_t id
 static inline bool vq_drv_run_map(const struct vt_dma *dma, const struct iovec *sg, void *token,
 				  uint64_t *bus)
 {
-	return token && vq_drv_seg_len_ok(sg) &&
+	return vq_drv_burst_buf_ok(sg, token) &&
 	       vt_dma_map_linear(dma, sg->iov_base, sg->iov_len, bus);
 }
 
@@ -635,7 +641,7 @@ vq_drv_add_burst_with(struct vt_vq_drv *vq, const struct iovec *bufs, unsigned i
 		done += run(vq, &bufs[done], n - done, writable, &tokens[done]);
 		if (done == n)
 			break;
-		int ret = tokens[done] && vq_drv_seg_len_ok(&bufs[done])
+		int ret = vq_drv_burst_buf_ok(&bufs[done], tokens[done])
 			      ? one(vq, &bufs[done], writable, tokens[done])
 			      : -EINVAL;
 		if (ret < 0)
