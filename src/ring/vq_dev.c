@@ -240,17 +240,25 @@ static inline int vq_dev_ensure_rings(struct vt_vq_dev *vq)
 	return vq_dev_refresh_rings(vq, vt_as_generation(&vq->as));
 }
 
-bool vq_run_extent_find(struct vt_vq_dev *vq, uint64_t addr, struct vq_run_extent *r)
+/*
+ * Caches the extent holding @addr, taken only under the generation the rings were checked under
+ * at this pop; false when the address space has none (or none it vouches for).
+ */
+static bool cache_extent(struct vt_vq_dev *vq, uint64_t addr)
 {
 	struct vt_as_extent e;
 	uint64_t gen;
 
-	/* Taken only under the generation the rings were checked under, as in the general path. */
 	if (vt_as_extent(&vq->as, addr, &e, &gen) < 0 || gen != vq->ring_generation)
 		return false;
 	vq->extent = e;
 	vq->extent_valid = true;
-	return vq_run_extent_load(vq, r);
+	return true;
+}
+
+bool vq_run_extent_find(struct vt_vq_dev *vq, uint64_t addr, struct vq_run_extent *r)
+{
+	return cache_extent(vq, addr) && vq_run_extent_load(vq, r);
 }
 
 int vq_chain_add_slow(struct vq_chain_builder *b, uint64_t addr, uint32_t len, bool writable)
@@ -273,16 +281,8 @@ int vq_chain_add_slow(struct vq_chain_builder *b, uint64_t addr, uint32_t len, b
 	unsigned int n = 0;
 	unsigned int access = writable ? VT_ACCESS_WRITE : VT_ACCESS_READ;
 	bool cached = vq_extent_covers(vq, addr, len, access);
-	if (!cached && len) {
-		/* Taken only under the generation the rings were checked under at this pop. */
-		struct vt_as_extent e;
-		uint64_t gen;
-		if (vt_as_extent(&vq->as, addr, &e, &gen) == 0 && gen == vq->ring_generation) {
-			vq->extent = e;
-			vq->extent_valid = true;
-			cached = vq_extent_covers(vq, addr, len, access);
-		}
-	}
+	if (!cached && len && cache_extent(vq, addr))
+		cached = vq_extent_covers(vq, addr, len, access);
 	if (cached && b->n < b->iov_max) {
 		b->iov[b->n].iov_base = vq_extent_hva(vq, addr);
 		b->iov[b->n].iov_len = len;
