@@ -81,10 +81,11 @@ struct vt_dma {
 /*
  * The map of a mode with linear windows, inline: true with *bus set when [ptr, ptr + len) lies
  * inside one window (exactly what that mode's map would answer), false when the caller must take
- * vt_dma_map. @len must not be 0. Counts nothing: the caller adds to stats.maps.
+ * vt_dma_map. @len must not be 0. Counts nothing: the caller adds to stats.maps. The window
+ * mapped through is copied to @win, for a caller that tries it first on the next buffer.
  */
-static inline bool vt_dma_map_linear(const struct vt_dma *dma, const void *ptr, size_t len,
-				     uint64_t *bus)
+static inline bool vt_dma_map_linear_window(const struct vt_dma *dma, const void *ptr, size_t len,
+					    uint64_t *bus, struct vt_dma_linear *win)
 {
 	uint64_t p = (uint64_t)(uintptr_t)ptr;
 
@@ -92,11 +93,20 @@ static inline bool vt_dma_map_linear(const struct vt_dma *dma, const void *ptr, 
 		const struct vt_dma_linear *w = &dma->linear[i];
 		uint64_t off = p - w->hva;
 		if (off < w->size && len <= w->size - off) {
+			*win = *w;
 			*bus = w->bus + off;
 			return true;
 		}
 	}
 	return false;
+}
+
+/* vt_dma_map_linear_window without the window. */
+static inline bool vt_dma_map_linear(const struct vt_dma *dma, const void *ptr, size_t len,
+				     uint64_t *bus)
+{
+	struct vt_dma_linear win;
+	return vt_dma_map_linear_window(dma, ptr, len, bus, &win);
 }
 
 /* Adds a linear window (constructors only); beyond VT_DMA_LINEAR_MAX the ops alone map. */

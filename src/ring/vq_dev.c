@@ -344,11 +344,18 @@ int vt_vq_dev_pop_burst(struct vt_vq_dev *vq, struct vt_vq_chain *chains, struct
 static inline int vq_dev_push_in_order(struct vt_vq_dev *vq, uint16_t id, uint16_t ndesc,
 				       uint32_t written, unsigned int batch)
 {
+	/* In locals: to the compiler, a store to in_flight_ndesc may change the queue's fields. */
+	const uint16_t *order = vq->order;
+	uint16_t *in_flight = vq->in_flight_ndesc;
+	const unsigned int num = vq->num;
+	unsigned int head = vq->order_head;
+
 	vq->pending[vq->npending++] = (struct vq_used_pending){ id, ndesc, written, batch };
 	for (unsigned int i = 0; i < batch; i++) {
-		vq->in_flight_ndesc[vq->order[vq->order_head]] = 0;
-		vq->order_head = vq_wrap(vq->num, vq->order_head + 1);
+		in_flight[order[head]] = 0;
+		head = vq_wrap(num, head + 1);
 	}
+	vq->order_head = head;
 	vq->order_count -= batch;
 	vq->in_flight -= batch;
 	return 0;
@@ -425,18 +432,21 @@ int vt_vq_dev_push_in_order_batch(struct vt_vq_dev *vq, const struct vt_vq_chain
 		return -EINVAL;
 	if (last->id >= vq->num || vq->in_flight_ndesc[last->id] == 0)
 		return vq_dev_break(vq, VT_VQ_ERR_NOT_IN_FLIGHT, "id %u", last->id);
-	unsigned int batch = 0, ndesc = 0;
+	const uint16_t last_id = last->id, *order = vq->order, *in_flight = vq->in_flight_ndesc;
+	const unsigned int num = vq->num, count = vq->order_count;
+	unsigned int batch = 0, ndesc = 0, pos = vq->order_head;
 	for (;;) {
-		if (batch == vq->order_count)
+		if (batch == count)
 			return vq_dev_break(vq, VT_VQ_ERR_NOT_IN_FLIGHT, "id %u not in order",
-					    last->id);
-		uint16_t id = vq->order[vq_wrap(vq->num, vq->order_head + batch)];
-		ndesc += vq->in_flight_ndesc[id];
+					    last_id);
+		uint16_t id = order[pos];
+		pos = vq_wrap(num, pos + 1);
+		ndesc += in_flight[id];
 		batch++;
-		if (id == last->id)
+		if (id == last_id)
 			break;
 	}
-	return vq_dev_push_in_order(vq, last->id, (uint16_t)ndesc, written, batch);
+	return vq_dev_push_in_order(vq, last_id, (uint16_t)ndesc, written, batch);
 }
 
 bool vt_vq_dev_flush(struct vt_vq_dev *vq)

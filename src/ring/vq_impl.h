@@ -610,14 +610,31 @@ static inline bool vq_drv_id_outstanding(const struct vt_vq_drv *vq, uint32_t id
 }
 
 /*
- * An add run's next buffer (@sg, @token): checked as vt_vq_drv_add would check it, and mapped
- * through a linear window of the DMA object. False when the run must end before it.
+ * The linear window of the DMA object an add run maps through, in the run's locals: the object's
+ * fields would be loaded again after every ring store (no strict aliasing). Starts empty, so the
+ * first buffer picks its window.
  */
-static inline bool vq_drv_run_map(const struct vt_dma *dma, const struct iovec *sg, void *token,
-				  uint64_t *bus)
+static inline struct vt_dma_linear vq_drv_run_window_none(void)
 {
-	return vq_drv_burst_buf_ok(sg, token) &&
-	       vt_dma_map_linear(dma, sg->iov_base, sg->iov_len, bus);
+	return (struct vt_dma_linear){ 0 };
+}
+
+/*
+ * An add run's next buffer (@sg, @token): checked as vt_vq_drv_add would check it, and mapped
+ * through @win, or through the linear window of the DMA object that holds it, which then becomes
+ * @win. False when the run must end before it.
+ */
+static inline bool vq_drv_run_map(const struct vt_dma *dma, struct vt_dma_linear *win,
+				  const struct iovec *sg, void *token, uint64_t *bus)
+{
+	if (!vq_drv_burst_buf_ok(sg, token))
+		return false;
+	uint64_t off = (uint64_t)(uintptr_t)sg->iov_base - win->hva;
+	if (off < win->size && sg->iov_len <= win->size - off) {
+		*bus = win->bus + off;
+		return true;
+	}
+	return vt_dma_map_linear_window(dma, sg->iov_base, sg->iov_len, bus, win);
 }
 
 /*
@@ -684,6 +701,55 @@ static inline uint16_t vq_drv_batch_next(struct vt_vq_drv *vq, void **token, uin
 		*len = 0;
 	}
 	return id;
+}
+
+/*
+ * IN_ORDER: up to @max buffers of the batch one used entry completed, handed out in one loop with
+ * the queue's fields in locals, as vq_drv_batch_next and the format's detach_buffer would one at
+ * a time: @free_list, whether freed ids go back on the free list (packed; split IN_ORDER hands
+ * descriptors out in ring order), and @unmap, the format's unmap of a buffer, called for the
+ * modes that map per buffer. Returns how many.
+ */
+static inline __attribute__((always_inline)) unsigned int
+vq_drv_batch_run(struct vt_vq_drv *vq, void **tokens, uint32_t *lens, unsigned int max,
+		 bool free_list, void (*unmap)(struct vt_vq_drv *, uint16_t))
+{
+	const uint16_t *order = vq->order;
+	struct vq_buffer_state *buffers = vq->buffers;
+	struct vq_desc_shadow *shadow = vq->shadow;
+	const unsigned int num = vq->num;
+	const uint16_t last_id = vq->batch_last_id;
+	const bool need_unmap = vq->need_unmap;
+	unsigned int head = vq->order_head, freed = 0, i;
+	uint16_t free_head = vq->free_head;
+	bool last = false;
+
+	for (i = 0; i < max && !last; i++) {
+		uint16_t id = order[head];
+		struct vq_buffer_state *buf = &buffers[id];
+		head = vq_wrap(num, head + 1);
+		tokens[i] = buf->token;
+		last = id == last_id;
+		/* Only the batch's last buffer has a length on the wire; 0 never overstates. */
+		lens[i] = last ? vq_drv_check_len(vq, id, vq->batch_last_len) : 0;
+		if (need_unmap)
+			unmap(vq, id);
+		if (free_list) {
+			/* Most recently freed first, as detach_buffer does. */
+			shadow[buf->last].next = free_head;
+			free_head = id;
+		}
+		freed += buf->ndesc;
+		buf->token = NULL;
+	}
+	vq->order_head = head;
+	vq->order_count -= i;
+	vq->num_free += freed;
+	if (free_list)
+		vq->free_head = free_head;
+	if (last)
+		vq->in_batch = false;
+	return i;
 }
 
 int vq_split_drv_init(struct vt_vq_drv *vq);

@@ -250,6 +250,7 @@ static unsigned int add_run(struct vt_vq_drv *vq, const struct iovec *bufs, unsi
 {
 	const bool in_order = vq->in_order;
 	const struct vt_dma *dma = vq->dma;
+	struct vt_dma_linear win = vq_drv_run_window_none();
 	struct pvirtq_desc *ring = ring_desc(vq);
 	struct vq_desc_shadow *shadow = vq->shadow;
 	struct vq_buffer_state *buffers = vq->buffers;
@@ -263,7 +264,7 @@ static unsigned int add_run(struct vt_vq_drv *vq, const struct iovec *bufs, unsi
 	for (i = 0; i < n; i++) {
 		uint32_t len = (uint32_t)bufs[i].iov_len;
 		uint64_t bus;
-		if (!vq_drv_run_map(dma, &bufs[i], tokens[i], &bus))
+		if (!vq_drv_run_map(dma, &win, &bufs[i], tokens[i], &bus))
 			break;
 		/* The buffer id is its first record; records, not slots, hold what was posted. */
 		struct vq_desc_shadow *sh = &shadow[id];
@@ -525,11 +526,18 @@ int vq_packed_drv_get_burst(struct vt_vq_drv *vq, void **tokens, uint32_t *lens,
 {
 	unsigned int n = 0;
 
-	/* Runs of the common case; get_one for in-order batches and whatever ends a run. */
+	/*
+	 * Runs of the common case, and of an in-order batch get_one found; get_one for the
+	 * descriptor that ends a run.
+	 */
 	while (n < max) {
 		bool empty = false;
-		unsigned int got =
-		    vq->in_batch ? 0 : get_run(vq, &tokens[n], &lens[n], max - n, &empty);
+		if (vq->in_batch) {
+			n +=
+			    vq_drv_batch_run(vq, &tokens[n], &lens[n], max - n, true, unmap_buffer);
+			continue;
+		}
+		unsigned int got = get_run(vq, &tokens[n], &lens[n], max - n, &empty);
 		n += got;
 		if (empty)
 			break;

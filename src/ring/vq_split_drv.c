@@ -199,6 +199,7 @@ static unsigned int add_run(struct vt_vq_drv *vq, const struct iovec *bufs, unsi
 			    bool writable, void *const *tokens)
 {
 	const struct vt_dma *dma = vq->dma;
+	struct vt_dma_linear win = vq_drv_run_window_none();
 	struct virtq_desc *desc = ring_desc(vq);
 	vt_le16 *avail = ring_avail(vq)->ring;
 	struct vq_desc_shadow *shadow = vq->shadow;
@@ -215,7 +216,7 @@ static unsigned int add_run(struct vt_vq_drv *vq, const struct iovec *bufs, unsi
 	for (i = 0; i < n; i++) {
 		uint32_t len = (uint32_t)bufs[i].iov_len;
 		uint64_t bus;
-		if (!vq_drv_run_map(dma, &bufs[i], tokens[i], &bus))
+		if (!vq_drv_run_map(dma, &win, &bufs[i], tokens[i], &bus))
 			break;
 		struct vq_desc_shadow *sh = &shadow[head];
 		sh->bus = bus;
@@ -443,10 +444,18 @@ int vq_split_drv_get_burst(struct vt_vq_drv *vq, void **tokens, uint32_t *lens, 
 {
 	unsigned int n = 0;
 
-	/* Runs of the common case; get_one for in-order batches and whatever ends a run. */
+	/*
+	 * Runs of the common case, and of an in-order batch get_one found; get_one for the entry
+	 * that ends a run.
+	 */
 	while (n < max) {
 		int ret = 0;
-		if (!vq->in_batch && (ret = read_used_idx(vq)) == 0) {
+		if (vq->in_batch) {
+			n += vq_drv_batch_run(vq, &tokens[n], &lens[n], max - n, false,
+					      unmap_buffer);
+			continue;
+		}
+		if ((ret = read_used_idx(vq)) == 0) {
 			unsigned int got = get_run(vq, &tokens[n], &lens[n], max - n);
 			n += got;
 			if (got)
