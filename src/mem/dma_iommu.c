@@ -9,11 +9,13 @@
  *
  * Threading: map, unmap, sync and flush may run on several threads at once (one mutex; the
  * callbacks run under it, so the device sees updates and invalidations in allocation order).
- * The mutex is recursive: a batch (vt_dma_batch_begin) holds it, and the maps and unmaps of the
- * batch's thread take it again at the cost of a counter.
+ * A batch (vt_dma_batch_begin) holds the mutex from its begin to its end, and names its thread:
+ * the maps and unmaps that thread makes inside it skip the mutex, which a recursive mutex would
+ * take again at the cost of a lock and an unlock per call.
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,6 +65,13 @@ struct dma_iommu {
 	struct pending_range *pending;
 	unsigned int pending_count, lazy_batch;
 	unsigned int batch_depth; /* open vt_dma_batch_begin calls, under the lock */
+	/*
+	 * The thread holding the lock for a batch (batch_thread_id), 0 outside batches. Set after
+	 * the lock is taken and cleared before it is let go, so a thread that reads its own id
+	 * here is inside its batch: no other thread stores that id, and its own last store,
+	 * when its batch ended, was 0. Relaxed: the lock orders everything else.
+	 */
+	_Atomic uintptr_t batch_thread;
 
 	struct premapped_region premapped[VT_SHM_MAX_REGIONS]; /* sorted by hva */
 	unsigned int premapped_count;
@@ -87,6 +96,28 @@ static inline unsigned int tag_hint_slot(uint64_t bus)
 static inline struct dma_iommu *to_iommu(struct vt_dma *dma)
 {
 	return (struct dma_iommu *)dma;
+}
+
+/* The calling thread, as batch_thread records it: never 0 (a pthread_t on Linux is an address). */
+static inline uintptr_t batch_thread_id(void)
+{
+	_Static_assert(sizeof(pthread_t) <= sizeof(uintptr_t), "pthread_t must fit a uintptr_t");
+	return (uintptr_t)pthread_self();
+}
+
+/* Takes the lock unless this thread holds it for a batch; what to pass to iommu_unlock. */
+static bool iommu_lock(struct dma_iommu *m)
+{
+	if (atomic_load_explicit(&m->batch_thread, memory_order_relaxed) == batch_thread_id())
+		return false;
+	pthread_mutex_lock(&m->lock);
+	return true;
+}
+
+static void iommu_unlock(struct dma_iommu *m, bool locked)
+{
+	if (locked)
+		pthread_mutex_unlock(&m->lock);
 }
 
 static const char *mode_name(const struct dma_iommu *m)
@@ -342,7 +373,7 @@ static int iommu_map(struct vt_dma *dma, void *ptr, size_t len, enum vt_dma_dir 
 		return -EFAULT;
 	}
 
-	pthread_mutex_lock(&m->lock);
+	bool locked = iommu_lock(m);
 	uint32_t tag;
 	uint64_t iova;
 	int ret = reserve_iova(m, span, &tag, &iova);
@@ -371,7 +402,7 @@ static int iommu_map(struct vt_dma *dma, void *ptr, size_t len, enum vt_dma_dir 
 	*bus = rec->bus;
 	m->tag_hint[tag_hint_slot(rec->bus)] = tag;
 out:
-	pthread_mutex_unlock(&m->lock);
+	iommu_unlock(m, locked);
 	return ret;
 }
 
@@ -431,9 +462,9 @@ static int iommu_unmap(struct vt_dma *dma, uint64_t bus, size_t len, enum vt_dma
 {
 	struct dma_iommu *m = to_iommu(dma);
 
-	pthread_mutex_lock(&m->lock);
+	bool locked = iommu_lock(m);
 	int ret = unmap_locked(m, bus, len, dir);
-	pthread_mutex_unlock(&m->lock);
+	iommu_unlock(m, locked);
 	return ret;
 }
 
@@ -443,9 +474,9 @@ static int iommu_sync(struct vt_dma *dma, uint64_t bus, size_t len, enum vt_dma_
 	struct dma_iommu *m = to_iommu(dma);
 	uint32_t tag;
 
-	pthread_mutex_lock(&m->lock);
+	bool locked = iommu_lock(m);
 	int ret = find_live(m, "sync", bus, len, dir, 0, &tag);
-	pthread_mutex_unlock(&m->lock);
+	iommu_unlock(m, locked);
 	return ret;
 }
 
@@ -453,7 +484,9 @@ static void iommu_batch_begin(struct vt_dma *dma)
 {
 	struct dma_iommu *m = to_iommu(dma);
 
-	pthread_mutex_lock(&m->lock);
+	/* A batch opened inside this thread's own batch only counts. */
+	if (iommu_lock(m))
+		atomic_store_explicit(&m->batch_thread, batch_thread_id(), memory_order_relaxed);
 	m->batch_depth++;
 }
 
@@ -463,8 +496,11 @@ static int iommu_batch_end(struct vt_dma *dma)
 	int ret = 0;
 
 	/* Strict: nothing unmapped in the batch is reachable once it ends. */
-	if (--m->batch_depth == 0 && !lazy(m))
+	if (--m->batch_depth > 0)
+		return 0;
+	if (!lazy(m))
 		ret = flush_locked(m);
+	atomic_store_explicit(&m->batch_thread, 0, memory_order_relaxed);
 	pthread_mutex_unlock(&m->lock);
 	return ret;
 }
@@ -473,9 +509,9 @@ static int iommu_flush(struct vt_dma *dma)
 {
 	struct dma_iommu *m = to_iommu(dma);
 
-	pthread_mutex_lock(&m->lock);
+	bool locked = iommu_lock(m);
 	int ret = flush_locked(m);
-	pthread_mutex_unlock(&m->lock);
+	iommu_unlock(m, locked);
 	return ret;
 }
 
@@ -562,7 +598,7 @@ static void iommu_free_coherent(struct vt_dma *dma, size_t size, void *cpu, uint
 	struct dma_iommu *m = to_iommu(dma);
 	int ret;
 
-	pthread_mutex_lock(&m->lock);
+	bool locked = iommu_lock(m);
 	ret = unmap_locked(m, bus, size, VT_DMA_BIDIRECTIONAL);
 	/*
 	 * The memory goes back to the shared pool, where it may become anything: unlike a
@@ -570,7 +606,7 @@ static void iommu_free_coherent(struct vt_dma *dma, size_t size, void *cpu, uint
 	 */
 	if (ret == 0)
 		ret = flush_locked(m);
-	pthread_mutex_unlock(&m->lock);
+	iommu_unlock(m, locked);
 	if (ret < 0) {
 		vt_log(dma->log, VT_LOG_ERROR,
 		       "dma(%s): coherent memory at %p not released: it may still be reachable",
@@ -598,7 +634,7 @@ static void iommu_destroy(struct vt_dma *dma)
 	struct dma_iommu *m = to_iommu(dma);
 	unsigned int left = 0;
 
-	pthread_mutex_lock(&m->lock);
+	bool locked = iommu_lock(m);
 	flush_locked(m);
 	/*
 	 * Mappings never unmapped are a caller bug, but the device must not keep them either; nor
@@ -613,7 +649,7 @@ static void iommu_destroy(struct vt_dma *dma)
 	}
 	for (unsigned int i = 0; i < m->premapped_count; i++)
 		publish_invalidate(m, m->premapped[i].iova, m->premapped[i].size);
-	pthread_mutex_unlock(&m->lock);
+	iommu_unlock(m, locked);
 	if (left)
 		vt_log(dma->log, VT_LOG_WARN, "dma(%s): freed with %u mappings still live",
 		       mode_name(m), left);
@@ -706,14 +742,7 @@ int vt_dma_iommu_create(const struct vt_dma_params *params, struct vt_dma **out)
 
 	/* Records for live and queued mappings; blocks for those plus the free blocks between. */
 	uint32_t records = premapped ? 0 : VT_DMA_MAX_MAPPINGS + batch;
-	pthread_mutexattr_t attr;
-	int ret = pthread_mutexattr_init(&attr);
-	if (ret == 0) {
-		ret = pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
-		if (ret == 0)
-			ret = pthread_mutex_init(&m->lock, &attr);
-		pthread_mutexattr_destroy(&attr);
-	}
+	int ret = pthread_mutex_init(&m->lock, NULL);
 	if (ret) {
 		free(m);
 		return -ret;

@@ -58,6 +58,8 @@ struct device_side {
 	unsigned int last_perm;
 	unsigned int stale_updates;	      /* updates of an IOVA the device could still reach */
 	int fail_updates, fail_invalidations; /* the next N calls fail with -EIO */
+	/* The next update, once armed, waits (in_held_update) until held_update is cleared. */
+	atomic_bool hold_next_update, held_update, in_held_update;
 
 	struct published shadow[SHADOW_MAX]; /* published, not yet invalidated */
 	unsigned int shadow_count;
@@ -80,6 +82,11 @@ static int device_update(void *opaque, uint64_t iova, uint64_t size, uint64_t ua
 	struct device_side *dev = opaque;
 	struct vt_iotlb_entry entry;
 
+	if (atomic_exchange(&dev->hold_next_update, false)) {
+		atomic_store(&dev->in_held_update, true);
+		while (atomic_load(&dev->held_update))
+			usleep(100);
+	}
 	if (dev->fail_updates > 0) {
 		dev->fail_updates--;
 		return -EIO;
@@ -1221,5 +1228,61 @@ VT_TEST(another_threads_map_waits_for_the_end_of_a_batch)
 	pthread_join(t, NULL);
 	CHECK(atomic_load(&w.mapped));
 	CHECK_EQ(w.ret, 0);
+	teardown(&f);
+}
+
+/* Releases the held update after giving the waiting map every chance to run; what it saw then. */
+struct held_update_release {
+	struct device_side *dev;
+	atomic_bool *mapped;
+	bool mapped_while_held;
+};
+
+static void *release_held_update(void *arg)
+{
+	struct held_update_release *r = arg;
+	for (int i = 0; i < 50; i++) {
+		sched_yield();
+		usleep(1000);
+	}
+	r->mapped_while_held = atomic_load(r->mapped);
+	atomic_store(&r->dev->held_update, false);
+	return NULL;
+}
+
+/*
+ * A batch lets its own thread map without taking the lock again; once it ended, that thread
+ * waits for the lock like any other: here behind another thread's map, held in its update.
+ */
+VT_TEST(the_thread_of_an_ended_batch_waits_for_the_lock_like_any_other)
+{
+	struct fixture f;
+	pthread_t other, releaser;
+	uint64_t bus;
+
+	REQUIRE_EQ(setup(&f, VT_DMA_IOMMU_STRICT), 0);
+	void *mine = shm_buffer(&f, 64);
+	struct batch_waiter w = { .f = &f, .buffer = shm_buffer(&f, 64) };
+	REQUIRE(mine != NULL && w.buffer != NULL);
+	vt_dma_batch_begin(f.dma);
+	REQUIRE_EQ(vt_dma_map(f.dma, mine, 64, VT_DMA_TO_DEVICE, &bus), 0);
+	REQUIRE_EQ(vt_dma_unmap(f.dma, bus, 64, VT_DMA_TO_DEVICE), 0);
+	CHECK_EQ(vt_dma_batch_end(f.dma), 0);
+
+	atomic_store(&f.dev.held_update, true);
+	atomic_store(&f.dev.hold_next_update, true);
+	REQUIRE_EQ(pthread_create(&other, NULL, map_during_batch, &w), 0);
+	while (!atomic_load(&f.dev.in_held_update))
+		usleep(100);
+	atomic_bool mapped = false;
+	struct held_update_release r = { .dev = &f.dev, .mapped = &mapped };
+	REQUIRE_EQ(pthread_create(&releaser, NULL, release_held_update, &r), 0);
+	CHECK_EQ(vt_dma_map(f.dma, mine, 64, VT_DMA_TO_DEVICE, &bus), 0);
+	atomic_store(&mapped, true);
+	pthread_join(releaser, NULL);
+	pthread_join(other, NULL);
+	CHECK(!r.mapped_while_held);
+	CHECK_EQ(w.ret, 0);
+	CHECK_EQ(vt_dma_unmap(f.dma, bus, 64, VT_DMA_TO_DEVICE), 0);
 	teardown(&f);
 }
