@@ -19,6 +19,7 @@
 #include <virtue/virtqueue.h>
 
 #include "mem/dma_impl.h"
+#include "ring_prefetch.h"
 
 #define VQ_CACHELINE 64
 /* Split device half: available-ring entries read ahead per batch (a power of two). */
@@ -81,6 +82,22 @@ static inline void vq_packed_prefetch_lines(const struct pvirtq_desc *ring, unsi
 	for (unsigned int k = per_line - slot % per_line; k < count; k += per_line) {
 		__builtin_prefetch(&ring[vq_wrap(num, slot + k)]);
 	}
+}
+
+/*
+ * Asks for the ring lines of the @count descriptors from @slot in a state this CPU can write them
+ * in (ring_prefetch_for_write), for an add run about to write them: the peer read them last, and
+ * written one after another they would wait for one line transfer after another.
+ */
+static inline void vq_prefetch_descs_for_write(void *ring, size_t desc_size, unsigned int num,
+					       unsigned int slot, unsigned int count)
+{
+	const unsigned int per_line = VQ_CACHELINE / desc_size;
+	char *base = ring;
+
+	ring_prefetch_for_write(base + (size_t)slot * desc_size);
+	for (unsigned int k = per_line - slot % per_line; k < count; k += per_line)
+		ring_prefetch_for_write(base + (size_t)vq_wrap(num, slot + k) * desc_size);
 }
 
 /*
@@ -460,7 +477,8 @@ struct vt_vq_drv {
 	unsigned int num;
 	unsigned int indirect_max;
 	struct vt_dma *dma;
-	bool need_unmap; /* vt_dma_need_unmap, asked once */
+	bool need_unmap;	 /* vt_dma_need_unmap, asked once */
+	bool prefetch_for_write; /* ring_cpu_prefetches_for_write, asked once */
 	const char *name;
 	const struct vt_log *log;
 

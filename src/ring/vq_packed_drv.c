@@ -261,6 +261,9 @@ static unsigned int add_run(struct vt_vq_drv *vq, const struct iovec *bufs, unsi
 	uint64_t seq = vq->add_seq;
 	unsigned int i;
 
+	/* The device used these slots last, and read them: see vq_prefetch_descs_for_write. */
+	if (vq->prefetch_for_write)
+		vq_prefetch_descs_for_write(ring, sizeof(*ring), num, slot, n);
 	for (i = 0; i < n; i++) {
 		uint32_t len = (uint32_t)bufs[i].iov_len;
 		uint64_t bus;

@@ -213,6 +213,12 @@ static unsigned int add_run(struct vt_vq_drv *vq, const struct iovec *bufs, unsi
 	uint64_t seq = vq->add_seq;
 	unsigned int i;
 
+	/*
+	 * IN_ORDER writes the descriptors in ring order, which the device read last: see
+	 * vq_prefetch_descs_for_write. The free list's were asked for when get_run freed them.
+	 */
+	if (in_order && vq->prefetch_for_write)
+		vq_prefetch_descs_for_write(desc, sizeof(*desc), vq->num, head, n);
 	for (i = 0; i < n; i++) {
 		uint32_t len = (uint32_t)bufs[i].iov_len;
 		uint64_t bus;
@@ -406,7 +412,8 @@ static unsigned int get_run(struct vt_vq_drv *vq, void **tokens, uint32_t *lens,
 	const unsigned int num = vq->num;
 	const uint16_t mask = (uint16_t)(num - 1);
 	const uint64_t kicked_seq = vq->kicked_seq;
-	const bool need_unmap = vq->need_unmap;
+	const bool need_unmap = vq->need_unmap, prefetch_for_write = vq->prefetch_for_write;
+	struct virtq_desc *desc = ring_desc(vq);
 	const uint16_t last_used = vq->last_used;
 	uint16_t free_head = vq->free_head;
 	unsigned int freed = 0, i;
@@ -428,7 +435,12 @@ static unsigned int get_run(struct vt_vq_drv *vq, void **tokens, uint32_t *lens,
 			      : vq_drv_clamp_len(vq, (uint16_t)id, len);
 		if (need_unmap)
 			unmap_buffer(vq, (uint16_t)id);
-		/* Most recently freed first, as detach_buffer does. */
+		/*
+		 * Most recently freed first, as detach_buffer does: the next add writes this
+		 * descriptor, which the device read last (see vq_prefetch_descs_for_write).
+		 */
+		if (prefetch_for_write)
+			ring_prefetch_for_write(&desc[id]);
 		shadow[buf->last].next = free_head;
 		free_head = (uint16_t)id;
 		freed += buf->ndesc;
