@@ -12,6 +12,7 @@ struct bench_opts {
 	unsigned int runs; /* repetitions per configuration; the median is reported */
 	double scale;	   /* fraction of the default operation counts (quick runs: --quick) */
 	const char *only;  /* run only configurations whose label contains this (--only) */
+	uint64_t buffers;  /* ring: buffers per run, when set (--buffers); else scaled */
 };
 
 static inline uint64_t bench_now_ns(void)

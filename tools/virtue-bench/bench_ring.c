@@ -268,7 +268,7 @@ static void ring_row(const struct bench_opts *opts, const struct ring_config *cf
 
 int bench_ring(const struct bench_opts *opts)
 {
-	uint64_t count = (uint64_t)(10000000 * opts->scale);
+	uint64_t count = opts->buffers ? opts->buffers : (uint64_t)(10000000 * opts->scale);
 	double v[99], iv[99];
 	double pp_start = bench_pingpong_ns(opts), pp = pp_start;
 

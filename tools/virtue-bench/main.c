@@ -4,6 +4,7 @@
  * and is printed beside the cache-line ping-pong measured in the same run.
  *
  *   virtue-bench mem|ring|ringcost|pingpong [--json] [--runs N] [--quick] [--only TEXT]
+ *                [--buffers N]
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,7 +17,7 @@ static int usage(FILE *out)
 	fprintf(
 	    out,
 	    "usage: virtue-bench mem|ring|ringcost|pingpong [--json] [--runs N] [--quick]\n"
-	    "                    [--only TEXT]\n"
+	    "                    [--only TEXT] [--buffers N]\n"
 	    "  mem     address translation (memory table, IOTLB) and DMA map+unmap per mode\n"
 	    "  ring    virtqueue throughput between two pinned threads, per format and mode\n"
 	    "  ringcost both halves on one thread: the code's own cost per buffer (run it\n"
@@ -26,7 +27,8 @@ static int usage(FILE *out)
 	    "  --json  one JSON object per result line\n"
 	    "  --runs  repetitions per configuration, median reported (default 5)\n"
 	    "  --quick a tenth of the operations (a smoke run)\n"
-	    "  --only  ring: only configurations whose label (\"split direct 64 32 no\") has it\n");
+	    "  --only  ring: only configurations whose label (\"split direct 64 32 no\") has it\n"
+	    "  --buffers ring: buffers per run (default 10,000,000; --quick: a tenth)\n");
 	return out == stdout ? 0 : 2;
 }
 
@@ -76,6 +78,8 @@ int main(int argc, char **argv)
 			opts.scale = 0.1;
 		else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc)
 			opts.only = argv[++i];
+		else if (strcmp(argv[i], "--buffers") == 0 && i + 1 < argc)
+			opts.buffers = strtoull(argv[++i], NULL, 10);
 		else if (strcmp(argv[i], "--runs") == 0 && i + 1 < argc)
 			opts.runs = (unsigned int)strtoul(argv[++i], NULL, 10);
 		else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
