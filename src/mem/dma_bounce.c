@@ -22,6 +22,16 @@
 /* Record flag: memory from alloc_coherent, which lives in the window and is never copied. */
 #define RECORD_COHERENT 1u
 
+/*
+ * Unmapped slots of up to IDLE_GRANULES granules (2 KiB: a full-size frame) are kept, with
+ * their records, up to IDLE_DEPTH per size, and handed to the next map of that size: a buffer
+ * unmapped and another mapped then skip the slot allocator both ways, as in the IOMMU mode. They
+ * go back to the allocator when it runs out. Nothing but a map ever exposes a slot again, and a
+ * map fills it (copy or zeroes) before it returns the bus address.
+ */
+#define IDLE_GRANULES 32u
+#define IDLE_DEPTH    64u
+
 struct dma_bounce {
 	struct vt_dma dma; /* first: the ops get a struct vt_dma * */
 	pthread_mutex_t lock;
@@ -30,6 +40,11 @@ struct dma_bounce {
 	uint64_t window_gpa;
 	struct vt_range_alloc slots; /* offsets into the window */
 	struct vt_dma_record_pool records;
+
+	/* IDLE records by slot granules - 1, linked through next_unused. */
+	uint32_t idle_head[IDLE_GRANULES];
+	unsigned int idle_count[IDLE_GRANULES];
+	unsigned int idle_total;
 };
 
 static inline struct dma_bounce *to_bounce(struct vt_dma *dma)
@@ -37,9 +52,50 @@ static inline struct dma_bounce *to_bounce(struct vt_dma *dma)
 	return (struct dma_bounce *)dma;
 }
 
-/* A record and a slot of @len bytes for it; logged when the window is full. */
-static int reserve_slot(struct dma_bounce *b, uint64_t len, uint64_t align, uint32_t *tag,
-			uint64_t *off)
+/* Granules a slot of @len bytes takes. */
+static inline uint64_t slot_granules(uint64_t len)
+{
+	return (len + BOUNCE_SLOT_GRANULE - 1) / BOUNCE_SLOT_GRANULE;
+}
+
+/* Gives an unmapped slot back: kept idle for the next map of its size, or freed. */
+static void release_slot(struct dma_bounce *b, uint32_t tag)
+{
+	struct vt_dma_record *rec = vt_dma_record_at(&b->records, tag);
+	uint64_t class = slot_granules(rec->bus_size) - 1;
+
+	if (!(rec->flags & RECORD_COHERENT) && class < IDLE_GRANULES &&
+	    b->idle_count[class] < IDLE_DEPTH) {
+		rec->state = VT_DMA_RECORD_IDLE;
+		rec->next_unused = b->idle_head[class];
+		b->idle_head[class] = tag;
+		b->idle_count[class]++;
+		b->idle_total++;
+		return;
+	}
+	vt_range_alloc_free(&b->slots, rec->bus_block, rec->bus_size);
+	vt_dma_record_put(&b->records, tag);
+}
+
+/* Gives every idle slot back to the allocator, and its record to the pool. */
+static void drain_idle(struct dma_bounce *b)
+{
+	for (unsigned int c = 0; c < IDLE_GRANULES; c++) {
+		while (b->idle_head[c]) {
+			uint32_t tag = b->idle_head[c];
+			struct vt_dma_record *rec = vt_dma_record_at(&b->records, tag);
+			b->idle_head[c] = rec->next_unused;
+			vt_range_alloc_free(&b->slots, rec->bus_block, rec->bus_size);
+			vt_dma_record_put(&b->records, tag);
+		}
+		b->idle_count[c] = 0;
+	}
+	b->idle_total = 0;
+}
+
+/* A new record and a slot of @len bytes for it, from the allocator. */
+static int alloc_slot(struct dma_bounce *b, uint64_t len, uint64_t align, uint32_t *tag,
+		      uint64_t *off)
 {
 	int ret = -ENOSPC;
 
@@ -49,13 +105,40 @@ static int reserve_slot(struct dma_bounce *b, uint64_t len, uint64_t align, uint
 		if (ret < 0)
 			vt_dma_record_put(&b->records, *tag);
 	}
+	return ret;
+}
+
+/*
+ * A record and a slot of @len bytes for it: an idle one of its size when there is one (its
+ * record's bus_size stays the size the slot was allocated with), else a new one, the idle slots
+ * drained first when the window is full. Logged when it is full all the same.
+ */
+static int reserve_slot(struct dma_bounce *b, uint64_t len, uint64_t align, uint32_t *tag,
+			uint64_t *off)
+{
+	uint64_t class = slot_granules(len) - 1;
+
+	if (align == BOUNCE_SLOT_GRANULE && class < IDLE_GRANULES && b->idle_head[class]) {
+		*tag = b->idle_head[class];
+		struct vt_dma_record *rec = vt_dma_record_at(&b->records, *tag);
+		b->idle_head[class] = rec->next_unused;
+		b->idle_count[class]--;
+		b->idle_total--;
+		*off = rec->bus_block;
+		return 0;
+	}
+	int ret = alloc_slot(b, len, align, tag, off);
+	if (ret < 0 && b->idle_total) {
+		drain_idle(b);
+		ret = alloc_slot(b, len, align, tag, off);
+	}
 	if (ret < 0)
 		vt_log(b->dma.log, VT_LOG_WARN,
 		       "dma(bounce): window full: no slot for %llu bytes (%llu of %llu bytes free, "
 		       "%u mappings live)",
 		       (unsigned long long)len,
 		       (unsigned long long)vt_range_alloc_free_bytes(&b->slots),
-		       (unsigned long long)b->window_size, b->records.live);
+		       (unsigned long long)b->window_size, b->records.live - b->idle_total);
 	return ret;
 }
 
@@ -67,16 +150,20 @@ static int bounce_map(struct vt_dma *dma, void *ptr, size_t len, enum vt_dma_dir
 
 	pthread_mutex_lock(&b->lock);
 	int ret = reserve_slot(b, len, BOUNCE_SLOT_GRANULE, &tag, &off);
-	if (ret == 0)
-		*vt_dma_record_at(&b->records, tag) = (struct vt_dma_record){
+	if (ret == 0) {
+		struct vt_dma_record *rec = vt_dma_record_at(&b->records, tag);
+		/* An idle slot keeps the size it was allocated with; a new one has len. */
+		uint64_t allocated = rec->state == VT_DMA_RECORD_IDLE ? rec->bus_size : len;
+		*rec = (struct vt_dma_record){
 			.cpu = ptr,
 			.len = len,
 			.bus = b->window_gpa + off,
 			.bus_block = off,
-			.bus_size = len,
+			.bus_size = allocated,
 			.dir = (uint8_t)dir,
 			.state = VT_DMA_RECORD_LIVE,
 		};
+	}
 	pthread_mutex_unlock(&b->lock);
 	if (ret < 0)
 		return ret;
@@ -138,8 +225,7 @@ static int bounce_unmap(struct vt_dma *dma, uint64_t bus, size_t len, enum vt_dm
 		vt_dma_count(&dma->stats.bounce_bytes_out, len);
 	}
 	pthread_mutex_lock(&b->lock);
-	vt_range_alloc_free(&b->slots, rec->bus_block, rec->bus_size);
-	vt_dma_record_put(&b->records, tag);
+	release_slot(b, tag);
 	pthread_mutex_unlock(&b->lock);
 	return 0;
 }
@@ -243,9 +329,9 @@ static void bounce_destroy(struct vt_dma *dma)
 {
 	struct dma_bounce *b = to_bounce(dma);
 
-	if (b->records.live)
+	if (b->records.live > b->idle_total)
 		vt_log(dma->log, VT_LOG_WARN, "dma(bounce): freed with %u mappings still live",
-		       b->records.live);
+		       b->records.live - b->idle_total);
 	vt_dma_record_pool_destroy(&b->records);
 	vt_range_alloc_destroy(&b->slots);
 	if (b->window)

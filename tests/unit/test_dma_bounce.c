@@ -292,6 +292,50 @@ VT_TEST(bounce_window_exhaustion_is_enospc_and_recovers)
 	teardown(&f);
 }
 
+/*
+ * Unmapped small slots are kept for the next map of their size: the same bus address comes back,
+ * for a shorter length of the same size too, filled as any new slot is; a kept slot is not mapped
+ * (unmap and sync refuse it); and when the window runs out they all go back to the allocator,
+ * so the whole window maps at once again.
+ */
+VT_TEST(bounce_unmapped_slots_are_reused_by_size_and_given_back_when_the_window_runs_out)
+{
+	struct fixture f;
+	uint8_t *p = private_memory[0];
+	static const uint8_t zeros[128];
+	uint64_t bus, again, other;
+
+	REQUIRE_EQ(setup(&f), 0);
+	fill(p, 100, 7);
+	REQUIRE_EQ(vt_dma_map(f.dma, p, 100, VT_DMA_TO_DEVICE, &bus), 0);
+	REQUIRE_EQ(vt_dma_unmap(f.dma, bus, 100, VT_DMA_TO_DEVICE), 0);
+	CHECK_EQ(vt_dma_unmap(f.dma, bus, 100, VT_DMA_TO_DEVICE), -ENOENT);
+	CHECK_EQ(vt_dma_sync_for_cpu(f.dma, bus, 100, VT_DMA_TO_DEVICE), -ENOENT);
+
+	/* 70 bytes take the same two granules: the same slot, zeroed for the device. */
+	REQUIRE_EQ(vt_dma_map(f.dma, p, 70, VT_DMA_FROM_DEVICE, &again), 0);
+	CHECK_EQ(again, bus);
+	CHECK(device_sees(&f, again, zeros, 70));
+	/* Another size does not get it. */
+	REQUIRE_EQ(vt_dma_map(f.dma, p, 64, VT_DMA_TO_DEVICE, &other), 0);
+	CHECK(other != bus);
+	CHECK_EQ(vt_dma_unmap(f.dma, other, 64, VT_DMA_TO_DEVICE), 0);
+	CHECK_EQ(vt_dma_unmap(f.dma, again, 70, VT_DMA_FROM_DEVICE), 0);
+
+	/* Every granule mapped in 64-byte slots, then all unmapped: many are kept. */
+	static uint64_t small[WINDOW_SIZE / 64];
+	unsigned int n = 0;
+	while (n < WINDOW_SIZE / 64 && vt_dma_map(f.dma, p, 64, VT_DMA_TO_DEVICE, &small[n]) == 0)
+		n++;
+	CHECK_EQ(n, (unsigned int)(WINDOW_SIZE / 64));
+	for (unsigned int i = 0; i < n; i++)
+		CHECK_EQ(vt_dma_unmap(f.dma, small[i], 64, VT_DMA_TO_DEVICE), 0);
+	static uint8_t large[WINDOW_SIZE];
+	CHECK_EQ(vt_dma_map(f.dma, large, WINDOW_SIZE, VT_DMA_TO_DEVICE, &bus), 0);
+	CHECK_EQ(vt_dma_unmap(f.dma, bus, WINDOW_SIZE, VT_DMA_TO_DEVICE), 0);
+	teardown(&f);
+}
+
 VT_TEST(bounce_unmap_checks_length_direction_and_address)
 {
 	struct fixture f;

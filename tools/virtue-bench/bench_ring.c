@@ -440,7 +440,7 @@ out:
 int bench_ringcost(const struct bench_opts *opts)
 {
 	static const enum vt_dma_mode modes[] = { VT_DMA_DIRECT, VT_DMA_IOMMU_PREMAPPED,
-						  VT_DMA_IOMMU_STRICT };
+						  VT_DMA_IOMMU_STRICT, VT_DMA_BOUNCE };
 	uint64_t count = (uint64_t)(4000000 * opts->scale) / 32 * 32;
 	if (!opts->json)
 		printf("virtue-bench ringcost: both halves on one thread, batch 32, %llu buffers, "
@@ -461,8 +461,11 @@ int bench_ringcost(const struct bench_opts *opts)
 			/* --only TEXT: selected rows, e.g. one for a callgrind count of it. */
 			if (opts->only && !strstr(label, opts->only))
 				continue;
-			/* The strict rows map and unmap through the IOTLB per buffer: fewer. */
-			uint64_t n = modes[m] == VT_DMA_IOMMU_STRICT ? count / 320 * 32 : count;
+			/* Strict and bounce map and unmap per buffer, through the IOTLB or a copy:
+			 * fewer. */
+			uint64_t n = modes[m] == VT_DMA_IOMMU_STRICT || modes[m] == VT_DMA_BOUNCE
+					 ? count / 320 * 32
+					 : count;
 			for (unsigned int r = 0; r < opts->runs; r++)
 				v[r] = ringcost_once(packed, modes[m], burst, in_order, n);
 			double ns = bench_median(v, opts->runs);
