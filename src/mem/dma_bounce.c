@@ -5,8 +5,9 @@
  * travel by copy, in the mapping's direction only: in at map and sync_for_device for to-device,
  * out at unmap and sync_for_cpu for from-device. The driver's own buffer can be anywhere.
  *
- * Threading: map, unmap and sync may run on several threads at once. The mutex covers the slot
- * allocator and the records; copies run outside it, on slots their mapping owns.
+ * Threading: map, unmap and sync may run on several threads at once. The lock (dma_lock.h)
+ * covers the slot allocator and the records; copies run outside it, on slots their mapping owns,
+ * except inside a batch, which holds it from its begin to its end.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -14,6 +15,7 @@
 #include <string.h>
 
 #include "mem/dma_impl.h"
+#include "mem/dma_lock.h"
 
 #define BOUNCE_DEFAULT_WINDOW (4ULL << 20)
 /* Slots are cache lines, so two mappings never share one. */
@@ -31,10 +33,12 @@
  */
 #define IDLE_GRANULES 32u
 #define IDLE_DEPTH    64u
+/* Entries of the unmap hint table (a power of two). */
+#define TAG_HINTS 256u
 
 struct dma_bounce {
 	struct vt_dma dma; /* first: the ops get a struct vt_dma * */
-	pthread_mutex_t lock;
+	struct vt_dma_lock lock;
 	uint8_t *window;
 	uint64_t window_size;
 	uint64_t window_gpa;
@@ -45,7 +49,18 @@ struct dma_bounce {
 	uint32_t idle_head[IDLE_GRANULES];
 	unsigned int idle_count[IDLE_GRANULES];
 	unsigned int idle_total;
+
+	/*
+	 * The record last mapped at each slot, by its granule folded: a guess for unmap, which
+	 * checks it against the record before trusting it (the search also says what is wrong).
+	 */
+	uint32_t tag_hint[TAG_HINTS];
 };
+
+static inline unsigned int tag_hint_slot(uint64_t off)
+{
+	return (unsigned int)(off / BOUNCE_SLOT_GRANULE) & (TAG_HINTS - 1);
+}
 
 static inline struct dma_bounce *to_bounce(struct vt_dma *dma)
 {
@@ -148,7 +163,7 @@ static int bounce_map(struct vt_dma *dma, void *ptr, size_t len, enum vt_dma_dir
 	uint32_t tag;
 	uint64_t off;
 
-	pthread_mutex_lock(&b->lock);
+	bool locked = vt_dma_lock(&b->lock);
 	int ret = reserve_slot(b, len, BOUNCE_SLOT_GRANULE, &tag, &off);
 	if (ret == 0) {
 		struct vt_dma_record *rec = vt_dma_record_at(&b->records, tag);
@@ -163,8 +178,9 @@ static int bounce_map(struct vt_dma *dma, void *ptr, size_t len, enum vt_dma_dir
 			.dir = (uint8_t)dir,
 			.state = VT_DMA_RECORD_LIVE,
 		};
+		b->tag_hint[tag_hint_slot(off)] = tag;
 	}
-	pthread_mutex_unlock(&b->lock);
+	vt_dma_unlock(&b->lock, locked);
 	if (ret < 0)
 		return ret;
 
@@ -202,9 +218,17 @@ static int bounce_unmap(struct vt_dma *dma, uint64_t bus, size_t len, enum vt_dm
 	struct dma_bounce *b = to_bounce(dma);
 	uint32_t tag;
 
-	pthread_mutex_lock(&b->lock);
-	int ret = find_live(b, "unmap", bus, len, dir, 1, &tag);
-	struct vt_dma_record *rec = ret ? NULL : vt_dma_record_at(&b->records, tag);
+	bool locked = vt_dma_lock(&b->lock);
+	uint64_t off = window_offset(b, bus);
+	tag = off == UINT64_MAX ? 0 : b->tag_hint[tag_hint_slot(off)];
+	struct vt_dma_record *rec = tag ? vt_dma_record_at(&b->records, tag) : NULL;
+	int ret = 0;
+	/* The hint, when it names this very mapping; anything else takes the search. */
+	if (!rec || rec->state != VT_DMA_RECORD_LIVE || rec->bus != bus || rec->len != len ||
+	    rec->dir != dir) {
+		ret = find_live(b, "unmap", bus, len, dir, 1, &tag);
+		rec = ret ? NULL : vt_dma_record_at(&b->records, tag);
+	}
 	if (rec && (rec->flags & RECORD_COHERENT)) {
 		vt_log(dma->log, VT_LOG_ERROR,
 		       "dma(bounce): unmap of bus 0x%llx: coherent memory is freed with "
@@ -216,7 +240,7 @@ static int bounce_unmap(struct vt_dma *dma, uint64_t bus, size_t len, enum vt_dm
 	/* Retiring: a second unmap or a sync now fails, while the slot is still ours to read. */
 	if (rec)
 		rec->state = VT_DMA_RECORD_RETIRING;
-	pthread_mutex_unlock(&b->lock);
+	vt_dma_unlock(&b->lock, locked);
 	if (!rec)
 		return ret;
 
@@ -224,9 +248,9 @@ static int bounce_unmap(struct vt_dma *dma, uint64_t bus, size_t len, enum vt_dm
 		memcpy(rec->cpu, b->window + rec->bus_block, len);
 		vt_dma_count(&dma->stats.bounce_bytes_out, len);
 	}
-	pthread_mutex_lock(&b->lock);
+	locked = vt_dma_lock(&b->lock);
 	release_slot(b, tag);
-	pthread_mutex_unlock(&b->lock);
+	vt_dma_unlock(&b->lock, locked);
 	return 0;
 }
 
@@ -238,12 +262,12 @@ static int bounce_sync(struct vt_dma *dma, uint64_t bus, size_t len, enum vt_dma
 	const char *op = to_device ? "sync_for_device" : "sync_for_cpu";
 	uint32_t tag;
 
-	pthread_mutex_lock(&b->lock);
+	bool locked = vt_dma_lock(&b->lock);
 	int ret = find_live(b, op, bus, len, dir, 0, &tag);
 	struct vt_dma_record rec;
 	if (ret == 0)
 		rec = *vt_dma_record_at(&b->records, tag);
-	pthread_mutex_unlock(&b->lock);
+	vt_dma_unlock(&b->lock, locked);
 	if (ret)
 		return ret;
 	if (rec.flags & RECORD_COHERENT)
@@ -278,7 +302,7 @@ static int bounce_alloc_coherent(struct vt_dma *dma, size_t size, void **cpu, ui
 	uint32_t tag;
 	uint64_t off;
 
-	pthread_mutex_lock(&b->lock);
+	bool locked = vt_dma_lock(&b->lock);
 	int ret = reserve_slot(b, size, VT_DMA_COHERENT_ALIGN, &tag, &off);
 	if (ret == 0)
 		*vt_dma_record_at(&b->records, tag) = (struct vt_dma_record){
@@ -291,7 +315,7 @@ static int bounce_alloc_coherent(struct vt_dma *dma, size_t size, void **cpu, ui
 			.state = VT_DMA_RECORD_LIVE,
 			.flags = RECORD_COHERENT,
 		};
-	pthread_mutex_unlock(&b->lock);
+	vt_dma_unlock(&b->lock, locked);
 	if (ret < 0)
 		return ret;
 	memset(b->window + off, 0, size);
@@ -305,7 +329,7 @@ static void bounce_free_coherent(struct vt_dma *dma, size_t size, void *cpu, uin
 	struct dma_bounce *b = to_bounce(dma);
 	uint32_t tag;
 
-	pthread_mutex_lock(&b->lock);
+	bool locked = vt_dma_lock(&b->lock);
 	int ret = find_live(b, "free_coherent", bus, size, VT_DMA_BIDIRECTIONAL, 1, &tag);
 	struct vt_dma_record *rec = ret == 0 ? vt_dma_record_at(&b->records, tag) : NULL;
 	if (rec && (rec->flags & RECORD_COHERENT) && rec->cpu == cpu) {
@@ -317,11 +341,26 @@ static void bounce_free_coherent(struct vt_dma *dma, size_t size, void *cpu, uin
 		       "allocation; ignored",
 		       cpu, (unsigned long long)bus);
 	}
-	pthread_mutex_unlock(&b->lock);
+	vt_dma_unlock(&b->lock, locked);
 }
 
 static int bounce_flush(struct vt_dma *dma)
 {
+	return 0;
+}
+
+static void bounce_batch_begin(struct vt_dma *dma)
+{
+	vt_dma_lock_batch_begin(&to_bounce(dma)->lock);
+}
+
+/* Nothing waits for a batch's end: slots are given back at each unmap. */
+static int bounce_batch_end(struct vt_dma *dma)
+{
+	struct dma_bounce *b = to_bounce(dma);
+
+	if (vt_dma_lock_batch_closing(&b->lock))
+		vt_dma_lock_batch_release(&b->lock);
 	return 0;
 }
 
@@ -336,7 +375,7 @@ static void bounce_destroy(struct vt_dma *dma)
 	vt_range_alloc_destroy(&b->slots);
 	if (b->window)
 		vt_shm_release(dma->shm, b->window, b->window_size);
-	pthread_mutex_destroy(&b->lock);
+	vt_dma_lock_destroy(&b->lock);
 	free(b);
 }
 
@@ -348,6 +387,8 @@ static const struct vt_dma_ops bounce_ops = {
 	.alloc_coherent = bounce_alloc_coherent,
 	.free_coherent = bounce_free_coherent,
 	.flush = bounce_flush,
+	.batch_begin = bounce_batch_begin,
+	.batch_end = bounce_batch_end,
 	.destroy = bounce_destroy,
 };
 
@@ -365,7 +406,7 @@ int vt_dma_bounce_create(const struct vt_dma_params *params, struct vt_dma **out
 	if (!b)
 		return -ENOMEM;
 	vt_dma_init_common(&b->dma, &bounce_ops, params);
-	int ret = pthread_mutex_init(&b->lock, NULL);
+	int ret = vt_dma_lock_init(&b->lock);
 	if (ret) {
 		free(b);
 		return -ret;

@@ -7,15 +7,12 @@
  * mode: an IOVA goes back to the allocator only after its invalidation was published, so a reused
  * IOVA can never reach the previous buffer through a stale device translation.
  *
- * Threading: map, unmap, sync and flush may run on several threads at once (one mutex; the
- * callbacks run under it, so the device sees updates and invalidations in allocation order).
- * A batch (vt_dma_batch_begin) holds the mutex from its begin to its end, and names its thread:
- * the maps and unmaps that thread makes inside it skip the mutex, which a recursive mutex would
- * take again at the cost of a lock and an unlock per call.
+ * Threading: map, unmap, sync and flush may run on several threads at once (one lock,
+ * dma_lock.h; the callbacks run under it, so the device sees updates and invalidations in
+ * allocation order). A batch holds it from its begin to its end.
  */
 #include <errno.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +20,7 @@
 #include <virtue/as.h>
 
 #include "mem/dma_impl.h"
+#include "mem/dma_lock.h"
 
 #define IOVA_DEFAULT_BASE  (1ULL << 20)
 #define IOVA_DEFAULT_SIZE  (1ULL << 40)
@@ -55,7 +53,7 @@ struct pending_range {
 
 struct dma_iommu {
 	struct vt_dma dma; /* first: the ops get a struct vt_dma * */
-	pthread_mutex_t lock;
+	struct vt_dma_lock lock;
 	const struct vt_dma_iotlb_ops *iotlb;
 	void *iotlb_opaque;
 	struct vt_range_alloc iova;
@@ -64,14 +62,6 @@ struct dma_iommu {
 	/* Unmapped ranges waiting for their invalidation: lazy mode, and strict inside a batch. */
 	struct pending_range *pending;
 	unsigned int pending_count, lazy_batch;
-	unsigned int batch_depth; /* open vt_dma_batch_begin calls, under the lock */
-	/*
-	 * The thread holding the lock for a batch (batch_thread_id), 0 outside batches. Set after
-	 * the lock is taken and cleared before it is let go, so a thread that reads its own id
-	 * here is inside its batch: no other thread stores that id, and its own last store,
-	 * when its batch ended, was 0. Relaxed: the lock orders everything else.
-	 */
-	_Atomic uintptr_t batch_thread;
 
 	struct premapped_region premapped[VT_SHM_MAX_REGIONS]; /* sorted by hva */
 	unsigned int premapped_count;
@@ -96,28 +86,6 @@ static inline unsigned int tag_hint_slot(uint64_t bus)
 static inline struct dma_iommu *to_iommu(struct vt_dma *dma)
 {
 	return (struct dma_iommu *)dma;
-}
-
-/* The calling thread, as batch_thread records it: never 0 (a pthread_t on Linux is an address). */
-static inline uintptr_t batch_thread_id(void)
-{
-	_Static_assert(sizeof(pthread_t) <= sizeof(uintptr_t), "pthread_t must fit a uintptr_t");
-	return (uintptr_t)pthread_self();
-}
-
-/* Takes the lock unless this thread holds it for a batch; what to pass to iommu_unlock. */
-static bool iommu_lock(struct dma_iommu *m)
-{
-	if (atomic_load_explicit(&m->batch_thread, memory_order_relaxed) == batch_thread_id())
-		return false;
-	pthread_mutex_lock(&m->lock);
-	return true;
-}
-
-static void iommu_unlock(struct dma_iommu *m, bool locked)
-{
-	if (locked)
-		pthread_mutex_unlock(&m->lock);
 }
 
 static const char *mode_name(const struct dma_iommu *m)
@@ -373,7 +341,7 @@ static int iommu_map(struct vt_dma *dma, void *ptr, size_t len, enum vt_dma_dir 
 		return -EFAULT;
 	}
 
-	bool locked = iommu_lock(m);
+	bool locked = vt_dma_lock(&m->lock);
 	uint32_t tag;
 	uint64_t iova;
 	int ret = reserve_iova(m, span, &tag, &iova);
@@ -402,7 +370,7 @@ static int iommu_map(struct vt_dma *dma, void *ptr, size_t len, enum vt_dma_dir 
 	*bus = rec->bus;
 	m->tag_hint[tag_hint_slot(rec->bus)] = tag;
 out:
-	iommu_unlock(m, locked);
+	vt_dma_unlock(&m->lock, locked);
 	return ret;
 }
 
@@ -430,7 +398,7 @@ static int unmap_locked(struct dma_iommu *m, uint64_t bus, size_t len, enum vt_d
 		rec = vt_dma_record_at(&m->records, tag);
 	}
 
-	if (!lazy(m) && m->batch_depth == 0) {
+	if (!lazy(m) && m->lock.batch_depth == 0) {
 		/* Strict: the device loses the translation before the IOVA can be reused. */
 		ret = publish_invalidate(m, rec->bus_block, rec->bus_size);
 		if (ret == 0)
@@ -462,9 +430,9 @@ static int iommu_unmap(struct vt_dma *dma, uint64_t bus, size_t len, enum vt_dma
 {
 	struct dma_iommu *m = to_iommu(dma);
 
-	bool locked = iommu_lock(m);
+	bool locked = vt_dma_lock(&m->lock);
 	int ret = unmap_locked(m, bus, len, dir);
-	iommu_unlock(m, locked);
+	vt_dma_unlock(&m->lock, locked);
 	return ret;
 }
 
@@ -474,9 +442,9 @@ static int iommu_sync(struct vt_dma *dma, uint64_t bus, size_t len, enum vt_dma_
 	struct dma_iommu *m = to_iommu(dma);
 	uint32_t tag;
 
-	bool locked = iommu_lock(m);
+	bool locked = vt_dma_lock(&m->lock);
 	int ret = find_live(m, "sync", bus, len, dir, 0, &tag);
-	iommu_unlock(m, locked);
+	vt_dma_unlock(&m->lock, locked);
 	return ret;
 }
 
@@ -485,9 +453,7 @@ static void iommu_batch_begin(struct vt_dma *dma)
 	struct dma_iommu *m = to_iommu(dma);
 
 	/* A batch opened inside this thread's own batch only counts. */
-	if (iommu_lock(m))
-		atomic_store_explicit(&m->batch_thread, batch_thread_id(), memory_order_relaxed);
-	m->batch_depth++;
+	vt_dma_lock_batch_begin(&m->lock);
 }
 
 static int iommu_batch_end(struct vt_dma *dma)
@@ -496,12 +462,11 @@ static int iommu_batch_end(struct vt_dma *dma)
 	int ret = 0;
 
 	/* Strict: nothing unmapped in the batch is reachable once it ends. */
-	if (--m->batch_depth > 0)
+	if (!vt_dma_lock_batch_closing(&m->lock))
 		return 0;
 	if (!lazy(m))
 		ret = flush_locked(m);
-	atomic_store_explicit(&m->batch_thread, 0, memory_order_relaxed);
-	pthread_mutex_unlock(&m->lock);
+	vt_dma_lock_batch_release(&m->lock);
 	return ret;
 }
 
@@ -509,9 +474,9 @@ static int iommu_flush(struct vt_dma *dma)
 {
 	struct dma_iommu *m = to_iommu(dma);
 
-	bool locked = iommu_lock(m);
+	bool locked = vt_dma_lock(&m->lock);
 	int ret = flush_locked(m);
-	iommu_unlock(m, locked);
+	vt_dma_unlock(&m->lock, locked);
 	return ret;
 }
 
@@ -598,7 +563,7 @@ static void iommu_free_coherent(struct vt_dma *dma, size_t size, void *cpu, uint
 	struct dma_iommu *m = to_iommu(dma);
 	int ret;
 
-	bool locked = iommu_lock(m);
+	bool locked = vt_dma_lock(&m->lock);
 	ret = unmap_locked(m, bus, size, VT_DMA_BIDIRECTIONAL);
 	/*
 	 * The memory goes back to the shared pool, where it may become anything: unlike a
@@ -606,7 +571,7 @@ static void iommu_free_coherent(struct vt_dma *dma, size_t size, void *cpu, uint
 	 */
 	if (ret == 0)
 		ret = flush_locked(m);
-	iommu_unlock(m, locked);
+	vt_dma_unlock(&m->lock, locked);
 	if (ret < 0) {
 		vt_log(dma->log, VT_LOG_ERROR,
 		       "dma(%s): coherent memory at %p not released: it may still be reachable",
@@ -634,7 +599,7 @@ static void iommu_destroy(struct vt_dma *dma)
 	struct dma_iommu *m = to_iommu(dma);
 	unsigned int left = 0;
 
-	bool locked = iommu_lock(m);
+	bool locked = vt_dma_lock(&m->lock);
 	flush_locked(m);
 	/*
 	 * Mappings never unmapped are a caller bug, but the device must not keep them either; nor
@@ -649,7 +614,7 @@ static void iommu_destroy(struct vt_dma *dma)
 	}
 	for (unsigned int i = 0; i < m->premapped_count; i++)
 		publish_invalidate(m, m->premapped[i].iova, m->premapped[i].size);
-	iommu_unlock(m, locked);
+	vt_dma_unlock(&m->lock, locked);
 	if (left)
 		vt_log(dma->log, VT_LOG_WARN, "dma(%s): freed with %u mappings still live",
 		       mode_name(m), left);
@@ -657,7 +622,7 @@ static void iommu_destroy(struct vt_dma *dma)
 	vt_dma_record_pool_destroy(&m->records);
 	vt_range_alloc_destroy(&m->iova);
 	free(m->pending);
-	pthread_mutex_destroy(&m->lock);
+	vt_dma_lock_destroy(&m->lock);
 	free(m);
 }
 
@@ -742,7 +707,7 @@ int vt_dma_iommu_create(const struct vt_dma_params *params, struct vt_dma **out)
 
 	/* Records for live and queued mappings; blocks for those plus the free blocks between. */
 	uint32_t records = premapped ? 0 : VT_DMA_MAX_MAPPINGS + batch;
-	int ret = pthread_mutex_init(&m->lock, NULL);
+	int ret = vt_dma_lock_init(&m->lock);
 	if (ret) {
 		free(m);
 		return -ret;

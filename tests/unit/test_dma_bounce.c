@@ -6,8 +6,11 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <virtue/dma.h>
 #include <virtue/memtable.h>
@@ -500,6 +503,7 @@ struct worker {
 	struct fixture *f;
 	uint8_t *buffer;
 	unsigned int seed;
+	bool batched;	       /* each round trip inside a DMA batch, as a ring burst makes them */
 	unsigned int failures; /* counted here: the harness's counters are not thread-safe */
 };
 
@@ -514,11 +518,15 @@ static void *bounce_loop(void *arg)
 		uint64_t bus;
 		fill(w->buffer, len, w->seed + (unsigned int)it);
 		fill(reply, sizeof(reply), w->seed + (unsigned int)it + 1);
+		if (w->batched)
+			vt_dma_batch_begin(w->f->dma);
 		if (vt_dma_map(w->f->dma, w->buffer, len, VT_DMA_BIDIRECTIONAL, &bus) < 0 ||
 		    !device_sees(w->f, bus, w->buffer, len) ||
 		    vt_as_write(&w->f->dev, bus, reply, sizeof(reply), NULL) < 0 ||
 		    vt_dma_unmap(w->f->dma, bus, len, VT_DMA_BIDIRECTIONAL) < 0 ||
 		    memcmp(w->buffer, reply, sizeof(reply)) != 0)
+			w->failures++;
+		if (w->batched && vt_dma_batch_end(w->f->dma) != 0)
 			w->failures++;
 	}
 	return NULL;
@@ -533,7 +541,9 @@ VT_TEST(bounce_concurrent_mappings_each_round_trip_their_own_bytes)
 
 	REQUIRE_EQ(setup(&f), 0);
 	for (unsigned int i = 0; i < 4; i++)
-		workers[i] = (struct worker){ .f = &f, .buffer = buffers[i], .seed = i * 1000 };
+		workers[i] = (struct worker){
+			.f = &f, .buffer = buffers[i], .seed = i * 1000, .batched = i >= 2
+		};
 	for (unsigned int i = 0; i < 4; i++)
 		REQUIRE_EQ(pthread_create(&threads[i], NULL, bounce_loop, &workers[i]), 0);
 	for (unsigned int i = 0; i < 4; i++) {
@@ -543,5 +553,52 @@ VT_TEST(bounce_concurrent_mappings_each_round_trip_their_own_bytes)
 	struct vt_dma_stats st;
 	vt_dma_get_stats(f.dma, &st);
 	CHECK_EQ(st.unmaps, 4 * vt_test_scaled(5000));
+	teardown(&f);
+}
+
+struct batch_waiter {
+	struct fixture *f;
+	atomic_bool mapped;
+	int ret;
+};
+
+static void *map_during_batch(void *arg)
+{
+	struct batch_waiter *w = arg;
+	uint64_t bus;
+	w->ret = vt_dma_map(w->f->dma, private_memory[2], 64, VT_DMA_TO_DEVICE, &bus);
+	atomic_store(&w->mapped, true);
+	if (w->ret == 0)
+		w->ret = vt_dma_unmap(w->f->dma, bus, 64, VT_DMA_TO_DEVICE);
+	return NULL;
+}
+
+/*
+ * A batch holds the lock from its begin to its end: its own thread maps and unmaps inside it (no
+ * second lock), another thread's map waits for its end.
+ */
+VT_TEST(bounce_batch_lets_its_thread_map_and_makes_another_wait)
+{
+	struct fixture f;
+	struct batch_waiter w = { .f = &f };
+	pthread_t t;
+	uint64_t bus;
+
+	REQUIRE_EQ(setup(&f), 0);
+	fill(private_memory[0], 64, 9);
+	vt_dma_batch_begin(f.dma);
+	REQUIRE_EQ(vt_dma_map(f.dma, private_memory[0], 64, VT_DMA_TO_DEVICE, &bus), 0);
+	CHECK(device_sees(&f, bus, private_memory[0], 64));
+	REQUIRE_EQ(pthread_create(&t, NULL, map_during_batch, &w), 0);
+	for (int i = 0; i < 50; i++) {
+		sched_yield();
+		usleep(1000);
+	}
+	CHECK(!atomic_load(&w.mapped));
+	CHECK_EQ(vt_dma_unmap(f.dma, bus, 64, VT_DMA_TO_DEVICE), 0);
+	CHECK_EQ(vt_dma_batch_end(f.dma), 0);
+	pthread_join(t, NULL);
+	CHECK(atomic_load(&w.mapped));
+	CHECK_EQ(w.ret, 0);
 	teardown(&f);
 }
