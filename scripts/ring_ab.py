@@ -58,12 +58,13 @@ def main():
     pps = []
     for i in range(args.pairs):
         # A B, then B A: neither build always runs first after a placement change.
-        order = (args.a, args.b) if i % 2 == 0 else (args.b, args.a)
-        got = {binary: run(binary, args.only, args.buffers) for binary in order}
-        for label, (a_ns, a_pp) in got[args.a].items():
-            if label not in got[args.b]:
+        order = ("a", "b") if i % 2 == 0 else ("b", "a")
+        binary = {"a": args.a, "b": args.b}
+        got = {side: run(binary[side], args.only, args.buffers) for side in order}
+        for label, (a_ns, a_pp) in got["a"].items():
+            if label not in got["b"]:
                 continue
-            b_ns = got[args.b][label][0]
+            b_ns = got["b"][label][0]
             ratios[label].append(b_ns / a_ns)
             ns[label][0].append(a_ns)
             ns[label][1].append(b_ns)

@@ -639,20 +639,26 @@ static inline struct vt_dma_linear vq_drv_run_window_none(void)
 
 /*
  * An add run's next buffer (@sg, @token): checked as vt_vq_drv_add would check it, and mapped
- * through @win, or through the linear window of the DMA object that holds it, which then becomes
- * @win. False when the run must end before it.
+ * (device-writable when @writable) through @win, or through the linear window of the DMA object
+ * that holds it, which then becomes @win; or, for a DMA object without linear windows (the modes
+ * that map per buffer), by vt_dma_map, which counts its maps (the run adds the others to the
+ * statistics). 0; 1 when the run must end before it (the general path then takes or refuses it); or
+ * vt_dma_map's error, logged there, which ends the burst without mapping the buffer again.
  */
-static inline bool vq_drv_run_map(const struct vt_dma *dma, struct vt_dma_linear *win,
-				  const struct iovec *sg, void *token, uint64_t *bus)
+static inline int vq_drv_run_map(struct vt_dma *dma, struct vt_dma_linear *win,
+				 const struct iovec *sg, void *token, bool writable, uint64_t *bus)
 {
 	if (!vq_drv_burst_buf_ok(sg, token))
-		return false;
+		return 1;
 	uint64_t off = (uint64_t)(uintptr_t)sg->iov_base - win->hva;
 	if (off < win->size && sg->iov_len <= win->size - off) {
 		*bus = win->bus + off;
-		return true;
+		return 0;
 	}
-	return vt_dma_map_linear_window(dma, sg->iov_base, sg->iov_len, bus, win);
+	if (dma->linear_count)
+		return vt_dma_map_linear_window(dma, sg->iov_base, sg->iov_len, bus, win) ? 0 : 1;
+	return vt_dma_map(dma, sg->iov_base, sg->iov_len,
+			  writable ? VT_DMA_FROM_DEVICE : VT_DMA_TO_DEVICE, bus);
 }
 
 /*
@@ -665,7 +671,7 @@ static inline __attribute__((always_inline)) int
 vq_drv_add_burst_with(struct vt_vq_drv *vq, const struct iovec *bufs, unsigned int n, bool writable,
 		      void *const *tokens,
 		      unsigned int (*run)(struct vt_vq_drv *, const struct iovec *, unsigned int,
-					  bool, void *const *),
+					  bool, void *const *, int *),
 		      int (*one)(struct vt_vq_drv *, const struct iovec *, bool, void *))
 {
 	unsigned int done = 0;
@@ -673,7 +679,10 @@ vq_drv_add_burst_with(struct vt_vq_drv *vq, const struct iovec *bufs, unsigned i
 	if (n > vq->num_free)
 		n = vq->num_free;
 	while (done < n) {
-		done += run(vq, &bufs[done], n - done, writable, &tokens[done]);
+		int err = 0;
+		done += run(vq, &bufs[done], n - done, writable, &tokens[done], &err);
+		if (err < 0)
+			return done ? (int)done : err;
 		if (done == n)
 			break;
 		int ret = vq_drv_burst_buf_ok(&bufs[done], tokens[done])

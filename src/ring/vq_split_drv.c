@@ -192,13 +192,14 @@ int vq_split_drv_add(struct vt_vq_drv *vq, const struct iovec *sg, unsigned int 
  * A burst's common case in one loop: what add_one_segment does for each buffer, with the queue's
  * fields in locals (to the compiler, a store to a descriptor or a record may change them). It
  * stops before a buffer vt_vq_drv_add would refuse (the caller then refuses it) and before one
- * outside the DMA object's linear windows, which add_one_segment takes. The caller checked that
- * @n descriptors are free.
+ * outside the linear windows of a DMA object that has them, which add_one_segment takes; a map
+ * that fails (vq_drv_run_map) ends it with the error in *@err. The caller checked that @n
+ * descriptors are free.
  */
 static unsigned int add_run(struct vt_vq_drv *vq, const struct iovec *bufs, unsigned int n,
-			    bool writable, void *const *tokens)
+			    bool writable, void *const *tokens, int *err)
 {
-	const struct vt_dma *dma = vq->dma;
+	struct vt_dma *dma = vq->dma;
 	struct vt_dma_linear win = vq_drv_run_window_none();
 	struct virtq_desc *desc = ring_desc(vq);
 	vt_le16 *avail = ring_avail(vq)->ring;
@@ -222,8 +223,11 @@ static unsigned int add_run(struct vt_vq_drv *vq, const struct iovec *bufs, unsi
 	for (i = 0; i < n; i++) {
 		uint32_t len = (uint32_t)bufs[i].iov_len;
 		uint64_t bus;
-		if (!vq_drv_run_map(dma, &win, &bufs[i], tokens[i], &bus))
+		int ret = vq_drv_run_map(dma, &win, &bufs[i], tokens[i], writable, &bus);
+		if (ret) {
+			*err = ret < 0 ? ret : 0;
 			break;
+		}
 		struct vq_desc_shadow *sh = &shadow[head];
 		sh->bus = bus;
 		sh->len = len;
@@ -250,7 +254,9 @@ static unsigned int add_run(struct vt_vq_drv *vq, const struct iovec *bufs, unsi
 	vq->avail_idx_shadow = avail_idx;
 	vq->add_seq = seq;
 	vq->num_free -= i;
-	vq->maps_uncounted += i;
+	/* vt_dma_map counted its own; linear maps are counted at the kick. */
+	if (dma->linear_count)
+		vq->maps_uncounted += i;
 	return i;
 }
 

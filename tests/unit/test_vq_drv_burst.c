@@ -406,6 +406,75 @@ static unsigned int buffers_reachable(struct vt_iotlb *iotlb, const uint8_t *mem
 	return n;
 }
 
+struct log_count {
+	unsigned int errors;
+};
+
+static void count_log(void *opaque, enum vt_log_level level, const char *message)
+{
+	struct log_count *c = opaque;
+
+	(void)message;
+	c->errors += level == VT_LOG_ERROR;
+}
+
+/* Both halves over strict IOMMU DMA, the device translating through an IOTLB the DMA feeds. */
+struct strict_pair {
+	struct vt_shm *shm;
+	const struct vt_shm_region *region;
+	struct log_count log_seen;
+	struct vt_log log;
+	struct vt_iotlb_feed feed;
+	struct vt_dma *dma;
+	struct vt_vq_drv *drv;
+	struct vt_vq_dev *dev;
+};
+
+enum { STRICT_SHM = 1u << 20 };
+
+static void strict_pair_init(struct strict_pair *p, bool packed)
+{
+	uint64_t features = VT_BIT(VIRTIO_F_VERSION_1) | VT_BIT(VIRTIO_F_ACCESS_PLATFORM) |
+			    (packed ? VT_BIT(VIRTIO_F_RING_PACKED) : 0);
+
+	*p = (struct strict_pair){ 0 };
+	p->log =
+	    (struct vt_log){ .fn = count_log, .opaque = &p->log_seen, .max_level = VT_LOG_ERROR };
+	REQUIRE_EQ(vt_shm_new(&p->shm), 0);
+	REQUIRE_EQ(vt_shm_add_memfd(p->shm, STRICT_SHM, 0x100000000ull, &p->region), 0);
+	p->feed.table = vt_memtable_new(NULL);
+	REQUIRE(p->feed.table != NULL);
+	REQUIRE_EQ(vt_memtable_add_shm(p->feed.table, p->shm), 0);
+	REQUIRE_EQ(vt_iotlb_new(NULL, &p->feed.iotlb), 0);
+	struct vt_dma_params dp = { .mode = VT_DMA_IOMMU_STRICT,
+				    .shm = p->shm,
+				    .log = &p->log,
+				    .iotlb_ops = &vt_iotlb_feed_ops,
+				    .iotlb_opaque = &p->feed };
+	REQUIRE_EQ(vt_dma_new(&dp, &p->dma), 0);
+	struct vt_vq_drv_params drp = {
+		.num = QSIZE, .features = features, .dma = p->dma, .log = &p->log
+	};
+	REQUIRE_EQ(vt_vq_drv_new(&drp, &p->drv), 0);
+	struct vt_vq_dev_params dvp = { .num = QSIZE,
+					.features = features,
+					.as = vt_iotlb_as(p->feed.iotlb),
+					.next_avail = packed ? VT_VQ_PACKED_START : 0,
+					.log = &p->log };
+	vt_vq_drv_addrs(p->drv, &dvp.desc_addr, &dvp.driver_addr, &dvp.device_addr);
+	REQUIRE_EQ(vt_vq_dev_new(&dvp, &p->dev), 0);
+}
+
+static void strict_pair_destroy(struct strict_pair *p)
+{
+	vt_vq_dev_free(p->dev);
+	vt_vq_drv_free(p->drv);
+	vt_dma_free(p->dma);
+	vt_iotlb_free(p->feed.iotlb);
+	vt_memtable_free(p->feed.table);
+	vt_shm_free(p->shm);
+}
+
 /*
  * Strict DMA under bursts: a burst's maps and unmaps form one DMA batch. The device reaches
  * every buffer through the IOTLB while it is posted; once vt_vq_drv_get_burst returns, no
@@ -414,42 +483,11 @@ static unsigned int buffers_reachable(struct vt_iotlb *iotlb, const uint8_t *mem
  */
 static void strict_bursts(bool packed)
 {
-	enum { N = 16, SHM = 1u << 20 };
-	struct vt_shm *shm = NULL;
-	const struct vt_shm_region *region;
-	struct vt_log log = { .max_level = VT_LOG_ERROR };
-	struct vt_iotlb_feed feed = { 0 };
-	struct vt_dma *dma = NULL;
-	struct vt_vq_drv *drv = NULL;
-	struct vt_vq_dev *dev = NULL;
-	uint64_t features = VT_BIT(VIRTIO_F_VERSION_1) | VT_BIT(VIRTIO_F_ACCESS_PLATFORM) |
-			    (packed ? VT_BIT(VIRTIO_F_RING_PACKED) : 0);
+	enum { N = 16 };
+	struct strict_pair p;
 
-	REQUIRE_EQ(vt_shm_new(&shm), 0);
-	REQUIRE_EQ(vt_shm_add_memfd(shm, SHM, 0x100000000ull, &region), 0);
-	feed.table = vt_memtable_new(NULL);
-	REQUIRE(feed.table != NULL);
-	REQUIRE_EQ(vt_memtable_add_shm(feed.table, shm), 0);
-	REQUIRE_EQ(vt_iotlb_new(NULL, &feed.iotlb), 0);
-	struct vt_dma_params dp = { .mode = VT_DMA_IOMMU_STRICT,
-				    .shm = shm,
-				    .log = &log,
-				    .iotlb_ops = &vt_iotlb_feed_ops,
-				    .iotlb_opaque = &feed };
-	REQUIRE_EQ(vt_dma_new(&dp, &dma), 0);
-	struct vt_vq_drv_params drp = {
-		.num = QSIZE, .features = features, .dma = dma, .log = &log
-	};
-	REQUIRE_EQ(vt_vq_drv_new(&drp, &drv), 0);
-	struct vt_vq_dev_params dvp = { .num = QSIZE,
-					.features = features,
-					.as = vt_iotlb_as(feed.iotlb),
-					.next_avail = packed ? VT_VQ_PACKED_START : 0,
-					.log = &log };
-	vt_vq_drv_addrs(drv, &dvp.desc_addr, &dvp.driver_addr, &dvp.device_addr);
-	REQUIRE_EQ(vt_vq_dev_new(&dvp, &dev), 0);
-
-	uint8_t *mem = (uint8_t *)region->hva + SHM / 2;
+	strict_pair_init(&p, packed);
+	uint8_t *mem = (uint8_t *)p.region->hva + STRICT_SHM / 2;
 	for (unsigned int round = 0; round < 6 && !vt_test_failed; round++) {
 		struct iovec sg[N], iov[N];
 		struct vt_vq_chain chains[N];
@@ -461,33 +499,73 @@ static void strict_bursts(bool packed)
 			sg[i] = (struct iovec){ b, LEN };
 			tokens[i] = b;
 		}
-		REQUIRE_EQ(vt_vq_drv_add_burst(drv, sg, N, false, tokens), N);
-		vt_vq_drv_kick_prepare(drv);
-		REQUIRE_EQ(vt_vq_dev_pop_burst(dev, chains, iov, 1, N), N);
+		struct vt_dma_stats before, after;
+		vt_dma_get_stats(p.dma, &before);
+		REQUIRE_EQ(vt_vq_drv_add_burst(p.drv, sg, N, false, tokens), N);
+		vt_vq_drv_kick_prepare(p.drv);
+		vt_dma_get_stats(p.dma, &after);
+		CHECK_EQ(after.maps - before.maps, N); /* each counted once */
+		REQUIRE_EQ(vt_vq_dev_pop_burst(p.dev, chains, iov, 1, N), N);
 		for (unsigned int i = 0; i < N; i++)
 			/* The device reads the driver's bytes through its IOTLB mapping. */
 			CHECK_EQ(((uint8_t *)iov[i].iov_base)[LEN - 1], (uint8_t)(round * N + i));
-		CHECK_EQ(buffers_reachable(feed.iotlb, mem, N * 4096), N);
-		REQUIRE_EQ(vt_vq_dev_push_burst(dev, chains, (uint32_t[N]){ 0 }, N), 0);
-		vt_vq_dev_flush(dev);
-		struct vt_dma_stats before, after;
-		vt_dma_get_stats(dma, &before);
-		REQUIRE_EQ(vt_vq_drv_get_burst(drv, got, lens, N), N);
-		vt_dma_get_stats(dma, &after);
+		CHECK_EQ(buffers_reachable(p.feed.iotlb, mem, N * 4096), N);
+		REQUIRE_EQ(vt_vq_dev_push_burst(p.dev, chains, (uint32_t[N]){ 0 }, N), 0);
+		vt_vq_dev_flush(p.dev);
+		vt_dma_get_stats(p.dma, &before);
+		REQUIRE_EQ(vt_vq_drv_get_burst(p.drv, got, lens, N), N);
+		vt_dma_get_stats(p.dma, &after);
 		for (unsigned int i = 0; i < N; i++)
 			CHECK(got[i] == tokens[i]);
-		CHECK_EQ(buffers_reachable(feed.iotlb, mem, N * 4096), 0);
+		CHECK_EQ(buffers_reachable(p.feed.iotlb, mem, N * 4096), 0);
 		CHECK_EQ(after.unmaps - before.unmaps, N);
 		CHECK(after.iotlb_invalidations - before.iotlb_invalidations < N);
 		CHECK_EQ(after.flushes - before.flushes, 1);
 	}
-	CHECK(!vt_vq_drv_is_broken(drv) && !vt_vq_dev_is_broken(dev));
-	vt_vq_dev_free(dev);
-	vt_vq_drv_free(drv);
-	vt_dma_free(dma);
-	vt_iotlb_free(feed.iotlb);
-	vt_memtable_free(feed.table);
-	vt_shm_free(shm);
+	CHECK(!vt_vq_drv_is_broken(p.drv) && !vt_vq_dev_is_broken(p.dev));
+	strict_pair_destroy(&p);
+}
+
+/*
+ * A burst whose fourth buffer the DMA cannot map (outside shared memory): the three before it
+ * are posted and reach the device, the map's error is logged once and returned by the next
+ * burst, which starts at that buffer, and the queue is not broken: the rest posts after it.
+ */
+static void strict_burst_map_failure(bool packed)
+{
+	enum { N = 8 };
+	static uint8_t private_buffer[LEN]; /* the driver's own: not shared */
+	struct strict_pair p;
+	struct iovec sg[N], iov[N];
+	struct vt_vq_chain chains[N];
+	void *tokens[N];
+
+	strict_pair_init(&p, packed);
+	uint8_t *mem = (uint8_t *)p.region->hva + STRICT_SHM / 2;
+	for (unsigned int i = 0; i < N; i++) {
+		sg[i] = (struct iovec){ mem + (size_t)i * 4096, LEN };
+		tokens[i] = sg[i].iov_base;
+	}
+	sg[3] = (struct iovec){ private_buffer, LEN };
+	tokens[3] = private_buffer;
+	REQUIRE_EQ(vt_vq_drv_add_burst(p.drv, sg, N, false, tokens), 3);
+	CHECK_EQ(vt_vq_drv_add_burst(p.drv, sg + 3, N - 3, false, tokens + 3), -EFAULT);
+	CHECK_EQ(p.log_seen.errors, 2); /* one per refused map, never two for one */
+	CHECK(!vt_vq_drv_is_broken(p.drv));
+	REQUIRE_EQ(vt_vq_drv_add_burst(p.drv, sg + 4, N - 4, false, tokens + 4), N - 4);
+	vt_vq_drv_kick_prepare(p.drv);
+	REQUIRE_EQ(vt_vq_dev_pop_burst(p.dev, chains, iov, 1, N), N - 1);
+	struct vt_dma_stats st;
+	vt_dma_get_stats(p.dma, &st);
+	CHECK_EQ(st.maps, (uint64_t)(N - 1)); /* each posted buffer once */
+	CHECK(!vt_vq_dev_is_broken(p.dev));
+	strict_pair_destroy(&p);
+}
+
+VT_TEST(strict_burst_posts_up_to_a_buffer_the_dma_cannot_map_and_reports_it)
+{
+	strict_burst_map_failure(false);
+	strict_burst_map_failure(true);
 }
 
 VT_TEST(strict_bursts_revoke_every_collected_buffer_before_returning_it)
