@@ -299,6 +299,22 @@ void vt_dma_record_put(struct vt_dma_record_pool *pool, uint32_t index)
 	pool->live--;
 }
 
+void vt_dma_idle_drain(struct vt_dma_idle *idle, struct vt_dma_record_pool *pool,
+		       struct vt_range_alloc *ra)
+{
+	for (unsigned int c = 0; c < idle->classes; c++) {
+		while (idle->head[c]) {
+			uint32_t tag = idle->head[c];
+			struct vt_dma_record *rec = vt_dma_record_at(pool, tag);
+			idle->head[c] = rec->next_unused;
+			vt_range_alloc_free(ra, rec->bus_block, rec->bus_size);
+			vt_dma_record_put(pool, tag);
+		}
+		idle->count[c] = 0;
+	}
+	idle->total = 0;
+}
+
 int vt_dma_record_find(const struct vt_dma *dma, const struct vt_range_alloc *ra,
 		       struct vt_dma_record_pool *pool, uint64_t block_addr, const char *op,
 		       uint64_t bus, size_t len, enum vt_dma_dir dir, int exact, uint32_t *tag)

@@ -32,7 +32,9 @@
  * map fills it (copy or zeroes) before it returns the bus address.
  */
 #define IDLE_GRANULES 32u
-#define IDLE_DEPTH    64u
+_Static_assert(IDLE_GRANULES <= VT_DMA_IDLE_CLASSES_MAX,
+	       "more size classes than struct vt_dma_idle has");
+#define IDLE_DEPTH 64u
 /* Entries of the unmap hint table (a power of two). */
 #define TAG_HINTS 256u
 
@@ -45,10 +47,8 @@ struct dma_bounce {
 	struct vt_range_alloc slots; /* offsets into the window */
 	struct vt_dma_record_pool records;
 
-	/* IDLE records by slot granules - 1, linked through next_unused. */
-	uint32_t idle_head[IDLE_GRANULES];
-	unsigned int idle_count[IDLE_GRANULES];
-	unsigned int idle_total;
+	/* IDLE records by slot granules - 1. */
+	struct vt_dma_idle idle;
 
 	/*
 	 * The record last mapped at each slot, by its granule folded: a guess for unmap, which
@@ -77,35 +77,12 @@ static inline uint64_t slot_granules(uint64_t len)
 static void release_slot(struct dma_bounce *b, uint32_t tag)
 {
 	struct vt_dma_record *rec = vt_dma_record_at(&b->records, tag);
-	uint64_t class = slot_granules(rec->bus_size) - 1;
 
-	if (!(rec->flags & RECORD_COHERENT) && class < IDLE_GRANULES &&
-	    b->idle_count[class] < IDLE_DEPTH) {
-		rec->state = VT_DMA_RECORD_IDLE;
-		rec->next_unused = b->idle_head[class];
-		b->idle_head[class] = tag;
-		b->idle_count[class]++;
-		b->idle_total++;
+	if (!(rec->flags & RECORD_COHERENT) &&
+	    vt_dma_idle_put(&b->idle, &b->records, tag, slot_granules(rec->bus_size) - 1))
 		return;
-	}
 	vt_range_alloc_free(&b->slots, rec->bus_block, rec->bus_size);
 	vt_dma_record_put(&b->records, tag);
-}
-
-/* Gives every idle slot back to the allocator, and its record to the pool. */
-static void drain_idle(struct dma_bounce *b)
-{
-	for (unsigned int c = 0; c < IDLE_GRANULES; c++) {
-		while (b->idle_head[c]) {
-			uint32_t tag = b->idle_head[c];
-			struct vt_dma_record *rec = vt_dma_record_at(&b->records, tag);
-			b->idle_head[c] = rec->next_unused;
-			vt_range_alloc_free(&b->slots, rec->bus_block, rec->bus_size);
-			vt_dma_record_put(&b->records, tag);
-		}
-		b->idle_count[c] = 0;
-	}
-	b->idle_total = 0;
 }
 
 /* A new record and a slot of @len bytes for it, from the allocator. */
@@ -131,20 +108,16 @@ static int alloc_slot(struct dma_bounce *b, uint64_t len, uint64_t align, uint32
 static int reserve_slot(struct dma_bounce *b, uint64_t len, uint64_t align, uint32_t *tag,
 			uint64_t *off)
 {
-	uint64_t class = slot_granules(len) - 1;
-
-	if (align == BOUNCE_SLOT_GRANULE && class < IDLE_GRANULES && b->idle_head[class]) {
-		*tag = b->idle_head[class];
-		struct vt_dma_record *rec = vt_dma_record_at(&b->records, *tag);
-		b->idle_head[class] = rec->next_unused;
-		b->idle_count[class]--;
-		b->idle_total--;
-		*off = rec->bus_block;
+	*tag = align == BOUNCE_SLOT_GRANULE
+		   ? vt_dma_idle_take(&b->idle, &b->records, slot_granules(len) - 1)
+		   : 0;
+	if (*tag) {
+		*off = vt_dma_record_at(&b->records, *tag)->bus_block;
 		return 0;
 	}
 	int ret = alloc_slot(b, len, align, tag, off);
-	if (ret < 0 && b->idle_total) {
-		drain_idle(b);
+	if (ret < 0 && b->idle.total) {
+		vt_dma_idle_drain(&b->idle, &b->records, &b->slots);
 		ret = alloc_slot(b, len, align, tag, off);
 	}
 	if (ret < 0)
@@ -153,7 +126,7 @@ static int reserve_slot(struct dma_bounce *b, uint64_t len, uint64_t align, uint
 		       "%u mappings live)",
 		       (unsigned long long)len,
 		       (unsigned long long)vt_range_alloc_free_bytes(&b->slots),
-		       (unsigned long long)b->window_size, b->records.live - b->idle_total);
+		       (unsigned long long)b->window_size, b->records.live - b->idle.total);
 	return ret;
 }
 
@@ -368,9 +341,9 @@ static void bounce_destroy(struct vt_dma *dma)
 {
 	struct dma_bounce *b = to_bounce(dma);
 
-	if (b->records.live > b->idle_total)
+	if (b->records.live > b->idle.total)
 		vt_log(dma->log, VT_LOG_WARN, "dma(bounce): freed with %u mappings still live",
-		       b->records.live - b->idle_total);
+		       b->records.live - b->idle.total);
 	vt_dma_record_pool_destroy(&b->records);
 	vt_range_alloc_destroy(&b->slots);
 	if (b->window)
@@ -406,6 +379,8 @@ int vt_dma_bounce_create(const struct vt_dma_params *params, struct vt_dma **out
 	if (!b)
 		return -ENOMEM;
 	vt_dma_init_common(&b->dma, &bounce_ops, params);
+	b->idle.classes = IDLE_GRANULES;
+	b->idle.depth = IDLE_DEPTH;
 	int ret = vt_dma_lock_init(&b->lock);
 	if (ret) {
 		free(b);

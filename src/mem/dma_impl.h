@@ -176,6 +176,54 @@ static inline struct vt_dma_record *vt_dma_record_at(struct vt_dma_record_pool *
 }
 
 /*
+ * Unmapped blocks kept, with their records (state IDLE), for the next map of their size class,
+ * up to @depth per class: a buffer unmapped and another mapped then skip the range allocator
+ * both ways. A mode numbers its classes (IOMMU pages, bounce granules, minus one) below
+ * @classes and sets both fields at creation; a kept block is not mapped, and a mode keeps one
+ * only once nothing can reach it any more (for IOMMU, once its invalidation was published).
+ */
+#define VT_DMA_IDLE_CLASSES_MAX 32u
+
+struct vt_dma_idle {
+	uint32_t head[VT_DMA_IDLE_CLASSES_MAX]; /* linked through next_unused */
+	unsigned int count[VT_DMA_IDLE_CLASSES_MAX];
+	unsigned int total;
+	unsigned int classes, depth;
+};
+
+/* Keeps record @tag, unmapped, in @class: false when @class is out of range or full. */
+static inline bool vt_dma_idle_put(struct vt_dma_idle *idle, struct vt_dma_record_pool *pool,
+				   uint32_t tag, uint64_t class)
+{
+	if (class >= idle->classes || idle->count[class] >= idle->depth)
+		return false;
+	struct vt_dma_record *rec = vt_dma_record_at(pool, tag);
+	rec->state = VT_DMA_RECORD_IDLE;
+	rec->next_unused = idle->head[class];
+	idle->head[class] = tag;
+	idle->count[class]++;
+	idle->total++;
+	return true;
+}
+
+/* A record kept in @class, no longer kept (still IDLE until the caller fills it), or 0. */
+static inline uint32_t vt_dma_idle_take(struct vt_dma_idle *idle, struct vt_dma_record_pool *pool,
+					uint64_t class)
+{
+	if (class >= idle->classes || !idle->head[class])
+		return 0;
+	uint32_t tag = idle->head[class];
+	idle->head[class] = vt_dma_record_at(pool, tag)->next_unused;
+	idle->count[class]--;
+	idle->total--;
+	return tag;
+}
+
+/* Gives every kept block back to @ra, and its record to @pool. */
+void vt_dma_idle_drain(struct vt_dma_idle *idle, struct vt_dma_record_pool *pool,
+		       struct vt_range_alloc *ra);
+
+/*
  * The LIVE record of the mapping at @bus, found through the allocator block holding @block_addr
  * (@bus in the allocator's own terms) and its tag. @exact (unmap): the mapping must start at @bus
  * with @len; otherwise (sync) [bus, bus + len) must lie inside it. The direction must match.

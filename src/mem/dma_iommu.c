@@ -35,6 +35,8 @@
  */
 #define TAG_HINTS  256u /* a power of two */
 #define IDLE_PAGES 16u
+_Static_assert(IDLE_PAGES <= VT_DMA_IDLE_CLASSES_MAX,
+	       "more size classes than struct vt_dma_idle has");
 #define IDLE_DEPTH 64u
 
 /* A region mapped once, RW, at creation (premapped mode). */
@@ -66,10 +68,8 @@ struct dma_iommu {
 	struct premapped_region premapped[VT_SHM_MAX_REGIONS]; /* sorted by hva */
 	unsigned int premapped_count;
 
-	/* IDLE records by block pages - 1, linked through next_unused. */
-	uint32_t idle_head[IDLE_PAGES];
-	unsigned int idle_count[IDLE_PAGES];
-	unsigned int idle_total;
+	/* IDLE records by block pages - 1. */
+	struct vt_dma_idle idle;
 
 	/*
 	 * The record last mapped at each bus address, by its IOMMU page folded (tag_hint_slot):
@@ -144,34 +144,11 @@ static int publish_invalidate(struct dma_iommu *m, uint64_t iova, uint64_t size)
 static void release_record(struct dma_iommu *m, uint32_t tag)
 {
 	struct vt_dma_record *rec = vt_dma_record_at(&m->records, tag);
-	uint64_t pages = rec->bus_size / VT_DMA_IOMMU_PAGE;
 
-	if (pages - 1 < IDLE_PAGES && m->idle_count[pages - 1] < IDLE_DEPTH) {
-		rec->state = VT_DMA_RECORD_IDLE;
-		rec->next_unused = m->idle_head[pages - 1];
-		m->idle_head[pages - 1] = tag;
-		m->idle_count[pages - 1]++;
-		m->idle_total++;
+	if (vt_dma_idle_put(&m->idle, &m->records, tag, rec->bus_size / VT_DMA_IOMMU_PAGE - 1))
 		return;
-	}
 	vt_range_alloc_free(&m->iova, rec->bus_block, rec->bus_size);
 	vt_dma_record_put(&m->records, tag);
-}
-
-/* Gives every idle block back to the allocator, and its record to the pool. */
-static void drain_idle(struct dma_iommu *m)
-{
-	for (unsigned int c = 0; c < IDLE_PAGES; c++) {
-		while (m->idle_head[c]) {
-			uint32_t tag = m->idle_head[c];
-			struct vt_dma_record *rec = vt_dma_record_at(&m->records, tag);
-			m->idle_head[c] = rec->next_unused;
-			vt_range_alloc_free(&m->iova, rec->bus_block, rec->bus_size);
-			vt_dma_record_put(&m->records, tag);
-		}
-		m->idle_count[c] = 0;
-	}
-	m->idle_total = 0;
 }
 
 /*
@@ -286,14 +263,9 @@ static bool lazy(const struct dma_iommu *m)
 static int reserve_iova(struct dma_iommu *m, uint64_t size, uint32_t *tag, uint64_t *iova)
 {
 	/* size is whole pages (the span of iommu_map). */
-	uint64_t pages = size / VT_DMA_IOMMU_PAGE;
-	if (pages - 1 < IDLE_PAGES && m->idle_head[pages - 1]) {
-		*tag = m->idle_head[pages - 1];
-		struct vt_dma_record *rec = vt_dma_record_at(&m->records, *tag);
-		m->idle_head[pages - 1] = rec->next_unused;
-		m->idle_count[pages - 1]--;
-		m->idle_total--;
-		*iova = rec->bus_block;
+	*tag = vt_dma_idle_take(&m->idle, &m->records, size / VT_DMA_IOMMU_PAGE - 1);
+	if (*tag) {
+		*iova = vt_dma_record_at(&m->records, *tag)->bus_block;
 		return 0;
 	}
 	for (int attempt = 0;; attempt++) {
@@ -306,16 +278,16 @@ static int reserve_iova(struct dma_iommu *m, uint64_t size, uint32_t *tag, uint6
 			vt_dma_record_put(&m->records, *tag);
 		}
 		if (ret != -ENOSPC || attempt > 0 ||
-		    (m->pending_count == 0 && m->idle_total == 0) || flush_locked(m) < 0) {
+		    (m->pending_count == 0 && m->idle.total == 0) || flush_locked(m) < 0) {
 			vt_log(m->dma.log, VT_LOG_ERROR,
 			       "dma(%s): no IOVA space or mapping record for 0x%llx bytes (%u "
 			       "mappings live)",
 			       mode_name(m), (unsigned long long)size,
-			       m->records.live - m->idle_total);
+			       m->records.live - m->idle.total);
 			return ret;
 		}
 		/* After the flush: it may have made more blocks idle. */
-		drain_idle(m);
+		vt_dma_idle_drain(&m->idle, &m->records, &m->iova);
 	}
 }
 
@@ -704,6 +676,8 @@ int vt_dma_iommu_create(const struct vt_dma_params *params, struct vt_dma **out)
 	m->iotlb = params->iotlb_ops;
 	m->iotlb_opaque = params->iotlb_opaque;
 	m->lazy_batch = batch;
+	m->idle.classes = IDLE_PAGES;
+	m->idle.depth = IDLE_DEPTH;
 
 	/* Records for live and queued mappings; blocks for those plus the free blocks between. */
 	uint32_t records = premapped ? 0 : VT_DMA_MAX_MAPPINGS + batch;
