@@ -713,29 +713,12 @@ static inline void vq_drv_order_push(struct vt_vq_drv *vq, uint16_t id)
 	vq->order_count++;
 }
 
-/* IN_ORDER: the next buffer of the batch one used entry completed (token, len); its id. */
-static inline uint16_t vq_drv_batch_next(struct vt_vq_drv *vq, void **token, uint32_t *len)
-{
-	uint16_t id = vq->order[vq->order_head];
-	vq->order_head = vq_wrap(vq->num, vq->order_head + 1);
-	vq->order_count--;
-	*token = vq->buffers[id].token;
-	if (id == vq->batch_last_id) {
-		vq->in_batch = false;
-		*len = vq_drv_check_len(vq, id, vq->batch_last_len);
-	} else {
-		/* Only the batch's last buffer has a length on the wire; 0 never overstates. */
-		*len = 0;
-	}
-	return id;
-}
-
 /*
- * IN_ORDER: up to @max buffers of the batch one used entry completed, handed out in one loop with
- * the queue's fields in locals, as vq_drv_batch_next and the format's detach_buffer would one at
- * a time: @free_list, whether freed ids go back on the free list (packed; split IN_ORDER hands
- * descriptors out in ring order), and @unmap, the format's unmap of a buffer, called for the
- * modes that map per buffer. Returns how many.
+ * IN_ORDER: up to @max buffers of the batch one used entry completed (from the oldest posted on,
+ * up to batch_last_id), handed out in one loop with the queue's fields in locals and detached as
+ * the format's detach_buffer does: @free_list, whether freed ids go back on the free list
+ * (packed; split IN_ORDER hands descriptors out in ring order), and @unmap, the format's unmap of
+ * a buffer, called for the modes that map per buffer. Returns how many.
  */
 static inline __attribute__((always_inline)) unsigned int
 vq_drv_batch_run(struct vt_vq_drv *vq, void **tokens, uint32_t *lens, unsigned int max,

@@ -386,14 +386,12 @@ static int used_state(struct vt_vq_drv *vq, uint16_t *flags)
 	return -1;
 }
 
-/* One used buffer, every rule checked: the descriptors a run leaves, and in-order batches. */
+/*
+ * One used buffer, every rule checked: the descriptor a run leaves, or the one that completes an
+ * in-order batch. Never called inside a batch (vq_drv_batch_run hands those out).
+ */
 static int get_one(struct vt_vq_drv *vq, void **token, uint32_t *len)
 {
-	if (vq->in_batch) {
-		/* Handing out an in-order batch that one used entry completed. */
-		detach_buffer(vq, vq_drv_batch_next(vq, token, len));
-		return 0;
-	}
 
 	uint16_t flags = 0;
 	int state = used_state(vq, &flags);
@@ -439,7 +437,8 @@ static int get_one(struct vt_vq_drv *vq, void **token, uint32_t *len)
 		vq->in_batch = true;
 		vq->batch_last_id = id;
 		vq->batch_last_len = used_len;
-		detach_buffer(vq, vq_drv_batch_next(vq, token, len));
+		/* Its first buffer now, the rest by the caller's next batch runs. */
+		vq_drv_batch_run(vq, token, len, 1, true, unmap_buffer);
 		return 0;
 	}
 

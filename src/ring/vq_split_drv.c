@@ -348,16 +348,14 @@ static inline int read_used_idx(struct vt_vq_drv *vq)
 	return 0;
 }
 
-/* One used buffer, every rule checked: the entries a run leaves, and in-order batches. */
+/*
+ * One used buffer, every rule checked: the entry a run leaves, or the one that completes an
+ * in-order batch. Never called inside a batch (vq_drv_batch_run hands those out).
+ */
 static int get_one(struct vt_vq_drv *vq, void **token, uint32_t *len)
 {
 	uint16_t mask = (uint16_t)(vq->num - 1);
 
-	if (vq->in_batch) {
-		/* Handing out an in-order batch that one used entry completed. */
-		detach_buffer(vq, vq_drv_batch_next(vq, token, len));
-		return 0;
-	}
 	int ret = read_used_idx(vq);
 	if (ret < 0)
 		return ret;
@@ -386,7 +384,8 @@ static int get_one(struct vt_vq_drv *vq, void **token, uint32_t *len)
 		vq->in_batch = true;
 		vq->batch_last_id = (uint16_t)id;
 		vq->batch_last_len = used_len;
-		detach_buffer(vq, vq_drv_batch_next(vq, token, len));
+		/* Its first buffer now, the rest by the caller's next batch runs. */
+		vq_drv_batch_run(vq, token, len, 1, false, unmap_buffer);
 		return 0;
 	}
 
