@@ -35,8 +35,6 @@
 _Static_assert(IDLE_GRANULES <= VT_DMA_IDLE_CLASSES_MAX,
 	       "more size classes than struct vt_dma_idle has");
 #define IDLE_DEPTH 64u
-/* Entries of the unmap hint table (a power of two). */
-#define TAG_HINTS 256u
 
 struct dma_bounce {
 	struct vt_dma dma; /* first: the ops get a struct vt_dma * */
@@ -50,17 +48,9 @@ struct dma_bounce {
 	/* IDLE records by slot granules - 1. */
 	struct vt_dma_idle idle;
 
-	/*
-	 * The record last mapped at each slot, by its granule folded: a guess for unmap, which
-	 * checks it against the record before trusting it (the search also says what is wrong).
-	 */
-	uint32_t tag_hint[TAG_HINTS];
+	/* The record last mapped at each slot, by its granule: a guess for unmap. */
+	struct vt_dma_tag_hints hints;
 };
-
-static inline unsigned int tag_hint_slot(uint64_t off)
-{
-	return (unsigned int)(off / BOUNCE_SLOT_GRANULE) & (TAG_HINTS - 1);
-}
 
 static inline struct dma_bounce *to_bounce(struct vt_dma *dma)
 {
@@ -96,14 +86,16 @@ static int alloc_slot(struct dma_bounce *b, uint64_t len, uint64_t align, uint32
 		ret = vt_range_alloc_alloc(&b->slots, len, align, *tag, off);
 		if (ret < 0)
 			vt_dma_record_put(&b->records, *tag);
+		else
+			vt_dma_record_at(&b->records, *tag)->bus_size = len;
 	}
 	return ret;
 }
 
 /*
- * A record and a slot of @len bytes for it: an idle one of its size when there is one (its
- * record's bus_size stays the size the slot was allocated with), else a new one, the idle slots
- * drained first when the window is full. Logged when it is full all the same.
+ * A record and a slot of @len bytes for it: an idle one of its size when there is one, else a new
+ * one, the idle slots drained first when the window is full; either way the record's bus_size is
+ * the size the slot was allocated with. Logged when the window is full all the same.
  */
 static int reserve_slot(struct dma_bounce *b, uint64_t len, uint64_t align, uint32_t *tag,
 			uint64_t *off)
@@ -140,8 +132,7 @@ static int bounce_map(struct vt_dma *dma, void *ptr, size_t len, enum vt_dma_dir
 	int ret = reserve_slot(b, len, BOUNCE_SLOT_GRANULE, &tag, &off);
 	if (ret == 0) {
 		struct vt_dma_record *rec = vt_dma_record_at(&b->records, tag);
-		/* An idle slot keeps the size it was allocated with; a new one has len. */
-		uint64_t allocated = rec->state == VT_DMA_RECORD_IDLE ? rec->bus_size : len;
+		uint64_t allocated = rec->bus_size; /* reserve_slot's */
 		*rec = (struct vt_dma_record){
 			.cpu = ptr,
 			.len = len,
@@ -151,7 +142,7 @@ static int bounce_map(struct vt_dma *dma, void *ptr, size_t len, enum vt_dma_dir
 			.dir = (uint8_t)dir,
 			.state = VT_DMA_RECORD_LIVE,
 		};
-		b->tag_hint[tag_hint_slot(off)] = tag;
+		vt_dma_tag_hint_set(&b->hints, off / BOUNCE_SLOT_GRANULE, tag);
 	}
 	vt_dma_unlock(&b->lock, locked);
 	if (ret < 0)
@@ -192,16 +183,11 @@ static int bounce_unmap(struct vt_dma *dma, uint64_t bus, size_t len, enum vt_dm
 	uint32_t tag;
 
 	bool locked = vt_dma_lock(&b->lock);
-	uint64_t off = window_offset(b, bus);
-	tag = off == UINT64_MAX ? 0 : b->tag_hint[tag_hint_slot(off)];
-	struct vt_dma_record *rec = tag ? vt_dma_record_at(&b->records, tag) : NULL;
-	int ret = 0;
-	/* The hint, when it names this very mapping; anything else takes the search. */
-	if (!rec || rec->state != VT_DMA_RECORD_LIVE || rec->bus != bus || rec->len != len ||
-	    rec->dir != dir) {
-		ret = find_live(b, "unmap", bus, len, dir, 1, &tag);
-		rec = ret ? NULL : vt_dma_record_at(&b->records, tag);
-	}
+	/* Outside the window, the key names no slot, and no record there has that bus address. */
+	tag = vt_dma_tag_hint_get(&b->hints, &b->records,
+				  window_offset(b, bus) / BOUNCE_SLOT_GRANULE, bus, len, dir);
+	int ret = tag ? 0 : find_live(b, "unmap", bus, len, dir, 1, &tag);
+	struct vt_dma_record *rec = ret ? NULL : vt_dma_record_at(&b->records, tag);
 	if (rec && (rec->flags & RECORD_COHERENT)) {
 		vt_log(dma->log, VT_LOG_ERROR,
 		       "dma(bounce): unmap of bus 0x%llx: coherent memory is freed with "

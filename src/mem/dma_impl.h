@@ -219,6 +219,38 @@ static inline uint32_t vt_dma_idle_take(struct vt_dma_idle *idle, struct vt_dma_
 	return tag;
 }
 
+/*
+ * The record last mapped at each bus address, by a key the mode derives from it (its IOMMU page,
+ * its bounce granule) folded into VT_DMA_TAG_HINTS entries: unmaps mostly follow their maps
+ * closely, so this guess spares the allocator search; it is trusted only when checked.
+ */
+#define VT_DMA_TAG_HINTS 256u /* a power of two */
+
+struct vt_dma_tag_hints {
+	uint32_t tag[VT_DMA_TAG_HINTS];
+};
+
+static inline void vt_dma_tag_hint_set(struct vt_dma_tag_hints *h, uint64_t key, uint32_t tag)
+{
+	h->tag[key & (VT_DMA_TAG_HINTS - 1)] = tag;
+}
+
+/*
+ * The hinted record at @key when it is the LIVE mapping of exactly @bus, @len and @dir, else 0
+ * (the caller then searches, which also says what is wrong).
+ */
+static inline uint32_t vt_dma_tag_hint_get(const struct vt_dma_tag_hints *h,
+					   struct vt_dma_record_pool *pool, uint64_t key,
+					   uint64_t bus, size_t len, enum vt_dma_dir dir)
+{
+	uint32_t tag = h->tag[key & (VT_DMA_TAG_HINTS - 1)];
+	const struct vt_dma_record *rec = tag ? vt_dma_record_at(pool, tag) : NULL;
+	return rec && rec->state == VT_DMA_RECORD_LIVE && rec->bus == bus && rec->len == len &&
+		       rec->dir == dir
+		   ? tag
+		   : 0;
+}
+
 /* Gives every kept block back to @ra, and its record to @pool. */
 void vt_dma_idle_drain(struct vt_dma_idle *idle, struct vt_dma_record_pool *pool,
 		       struct vt_range_alloc *ra);

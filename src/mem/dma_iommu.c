@@ -33,7 +33,6 @@
  * the allocator both ways, and the IOTLB revives the entry in place. Kept only once invalidated,
  * as every IOVA freed; given back to the allocator when it runs out.
  */
-#define TAG_HINTS  256u /* a power of two */
 #define IDLE_PAGES 16u
 _Static_assert(IDLE_PAGES <= VT_DMA_IDLE_CLASSES_MAX,
 	       "more size classes than struct vt_dma_idle has");
@@ -71,17 +70,9 @@ struct dma_iommu {
 	/* IDLE records by block pages - 1. */
 	struct vt_dma_idle idle;
 
-	/*
-	 * The record last mapped at each bus address, by its IOMMU page folded (tag_hint_slot):
-	 * a guess for unmap, which checks it against the record before trusting it.
-	 */
-	uint32_t tag_hint[TAG_HINTS];
+	/* The record last mapped at each bus address, by its IOMMU page: a guess for unmap. */
+	struct vt_dma_tag_hints hints;
 };
-
-static inline unsigned int tag_hint_slot(uint64_t bus)
-{
-	return (unsigned int)(bus / VT_DMA_IOMMU_PAGE) & (TAG_HINTS - 1);
-}
 
 static inline struct dma_iommu *to_iommu(struct vt_dma *dma)
 {
@@ -340,7 +331,7 @@ static int iommu_map(struct vt_dma *dma, void *ptr, size_t len, enum vt_dma_dir 
 		.state = VT_DMA_RECORD_LIVE,
 	};
 	*bus = rec->bus;
-	m->tag_hint[tag_hint_slot(rec->bus)] = tag;
+	vt_dma_tag_hint_set(&m->hints, rec->bus / VT_DMA_IOMMU_PAGE, tag);
 out:
 	vt_dma_unlock(&m->lock, locked);
 	return ret;
@@ -355,20 +346,12 @@ static int find_live(struct dma_iommu *m, const char *op, uint64_t bus, size_t l
 
 static int unmap_locked(struct dma_iommu *m, uint64_t bus, size_t len, enum vt_dma_dir dir)
 {
-	/*
-	 * Unmaps mostly follow their maps closely: the hint names the record when it is the live
-	 * mapping exactly as asked; anything else takes the search, which also says what is wrong.
-	 */
-	uint32_t tag = m->tag_hint[tag_hint_slot(bus)];
-	struct vt_dma_record *rec = tag ? vt_dma_record_at(&m->records, tag) : NULL;
+	uint32_t tag =
+	    vt_dma_tag_hint_get(&m->hints, &m->records, bus / VT_DMA_IOMMU_PAGE, bus, len, dir);
 	int ret;
-	if (!rec || rec->state != VT_DMA_RECORD_LIVE || rec->bus != bus || rec->len != len ||
-	    rec->dir != dir) {
-		ret = find_live(m, "unmap", bus, len, dir, 1, &tag);
-		if (ret < 0)
-			return ret;
-		rec = vt_dma_record_at(&m->records, tag);
-	}
+	if (!tag && (ret = find_live(m, "unmap", bus, len, dir, 1, &tag)) < 0)
+		return ret;
+	struct vt_dma_record *rec = vt_dma_record_at(&m->records, tag);
 
 	if (!lazy(m) && m->lock.batch_depth == 0) {
 		/* Strict: the device loses the translation before the IOVA can be reused. */
