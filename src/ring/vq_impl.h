@@ -628,22 +628,14 @@ static inline bool vq_drv_id_outstanding(const struct vt_vq_drv *vq, uint32_t id
 }
 
 /*
- * The linear window of the DMA object an add run maps through, in the run's locals: the object's
- * fields would be loaded again after every ring store (no strict aliasing). Starts empty, so the
- * first buffer picks its window.
- */
-static inline struct vt_dma_linear vq_drv_run_window_none(void)
-{
-	return (struct vt_dma_linear){ 0 };
-}
-
-/*
  * An add run's next buffer (@sg, @token): checked as vt_vq_drv_add would check it, and mapped
- * (device-writable when @writable) through @win, or through the linear window of the DMA object
- * that holds it, which then becomes @win; or, for a DMA object without linear windows (the modes
- * that map per buffer), by vt_dma_map, which counts its maps (the run adds the others to the
- * statistics). 0; 1 when the run must end before it (the general path then takes or refuses it); or
- * vt_dma_map's error, logged there, which ends the burst without mapping the buffer again.
+ * (device-writable when @writable) through @win, the last window the run used (in its locals:
+ * the DMA object's fields would be loaded again after every ring store; empty at first), or
+ * through the DMA object's linear window that holds it, which then becomes @win; or, for a DMA
+ * object without linear windows (the modes that map per buffer), by vt_dma_map, which counts its
+ * maps (the run adds the others to the statistics). 0; 1 when the run must end before it (the
+ * general path then takes or refuses it); or vt_dma_map's error, logged there, which ends the
+ * burst without mapping the buffer again.
  */
 static inline int vq_drv_run_map(struct vt_dma *dma, struct vt_dma_linear *win,
 				 const struct iovec *sg, void *token, bool writable, uint64_t *bus)

@@ -251,7 +251,7 @@ static unsigned int add_run(struct vt_vq_drv *vq, const struct iovec *bufs, unsi
 {
 	const bool in_order = vq->in_order;
 	struct vt_dma *dma = vq->dma;
-	struct vt_dma_linear win = vq_drv_run_window_none();
+	struct vt_dma_linear win = { 0 };
 	struct pvirtq_desc *ring = ring_desc(vq);
 	struct vq_desc_shadow *shadow = vq->shadow;
 	struct vq_buffer_state *buffers = vq->buffers;

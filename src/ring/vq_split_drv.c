@@ -200,7 +200,7 @@ static unsigned int add_run(struct vt_vq_drv *vq, const struct iovec *bufs, unsi
 			    bool writable, void *const *tokens, int *err)
 {
 	struct vt_dma *dma = vq->dma;
-	struct vt_dma_linear win = vq_drv_run_window_none();
+	struct vt_dma_linear win = { 0 };
 	struct virtq_desc *desc = ring_desc(vq);
 	vt_le16 *avail = ring_avail(vq)->ring;
 	struct vq_desc_shadow *shadow = vq->shadow;
