@@ -36,6 +36,12 @@ void bench_row(const struct bench_opts *opts, const char *bench, const char *con
 	       const char *access, double ns_per_op, double pingpong_ns, const char *extra);
 void bench_header(const struct bench_opts *opts, const char *title, double pingpong_ns);
 
+/*
+ * ns per buffer of the bare split or packed ring (bench_bare.c): the spec's layout driven as
+ * virtue-bench ring drives virtue's, with nothing else; -1 when it could not run.
+ */
+double bench_bare_run(bool packed, unsigned int batch, size_t size, uint64_t count);
+
 int bench_mem(const struct bench_opts *opts);
 int bench_ring(const struct bench_opts *opts);
 int bench_ringcost(const struct bench_opts *opts);

@@ -248,20 +248,23 @@ out:
 }
 
 static void ring_row(const struct bench_opts *opts, const struct ring_config *cfg, double ns,
-		     double ideal, double pp)
+		     double ideal, double bare, double pp)
 {
 	const char *dma = vt_dma_mode_name(cfg->dma);
 	if (opts->json) {
 		printf(
 		    "{\"bench\":\"ring\",\"fmt\":\"%s\",\"dma\":\"%s\",\"size\":%zu,\"batch\":%u,"
 		    "\"in_order\":%s,\"ns_per_buf\":%.2f,\"mbuf_per_s\":%.2f,"
-		    "\"ideal_ns_per_buf\":%.2f,\"ratio_to_ideal\":%.2f,\"pingpong_ns\":%.1f}\n",
+		    "\"ideal_ns_per_buf\":%.2f,\"ratio_to_ideal\":%.2f,"
+		    "\"bare_ns_per_buf\":%.2f,\"ratio_to_bare\":%.2f,\"pingpong_ns\":%.1f}\n",
 		    cfg->packed ? "packed" : "split", dma, cfg->size, cfg->batch,
-		    cfg->in_order ? "true" : "false", ns, 1e3 / ns, ideal, ns / ideal, pp);
+		    cfg->in_order ? "true" : "false", ns, 1e3 / ns, ideal, ns / ideal, bare,
+		    ns / bare, pp);
 	} else {
-		printf("%-7s %-16s %5zu %6u %-8s %9.2f %9.2f %9.2f %8.2fx %6.0f\n",
+		printf("%-7s %-16s %5zu %6u %-8s %9.2f %9.2f %9.2f %8.2fx %9.2f %8.2fx %6.0f\n",
 		       cfg->packed ? "packed" : "split", dma, cfg->size, cfg->batch,
-		       cfg->in_order ? "yes" : "no", ns, 1e3 / ns, ideal, ns / ideal, pp);
+		       cfg->in_order ? "yes" : "no", ns, 1e3 / ns, ideal, ns / ideal, bare,
+		       ns / bare, pp);
 	}
 	fflush(stdout);
 }
@@ -269,18 +272,23 @@ static void ring_row(const struct bench_opts *opts, const struct ring_config *cf
 int bench_ring(const struct bench_opts *opts)
 {
 	uint64_t count = opts->buffers ? opts->buffers : (uint64_t)(10000000 * opts->scale);
-	double v[99], iv[99];
+	double v[99], iv[99], bv[99];
 	double pp_start = bench_pingpong_ns(opts), pp = pp_start;
 
 	if (!opts->json) {
 		printf(
 		    "virtue-bench ring: 256-entry ring, %llu buffers per run, median of %u runs\n"
-		    "(each row: its own runs of the ideal ring interleaved with its runs, and the "
-		    "cache-line ping-pong\n measured right after them: the vCPUs' placement moves "
-		    "within a run)\n",
+		    "(each row: its own runs of the ideal ring and of the bare ring of its format "
+		    "interleaved with\n its runs, and the cache-line ping-pong measured right "
+		    "after "
+		    "them: the vCPUs' placement\n moves within a run. ideal: the least work any "
+		    "ring "
+		    "can do; bare: the spec's layout with\n nothing but the work of this bench, "
+		    "so vs bare is what virtue adds to the format)\n",
 		    (unsigned long long)count, opts->runs);
-		printf("%-7s %-16s %5s %6s %-8s %9s %9s %9s %9s %6s\n", "format", "dma", "bytes",
-		       "batch", "in_order", "ns/buf", "Mbuf/s", "ideal ns", "vs ideal", "pp ns");
+		printf("%-7s %-16s %5s %6s %-8s %9s %9s %9s %9s %9s %9s %6s\n", "format", "dma",
+		       "bytes", "batch", "in_order", "ns/buf", "Mbuf/s", "ideal ns", "vs ideal",
+		       "bare ns", "vs bare", "pp ns");
 	}
 
 	struct ring_config configs[64];
@@ -308,10 +316,13 @@ int bench_ring(const struct bench_opts *opts)
 		/* Interleaved, so that a placement move hits both sides of the ratio alike. */
 		for (unsigned int r = 0; r < opts->runs; r++) {
 			iv[r] = ideal_run(count);
+			bv[r] = bench_bare_run(configs[c].packed, configs[c].batch, configs[c].size,
+					       count);
 			v[r] = ring_run_once(&configs[c], count);
 		}
 		double ns = bench_median(v, opts->runs);
 		double ideal = bench_median(iv, opts->runs);
+		double bare = bench_median(bv, opts->runs);
 		pp = bench_pingpong_ns(opts);
 		if (ns < 0) {
 			/* A format or mode that is not available yet is skipped, not faked. */
@@ -324,7 +335,7 @@ int bench_ring(const struct bench_opts *opts)
 			failures++;
 			continue;
 		}
-		ring_row(opts, &configs[c], ns, ideal, pp);
+		ring_row(opts, &configs[c], ns, ideal, bare, pp);
 	}
 	double pp_end = bench_pingpong_ns(opts);
 	if (opts->json)

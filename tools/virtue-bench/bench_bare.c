@@ -1,0 +1,318 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The "bare" rings of virtue-bench ring: a split and a packed virtqueue in the spec's layout,
+ * driven the way virtue's are in the same bench (the driver posts one-segment buffers a batch at a
+ * time and collects what is used, the device takes up to a batch, reads a byte of each payload and
+ * returns it), and nothing else: no validation of what the peer wrote, no DMA layer, no
+ * notification decisions, no records beyond a token per buffer.
+ *
+ * They split the distance between virtue and the ideal ring in two: what the format costs (the
+ * ideal ring against the bare one: indices, a descriptor table apart from the rings, used entries
+ * written back) and what virtue adds to the format (the bare ring against virtue's). The second is
+ * what virtue's code can shrink; the first no code of a spec ring can.
+ *
+ * Trusting the peer is what makes them bare, not safe: a head or id is masked into range so that
+ * a bug here cannot write outside the rings, and that is all. Both threads are pinned as virtue's
+ * are.
+ */
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <virtue/spec/endian.h>
+#include <virtue/spec/virtio_ring.h>
+
+#include "bench.h"
+
+#define BARE_NUM  256 /* the ring size of virtue-bench ring */
+#define BARE_MASK (BARE_NUM - 1)
+#define BARE_POOL 512 /* payload buffers, cycled as virtue's run cycles its pool */
+
+struct bare_run {
+	unsigned int batch;
+	uint64_t count;
+	/* split */
+	struct virtq_desc *desc;
+	struct virtq_avail *avail;
+	struct virtq_used *used;
+	/* packed */
+	struct pvirtq_desc *pdesc;
+};
+
+static void bare_pin(int cpu)
+{
+	cpu_set_t set;
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+}
+
+/* Reads a byte of the payload at @addr, as the device of virtue's run does. */
+static inline uint64_t touch(uint64_t addr)
+{
+	return *(volatile const uint8_t *)(uintptr_t)addr;
+}
+
+/* ------------------------------------------------------------------ split */
+
+static void *bare_split_device(void *arg)
+{
+	struct bare_run *r = arg;
+	uint16_t next_avail = 0, used_idx = 0;
+	uint64_t done = 0, sink = 0;
+
+	bare_pin(1);
+	while (done < r->count) {
+		/* Acquire: the avail entries and descriptors before the index that exposed them. */
+		uint16_t avail_idx =
+		    vt_le16_to_cpu(__atomic_load_n(&r->avail->idx, __ATOMIC_ACQUIRE));
+		unsigned int n = (uint16_t)(avail_idx - next_avail);
+		if (n == 0)
+			continue;
+		if (n > r->batch)
+			n = r->batch;
+		for (unsigned int i = 0; i < n; i++) {
+			uint16_t head =
+			    vt_le16_to_cpu(r->avail->ring[(next_avail + i) & BARE_MASK]);
+			const struct virtq_desc *d = &r->desc[head & BARE_MASK];
+			sink += touch(vt_le64_to_cpu(d->addr));
+			struct virtq_used_elem *e = &r->used->ring[(used_idx + i) & BARE_MASK];
+			e->id = vt_cpu_to_le32(head);
+			e->len = 0;
+		}
+		next_avail = (uint16_t)(next_avail + n);
+		used_idx = (uint16_t)(used_idx + n);
+		/* Release: the used entries before the index that exposes them. */
+		__atomic_store_n(&r->used->idx, vt_cpu_to_le16(used_idx), __ATOMIC_RELEASE);
+		done += n;
+	}
+	__asm__ __volatile__("" ::"r"(sink));
+	return NULL;
+}
+
+static void bare_split_driver(struct bare_run *r, char *pool, size_t size)
+{
+	uint16_t next[BARE_NUM];
+	void *tokens[BARE_NUM];
+	uint16_t free_head = 0, avail_idx = 0, last_used = 0;
+	unsigned int num_free = BARE_NUM;
+	uint64_t posted = 0, completed = 0, sink = 0;
+
+	for (unsigned int i = 0; i < BARE_NUM; i++)
+		next[i] = (uint16_t)((i + 1) & BARE_MASK);
+	while (completed < r->count) {
+		unsigned int want = r->batch;
+		if (want > r->count - posted)
+			want = (unsigned int)(r->count - posted);
+		if (want > num_free)
+			want = num_free;
+		for (unsigned int i = 0; i < want; i++) {
+			char *b = pool + ((posted + i) % BARE_POOL) * size;
+			uint16_t head = free_head;
+			struct virtq_desc *d = &r->desc[head];
+			free_head = next[head];
+			d->addr = vt_cpu_to_le64((uint64_t)(uintptr_t)b);
+			d->len = vt_cpu_to_le32((uint32_t)size);
+			d->flags = 0;
+			tokens[head] = b;
+			r->avail->ring[avail_idx & BARE_MASK] = vt_cpu_to_le16(head);
+			avail_idx++;
+		}
+		if (want) {
+			num_free -= want;
+			posted += want;
+			/* Release: descriptors and avail entries before the index. */
+			__atomic_store_n(&r->avail->idx, vt_cpu_to_le16(avail_idx),
+					 __ATOMIC_RELEASE);
+		}
+		/* Acquire: the used entries after the index that exposed them. */
+		uint16_t used_idx =
+		    vt_le16_to_cpu(__atomic_load_n(&r->used->idx, __ATOMIC_ACQUIRE));
+		while (last_used != used_idx) {
+			const struct virtq_used_elem *e = &r->used->ring[last_used & BARE_MASK];
+			uint16_t id = (uint16_t)(vt_le32_to_cpu(e->id) & BARE_MASK);
+			sink += (uintptr_t)tokens[id];
+			next[id] = free_head;
+			free_head = id;
+			num_free++;
+			last_used++;
+			completed++;
+		}
+	}
+	__asm__ __volatile__("" ::"r"(sink));
+}
+
+/* ------------------------------------------------------------------ packed */
+
+/* Flags of a descriptor made available (used) in the lap whose wrap counter is @wrap. */
+static inline uint16_t avail_flags(bool wrap)
+{
+	return wrap ? VIRTQ_DESC_F_AVAIL : VIRTQ_DESC_F_USED;
+}
+
+static inline uint16_t used_flags(bool wrap)
+{
+	return wrap ? VIRTQ_DESC_F_AVAIL | VIRTQ_DESC_F_USED : 0;
+}
+
+static inline uint16_t load_flags(const struct pvirtq_desc *d)
+{
+	/* Acquire: the rest of the descriptor after the flags that publish it. */
+	return vt_le16_to_cpu(__atomic_load_n(&d->flags, __ATOMIC_ACQUIRE));
+}
+
+static void *bare_packed_device(void *arg)
+{
+	struct bare_run *r = arg;
+	uint16_t ids[BARE_NUM];
+	unsigned int slot = 0;
+	bool wrap = true;
+	uint64_t done = 0, sink = 0;
+
+	bare_pin(1);
+	while (done < r->count) {
+		unsigned int n = 0, s = slot;
+		bool w = wrap;
+		while (n < r->batch) {
+			const struct pvirtq_desc *d = &r->pdesc[s];
+			if ((load_flags(d) & (VIRTQ_DESC_F_AVAIL | VIRTQ_DESC_F_USED)) !=
+			    avail_flags(w))
+				break;
+			sink += touch(vt_le64_to_cpu(d->addr));
+			ids[n++] = vt_le16_to_cpu(d->id);
+			if (++s == BARE_NUM) {
+				s = 0;
+				w = !w;
+			}
+		}
+		if (n == 0)
+			continue;
+		/* Used entries in the same slots; the first one's flags last, publishing them all.
+		 */
+		uint16_t first_flags = used_flags(wrap);
+		struct pvirtq_desc *first = &r->pdesc[slot];
+		for (unsigned int i = 0; i < n; i++) {
+			struct pvirtq_desc *d = &r->pdesc[slot];
+			d->id = vt_cpu_to_le16(ids[i]);
+			d->len = 0;
+			/* Relaxed: the peer reads flags while we write them; the first orders them.
+			 */
+			if (i)
+				__atomic_store_n(&d->flags, vt_cpu_to_le16(used_flags(wrap)),
+						 __ATOMIC_RELAXED);
+			if (++slot == BARE_NUM) {
+				slot = 0;
+				wrap = !wrap;
+			}
+		}
+		/* Release: the other entries and their flags before this one. */
+		__atomic_store_n(&first->flags, vt_cpu_to_le16(first_flags), __ATOMIC_RELEASE);
+		done += n;
+	}
+	__asm__ __volatile__("" ::"r"(sink));
+	return NULL;
+}
+
+static void bare_packed_driver(struct bare_run *r, char *pool, size_t size)
+{
+	uint16_t free_ids[BARE_NUM];
+	void *tokens[BARE_NUM];
+	unsigned int nfree = BARE_NUM, avail_slot = 0, used_slot = 0;
+	bool avail_wrap = true, used_wrap = true;
+	uint64_t posted = 0, completed = 0, sink = 0;
+
+	for (unsigned int i = 0; i < BARE_NUM; i++)
+		free_ids[i] = (uint16_t)(BARE_NUM - 1 - i);
+	while (completed < r->count) {
+		unsigned int want = r->batch;
+		if (want > r->count - posted)
+			want = (unsigned int)(r->count - posted);
+		if (want > nfree)
+			want = nfree;
+		struct pvirtq_desc *first = &r->pdesc[avail_slot];
+		uint16_t first_flags = avail_flags(avail_wrap);
+		for (unsigned int i = 0; i < want; i++) {
+			char *b = pool + ((posted + i) % BARE_POOL) * size;
+			uint16_t id = free_ids[--nfree];
+			struct pvirtq_desc *d = &r->pdesc[avail_slot];
+			d->addr = vt_cpu_to_le64((uint64_t)(uintptr_t)b);
+			d->len = vt_cpu_to_le32((uint32_t)size);
+			d->id = vt_cpu_to_le16(id);
+			if (i)
+				__atomic_store_n(&d->flags, vt_cpu_to_le16(avail_flags(avail_wrap)),
+						 __ATOMIC_RELAXED);
+			tokens[id] = b;
+			if (++avail_slot == BARE_NUM) {
+				avail_slot = 0;
+				avail_wrap = !avail_wrap;
+			}
+		}
+		if (want) {
+			posted += want;
+			/* Release: the batch's other descriptors before the first one's flags. */
+			__atomic_store_n(&first->flags, vt_cpu_to_le16(first_flags),
+					 __ATOMIC_RELEASE);
+		}
+		for (;;) {
+			const struct pvirtq_desc *d = &r->pdesc[used_slot];
+			if ((load_flags(d) & (VIRTQ_DESC_F_AVAIL | VIRTQ_DESC_F_USED)) !=
+			    used_flags(used_wrap))
+				break;
+			uint16_t id = (uint16_t)(vt_le16_to_cpu(d->id) & BARE_MASK);
+			sink += (uintptr_t)tokens[id];
+			free_ids[nfree++] = id;
+			completed++;
+			if (++used_slot == BARE_NUM) {
+				used_slot = 0;
+				used_wrap = !used_wrap;
+			}
+		}
+	}
+	__asm__ __volatile__("" ::"r"(sink));
+}
+
+/* ------------------------------------------------------------------ runs */
+
+double bench_bare_run(bool packed, unsigned int batch, size_t size, uint64_t count)
+{
+	struct bare_run r = { .batch = batch, .count = count };
+	size_t desc_bytes =
+	    packed ? sizeof(struct pvirtq_desc) * BARE_NUM : virtq_split_desc_size(BARE_NUM);
+	/* Each area on lines of its own, as virtue's driver allocates them. */
+	size_t avail_bytes = (virtq_split_avail_size(BARE_NUM) + 63) & ~(size_t)63;
+	size_t used_bytes = (virtq_split_used_size(BARE_NUM) + 63) & ~(size_t)63;
+	char *rings = aligned_alloc(64, desc_bytes + avail_bytes + used_bytes);
+	char *pool = aligned_alloc(64, BARE_POOL * size);
+	double result = -1;
+	pthread_t t;
+
+	if (!rings || !pool || !batch)
+		goto out;
+	memset(rings, 0, desc_bytes + avail_bytes + used_bytes);
+	for (unsigned int i = 0; i < BARE_POOL; i++)
+		memset(pool + i * size, (int)i, size);
+	if (packed) {
+		r.pdesc = (struct pvirtq_desc *)rings;
+	} else {
+		r.desc = (struct virtq_desc *)rings;
+		r.avail = (struct virtq_avail *)(rings + desc_bytes);
+		r.used = (struct virtq_used *)(rings + desc_bytes + avail_bytes);
+	}
+	if (pthread_create(&t, NULL, packed ? bare_packed_device : bare_split_device, &r) != 0)
+		goto out;
+	bare_pin(0);
+	uint64_t start = bench_now_ns();
+	if (packed)
+		bare_packed_driver(&r, pool, size);
+	else
+		bare_split_driver(&r, pool, size);
+	uint64_t elapsed = bench_now_ns() - start;
+	pthread_join(t, NULL);
+	result = (double)elapsed / (double)count;
+out:
+	free(rings);
+	free(pool);
+	return result;
+}
