@@ -464,9 +464,25 @@ struct vq_buffer_state {
 	uint16_t nsegs; /* segments mapped (== ndesc unless indirect) */
 	uint32_t writable_bytes;
 	bool indirect;
-	uint16_t next_free; /* packed: id free list */
-	uint16_t last;	    /* its last descriptor (packed: last shadow entry, not a ring slot) */
+	uint16_t last; /* its last descriptor (packed: last shadow entry, not a ring slot) */
 };
+
+/*
+ * The record of a buffer of one segment, one descriptor (@id: that descriptor), as an add run
+ * posts it: field by field, as a whole-record store also zeroes the padding, which is more
+ * stores in the loop that posts every buffer.
+ */
+static inline void vq_drv_record_one(struct vq_buffer_state *buf, void *token, uint64_t seq,
+				     uint32_t writable_bytes, uint16_t id)
+{
+	buf->token = token;
+	buf->seq = seq;
+	buf->ndesc = 1;
+	buf->nsegs = 1;
+	buf->writable_bytes = writable_bytes;
+	buf->indirect = false;
+	buf->last = id;
+}
 
 struct vt_vq_drv {
 	bool packed;
@@ -633,12 +649,15 @@ static inline bool vq_drv_id_outstanding(const struct vt_vq_drv *vq, uint32_t id
  * the DMA object's fields would be loaded again after every ring store; empty at first), or
  * through the DMA object's linear window that holds it, which then becomes @win; or, for a DMA
  * object without linear windows (the modes that map per buffer), by vt_dma_map, which counts its
- * maps (the run adds the others to the statistics). 0; 1 when the run must end before it (the
+ * maps (the run adds the others to the statistics). @linear is dma->linear_count != 0, a
+ * constant in each compiled run: a run of the linear modes then holds no call, so its fields stay
+ * in registers rather than on the stack across one. 0; 1 when the run must end before it (the
  * general path then takes or refuses it); or vt_dma_map's error, logged there, which ends the
  * burst without mapping the buffer again.
  */
-static inline int vq_drv_run_map(struct vt_dma *dma, struct vt_dma_linear *win,
-				 const struct iovec *sg, void *token, bool writable, uint64_t *bus)
+static inline __attribute__((always_inline)) int
+vq_drv_run_map(struct vt_dma *dma, struct vt_dma_linear *win, const struct iovec *sg, void *token,
+	       bool writable, uint64_t *bus, const bool linear)
 {
 	if (!vq_drv_burst_buf_ok(sg, token))
 		return 1;
@@ -647,7 +666,7 @@ static inline int vq_drv_run_map(struct vt_dma *dma, struct vt_dma_linear *win,
 		*bus = win->bus + off;
 		return 0;
 	}
-	if (dma->linear_count)
+	if (linear)
 		return vt_dma_map_linear_window(dma, sg->iov_base, sg->iov_len, bus, win) ? 0 : 1;
 	return vt_dma_map(dma, sg->iov_base, sg->iov_len,
 			  writable ? VT_DMA_FROM_DEVICE : VT_DMA_TO_DEVICE, bus);

@@ -246,10 +246,10 @@ int vq_packed_drv_add(struct vt_vq_drv *vq, const struct iovec *sg, unsigned int
  * that fails (vq_drv_run_map) ends it with the error in *@err. The caller checked that @n
  * descriptors are free.
  */
-static unsigned int add_run(struct vt_vq_drv *vq, const struct iovec *bufs, unsigned int n,
-			    bool writable, void *const *tokens, int *err)
+static inline __attribute__((always_inline)) unsigned int
+add_run_with(struct vt_vq_drv *vq, const struct iovec *bufs, unsigned int n, bool writable,
+	     void *const *tokens, int *err, const bool in_order, const bool linear)
 {
-	const bool in_order = vq->in_order;
 	struct vt_dma *dma = vq->dma;
 	struct vt_dma_linear win = { 0 };
 	struct pvirtq_desc *ring = ring_desc(vq);
@@ -257,6 +257,7 @@ static unsigned int add_run(struct vt_vq_drv *vq, const struct iovec *bufs, unsi
 	struct vq_buffer_state *buffers = vq->buffers;
 	const unsigned int num = vq->num;
 	const uint16_t dir = writable ? VIRTQ_DESC_F_WRITE : 0;
+	const uint32_t writable_mask = writable ? UINT32_MAX : 0;
 	uint16_t slot = vq->avail_idx_shadow, id = vq->free_head;
 	bool wrap = vq->avail_wrap;
 	uint64_t seq = vq->add_seq;
@@ -268,7 +269,7 @@ static unsigned int add_run(struct vt_vq_drv *vq, const struct iovec *bufs, unsi
 	for (i = 0; i < n; i++) {
 		uint32_t len = (uint32_t)bufs[i].iov_len;
 		uint64_t bus;
-		int ret = vq_drv_run_map(dma, &win, &bufs[i], tokens[i], writable, &bus);
+		int ret = vq_drv_run_map(dma, &win, &bufs[i], tokens[i], writable, &bus, linear);
 		if (ret) {
 			*err = ret < 0 ? ret : 0;
 			break;
@@ -279,12 +280,7 @@ static unsigned int add_run(struct vt_vq_drv *vq, const struct iovec *bufs, unsi
 		sh->len = len;
 		sh->flags = dir;
 		write_slot(vq, &ring[slot], slot, bus, len, id, dir | avail_bits(wrap));
-		buffers[id] = (struct vq_buffer_state){ .token = tokens[i],
-							.seq = seq++,
-							.ndesc = 1,
-							.nsegs = 1,
-							.writable_bytes = writable ? len : 0,
-							.last = id };
+		vq_drv_record_one(&buffers[id], tokens[i], seq++, len & writable_mask, id);
 		if (in_order)
 			vq_drv_order_push(vq, id);
 		id = sh->next;
@@ -299,9 +295,24 @@ static unsigned int add_run(struct vt_vq_drv *vq, const struct iovec *bufs, unsi
 	vq->add_seq = seq;
 	vq->num_free -= i;
 	/* vt_dma_map counted its own; linear maps are counted at the kick. */
-	if (dma->linear_count)
+	if (linear)
 		vq->maps_uncounted += i;
 	return i;
+}
+
+/*
+ * add_run_with compiled once per IN_ORDER and per kind of DMA map (linear windows or a map per
+ * buffer): each loop carries only its own bookkeeping, and a run of the linear modes holds no call.
+ */
+static unsigned int add_run(struct vt_vq_drv *vq, const struct iovec *bufs, unsigned int n,
+			    bool writable, void *const *tokens, int *err)
+{
+	bool linear = vq->dma->linear_count;
+	if (vq->in_order)
+		return linear ? add_run_with(vq, bufs, n, writable, tokens, err, true, true)
+			      : add_run_with(vq, bufs, n, writable, tokens, err, true, false);
+	return linear ? add_run_with(vq, bufs, n, writable, tokens, err, false, true)
+		      : add_run_with(vq, bufs, n, writable, tokens, err, false, false);
 }
 
 int vq_packed_drv_add_burst(struct vt_vq_drv *vq, const struct iovec *bufs, unsigned int n,

@@ -196,8 +196,9 @@ int vq_split_drv_add(struct vt_vq_drv *vq, const struct iovec *sg, unsigned int 
  * that fails (vq_drv_run_map) ends it with the error in *@err. The caller checked that @n
  * descriptors are free.
  */
-static unsigned int add_run(struct vt_vq_drv *vq, const struct iovec *bufs, unsigned int n,
-			    bool writable, void *const *tokens, int *err)
+static inline __attribute__((always_inline)) unsigned int
+add_run_with(struct vt_vq_drv *vq, const struct iovec *bufs, unsigned int n, bool writable,
+	     void *const *tokens, int *err, const bool in_order, const bool linear)
 {
 	struct vt_dma *dma = vq->dma;
 	struct vt_dma_linear win = { 0 };
@@ -207,8 +208,8 @@ static unsigned int add_run(struct vt_vq_drv *vq, const struct iovec *bufs, unsi
 	struct vq_buffer_state *buffers = vq->buffers;
 	const uint16_t mask = (uint16_t)(vq->num - 1);
 	const uint16_t flags = writable ? VIRTQ_DESC_F_WRITE : 0;
+	const uint32_t writable_mask = writable ? UINT32_MAX : 0;
 	/* IN_ORDER hands descriptors out in ring order, the free list otherwise. */
-	const bool in_order = vq->in_order;
 	uint16_t head = in_order ? vq->in_order_next : vq->free_head;
 	uint16_t avail_idx = vq->avail_idx_shadow;
 	uint64_t seq = vq->add_seq;
@@ -223,7 +224,7 @@ static unsigned int add_run(struct vt_vq_drv *vq, const struct iovec *bufs, unsi
 	for (i = 0; i < n; i++) {
 		uint32_t len = (uint32_t)bufs[i].iov_len;
 		uint64_t bus;
-		int ret = vq_drv_run_map(dma, &win, &bufs[i], tokens[i], writable, &bus);
+		int ret = vq_drv_run_map(dma, &win, &bufs[i], tokens[i], writable, &bus, linear);
 		if (ret) {
 			*err = ret < 0 ? ret : 0;
 			break;
@@ -233,12 +234,7 @@ static unsigned int add_run(struct vt_vq_drv *vq, const struct iovec *bufs, unsi
 		sh->len = len;
 		sh->flags = flags;
 		write_desc(&desc[head], bus, len, flags, 0);
-		buffers[head] = (struct vq_buffer_state){ .token = tokens[i],
-							  .seq = seq++,
-							  .ndesc = 1,
-							  .nsegs = 1,
-							  .writable_bytes = writable ? len : 0,
-							  .last = head };
+		vq_drv_record_one(&buffers[head], tokens[i], seq++, len & writable_mask, head);
 		ring_write16(&avail[avail_idx & mask], head);
 		avail_idx++;
 		if (in_order) {
@@ -255,9 +251,24 @@ static unsigned int add_run(struct vt_vq_drv *vq, const struct iovec *bufs, unsi
 	vq->add_seq = seq;
 	vq->num_free -= i;
 	/* vt_dma_map counted its own; linear maps are counted at the kick. */
-	if (dma->linear_count)
+	if (linear)
 		vq->maps_uncounted += i;
 	return i;
+}
+
+/*
+ * add_run_with compiled once per descriptor order and per kind of DMA map (linear windows or a map
+ * per buffer): each loop carries only its own bookkeeping.
+ */
+static unsigned int add_run(struct vt_vq_drv *vq, const struct iovec *bufs, unsigned int n,
+			    bool writable, void *const *tokens, int *err)
+{
+	bool linear = vq->dma->linear_count;
+	if (vq->in_order)
+		return linear ? add_run_with(vq, bufs, n, writable, tokens, err, true, true)
+			      : add_run_with(vq, bufs, n, writable, tokens, err, true, false);
+	return linear ? add_run_with(vq, bufs, n, writable, tokens, err, false, true)
+		      : add_run_with(vq, bufs, n, writable, tokens, err, false, false);
 }
 
 int vq_split_drv_add_burst(struct vt_vq_drv *vq, const struct iovec *bufs, unsigned int n,
