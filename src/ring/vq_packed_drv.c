@@ -477,18 +477,16 @@ static int get_one(struct vt_vq_drv *vq, void **token, uint32_t *len)
  * taking nothing of it: get_one then reads it again and decides, and nothing read here decided
  * anything there. *@empty: it stopped at a descriptor not used yet.
  */
-static unsigned int get_run(struct vt_vq_drv *vq, void **tokens, uint32_t *lens, unsigned int max,
-			    bool *empty)
+static inline __attribute__((always_inline)) unsigned int
+get_run_with(struct vt_vq_drv *vq, void **tokens, uint32_t *lens, unsigned int max, bool *empty,
+	     const bool need_unmap)
 {
-	if (vq->in_order)
-		return 0;
 	const struct pvirtq_desc *ring = ring_desc(vq);
 	struct vq_desc_shadow *shadow = vq->shadow;
 	struct vq_buffer_state *buffers = vq->buffers;
 	const enum vt_barrier_kind barriers = vq->barriers;
 	const unsigned int num = vq->num;
 	const uint64_t kicked_seq = vq->kicked_seq;
-	const bool need_unmap = vq->need_unmap;
 	uint16_t slot = vq->last_used, free_head = vq->free_head;
 	bool wrap = vq->used_wrap;
 	unsigned int freed = 0, i;
@@ -539,6 +537,17 @@ static unsigned int get_run(struct vt_vq_drv *vq, void **tokens, uint32_t *lens,
 	vq->free_head = free_head;
 	vq->num_free += freed;
 	return i;
+}
+
+/* get_run_with compiled once per need_unmap: the loop of the modes that unmap nothing holds no
+ * call. */
+static unsigned int get_run(struct vt_vq_drv *vq, void **tokens, uint32_t *lens, unsigned int max,
+			    bool *empty)
+{
+	if (vq->in_order)
+		return 0;
+	return vq->need_unmap ? get_run_with(vq, tokens, lens, max, empty, true)
+			      : get_run_with(vq, tokens, lens, max, empty, false);
 }
 
 int vq_packed_drv_get_burst(struct vt_vq_drv *vq, void **tokens, uint32_t *lens, unsigned int max)

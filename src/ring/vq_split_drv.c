@@ -418,17 +418,17 @@ static int get_one(struct vt_vq_drv *vq, void **token, uint32_t *len)
  * does not take (an id out of range or not outstanding), taking nothing of it: get_one then
  * reads that entry again and breaks the queue, and nothing read here decided anything there.
  */
-static unsigned int get_run(struct vt_vq_drv *vq, void **tokens, uint32_t *lens, unsigned int max)
+static inline __attribute__((always_inline)) unsigned int
+get_run_with(struct vt_vq_drv *vq, void **tokens, uint32_t *lens, unsigned int max,
+	     const bool need_unmap)
 {
-	if (vq->in_order)
-		return 0;
 	const struct virtq_used_elem *ring = ring_used(vq)->ring;
 	struct vq_desc_shadow *shadow = vq->shadow;
 	struct vq_buffer_state *buffers = vq->buffers;
 	const unsigned int num = vq->num;
 	const uint16_t mask = (uint16_t)(num - 1);
 	const uint64_t kicked_seq = vq->kicked_seq;
-	const bool need_unmap = vq->need_unmap, prefetch_for_write = vq->prefetch_for_write;
+	const bool prefetch_for_write = vq->prefetch_for_write;
 	struct virtq_desc *desc = ring_desc(vq);
 	const uint16_t last_used = vq->last_used;
 	uint16_t free_head = vq->free_head;
@@ -466,6 +466,16 @@ static unsigned int get_run(struct vt_vq_drv *vq, void **tokens, uint32_t *lens,
 	vq->num_free += freed;
 	vq->last_used = (uint16_t)(last_used + i);
 	return i;
+}
+
+/* get_run_with compiled once per need_unmap: the loop of the modes that unmap nothing holds no
+ * call. */
+static unsigned int get_run(struct vt_vq_drv *vq, void **tokens, uint32_t *lens, unsigned int max)
+{
+	if (vq->in_order)
+		return 0;
+	return vq->need_unmap ? get_run_with(vq, tokens, lens, max, true)
+			      : get_run_with(vq, tokens, lens, max, false);
 }
 
 int vq_split_drv_get_burst(struct vt_vq_drv *vq, void **tokens, uint32_t *lens, unsigned int max)
