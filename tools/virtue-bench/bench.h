@@ -13,6 +13,7 @@ struct bench_opts {
 	double scale;	   /* fraction of the default operation counts (quick runs: --quick) */
 	const char *only;  /* run only configurations whose label contains this (--only) */
 	uint64_t buffers;  /* ring: buffers per run, when set (--buffers); else scaled */
+	bool phases;	   /* ring: time each call of both halves too (--phases) */
 };
 
 static inline uint64_t bench_now_ns(void)
@@ -23,6 +24,23 @@ static inline uint64_t bench_now_ns(void)
 }
 
 double bench_median(double *values, unsigned int n);
+
+/*
+ * A cheap monotonic tick count for timing single calls (the time-stamp counter on x86, the
+ * virtual counter on arm64); callers convert ticks to ns with the ratio over a whole run.
+ */
+static inline uint64_t bench_ticks(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	return __builtin_ia32_rdtsc();
+#elif defined(__aarch64__)
+	uint64_t v;
+	__asm__ __volatile__("mrs %0, cntvct_el0" : "=r"(v));
+	return v;
+#else
+	return bench_now_ns();
+#endif
+}
 
 /*
  * One-way latency of a cache line bouncing between two threads pinned to CPUs 0 and 1, in ns.

@@ -103,14 +103,29 @@ struct ring_config {
 	size_t size; /* bytes per buffer */
 };
 
+/*
+ * Where a run's time went (--phases), in ticks (bench_ticks) summed over the run: the driver's
+ * calls that moved buffers, its kicks, its get calls that found nothing, and the device's bursts
+ * that took something (pop to flush).
+ */
+struct ring_phases {
+	uint64_t add, kick, get, empty_get, device_busy;
+	uint64_t added, got, empty_gets, device_done;
+	uint64_t elapsed; /* ticks of the driver's whole loops */
+	double ticks_per_ns;
+};
+
 /* The driver thread's stack holds it: the fields the device reads get lines of their own. */
 struct ring_run {
 	_Alignas(64) struct vt_vq_dev *dev;
 	unsigned int batch;
 	bool in_order;
+	bool timed;
 	uint64_t count;
 	_Alignas(64) _Atomic int failed;
-	char pad[60];
+	/* Written by the device thread alone, read after it ended. */
+	uint64_t device_busy, device_done;
+	char pad[44];
 };
 
 /* The device takes and returns buffers in bursts, as a poll-mode device does. */
@@ -126,6 +141,7 @@ static void *device_thread(void *arg)
 	/* Named, so that a profile (perf report --sort comm) tells the two halves apart. */
 	pthread_setname_np(pthread_self(), "bench-device");
 	while (done < run->count && !atomic_load_explicit(&run->failed, memory_order_relaxed)) {
+		uint64_t start = run->timed ? bench_ticks() : 0;
 		int got = vt_vq_dev_pop_burst(run->dev, chains, iov, IOV_PER_CHAIN, run->batch);
 		if (got < 0) {
 			atomic_store(&run->failed, 1);
@@ -145,13 +161,16 @@ static void *device_thread(void *arg)
 			return NULL;
 		}
 		vt_vq_dev_flush(run->dev);
+		if (run->timed)
+			run->device_busy += bench_ticks() - start;
 		done += n;
 	}
+	run->device_done = done;
 	__asm__ __volatile__("" ::"r"(sink));
 	return NULL;
 }
 
-static double ring_run_once(const struct ring_config *cfg, uint64_t count)
+static double ring_run_once(const struct ring_config *cfg, uint64_t count, struct ring_phases *ph)
 {
 	uint64_t features = VT_BIT(VIRTIO_F_VERSION_1) |
 			    (cfg->packed ? VT_BIT(VIRTIO_F_RING_PACKED) : 0) |
@@ -160,7 +179,9 @@ static double ring_run_once(const struct ring_config *cfg, uint64_t count)
 	struct vt_iotlb_feed side = { 0 };
 	struct vt_dma *dma = NULL;
 	struct vt_vq_drv *drv = NULL;
-	struct ring_run run = { .batch = cfg->batch, .in_order = cfg->in_order, .count = count };
+	struct ring_run run = {
+		.batch = cfg->batch, .in_order = cfg->in_order, .timed = ph != NULL, .count = count
+	};
 	void *bufs[POOL] = { 0 };
 	struct iovec sgs[RING_SIZE];
 	void *tokens[RING_SIZE];
@@ -207,7 +228,7 @@ static double ring_run_once(const struct ring_config *cfg, uint64_t count)
 		goto out;
 	pin(0);
 	uint64_t posted = 0, completed = 0;
-	uint64_t start = bench_now_ns();
+	uint64_t start = bench_now_ns(), start_ticks = bench_ticks();
 	while (completed < count && !atomic_load_explicit(&run.failed, memory_order_relaxed)) {
 		/* A batch in one burst, as many as fit; the pool's next buffers in order. */
 		unsigned int want = cfg->batch;
@@ -218,19 +239,48 @@ static double ring_run_once(const struct ring_config *cfg, uint64_t count)
 			sgs[i] = (struct iovec){ b, cfg->size };
 			tokens[i] = b;
 		}
+		uint64_t t0 = ph ? bench_ticks() : 0;
 		int added = want ? vt_vq_drv_add_burst(drv, sgs, want, false, tokens) : 0;
+		uint64_t t1 = ph ? bench_ticks() : 0;
 		if (added > 0) {
 			posted += (unsigned int)added;
 			vt_vq_drv_kick_prepare(drv);
 		}
-		int got;
-		while ((got = vt_vq_drv_get_burst(drv, tokens, lens, RING_SIZE)) > 0)
+		if (ph) {
+			uint64_t t2 = bench_ticks();
+			ph->add += t1 - t0;
+			ph->added += added > 0 ? (unsigned int)added : 0;
+			ph->kick += t2 - t1;
+		}
+		for (;;) {
+			uint64_t t3 = ph ? bench_ticks() : 0;
+			int got = vt_vq_drv_get_burst(drv, tokens, lens, RING_SIZE);
+			if (ph) {
+				uint64_t spent = bench_ticks() - t3;
+				if (got > 0) {
+					ph->get += spent;
+					ph->got += (unsigned int)got;
+				} else {
+					ph->empty_get += spent;
+					ph->empty_gets++;
+				}
+			}
+			if (got <= 0)
+				break;
 			completed += (unsigned int)got;
+		}
 		if (vt_vq_drv_is_broken(drv))
 			atomic_store(&run.failed, 1);
 	}
 	uint64_t elapsed = bench_now_ns() - start;
+	uint64_t elapsed_ticks = bench_ticks() - start_ticks;
 	pthread_join(t, NULL);
+	if (ph) {
+		ph->device_busy += run.device_busy;
+		ph->device_done += run.device_done;
+		ph->elapsed += elapsed_ticks;
+		ph->ticks_per_ns = elapsed ? (double)elapsed_ticks / (double)elapsed : 1;
+	}
 	if (!atomic_load(&run.failed))
 		result = (double)elapsed / (double)count;
 out:
@@ -267,6 +317,35 @@ static void ring_row(const struct bench_opts *opts, const struct ring_config *cf
 		       ns / bare, pp);
 	}
 	fflush(stdout);
+}
+
+/* ns per buffer of @ticks spent on @count buffers. */
+static double per_buf(const struct ring_phases *ph, uint64_t ticks, uint64_t count)
+{
+	return count ? (double)ticks / ph->ticks_per_ns / (double)count : 0;
+}
+
+/*
+ * --phases: where the row's time went, per buffer over all its runs. A half whose figures add up
+ * to about the row's ns/buf is the one the ring waits for.
+ */
+static void phases_row(const struct bench_opts *opts, const struct ring_phases *ph)
+{
+	double add = per_buf(ph, ph->add, ph->added), kick = per_buf(ph, ph->kick, ph->added);
+	double get = per_buf(ph, ph->get, ph->got), empty = per_buf(ph, ph->empty_get, ph->got);
+	double busy = per_buf(ph, ph->device_busy, ph->device_done);
+	double busy_share = ph->elapsed ? (double)ph->device_busy / (double)ph->elapsed : 0;
+	if (opts->json)
+		printf("{\"bench\":\"ring-phases\",\"driver_add_ns\":%.2f,\"driver_kick_ns\":%.2f,"
+		       "\"driver_get_ns\":%.2f,\"driver_empty_get_ns\":%.2f,\"empty_gets_per_buf\":"
+		       "%.3f,"
+		       "\"device_busy_ns\":%.2f,\"device_busy_share\":%.3f}\n",
+		       add, kick, get, empty,
+		       ph->got ? (double)ph->empty_gets / (double)ph->got : 0, busy, busy_share);
+	else
+		printf("        ns/buf: driver add %.2f, kick %.2f, get %.2f, empty gets %.2f; "
+		       "device busy %.2f (%.0f%% of the run)\n",
+		       add, kick, get, empty, busy, 100 * busy_share);
 }
 
 int bench_ring(const struct bench_opts *opts)
@@ -313,12 +392,13 @@ int bench_ring(const struct bench_opts *opts)
 		if (opts->only && !strstr(label, opts->only))
 			continue;
 		ran++;
+		struct ring_phases ph = { 0 };
 		/* Interleaved, so that a placement move hits both sides of the ratio alike. */
 		for (unsigned int r = 0; r < opts->runs; r++) {
 			iv[r] = ideal_run(count);
 			bv[r] = bench_bare_run(configs[c].packed, configs[c].batch, configs[c].size,
 					       count);
-			v[r] = ring_run_once(&configs[c], count);
+			v[r] = ring_run_once(&configs[c], count, opts->phases ? &ph : NULL);
 		}
 		double ns = bench_median(v, opts->runs);
 		double ideal = bench_median(iv, opts->runs);
@@ -336,6 +416,8 @@ int bench_ring(const struct bench_opts *opts)
 			continue;
 		}
 		ring_row(opts, &configs[c], ns, ideal, bare, pp);
+		if (opts->phases)
+			phases_row(opts, &ph);
 	}
 	double pp_end = bench_pingpong_ns(opts);
 	if (opts->json)

@@ -4,7 +4,7 @@
  * and is printed beside the cache-line ping-pong measured in the same run.
  *
  *   virtue-bench mem|ring|ringcost|pingpong [--json] [--runs N] [--quick] [--only TEXT]
- *                [--buffers N]
+ *                [--buffers N] [--phases]
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,7 +17,7 @@ static int usage(FILE *out)
 	fprintf(
 	    out,
 	    "usage: virtue-bench mem|ring|ringcost|pingpong [--json] [--runs N] [--quick]\n"
-	    "                    [--only TEXT] [--buffers N]\n"
+	    "                    [--only TEXT] [--buffers N] [--phases]\n"
 	    "  mem     address translation (memory table, IOTLB) and DMA map+unmap per mode\n"
 	    "  ring    virtqueue throughput between two pinned threads, per format and mode\n"
 	    "  ringcost both halves on one thread: the code's own cost per buffer (run it\n"
@@ -28,7 +28,9 @@ static int usage(FILE *out)
 	    "  --runs  repetitions per configuration, median reported (default 5)\n"
 	    "  --quick a tenth of the operations (a smoke run)\n"
 	    "  --only  ring: only configurations whose label (\"split direct 64 32 no\") has it\n"
-	    "  --buffers ring: buffers per run (default 10,000,000; --quick: a tenth)\n");
+	    "  --buffers ring: buffers per run (default 10,000,000; --quick: a tenth)\n"
+	    "  --phases ring: also where each half's time goes (driver add, kick, get and\n"
+	    "          empty polls; device busy), timed around every call: a little slower\n");
 	return out == stdout ? 0 : 2;
 }
 
@@ -78,6 +80,8 @@ int main(int argc, char **argv)
 			opts.scale = 0.1;
 		else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc)
 			opts.only = argv[++i];
+		else if (strcmp(argv[i], "--phases") == 0)
+			opts.phases = true;
 		else if (strcmp(argv[i], "--buffers") == 0 && i + 1 < argc)
 			opts.buffers = strtoull(argv[++i], NULL, 10);
 		else if (strcmp(argv[i], "--runs") == 0 && i + 1 < argc)
