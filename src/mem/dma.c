@@ -138,13 +138,12 @@ static int check_range(const struct vt_dma *dma, const char *op, uint64_t addr, 
 	return 0;
 }
 
-int vt_dma_map(struct vt_dma *dma, void *ptr, size_t len, enum vt_dma_dir dir, uint64_t *bus)
+int vt_dma_map_uncounted(struct vt_dma *dma, void *ptr, size_t len, enum vt_dma_dir dir,
+			 uint64_t *bus)
 {
 	/* A window hit is what the mode's map would answer (and NULL is in no window). */
-	if (len && valid_dir(dir) && vt_dma_map_linear(dma, ptr, len, bus)) {
-		vt_dma_count(&dma->stats.maps, 1);
+	if (len && valid_dir(dir) && vt_dma_map_linear(dma, ptr, len, bus))
 		return 0;
-	}
 	int ret = check_range(dma, "map", (uint64_t)(uintptr_t)ptr, len, dir);
 	if (ret == 0 && !ptr) {
 		vt_log(dma->log, VT_LOG_ERROR, "dma(%s): map of a NULL pointer",
@@ -153,15 +152,28 @@ int vt_dma_map(struct vt_dma *dma, void *ptr, size_t len, enum vt_dma_dir dir, u
 	}
 	if (ret == 0)
 		ret = dma->ops->map(dma, ptr, len, dir, bus);
-	vt_dma_count(ret == 0 ? &dma->stats.maps : &dma->stats.map_failures, 1);
+	if (ret < 0)
+		vt_dma_count(&dma->stats.map_failures, 1);
 	return ret;
+}
+
+int vt_dma_map(struct vt_dma *dma, void *ptr, size_t len, enum vt_dma_dir dir, uint64_t *bus)
+{
+	int ret = vt_dma_map_uncounted(dma, ptr, len, dir, bus);
+	if (ret == 0)
+		vt_dma_count(&dma->stats.maps, 1);
+	return ret;
+}
+
+int vt_dma_unmap_uncounted(struct vt_dma *dma, uint64_t bus, size_t len, enum vt_dma_dir dir)
+{
+	int ret = check_range(dma, "unmap", bus, len, dir);
+	return ret < 0 ? ret : dma->ops->unmap(dma, bus, len, dir);
 }
 
 int vt_dma_unmap(struct vt_dma *dma, uint64_t bus, size_t len, enum vt_dma_dir dir)
 {
-	int ret = check_range(dma, "unmap", bus, len, dir);
-	if (ret == 0)
-		ret = dma->ops->unmap(dma, bus, len, dir);
+	int ret = vt_dma_unmap_uncounted(dma, bus, len, dir);
 	if (ret == 0)
 		vt_dma_count(&dma->stats.unmaps, 1);
 	return ret;

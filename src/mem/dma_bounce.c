@@ -143,6 +143,9 @@ static int bounce_map(struct vt_dma *dma, void *ptr, size_t len, enum vt_dma_dir
 			.state = VT_DMA_RECORD_LIVE,
 		};
 		vt_dma_tag_hint_set(&b->hints, off / BOUNCE_SLOT_GRANULE, tag);
+		/* Counted under the lock (vt_dma_count_locked), as every bounce byte count is. */
+		if (dir & VT_DMA_TO_DEVICE)
+			vt_dma_count_locked(&dma->stats.bounce_bytes_in, len);
 	}
 	vt_dma_unlock(&b->lock, locked);
 	if (ret < 0)
@@ -153,12 +156,10 @@ static int bounce_map(struct vt_dma *dma, void *ptr, size_t len, enum vt_dma_dir
 	 * zeroed, not copied into: the device must see no driver data it was not given, and
 	 * bytes it leaves unwritten must not carry an earlier mapping's data back at unmap.
 	 */
-	if (dir & VT_DMA_TO_DEVICE) {
+	if (dir & VT_DMA_TO_DEVICE)
 		memcpy(b->window + off, ptr, len);
-		vt_dma_count(&dma->stats.bounce_bytes_in, len);
-	} else {
+	else
 		memset(b->window + off, 0, len);
-	}
 	*bus = b->window_gpa + off;
 	return 0;
 }
@@ -197,16 +198,17 @@ static int bounce_unmap(struct vt_dma *dma, uint64_t bus, size_t len, enum vt_dm
 		ret = -EINVAL;
 	}
 	/* Retiring: a second unmap or a sync now fails, while the slot is still ours to read. */
-	if (rec)
+	if (rec) {
 		rec->state = VT_DMA_RECORD_RETIRING;
+		if (dir & VT_DMA_FROM_DEVICE)
+			vt_dma_count_locked(&dma->stats.bounce_bytes_out, len);
+	}
 	vt_dma_unlock(&b->lock, locked);
 	if (!rec)
 		return ret;
 
-	if (dir & VT_DMA_FROM_DEVICE) {
+	if (dir & VT_DMA_FROM_DEVICE)
 		memcpy(rec->cpu, b->window + rec->bus_block, len);
-		vt_dma_count(&dma->stats.bounce_bytes_out, len);
-	}
 	locked = vt_dma_lock(&b->lock);
 	release_slot(b, tag);
 	vt_dma_unlock(&b->lock, locked);
@@ -224,23 +226,27 @@ static int bounce_sync(struct vt_dma *dma, uint64_t bus, size_t len, enum vt_dma
 	bool locked = vt_dma_lock(&b->lock);
 	int ret = find_live(b, op, bus, len, dir, 0, &tag);
 	struct vt_dma_record rec;
-	if (ret == 0)
+	bool copy_in = false, copy_out = false;
+	if (ret == 0) {
 		rec = *vt_dma_record_at(&b->records, tag);
+		bool coherent = rec.flags & RECORD_COHERENT;
+		copy_in = !coherent && to_device && (dir & VT_DMA_TO_DEVICE);
+		copy_out = !coherent && !to_device && (dir & VT_DMA_FROM_DEVICE);
+		if (copy_in)
+			vt_dma_count_locked(&dma->stats.bounce_bytes_in, len);
+		if (copy_out)
+			vt_dma_count_locked(&dma->stats.bounce_bytes_out, len);
+	}
 	vt_dma_unlock(&b->lock, locked);
 	if (ret)
 		return ret;
-	if (rec.flags & RECORD_COHERENT)
-		return 0;
 
 	uint8_t *slot = b->window + rec.bus_block + (bus - rec.bus);
 	uint8_t *cpu = (uint8_t *)rec.cpu + (bus - rec.bus);
-	if (to_device && (dir & VT_DMA_TO_DEVICE)) {
+	if (copy_in)
 		memcpy(slot, cpu, len);
-		vt_dma_count(&dma->stats.bounce_bytes_in, len);
-	} else if (!to_device && (dir & VT_DMA_FROM_DEVICE)) {
+	else if (copy_out)
 		memcpy(cpu, slot, len);
-		vt_dma_count(&dma->stats.bounce_bytes_out, len);
-	}
 	return 0;
 }
 

@@ -122,6 +122,26 @@ static inline void vt_dma_count(_Atomic uint64_t *counter, uint64_t n)
 	atomic_fetch_add_explicit(counter, n, memory_order_relaxed);
 }
 
+/*
+ * For a counter only bumped with the object's lock held (or before the object is shared): a
+ * plain read and write, without the locked instruction, and still whole to the stats' readers.
+ */
+static inline void vt_dma_count_locked(_Atomic uint64_t *counter, uint64_t n)
+{
+	atomic_store_explicit(counter, atomic_load_explicit(counter, memory_order_relaxed) + n,
+			      memory_order_relaxed);
+}
+
+/*
+ * vt_dma_map and vt_dma_unmap without the maps and unmaps statistics (failures are counted as
+ * ever), for a caller that makes many in a row and adds them up once: each vt_dma_count is a
+ * locked read-modify-write, which on x86 also waits for every store before it, a ring burst's
+ * descriptor stores included.
+ */
+int vt_dma_map_uncounted(struct vt_dma *dma, void *ptr, size_t len, enum vt_dma_dir dir,
+			 uint64_t *bus);
+int vt_dma_unmap_uncounted(struct vt_dma *dma, uint64_t bus, size_t len, enum vt_dma_dir dir);
+
 /* Fills the common head; the mode's constructor calls it first. */
 void vt_dma_init_common(struct vt_dma *dma, const struct vt_dma_ops *ops,
 			const struct vt_dma_params *params);

@@ -107,7 +107,7 @@ static int publish_update(struct dma_iommu *m, uint64_t iova, uint64_t size, uin
 		       (unsigned long long)iova, (unsigned long long)size, ret);
 		return ret;
 	}
-	vt_dma_count(&m->dma.stats.iotlb_updates, 1);
+	vt_dma_count_locked(&m->dma.stats.iotlb_updates, 1);
 	return 0;
 }
 
@@ -122,7 +122,7 @@ static int publish_invalidate_with(struct dma_iommu *m, uint64_t iova, uint64_t 
 		       mode_name(m), (unsigned long long)iova, (unsigned long long)size, ret);
 		return ret;
 	}
-	vt_dma_count(&m->dma.stats.iotlb_invalidations, 1);
+	vt_dma_count_locked(&m->dma.stats.iotlb_invalidations, 1);
 	return 0;
 }
 
@@ -219,7 +219,7 @@ static int flush_locked(struct dma_iommu *m)
 		for (i = 0; i < n; i++)
 			release_record(m, m->pending[i].tag);
 		m->pending_count = 0;
-		vt_dma_count(&m->dma.stats.flushes, 1);
+		vt_dma_count_locked(&m->dma.stats.flushes, 1);
 		return 0;
 	}
 	while (i < n) {
@@ -237,7 +237,7 @@ static int flush_locked(struct dma_iommu *m)
 			release_record(m, m->pending[i].tag);
 	}
 	m->pending_count = 0;
-	vt_dma_count(&m->dma.stats.flushes, 1);
+	vt_dma_count_locked(&m->dma.stats.flushes, 1);
 	return 0;
 }
 

@@ -648,11 +648,11 @@ static inline bool vq_drv_id_outstanding(const struct vt_vq_drv *vq, uint32_t id
  * (device-writable when @writable) through @win, the last window the run used (in its locals:
  * the DMA object's fields would be loaded again after every ring store; empty at first), or
  * through the DMA object's linear window that holds it, which then becomes @win; or, for a DMA
- * object without linear windows (the modes that map per buffer), by vt_dma_map, which counts its
- * maps (the run adds the others to the statistics). @linear is dma->linear_count != 0, a
+ * object without linear windows (the modes that map per buffer), by vt_dma_map_uncounted (the
+ * run adds its maps to the statistics once). @linear is dma->linear_count != 0, a
  * constant in each compiled run: a run of the linear modes then holds no call, so its fields stay
  * in registers rather than on the stack across one. 0; 1 when the run must end before it (the
- * general path then takes or refuses it); or vt_dma_map's error, logged there, which ends the
+ * general path then takes or refuses it); or the map's error, logged there, which ends the
  * burst without mapping the buffer again.
  */
 static inline __attribute__((always_inline)) int
@@ -668,8 +668,19 @@ vq_drv_run_map(struct vt_dma *dma, struct vt_dma_linear *win, const struct iovec
 	}
 	if (linear)
 		return vt_dma_map_linear_window(dma, sg->iov_base, sg->iov_len, bus, win) ? 0 : 1;
-	return vt_dma_map(dma, sg->iov_base, sg->iov_len,
-			  writable ? VT_DMA_FROM_DEVICE : VT_DMA_TO_DEVICE, bus);
+	return vt_dma_map_uncounted(dma, sg->iov_base, sg->iov_len,
+				    writable ? VT_DMA_FROM_DEVICE : VT_DMA_TO_DEVICE, bus);
+}
+
+/*
+ * A run's unmap of a buffer of one segment, one record (@sh), for the modes that map per buffer:
+ * 1 when it was unmapped, for the run to add to the statistics once.
+ */
+static inline unsigned int vq_drv_run_unmap(struct vt_dma *dma, const struct vq_desc_shadow *sh)
+{
+	enum vt_dma_dir dir =
+	    (sh->flags & VIRTQ_DESC_F_WRITE) ? VT_DMA_FROM_DEVICE : VT_DMA_TO_DEVICE;
+	return vt_dma_unmap_uncounted(dma, sh->bus, sh->len, dir) == 0;
 }
 
 /*

@@ -294,9 +294,11 @@ add_run_with(struct vt_vq_drv *vq, const struct iovec *bufs, unsigned int n, boo
 	vq->free_head = id;
 	vq->add_seq = seq;
 	vq->num_free -= i;
-	/* vt_dma_map counted its own; linear maps are counted at the kick. */
+	/* Linear maps are counted at the kick, the others once per run. */
 	if (linear)
 		vq->maps_uncounted += i;
+	else if (i)
+		vt_dma_count(&dma->stats.maps, i);
 	return i;
 }
 
@@ -487,6 +489,8 @@ get_run_with(struct vt_vq_drv *vq, void **tokens, uint32_t *lens, unsigned int m
 	const enum vt_barrier_kind barriers = vq->barriers;
 	const unsigned int num = vq->num;
 	const uint64_t kicked_seq = vq->kicked_seq;
+	struct vt_dma *dma = vq->dma;
+	unsigned int unmapped = 0;
 	uint16_t slot = vq->last_used, free_head = vq->free_head;
 	bool wrap = vq->used_wrap;
 	unsigned int freed = 0, i;
@@ -522,8 +526,13 @@ get_run_with(struct vt_vq_drv *vq, void **tokens, uint32_t *lens, unsigned int m
 		lens[i] = __builtin_expect(len <= buf->writable_bytes, 1)
 			      ? len
 			      : vq_drv_clamp_len(vq, id, len);
-		if (need_unmap)
-			unmap_buffer(vq, id);
+		if (need_unmap) {
+			/* One segment: unmapped here and counted once per run. */
+			if (buf->nsegs == 1 && !buf->indirect)
+				unmapped += vq_drv_run_unmap(dma, &shadow[id]);
+			else
+				unmap_buffer(vq, id);
+		}
 		given -= buf->ndesc;
 		vq_packed_advance(num, &slot, &wrap, buf->ndesc);
 		/* Most recently freed first, as detach_buffer does. */
@@ -536,6 +545,8 @@ get_run_with(struct vt_vq_drv *vq, void **tokens, uint32_t *lens, unsigned int m
 	vq->used_wrap = wrap;
 	vq->free_head = free_head;
 	vq->num_free += freed;
+	if (need_unmap && unmapped)
+		vt_dma_count(&dma->stats.unmaps, unmapped);
 	return i;
 }
 

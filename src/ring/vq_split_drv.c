@@ -250,9 +250,11 @@ add_run_with(struct vt_vq_drv *vq, const struct iovec *bufs, unsigned int n, boo
 	vq->avail_idx_shadow = avail_idx;
 	vq->add_seq = seq;
 	vq->num_free -= i;
-	/* vt_dma_map counted its own; linear maps are counted at the kick. */
+	/* Linear maps are counted at the kick, the others once per run. */
 	if (linear)
 		vq->maps_uncounted += i;
+	else if (i)
+		vt_dma_count(&dma->stats.maps, i);
 	return i;
 }
 
@@ -429,6 +431,8 @@ get_run_with(struct vt_vq_drv *vq, void **tokens, uint32_t *lens, unsigned int m
 	const uint16_t mask = (uint16_t)(num - 1);
 	const uint64_t kicked_seq = vq->kicked_seq;
 	const bool prefetch_for_write = vq->prefetch_for_write;
+	struct vt_dma *dma = vq->dma;
+	unsigned int unmapped = 0;
 	struct virtq_desc *desc = ring_desc(vq);
 	const uint16_t last_used = vq->last_used;
 	uint16_t free_head = vq->free_head;
@@ -449,8 +453,13 @@ get_run_with(struct vt_vq_drv *vq, void **tokens, uint32_t *lens, unsigned int m
 		lens[i] = __builtin_expect(len <= buf->writable_bytes, 1)
 			      ? len
 			      : vq_drv_clamp_len(vq, (uint16_t)id, len);
-		if (need_unmap)
-			unmap_buffer(vq, (uint16_t)id);
+		if (need_unmap) {
+			/* One segment: unmapped here and counted once per run. */
+			if (buf->nsegs == 1 && !buf->indirect)
+				unmapped += vq_drv_run_unmap(dma, &shadow[id]);
+			else
+				unmap_buffer(vq, (uint16_t)id);
+		}
 		/*
 		 * Most recently freed first, as detach_buffer does: the next add writes this
 		 * descriptor, which the device read last (see vq_prefetch_descs_for_write).
@@ -465,6 +474,8 @@ get_run_with(struct vt_vq_drv *vq, void **tokens, uint32_t *lens, unsigned int m
 	vq->free_head = free_head;
 	vq->num_free += freed;
 	vq->last_used = (uint16_t)(last_used + i);
+	if (need_unmap && unmapped)
+		vt_dma_count(&dma->stats.unmaps, unmapped);
 	return i;
 }
 

@@ -146,6 +146,11 @@ VT_TEST(bounce_driver_reads_what_the_device_wrote_after_unmap)
 	CHECK_EQ(p[0], 0); /* nothing reaches the driver's buffer before the copy */
 	CHECK_EQ(vt_dma_unmap(f.dma, bus, 64, VT_DMA_FROM_DEVICE), 0);
 	CHECK_STR(p, reply);
+	/* Counted as copied: out at unmap, never in. */
+	struct vt_dma_stats st;
+	vt_dma_get_stats(f.dma, &st);
+	CHECK_EQ(st.bounce_bytes_out, 64);
+	CHECK_EQ(st.bounce_bytes_in, 0);
 	teardown(&f);
 }
 
@@ -163,6 +168,10 @@ VT_TEST(bounce_sync_for_cpu_copies_device_writes_before_unmap)
 	CHECK(memcmp(p + 100, "part", 4) == 0);
 	CHECK_EQ(vt_dma_sync_for_cpu(f.dma, bus + 250, 8, VT_DMA_FROM_DEVICE), -ENOENT);
 	CHECK_EQ(vt_dma_unmap(f.dma, bus, 256, VT_DMA_FROM_DEVICE), 0);
+	/* The sync's 4 bytes, then the unmap's 256; the refused sync copied nothing. */
+	struct vt_dma_stats st;
+	vt_dma_get_stats(f.dma, &st);
+	CHECK_EQ(st.bounce_bytes_out, 4 + 256);
 	teardown(&f);
 }
 
@@ -180,6 +189,11 @@ VT_TEST(bounce_sync_for_device_copies_new_driver_writes)
 	CHECK_EQ(vt_dma_sync_for_device(f.dma, bus, 512, VT_DMA_TO_DEVICE), 0);
 	CHECK(device_sees(&f, bus, p, 512));
 	CHECK_EQ(vt_dma_unmap(f.dma, bus, 512, VT_DMA_TO_DEVICE), 0);
+	/* In at the map and again at the sync; nothing out. */
+	struct vt_dma_stats st;
+	vt_dma_get_stats(f.dma, &st);
+	CHECK_EQ(st.bounce_bytes_in, 2 * 512);
+	CHECK_EQ(st.bounce_bytes_out, 0);
 	teardown(&f);
 }
 
