@@ -479,8 +479,7 @@ get_run_with(struct vt_vq_drv *vq, void **tokens, uint32_t *lens, unsigned int m
 	return i;
 }
 
-/* get_run_with compiled once per need_unmap: the loop of the modes that unmap nothing holds no
- * call. */
+/* get_run_with compiled once per need_unmap: a loop of the modes that unmap nothing has no call. */
 static unsigned int get_run(struct vt_vq_drv *vq, void **tokens, uint32_t *lens, unsigned int max)
 {
 	if (vq->in_order)

@@ -25,6 +25,9 @@ static inline uint64_t bench_now_ns(void)
 
 double bench_median(double *values, unsigned int n);
 
+/* Pins the calling thread to @cpu (best effort: on a one-CPU machine figures are still printed). */
+void bench_pin(int cpu);
+
 /*
  * A cheap monotonic tick count for timing single calls (the time-stamp counter on x86, the
  * virtual counter on arm64); callers convert ticks to ns with the ratio over a whole run.
@@ -56,9 +59,11 @@ void bench_header(const struct bench_opts *opts, const char *title, double pingp
 
 /*
  * ns per buffer of the bare split or packed ring (bench_bare.c): the spec's layout driven as
- * virtue-bench ring drives virtue's, with nothing else; -1 when it could not run.
+ * virtue-bench ring drives virtue's (with @in_order, one used entry per device burst and
+ * descriptors in ring order, as virtue's in-order rows), with nothing else; -1 when it could not
+ * run.
  */
-double bench_bare_run(bool packed, unsigned int batch, size_t size, uint64_t count);
+double bench_bare_run(bool packed, bool in_order, unsigned int batch, size_t size, uint64_t count);
 
 int bench_mem(const struct bench_opts *opts);
 int bench_ring(const struct bench_opts *opts);

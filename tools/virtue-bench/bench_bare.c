@@ -3,7 +3,8 @@
  * The "bare" rings of virtue-bench ring: a split and a packed virtqueue in the spec's layout,
  * driven the way virtue's are in the same bench (the driver posts one-segment buffers a batch at a
  * time and collects what is used, the device takes up to a batch, reads a byte of each payload and
- * returns it), and nothing else: no validation of what the peer wrote, no DMA layer, no
+ * returns it; with IN_ORDER, descriptors go out in ring order and the device returns each burst
+ * with one used entry), and nothing else: no validation of what the peer wrote, no DMA layer, no
  * notification decisions, no records beyond a token per buffer.
  *
  * They split the distance between virtue and the ideal ring in two: what the format costs (the
@@ -16,7 +17,6 @@
  * are.
  */
 #include <pthread.h>
-#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +31,7 @@
 #define BARE_POOL 512 /* payload buffers, cycled as virtue's run cycles its pool */
 
 struct bare_run {
+	bool in_order;
 	unsigned int batch;
 	uint64_t count;
 	/* split */
@@ -40,14 +41,6 @@ struct bare_run {
 	/* packed */
 	struct pvirtq_desc *pdesc;
 };
-
-static void bare_pin(int cpu)
-{
-	cpu_set_t set;
-	CPU_ZERO(&set);
-	CPU_SET(cpu, &set);
-	pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
-}
 
 /* Reads a byte of the payload at @addr, as the device of virtue's run does. */
 static inline uint64_t touch(uint64_t addr)
@@ -63,7 +56,7 @@ static void *bare_split_device(void *arg)
 	uint16_t next_avail = 0, used_idx = 0;
 	uint64_t done = 0, sink = 0;
 
-	bare_pin(1);
+	bench_pin(1);
 	while (done < r->count) {
 		/* Acquire: the avail entries and descriptors before the index that exposed them. */
 		uint16_t avail_idx =
@@ -73,12 +66,22 @@ static void *bare_split_device(void *arg)
 			continue;
 		if (n > r->batch)
 			n = r->batch;
+		uint16_t head = 0;
 		for (unsigned int i = 0; i < n; i++) {
-			uint16_t head =
-			    vt_le16_to_cpu(r->avail->ring[(next_avail + i) & BARE_MASK]);
+			head = vt_le16_to_cpu(r->avail->ring[(next_avail + i) & BARE_MASK]);
 			const struct virtq_desc *d = &r->desc[head & BARE_MASK];
 			sink += touch(vt_le64_to_cpu(d->addr));
-			struct virtq_used_elem *e = &r->used->ring[(used_idx + i) & BARE_MASK];
+			if (!r->in_order) {
+				struct virtq_used_elem *e =
+				    &r->used->ring[(used_idx + i) & BARE_MASK];
+				e->id = vt_cpu_to_le32(head);
+				e->len = 0;
+			}
+		}
+		if (r->in_order) {
+			/* One entry for the burst, its last buffer's, and the index moved by all.
+			 */
+			struct virtq_used_elem *e = &r->used->ring[used_idx & BARE_MASK];
 			e->id = vt_cpu_to_le32(head);
 			e->len = 0;
 		}
@@ -92,11 +95,11 @@ static void *bare_split_device(void *arg)
 	return NULL;
 }
 
-static void bare_split_driver(struct bare_run *r, char *pool, size_t size)
+static uint64_t bare_split_driver(struct bare_run *r, char *pool, size_t size)
 {
 	uint16_t next[BARE_NUM];
 	void *tokens[BARE_NUM];
-	uint16_t free_head = 0, avail_idx = 0, last_used = 0;
+	uint16_t free_head = 0, avail_idx = 0, last_used = 0, oldest = 0;
 	unsigned int num_free = BARE_NUM;
 	uint64_t posted = 0, completed = 0, sink = 0;
 
@@ -110,9 +113,11 @@ static void bare_split_driver(struct bare_run *r, char *pool, size_t size)
 			want = num_free;
 		for (unsigned int i = 0; i < want; i++) {
 			char *b = pool + ((posted + i) % BARE_POOL) * size;
-			uint16_t head = free_head;
+			/* IN_ORDER: ring order, as buffers of one descriptor come back in it. */
+			uint16_t head = r->in_order ? avail_idx & BARE_MASK : free_head;
 			struct virtq_desc *d = &r->desc[head];
-			free_head = next[head];
+			if (!r->in_order)
+				free_head = next[head];
 			d->addr = vt_cpu_to_le64((uint64_t)(uintptr_t)b);
 			d->len = vt_cpu_to_le32((uint32_t)size);
 			d->flags = 0;
@@ -127,21 +132,37 @@ static void bare_split_driver(struct bare_run *r, char *pool, size_t size)
 			__atomic_store_n(&r->avail->idx, vt_cpu_to_le16(avail_idx),
 					 __ATOMIC_RELEASE);
 		}
-		/* Acquire: the used entries after the index that exposed them. */
-		uint16_t used_idx =
-		    vt_le16_to_cpu(__atomic_load_n(&r->used->idx, __ATOMIC_ACQUIRE));
-		while (last_used != used_idx) {
-			const struct virtq_used_elem *e = &r->used->ring[last_used & BARE_MASK];
-			uint16_t id = (uint16_t)(vt_le32_to_cpu(e->id) & BARE_MASK);
-			sink += (uintptr_t)tokens[id];
-			next[id] = free_head;
-			free_head = id;
-			num_free++;
-			last_used++;
-			completed++;
+		/* Until the index shows nothing new, as virtue's run calls get until it gets 0. */
+		for (;;) {
+			/* Acquire: the used entries after the index that exposed them. */
+			uint16_t used_idx =
+			    vt_le16_to_cpu(__atomic_load_n(&r->used->idx, __ATOMIC_ACQUIRE));
+			if (used_idx == last_used)
+				break;
+			while (last_used != used_idx) {
+				const struct virtq_used_elem *e =
+				    &r->used->ring[last_used & BARE_MASK];
+				uint16_t id = (uint16_t)(vt_le32_to_cpu(e->id) & BARE_MASK);
+				unsigned int k = 1;
+				if (r->in_order) {
+					/* One entry for a batch: the oldest buffers up to @id. */
+					k = ((id - oldest) & BARE_MASK) + 1;
+					for (unsigned int j = 0; j < k; j++)
+						sink += (uintptr_t)tokens[(oldest + j) & BARE_MASK];
+					oldest = (uint16_t)((oldest + k) & BARE_MASK);
+				} else {
+					sink += (uintptr_t)tokens[id];
+					next[id] = free_head;
+					free_head = id;
+				}
+				num_free += k;
+				last_used = (uint16_t)(last_used + k);
+				completed += k;
+			}
 		}
 	}
 	__asm__ __volatile__("" ::"r"(sink));
+	return completed;
 }
 
 /* ------------------------------------------------------------------ packed */
@@ -163,6 +184,16 @@ static inline uint16_t load_flags(const struct pvirtq_desc *d)
 	return vt_le16_to_cpu(__atomic_load_n(&d->flags, __ATOMIC_ACQUIRE));
 }
 
+/* Moves ring position *@slot on by @count slots, flipping *@wrap at the ring's end. */
+static inline void advance(unsigned int *slot, bool *wrap, unsigned int count)
+{
+	*slot += count;
+	if (*slot >= BARE_NUM) {
+		*slot -= BARE_NUM;
+		*wrap = !*wrap;
+	}
+}
+
 static void *bare_packed_device(void *arg)
 {
 	struct bare_run *r = arg;
@@ -171,7 +202,7 @@ static void *bare_packed_device(void *arg)
 	bool wrap = true;
 	uint64_t done = 0, sink = 0;
 
-	bare_pin(1);
+	bench_pin(1);
 	while (done < r->count) {
 		unsigned int n = 0, s = slot;
 		bool w = wrap;
@@ -182,29 +213,31 @@ static void *bare_packed_device(void *arg)
 				break;
 			sink += touch(vt_le64_to_cpu(d->addr));
 			ids[n++] = vt_le16_to_cpu(d->id);
-			if (++s == BARE_NUM) {
-				s = 0;
-				w = !w;
-			}
+			advance(&s, &w, 1);
 		}
 		if (n == 0)
 			continue;
-		/* Used entries in the same slots; the first one's flags last, publishing them all.
+		/*
+		 * Used entries in the same slots, the first one's flags last, publishing them all;
+		 * with IN_ORDER one entry, the last buffer's, in the first slot, the rest skipped.
 		 */
 		uint16_t first_flags = used_flags(wrap);
 		struct pvirtq_desc *first = &r->pdesc[slot];
-		for (unsigned int i = 0; i < n; i++) {
-			struct pvirtq_desc *d = &r->pdesc[slot];
-			d->id = vt_cpu_to_le16(ids[i]);
-			d->len = 0;
-			/* Relaxed: the peer reads flags while we write them; the first orders them.
-			 */
-			if (i)
-				__atomic_store_n(&d->flags, vt_cpu_to_le16(used_flags(wrap)),
-						 __ATOMIC_RELAXED);
-			if (++slot == BARE_NUM) {
-				slot = 0;
-				wrap = !wrap;
+		if (r->in_order) {
+			first->id = vt_cpu_to_le16(ids[n - 1]);
+			first->len = 0;
+			advance(&slot, &wrap, n);
+		} else {
+			for (unsigned int i = 0; i < n; i++) {
+				struct pvirtq_desc *d = &r->pdesc[slot];
+				d->id = vt_cpu_to_le16(ids[i]);
+				d->len = 0;
+				/* Relaxed: read while written; the first one's flags order them. */
+				if (i)
+					__atomic_store_n(&d->flags,
+							 vt_cpu_to_le16(used_flags(wrap)),
+							 __ATOMIC_RELAXED);
+				advance(&slot, &wrap, 1);
 			}
 		}
 		/* Release: the other entries and their flags before this one. */
@@ -215,7 +248,7 @@ static void *bare_packed_device(void *arg)
 	return NULL;
 }
 
-static void bare_packed_driver(struct bare_run *r, char *pool, size_t size)
+static uint64_t bare_packed_driver(struct bare_run *r, char *pool, size_t size)
 {
 	uint16_t free_ids[BARE_NUM];
 	void *tokens[BARE_NUM];
@@ -235,8 +268,11 @@ static void bare_packed_driver(struct bare_run *r, char *pool, size_t size)
 		uint16_t first_flags = avail_flags(avail_wrap);
 		for (unsigned int i = 0; i < want; i++) {
 			char *b = pool + ((posted + i) % BARE_POOL) * size;
-			uint16_t id = free_ids[--nfree];
+			/* IN_ORDER: the slot, as buffers of one descriptor come back in ring order.
+			 */
+			uint16_t id = r->in_order ? (uint16_t)avail_slot : free_ids[nfree - 1];
 			struct pvirtq_desc *d = &r->pdesc[avail_slot];
+			nfree--;
 			d->addr = vt_cpu_to_le64((uint64_t)(uintptr_t)b);
 			d->len = vt_cpu_to_le32((uint32_t)size);
 			d->id = vt_cpu_to_le16(id);
@@ -244,10 +280,7 @@ static void bare_packed_driver(struct bare_run *r, char *pool, size_t size)
 				__atomic_store_n(&d->flags, vt_cpu_to_le16(avail_flags(avail_wrap)),
 						 __ATOMIC_RELAXED);
 			tokens[id] = b;
-			if (++avail_slot == BARE_NUM) {
-				avail_slot = 0;
-				avail_wrap = !avail_wrap;
-			}
+			advance(&avail_slot, &avail_wrap, 1);
 		}
 		if (want) {
 			posted += want;
@@ -261,23 +294,30 @@ static void bare_packed_driver(struct bare_run *r, char *pool, size_t size)
 			    used_flags(used_wrap))
 				break;
 			uint16_t id = (uint16_t)(vt_le16_to_cpu(d->id) & BARE_MASK);
-			sink += (uintptr_t)tokens[id];
-			free_ids[nfree++] = id;
-			completed++;
-			if (++used_slot == BARE_NUM) {
-				used_slot = 0;
-				used_wrap = !used_wrap;
+			unsigned int k = 1;
+			if (r->in_order) {
+				/* One entry for a batch: the slots from here up to @id. */
+				k = ((id - used_slot) & BARE_MASK) + 1;
+				for (unsigned int j = 0; j < k; j++)
+					sink += (uintptr_t)tokens[(used_slot + j) & BARE_MASK];
+			} else {
+				sink += (uintptr_t)tokens[id];
+				free_ids[nfree] = id;
 			}
+			nfree += k;
+			completed += k;
+			advance(&used_slot, &used_wrap, k);
 		}
 	}
 	__asm__ __volatile__("" ::"r"(sink));
+	return completed;
 }
 
 /* ------------------------------------------------------------------ runs */
 
-double bench_bare_run(bool packed, unsigned int batch, size_t size, uint64_t count)
+double bench_bare_run(bool packed, bool in_order, unsigned int batch, size_t size, uint64_t count)
 {
-	struct bare_run r = { .batch = batch, .count = count };
+	struct bare_run r = { .in_order = in_order, .batch = batch, .count = count };
 	size_t desc_bytes =
 	    packed ? sizeof(struct pvirtq_desc) * BARE_NUM : virtq_split_desc_size(BARE_NUM);
 	/* Each area on lines of its own, as virtue's driver allocates them. */
@@ -302,15 +342,15 @@ double bench_bare_run(bool packed, unsigned int batch, size_t size, uint64_t cou
 	}
 	if (pthread_create(&t, NULL, packed ? bare_packed_device : bare_split_device, &r) != 0)
 		goto out;
-	bare_pin(0);
+	bench_pin(0);
 	uint64_t start = bench_now_ns();
-	if (packed)
-		bare_packed_driver(&r, pool, size);
-	else
-		bare_split_driver(&r, pool, size);
+	uint64_t completed =
+	    packed ? bare_packed_driver(&r, pool, size) : bare_split_driver(&r, pool, size);
 	uint64_t elapsed = bench_now_ns() - start;
 	pthread_join(t, NULL);
-	result = (double)elapsed / (double)count;
+	/* A batch miscounted (IN_ORDER) would show here, not as a figure. */
+	if (completed == count)
+		result = (double)elapsed / (double)count;
 out:
 	free(rings);
 	free(pool);

@@ -2,9 +2,10 @@
 /*
  * virtue-bench ring: the virtqueue data path between two busy-polling threads pinned to CPUs 0
  * and 1, a 256-entry ring, the driver posting one-segment buffers in batches and the device
- * returning them. Reported per configuration: ns per buffer, Mbuf/s, and the ratio to two
- * references measured in the same run: a cache-line ping-pong, and an "ideal" ring (16-byte
- * descriptors with an ownership flag and nothing else: the least work any ring can do).
+ * returning them. Reported per configuration: ns per buffer, Mbuf/s, the ratio to two reference
+ * rings run alternately with it, an "ideal" ring (16-byte descriptors with an ownership flag and
+ * nothing else: the least work any ring can do) and the bare spec ring of its format
+ * (bench_bare.c), and the cache-line ping-pong measured right after it.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -27,14 +28,6 @@
 #define RING_SIZE 256
 #define POOL	  512
 
-static void pin(int cpu)
-{
-	cpu_set_t set;
-	CPU_ZERO(&set);
-	CPU_SET(cpu, &set);
-	pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
-}
-
 /* ------------------------------------------------------------------ the ideal ring */
 
 struct ideal_desc {
@@ -52,7 +45,7 @@ static void *ideal_consumer(void *arg)
 {
 	struct ideal_ring *r = arg;
 	uint64_t sink = 0;
-	pin(1);
+	bench_pin(1);
 	for (uint64_t i = 0; i < r->count; i++) {
 		struct ideal_desc *d = &r->desc[i % RING_SIZE];
 		/* Acquire pairs with the producer's release of owner = 1. */
@@ -77,7 +70,7 @@ static double ideal_run(uint64_t count)
 		free(r);
 		return -1;
 	}
-	pin(0);
+	bench_pin(0);
 	uint64_t start = bench_now_ns();
 	for (uint64_t i = 0; i < count; i++) {
 		struct ideal_desc *d = &r->desc[i % RING_SIZE];
@@ -123,9 +116,9 @@ struct ring_run {
 	bool timed;
 	uint64_t count;
 	_Alignas(64) _Atomic int failed;
-	/* Written by the device thread alone, read after it ended. */
-	uint64_t device_busy, device_done;
-	char pad[44];
+	char pad[60];
+	/* Stored once by the device thread as it ends, read after it ended. */
+	_Alignas(64) uint64_t device_busy, device_done;
 };
 
 /* The device takes and returns buffers in bursts, as a poll-mode device does. */
@@ -136,8 +129,8 @@ static void *device_thread(void *arg)
 	struct ring_run *run = arg;
 	struct vt_vq_chain chains[RING_SIZE];
 	struct iovec iov[RING_SIZE * IOV_PER_CHAIN];
-	uint64_t done = 0, sink = 0;
-	pin(1);
+	uint64_t done = 0, sink = 0, busy = 0;
+	bench_pin(1);
 	/* Named, so that a profile (perf report --sort comm) tells the two halves apart. */
 	pthread_setname_np(pthread_self(), "bench-device");
 	while (done < run->count && !atomic_load_explicit(&run->failed, memory_order_relaxed)) {
@@ -162,9 +155,11 @@ static void *device_thread(void *arg)
 		}
 		vt_vq_dev_flush(run->dev);
 		if (run->timed)
-			run->device_busy += bench_ticks() - start;
+			busy += bench_ticks() - start;
 		done += n;
 	}
+	/* Once, at the end: a store per burst would share the line the driver polls. */
+	run->device_busy = busy;
 	run->device_done = done;
 	__asm__ __volatile__("" ::"r"(sink));
 	return NULL;
@@ -226,7 +221,7 @@ static double ring_run_once(const struct ring_config *cfg, uint64_t count, struc
 
 	if (pthread_create(&t, NULL, device_thread, &run) != 0)
 		goto out;
-	pin(0);
+	bench_pin(0);
 	uint64_t posted = 0, completed = 0;
 	uint64_t start = bench_now_ns(), start_ticks = bench_ticks();
 	while (completed < count && !atomic_load_explicit(&run.failed, memory_order_relaxed)) {
@@ -249,8 +244,10 @@ static double ring_run_once(const struct ring_config *cfg, uint64_t count, struc
 		if (ph) {
 			uint64_t t2 = bench_ticks();
 			ph->add += t1 - t0;
-			ph->added += added > 0 ? (unsigned int)added : 0;
-			ph->kick += t2 - t1;
+			if (added > 0) {
+				ph->added += (unsigned int)added;
+				ph->kick += t2 - t1;
+			}
 		}
 		for (;;) {
 			uint64_t t3 = ph ? bench_ticks() : 0;
@@ -265,9 +262,15 @@ static double ring_run_once(const struct ring_config *cfg, uint64_t count, struc
 					ph->empty_gets++;
 				}
 			}
-			if (got <= 0)
+			if (got > 0)
+				completed += (unsigned int)got;
+			/*
+			 * One call collects every entry exposed, reading the used index again until
+			 * it shows nothing new (the bare ring's loop does the same); only a full
+			 * array leaves some for another.
+			 */
+			if (got < RING_SIZE)
 				break;
-			completed += (unsigned int)got;
 		}
 		if (vt_vq_drv_is_broken(drv))
 			atomic_store(&run.failed, 1);
@@ -329,19 +332,23 @@ static double per_buf(const struct ring_phases *ph, uint64_t ticks, uint64_t cou
  * --phases: where the row's time went, per buffer over all its runs. A half whose figures add up
  * to about the row's ns/buf is the one the ring waits for.
  */
-static void phases_row(const struct bench_opts *opts, const struct ring_phases *ph)
+static void phases_row(const struct bench_opts *opts, const struct ring_config *cfg,
+		       const struct ring_phases *ph)
 {
 	double add = per_buf(ph, ph->add, ph->added), kick = per_buf(ph, ph->kick, ph->added);
 	double get = per_buf(ph, ph->get, ph->got), empty = per_buf(ph, ph->empty_get, ph->got);
 	double busy = per_buf(ph, ph->device_busy, ph->device_done);
 	double busy_share = ph->elapsed ? (double)ph->device_busy / (double)ph->elapsed : 0;
 	if (opts->json)
-		printf("{\"bench\":\"ring-phases\",\"driver_add_ns\":%.2f,\"driver_kick_ns\":%.2f,"
-		       "\"driver_get_ns\":%.2f,\"driver_empty_get_ns\":%.2f,\"empty_gets_per_buf\":"
-		       "%.3f,"
-		       "\"device_busy_ns\":%.2f,\"device_busy_share\":%.3f}\n",
-		       add, kick, get, empty,
-		       ph->got ? (double)ph->empty_gets / (double)ph->got : 0, busy, busy_share);
+		printf(
+		    "{\"bench\":\"ring-phases\",\"fmt\":\"%s\",\"dma\":\"%s\",\"size\":%zu,"
+		    "\"batch\":%u,\"in_order\":%s,\"driver_add_ns\":%.2f,\"driver_kick_ns\":%.2f,"
+		    "\"driver_get_ns\":%.2f,\"driver_empty_get_ns\":%.2f,"
+		    "\"empty_gets_per_buf\":%.3f,\"device_busy_ns\":%.2f,"
+		    "\"device_busy_share\":%.3f}\n",
+		    cfg->packed ? "packed" : "split", vt_dma_mode_name(cfg->dma), cfg->size,
+		    cfg->batch, cfg->in_order ? "true" : "false", add, kick, get, empty,
+		    ph->got ? (double)ph->empty_gets / (double)ph->got : 0, busy, busy_share);
 	else
 		printf("        ns/buf: driver add %.2f, kick %.2f, get %.2f, empty gets %.2f; "
 		       "device busy %.2f (%.0f%% of the run)\n",
@@ -393,18 +400,21 @@ int bench_ring(const struct bench_opts *opts)
 			continue;
 		ran++;
 		struct ring_phases ph = { 0 };
+		bool failed = false;
 		/* Interleaved, so that a placement move hits both sides of the ratio alike. */
 		for (unsigned int r = 0; r < opts->runs; r++) {
 			iv[r] = ideal_run(count);
-			bv[r] = bench_bare_run(configs[c].packed, configs[c].batch, configs[c].size,
-					       count);
+			bv[r] = bench_bare_run(configs[c].packed, configs[c].in_order,
+					       configs[c].batch, configs[c].size, count);
 			v[r] = ring_run_once(&configs[c], count, opts->phases ? &ph : NULL);
+			/* Any run that failed fails the row: a median would hide it. */
+			failed |= iv[r] < 0 || bv[r] < 0 || v[r] < 0;
 		}
 		double ns = bench_median(v, opts->runs);
 		double ideal = bench_median(iv, opts->runs);
 		double bare = bench_median(bv, opts->runs);
 		pp = bench_pingpong_ns(opts);
-		if (ns < 0) {
+		if (failed) {
 			/* A format or mode that is not available yet is skipped, not faked. */
 			if (!opts->json)
 				printf("%-7s %-16s %5zu %6u %-8s %9s\n",
@@ -417,7 +427,7 @@ int bench_ring(const struct bench_opts *opts)
 		}
 		ring_row(opts, &configs[c], ns, ideal, bare, pp);
 		if (opts->phases)
-			phases_row(opts, &ph);
+			phases_row(opts, &configs[c], &ph);
 	}
 	double pp_end = bench_pingpong_ns(opts);
 	if (opts->json)

@@ -16,7 +16,7 @@ struct pingpong {
 	uint64_t rounds;
 };
 
-static void pin(int cpu)
+void bench_pin(int cpu)
 {
 	cpu_set_t set;
 	CPU_ZERO(&set);
@@ -28,7 +28,7 @@ static void pin(int cpu)
 static void *pong(void *arg)
 {
 	struct pingpong *pp = arg;
-	pin(1);
+	bench_pin(1);
 	for (uint64_t i = 0; i < pp->rounds; i++) {
 		/* Wait for the odd value (ping's write), answer with the next even one. */
 		while (atomic_load_explicit(&pp->ball, memory_order_acquire) != 2 * i + 1)
@@ -50,7 +50,7 @@ static double pingpong_once(uint64_t rounds)
 		free(pp);
 		return -1;
 	}
-	pin(0);
+	bench_pin(0);
 	uint64_t start = bench_now_ns();
 	for (uint64_t i = 0; i < rounds; i++) {
 		atomic_store_explicit(&pp->ball, 2 * i + 1, memory_order_release);
