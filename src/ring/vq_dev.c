@@ -73,7 +73,7 @@ int vt_vq_dev_new(const struct vt_vq_dev_params *params, struct vt_vq_dev **out)
 	vq->log = params->log;
 	vq->notify_enabled = true;
 	vq->in_flight_ndesc = vq_calloc_lines(vq->num, sizeof(vq->in_flight_ndesc[0]));
-	vq->order = vq_calloc_lines(vq->num, sizeof(vq->order[0]));
+	vq->order = vq_order_ring(vq->num, &vq->order_mask);
 	vq->pending = vq_calloc_lines(vq->num, sizeof(vq->pending[0]));
 	int ret = (!vq->in_flight_ndesc || !vq->order || !vq->pending) ? -ENOMEM : 0;
 	if (ret == 0)
@@ -347,13 +347,13 @@ static inline int vq_dev_push_in_order(struct vt_vq_dev *vq, uint16_t id, uint16
 	/* In locals: to the compiler, a store to in_flight_ndesc may change the queue's fields. */
 	const uint16_t *order = vq->order;
 	uint16_t *in_flight = vq->in_flight_ndesc;
-	const unsigned int num = vq->num;
+	const unsigned int order_mask = vq->order_mask;
 	unsigned int head = vq->order_head;
 
 	vq->pending[vq->npending++] = (struct vq_used_pending){ id, ndesc, written, batch };
 	for (unsigned int i = 0; i < batch; i++) {
 		in_flight[order[head]] = 0;
-		head = vq_wrap(num, head + 1);
+		head = (head + 1) & order_mask;
 	}
 	vq->order_head = head;
 	vq->order_count -= batch;
@@ -433,14 +433,14 @@ int vt_vq_dev_push_in_order_batch(struct vt_vq_dev *vq, const struct vt_vq_chain
 	if (last->id >= vq->num || vq->in_flight_ndesc[last->id] == 0)
 		return vq_dev_break(vq, VT_VQ_ERR_NOT_IN_FLIGHT, "id %u", last->id);
 	const uint16_t last_id = last->id, *order = vq->order, *in_flight = vq->in_flight_ndesc;
-	const unsigned int num = vq->num, count = vq->order_count;
+	const unsigned int order_mask = vq->order_mask, count = vq->order_count;
 	unsigned int batch = 0, ndesc = 0, pos = vq->order_head;
 	for (;;) {
 		if (batch == count)
 			return vq_dev_break(vq, VT_VQ_ERR_NOT_IN_FLIGHT, "id %u not in order",
 					    last_id);
 		uint16_t id = order[pos];
-		pos = vq_wrap(num, pos + 1);
+		pos = (pos + 1) & order_mask;
 		ndesc += in_flight[id];
 		batch++;
 		if (id == last_id)

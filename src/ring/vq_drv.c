@@ -82,7 +82,7 @@ int vt_vq_drv_new(const struct vt_vq_drv_params *params, struct vt_vq_drv **out)
 	int ret = 0;
 	vq->shadow = vq_calloc_lines(vq->num, sizeof(vq->shadow[0]));
 	vq->buffers = vq_calloc_lines(vq->num, sizeof(vq->buffers[0]));
-	vq->order = vq_calloc_lines(vq->num, sizeof(vq->order[0]));
+	vq->order = vq_order_ring(vq->num, &vq->order_mask);
 	if (!vq->shadow || !vq->buffers || !vq->order)
 		ret = -ENOMEM;
 	if (ret == 0 && vq->indirect) {

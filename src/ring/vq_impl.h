@@ -47,6 +47,20 @@ static inline unsigned int vq_wrap(unsigned int num, unsigned int i)
 	return i < num ? i : i - num;
 }
 
+/*
+ * The IN_ORDER id ring of a queue of @num entries (either half): @num ids at most, in a ring of
+ * the power of two at or above it, so that a position wraps with a mask (*@mask) rather than the
+ * compare and subtract of vq_wrap, on paths that move it once per buffer. NULL without memory.
+ */
+static inline uint16_t *vq_order_ring(unsigned int num, unsigned int *mask)
+{
+	unsigned int size = 1;
+	while (size < num)
+		size <<= 1;
+	*mask = size - 1;
+	return vq_calloc_lines(size, sizeof(uint16_t));
+}
+
 /* ------------------------------------------------------------------ packed positions */
 
 /* Descriptors from (@from, @from_wrap) up to (@to, @to_wrap), @to being at most one ring ahead. */
@@ -194,9 +208,9 @@ struct vt_vq_dev {
 
 	/* Per buffer id: the descriptors it occupies while in flight, 0 when not in flight. */
 	uint16_t *in_flight_ndesc;
-	/* IN_ORDER: ids in the order they were popped, to complete batches. */
+	/* IN_ORDER: ids in the order they were popped, to complete batches (vq_order_ring). */
 	uint16_t *order;
-	unsigned int order_head, order_count;
+	unsigned int order_mask, order_head, order_count;
 
 	/* vhost-user inflight tracking (vq_inflight.c): one of the two regions, or neither. */
 	struct vhost_user_inflight_split *inflight;
@@ -418,7 +432,7 @@ int vq_dev_table_read(struct vt_vq_dev *vq, const struct vq_table *t, unsigned i
 /* IN_ORDER bookkeeping shared by both formats: @id taken after every id recorded before. */
 static inline void vq_dev_order_push(struct vt_vq_dev *vq, uint16_t id)
 {
-	vq->order[vq_wrap(vq->num, vq->order_head + vq->order_count)] = id;
+	vq->order[(vq->order_head + vq->order_count) & vq->order_mask] = id;
 	vq->order_count++;
 }
 
@@ -538,9 +552,9 @@ struct vt_vq_drv {
 	unsigned int outstanding;		   /* buffers posted and not yet collected */
 	bool cb_enabled;
 	uint16_t driver_event_flags; /* packed: flags last written to the driver area */
-	/* IN_ORDER: posted ids in order, and the batch being handed out. */
+	/* IN_ORDER: posted ids in order (vq_order_ring), and the batch being handed out. */
 	uint16_t *order;
-	unsigned int order_head, order_count;
+	unsigned int order_mask, order_head, order_count;
 	uint16_t batch_last_id; /* last id of the current in-order batch */
 	uint32_t batch_last_len;
 	bool in_batch;
@@ -731,7 +745,7 @@ static inline uint32_t vq_drv_check_len(struct vt_vq_drv *vq, uint16_t id, uint3
 /* IN_ORDER: @id posted after every id recorded before. */
 static inline void vq_drv_order_push(struct vt_vq_drv *vq, uint16_t id)
 {
-	vq->order[vq_wrap(vq->num, vq->order_head + vq->order_count)] = id;
+	vq->order[(vq->order_head + vq->order_count) & vq->order_mask] = id;
 	vq->order_count++;
 }
 
@@ -749,7 +763,7 @@ vq_drv_batch_run(struct vt_vq_drv *vq, void **tokens, uint32_t *lens, unsigned i
 	const uint16_t *order = vq->order;
 	struct vq_buffer_state *buffers = vq->buffers;
 	struct vq_desc_shadow *shadow = vq->shadow;
-	const unsigned int num = vq->num;
+	const unsigned int order_mask = vq->order_mask;
 	const uint16_t last_id = vq->batch_last_id;
 	const bool need_unmap = vq->need_unmap;
 	unsigned int head = vq->order_head, freed = 0, i;
@@ -759,7 +773,7 @@ vq_drv_batch_run(struct vt_vq_drv *vq, void **tokens, uint32_t *lens, unsigned i
 	for (i = 0; i < max && !last; i++) {
 		uint16_t id = order[head];
 		struct vq_buffer_state *buf = &buffers[id];
-		head = vq_wrap(num, head + 1);
+		head = (head + 1) & order_mask;
 		tokens[i] = buf->token;
 		last = id == last_id;
 		/* Only the batch's last buffer has a length on the wire; 0 never overstates. */

@@ -435,7 +435,7 @@ static int get_one(struct vt_vq_drv *vq, void **token, uint32_t *len)
 			if (k == vq->order_count)
 				return vq_drv_break(vq, VT_VQ_ERR_USED_ID,
 						    "used id %u is not in flight", id);
-			uint16_t older = vq->order[vq_wrap(vq->num, vq->order_head + k)];
+			uint16_t older = vq->order[(vq->order_head + k) & vq->order_mask];
 			ndesc += vq->buffers[older].ndesc;
 			k++;
 			if (older == id)
@@ -462,7 +462,7 @@ static int get_one(struct vt_vq_drv *vq, void **token, uint32_t *len)
 				    ndesc, given);
 	vq_packed_advance(vq->num, &vq->last_used, &vq->used_wrap, ndesc);
 	if (vq->in_order) {
-		vq->order_head = vq_wrap(vq->num, vq->order_head + 1);
+		vq->order_head = (vq->order_head + 1) & vq->order_mask;
 		vq->order_count--;
 	}
 	*token = vq->buffers[id].token;

@@ -383,7 +383,8 @@ static int get_one(struct vt_vq_drv *vq, void **token, uint32_t *len)
 	if (vq->in_order && vq->order[vq->order_head] != id) {
 		/* One entry for a batch (2.7.9): every older buffer up to @id is done. */
 		unsigned int k = 1;
-		while (k < vq->order_count && vq->order[vq_wrap(vq->num, vq->order_head + k)] != id)
+		while (k < vq->order_count &&
+		       vq->order[(vq->order_head + k) & vq->order_mask] != id)
 			k++;
 		if (k == vq->order_count)
 			return vq_drv_break(vq, VT_VQ_ERR_USED_ID, "used id %u is not in flight",
@@ -404,7 +405,7 @@ static int get_one(struct vt_vq_drv *vq, void **token, uint32_t *len)
 
 	vq->last_used++;
 	if (vq->in_order) {
-		vq->order_head = vq_wrap(vq->num, vq->order_head + 1);
+		vq->order_head = (vq->order_head + 1) & vq->order_mask;
 		vq->order_count--;
 	}
 	*token = vq->buffers[id].token;
