@@ -118,11 +118,11 @@ void vq_drv_unmap_segments(struct vt_vq_drv *vq, const struct vq_desc_shadow *sh
 {
 	if (!vq->need_unmap)
 		return;
-	for (unsigned int i = 0; i < count; i++) {
-		enum vt_dma_dir dir =
-		    (shadow[i].flags & VIRTQ_DESC_F_WRITE) ? VT_DMA_FROM_DEVICE : VT_DMA_TO_DEVICE;
-		vt_dma_unmap(vq->dma, shadow[i].bus, shadow[i].len, dir);
-	}
+	unsigned int unmapped = 0;
+	for (unsigned int i = 0; i < count; i++)
+		unmapped += vq_drv_unmap_one(vq->dma, &shadow[i]);
+	if (unmapped)
+		vt_dma_count(&vq->dma->stats.unmaps, unmapped);
 }
 
 int vq_drv_map_segments(struct vt_vq_drv *vq, const struct iovec *sg, unsigned int nreadable,

@@ -687,10 +687,11 @@ vq_drv_run_map(struct vt_dma *dma, struct vt_dma_linear *win, const struct iovec
 }
 
 /*
- * A run's unmap of a buffer of one segment, one record (@sh), for the modes that map per buffer:
- * 1 when it was unmapped, for the run to add to the statistics once.
+ * Unmaps the segment the driver's record @sh holds, in the direction its flags say (the modes
+ * that map per buffer): 1 when it was unmapped, for the caller to add to the statistics once for
+ * all it unmaps (vq_drv_unmap_segments, a get run).
  */
-static inline unsigned int vq_drv_run_unmap(struct vt_dma *dma, const struct vq_desc_shadow *sh)
+static inline unsigned int vq_drv_unmap_one(struct vt_dma *dma, const struct vq_desc_shadow *sh)
 {
 	enum vt_dma_dir dir =
 	    (sh->flags & VIRTQ_DESC_F_WRITE) ? VT_DMA_FROM_DEVICE : VT_DMA_TO_DEVICE;

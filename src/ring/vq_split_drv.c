@@ -457,7 +457,7 @@ get_run_with(struct vt_vq_drv *vq, void **tokens, uint32_t *lens, unsigned int m
 		if (need_unmap) {
 			/* One segment: unmapped here and counted once per run. */
 			if (buf->nsegs == 1 && !buf->indirect)
-				unmapped += vq_drv_run_unmap(dma, &shadow[id]);
+				unmapped += vq_drv_unmap_one(dma, &shadow[id]);
 			else
 				unmap_buffer(vq, (uint16_t)id);
 		}
