@@ -418,6 +418,22 @@ static struct overlap find_overlap(struct vt_iotlb *t, uint64_t iova, uint64_t l
 	return o;
 }
 
+/*
+ * The entry of exactly [iova, last] when it is one of the few around the last change, else
+ * NO_ENTRY: a DMA API maps again the blocks it just unmapped (dead entries, see DEAD), so an
+ * update usually rewrites one of them, and is then spared find_overlap's search.
+ */
+static unsigned int same_range_near_hint(const struct vt_iotlb *t, uint64_t iova, uint64_t last)
+{
+	unsigned int h = t->writer_hint, first = h > 2 ? h - 2 : 0;
+	unsigned int end = h + 2 < t->count ? h + 2 : t->count;
+
+	for (unsigned int i = first; i < end; i++)
+		if (t->start[i] == iova && t->slot[i].last == last)
+			return i;
+	return NO_ENTRY;
+}
+
 /* Whether some entry of @o is mapped (not DEAD). */
 static bool overlap_mapped(const struct vt_iotlb *t, const struct overlap *o)
 {
@@ -700,17 +716,36 @@ int vt_iotlb_update(struct vt_iotlb *iotlb, uint64_t iova, uint64_t size, void *
 	unsigned int evicted = 0;
 
 	writer_lock(t);
-	struct overlap o = find_overlap(t, iova, last);
+	unsigned int same = same_range_near_hint(t, iova, last);
+	struct overlap o = { .first = same, .end = same + 1 };
+	if (same == NO_ENTRY)
+		o = find_overlap(t, iova, last);
+	else
+		t->writer_hint = same + 1; /* as find_overlap leaves it */
 	bool changed = changes_translation(t, &o, iova, &entry);
 	if (o.end == o.first + 1 && t->start[o.first] == iova && t->slot[o.first].last == last) {
-		/* The range of one entry, dead or not: rewritten in place, nothing moves. */
-		write_begin(t);
-		t->dead -= t->slot[o.first].perm == DEAD;
-		STORE(&t->slot[o.first].hva, entry.hva);
-		STORE(&t->slot[o.first].perm, entry.perm);
-		if (changed)
+		/* The range of one entry: rewritten in place, nothing moves. */
+		struct iotlb_slot *s = &t->slot[o.first];
+		if (s->perm == DEAD) {
+			/*
+			 * A hole filled, the DMA API's common unmap + map pair: outside a write
+			 * section, so that no reader retries and the sequence line stays with them.
+			 * No reader uses a DEAD entry's host address: one that loads the DEAD
+			 * permission stops there, and one that loaded the live permission before
+			 * the invalidation retries on the sequence it moved. So the address is
+			 * stored first and the permission published after it (release; readers load
+			 * the permission first, acquire). Start and end stay as they were.
+			 */
+			t->dead--;
+			STORE(&s->hva, entry.hva);
+			__atomic_store_n(&s->perm, entry.perm, __ATOMIC_RELEASE);
+		} else if (changed) {
+			write_begin(t);
+			STORE(&s->hva, entry.hva);
+			STORE(&s->perm, entry.perm);
 			bump_generation(t, iova, last);
-		write_end(t);
+			write_end(t);
+		}
 		writer_unlock(t);
 		return 0;
 	}
@@ -849,7 +884,8 @@ static int translate_once(const struct vt_iotlb *t, uint64_t *addr, uint64_t las
 			break;
 		}
 		const struct iotlb_slot *s = &t->slot[i];
-		uint64_t perm = LOAD(&s->perm);
+		/* Acquire, before the host address: see the revival in vt_iotlb_update. */
+		uint64_t perm = __atomic_load_n(&s->perm, __ATOMIC_ACQUIRE);
 		if ((perm & access) != access) {
 			/* access is not 0: a DEAD entry always stops here, as the hole it is. */
 			ret = perm == DEAD ? -EFAULT : -EACCES;
@@ -942,10 +978,11 @@ int vt_iotlb_lookup(struct vt_iotlb *iotlb, uint64_t iova, struct vt_iotlb_entry
 		i = find_entry(t, iova, atomic_load_explicit(&t->hint, memory_order_relaxed),
 			       count);
 		if (i != NO_ENTRY) {
+			/* The permission first: see translate_once. */
+			perm = __atomic_load_n(&t->slot[i].perm, __ATOMIC_ACQUIRE);
 			start = LOAD(&t->start[i]);
 			last = LOAD(&t->slot[i].last);
 			hva = LOAD(&t->slot[i].hva);
-			perm = LOAD(&t->slot[i].perm);
 		}
 	} while (read_retry(t, seq));
 
@@ -1001,10 +1038,11 @@ static int iotlb_as_extent(void *impl, uint64_t addr, struct vt_as_extent *exten
 		i = find_entry(t, addr, atomic_load_explicit(&t->hint, memory_order_relaxed),
 			       count);
 		if (i != NO_ENTRY) {
+			/* The permission first: see translate_once. */
+			perm = __atomic_load_n(&t->slot[i].perm, __ATOMIC_ACQUIRE);
 			start = LOAD(&t->start[i]);
 			last = LOAD(&t->slot[i].last);
 			hva = LOAD(&t->slot[i].hva);
-			perm = LOAD(&t->slot[i].perm);
 		}
 	} while (read_retry(t, seq));
 

@@ -392,3 +392,91 @@ VT_TEST(translate_after_invalidate_returns_misses_on_another_thread)
 	vt_iotlb_free(h.t);
 	free(h.page);
 }
+
+/*
+ * One IOVA page mapped, invalidated and mapped again to another host page, over and over: each
+ * update fills the hole its invalidation left, the in-place revival of vt_iotlb_update. A
+ * translation that starts after an update began and ends before the next invalidation may miss
+ * (the update not yet seen) or hit the new host page, never the page of an earlier life: that
+ * would be a host address torn from the permission it was read with.
+ */
+struct revival {
+	struct vt_iotlb *t;
+	uint64_t *host; /* VERSIONS pages, page v holding host_word(0, v, w) */
+	/* life << 8 | version << 1 | mapped, stored (release) before each update and after each
+	 * invalidation returned. */
+	_Atomic uint64_t state;
+	atomic_int stop, started;
+	uint64_t stale;	  /* reader: hits on an earlier life's page; want 0 */
+	uint64_t checked; /* reader: hits checked against the current life */
+	char error[256];
+};
+
+static void *revival_reader(void *arg)
+{
+	struct revival *v = arg;
+
+	atomic_fetch_add_explicit(&v->started, 1, memory_order_relaxed);
+	while (!atomic_load_explicit(&v->stop, memory_order_relaxed)) {
+		struct iovec iov;
+		unsigned int n = 0;
+		/* Acquire: pairs with the writer's release stores of the state. */
+		uint64_t before = atomic_load_explicit(&v->state, memory_order_acquire);
+		int ret =
+		    vt_iotlb_translate(v->t, IOVA_BASE, PAGE, VT_ACCESS_READ, &iov, 1, &n, NULL);
+		uint64_t after = atomic_load_explicit(&v->state, memory_order_acquire);
+
+		if (ret != 0 && ret != -EFAULT) {
+			snprintf(v->error, sizeof(v->error), "translate gave %d", ret);
+			break;
+		}
+		if (ret != 0 || before != after || !(before & 1))
+			continue;
+		uint64_t want = before >> 1 & 0x7f;
+		uint64_t got = ((const uint64_t *)iov.iov_base)[0] >> 16 & 0xffff;
+		v->checked++;
+		v->stale += got != want;
+	}
+	return NULL;
+}
+
+VT_TEST(a_hole_mapped_again_never_shows_a_previous_host_page_to_a_concurrent_reader)
+{
+	struct revival v = { 0 };
+	struct vt_iotlb_params p = { .max_entries = 8 };
+	pthread_t reader;
+	uint64_t lives = vt_test_scaled(300000), life;
+
+	v.host = malloc((size_t)VERSIONS * PAGE);
+	REQUIRE(v.host);
+	for (unsigned int ver = 0; ver < VERSIONS; ver++)
+		for (unsigned int i = 0; i < WORDS; i++)
+			v.host[ver * WORDS + i] = host_word(0, ver, i);
+	REQUIRE_EQ(vt_iotlb_new(&p, &v.t), 0);
+	REQUIRE_EQ(pthread_create(&reader, NULL, revival_reader, &v), 0);
+	while (!atomic_load_explicit(&v.started, memory_order_relaxed))
+		sched_yield();
+
+	uint64_t deadline = millis() + MAX_MILLIS;
+	for (life = 1; life <= lives && (life % 1024 || millis() < deadline); life++) {
+		unsigned int ver = (unsigned int)(life % VERSIONS);
+		atomic_store_explicit(&v.state, life << 8 | ver << 1 | 1, memory_order_release);
+		CHECK_EQ(
+		    vt_iotlb_update(v.t, IOVA_BASE, PAGE, &v.host[ver * WORDS], VT_IOTLB_PERM_RO),
+		    0);
+		CHECK_EQ(vt_iotlb_invalidate(v.t, IOVA_BASE, PAGE), 0);
+		atomic_store_explicit(&v.state, life << 8, memory_order_release);
+	}
+	atomic_store_explicit(&v.stop, 1, memory_order_relaxed);
+	pthread_join(reader, NULL);
+	if (v.error[0])
+		VT_FAIL_AT("reader: %s", v.error);
+	CHECK_EQ(v.stale, 0);
+	/* Every life after the first fills the hole in place (the entry is kept dead). */
+	struct vt_iotlb_stats st;
+	vt_iotlb_get_stats(v.t, &st);
+	CHECK_EQ(st.invalidations, life - 1);
+	printf("  %" PRIu64 " lives; reader checked %" PRIu64 " hits\n", life - 1, v.checked);
+	vt_iotlb_free(v.t);
+	free(v.host);
+}
