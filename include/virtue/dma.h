@@ -64,6 +64,13 @@ struct vt_dma_iotlb_ops {
 	 */
 	int (*invalidate_nowait)(void *opaque, uint64_t iova, uint64_t size);
 	int (*sync)(void *opaque);
+	/*
+	 * Optional, both or neither: bracket the calls of one DMA batch (vt_dma_batch_begin),
+	 * all made by the thread that holds it, so that the receiving side can take its own lock
+	 * once for them all. Each call still takes effect when it returns.
+	 */
+	void (*batch_begin)(void *opaque);
+	void (*batch_end)(void *opaque);
 };
 
 struct vt_dma_params {

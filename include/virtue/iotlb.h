@@ -77,6 +77,16 @@ void vt_iotlb_free(struct vt_iotlb *iotlb);
 int vt_iotlb_update(struct vt_iotlb *iotlb, uint64_t iova, uint64_t size, void *hva,
 		    unsigned int perm);
 
+/*
+ * vt_iotlb_batch_begin, vt_iotlb_batch_end - hold the writer lock across the updates and
+ * invalidations the calling thread makes until the end (a DMA batch feeding the IOTLB, see
+ * vt_dma_iotlb_ops.batch_begin), so that each of them skips it. Readers are not held up: each
+ * change still takes effect when its call returns. Writers on other threads wait for the end.
+ * Batches nest.
+ */
+void vt_iotlb_batch_begin(struct vt_iotlb *iotlb);
+void vt_iotlb_batch_end(struct vt_iotlb *iotlb);
+
 /* Removes every translation of [iova, iova + size); bytes not mapped are ignored. */
 int vt_iotlb_invalidate(struct vt_iotlb *iotlb, uint64_t iova, uint64_t size);
 

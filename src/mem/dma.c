@@ -94,6 +94,15 @@ int vt_dma_new(const struct vt_dma_params *params, struct vt_dma **out)
 			       name);
 			return -EINVAL;
 		}
+		if (!params->iotlb_ops->invalidate_nowait != !params->iotlb_ops->sync ||
+		    !params->iotlb_ops->batch_begin != !params->iotlb_ops->batch_end) {
+			vt_log(
+			    log, VT_LOG_ERROR,
+			    "dma(%s): iotlb_ops needs invalidate_nowait with sync and batch_begin "
+			    "with batch_end, each pair whole or not at all",
+			    name);
+			return -EINVAL;
+		}
 		return vt_dma_iommu_create(params, out);
 	case VT_DMA_BOUNCE:
 		return vt_dma_bounce_create(params, out);

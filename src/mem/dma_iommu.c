@@ -409,6 +409,8 @@ static void iommu_batch_begin(struct vt_dma *dma)
 
 	/* A batch opened inside this thread's own batch only counts. */
 	vt_dma_lock_batch_begin(&m->lock);
+	if (m->lock.batch_depth == 1 && m->iotlb->batch_begin)
+		m->iotlb->batch_begin(m->iotlb_opaque);
 }
 
 static int iommu_batch_end(struct vt_dma *dma)
@@ -421,6 +423,8 @@ static int iommu_batch_end(struct vt_dma *dma)
 		return 0;
 	if (!lazy(m))
 		ret = flush_locked(m);
+	if (m->iotlb->batch_end)
+		m->iotlb->batch_end(m->iotlb_opaque);
 	vt_dma_lock_batch_release(&m->lock);
 	return ret;
 }

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The lock of a DMA mode that keeps state per mapping (IOMMU, bounce), with batches: a batch
+ * The lock of a DMA mode that keeps state per mapping (IOMMU, bounce), and of the IOTLB's
+ * writers, with batches: a batch
  * (vt_dma_batch_begin) holds the mutex from its begin to its end and names its thread, and the
  * maps and unmaps that thread makes inside it skip the mutex. A recursive mutex would take it
  * again at the cost of a lock and an unlock per call, which a ring burst pays per buffer.

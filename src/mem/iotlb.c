@@ -17,6 +17,8 @@
 
 #include <virtue/iotlb.h>
 
+#include "mem/dma_lock.h"
+
 #define IOTLB_CACHELINE 64
 #define NO_ENTRY	UINT_MAX
 
@@ -116,8 +118,11 @@ struct vt_iotlb {
 	 * not take the read-mostly line above from every other reader.
 	 */
 	_Alignas(IOTLB_CACHELINE) _Atomic unsigned int hint;
-	/* Taken by writers only; keep it off the lines readers read. */
-	_Alignas(IOTLB_CACHELINE) pthread_mutex_t writer;
+	/*
+	 * Taken by writers only; keep it off the lines readers read. A writer batch
+	 * (vt_iotlb_batch_begin) holds it for its thread, whose writes then skip it.
+	 */
+	_Alignas(IOTLB_CACHELINE) struct vt_dma_lock writer;
 	/* Bumped by concurrent translations, relaxed: statistics order nothing. */
 	_Alignas(IOTLB_CACHELINE) _Atomic uint64_t hits;
 	_Atomic uint64_t misses;
@@ -141,15 +146,15 @@ struct overlap {
 	bool tail;
 };
 
-static void writer_lock(struct vt_iotlb *t)
+/* What to pass to writer_unlock: false inside this thread's own writer batch. */
+static bool writer_lock(struct vt_iotlb *t)
 {
-	/* Fails only on deadlock, impossible: no path takes it twice. */
-	(void)pthread_mutex_lock(&t->writer);
+	return vt_dma_lock(&t->writer);
 }
 
-static void writer_unlock(struct vt_iotlb *t)
+static void writer_unlock(struct vt_iotlb *t, bool locked)
 {
-	(void)pthread_mutex_unlock(&t->writer);
+	vt_dma_unlock(&t->writer, locked);
 }
 
 /* Under the writer mutex: from here to write_end, readers that overlap retry. */
@@ -497,7 +502,7 @@ int vt_iotlb_new(const struct vt_iotlb_params *params, struct vt_iotlb **out)
 	t->rng = 0x9e3779b97f4a7c15ULL;
 	t->log = p.log;
 
-	ret = -pthread_mutex_init(&t->writer, NULL);
+	ret = -vt_dma_lock_init(&t->writer);
 	if (ret)
 		goto err_free;
 	*out = t;
@@ -513,9 +518,20 @@ void vt_iotlb_free(struct vt_iotlb *iotlb)
 {
 	if (!iotlb)
 		return;
-	pthread_mutex_destroy(&iotlb->writer);
+	vt_dma_lock_destroy(&iotlb->writer);
 	free_arrays(iotlb);
 	free(iotlb);
+}
+
+void vt_iotlb_batch_begin(struct vt_iotlb *iotlb)
+{
+	vt_dma_lock_batch_begin(&iotlb->writer);
+}
+
+void vt_iotlb_batch_end(struct vt_iotlb *iotlb)
+{
+	if (vt_dma_lock_batch_closing(&iotlb->writer))
+		vt_dma_lock_batch_release(&iotlb->writer);
 }
 
 uint64_t vt_iotlb_generation(const struct vt_iotlb *iotlb)
@@ -715,7 +731,7 @@ int vt_iotlb_update(struct vt_iotlb *iotlb, uint64_t iova, uint64_t size, void *
 	struct iotlb_slot entry = { .last = last, .hva = host, .perm = perm };
 	unsigned int evicted = 0;
 
-	writer_lock(t);
+	bool locked = writer_lock(t);
 	unsigned int same = same_range_near_hint(t, iova, last);
 	struct overlap o = { .first = same, .end = same + 1 };
 	if (same == NO_ENTRY)
@@ -746,7 +762,7 @@ int vt_iotlb_update(struct vt_iotlb *iotlb, uint64_t iova, uint64_t size, void *
 			bump_generation(t, iova, last);
 			write_end(t);
 		}
-		writer_unlock(t);
+		writer_unlock(t, locked);
 		return 0;
 	}
 	unsigned int need = entries_after(t, &o, 1);
@@ -759,7 +775,7 @@ int vt_iotlb_update(struct vt_iotlb *iotlb, uint64_t iova, uint64_t size, void *
 	if (need > t->capacity) {
 		report_full(t, iova, size);
 		if (t->full_policy == VT_IOTLB_FULL_REFUSE) {
-			writer_unlock(t);
+			writer_unlock(t, locked);
 			return -ENOSPC;
 		}
 	}
@@ -777,7 +793,7 @@ int vt_iotlb_update(struct vt_iotlb *iotlb, uint64_t iova, uint64_t size, void *
 	else if (changed)
 		bump_generation(t, iova, last);
 	write_end(t);
-	writer_unlock(t);
+	writer_unlock(t, locked);
 	return 0;
 }
 
@@ -792,10 +808,10 @@ int vt_iotlb_invalidate(struct vt_iotlb *iotlb, uint64_t iova, uint64_t size)
 
 	uint64_t last = iova + size - 1;
 
-	writer_lock(t);
+	bool locked = writer_lock(t);
 	struct overlap o = find_overlap(t, iova, last);
 	if (!overlap_mapped(t, &o)) {
-		writer_unlock(t);
+		writer_unlock(t, locked);
 		return 0;
 	}
 	if (!o.head && !o.tail) {
@@ -811,7 +827,7 @@ int vt_iotlb_invalidate(struct vt_iotlb *iotlb, uint64_t iova, uint64_t size)
 		t->full_reported = false;
 		bump_generation(t, iova, last);
 		write_end(t);
-		writer_unlock(t);
+		writer_unlock(t, locked);
 		return 0;
 	}
 	unsigned int need = entries_after(t, &o, 0);
@@ -842,7 +858,7 @@ int vt_iotlb_invalidate(struct vt_iotlb *iotlb, uint64_t iova, uint64_t size)
 	else
 		bump_generation(t, iova, last);
 	write_end(t);
-	writer_unlock(t);
+	writer_unlock(t, locked);
 	return 0;
 }
 
@@ -850,7 +866,7 @@ void vt_iotlb_invalidate_all(struct vt_iotlb *iotlb)
 {
 	struct vt_iotlb *t = iotlb;
 
-	writer_lock(t);
+	bool locked = writer_lock(t);
 	if (t->count)
 		t->invalidations++;
 	write_begin(t);
@@ -860,7 +876,7 @@ void vt_iotlb_invalidate_all(struct vt_iotlb *iotlb)
 	bump_generation(t, 0, UINT64_MAX);
 	write_end(t);
 	t->full_reported = false;
-	writer_unlock(t);
+	writer_unlock(t, locked);
 }
 
 /*
@@ -1000,11 +1016,11 @@ void vt_iotlb_get_stats(struct vt_iotlb *iotlb, struct vt_iotlb_stats *stats)
 {
 	struct vt_iotlb *t = iotlb;
 
-	writer_lock(t);
+	bool locked = writer_lock(t);
 	stats->evictions = t->evictions;
 	stats->invalidations = t->invalidations;
 	stats->entries = t->count - t->dead;
-	writer_unlock(t);
+	writer_unlock(t, locked);
 	stats->hits = atomic_load_explicit(&t->hits, memory_order_relaxed);
 	stats->misses = atomic_load_explicit(&t->misses, memory_order_relaxed);
 	stats->denied = atomic_load_explicit(&t->denied, memory_order_relaxed);

@@ -18,7 +18,22 @@ static int feed_invalidate(void *opaque, uint64_t iova, uint64_t size)
 	return vt_iotlb_invalidate(feed->iotlb, iova, size);
 }
 
+/* A ring burst's maps or unmaps: the IOTLB's writer lock once for them all. */
+static void feed_batch_begin(void *opaque)
+{
+	struct vt_iotlb_feed *feed = opaque;
+	vt_iotlb_batch_begin(feed->iotlb);
+}
+
+static void feed_batch_end(void *opaque)
+{
+	struct vt_iotlb_feed *feed = opaque;
+	vt_iotlb_batch_end(feed->iotlb);
+}
+
 const struct vt_dma_iotlb_ops vt_iotlb_feed_ops = {
 	.update = feed_update,
 	.invalidate = feed_invalidate,
+	.batch_begin = feed_batch_begin,
+	.batch_end = feed_batch_end,
 };

@@ -8,6 +8,7 @@
 #include <sys/mman.h>
 
 #include <virtue/dma.h>
+#include <virtue/iotlb_feed.h>
 #include <virtue/memtable.h>
 #include <virtue/spec/virtio_config.h>
 
@@ -189,6 +190,17 @@ VT_TEST(new_rejects_an_iommu_mode_without_iotlb_ops)
 	params.mode = (enum vt_dma_mode)17;
 	CHECK_EQ(vt_dma_new(&params, &dma), -EINVAL);
 	CHECK_EQ(seen.errors, 2);
+	/* The optional pairs come both or neither. */
+	struct vt_dma_iotlb_ops half = vt_iotlb_feed_ops;
+	half.batch_end = NULL;
+	params = (struct vt_dma_params){
+		.mode = VT_DMA_IOMMU_STRICT, .shm = shm, .log = &log, .iotlb_ops = &half
+	};
+	CHECK_EQ(vt_dma_new(&params, &dma), -EINVAL);
+	half = vt_iotlb_feed_ops;
+	half.invalidate_nowait = half.invalidate;
+	CHECK_EQ(vt_dma_new(&params, &dma), -EINVAL);
+	CHECK_EQ(seen.errors, 4);
 	vt_shm_free(shm);
 }
 

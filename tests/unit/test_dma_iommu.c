@@ -53,6 +53,9 @@ struct device_side {
 
 	/* What the callbacks saw. */
 	unsigned int updates, invalidations;
+	/* Batch hooks: calls, how deep, and the updates and invalidations made inside one. */
+	unsigned int batch_begins, batch_ends, batch_depth, calls_in_batch;
+	bool batch_hooks_misnested;
 	struct published last_update;
 	uint64_t last_uaddr;
 	unsigned int last_perm;
@@ -107,6 +110,7 @@ static int device_update(void *opaque, uint64_t iova, uint64_t size, uint64_t ua
 	if (ret < 0)
 		return ret;
 	dev->updates++;
+	dev->calls_in_batch += dev->batch_depth > 0;
 	dev->last_update = (struct published){ iova, size };
 	dev->last_uaddr = uaddr;
 	dev->last_perm = perm;
@@ -126,6 +130,7 @@ static int device_invalidate(void *opaque, uint64_t iova, uint64_t size)
 	if (ret < 0)
 		return ret;
 	dev->invalidations++;
+	dev->calls_in_batch += dev->batch_depth > 0;
 	/* The shadow loses whatever the range covers; pieces outside it survive. */
 	for (unsigned int i = 0; i < dev->shadow_count;) {
 		struct published p = dev->shadow[i];
@@ -142,9 +147,32 @@ static int device_invalidate(void *opaque, uint64_t iova, uint64_t size)
 	return 0;
 }
 
+/* The hooks hold the IOTLB's writer lock for the batch, as vt_iotlb_feed_ops does. */
+static void device_batch_begin(void *opaque)
+{
+	struct device_side *dev = opaque;
+
+	dev->batch_hooks_misnested |= dev->batch_depth != 0;
+	dev->batch_depth++;
+	dev->batch_begins++;
+	vt_iotlb_batch_begin(dev->iotlb);
+}
+
+static void device_batch_end(void *opaque)
+{
+	struct device_side *dev = opaque;
+
+	dev->batch_hooks_misnested |= dev->batch_depth != 1;
+	dev->batch_depth--;
+	dev->batch_ends++;
+	vt_iotlb_batch_end(dev->iotlb);
+}
+
 static const struct vt_dma_iotlb_ops device_ops = {
 	.update = device_update,
 	.invalidate = device_invalidate,
+	.batch_begin = device_batch_begin,
+	.batch_end = device_batch_end,
 };
 
 static int device_attach(struct device_side *dev, const struct vt_shm *shm)
@@ -1116,7 +1144,56 @@ VT_TEST(nested_batches_publish_at_the_outermost_end)
 	CHECK_EQ(vt_dma_batch_end(f.dma), 0);
 	CHECK_EQ(f.dev.invalidations, 1);
 	CHECK_EQ(device_entries(&f.dev), 0);
+	/* The transport's hooks bracket the outermost batch only. */
+	CHECK_EQ(f.dev.batch_begins, 1);
+	CHECK_EQ(f.dev.batch_ends, 1);
+	CHECK(!f.dev.batch_hooks_misnested);
 	teardown(&f);
+}
+
+VT_TEST(the_transports_batch_hooks_bracket_every_publication_of_a_batch_and_no_other)
+{
+	static const enum vt_dma_mode modes[] = { VT_DMA_IOMMU_STRICT, VT_DMA_IOMMU_LAZY };
+
+	for (unsigned int m = 0; m < 2; m++) {
+		struct fixture f;
+		uint64_t bus[4], alone;
+
+		REQUIRE_EQ(setup(&f, modes[m]), 0);
+		uint8_t *p = shm_buffer(&f, 64);
+		REQUIRE(p != NULL);
+		fill(p, 64, 41);
+		/* Outside a batch: no hook. */
+		REQUIRE_EQ(vt_dma_map(f.dma, p, 64, VT_DMA_TO_DEVICE, &alone), 0);
+		CHECK_EQ(f.dev.batch_begins, 0);
+		CHECK_EQ(f.dev.calls_in_batch, 0);
+
+		vt_dma_batch_begin(f.dma);
+		CHECK_EQ(f.dev.batch_begins, 1);
+		for (int i = 0; i < 4; i++)
+			REQUIRE_EQ(vt_dma_map(f.dma, p, 64, VT_DMA_TO_DEVICE, &bus[i]), 0);
+		/* Each update took effect when its call returned, inside the batch. */
+		for (int i = 0; i < 4; i++)
+			CHECK(device_sees(&f, bus[i], p, 64));
+		CHECK_EQ(vt_dma_batch_end(f.dma), 0);
+		CHECK_EQ(f.dev.batch_ends, 1);
+		CHECK_EQ(f.dev.calls_in_batch, 4);
+
+		vt_dma_batch_begin(f.dma);
+		for (int i = 0; i < 4; i++)
+			REQUIRE_EQ(vt_dma_unmap(f.dma, bus[i], 64, VT_DMA_TO_DEVICE), 0);
+		CHECK_EQ(vt_dma_batch_end(f.dma), 0);
+		/* Strict published the four, merged, before its hook ended the batch. */
+		CHECK_EQ(f.dev.calls_in_batch, modes[m] == VT_DMA_IOMMU_STRICT ? 5u : 4u);
+		CHECK_EQ(f.dev.batch_begins, 2);
+		CHECK_EQ(f.dev.batch_ends, 2);
+		CHECK(!f.dev.batch_hooks_misnested);
+		CHECK_EQ(vt_dma_unmap(f.dma, alone, 64, VT_DMA_TO_DEVICE), 0);
+		CHECK_EQ(vt_dma_flush(f.dma), 0);
+		CHECK_EQ(f.dev.batch_begins, 2);
+		CHECK_EQ(device_entries(&f.dev), 0);
+		teardown(&f);
+	}
 }
 
 VT_TEST(a_batch_that_fills_the_queue_publishes_early_and_keeps_strictness)

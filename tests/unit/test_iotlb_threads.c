@@ -12,6 +12,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <virtue/iotlb.h>
 
@@ -479,4 +480,68 @@ VT_TEST(a_hole_mapped_again_never_shows_a_previous_host_page_to_a_concurrent_rea
 	printf("  %" PRIu64 " lives; reader checked %" PRIu64 " hits\n", life - 1, v.checked);
 	vt_iotlb_free(v.t);
 	free(v.host);
+}
+
+struct batch_peer {
+	struct vt_iotlb *t;
+	void *page;
+	atomic_int done;
+	int ret;
+};
+
+static void *update_from_another_thread(void *arg)
+{
+	struct batch_peer *p = arg;
+
+	p->ret = vt_iotlb_update(p->t, IOVA_BASE + PAGE, PAGE, p->page, VT_IOTLB_PERM_RW);
+	atomic_store_explicit(&p->done, 1, memory_order_release);
+	return NULL;
+}
+
+static void *translate_from_another_thread(void *arg)
+{
+	struct batch_peer *p = arg;
+	struct iovec iov;
+	unsigned int n;
+
+	p->ret = vt_iotlb_translate(p->t, IOVA_BASE, PAGE, VT_ACCESS_READ, &iov, 1, &n, NULL);
+	if (p->ret == 0 && iov.iov_base != p->page)
+		p->ret = -EINVAL;
+	atomic_store_explicit(&p->done, 1, memory_order_release);
+	return NULL;
+}
+
+VT_TEST(a_writer_batch_holds_other_writers_off_until_its_end_and_readers_not_at_all)
+{
+	struct vt_iotlb *t;
+	uint64_t *pages = calloc(2, PAGE);
+	pthread_t writer, reader;
+
+	REQUIRE(pages);
+	REQUIRE_EQ(vt_iotlb_new(NULL, &t), 0);
+	struct batch_peer w = { .t = t, .page = pages + WORDS };
+	struct batch_peer r = { .t = t, .page = pages };
+
+	vt_iotlb_batch_begin(t);
+	vt_iotlb_batch_begin(t); /* nests */
+	/* The batch's own thread writes without the lock it holds. */
+	REQUIRE_EQ(vt_iotlb_update(t, IOVA_BASE, PAGE, pages, VT_IOTLB_PERM_RO), 0);
+	vt_iotlb_batch_end(t);
+	REQUIRE_EQ(pthread_create(&writer, NULL, update_from_another_thread, &w), 0);
+	/* A reader on another thread translates at once, the batch still open. */
+	REQUIRE_EQ(pthread_create(&reader, NULL, translate_from_another_thread, &r), 0);
+	pthread_join(reader, NULL);
+	CHECK_EQ(r.ret, 0);
+	usleep(20000);
+	CHECK(!atomic_load_explicit(&w.done, memory_order_acquire));
+	vt_iotlb_batch_end(t);
+	pthread_join(writer, NULL);
+	CHECK_EQ(w.ret, 0);
+	struct vt_iotlb_entry e;
+	CHECK_EQ(vt_iotlb_lookup(t, IOVA_BASE + PAGE, &e), 0);
+	CHECK(e.hva == pages + WORDS);
+	/* Ended: this thread waits for the lock like any other writer again (no deadlock). */
+	CHECK_EQ(vt_iotlb_invalidate(t, IOVA_BASE, 2 * PAGE), 0);
+	vt_iotlb_free(t);
+	free(pages);
 }
