@@ -713,6 +713,82 @@ static void report_full(struct vt_iotlb *t, uint64_t iova, uint64_t size)
 		       "IOTLB full (%u entries): evicting entries to make room", t->capacity);
 }
 
+/*
+ * Under the writer lock: dead entry @s mapped again over the same range, the DMA API's common
+ * unmap + map pair. Outside a write section, so that no reader retries and the sequence line
+ * stays with them. No reader uses a DEAD entry's host address: one that loads the DEAD
+ * permission stops there, and one that loaded the live permission before the invalidation
+ * retries on the sequence it moved. So the address is stored first and the permission published
+ * after it (release; readers load the permission first, acquire). Start and end stay as they
+ * were, and no translation changed: the generation stays too.
+ */
+static inline void fill_hole(struct vt_iotlb *t, struct iotlb_slot *s, uint64_t host,
+			     unsigned int perm)
+{
+	t->dead--;
+	STORE(&s->hva, host);
+	__atomic_store_n(&s->perm, (uint64_t)perm, __ATOMIC_RELEASE);
+}
+
+/*
+ * Under the writer lock: an update whose range is not a dead entry next to the last change (the
+ * fast path of vt_iotlb_update), which is @same when it is a live one. Out of line, so that the
+ * fast path keeps a short frame.
+ */
+static __attribute__((noinline)) int update_locked(struct vt_iotlb *t, uint64_t iova, uint64_t last,
+						   const struct iotlb_slot *entry,
+						   unsigned int same)
+{
+	struct overlap o = { .first = same, .end = same + 1 };
+	unsigned int evicted = 0;
+	uint64_t size = last - iova + 1; /* for the log line */
+
+	if (same == NO_ENTRY)
+		o = find_overlap(t, iova, last);
+	bool changed = changes_translation(t, &o, iova, entry);
+	if (o.end == o.first + 1 && t->start[o.first] == iova && t->slot[o.first].last == last) {
+		/* The range of one entry: rewritten in place, nothing moves. */
+		struct iotlb_slot *s = &t->slot[o.first];
+		if (s->perm == DEAD) {
+			fill_hole(t, s, entry->hva, (unsigned int)entry->perm);
+		} else if (changed) {
+			write_begin(t);
+			STORE(&s->hva, entry->hva);
+			STORE(&s->perm, entry->perm);
+			bump_generation(t, iova, last);
+			write_end(t);
+		}
+		return 0;
+	}
+	unsigned int need = entries_after(t, &o, 1);
+	if (need > t->capacity && t->dead) {
+		compact(t);
+		o = find_overlap(t, iova, last);
+		need = entries_after(t, &o, 1);
+	}
+	unsigned int moved_from = o.first;
+	if (need > t->capacity) {
+		report_full(t, iova, size);
+		if (t->full_policy == VT_IOTLB_FULL_REFUSE)
+			return -ENOSPC;
+	}
+	/* Readers were undisturbed so far, the log line included. */
+	write_begin(t);
+	if (need > t->capacity) {
+		evicted = make_room(t, &o, need, true, &moved_from);
+		t->evictions += evicted;
+	}
+	splice(t, &o, iova, last, entry);
+	reindex(t, moved_from < o.first ? moved_from : o.first);
+	/* Evicted entries can be anywhere: the change is to everything. */
+	if (evicted)
+		bump_generation(t, 0, UINT64_MAX);
+	else if (changed)
+		bump_generation(t, iova, last);
+	write_end(t);
+	return 0;
+}
+
 int vt_iotlb_update(struct vt_iotlb *iotlb, uint64_t iova, uint64_t size, void *hva,
 		    unsigned int perm)
 {
@@ -728,73 +804,22 @@ int vt_iotlb_update(struct vt_iotlb *iotlb, uint64_t iova, uint64_t size, void *
 		return -EINVAL;
 
 	uint64_t last = iova + size - 1;
-	struct iotlb_slot entry = { .last = last, .hva = host, .perm = perm };
-	unsigned int evicted = 0;
-
 	bool locked = writer_lock(t);
+	/* Mostly the range of a dead entry next to the last change: filled in place. */
 	unsigned int same = same_range_near_hint(t, iova, last);
-	struct overlap o = { .first = same, .end = same + 1 };
-	if (same == NO_ENTRY)
-		o = find_overlap(t, iova, last);
-	else
+	if (same != NO_ENTRY) {
 		t->writer_hint = same + 1; /* as find_overlap leaves it */
-	bool changed = changes_translation(t, &o, iova, &entry);
-	if (o.end == o.first + 1 && t->start[o.first] == iova && t->slot[o.first].last == last) {
-		/* The range of one entry: rewritten in place, nothing moves. */
-		struct iotlb_slot *s = &t->slot[o.first];
+		struct iotlb_slot *s = &t->slot[same];
 		if (s->perm == DEAD) {
-			/*
-			 * A hole filled, the DMA API's common unmap + map pair: outside a write
-			 * section, so that no reader retries and the sequence line stays with them.
-			 * No reader uses a DEAD entry's host address: one that loads the DEAD
-			 * permission stops there, and one that loaded the live permission before
-			 * the invalidation retries on the sequence it moved. So the address is
-			 * stored first and the permission published after it (release; readers load
-			 * the permission first, acquire). Start and end stay as they were.
-			 */
-			t->dead--;
-			STORE(&s->hva, entry.hva);
-			__atomic_store_n(&s->perm, entry.perm, __ATOMIC_RELEASE);
-		} else if (changed) {
-			write_begin(t);
-			STORE(&s->hva, entry.hva);
-			STORE(&s->perm, entry.perm);
-			bump_generation(t, iova, last);
-			write_end(t);
-		}
-		writer_unlock(t, locked);
-		return 0;
-	}
-	unsigned int need = entries_after(t, &o, 1);
-	if (need > t->capacity && t->dead) {
-		compact(t);
-		o = find_overlap(t, iova, last);
-		need = entries_after(t, &o, 1);
-	}
-	unsigned int moved_from = o.first;
-	if (need > t->capacity) {
-		report_full(t, iova, size);
-		if (t->full_policy == VT_IOTLB_FULL_REFUSE) {
+			fill_hole(t, s, host, perm);
 			writer_unlock(t, locked);
-			return -ENOSPC;
+			return 0;
 		}
 	}
-	/* Readers were undisturbed so far, the log line included. */
-	write_begin(t);
-	if (need > t->capacity) {
-		evicted = make_room(t, &o, need, true, &moved_from);
-		t->evictions += evicted;
-	}
-	splice(t, &o, iova, last, &entry);
-	reindex(t, moved_from < o.first ? moved_from : o.first);
-	/* Evicted entries can be anywhere: the change is to everything. */
-	if (evicted)
-		bump_generation(t, 0, UINT64_MAX);
-	else if (changed)
-		bump_generation(t, iova, last);
-	write_end(t);
+	struct iotlb_slot entry = { .last = last, .hva = host, .perm = perm };
+	int ret = update_locked(t, iova, last, &entry, same);
 	writer_unlock(t, locked);
-	return 0;
+	return ret;
 }
 
 int vt_iotlb_invalidate(struct vt_iotlb *iotlb, uint64_t iova, uint64_t size)

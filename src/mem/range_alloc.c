@@ -123,30 +123,6 @@ static void add_free_block(struct vt_range_alloc *ra, uint64_t start, unsigned i
 	list_push(ra, i);
 }
 
-/* The order of the block a request takes, or -1 when no block of the range could hold it. */
-static int request_order(const struct vt_range_alloc *ra, uint64_t size, uint64_t align)
-{
-	uint64_t mask = (1ULL << ra->granule_shift) - 1;
-	uint64_t need = (size >> ra->granule_shift) + ((size & mask) != 0);
-	uint64_t align_granules = align >> ra->granule_shift;
-
-	if (align_granules > need)
-		need = align_granules;
-	if (need == 0 || need > ra->granules)
-		return -1;
-	if (need == 1)
-		return 0;
-	int order = 64 - __builtin_clzll(need - 1);
-	if (order >= VT_RANGE_ALLOC_ORDERS || order_granules((unsigned int)order) > ra->granules)
-		return -1;
-	return order;
-}
-
-static bool valid_request(uint64_t size, uint64_t align)
-{
-	return size != 0 && (align & (align - 1)) == 0;
-}
-
 int vt_range_alloc_init(struct vt_range_alloc *ra, uint64_t base, uint64_t size, uint64_t granule,
 			uint32_t max_blocks)
 {
@@ -201,9 +177,9 @@ void vt_range_alloc_destroy(struct vt_range_alloc *ra)
 int vt_range_alloc_alloc(struct vt_range_alloc *ra, uint64_t size, uint64_t align, uint32_t tag,
 			 uint64_t *addr)
 {
-	if (!valid_request(size, align))
+	if (!vt_range_alloc_valid_request(size, align))
 		return -EINVAL;
-	int want = request_order(ra, size, align);
+	int want = vt_range_alloc_request_order(ra, size, align);
 	if (want < 0)
 		return -ENOSPC;
 	uint64_t fits = ra->free_orders & (~0ULL << want);
@@ -301,12 +277,4 @@ int vt_range_alloc_find(const struct vt_range_alloc *ra, uint64_t addr,
 uint64_t vt_range_alloc_free_bytes(const struct vt_range_alloc *ra)
 {
 	return ra->free_granules << ra->granule_shift;
-}
-
-uint64_t vt_range_alloc_block_bytes(const struct vt_range_alloc *ra, uint64_t size, uint64_t align)
-{
-	if (!valid_request(size, align))
-		return 0;
-	int order = request_order(ra, size, align);
-	return order < 0 ? 0 : order_granules((unsigned int)order) << ra->granule_shift;
 }

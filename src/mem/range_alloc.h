@@ -9,6 +9,7 @@
 #ifndef VIRTUE_MEM_RANGE_ALLOC_H
 #define VIRTUE_MEM_RANGE_ALLOC_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 /* Block records when the caller does not say (also capped by the number of granules). */
@@ -76,7 +77,45 @@ int vt_range_alloc_find(const struct vt_range_alloc *ra, uint64_t addr,
 
 uint64_t vt_range_alloc_free_bytes(const struct vt_range_alloc *ra);
 
+/* Whether a request of @size and @align can be asked at all: size not 0, align 0 or a power of 2.
+ */
+static inline bool vt_range_alloc_valid_request(uint64_t size, uint64_t align)
+{
+	return size != 0 && (align & (align - 1)) == 0;
+}
+
+/*
+ * The order of the block a valid request takes (its size in granules is 1 << order), or -1 when
+ * no block of the range could hold it. Inline: a caller with a constant @align gets a few
+ * instructions (the IOMMU DMA's unmap asks it per buffer).
+ */
+static inline int vt_range_alloc_request_order(const struct vt_range_alloc *ra, uint64_t size,
+					       uint64_t align)
+{
+	uint64_t mask = (1ULL << ra->granule_shift) - 1;
+	uint64_t need = (size >> ra->granule_shift) + ((size & mask) != 0);
+	uint64_t align_granules = align >> ra->granule_shift;
+
+	if (align_granules > need)
+		need = align_granules;
+	if (need == 0 || need > ra->granules)
+		return -1;
+	if (need == 1)
+		return 0;
+	int order = 64 - __builtin_clzll(need - 1);
+	if (order >= VT_RANGE_ALLOC_ORDERS || (1ULL << order) > ra->granules)
+		return -1;
+	return order;
+}
+
 /* Bytes an allocation of @size and @align takes out of the range (0 if it can never fit). */
-uint64_t vt_range_alloc_block_bytes(const struct vt_range_alloc *ra, uint64_t size, uint64_t align);
+static inline uint64_t vt_range_alloc_block_bytes(const struct vt_range_alloc *ra, uint64_t size,
+						  uint64_t align)
+{
+	if (!vt_range_alloc_valid_request(size, align))
+		return 0;
+	int order = vt_range_alloc_request_order(ra, size, align);
+	return order < 0 ? 0 : (1ULL << order) << ra->granule_shift;
+}
 
 #endif
