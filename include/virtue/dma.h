@@ -67,7 +67,9 @@ struct vt_dma_iotlb_ops {
 	/*
 	 * Optional, both or neither: bracket the calls of one DMA batch (vt_dma_batch_begin),
 	 * all made by the thread that holds it, so that the receiving side can take its own lock
-	 * once for them all. Each call still takes effect when it returns.
+	 * once for them all. Each call still takes effect when it returns. They run under the
+	 * DMA object's lock, so whatever they hold is held for the batch: with vt_iotlb_feed_ops,
+	 * one IOTLB's writer lock (see vt_iotlb_batch_begin for the rules that follow).
 	 */
 	void (*batch_begin)(void *opaque);
 	void (*batch_end)(void *opaque);

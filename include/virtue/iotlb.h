@@ -14,10 +14,12 @@
  *
  * Threading: translate and lookup may run on any number of threads concurrently with update and
  * invalidate. They take no lock and write no shared line but the statistics (a sequence lock:
- * a reader that overlaps a change retries, and waits while a writer is at work); writers
- * serialize on a mutex and never wait for readers. When vt_iotlb_invalidate returns, no
- * translate that starts afterwards can see the range and none still running holds it: one that
- * ran across the invalidation retries on the new table.
+ * a reader that overlaps a change retries, and waits while a writer is at work; an update that
+ * fills the range of an entry invalidated before, the DMA API's unmap + map pair, is published
+ * without one, so that readers miss or hit it but never retry); writers serialize on a mutex
+ * (held across a writer batch, vt_iotlb_batch_begin) and never wait for readers. When
+ * vt_iotlb_invalidate returns, no translate that starts afterwards can see the range and none still
+ * running holds it: one that ran across the invalidation retries on the new table.
  */
 #ifndef VIRTUE_IOTLB_H
 #define VIRTUE_IOTLB_H
@@ -81,8 +83,11 @@ int vt_iotlb_update(struct vt_iotlb *iotlb, uint64_t iova, uint64_t size, void *
  * vt_iotlb_batch_begin, vt_iotlb_batch_end - hold the writer lock across the updates and
  * invalidations the calling thread makes until the end (a DMA batch feeding the IOTLB, see
  * vt_dma_iotlb_ops.batch_begin), so that each of them skips it. Readers are not held up: each
- * change still takes effect when its call returns. Writers on other threads wait for the end.
- * Batches nest.
+ * change still takes effect when its call returns. Writers on other threads, and
+ * vt_iotlb_get_stats there, wait for the end. Batches nest; each end must be on the thread of
+ * its begin, and none may be open at vt_iotlb_free. The writer lock is then no longer a leaf:
+ * a thread inside a batch must not wait for another that waits for this IOTLB's writer lock
+ * (two DMA objects feeding one IOTLB, a batch of one inside a batch of the other).
  */
 void vt_iotlb_batch_begin(struct vt_iotlb *iotlb);
 void vt_iotlb_batch_end(struct vt_iotlb *iotlb);

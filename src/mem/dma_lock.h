@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The lock of a DMA mode that keeps state per mapping (IOMMU, bounce), and of the IOTLB's
- * writers, with batches: a batch
- * (vt_dma_batch_begin) holds the mutex from its begin to its end and names its thread, and the
- * maps and unmaps that thread makes inside it skip the mutex. A recursive mutex would take it
- * again at the cost of a lock and an unlock per call, which a ring burst pays per buffer.
+ * writers, with batches: a batch (vt_dma_batch_begin, vt_iotlb_batch_begin) holds the mutex from
+ * its begin to its end and names its thread, and the calls that thread makes inside it (maps and
+ * unmaps; IOTLB updates and invalidations) skip the mutex. A recursive mutex would take it again
+ * at the cost of a lock and an unlock per call, which a ring burst pays per buffer.
  */
 #ifndef VIRTUE_DMA_LOCK_H
 #define VIRTUE_DMA_LOCK_H

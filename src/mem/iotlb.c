@@ -37,7 +37,8 @@
 /*
  * Permission of a dead entry: its bytes are unmapped, but the entry keeps its place in the arrays
  * so that mapping the same range again (the DMA API reusing an IOVA, the common unmap + map pair)
- * writes three words in place instead of moving every entry above it twice. Translations treat a
+ * writes two words in place, outside a write section (fill_hole), instead of moving every entry
+ * above it twice. Translations treat a
  * dead entry as a hole; the writer drops dead entries whenever an operation cuts through them and
  * compacts them away before it would have to evict or refuse for room.
  */
@@ -49,8 +50,10 @@
 /*
  * Sequence lock. Readers (translate, lookup) take no lock: they note the sequence, search, and
  * start again if it changed meanwhile or was odd (a writer at work). Writers serialize on a mutex
- * and make the sequence odd around their changes. So a reader may read the table while a writer
- * changes it: every such access is atomic (relaxed; the sequence and two fences order them), and
+ * and make the sequence odd around their changes, all but one: filling a dead entry (fill_hole),
+ * which publishes the entry's permission with release instead, readers loading it first with
+ * acquire. So a reader may read the table while a writer changes it: every such access is atomic
+ * (relaxed but for that permission; the sequence and two fences order them), and
  * a reader clamps every count and index it reads to what was allocated, bounds every loop, and
  * only does arithmetic with host addresses, so that a torn table costs it a retry and nothing
  * else. The arrays are plain and accessed with the builtins under <stdatomic.h>'s explicit
@@ -99,7 +102,7 @@ struct vt_iotlb {
 	/* Blocks of the level below index level k (of start for k = 0): the most keys[k] can be. */
 	unsigned int max_keys[INDEX_LEVELS];
 
-	/* Control-path state, written only under the writer mutex. */
+	/* Control-path state, written only by the writer holding the mutex (or its batch). */
 	enum vt_iotlb_full_policy full_policy;
 	uint64_t rng; /* picks eviction victims */
 	uint64_t evictions;
@@ -725,6 +728,13 @@ static void report_full(struct vt_iotlb *t, uint64_t iova, uint64_t size)
 static inline void fill_hole(struct vt_iotlb *t, struct iotlb_slot *s, uint64_t host,
 			     unsigned int perm)
 {
+	/*
+	 * Release: the invalidation that killed the entry may have run on another thread, whose
+	 * sequence stores reach this one through the writer mutex only. A reader that loads the
+	 * address stored below then synchronizes with this fence (its acquire fence in read_retry)
+	 * and sees that sequence change, even when it loaded the entry's old live permission.
+	 */
+	atomic_thread_fence(memory_order_release);
 	t->dead--;
 	STORE(&s->hva, host);
 	__atomic_store_n(&s->perm, (uint64_t)perm, __ATOMIC_RELEASE);
@@ -925,7 +935,7 @@ static int translate_once(const struct vt_iotlb *t, uint64_t *addr, uint64_t las
 			break;
 		}
 		const struct iotlb_slot *s = &t->slot[i];
-		/* Acquire, before the host address: see the revival in vt_iotlb_update. */
+		/* Acquire, before the host address: see fill_hole. */
 		uint64_t perm = __atomic_load_n(&s->perm, __ATOMIC_ACQUIRE);
 		if ((perm & access) != access) {
 			/* access is not 0: a DEAD entry always stops here, as the hole it is. */

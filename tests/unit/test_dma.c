@@ -177,6 +177,12 @@ VT_TEST(new_rejects_missing_shared_memory)
 	CHECK_EQ(seen.errors, 1);
 }
 
+/* Never called: vt_dma_new refuses the ops it is in. */
+static int sync_without_invalidate_nowait(void *opaque)
+{
+	return 0;
+}
+
 VT_TEST(new_rejects_an_iommu_mode_without_iotlb_ops)
 {
 	struct log_capture seen = { 0 };
@@ -198,9 +204,15 @@ VT_TEST(new_rejects_an_iommu_mode_without_iotlb_ops)
 	};
 	CHECK_EQ(vt_dma_new(&params, &dma), -EINVAL);
 	half = vt_iotlb_feed_ops;
+	half.batch_begin = NULL;
+	CHECK_EQ(vt_dma_new(&params, &dma), -EINVAL);
+	half = vt_iotlb_feed_ops;
 	half.invalidate_nowait = half.invalidate;
 	CHECK_EQ(vt_dma_new(&params, &dma), -EINVAL);
-	CHECK_EQ(seen.errors, 4);
+	half = vt_iotlb_feed_ops;
+	half.sync = sync_without_invalidate_nowait;
+	CHECK_EQ(vt_dma_new(&params, &dma), -EINVAL);
+	CHECK_EQ(seen.errors, 6);
 	vt_shm_free(shm);
 }
 

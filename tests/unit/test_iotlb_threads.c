@@ -473,6 +473,7 @@ VT_TEST(a_hole_mapped_again_never_shows_a_previous_host_page_to_a_concurrent_rea
 	if (v.error[0])
 		VT_FAIL_AT("reader: %s", v.error);
 	CHECK_EQ(v.stale, 0);
+	CHECK(v.checked > 0); /* a run that checked nothing proved nothing */
 	/* Every life after the first fills the hole in place (the entry is kept dead). */
 	struct vt_iotlb_stats st;
 	vt_iotlb_get_stats(v.t, &st);
@@ -485,7 +486,7 @@ VT_TEST(a_hole_mapped_again_never_shows_a_previous_host_page_to_a_concurrent_rea
 struct batch_peer {
 	struct vt_iotlb *t;
 	void *page;
-	atomic_int done;
+	atomic_int about_to_write, done;
 	int ret;
 };
 
@@ -493,6 +494,7 @@ static void *update_from_another_thread(void *arg)
 {
 	struct batch_peer *p = arg;
 
+	atomic_store_explicit(&p->about_to_write, 1, memory_order_release);
 	p->ret = vt_iotlb_update(p->t, IOVA_BASE + PAGE, PAGE, p->page, VT_IOTLB_PERM_RW);
 	atomic_store_explicit(&p->done, 1, memory_order_release);
 	return NULL;
@@ -532,14 +534,23 @@ VT_TEST(a_writer_batch_holds_other_writers_off_until_its_end_and_readers_not_at_
 	REQUIRE_EQ(pthread_create(&reader, NULL, translate_from_another_thread, &r), 0);
 	pthread_join(reader, NULL);
 	CHECK_EQ(r.ret, 0);
+	/*
+	 * The writer is about to update IOVA_BASE + PAGE; given time to get into the lock, it
+	 * must still be waiting when this thread maps the same page elsewhere, and its update
+	 * must land after the batch ends: the last word is the writer's, whatever the timing.
+	 */
+	while (!atomic_load_explicit(&w.about_to_write, memory_order_acquire))
+		sched_yield();
 	usleep(20000);
 	CHECK(!atomic_load_explicit(&w.done, memory_order_acquire));
+	REQUIRE_EQ(vt_iotlb_update(t, IOVA_BASE + PAGE, PAGE, pages, VT_IOTLB_PERM_RO), 0);
 	vt_iotlb_batch_end(t);
 	pthread_join(writer, NULL);
 	CHECK_EQ(w.ret, 0);
 	struct vt_iotlb_entry e;
 	CHECK_EQ(vt_iotlb_lookup(t, IOVA_BASE + PAGE, &e), 0);
 	CHECK(e.hva == pages + WORDS);
+	CHECK_EQ(e.perm, VT_IOTLB_PERM_RW);
 	/* Ended: this thread waits for the lock like any other writer again (no deadlock). */
 	CHECK_EQ(vt_iotlb_invalidate(t, IOVA_BASE, 2 * PAGE), 0);
 	vt_iotlb_free(t);
