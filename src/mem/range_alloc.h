@@ -112,6 +112,10 @@ static inline int vt_range_alloc_request_order(const struct vt_range_alloc *ra, 
 static inline uint64_t vt_range_alloc_block_bytes(const struct vt_range_alloc *ra, uint64_t size,
 						  uint64_t align)
 {
+	/* A power of two of granules, at least as aligned: the block is the request itself. */
+	if ((size & (size - 1)) == 0 && align <= size && (size >> ra->granule_shift) != 0 &&
+	    (size >> ra->granule_shift) <= ra->granules)
+		return size;
 	if (!vt_range_alloc_valid_request(size, align))
 		return 0;
 	int order = vt_range_alloc_request_order(ra, size, align);
