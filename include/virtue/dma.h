@@ -152,7 +152,8 @@ int vt_dma_flush(struct vt_dma *dma);
  * reach anything unmapped in the batch, and a buffer unmapped inside a batch must not go back to
  * whoever fills or reads it before then. Batches nest; the other modes ignore them.
  * vt_dma_batch_end returns 0, or the publication's error: the ranges not invalidated stay
- * reserved (never reused) and are retried by the next flush or batch end.
+ * reserved (never reused) and are retried by the next flush or batch end; or -EINVAL (logged,
+ * nothing changed) from a thread that has no batch of this DMA object open.
  */
 void vt_dma_batch_begin(struct vt_dma *dma);
 int vt_dma_batch_end(struct vt_dma *dma);

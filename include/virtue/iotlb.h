@@ -90,7 +90,8 @@ int vt_iotlb_update(struct vt_iotlb *iotlb, uint64_t iova, uint64_t size, void *
  * (two DMA objects feeding one IOTLB, a batch of one inside a batch of the other).
  */
 void vt_iotlb_batch_begin(struct vt_iotlb *iotlb);
-void vt_iotlb_batch_end(struct vt_iotlb *iotlb);
+/* 0, or -EINVAL (logged, nothing changed) when this thread has no batch open. */
+int vt_iotlb_batch_end(struct vt_iotlb *iotlb);
 
 /* Removes every translation of [iova, iova + size); bytes not mapped are ignored. */
 int vt_iotlb_invalidate(struct vt_iotlb *iotlb, uint64_t iova, uint64_t size);

@@ -255,6 +255,14 @@ void vt_dma_batch_begin(struct vt_dma *dma)
 		dma->ops->batch_begin(dma);
 }
 
+int vt_dma_batch_end_unopened(struct vt_dma *dma)
+{
+	vt_log(dma->log, VT_LOG_ERROR,
+	       "dma(%s): batch end without a batch of this thread open; ignored",
+	       vt_dma_mode_name(dma->mode));
+	return -EINVAL;
+}
+
 int vt_dma_batch_end(struct vt_dma *dma)
 {
 	return dma->ops->batch_end ? dma->ops->batch_end(dma) : 0;

@@ -324,6 +324,8 @@ static int bounce_batch_end(struct vt_dma *dma)
 {
 	struct dma_bounce *b = to_bounce(dma);
 
+	if (!vt_dma_lock_in_batch(&b->lock))
+		return vt_dma_batch_end_unopened(dma);
 	if (vt_dma_lock_batch_closing(&b->lock))
 		vt_dma_lock_batch_release(&b->lock);
 	return 0;

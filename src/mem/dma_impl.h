@@ -142,6 +142,9 @@ int vt_dma_map_uncounted(struct vt_dma *dma, void *ptr, size_t len, enum vt_dma_
 			 uint64_t *bus);
 int vt_dma_unmap_uncounted(struct vt_dma *dma, uint64_t bus, size_t len, enum vt_dma_dir dir);
 
+/* A mode's batch_end called by a thread without a batch open: logs it, returns -EINVAL. */
+int vt_dma_batch_end_unopened(struct vt_dma *dma);
+
 /* Fills the common head; the mode's constructor calls it first. */
 void vt_dma_init_common(struct vt_dma *dma, const struct vt_dma_ops *ops,
 			const struct vt_dma_params *params);

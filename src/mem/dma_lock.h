@@ -70,6 +70,13 @@ static inline void vt_dma_lock_batch_begin(struct vt_dma_lock *l)
 	l->batch_depth++;
 }
 
+/* Whether the calling thread holds a batch: one that does not may not end one. */
+static inline bool vt_dma_lock_in_batch(struct vt_dma_lock *l)
+{
+	return atomic_load_explicit(&l->batch_thread, memory_order_relaxed) ==
+	       vt_dma_lock_thread_id();
+}
+
 /*
  * Closes a batch: true when it was the outermost, whose end the caller then completes (still
  * holding the mutex) before vt_dma_lock_batch_release.

@@ -531,10 +531,16 @@ void vt_iotlb_batch_begin(struct vt_iotlb *iotlb)
 	vt_dma_lock_batch_begin(&iotlb->writer);
 }
 
-void vt_iotlb_batch_end(struct vt_iotlb *iotlb)
+int vt_iotlb_batch_end(struct vt_iotlb *iotlb)
 {
+	if (!vt_dma_lock_in_batch(&iotlb->writer)) {
+		vt_log(iotlb->log, VT_LOG_ERROR,
+		       "IOTLB batch end without a batch of this thread open; ignored");
+		return -EINVAL;
+	}
 	if (vt_dma_lock_batch_closing(&iotlb->writer))
 		vt_dma_lock_batch_release(&iotlb->writer);
+	return 0;
 }
 
 uint64_t vt_iotlb_generation(const struct vt_iotlb *iotlb)

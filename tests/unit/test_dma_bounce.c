@@ -616,3 +616,22 @@ VT_TEST(bounce_batch_lets_its_thread_map_and_makes_another_wait)
 	CHECK_EQ(w.ret, 0);
 	teardown(&f);
 }
+
+VT_TEST(a_batch_end_without_a_batch_is_refused_and_leaves_the_lock_free)
+{
+	struct fixture f;
+	struct batch_waiter w = { .f = &f };
+	pthread_t t;
+
+	REQUIRE_EQ(setup(&f), 0);
+	CHECK_EQ(vt_dma_batch_end(f.dma), -EINVAL);
+	vt_dma_batch_begin(f.dma);
+	CHECK_EQ(vt_dma_batch_end(f.dma), 0);
+	CHECK_EQ(vt_dma_batch_end(f.dma), -EINVAL);
+	/* Another thread maps at once: no batch holds the lock. */
+	REQUIRE_EQ(pthread_create(&t, NULL, map_during_batch, &w), 0);
+	pthread_join(t, NULL);
+	CHECK(atomic_load(&w.mapped));
+	CHECK_EQ(w.ret, 0);
+	teardown(&f);
+}

@@ -1151,6 +1151,36 @@ VT_TEST(nested_batches_publish_at_the_outermost_end)
 	teardown(&f);
 }
 
+VT_TEST(a_batch_end_without_a_batch_is_refused_and_breaks_nothing)
+{
+	static const enum vt_dma_mode modes[] = { VT_DMA_IOMMU_STRICT, VT_DMA_IOMMU_LAZY };
+
+	for (unsigned int m = 0; m < 2; m++) {
+		struct fixture f;
+		uint64_t bus;
+
+		REQUIRE_EQ(setup(&f, modes[m]), 0);
+		uint8_t *p = shm_buffer(&f, 64);
+		REQUIRE(p != NULL);
+		unsigned int errors = f.log_seen.errors;
+		CHECK_EQ(vt_dma_batch_end(f.dma), -EINVAL);
+		CHECK_EQ(f.log_seen.errors, errors + 1);
+		/* One extra end inside a batch does not end it early either. */
+		vt_dma_batch_begin(f.dma);
+		CHECK_EQ(vt_dma_batch_end(f.dma), 0);
+		CHECK_EQ(vt_dma_batch_end(f.dma), -EINVAL);
+		/* The lock is free: maps and batches work as before, the hooks still paired. */
+		REQUIRE_EQ(vt_dma_map(f.dma, p, 64, VT_DMA_TO_DEVICE, &bus), 0);
+		vt_dma_batch_begin(f.dma);
+		CHECK_EQ(vt_dma_unmap(f.dma, bus, 64, VT_DMA_TO_DEVICE), 0);
+		CHECK_EQ(vt_dma_batch_end(f.dma), 0);
+		CHECK_EQ(vt_dma_flush(f.dma), 0);
+		CHECK_EQ(f.dev.batch_begins, f.dev.batch_ends);
+		CHECK(!f.dev.batch_hooks_misnested);
+		teardown(&f);
+	}
+}
+
 VT_TEST(the_transports_batch_hooks_bracket_every_publication_of_a_batch_and_no_other)
 {
 	static const enum vt_dma_mode modes[] = { VT_DMA_IOMMU_STRICT, VT_DMA_IOMMU_LAZY };

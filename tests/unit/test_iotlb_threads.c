@@ -408,6 +408,11 @@ struct revival {
 	 * invalidation returned. */
 	_Atomic uint64_t state;
 	atomic_int stop, started;
+	/*
+	 * Set by the reader at its first checked hit: the writer goes on until then (a reader
+	 * starved by the scheduler while the lives went by would prove nothing).
+	 */
+	atomic_int checked_one;
 	uint64_t stale;	  /* reader: hits on an earlier life's page; want 0 */
 	uint64_t checked; /* reader: hits checked against the current life */
 	char error[256];
@@ -435,7 +440,8 @@ static void *revival_reader(void *arg)
 			continue;
 		uint64_t want = before >> 1 & 0x7f;
 		uint64_t got = ((const uint64_t *)iov.iov_base)[0] >> 16 & 0xffff;
-		v->checked++;
+		if (v->checked++ == 0)
+			atomic_store_explicit(&v->checked_one, 1, memory_order_relaxed);
 		v->stale += got != want;
 	}
 	return NULL;
@@ -458,8 +464,16 @@ VT_TEST(a_hole_mapped_again_never_shows_a_previous_host_page_to_a_concurrent_rea
 	while (!atomic_load_explicit(&v.started, memory_order_relaxed))
 		sched_yield();
 
-	uint64_t deadline = millis() + MAX_MILLIS;
-	for (life = 1; life <= lives && (life % 1024 || millis() < deadline); life++) {
+	uint64_t now = millis(), deadline = now + MAX_MILLIS;
+	uint64_t hard_deadline = now + MAX_MILLIS_BOTH_OUTCOMES;
+	for (life = 1;; life++) {
+		if (life % 1024 == 0) {
+			now = millis();
+			bool enough = life > lives || now > deadline;
+			if (now > hard_deadline ||
+			    (enough && atomic_load_explicit(&v.checked_one, memory_order_relaxed)))
+				break;
+		}
 		unsigned int ver = (unsigned int)(life % VERSIONS);
 		atomic_store_explicit(&v.state, life << 8 | ver << 1 | 1, memory_order_release);
 		CHECK_EQ(
@@ -553,6 +567,12 @@ VT_TEST(a_writer_batch_holds_other_writers_off_until_its_end_and_readers_not_at_
 	CHECK_EQ(e.perm, VT_IOTLB_PERM_RW);
 	/* Ended: this thread waits for the lock like any other writer again (no deadlock). */
 	CHECK_EQ(vt_iotlb_invalidate(t, IOVA_BASE, 2 * PAGE), 0);
+	/* An end without a batch is refused and leaves the lock free for the next writer. */
+	CHECK_EQ(vt_iotlb_batch_end(t), -EINVAL);
+	atomic_store(&w.done, 0);
+	REQUIRE_EQ(pthread_create(&writer, NULL, update_from_another_thread, &w), 0);
+	pthread_join(writer, NULL);
+	CHECK_EQ(w.ret, 0);
 	vt_iotlb_free(t);
 	free(pages);
 }
