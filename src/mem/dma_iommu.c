@@ -74,12 +74,6 @@ struct dma_iommu {
 
 	/* The record last mapped at each bus address, by its IOMMU page: a guess for unmap. */
 	struct vt_dma_tag_hints hints;
-
-	/*
-	 * The shared memory region the last map found its buffer in (under the lock): regions are
-	 * never removed from a vt_shm, so a buffer inside it is in shared memory without asking.
-	 */
-	uint64_t shm_hva, shm_size;
 };
 
 static inline struct dma_iommu *to_iommu(struct vt_dma *dma)
@@ -290,39 +284,12 @@ static int reserve_iova(struct dma_iommu *m, uint64_t size, uint32_t *tag, uint6
 	}
 }
 
-/*
- * Whether [@a, @a + @n) lies in one shared memory region: in the one the last map used, or else
- * in the one vt_shm finds, which is then remembered. Under the lock.
- */
-static bool in_shared_memory(struct dma_iommu *m, uint64_t a, uint64_t n)
-{
-	uint64_t off = a - m->shm_hva, gpa;
-
-	if (off < m->shm_size && n <= m->shm_size - off)
-		return true;
-	if (vt_shm_gpa(m->dma.shm, (void *)(uintptr_t)a, n, &gpa) < 0)
-		return false;
-	for (unsigned int i = 0; i < vt_shm_count(m->dma.shm); i++) {
-		const struct vt_shm_region *r = vt_shm_region(m->dma.shm, i);
-		if (a - (uint64_t)(uintptr_t)r->hva < r->size) {
-			m->shm_hva = (uint64_t)(uintptr_t)r->hva;
-			m->shm_size = r->size;
-			break;
-		}
-	}
-	return true;
-}
-
 static int iommu_map(struct vt_dma *dma, void *ptr, size_t len, enum vt_dma_dir dir, uint64_t *bus)
 {
 	struct dma_iommu *m = to_iommu(dma);
-	uint64_t p = (uint64_t)(uintptr_t)ptr, offset = p & PAGE_MASK;
+	uint64_t p = (uint64_t)(uintptr_t)ptr, offset = p & PAGE_MASK, gpa;
 	uint64_t span = (offset + len + PAGE_MASK) & ~PAGE_MASK;
-	uint32_t tag;
-	uint64_t iova;
-	int ret;
 
-	bool locked = vt_dma_lock(&m->lock);
 	/*
 	 * The device can reach shared memory only. Whole IOMMU pages are published when they all
 	 * lie in it (fewer, mergeable translations); otherwise just the bytes asked for, so the
@@ -330,15 +297,19 @@ static int iommu_map(struct vt_dma *dma, void *ptr, size_t len, enum vt_dma_dir 
 	 * both cases, so the bus address keeps the in-page offset. (dma.c refused wrapping ranges
 	 * and NULL, so span cannot wrap for a pointer in shared memory.)
 	 */
-	bool whole_pages = span >= offset + len && in_shared_memory(m, p - offset, span);
-	if (!whole_pages && !in_shared_memory(m, p, len)) {
+	bool whole_pages = span >= offset + len &&
+			   vt_shm_gpa(dma->shm, (void *)(uintptr_t)(p - offset), span, &gpa) == 0;
+	if (!whole_pages && vt_shm_gpa(dma->shm, ptr, len, &gpa) < 0) {
 		vt_log(dma->log, VT_LOG_ERROR,
 		       "dma(%s): map of [%p, +%zu) refused: not inside one shared memory region",
 		       mode_name(m), ptr, len);
-		ret = -EFAULT;
-		goto out;
+		return -EFAULT;
 	}
-	ret = reserve_iova(m, span, &tag, &iova);
+
+	bool locked = vt_dma_lock(&m->lock);
+	uint32_t tag;
+	uint64_t iova;
+	int ret = reserve_iova(m, span, &tag, &iova);
 	if (ret < 0)
 		goto out;
 	if (whole_pages)
