@@ -324,9 +324,10 @@ static int bounce_batch_end(struct vt_dma *dma)
 {
 	struct dma_bounce *b = to_bounce(dma);
 
-	if (!vt_dma_lock_in_batch(&b->lock))
+	int closing = vt_dma_lock_batch_closing(&b->lock);
+	if (closing < 0)
 		return vt_dma_batch_end_unopened(dma);
-	if (vt_dma_lock_batch_closing(&b->lock))
+	if (closing)
 		vt_dma_lock_batch_release(&b->lock);
 	return 0;
 }

@@ -420,10 +420,11 @@ static int iommu_batch_end(struct vt_dma *dma)
 	struct dma_iommu *m = to_iommu(dma);
 	int ret = 0;
 
-	if (!vt_dma_lock_in_batch(&m->lock))
+	int closing = vt_dma_lock_batch_closing(&m->lock);
+	if (closing < 0)
 		return vt_dma_batch_end_unopened(dma);
 	/* Strict: nothing unmapped in the batch is reachable once it ends. */
-	if (!vt_dma_lock_batch_closing(&m->lock))
+	if (!closing)
 		return 0;
 	if (!lazy(m))
 		ret = flush_locked(m);

@@ -9,6 +9,7 @@
 #ifndef VIRTUE_DMA_LOCK_H
 #define VIRTUE_DMA_LOCK_H
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -46,10 +47,17 @@ static inline void vt_dma_lock_destroy(struct vt_dma_lock *l)
 	pthread_mutex_destroy(&l->mutex);
 }
 
+/* Whether the calling thread holds the mutex for a batch. */
+static inline bool vt_dma_lock_in_batch(struct vt_dma_lock *l)
+{
+	return atomic_load_explicit(&l->batch_thread, memory_order_relaxed) ==
+	       vt_dma_lock_thread_id();
+}
+
 /* Takes the mutex unless this thread holds it for a batch; what to pass to vt_dma_unlock. */
 static inline bool vt_dma_lock(struct vt_dma_lock *l)
 {
-	if (atomic_load_explicit(&l->batch_thread, memory_order_relaxed) == vt_dma_lock_thread_id())
+	if (vt_dma_lock_in_batch(l))
 		return false;
 	pthread_mutex_lock(&l->mutex);
 	return true;
@@ -70,19 +78,16 @@ static inline void vt_dma_lock_batch_begin(struct vt_dma_lock *l)
 	l->batch_depth++;
 }
 
-/* Whether the calling thread holds a batch: one that does not may not end one. */
-static inline bool vt_dma_lock_in_batch(struct vt_dma_lock *l)
-{
-	return atomic_load_explicit(&l->batch_thread, memory_order_relaxed) ==
-	       vt_dma_lock_thread_id();
-}
-
 /*
- * Closes a batch: true when it was the outermost, whose end the caller then completes (still
- * holding the mutex) before vt_dma_lock_batch_release.
+ * Closes a batch: 1 when it was the outermost, whose end the caller then completes (still
+ * holding the mutex) before vt_dma_lock_batch_release; 0 for one nested in it; -EINVAL, with
+ * nothing changed, when this thread has no batch open (the depth would wrap and the mutex stay
+ * held for good).
  */
-static inline bool vt_dma_lock_batch_closing(struct vt_dma_lock *l)
+static inline int vt_dma_lock_batch_closing(struct vt_dma_lock *l)
 {
+	if (!vt_dma_lock_in_batch(l))
+		return -EINVAL;
 	return --l->batch_depth == 0;
 }
 

@@ -533,12 +533,13 @@ void vt_iotlb_batch_begin(struct vt_iotlb *iotlb)
 
 int vt_iotlb_batch_end(struct vt_iotlb *iotlb)
 {
-	if (!vt_dma_lock_in_batch(&iotlb->writer)) {
+	int closing = vt_dma_lock_batch_closing(&iotlb->writer);
+	if (closing < 0) {
 		vt_log(iotlb->log, VT_LOG_ERROR,
 		       "IOTLB batch end without a batch of this thread open; ignored");
-		return -EINVAL;
+		return closing;
 	}
-	if (vt_dma_lock_batch_closing(&iotlb->writer))
+	if (closing)
 		vt_dma_lock_batch_release(&iotlb->writer);
 	return 0;
 }
