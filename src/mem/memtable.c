@@ -23,6 +23,11 @@ struct vt_memtable {
 	 * threads share it; it is stored only when it changes, to keep the line shared-clean.
 	 */
 	_Atomic unsigned int hint;
+	/*
+	 * The same for lookups by driver address (an IOTLB update names its memory by uaddr, and a
+	 * DMA API maps buffer after buffer from one region): an index into regions[].
+	 */
+	_Atomic unsigned int uaddr_hint;
 	_Atomic uint64_t generation;
 	const struct vt_log *log;
 };
@@ -205,6 +210,11 @@ static const struct vt_mem_region *find_by_uaddr(const struct vt_memtable *t, ui
 		return NULL;
 	}
 	*err = -EFAULT;
+	struct vt_memtable *mt = (struct vt_memtable *)t; /* the hint is the readers' own field */
+	unsigned int h = atomic_load_explicit(&mt->uaddr_hint, memory_order_relaxed);
+	if (h < t->count && uaddr - t->regions[h].uaddr < t->regions[h].size &&
+	    len <= t->regions[h].size - (uaddr - t->regions[h].uaddr))
+		return &t->regions[h];
 	/* Last region (in uaddr order) starting at or below uaddr. */
 	unsigned int lo = 0, hi = t->count;
 	while (lo < hi) {
@@ -220,6 +230,8 @@ static const struct vt_mem_region *find_by_uaddr(const struct vt_memtable *t, ui
 	uint64_t off = uaddr - r->uaddr;
 	if (off >= r->size || len > r->size - off)
 		return NULL;
+	if (t->by_uaddr[lo - 1] != h)
+		atomic_store_explicit(&mt->uaddr_hint, t->by_uaddr[lo - 1], memory_order_relaxed);
 	return r;
 }
 

@@ -223,6 +223,27 @@ VT_TEST(uaddr_converts_within_one_region_only)
 	vt_memtable_free(t);
 }
 
+/* The last region a uaddr hit is remembered; a removal must not leave it answering. */
+VT_TEST(a_uaddr_of_a_removed_region_faults_and_the_others_still_convert)
+{
+	struct vt_mem_region r[2] = { region(0x0, 0x1000, 0x4000),
+				      region(0x10000, 0x1000, 0x1000) };
+	struct vt_memtable *t = table_with(r, 2);
+	REQUIRE(t);
+	void *hva = NULL;
+	/* Twice: the second answer comes from the remembered region. */
+	for (int i = 0; i < 2; i++) {
+		CHECK_EQ(vt_memtable_uaddr_to_hva(t, 0x7f0000004010ULL, 0x10, &hva), 0);
+		CHECK(hva == backing + 0x4010);
+	}
+	REQUIRE_EQ(vt_memtable_remove(t, 0x0, 0x1000), 0);
+	/* Its slot now holds the other region, which does not hold this address. */
+	CHECK_EQ(vt_memtable_uaddr_to_hva(t, 0x7f0000004010ULL, 0x10, &hva), -EFAULT);
+	CHECK_EQ(vt_memtable_uaddr_to_hva(t, 0x7f0000001010ULL, 0x10, &hva), 0);
+	CHECK(hva == backing + 0x1010);
+	vt_memtable_free(t);
+}
+
 /* Two memfd regions of a shm, at driver-physical 1 MiB and 4 MiB. */
 static int two_region_shm(struct vt_shm **shm, const struct vt_shm_region **a,
 			  const struct vt_shm_region **b)
