@@ -60,10 +60,12 @@ void bench_header(const struct bench_opts *opts, const char *title, double pingp
 /*
  * ns per buffer of the bare split or packed ring (bench_bare.c): the spec's layout driven as
  * virtue-bench ring drives virtue's (with @in_order, one used entry per device burst and
- * descriptors in ring order, as virtue's in-order rows), with nothing else; -1 when it could not
- * run.
+ * descriptors in ring order, as virtue's in-order rows; with @iommu, every buffer mapped in a
+ * one-level page table before it is posted and unmapped when it is back, as the strict rows),
+ * with nothing else; -1 when it could not run.
  */
-double bench_bare_run(bool packed, bool in_order, unsigned int batch, size_t size, uint64_t count);
+double bench_bare_run(bool packed, bool in_order, bool iommu, unsigned int batch, size_t size,
+		      uint64_t count);
 
 int bench_mem(const struct bench_opts *opts);
 int bench_ring(const struct bench_opts *opts);

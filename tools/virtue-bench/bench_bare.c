@@ -12,6 +12,13 @@
  * written back) and what virtue adds to the format (the bare ring against virtue's). The second is
  * what virtue's code can shrink; the first no code of a spec ring can.
  *
+ * With @iommu (the rows of strict and lazy IOMMU DMA) the driver maps every buffer before it
+ * posts it and unmaps it when it comes back, in the least an IOMMU can be: one level of page
+ * table entries indexed by IOVA page, written by the driver and read by the device, an IOVA
+ * block per buffer from a stack of free ones, and the entry cleared before its block is free
+ * again (strict). No IOTLB, no records, no ranges, no lock: what any strict mapping costs on top
+ * of the ring is its entry written, read across the CPUs and cleared.
+ *
  * Trusting the peer is what makes them bare, not safe: a head or id is masked into range so that
  * a bug here cannot write outside the rings, and that is all. Both threads are pinned as virtue's
  * are.
@@ -30,8 +37,21 @@
 #define BARE_MASK (BARE_NUM - 1)
 #define BARE_POOL 512 /* payload buffers, cycled as virtue's run cycles its pool */
 
+/* One page table entry of the bare IOMMU; perm 0 is unmapped. */
+struct bare_pte {
+	uint64_t hva;
+	uint64_t perm;
+};
+
+#define BARE_PAGE_SHIFT 12
+#define BARE_PAGE_MASK	((1u << BARE_PAGE_SHIFT) - 1)
+/* A block of two pages per buffer in flight, so that one of up to a page fits at any offset. */
+#define BARE_PT_PAGES (2 * BARE_NUM)
+
 struct bare_run {
 	bool in_order;
+	struct bare_pte *pt; /* NULL: direct, the driver's addresses as they are */
+	uint64_t faults;     /* device: a buffer it could not translate (a bug of this file) */
 	unsigned int batch;
 	uint64_t count;
 	/* split */
@@ -46,6 +66,77 @@ struct bare_run {
 static inline uint64_t touch(uint64_t addr)
 {
 	return *(volatile const uint8_t *)(uintptr_t)addr;
+}
+
+/*
+ * The device's view of [addr, addr + len): through the page table (first and last page mapped
+ * readable), or as it is. 0 when not mapped.
+ */
+static inline uint64_t bare_translate(const struct bare_run *r, uint64_t addr, uint32_t len)
+{
+	if (!r->pt)
+		return addr;
+	/* Relaxed: the ring's acquire of what published the buffer orders them. */
+	const struct bare_pte *first = &r->pt[(addr >> BARE_PAGE_SHIFT) % BARE_PT_PAGES];
+	const struct bare_pte *last = &r->pt[((addr + len - 1) >> BARE_PAGE_SHIFT) % BARE_PT_PAGES];
+	if (!(__atomic_load_n(&first->perm, __ATOMIC_RELAXED) & 1) ||
+	    !(__atomic_load_n(&last->perm, __ATOMIC_RELAXED) & 1))
+		return 0;
+	return __atomic_load_n(&first->hva, __ATOMIC_RELAXED) + (addr & BARE_PAGE_MASK);
+}
+
+/* Reads a byte of the buffer at bus address @addr, or counts a fault. */
+static inline uint64_t device_touch(struct bare_run *r, uint64_t addr, uint32_t len)
+{
+	uint64_t hva = bare_translate(r, addr, len);
+	if (!hva) {
+		r->faults++;
+		return 0;
+	}
+	return touch(hva);
+}
+
+/* The driver's IOVA blocks (iommu runs): a stack of free ones, the last freed reused first. */
+struct bare_iova {
+	uint16_t free[BARE_NUM];
+	unsigned int nfree;
+	uint16_t block_of[BARE_NUM]; /* by head or id */
+};
+
+static void bare_iova_init(struct bare_iova *v)
+{
+	v->nfree = BARE_NUM;
+	for (unsigned int i = 0; i < BARE_NUM; i++)
+		v->free[i] = (uint16_t)(BARE_NUM - 1 - i);
+}
+
+/* The bus address of @size bytes at @b for buffer @slot (a head or id): mapped, or @b itself. */
+static inline uint64_t bare_map(struct bare_run *r, struct bare_iova *v, unsigned int slot, char *b,
+				size_t size)
+{
+	uint64_t p = (uint64_t)(uintptr_t)b;
+	if (!r->pt)
+		return p;
+	uint16_t block = v->free[--v->nfree];
+	uint64_t off = p & BARE_PAGE_MASK, page = (uint64_t)block * 2;
+	v->block_of[slot] = block;
+	for (uint64_t i = 0; i <= (off + size - 1) >> BARE_PAGE_SHIFT; i++) {
+		struct bare_pte *e = &r->pt[page + i];
+		__atomic_store_n(&e->hva, p - off + (i << BARE_PAGE_SHIFT), __ATOMIC_RELAXED);
+		__atomic_store_n(&e->perm, 1, __ATOMIC_RELAXED);
+	}
+	return page << BARE_PAGE_SHIFT | off;
+}
+
+/* Buffer @slot is back: its entries cleared (strict) before its block can be reused. */
+static inline void bare_unmap(struct bare_run *r, struct bare_iova *v, unsigned int slot)
+{
+	if (!r->pt)
+		return;
+	uint16_t block = v->block_of[slot];
+	__atomic_store_n(&r->pt[block * 2].perm, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&r->pt[block * 2 + 1].perm, 0, __ATOMIC_RELAXED);
+	v->free[v->nfree++] = block;
 }
 
 /* ------------------------------------------------------------------ split */
@@ -70,7 +161,7 @@ static void *bare_split_device(void *arg)
 		for (unsigned int i = 0; i < n; i++) {
 			head = vt_le16_to_cpu(r->avail->ring[(next_avail + i) & BARE_MASK]);
 			const struct virtq_desc *d = &r->desc[head & BARE_MASK];
-			sink += touch(vt_le64_to_cpu(d->addr));
+			sink += device_touch(r, vt_le64_to_cpu(d->addr), vt_le32_to_cpu(d->len));
 			if (!r->in_order) {
 				struct virtq_used_elem *e =
 				    &r->used->ring[(used_idx + i) & BARE_MASK];
@@ -102,7 +193,9 @@ static uint64_t bare_split_driver(struct bare_run *r, char *pool, size_t size)
 	uint16_t free_head = 0, avail_idx = 0, last_used = 0, oldest = 0;
 	unsigned int num_free = BARE_NUM;
 	uint64_t posted = 0, completed = 0, sink = 0;
+	struct bare_iova iova;
 
+	bare_iova_init(&iova);
 	for (unsigned int i = 0; i < BARE_NUM; i++)
 		next[i] = (uint16_t)((i + 1) & BARE_MASK);
 	while (completed < r->count) {
@@ -118,7 +211,7 @@ static uint64_t bare_split_driver(struct bare_run *r, char *pool, size_t size)
 			struct virtq_desc *d = &r->desc[head];
 			if (!r->in_order)
 				free_head = next[head];
-			d->addr = vt_cpu_to_le64((uint64_t)(uintptr_t)b);
+			d->addr = vt_cpu_to_le64(bare_map(r, &iova, head, b, size));
 			d->len = vt_cpu_to_le32((uint32_t)size);
 			d->flags = 0;
 			tokens[head] = b;
@@ -147,11 +240,14 @@ static uint64_t bare_split_driver(struct bare_run *r, char *pool, size_t size)
 				if (r->in_order) {
 					/* One entry for a batch: the oldest buffers up to @id. */
 					k = ((id - oldest) & BARE_MASK) + 1;
-					for (unsigned int j = 0; j < k; j++)
+					for (unsigned int j = 0; j < k; j++) {
 						sink += (uintptr_t)tokens[(oldest + j) & BARE_MASK];
+						bare_unmap(r, &iova, (oldest + j) & BARE_MASK);
+					}
 					oldest = (uint16_t)((oldest + k) & BARE_MASK);
 				} else {
 					sink += (uintptr_t)tokens[id];
+					bare_unmap(r, &iova, id);
 					next[id] = free_head;
 					free_head = id;
 				}
@@ -211,7 +307,7 @@ static void *bare_packed_device(void *arg)
 			if ((load_flags(d) & (VIRTQ_DESC_F_AVAIL | VIRTQ_DESC_F_USED)) !=
 			    avail_flags(w))
 				break;
-			sink += touch(vt_le64_to_cpu(d->addr));
+			sink += device_touch(r, vt_le64_to_cpu(d->addr), vt_le32_to_cpu(d->len));
 			ids[n++] = vt_le16_to_cpu(d->id);
 			advance(&s, &w, 1);
 		}
@@ -255,7 +351,9 @@ static uint64_t bare_packed_driver(struct bare_run *r, char *pool, size_t size)
 	unsigned int nfree = BARE_NUM, avail_slot = 0, used_slot = 0;
 	bool avail_wrap = true, used_wrap = true;
 	uint64_t posted = 0, completed = 0, sink = 0;
+	struct bare_iova iova;
 
+	bare_iova_init(&iova);
 	for (unsigned int i = 0; i < BARE_NUM; i++)
 		free_ids[i] = (uint16_t)(BARE_NUM - 1 - i);
 	while (completed < r->count) {
@@ -273,7 +371,7 @@ static uint64_t bare_packed_driver(struct bare_run *r, char *pool, size_t size)
 			uint16_t id = r->in_order ? (uint16_t)avail_slot : free_ids[nfree - 1];
 			struct pvirtq_desc *d = &r->pdesc[avail_slot];
 			nfree--;
-			d->addr = vt_cpu_to_le64((uint64_t)(uintptr_t)b);
+			d->addr = vt_cpu_to_le64(bare_map(r, &iova, id, b, size));
 			d->len = vt_cpu_to_le32((uint32_t)size);
 			d->id = vt_cpu_to_le16(id);
 			if (i)
@@ -298,10 +396,13 @@ static uint64_t bare_packed_driver(struct bare_run *r, char *pool, size_t size)
 			if (r->in_order) {
 				/* One entry for a batch: the slots from here up to @id. */
 				k = ((id - used_slot) & BARE_MASK) + 1;
-				for (unsigned int j = 0; j < k; j++)
+				for (unsigned int j = 0; j < k; j++) {
 					sink += (uintptr_t)tokens[(used_slot + j) & BARE_MASK];
+					bare_unmap(r, &iova, (used_slot + j) & BARE_MASK);
+				}
 			} else {
 				sink += (uintptr_t)tokens[id];
+				bare_unmap(r, &iova, id);
 				free_ids[nfree] = id;
 			}
 			nfree += k;
@@ -315,7 +416,8 @@ static uint64_t bare_packed_driver(struct bare_run *r, char *pool, size_t size)
 
 /* ------------------------------------------------------------------ runs */
 
-double bench_bare_run(bool packed, bool in_order, unsigned int batch, size_t size, uint64_t count)
+double bench_bare_run(bool packed, bool in_order, bool iommu, unsigned int batch, size_t size,
+		      uint64_t count)
 {
 	struct bare_run r = { .in_order = in_order, .batch = batch, .count = count };
 	size_t desc_bytes =
@@ -328,7 +430,9 @@ double bench_bare_run(bool packed, bool in_order, unsigned int batch, size_t siz
 	double result = -1;
 	pthread_t t;
 
-	if (!rings || !pool || !batch)
+	if (iommu)
+		r.pt = calloc(BARE_PT_PAGES, sizeof(*r.pt));
+	if (!rings || !pool || !batch || (iommu && !r.pt) || size > (1u << BARE_PAGE_SHIFT))
 		goto out;
 	memset(rings, 0, desc_bytes + avail_bytes + used_bytes);
 	for (unsigned int i = 0; i < BARE_POOL; i++)
@@ -348,10 +452,11 @@ double bench_bare_run(bool packed, bool in_order, unsigned int batch, size_t siz
 	    packed ? bare_packed_driver(&r, pool, size) : bare_split_driver(&r, pool, size);
 	uint64_t elapsed = bench_now_ns() - start;
 	pthread_join(t, NULL);
-	/* A batch miscounted (IN_ORDER) would show here, not as a figure. */
-	if (completed == count)
+	/* A batch miscounted (IN_ORDER) or a buffer not mapped shows here, not as a figure. */
+	if (completed == count && r.faults == 0)
 		result = (double)elapsed / (double)count;
 out:
+	free(r.pt);
 	free(rings);
 	free(pool);
 	return result;

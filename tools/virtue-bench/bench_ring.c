@@ -355,6 +355,12 @@ static void phases_row(const struct bench_opts *opts, const struct ring_config *
 		       add, kick, get, empty, busy, 100 * busy_share);
 }
 
+/* Modes that map every buffer as it is posted: their bare ring does the same (bench_bare.c). */
+static bool mapped_per_buffer(enum vt_dma_mode mode)
+{
+	return mode == VT_DMA_IOMMU_STRICT || mode == VT_DMA_IOMMU_LAZY;
+}
+
 int bench_ring(const struct bench_opts *opts)
 {
 	uint64_t count = opts->buffers ? opts->buffers : (uint64_t)(10000000 * opts->scale);
@@ -407,7 +413,8 @@ int bench_ring(const struct bench_opts *opts)
 		for (unsigned int r = 0; r < opts->runs; r++) {
 			iv[r] = ideal_run(count);
 			bv[r] = bench_bare_run(configs[c].packed, configs[c].in_order,
-					       configs[c].batch, configs[c].size, count);
+					       mapped_per_buffer(configs[c].dma), configs[c].batch,
+					       configs[c].size, count);
 			v[r] = ring_run_once(&configs[c], count, opts->phases ? &ph : NULL);
 			/* Any run that failed fails the row: a median would hide it. */
 			failed |= iv[r] < 0 || bv[r] < 0 || v[r] < 0;
