@@ -857,14 +857,22 @@ int vt_iotlb_invalidate(struct vt_iotlb *iotlb, uint64_t iova, uint64_t size)
 		return 0;
 	}
 	if (!o.head && !o.tail) {
-		/* Whole entries: they die in place, for an update of the same range to revive. */
-		write_begin(t);
+		/*
+		 * Whole entries: they die in place, for an update of the same range to revive.
+		 * Before the write section, which then only publishes the generation: nothing
+		 * moves, so a reader sees each entry live as it was (and is ordered before this
+		 * invalidation, or retries on the sequence below) or dead (a miss, as after it),
+		 * never torn. Inside it, readers would wait on the odd sequence while these stores
+		 * take the entries' lines back from them, one or two per DMA mapping: in a strict
+		 * DMA burst, most of the time a device spent translating.
+		 */
 		for (unsigned int i = o.first; i < o.end; i++) {
 			if (t->slot[i].perm != DEAD) {
 				STORE(&t->slot[i].perm, DEAD);
 				t->dead++;
 			}
 		}
+		write_begin(t);
 		t->invalidations++;
 		t->full_reported = false;
 		bump_generation(t, iova, last);
