@@ -145,15 +145,17 @@ static void release_record(struct dma_iommu *m, uint32_t tag)
 }
 
 /*
- * Sorts the queue by IOVA in place: a heapsort, because flushing runs on the unmap path, which
- * must not allocate (glibc's qsort may).
+ * Sorts the queue by IOVA, descending, in place: a heapsort, because flushing runs on the unmap
+ * path, which must not allocate (glibc's qsort may). Descending is the order the queue usually
+ * has already: the idle lists hand out the blocks freed last first, and flush_locked frees them
+ * lowest first, so a run of maps takes descending IOVAs and its unmaps queue them so.
  */
 static void sift_down(struct pending_range *a, unsigned int root, unsigned int n)
 {
 	for (unsigned int child; (child = 2 * root + 1) < n; root = child) {
-		if (child + 1 < n && a[child + 1].iova > a[child].iova)
+		if (child + 1 < n && a[child + 1].iova < a[child].iova)
 			child++;
-		if (a[root].iova >= a[child].iova)
+		if (a[root].iova <= a[child].iova)
 			return;
 		struct pending_range t = a[root];
 		a[root] = a[child];
@@ -163,19 +165,15 @@ static void sift_down(struct pending_range *a, unsigned int root, unsigned int n
 
 static void sort_pending(struct pending_range *a, unsigned int n)
 {
-	/*
-	 * Buffers are usually unmapped in the order they were mapped, and their IOVAs handed out
-	 * next to each other, upwards or (blocks freed last reused first) downwards: one pass
-	 * finds either, and the heapsort is left for a queue in no order.
-	 */
+	/* One pass finds either order a run of maps leaves; the heapsort is for no order. */
 	bool up = true, down = true;
 	for (unsigned int i = 1; i < n && (up || down); i++) {
 		up &= a[i - 1].iova <= a[i].iova;
 		down &= a[i - 1].iova >= a[i].iova;
 	}
-	if (up)
+	if (down)
 		return;
-	if (down) {
+	if (up) {
 		for (unsigned int i = 0, j = n - 1; i < j; i++, j--) {
 			struct pending_range t = a[i];
 			a[i] = a[j];
@@ -183,6 +181,7 @@ static void sort_pending(struct pending_range *a, unsigned int n)
 		}
 		return;
 	}
+	/* A min-heap, its least moved to the end each round: descending. */
 	for (unsigned int i = n / 2; i-- > 0;)
 		sift_down(a, i, n);
 	while (n-- > 1) {
@@ -195,22 +194,24 @@ static void sort_pending(struct pending_range *a, unsigned int n)
 
 /*
  * Publishes the queued invalidations, adjacent blocks merged into one, and only then frees their
- * IOVAs. On a failed publish the ranges not yet invalidated stay queued (and reserved).
+ * IOVAs, lowest first (from the end of the descending queue). On a failed publish the ranges not
+ * yet invalidated (the highest, at the start of the queue) stay queued, and reserved.
  */
 static int flush_locked(struct dma_iommu *m)
 {
-	unsigned int n = m->pending_count, i = 0;
+	struct pending_range *a = m->pending;
+	unsigned int n = m->pending_count, i = n;
 
 	if (n == 0)
 		return 0;
-	sort_pending(m->pending, n);
+	sort_pending(a, n);
 	if (m->iotlb->invalidate_nowait && m->iotlb->sync) {
 		/* The whole batch out, then one wait; only then is any IOVA free again. */
 		int ret = 0;
-		while (i < n && ret == 0) {
-			uint64_t start = m->pending[i].iova, end = start + m->pending[i].bytes;
-			while (++i < n && m->pending[i].iova == end)
-				end += m->pending[i].bytes;
+		while (i > 0 && ret == 0) {
+			uint64_t start = a[i - 1].iova, end = start + a[i - 1].bytes;
+			while (--i > 0 && a[i - 1].iova == end)
+				end += a[i - 1].bytes;
 			ret = publish_invalidate_with(m, start, end - start,
 						      m->iotlb->invalidate_nowait);
 		}
@@ -218,25 +219,24 @@ static int flush_locked(struct dma_iommu *m)
 			ret = m->iotlb->sync(m->iotlb_opaque);
 		if (ret < 0)
 			return ret; /* all stay queued: which ones took effect is unknown */
-		for (i = 0; i < n; i++)
-			release_record(m, m->pending[i].tag);
+		for (i = n; i > 0; i--)
+			release_record(m, a[i - 1].tag);
 		m->pending_count = 0;
 		vt_dma_count_locked(&m->dma.stats.flushes, 1);
 		return 0;
 	}
-	while (i < n) {
-		uint64_t start = m->pending[i].iova, end = start + m->pending[i].bytes;
-		unsigned int j = i + 1;
-		while (j < n && m->pending[j].iova == end)
-			end += m->pending[j++].bytes;
+	while (i > 0) {
+		uint64_t start = a[i - 1].iova, end = start + a[i - 1].bytes;
+		unsigned int j = i - 1;
+		while (j > 0 && a[j - 1].iova == end)
+			end += a[--j].bytes;
 		int ret = publish_invalidate(m, start, end - start);
 		if (ret < 0) {
-			memmove(m->pending, &m->pending[i], (n - i) * sizeof(m->pending[0]));
-			m->pending_count = n - i;
+			m->pending_count = i;
 			return ret;
 		}
-		for (; i < j; i++)
-			release_record(m, m->pending[i].tag);
+		for (; i > j; i--)
+			release_record(m, a[i - 1].tag);
 	}
 	m->pending_count = 0;
 	vt_dma_count_locked(&m->dma.stats.flushes, 1);

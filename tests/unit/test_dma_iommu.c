@@ -736,6 +736,77 @@ VT_TEST(lazy_merges_ranges_unmapped_out_of_order)
 	teardown(&f);
 }
 
+/* Ranges a transport was sent without waiting, and the waits (vhost-user's pipelined IOTLB). */
+static struct published sent[16];
+static unsigned int sent_count, syncs;
+
+static int device_invalidate_nowait(void *opaque, uint64_t iova, uint64_t size)
+{
+	if (sent_count < 16)
+		sent[sent_count++] = (struct published){ iova, size };
+	return device_invalidate(opaque, iova, size);
+}
+
+static int device_sync(void *opaque)
+{
+	(void)opaque;
+	syncs++;
+	return 0;
+}
+
+static const struct vt_dma_iotlb_ops pipelined_ops = {
+	.update = device_update,
+	.invalidate = device_invalidate,
+	.invalidate_nowait = device_invalidate_nowait,
+	.sync = device_sync,
+};
+
+VT_TEST(a_pipelined_flush_sends_each_run_of_adjacent_blocks_once_then_waits_once)
+{
+	struct fixture f;
+	uint64_t bus[8];
+
+	sent_count = syncs = 0;
+	REQUIRE_EQ(setup_memory(&f, VT_DMA_IOMMU_LAZY), 0);
+	f.params.iotlb_ops = &pipelined_ops;
+	f.params.lazy_batch = 16;
+	f.params.iova_size = 8 * PAGE; /* so that a block the flush does not free shows */
+	REQUIRE_EQ(setup_dma(&f), 0);
+	uint8_t *p = shm_buffer(&f, 64);
+	REQUIRE(p != NULL);
+	for (int i = 0; i < 8; i++)
+		REQUIRE_EQ(vt_dma_map(f.dma, p, 64, VT_DMA_TO_DEVICE, &bus[i]), 0);
+	/* Eight adjacent pages; 2 and 5 stay mapped, splitting the rest into three runs of two. */
+	for (int i = 0; i < 8; i++)
+		if (i != 2 && i != 5)
+			REQUIRE_EQ(vt_dma_unmap(f.dma, bus[i], 64, VT_DMA_TO_DEVICE), 0);
+	CHECK_EQ(sent_count, 0);
+	REQUIRE_EQ(vt_dma_flush(f.dma), 0);
+	CHECK_EQ(syncs, 1);
+	CHECK_EQ(sent_count, 3);
+	for (unsigned int i = 0; i < sent_count; i++) {
+		CHECK_EQ(sent[i].size, 2 * PAGE);
+		CHECK(!overlaps(sent[i].iova, sent[i].size, bus[2], 64));
+		CHECK(!overlaps(sent[i].iova, sent[i].size, bus[5], 64));
+	}
+	struct vt_iotlb_entry entry;
+	CHECK_EQ(vt_iotlb_lookup(f.dev.iotlb, bus[2], &entry), 0);
+	CHECK_EQ(vt_iotlb_lookup(f.dev.iotlb, bus[5], &entry), 0);
+	for (int i = 0; i < 8; i++)
+		if (i != 2 && i != 5)
+			CHECK_EQ(vt_iotlb_lookup(f.dev.iotlb, bus[i], &entry), -ENOENT);
+	/* Every page is free again once the last two are gone too. */
+	CHECK_EQ(vt_dma_unmap(f.dma, bus[2], 64, VT_DMA_TO_DEVICE), 0);
+	CHECK_EQ(vt_dma_unmap(f.dma, bus[5], 64, VT_DMA_TO_DEVICE), 0);
+	REQUIRE_EQ(vt_dma_flush(f.dma), 0);
+	for (int i = 0; i < 8; i++)
+		CHECK_EQ(vt_dma_map(f.dma, p, 64, VT_DMA_TO_DEVICE, &bus[i]), 0);
+	CHECK_EQ(f.dev.stale_updates, 0);
+	for (int i = 0; i < 8; i++)
+		CHECK_EQ(vt_dma_unmap(f.dma, bus[i], 64, VT_DMA_TO_DEVICE), 0);
+	teardown(&f);
+}
+
 VT_TEST(lazy_never_reuses_an_iova_before_its_invalidation)
 {
 	struct fixture f;
