@@ -16,7 +16,8 @@
  * invalidate. They take no lock and write no shared line but the statistics (a sequence lock:
  * a reader that overlaps a change retries, and waits while a writer is at work; an update that
  * fills the range of an entry invalidated before, the DMA API's unmap + map pair, is published
- * without one, so that readers miss or hit it but never retry); writers serialize on a mutex
+ * without one, so that readers miss or hit it but never retry, and an invalidation of whole
+ * entries holds readers only while it publishes the new generation); writers serialize on a mutex
  * (held across a writer batch, vt_iotlb_batch_begin) and never wait for readers. When
  * vt_iotlb_invalidate returns, no translate that starts afterwards can see the range and none still
  * running holds it: one that ran across the invalidation retries on the new table.

@@ -50,14 +50,16 @@
 /*
  * Sequence lock. Readers (translate, lookup) take no lock: they note the sequence, search, and
  * start again if it changed meanwhile or was odd (a writer at work). Writers serialize on a mutex
- * and make the sequence odd around their changes, all but one: filling a dead entry (fill_hole),
- * which publishes the entry's permission with release instead, readers loading it first with
- * acquire. So a reader may read the table while a writer changes it: every such access is atomic
- * (relaxed but for that permission; the sequence and two fences order them), and
- * a reader clamps every count and index it reads to what was allocated, bounds every loop, and
- * only does arithmetic with host addresses, so that a torn table costs it a retry and nothing
- * else. The arrays are plain and accessed with the builtins under <stdatomic.h>'s explicit
- * functions: _Atomic arrays would make the writer's own reads sequentially consistent.
+ * and make the sequence odd around their changes, but for the two that move nothing: filling a
+ * dead entry (fill_hole), which publishes the entry's permission with release instead, readers
+ * loading it first with acquire; and killing whole entries (vt_iotlb_invalidate), whose DEAD
+ * permissions are stored before a write section that only publishes the generation. So a reader may
+ * read the table while a writer changes it: every such access is atomic (relaxed but for that
+ * permission; the sequence and two fences order them), and a reader clamps every count and index it
+ * reads to what was allocated, bounds every loop, and only does arithmetic with host addresses, so
+ * that a torn table costs it a retry and nothing else. The arrays are plain and accessed with the
+ * builtins under <stdatomic.h>'s explicit functions: _Atomic arrays would make the writer's own
+ * reads sequentially consistent.
  */
 #define LOAD(p)	    __atomic_load_n((p), __ATOMIC_RELAXED)
 #define STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
