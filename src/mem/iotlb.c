@@ -87,8 +87,9 @@ struct vt_iotlb {
 	unsigned int keys[INDEX_LEVELS];
 	_Atomic uint64_t generation;
 	/*
-	 * What the last CHANGE_LOG generation changes touched, at [generation % CHANGE_LOG]:
-	 * lets a cached pointer outside every changed range survive them (unchanged_since).
+	 * What the last CHANGE_LOG - 1 generation changes touched, at [generation % CHANGE_LOG],
+	 * and the remaining slot for the next one (log_change): lets a cached pointer outside
+	 * every changed range survive them (unchanged_since).
 	 */
 	struct iotlb_change {
 		uint64_t generation;
@@ -225,22 +226,40 @@ static bool valid_access(unsigned int access)
 	return access != 0 && (access & ~(unsigned int)VT_ACCESS_RW) == 0;
 }
 
-/* Inside a write section: the translations of [first, last] changed. */
-static void bump_generation(struct vt_iotlb *t, uint64_t first, uint64_t last)
+/*
+ * Records that the next generation changes the translations of [first, last], in the log slot
+ * of that generation. Allowed before its write section: readers only read the slots of the
+ * last CHANGE_LOG - 1 generations (unchanged_since), so no reader reads this slot until the
+ * generation it names is published, inside a write section, and from then on the slot stays.
+ */
+static void log_change(struct vt_iotlb *t, uint64_t first, uint64_t last)
 {
 	uint64_t gen = atomic_load_explicit(&t->generation, memory_order_relaxed) + 1;
 	struct iotlb_change *c = &t->changes[gen % CHANGE_LOG];
 
-	/* Read by unchanged_since under the sequence lock, which orders them. */
 	STORE(&c->generation, gen);
 	STORE(&c->first, first);
 	STORE(&c->last, last);
+}
+
+/* Inside a write section: the generation log_change recorded is the current one. */
+static void publish_generation(struct vt_iotlb *t)
+{
+	uint64_t gen = atomic_load_explicit(&t->generation, memory_order_relaxed) + 1;
+
 	/*
 	 * Release: publishes the table change made just before in the write section to whoever
 	 * reads the generation (acquire, vt_iotlb_generation) to validate a cached host pointer.
 	 * A plain store, not a read-modify-write: only writers change it, under the writer mutex.
 	 */
 	atomic_store_explicit(&t->generation, gen, memory_order_release);
+}
+
+/* Inside a write section: the translations of [first, last] changed. */
+static void bump_generation(struct vt_iotlb *t, uint64_t first, uint64_t last)
+{
+	log_change(t, first, last);
+	publish_generation(t);
 }
 
 /*
@@ -874,10 +893,12 @@ int vt_iotlb_invalidate(struct vt_iotlb *iotlb, uint64_t iova, uint64_t size)
 				t->dead++;
 			}
 		}
-		write_begin(t);
 		t->invalidations++;
 		t->full_reported = false;
-		bump_generation(t, iova, last);
+		/* The log too: the section is then a store to the line of the sequence. */
+		log_change(t, iova, last);
+		write_begin(t);
+		publish_generation(t);
 		write_end(t);
 		writer_unlock(t, locked);
 		return 0;
@@ -1137,7 +1158,8 @@ static int iotlb_as_unchanged_since(const void *impl, uint64_t since, uint64_t a
 		seq = read_begin(t);
 		/* Relaxed: the sequence lock orders it with the log. */
 		gen = atomic_load_explicit(&t->generation, memory_order_relaxed);
-		unchanged = gen - since <= CHANGE_LOG;
+		/* Not the oldest slot: log_change may be writing it for the next generation. */
+		unchanged = gen - since < CHANGE_LOG;
 		for (uint64_t g = since + 1; unchanged && g != gen + 1; g++) {
 			const struct iotlb_change *c = &t->changes[g % CHANGE_LOG];
 			unchanged = LOAD(&c->generation) == g &&
