@@ -27,11 +27,27 @@ struct vt_dma_lock {
 	unsigned int batch_depth; /* open batches, under the mutex */
 };
 
-/* The calling thread, as batch_thread records it: never 0 (a pthread_t on Linux is an address). */
+/*
+ * The calling thread, as batch_thread records it: never 0. The thread pointer (the TLS base,
+ * distinct for every live thread and never 0) where the compiler reads it inline: every map
+ * and unmap asks, and pthread_self() is a call through the PLT, which also makes a caller
+ * whose fast path calls nothing else save its registers around it. Else a pthread_t (an
+ * address on Linux).
+ */
+#if defined(__has_builtin) && (defined(__x86_64__) || defined(__aarch64__))
+#if __has_builtin(__builtin_thread_pointer)
+#define VT_DMA_LOCK_THREAD_POINTER 1
+#endif
+#endif
+
 static inline uintptr_t vt_dma_lock_thread_id(void)
 {
+#ifdef VT_DMA_LOCK_THREAD_POINTER
+	return (uintptr_t)__builtin_thread_pointer();
+#else
 	_Static_assert(sizeof(pthread_t) <= sizeof(uintptr_t), "pthread_t must fit a uintptr_t");
 	return (uintptr_t)pthread_self();
+#endif
 }
 
 /* 0 or a positive errno value, as pthread_mutex_init. */
