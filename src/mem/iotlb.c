@@ -393,10 +393,11 @@ static unsigned int find_entry(const struct vt_iotlb *t, uint64_t addr, unsigned
 {
 	if (entry_holds(t, hint, count, addr))
 		return hint;
-	if (entry_holds(t, hint + 1, count, addr))
-		return hint + 1;
+	/* Down first: IOVA allocators hand out top-down (Linux's, and virtue's reusing blocks). */
 	if (hint > 0 && entry_holds(t, hint - 1, count, addr))
 		return hint - 1;
+	if (entry_holds(t, hint + 1, count, addr))
+		return hint + 1;
 	unsigned int i = upper_bound(t, addr, count);
 	if (i == 0 || addr > LOAD(&t->slot[i - 1].last))
 		return NO_ENTRY;

@@ -205,16 +205,17 @@ static const struct vt_mem_region *find_by_uaddr(const struct vt_memtable *t, ui
 {
 	if (len == 0)
 		len = 1;
-	if (uaddr + len - 1 < uaddr) {
-		*err = -EOVERFLOW;
-		return NULL;
-	}
-	*err = -EFAULT;
+	/* The hint first: its test cannot overflow, and a range it holds does not wrap. */
 	struct vt_memtable *mt = (struct vt_memtable *)t; /* the hint is the readers' own field */
 	unsigned int h = atomic_load_explicit(&mt->uaddr_hint, memory_order_relaxed);
 	if (h < t->count && uaddr - t->regions[h].uaddr < t->regions[h].size &&
 	    len <= t->regions[h].size - (uaddr - t->regions[h].uaddr))
 		return &t->regions[h];
+	if (uaddr + len - 1 < uaddr) {
+		*err = -EOVERFLOW;
+		return NULL;
+	}
+	*err = -EFAULT;
 	/* Last region (in uaddr order) starting at or below uaddr. */
 	unsigned int lo = 0, hi = t->count;
 	while (lo < hi) {

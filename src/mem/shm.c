@@ -199,15 +199,14 @@ int vt_shm_add_host(struct vt_shm *shm, void *hva, uint64_t size, uint64_t gpa,
 	return insert_region(shm, &r, out);
 }
 
-/* The region holding the byte at @p, or NULL: binary search over the hva order. */
-static const struct shm_region *region_of(const struct vt_shm *shm, uint64_t p)
+/*
+ * region_of when the hint missed: binary search over the hva order. Out of line, so that a
+ * hit stays a few instructions.
+ */
+static __attribute__((noinline)) const struct shm_region *region_search(const struct vt_shm *shm,
+									uint64_t p)
 {
 	struct vt_shm *mut = (struct vt_shm *)shm;
-	unsigned int h = atomic_load_explicit(&mut->hint, memory_order_relaxed);
-	if (h < shm->count &&
-	    p - (uint64_t)(uintptr_t)shm->regions[h].pub.hva < shm->regions[h].pub.size)
-		return &shm->regions[h];
-
 	unsigned int lo = 0, hi = shm->count;
 
 	while (lo < hi) {
@@ -224,6 +223,17 @@ static const struct shm_region *region_of(const struct vt_shm *shm, uint64_t p)
 		return NULL;
 	atomic_store_explicit(&mut->hint, shm->by_hva[lo - 1], memory_order_relaxed);
 	return r;
+}
+
+/* The region holding the byte at @p, or NULL: the one that answered last, else a search. */
+static inline const struct shm_region *region_of(const struct vt_shm *shm, uint64_t p)
+{
+	struct vt_shm *mut = (struct vt_shm *)shm;
+	unsigned int h = atomic_load_explicit(&mut->hint, memory_order_relaxed);
+	if (h < shm->count &&
+	    p - (uint64_t)(uintptr_t)shm->regions[h].pub.hva < shm->regions[h].pub.size)
+		return &shm->regions[h];
+	return region_search(shm, p);
 }
 
 int vt_shm_gpa(const struct vt_shm *shm, const void *ptr, size_t len, uint64_t *gpa)
