@@ -346,6 +346,17 @@ static int find_live(struct dma_iommu *m, const char *op, uint64_t bus, size_t l
 				  tag);
 }
 
+/* Retires mapping @tag (@rec) to the queue of unmapped ranges; there is room for it. */
+static inline void queue_unmap(struct dma_iommu *m, uint32_t tag, struct vt_dma_record *rec)
+{
+	rec->state = VT_DMA_RECORD_RETIRING;
+	m->pending[m->pending_count++] = (struct pending_range){
+		.iova = rec->bus_block,
+		.bytes = vt_range_alloc_block_bytes(&m->iova, rec->bus_size, VT_DMA_IOMMU_PAGE),
+		.tag = tag,
+	};
+}
+
 static int unmap_locked(struct dma_iommu *m, uint64_t bus, size_t len, enum vt_dma_dir dir)
 {
 	uint32_t tag =
@@ -371,26 +382,40 @@ static int unmap_locked(struct dma_iommu *m, uint64_t bus, size_t len, enum vt_d
 		if (ret < 0)
 			return ret;
 	}
-	rec->state = VT_DMA_RECORD_RETIRING;
-	m->pending[m->pending_count++] = (struct pending_range){
-		.iova = rec->bus_block,
-		.bytes = vt_range_alloc_block_bytes(&m->iova, rec->bus_size, VT_DMA_IOMMU_PAGE),
-		.tag = tag,
-	};
+	queue_unmap(m, tag, rec);
 	/* The unmap itself is done; a failed flush stays queued and is retried (and logged). */
 	if (m->pending_count == m->lazy_batch)
 		flush_locked(m);
 	return 0;
 }
 
-static int iommu_unmap(struct vt_dma *dma, uint64_t bus, size_t len, enum vt_dma_dir dir)
+static __attribute__((noinline)) int unmap_slow(struct dma_iommu *m, uint64_t bus, size_t len,
+						enum vt_dma_dir dir)
 {
-	struct dma_iommu *m = to_iommu(dma);
-
 	bool locked = vt_dma_lock(&m->lock);
 	int ret = unmap_locked(m, bus, len, dir);
 	vt_dma_unlock(&m->lock, locked);
 	return ret;
+}
+
+static int iommu_unmap(struct vt_dma *dma, uint64_t bus, size_t len, enum vt_dma_dir dir)
+{
+	struct dma_iommu *m = to_iommu(dma);
+
+	/*
+	 * The common case of a ring burst, without a call: inside this thread's batch (so
+	 * queued, in either mode), the record found by its hint, and room in the queue to spare.
+	 * Everything else, with the frame that its calls need, out of line.
+	 */
+	if (vt_dma_lock_in_batch(&m->lock) && m->pending_count + 1 < m->lazy_batch) {
+		uint32_t tag = vt_dma_tag_hint_get(&m->hints, &m->records, bus / VT_DMA_IOMMU_PAGE,
+						   bus, len, dir);
+		if (tag) {
+			queue_unmap(m, tag, vt_dma_record_at(&m->records, tag));
+			return 0;
+		}
+	}
+	return unmap_slow(m, bus, len, dir);
 }
 
 /* The IOMMU keeps both sides coherent: a sync only checks that it names a live mapping. */
