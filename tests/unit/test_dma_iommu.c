@@ -277,6 +277,19 @@ static void *shm_buffer(struct fixture *f, size_t len)
 	return vt_shm_alloc(f->shm, len, 0, &p) == 0 ? p : NULL;
 }
 
+/*
+ * A 64-byte buffer mapped @n times, to device reads: on a fresh IOVA space, @n consecutive
+ * pages. The buffer, or NULL when the buffer or a mapping could not be had.
+ */
+static uint8_t *map_pages(struct fixture *f, uint64_t *bus, int n)
+{
+	uint8_t *p = shm_buffer(f, 64);
+	for (int i = 0; p && i < n; i++)
+		if (vt_dma_map(f->dma, p, 64, VT_DMA_TO_DEVICE, &bus[i]) < 0)
+			return NULL;
+	return p;
+}
+
 static void fill(void *p, size_t len, unsigned int seed)
 {
 	for (size_t i = 0; i < len; i++)
@@ -700,11 +713,7 @@ VT_TEST(lazy_merges_adjacent_ranges_into_one_invalidation)
 	REQUIRE_EQ(setup_memory(&f, VT_DMA_IOMMU_LAZY), 0);
 	f.params.lazy_batch = 4;
 	REQUIRE_EQ(setup_dma(&f), 0);
-	uint8_t *p = shm_buffer(&f, 64);
-	REQUIRE(p != NULL);
-	/* A fresh IOVA space hands out consecutive pages. */
-	for (int i = 0; i < 4; i++)
-		REQUIRE_EQ(vt_dma_map(f.dma, p, 64, VT_DMA_TO_DEVICE, &bus[i]), 0);
+	REQUIRE(map_pages(&f, bus, 4) != NULL);
 	for (int i = 0; i < 3; i++)
 		REQUIRE_EQ(vt_dma_unmap(f.dma, bus[i], 64, VT_DMA_TO_DEVICE), 0);
 	CHECK_EQ(f.dev.invalidations, 0);
@@ -724,10 +733,7 @@ VT_TEST(lazy_merges_ranges_unmapped_out_of_order)
 	REQUIRE_EQ(setup_memory(&f, VT_DMA_IOMMU_LAZY), 0);
 	f.params.lazy_batch = 8;
 	REQUIRE_EQ(setup_dma(&f), 0);
-	uint8_t *p = shm_buffer(&f, 64);
-	REQUIRE(p != NULL);
-	for (int i = 0; i < 8; i++)
-		REQUIRE_EQ(vt_dma_map(f.dma, p, 64, VT_DMA_TO_DEVICE, &bus[i]), 0);
+	REQUIRE(map_pages(&f, bus, 8) != NULL);
 	for (int i = 0; i < 8; i++)
 		REQUIRE_EQ(vt_dma_unmap(f.dma, bus[order[i]], 64, VT_DMA_TO_DEVICE), 0);
 	/* Eight consecutive pages, queued in a scrambled order, leave as one range. */
@@ -772,10 +778,8 @@ VT_TEST(a_pipelined_flush_sends_each_run_of_adjacent_blocks_once_then_waits_once
 	f.params.lazy_batch = 16;
 	f.params.iova_size = 8 * PAGE; /* so that a block the flush does not free shows */
 	REQUIRE_EQ(setup_dma(&f), 0);
-	uint8_t *p = shm_buffer(&f, 64);
+	uint8_t *p = map_pages(&f, bus, 8);
 	REQUIRE(p != NULL);
-	for (int i = 0; i < 8; i++)
-		REQUIRE_EQ(vt_dma_map(f.dma, p, 64, VT_DMA_TO_DEVICE, &bus[i]), 0);
 	/* Eight adjacent pages; 2 and 5 stay mapped, splitting the rest into three runs of two. */
 	for (int i = 0; i < 8; i++)
 		if (i != 2 && i != 5)

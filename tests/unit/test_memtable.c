@@ -205,11 +205,17 @@ VT_TEST(holds_509_regions_and_refuses_the_510th)
 	vt_memtable_free(t);
 }
 
-VT_TEST(uaddr_converts_within_one_region_only)
+/* Two regions whose driver addresses are in the other order than their guest-physical ones. */
+static struct vt_memtable *crossed_pair(void)
 {
 	struct vt_mem_region r[2] = { region(0x0, 0x1000, 0x4000),
 				      region(0x10000, 0x1000, 0x1000) };
-	struct vt_memtable *t = table_with(r, 2);
+	return table_with(r, 2);
+}
+
+VT_TEST(uaddr_converts_within_one_region_only)
+{
+	struct vt_memtable *t = crossed_pair();
 	REQUIRE(t);
 	void *hva = NULL;
 	CHECK_EQ(vt_memtable_uaddr_to_hva(t, 0x7f0000004010ULL, 0x10, &hva), 0);
@@ -226,9 +232,7 @@ VT_TEST(uaddr_converts_within_one_region_only)
 /* The last region a uaddr hit is remembered; a removal must not leave it answering. */
 VT_TEST(a_uaddr_of_a_removed_region_faults_and_the_others_still_convert)
 {
-	struct vt_mem_region r[2] = { region(0x0, 0x1000, 0x4000),
-				      region(0x10000, 0x1000, 0x1000) };
-	struct vt_memtable *t = table_with(r, 2);
+	struct vt_memtable *t = crossed_pair();
 	REQUIRE(t);
 	void *hva = NULL;
 	/* Twice: the second answer comes from the remembered region. */
