@@ -409,7 +409,14 @@ int bench_ring(const struct bench_opts *opts)
 		ran++;
 		struct ring_phases ph = { 0 };
 		bool failed = false;
-		/* Interleaved, so that a placement move hits both sides of the ratio alike. */
+		/*
+		 * Interleaved, so that a placement move hits both sides of the ratio alike. The
+		 * order shows in the figures on this machine: in paired runs of one build, the
+		 * same run measured 5-15% slower after a bare run that maps per buffer than after
+		 * one that does not, and other orders moved other rows (the ideal ring by 30% when
+		 * it ran right after the bare one). So compare builds with the same bench code
+		 * (scripts/ring_ab.py), and rows of different runs only by their ratios.
+		 */
 		for (unsigned int r = 0; r < opts->runs; r++) {
 			iv[r] = ideal_run(count);
 			bv[r] = bench_bare_run(configs[c].packed, configs[c].in_order,
