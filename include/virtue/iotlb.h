@@ -19,8 +19,10 @@
  * without one, so that readers miss or hit it but never retry, and an invalidation of whole
  * entries holds readers only while it publishes the new generation); writers serialize on a mutex
  * (held across a writer batch, vt_iotlb_batch_begin) and never wait for readers. When
- * vt_iotlb_invalidate returns, no translate that starts afterwards can see the range and none still
- * running holds it: one that ran across the invalidation retries on the new table.
+ * vt_iotlb_invalidate returns, no translate that starts afterwards (after, as the memory model
+ * orders it: through a lock or an acquire of what the invalidating thread released) can see the
+ * range, and one that ran across the invalidation either returned before it or retries on the
+ * new table.
  */
 #ifndef VIRTUE_IOTLB_H
 #define VIRTUE_IOTLB_H

@@ -50,10 +50,13 @@
 /*
  * Sequence lock. Readers (translate, lookup) take no lock: they note the sequence, search, and
  * start again if it changed meanwhile or was odd (a writer at work). Writers serialize on a mutex
- * and make the sequence odd around their changes, but for the two that move nothing: filling a
+ * and make the sequence odd around their changes, but for those that move nothing: filling a
  * dead entry (fill_hole), which publishes the entry's permission with release instead, readers
  * loading it first with acquire; and killing whole entries (vt_iotlb_invalidate), whose DEAD
- * permissions are stored before a write section that only publishes the generation. So a reader may
+ * permissions and change log slot (log_change) are stored before a write section that only
+ * publishes the generation. Stores outside a section begin with a release fence, so that a
+ * reader that sees one also sees every sequence change before it, made on whichever writer
+ * thread (the writer mutex passes between threads). So a reader may
  * read the table while a writer changes it: every such access is atomic (relaxed but for that
  * permission; the sequence and two fences order them), and a reader clamps every count and index it
  * reads to what was allocated, bounds every loop, and only does arithmetic with host addresses, so
@@ -75,7 +78,10 @@ struct iotlb_slot {
 };
 
 struct vt_iotlb {
-	/* Read by every translation; written (atomically) only inside a write section. */
+	/*
+	 * Read by every translation; written (atomically) inside a write section, but for the
+	 * change log slot of the next generation (log_change).
+	 */
 	_Atomic unsigned int seq; /* odd while a writer changes the table */
 	unsigned int count;	  /* dead entries included */
 	unsigned int levels;
@@ -228,15 +234,23 @@ static bool valid_access(unsigned int access)
 
 /*
  * Records that the next generation changes the translations of [first, last], in the log slot
- * of that generation. Allowed before its write section: readers only read the slots of the
- * last CHANGE_LOG - 1 generations (unchanged_since), so no reader reads this slot until the
- * generation it names is published, inside a write section, and from then on the slot stays.
+ * of that generation. Allowed before its write section: unchanged_since reads only the slots of
+ * the last CHANGE_LOG - 1 generations up to the one it read, so not this one unless its
+ * generation is older; such a reader is torn, and retries on the sequence those newer
+ * generations moved.
  */
 static void log_change(struct vt_iotlb *t, uint64_t first, uint64_t last)
 {
 	uint64_t gen = atomic_load_explicit(&t->generation, memory_order_relaxed) + 1;
 	struct iotlb_change *c = &t->changes[gen % CHANGE_LOG];
 
+	/*
+	 * Release: the last sequence change may have been made on another writer thread, whose
+	 * stores reach this one through the writer mutex only. A reader that loads a slot word
+	 * stored below synchronizes with this fence (its acquire fence in read_retry) and sees
+	 * that change, so it retries instead of trusting a torn slot.
+	 */
+	atomic_thread_fence(memory_order_release);
 	STORE(&c->generation, gen);
 	STORE(&c->first, first);
 	STORE(&c->last, last);
@@ -248,8 +262,9 @@ static void publish_generation(struct vt_iotlb *t)
 	uint64_t gen = atomic_load_explicit(&t->generation, memory_order_relaxed) + 1;
 
 	/*
-	 * Release: publishes the table change made just before in the write section to whoever
-	 * reads the generation (acquire, vt_iotlb_generation) to validate a cached host pointer.
+	 * Release: publishes the table change made before it (in the write section, or before
+	 * it for whole entries killed) to whoever reads the generation (acquire,
+	 * vt_iotlb_generation) to validate a cached host pointer.
 	 * A plain store, not a read-modify-write: only writers change it, under the writer mutex.
 	 */
 	atomic_store_explicit(&t->generation, gen, memory_order_release);
@@ -568,7 +583,7 @@ int vt_iotlb_batch_end(struct vt_iotlb *iotlb)
 
 uint64_t vt_iotlb_generation(const struct vt_iotlb *iotlb)
 {
-	/* Acquire: pairs with the release in bump_generation. */
+	/* Acquire: pairs with the release in publish_generation. */
 	return atomic_load_explicit(&iotlb->generation, memory_order_acquire);
 }
 
@@ -749,8 +764,9 @@ static void report_full(struct vt_iotlb *t, uint64_t iova, uint64_t size)
  * Under the writer lock: dead entry @s mapped again over the same range, the DMA API's common
  * unmap + map pair. Outside a write section, so that no reader retries and the sequence line
  * stays with them. No reader uses a DEAD entry's host address: one that loads the DEAD
- * permission stops there, and one that loaded the live permission before the invalidation
- * retries on the sequence it moved. So the address is stored first and the permission published
+ * permission stops there, and one that loaded the live permission before the invalidation and
+ * then this fill's address retries on the sequence the invalidation moved (the fence below). So
+ * the address is stored first and the permission published
  * after it (release; readers load the permission first, acquire). Start and end stay as they
  * were, and no translation changed: the generation stays too.
  */
