@@ -54,13 +54,14 @@
  * dead entry (fill_hole), which publishes the entry's permission with release instead, readers
  * loading it first with acquire; and killing whole entries (vt_iotlb_invalidate), whose DEAD
  * permissions and change log slot (log_change) are stored before a write section that only
- * publishes the generation. Stores outside a section begin with a release fence, so that a
- * reader that sees one also sees every sequence change before it, made on whichever writer
- * thread (the writer mutex passes between threads). So a reader may
- * read the table while a writer changes it: every such access is atomic (relaxed but for that
- * permission; the sequence and two fences order them), and a reader clamps every count and index it
- * reads to what was allocated, bounds every loop, and only does arithmetic with host addresses, so
- * that a torn table costs it a retry and nothing else. The arrays are plain and accessed with the
+ * publishes the generation. A DEAD permission needs no more: a reader that sees it misses, as
+ * after the invalidation. The fill and the log slot begin with a release fence, so that a reader
+ * that sees one of their stores also sees every sequence change before it, made on whichever
+ * writer thread (the writer mutex passes between threads), and retries. So a reader may read the
+ * table while a writer changes it: every such access is atomic (relaxed but for that permission;
+ * the sequence and the fences order them), and a reader clamps every count and index it reads to
+ * what was allocated, bounds every loop, and only does arithmetic with host addresses, so that a
+ * torn table costs it a retry and nothing else. The arrays are plain and accessed with the
  * builtins under <stdatomic.h>'s explicit functions: _Atomic arrays would make the writer's own
  * reads sequentially consistent.
  */
@@ -766,9 +767,9 @@ static void report_full(struct vt_iotlb *t, uint64_t iova, uint64_t size)
  * stays with them. No reader uses a DEAD entry's host address: one that loads the DEAD
  * permission stops there, and one that loaded the live permission before the invalidation and
  * then this fill's address retries on the sequence the invalidation moved (the fence below). So
- * the address is stored first and the permission published
- * after it (release; readers load the permission first, acquire). Start and end stay as they
- * were, and no translation changed: the generation stays too.
+ * the address is stored first and the permission published after it (release; readers load the
+ * permission first, acquire). Start and end stay as they were, and no translation changed: the
+ * generation stays too.
  */
 static inline void fill_hole(struct vt_iotlb *t, struct iotlb_slot *s, uint64_t host,
 			     unsigned int perm)
