@@ -277,6 +277,12 @@ static void *shm_buffer(struct fixture *f, size_t len)
 	return vt_shm_alloc(f->shm, len, 0, &p) == 0 ? p : NULL;
 }
 
+/* A fixture in @mode and a 64-byte buffer of its shared memory, or NULL. */
+static uint8_t *setup_with_buffer(struct fixture *f, enum vt_dma_mode mode)
+{
+	return setup(f, mode) == 0 ? shm_buffer(f, 64) : NULL;
+}
+
 /*
  * A 64-byte buffer mapped @n times, to device reads: on a fresh IOVA space, @n consecutive
  * pages. The buffer, or NULL when the buffer or a mapping could not be had.
@@ -343,8 +349,7 @@ VT_TEST(to_device_mapping_cannot_be_written_by_the_device)
 	struct vt_as_fault fault = { 0 };
 	uint64_t bus;
 
-	REQUIRE_EQ(setup(&f, VT_DMA_IOMMU_STRICT), 0);
-	uint8_t *p = shm_buffer(&f, 64);
+	uint8_t *p = setup_with_buffer(&f, VT_DMA_IOMMU_STRICT);
 	REQUIRE(p != NULL);
 	fill(p, 64, 3);
 	REQUIRE_EQ(vt_dma_map(f.dma, p, 64, VT_DMA_TO_DEVICE, &bus), 0);
@@ -362,8 +367,7 @@ VT_TEST(from_device_mapping_cannot_be_read_by_the_device)
 	uint8_t seen[64];
 	uint64_t bus;
 
-	REQUIRE_EQ(setup(&f, VT_DMA_IOMMU_STRICT), 0);
-	uint8_t *p = shm_buffer(&f, 64);
+	uint8_t *p = setup_with_buffer(&f, VT_DMA_IOMMU_STRICT);
 	REQUIRE(p != NULL);
 	REQUIRE_EQ(vt_dma_map(f.dma, p, 64, VT_DMA_FROM_DEVICE, &bus), 0);
 	CHECK_EQ(f.dev.last_perm, VT_ACCESS_WRITE);
@@ -378,8 +382,7 @@ VT_TEST(bidirectional_mapping_is_read_and_written_by_the_device)
 	struct fixture f;
 	uint64_t bus;
 
-	REQUIRE_EQ(setup(&f, VT_DMA_IOMMU_STRICT), 0);
-	uint8_t *p = shm_buffer(&f, 64);
+	uint8_t *p = setup_with_buffer(&f, VT_DMA_IOMMU_STRICT);
 	REQUIRE(p != NULL);
 	fill(p, 64, 5);
 	REQUIRE_EQ(vt_dma_map(f.dma, p, 64, VT_DMA_BIDIRECTIONAL, &bus), 0);
@@ -459,8 +462,7 @@ VT_TEST(strict_unmap_makes_the_iova_unreachable_at_once)
 	uint8_t seen[16];
 	uint64_t bus;
 
-	REQUIRE_EQ(setup(&f, VT_DMA_IOMMU_STRICT), 0);
-	uint8_t *p = shm_buffer(&f, 64);
+	uint8_t *p = setup_with_buffer(&f, VT_DMA_IOMMU_STRICT);
 	REQUIRE(p != NULL);
 	REQUIRE_EQ(vt_dma_map(f.dma, p, 64, VT_DMA_TO_DEVICE, &bus), 0);
 	REQUIRE_EQ(vt_dma_unmap(f.dma, bus, 64, VT_DMA_TO_DEVICE), 0);
@@ -479,8 +481,7 @@ VT_TEST(unmap_with_another_length_or_direction_is_einval_and_keeps_the_mapping)
 	struct fixture f;
 	uint64_t bus;
 
-	REQUIRE_EQ(setup(&f, VT_DMA_IOMMU_STRICT), 0);
-	uint8_t *p = shm_buffer(&f, 64);
+	uint8_t *p = setup_with_buffer(&f, VT_DMA_IOMMU_STRICT);
 	REQUIRE(p != NULL);
 	fill(p, 64, 11);
 	REQUIRE_EQ(vt_dma_map(f.dma, p, 64, VT_DMA_TO_DEVICE, &bus), 0);
@@ -496,8 +497,7 @@ VT_TEST(unmap_of_an_address_not_mapped_is_enoent)
 	struct fixture f;
 	uint64_t bus;
 
-	REQUIRE_EQ(setup(&f, VT_DMA_IOMMU_STRICT), 0);
-	uint8_t *p = shm_buffer(&f, 64);
+	uint8_t *p = setup_with_buffer(&f, VT_DMA_IOMMU_STRICT);
 	REQUIRE(p != NULL);
 	CHECK_EQ(vt_dma_unmap(f.dma, 1ULL << 20, 64, VT_DMA_TO_DEVICE), -ENOENT);
 	REQUIRE_EQ(vt_dma_map(f.dma, p, 64, VT_DMA_TO_DEVICE, &bus), 0);
@@ -664,8 +664,7 @@ VT_TEST(lazy_unmapped_iova_stays_reachable_until_flush)
 	struct fixture f;
 	uint64_t bus;
 
-	REQUIRE_EQ(setup(&f, VT_DMA_IOMMU_LAZY), 0);
-	uint8_t *p = shm_buffer(&f, 64);
+	uint8_t *p = setup_with_buffer(&f, VT_DMA_IOMMU_LAZY);
 	REQUIRE(p != NULL);
 	fill(p, 64, 19);
 	REQUIRE_EQ(vt_dma_map(f.dma, p, 64, VT_DMA_TO_DEVICE, &bus), 0);
@@ -684,8 +683,7 @@ VT_TEST(lazy_flush_makes_unmapped_iovas_unreachable)
 	uint8_t seen[8];
 	uint64_t bus[3];
 
-	REQUIRE_EQ(setup(&f, VT_DMA_IOMMU_LAZY), 0);
-	uint8_t *p = shm_buffer(&f, 64);
+	uint8_t *p = setup_with_buffer(&f, VT_DMA_IOMMU_LAZY);
 	REQUIRE(p != NULL);
 	for (int i = 0; i < 3; i++)
 		REQUIRE_EQ(vt_dma_map(f.dma, p, 64, VT_DMA_TO_DEVICE, &bus[i]), 0);
@@ -928,8 +926,7 @@ VT_TEST(lazy_free_publishes_pending_invalidations)
 	uint8_t seen[8];
 	uint64_t bus;
 
-	REQUIRE_EQ(setup(&f, VT_DMA_IOMMU_LAZY), 0);
-	uint8_t *p = shm_buffer(&f, 64);
+	uint8_t *p = setup_with_buffer(&f, VT_DMA_IOMMU_LAZY);
 	REQUIRE(p != NULL);
 	REQUIRE_EQ(vt_dma_map(f.dma, p, 64, VT_DMA_TO_DEVICE, &bus), 0);
 	REQUIRE_EQ(vt_dma_unmap(f.dma, bus, 64, VT_DMA_TO_DEVICE), 0);
@@ -945,8 +942,7 @@ VT_TEST(free_invalidates_mappings_left_live_and_warns)
 	struct fixture f;
 	uint64_t bus;
 
-	REQUIRE_EQ(setup(&f, VT_DMA_IOMMU_STRICT), 0);
-	uint8_t *p = shm_buffer(&f, 64);
+	uint8_t *p = setup_with_buffer(&f, VT_DMA_IOMMU_STRICT);
 	REQUIRE(p != NULL);
 	REQUIRE_EQ(vt_dma_map(f.dma, p, 64, VT_DMA_TO_DEVICE, &bus), 0);
 	vt_dma_free(f.dma);
@@ -1171,8 +1167,7 @@ VT_TEST(strict_batch_publishes_its_unmaps_at_the_end_merged_and_never_reuses_the
 	struct fixture f;
 	uint64_t bus[8], other;
 
-	REQUIRE_EQ(setup(&f, VT_DMA_IOMMU_STRICT), 0);
-	uint8_t *p = shm_buffer(&f, 64);
+	uint8_t *p = setup_with_buffer(&f, VT_DMA_IOMMU_STRICT);
 	REQUIRE(p != NULL);
 	fill(p, 64, 23);
 	for (int i = 0; i < 8; i++)
@@ -1205,8 +1200,7 @@ VT_TEST(nested_batches_publish_at_the_outermost_end)
 	struct fixture f;
 	uint64_t bus[2];
 
-	REQUIRE_EQ(setup(&f, VT_DMA_IOMMU_STRICT), 0);
-	uint8_t *p = shm_buffer(&f, 64);
+	uint8_t *p = setup_with_buffer(&f, VT_DMA_IOMMU_STRICT);
 	REQUIRE(p != NULL);
 	for (int i = 0; i < 2; i++)
 		REQUIRE_EQ(vt_dma_map(f.dma, p, 64, VT_DMA_FROM_DEVICE, &bus[i]), 0);
@@ -1234,8 +1228,7 @@ VT_TEST(a_batch_end_without_a_batch_is_refused_and_breaks_nothing)
 		struct fixture f;
 		uint64_t bus;
 
-		REQUIRE_EQ(setup(&f, modes[m]), 0);
-		uint8_t *p = shm_buffer(&f, 64);
+		uint8_t *p = setup_with_buffer(&f, modes[m]);
 		REQUIRE(p != NULL);
 		unsigned int errors = f.log_seen.errors;
 		CHECK_EQ(vt_dma_batch_end(f.dma), -EINVAL);
@@ -1264,8 +1257,7 @@ VT_TEST(the_transports_batch_hooks_bracket_every_publication_of_a_batch_and_no_o
 		struct fixture f;
 		uint64_t bus[4], alone;
 
-		REQUIRE_EQ(setup(&f, modes[m]), 0);
-		uint8_t *p = shm_buffer(&f, 64);
+		uint8_t *p = setup_with_buffer(&f, modes[m]);
 		REQUIRE(p != NULL);
 		fill(p, 64, 41);
 		/* Outside a batch: no hook. */
@@ -1355,8 +1347,7 @@ VT_TEST(lazy_batches_leave_invalidations_queued_and_other_modes_ignore_batches)
 	for (unsigned int m = 0; m < 2; m++) {
 		struct fixture f;
 		uint64_t bus;
-		REQUIRE_EQ(setup(&f, modes[m]), 0);
-		uint8_t *p = shm_buffer(&f, 64);
+		uint8_t *p = setup_with_buffer(&f, modes[m]);
 		REQUIRE(p != NULL);
 		fill(p, 64, 31);
 		unsigned int before = f.dev.invalidations;
