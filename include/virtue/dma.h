@@ -52,9 +52,24 @@ enum vt_dma_mode vt_dma_mode_for(uint64_t negotiated, enum vt_dma_mode platform_
  * address of the first byte (what a vhost-user IOTLB UPDATE carries); @perm uses the VT_ACCESS_*
  * bits. Both return 0 or -errno; a failed publish fails the map.
  */
+/* One translation to publish: what vt_dma_iotlb_ops.update takes, for update_burst. */
+struct vt_dma_iotlb_map {
+	uint64_t iova;
+	uint64_t size;
+	uint64_t uaddr;
+	unsigned int perm;
+};
+
 struct vt_dma_iotlb_ops {
 	int (*update)(void *opaque, uint64_t iova, uint64_t size, uint64_t uaddr,
 		      unsigned int perm);
+	/*
+	 * Optional: update of each of @count translations in order (a burst's maps, so that the
+	 * receiving side pays its per-call work once). Returns how many were published, the
+	 * first ones; when fewer, *@error holds the next one's error, and it changed nothing.
+	 */
+	unsigned int (*update_burst)(void *opaque, const struct vt_dma_iotlb_map *maps,
+				     unsigned int count, int *error);
 	/* Returns once the device can no longer reach the range. */
 	int (*invalidate)(void *opaque, uint64_t iova, uint64_t size);
 	/*
@@ -119,6 +134,15 @@ bool vt_dma_need_unmap(const struct vt_dma *dma);
  * window exhausted), or the publish callback's error.
  */
 int vt_dma_map(struct vt_dma *dma, void *ptr, size_t len, enum vt_dma_dir dir, uint64_t *bus);
+/*
+ * Maps each of @count buffers @bufs for the device, as vt_dma_map would one after the other:
+ * each its own mapping, ended by vt_dma_unmap, its bus address in @bus[i]. The modes that
+ * publish translations (strict, lazy) publish the burst's at once. Returns how many were mapped,
+ * the first ones; when fewer than @count, *@error holds the error vt_dma_map would have returned
+ * for the next one (logged), which is not mapped. *@error is left alone otherwise.
+ */
+unsigned int vt_dma_map_burst(struct vt_dma *dma, const struct iovec *bufs, unsigned int count,
+			      enum vt_dma_dir dir, uint64_t *bus, int *error);
 /* Ends a mapping made by vt_dma_map with the same len and dir; -ENOENT if there is none. */
 int vt_dma_unmap(struct vt_dma *dma, uint64_t bus, size_t len, enum vt_dma_dir dir);
 

@@ -83,6 +83,15 @@ int vt_iotlb_update(struct vt_iotlb *iotlb, uint64_t iova, uint64_t size, void *
 		    unsigned int perm);
 
 /*
+ * vt_iotlb_update of each of @count entries (their iova, size, hva and perm) in order, taking the
+ * writer lock once for them all: a DMA burst's maps. Returns how many were made, the first ones;
+ * when fewer than @count, *@error holds what vt_iotlb_update returned for the next one, which
+ * changed nothing (and *@error is left alone otherwise).
+ */
+unsigned int vt_iotlb_update_burst(struct vt_iotlb *iotlb, const struct vt_iotlb_entry *entries,
+				   unsigned int count, int *error);
+
+/*
  * vt_iotlb_batch_begin, vt_iotlb_batch_end - hold the writer lock across the updates and
  * invalidations the calling thread makes until the end (a DMA batch feeding the IOTLB, see
  * vt_dma_iotlb_ops.batch_begin), so that each of them skips it. Readers are not held up: each

@@ -174,6 +174,62 @@ int vt_dma_map(struct vt_dma *dma, void *ptr, size_t len, enum vt_dma_dir dir, u
 	return ret;
 }
 
+/*
+ * How many of the @count buffers from the first on pass map's checks (the mode's map_burst
+ * takes them checked); the next one, if any, is refused through vt_dma_map_uncounted's path.
+ */
+static unsigned int checked_prefix(const struct iovec *bufs, unsigned int count)
+{
+	unsigned int i;
+
+	for (i = 0; i < count; i++) {
+		uint64_t p = (uint64_t)(uintptr_t)bufs[i].iov_base;
+		size_t len = bufs[i].iov_len;
+		if (len == 0 || p == 0 || p + (len - 1) < p)
+			break;
+	}
+	return i;
+}
+
+unsigned int vt_dma_map_burst_uncounted(struct vt_dma *dma, const struct iovec *bufs,
+					unsigned int count, enum vt_dma_dir dir, uint64_t *bus,
+					int *error)
+{
+	unsigned int done = 0, ok = 0;
+
+	if (dma->ops->map_burst && valid_dir(dir)) {
+		ok = checked_prefix(bufs, count);
+		if (ok) {
+			int ret = 0;
+			done = dma->ops->map_burst(dma, bufs, ok, dir, bus, &ret);
+			if (done < ok) {
+				vt_dma_count(&dma->stats.map_failures, 1);
+				*error = ret;
+				return done;
+			}
+		}
+	}
+	/* The rest one by one: a mode without map_burst, or the buffer the checks stopped at. */
+	for (; done < count; done++) {
+		int ret = vt_dma_map_uncounted(dma, bufs[done].iov_base, bufs[done].iov_len, dir,
+					       &bus[done]);
+		if (ret < 0) {
+			*error = ret;
+			break;
+		}
+	}
+	return done;
+}
+
+unsigned int vt_dma_map_burst(struct vt_dma *dma, const struct iovec *bufs, unsigned int count,
+			      enum vt_dma_dir dir, uint64_t *bus, int *error)
+{
+	unsigned int done = vt_dma_map_burst_uncounted(dma, bufs, count, dir, bus, error);
+	if (done)
+		vt_dma_count(&dma->stats.maps, done);
+	return done;
+}
+
 int vt_dma_unmap_uncounted(struct vt_dma *dma, uint64_t bus, size_t len, enum vt_dma_dir dir)
 {
 	int ret = check_range(dma, "unmap", bus, len, dir);

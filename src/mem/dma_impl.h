@@ -31,6 +31,12 @@
  */
 struct vt_dma_ops {
 	int (*map)(struct vt_dma *dma, void *ptr, size_t len, enum vt_dma_dir dir, uint64_t *bus);
+	/*
+	 * Optional: vt_dma_map_burst of buffers each already checked as map's are. Without it,
+	 * dma.c maps them one by one.
+	 */
+	unsigned int (*map_burst)(struct vt_dma *dma, const struct iovec *bufs, unsigned int count,
+				  enum vt_dma_dir dir, uint64_t *bus, int *error);
 	int (*unmap)(struct vt_dma *dma, uint64_t bus, size_t len, enum vt_dma_dir dir);
 	int (*sync_for_device)(struct vt_dma *dma, uint64_t bus, size_t len, enum vt_dma_dir dir);
 	int (*sync_for_cpu)(struct vt_dma *dma, uint64_t bus, size_t len, enum vt_dma_dir dir);
@@ -141,6 +147,9 @@ static inline void vt_dma_count_locked(_Atomic uint64_t *counter, uint64_t n)
 int vt_dma_map_uncounted(struct vt_dma *dma, void *ptr, size_t len, enum vt_dma_dir dir,
 			 uint64_t *bus);
 int vt_dma_unmap_uncounted(struct vt_dma *dma, uint64_t bus, size_t len, enum vt_dma_dir dir);
+unsigned int vt_dma_map_burst_uncounted(struct vt_dma *dma, const struct iovec *bufs,
+					unsigned int count, enum vt_dma_dir dir, uint64_t *bus,
+					int *error);
 
 /* A mode's batch_end called by a thread without a batch open: logs it, returns -EINVAL. */
 int vt_dma_batch_end_unopened(struct vt_dma *dma);

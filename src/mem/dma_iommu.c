@@ -249,18 +249,13 @@ static bool lazy(const struct dma_iommu *m)
 }
 
 /*
- * A record and an IOVA block of @size bytes for it. When either runs out while unmapped ranges
- * are queued, those are flushed and the allocation retried: queued IOVAs are free space that
- * only waits for its invalidation.
+ * A new record and an IOVA block of @size bytes from the allocator. When either runs out while
+ * unmapped ranges are queued, those are flushed and the allocation retried: queued IOVAs are
+ * free space that only waits for its invalidation. Out of line: the kept blocks serve most maps.
  */
-static int reserve_iova(struct dma_iommu *m, uint64_t size, uint32_t *tag, uint64_t *iova)
+static __attribute__((noinline)) int reserve_new_iova(struct dma_iommu *m, uint64_t size,
+						      uint32_t *tag, uint64_t *iova)
 {
-	/* size is whole pages (the span of iommu_map). */
-	*tag = vt_dma_idle_take(&m->idle, &m->records, size / VT_DMA_IOMMU_PAGE - 1);
-	if (*tag) {
-		*iova = vt_dma_record_at(&m->records, *tag)->bus_block;
-		return 0;
-	}
 	for (int attempt = 0;; attempt++) {
 		int ret = -ENOSPC;
 		*tag = vt_dma_record_get(&m->records);
@@ -284,59 +279,201 @@ static int reserve_iova(struct dma_iommu *m, uint64_t size, uint32_t *tag, uint6
 	}
 }
 
-static int iommu_map(struct vt_dma *dma, void *ptr, size_t len, enum vt_dma_dir dir, uint64_t *bus)
+/*
+ * A record and an IOVA block of @size bytes (whole pages) for it: a kept one of that size
+ * inline, else from the allocator (reserve_new_iova).
+ */
+static inline int reserve_iova(struct dma_iommu *m, uint64_t size, uint32_t *tag, uint64_t *iova)
 {
-	struct dma_iommu *m = to_iommu(dma);
-	uint64_t p = (uint64_t)(uintptr_t)ptr, offset = p & PAGE_MASK, gpa;
-	uint64_t span = (offset + len + PAGE_MASK) & ~PAGE_MASK;
+	*tag = vt_dma_idle_take(&m->idle, &m->records, size / VT_DMA_IOMMU_PAGE - 1);
+	if (*tag) {
+		*iova = vt_dma_record_at(&m->records, *tag)->bus_block;
+		return 0;
+	}
+	return reserve_new_iova(m, size, tag, iova);
+}
 
-	/*
-	 * The device can reach shared memory only. Whole IOMMU pages are published when they all
-	 * lie in it (fewer, mergeable translations); otherwise just the bytes asked for, so the
-	 * device is never given memory outside shared memory. The IOVA block covers the pages in
-	 * both cases, so the bus address keeps the in-page offset. (dma.c refused wrapping ranges
-	 * and NULL, so span cannot wrap for a pointer in shared memory.)
-	 */
-	bool whole_pages = span >= offset + len &&
-			   vt_shm_gpa(dma->shm, (void *)(uintptr_t)(p - offset), span, &gpa) == 0;
-	if (!whole_pages && vt_shm_gpa(dma->shm, ptr, len, &gpa) < 0) {
-		vt_log(dma->log, VT_LOG_ERROR,
+/*
+ * The device can reach shared memory only. Whole IOMMU pages are published when they all lie in
+ * it (fewer, mergeable translations); otherwise just the bytes asked for, so the device is never
+ * given memory outside shared memory. The IOVA block covers the pages in both cases, so the bus
+ * address keeps the in-page offset.
+ */
+struct map_plan {
+	uint64_t offset; /* of the first byte in its IOMMU page */
+	uint64_t span;	 /* whole pages from that page to the one of the last byte */
+	bool whole_pages;
+};
+
+/* How [ptr, ptr + len) is mapped, or -EFAULT (logged) when it is not inside shared memory. */
+static int plan_map(const struct dma_iommu *m, void *ptr, size_t len, struct map_plan *plan)
+{
+	uint64_t p = (uint64_t)(uintptr_t)ptr, gpa;
+
+	plan->offset = p & PAGE_MASK;
+	plan->span = (plan->offset + len + PAGE_MASK) & ~PAGE_MASK;
+	/* dma.c refused wrapping ranges and NULL, so span cannot wrap for shared memory. */
+	plan->whole_pages =
+	    plan->span >= plan->offset + len &&
+	    vt_shm_gpa(m->dma.shm, (void *)(uintptr_t)(p - plan->offset), plan->span, &gpa) == 0;
+	if (!plan->whole_pages && vt_shm_gpa(m->dma.shm, ptr, len, &gpa) < 0) {
+		vt_log(m->dma.log, VT_LOG_ERROR,
 		       "dma(%s): map of [%p, +%zu) refused: not inside one shared memory region",
 		       mode_name(m), ptr, len);
 		return -EFAULT;
 	}
+	return 0;
+}
 
-	bool locked = vt_dma_lock(&m->lock);
-	uint32_t tag;
-	uint64_t iova;
-	int ret = reserve_iova(m, span, &tag, &iova);
-	if (ret < 0)
-		goto out;
-	if (whole_pages)
-		ret = publish_update(m, iova, span, p - offset, perm_for(dir));
-	else
-		ret = publish_update(m, iova + offset, len, p, perm_for(dir));
-	if (ret < 0) {
-		/* A refused update is taken to have changed nothing: the IOVA is clean. */
-		vt_range_alloc_free(&m->iova, iova, span);
-		vt_dma_record_put(&m->records, tag);
-		goto out;
-	}
+/* The translation a map of [ptr, ptr + len) planned as @plan publishes, its block at @iova. */
+static struct vt_dma_iotlb_map plan_translation(const struct map_plan *plan, void *ptr, size_t len,
+						uint64_t iova, enum vt_dma_dir dir)
+{
+	uint64_t p = (uint64_t)(uintptr_t)ptr;
+
+	if (plan->whole_pages)
+		return (struct vt_dma_iotlb_map){ iova, plan->span, p - plan->offset,
+						  perm_for(dir) };
+	return (struct vt_dma_iotlb_map){ iova + plan->offset, len, p, perm_for(dir) };
+}
+
+/* Record @tag becomes the live mapping of [ptr, ptr + len) in the block at @iova. */
+static uint64_t record_mapping(struct dma_iommu *m, uint32_t tag, void *ptr, size_t len,
+			       const struct map_plan *plan, uint64_t iova, enum vt_dma_dir dir)
+{
 	struct vt_dma_record *rec = vt_dma_record_at(&m->records, tag);
 	*rec = (struct vt_dma_record){
 		.cpu = ptr,
 		.len = len,
-		.bus = iova + offset,
+		.bus = iova + plan->offset,
 		.bus_block = iova,
-		.bus_size = span,
+		.bus_size = plan->span,
 		.dir = (uint8_t)dir,
 		.state = VT_DMA_RECORD_LIVE,
 	};
-	*bus = rec->bus;
 	vt_dma_tag_hint_set(&m->hints, rec->bus / VT_DMA_IOMMU_PAGE, tag);
+	return rec->bus;
+}
+
+/*
+ * A block reserved for a map whose update was refused: such an update is taken to have changed
+ * nothing, so the IOVA is clean and goes straight back, with its record.
+ */
+static void unreserve(struct dma_iommu *m, uint32_t tag, uint64_t iova, uint64_t span)
+{
+	vt_range_alloc_free(&m->iova, iova, span);
+	vt_dma_record_put(&m->records, tag);
+}
+
+static int iommu_map(struct vt_dma *dma, void *ptr, size_t len, enum vt_dma_dir dir, uint64_t *bus)
+{
+	struct dma_iommu *m = to_iommu(dma);
+	struct map_plan plan;
+	int ret = plan_map(m, ptr, len, &plan);
+	if (ret < 0)
+		return ret;
+
+	bool locked = vt_dma_lock(&m->lock);
+	uint32_t tag;
+	uint64_t iova;
+	ret = reserve_iova(m, plan.span, &tag, &iova);
+	if (ret < 0)
+		goto out;
+	struct vt_dma_iotlb_map t = plan_translation(&plan, ptr, len, iova, dir);
+	ret = publish_update(m, t.iova, t.size, t.uaddr, t.perm);
+	if (ret < 0) {
+		unreserve(m, tag, iova, plan.span);
+		goto out;
+	}
+	*bus = record_mapping(m, tag, ptr, len, &plan, iova, dir);
 out:
 	vt_dma_unlock(&m->lock, locked);
 	return ret;
+}
+
+/* A burst's translations go to the transport in groups of this many (on the stack). */
+#define MAP_BURST_GROUP 32u
+
+/*
+ * Publishes @n translations in order: how many were, the first ones; on fewer, the next one's
+ * error is in *@error (logged), and it changed nothing.
+ */
+static unsigned int publish_updates(struct dma_iommu *m, const struct vt_dma_iotlb_map *t,
+				    unsigned int n, int *error)
+{
+	unsigned int done = 0;
+	int ret = 0;
+
+	if (!m->iotlb->update_burst) {
+		for (; done < n; done++) {
+			ret = publish_update(m, t[done].iova, t[done].size, t[done].uaddr,
+					     t[done].perm);
+			if (ret < 0) {
+				*error = ret;
+				break;
+			}
+		}
+		return done;
+	}
+	done = m->iotlb->update_burst(m->iotlb_opaque, t, n, &ret);
+	vt_dma_count_locked(&m->dma.stats.iotlb_updates, done);
+	if (done < n) {
+		vt_log(m->dma.log, VT_LOG_ERROR,
+		       "dma(%s): IOTLB update of iova 0x%llx size 0x%llx failed (%d)", mode_name(m),
+		       (unsigned long long)t[done].iova, (unsigned long long)t[done].size, ret);
+		*error = ret;
+	}
+	return done;
+}
+
+/*
+ * A burst under one lock: for each group, the blocks and records first, then the group's
+ * translations in one publication, then the bus addresses. A buffer that cannot be planned or
+ * given a block ends the burst there, after the group before it is published; a refused update
+ * ends it at that buffer, whose block and those after it go back unpublished.
+ */
+static unsigned int iommu_map_burst(struct vt_dma *dma, const struct iovec *bufs,
+				    unsigned int count, enum vt_dma_dir dir, uint64_t *bus,
+				    int *error)
+{
+	struct dma_iommu *m = to_iommu(dma);
+	struct vt_dma_iotlb_map t[MAP_BURST_GROUP];
+	uint32_t tags[MAP_BURST_GROUP];
+	unsigned int done = 0;
+	int ret = 0;
+
+	bool locked = vt_dma_lock(&m->lock);
+	while (done < count && ret == 0) {
+		unsigned int want = count - done < MAP_BURST_GROUP ? count - done : MAP_BURST_GROUP;
+		unsigned int n;
+		for (n = 0; n < want; n++) {
+			const struct iovec *b = &bufs[done + n];
+			struct map_plan plan;
+			uint64_t iova;
+			ret = plan_map(m, b->iov_base, b->iov_len, &plan);
+			if (ret == 0)
+				ret = reserve_iova(m, plan.span, &tags[n], &iova);
+			if (ret < 0)
+				break;
+			t[n] = plan_translation(&plan, b->iov_base, b->iov_len, iova, dir);
+			/* Recorded before it is published: under the lock nobody can name it. */
+			bus[done + n] =
+			    record_mapping(m, tags[n], b->iov_base, b->iov_len, &plan, iova, dir);
+		}
+		int stop = ret;
+		unsigned int published = publish_updates(m, t, n, &ret);
+		for (unsigned int i = published; i < n; i++) {
+			const struct vt_dma_record *rec = vt_dma_record_at(&m->records, tags[i]);
+			unreserve(m, tags[i], rec->bus_block, rec->bus_size);
+		}
+		done += published;
+		if (published == n && stop < 0)
+			ret = stop;
+	}
+	vt_dma_unlock(&m->lock, locked);
+	if (ret < 0)
+		*error = ret;
+	return done;
 }
 
 static int find_live(struct dma_iommu *m, const char *op, uint64_t bus, size_t len,
@@ -617,6 +754,7 @@ static void iommu_destroy(struct vt_dma *dma)
 
 static const struct vt_dma_ops iommu_ops = {
 	.map = iommu_map,
+	.map_burst = iommu_map_burst,
 	.unmap = iommu_unmap,
 	.sync_for_device = iommu_sync,
 	.sync_for_cpu = iommu_sync,

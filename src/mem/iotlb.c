@@ -845,12 +845,9 @@ static __attribute__((noinline)) int update_locked(struct vt_iotlb *t, uint64_t 
 	return 0;
 }
 
-int vt_iotlb_update(struct vt_iotlb *iotlb, uint64_t iova, uint64_t size, void *hva,
-		    unsigned int perm)
+/* vt_iotlb_update's checks of its arguments: 0 or its error. */
+static inline int check_update(uint64_t iova, uint64_t size, uintptr_t host, unsigned int perm)
 {
-	struct vt_iotlb *t = iotlb;
-	uintptr_t host = (uintptr_t)hva;
-
 	if (size == 0 || !valid_access(perm))
 		return -EINVAL;
 	if (iova + size - 1 < iova)
@@ -858,9 +855,13 @@ int vt_iotlb_update(struct vt_iotlb *iotlb, uint64_t iova, uint64_t size, void *
 	/* A host range that wraps cannot be memory; refusing it keeps host arithmetic exact. */
 	if (host == 0 || size - 1 > UINTPTR_MAX - host)
 		return -EINVAL;
+	return 0;
+}
 
-	uint64_t last = iova + size - 1;
-	bool locked = writer_lock(t);
+/* Under the writer lock: vt_iotlb_update of checked arguments. */
+static inline int update_one_locked(struct vt_iotlb *t, uint64_t iova, uint64_t last,
+				    uintptr_t host, unsigned int perm)
+{
 	/* Mostly the range of a dead entry next to the last change: filled in place. */
 	unsigned int same = same_range_near_hint(t, iova, last);
 	if (same != NO_ENTRY) {
@@ -868,14 +869,49 @@ int vt_iotlb_update(struct vt_iotlb *iotlb, uint64_t iova, uint64_t size, void *
 		struct iotlb_slot *s = &t->slot[same];
 		if (s->perm == DEAD) {
 			fill_hole(t, s, host, perm);
-			writer_unlock(t, locked);
 			return 0;
 		}
 	}
 	struct iotlb_slot entry = { .last = last, .hva = host, .perm = perm };
-	int ret = update_locked(t, iova, last, &entry, same);
+	return update_locked(t, iova, last, &entry, same);
+}
+
+int vt_iotlb_update(struct vt_iotlb *iotlb, uint64_t iova, uint64_t size, void *hva,
+		    unsigned int perm)
+{
+	struct vt_iotlb *t = iotlb;
+	uintptr_t host = (uintptr_t)hva;
+	int ret = check_update(iova, size, host, perm);
+
+	if (ret < 0)
+		return ret;
+	bool locked = writer_lock(t);
+	ret = update_one_locked(t, iova, iova + size - 1, host, perm);
 	writer_unlock(t, locked);
 	return ret;
+}
+
+unsigned int vt_iotlb_update_burst(struct vt_iotlb *iotlb, const struct vt_iotlb_entry *entries,
+				   unsigned int count, int *error)
+{
+	struct vt_iotlb *t = iotlb;
+	unsigned int i;
+	int ret = 0;
+
+	bool locked = writer_lock(t);
+	for (i = 0; i < count; i++) {
+		const struct vt_iotlb_entry *e = &entries[i];
+		uintptr_t host = (uintptr_t)e->hva;
+		ret = check_update(e->iova, e->size, host, e->perm);
+		if (ret == 0)
+			ret = update_one_locked(t, e->iova, e->iova + e->size - 1, host, e->perm);
+		if (ret < 0) {
+			*error = ret;
+			break;
+		}
+	}
+	writer_unlock(t, locked);
+	return i;
 }
 
 int vt_iotlb_invalidate(struct vt_iotlb *iotlb, uint64_t iova, uint64_t size)

@@ -12,6 +12,40 @@ static int feed_update(void *opaque, uint64_t iova, uint64_t size, uint64_t uadd
 	return ret < 0 ? ret : vt_iotlb_update(feed->iotlb, iova, size, hva, perm);
 }
 
+/* The driver's addresses converted in groups of this many (on the stack). */
+#define FEED_GROUP 32u
+
+static unsigned int feed_update_burst(void *opaque, const struct vt_dma_iotlb_map *maps,
+				      unsigned int count, int *error)
+{
+	struct vt_iotlb_feed *feed = opaque;
+	struct vt_iotlb_entry e[FEED_GROUP];
+	unsigned int done = 0;
+
+	while (done < count) {
+		unsigned int n, want = count - done < FEED_GROUP ? count - done : FEED_GROUP;
+		int ret = 0;
+		for (n = 0; n < want; n++) {
+			const struct vt_dma_iotlb_map *m = &maps[done + n];
+			ret = vt_memtable_uaddr_to_hva(feed->table, m->uaddr, m->size, &e[n].hva);
+			if (ret < 0)
+				break;
+			e[n].iova = m->iova;
+			e[n].size = m->size;
+			e[n].perm = m->perm;
+		}
+		unsigned int made = vt_iotlb_update_burst(feed->iotlb, e, n, error);
+		done += made;
+		if (made < n)
+			return done;
+		if (ret < 0) {
+			*error = ret;
+			return done;
+		}
+	}
+	return done;
+}
+
 static int feed_invalidate(void *opaque, uint64_t iova, uint64_t size)
 {
 	struct vt_iotlb_feed *feed = opaque;
@@ -33,6 +67,7 @@ static void feed_batch_end(void *opaque)
 
 const struct vt_dma_iotlb_ops vt_iotlb_feed_ops = {
 	.update = feed_update,
+	.update_burst = feed_update_burst,
 	.invalidate = feed_invalidate,
 	.batch_begin = feed_batch_begin,
 	.batch_end = feed_batch_end,

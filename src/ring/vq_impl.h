@@ -658,20 +658,17 @@ static inline bool vq_drv_id_outstanding(const struct vt_vq_drv *vq, uint32_t id
 }
 
 /*
- * An add run's next buffer (@sg, @token): checked as vt_vq_drv_add would check it, and mapped
- * (device-writable when @writable) through @win, the last window the run used (in its locals:
- * the DMA object's fields would be loaded again after every ring store; empty at first), or
- * through the DMA object's linear window that holds it, which then becomes @win; or, for a DMA
- * object without linear windows (the modes that map per buffer), by vt_dma_map_uncounted (the
- * run adds its maps to the statistics once). @linear is dma->linear_count != 0, a
- * constant in each compiled run: a run of the linear modes then holds no call, so its fields stay
- * in registers rather than on the stack across one. 0; 1 when the run must end before it (the
- * general path then takes or refuses it); or the map's error, logged there, which ends the
- * burst without mapping the buffer again.
+ * An add run's next buffer (@sg, @token) for a DMA object with linear windows (direct,
+ * premapped): checked as vt_vq_drv_add would check it, and mapped through @win, the last window
+ * the run used (in its locals: the DMA object's fields would be loaded again after every ring
+ * store; empty at first), or through the DMA object's linear window that holds it, which then
+ * becomes @win. Such a run holds no call, so its fields stay in registers. 0, or 1 when the run
+ * must end before the buffer (the general path then takes or refuses it).
  */
-static inline __attribute__((always_inline)) int
-vq_drv_run_map(struct vt_dma *dma, struct vt_dma_linear *win, const struct iovec *sg, void *token,
-	       bool writable, uint64_t *bus, const bool linear)
+static inline __attribute__((always_inline)) int vq_drv_run_map_linear(struct vt_dma *dma,
+								       struct vt_dma_linear *win,
+								       const struct iovec *sg,
+								       void *token, uint64_t *bus)
 {
 	if (!vq_drv_burst_buf_ok(sg, token))
 		return 1;
@@ -680,10 +677,35 @@ vq_drv_run_map(struct vt_dma *dma, struct vt_dma_linear *win, const struct iovec
 		*bus = win->bus + off;
 		return 0;
 	}
-	if (linear)
-		return vt_dma_map_linear_window(dma, sg->iov_base, sg->iov_len, bus, win) ? 0 : 1;
-	return vt_dma_map_uncounted(dma, sg->iov_base, sg->iov_len,
-				    writable ? VT_DMA_FROM_DEVICE : VT_DMA_TO_DEVICE, bus);
+	return vt_dma_map_linear_window(dma, sg->iov_base, sg->iov_len, bus, win) ? 0 : 1;
+}
+
+/* What an add run of a DMA object that maps per buffer maps at once (bus addresses on the stack).
+ */
+#define VQ_DRV_MAP_BURST 32u
+
+/*
+ * The start of an add run of a DMA object without linear windows (the modes that map per
+ * buffer): the first of @n buffers that vt_vq_drv_add would take (vq_drv_burst_buf_ok), at most
+ * VQ_DRV_MAP_BURST, mapped together (device-writable when @writable) into @bus by
+ * vt_dma_map_burst_uncounted, which publishes their translations at once. Returns how many were
+ * mapped, the run's length; when a map failed, its error (logged there) is in *@err and ends the
+ * burst.
+ */
+static inline unsigned int vq_drv_run_map_burst(struct vt_dma *dma, const struct iovec *bufs,
+						void *const *tokens, unsigned int n, bool writable,
+						uint64_t *bus, int *err)
+{
+	unsigned int ok = 0;
+
+	if (n > VQ_DRV_MAP_BURST)
+		n = VQ_DRV_MAP_BURST;
+	while (ok < n && vq_drv_burst_buf_ok(&bufs[ok], tokens[ok]))
+		ok++;
+	if (ok == 0)
+		return 0;
+	return vt_dma_map_burst_uncounted(
+	    dma, bufs, ok, writable ? VT_DMA_FROM_DEVICE : VT_DMA_TO_DEVICE, bus, err);
 }
 
 /*

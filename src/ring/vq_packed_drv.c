@@ -242,9 +242,10 @@ int vq_packed_drv_add(struct vt_vq_drv *vq, const struct iovec *sg, unsigned int
  * A burst's common case in one loop: what add_one_segment does for each buffer, with the queue's
  * fields in locals (to the compiler, a store to a descriptor or a record may change them). It
  * stops before a buffer vt_vq_drv_add would refuse (the caller then refuses it) and before one
- * outside the linear windows of a DMA object that has them, which add_one_segment takes; a map
- * that fails (vq_drv_run_map) ends it with the error in *@err. The caller checked that @n
- * descriptors are free.
+ * outside the linear windows of a DMA object that has them, which add_one_segment takes. A DMA
+ * object without them maps the run first, together (vq_drv_run_map_burst); a map that fails ends
+ * the run before its buffer, with the error in *@err. The caller checked that @n descriptors are
+ * free.
  */
 static inline __attribute__((always_inline)) unsigned int
 add_run_with(struct vt_vq_drv *vq, const struct iovec *bufs, unsigned int n, bool writable,
@@ -262,6 +263,11 @@ add_run_with(struct vt_vq_drv *vq, const struct iovec *bufs, unsigned int n, boo
 	bool wrap = vq->avail_wrap;
 	uint64_t seq = vq->add_seq;
 	unsigned int i;
+	/* The modes that map per buffer map the run first, together. */
+	uint64_t burst_bus[VQ_DRV_MAP_BURST];
+
+	if (!linear)
+		n = vq_drv_run_map_burst(dma, bufs, tokens, n, writable, burst_bus, err);
 
 	/* The device used these slots last, and read them: see vq_prefetch_descs_for_write. */
 	if (vq->prefetch_for_write)
@@ -269,11 +275,10 @@ add_run_with(struct vt_vq_drv *vq, const struct iovec *bufs, unsigned int n, boo
 	for (i = 0; i < n; i++) {
 		uint32_t len = (uint32_t)bufs[i].iov_len;
 		uint64_t bus;
-		int ret = vq_drv_run_map(dma, &win, &bufs[i], tokens[i], writable, &bus, linear);
-		if (ret) {
-			*err = ret < 0 ? ret : 0;
+		if (!linear)
+			bus = burst_bus[i];
+		else if (vq_drv_run_map_linear(dma, &win, &bufs[i], tokens[i], &bus))
 			break;
-		}
 		/* The buffer id is its first record; records, not slots, hold what was posted. */
 		struct vq_desc_shadow *sh = &shadow[id];
 		sh->bus = bus;
