@@ -198,6 +198,37 @@ int fe_request_pipelined_locked(struct vt_vu_frontend *fe, struct vt_vu_msg *msg
 	return rc;
 }
 
+int fe_request_many_pipelined_locked(struct vt_vu_frontend *fe, struct vt_vu_msg *msgs,
+				     unsigned int count)
+{
+	if (!fe_has_protocol(fe, VHOST_USER_PROTOCOL_F_REPLY_ACK)) {
+		for (unsigned int i = 0; i < count; i++) {
+			int rc = fe_request_locked(fe, &msgs[i], true);
+			if (rc < 0)
+				return rc;
+		}
+		return 0;
+	}
+	/* Room for all their acknowledgements within the bound (count is at most the bound). */
+	if (fe->acks_pending + count > FE_MAX_PIPELINED_ACKS) {
+		int rc = fe_collect_acks_locked(fe);
+		if (rc < 0)
+			return rc;
+	}
+	if (fe->broken)
+		return -ENOTCONN;
+	for (unsigned int i = 0; i < count; i++)
+		msgs[i].hdr.flags = VHOST_USER_VERSION | VHOST_USER_NEED_REPLY;
+	int rc = vt_vu_msg_send_many(fe->sock, msgs, count);
+	if (rc == -EAGAIN || rc == -EWOULDBLOCK)
+		rc = -ETIMEDOUT;
+	if (rc < 0)
+		return fe_break(fe, rc, vt_vu_request_name(msgs[0].hdr.request), strerror(-rc));
+	atomic_fetch_add_explicit(&fe->requests, count, memory_order_relaxed);
+	atomic_store_explicit(&fe->acks_pending, fe->acks_pending + count, memory_order_relaxed);
+	return 0;
+}
+
 static int call_locked(struct vt_vu_frontend *fe, struct vt_vu_msg *msg, uint32_t reply_size,
 		       int *fd)
 {

@@ -174,6 +174,71 @@ static int fe_iotlb_update(void *opaque, uint64_t iova, uint64_t size, uint64_t 
 	return rc;
 }
 
+/* A burst's UPDATEs are sent this many at a time (messages on the stack). */
+#define FE_UPDATE_GROUP 16u
+_Static_assert(FE_UPDATE_GROUP <= FE_MAX_PIPELINED_ACKS,
+	       "a group's acknowledgements must fit the pipeline's bound");
+
+/*
+ * A DMA burst's maps: as fe_iotlb_update for each, but the table takes them under one lock and
+ * the back-end gets each group's UPDATEs in one sendmsg (vt_vu_msg_send_many) rather than a
+ * system call per buffer.
+ */
+static unsigned int fe_iotlb_update_burst(void *opaque, const struct vt_dma_iotlb_map *maps,
+					  unsigned int count, int *error)
+{
+	struct vt_vu_frontend *fe = opaque;
+	struct vt_iotlb_entry e[FE_UPDATE_GROUP];
+	struct vt_vu_msg msgs[FE_UPDATE_GROUP];
+	unsigned int done = 0;
+
+	pthread_mutex_lock(&fe->io_lock);
+	while (done < count) {
+		unsigned int want = count - done < FE_UPDATE_GROUP ? count - done : FE_UPDATE_GROUP;
+		for (unsigned int i = 0; i < want; i++) {
+			const struct vt_dma_iotlb_map *m = &maps[done + i];
+			e[i] = (struct vt_iotlb_entry){ .iova = m->iova,
+							.size = m->size,
+							.hva = (void *)(uintptr_t)m->uaddr,
+							.perm = m->perm };
+		}
+		int table_rc = 0;
+		unsigned int made = vt_iotlb_update_burst(fe->mapped, e, want, &table_rc);
+		for (unsigned int i = 0; i < made; i++) {
+			const struct vt_dma_iotlb_map *m = &maps[done + i];
+			msgs[i] = (struct vt_vu_msg){
+				.hdr = { .request = VHOST_USER_IOTLB_MSG,
+					 .size = sizeof(struct vhost_iotlb_msg) },
+			};
+			msgs[i].payload.iotlb = (struct vhost_iotlb_msg){
+				.iova = m->iova,
+				.size = m->size,
+				.uaddr = m->uaddr,
+				.perm = (uint8_t)m->perm,
+				.type = VHOST_IOTLB_UPDATE,
+			};
+		}
+		int rc = made ? fe_request_many_pipelined_locked(fe, msgs, made) : 0;
+		if (rc == 0)
+			atomic_fetch_add_explicit(&fe->iotlb_updates, made, memory_order_relaxed);
+		else if (!fe->broken) {
+			/* Not published: the table forgets them too, as fe_iotlb_update does. */
+			for (unsigned int i = 0; i < made; i++)
+				vt_iotlb_invalidate(fe->mapped, e[i].iova, e[i].size);
+			*error = rc;
+			break;
+		}
+		/* Sent, or no back-end (then the table alone is the IOMMU, see fe_iotlb_update). */
+		done += made;
+		if (made < want) {
+			*error = table_rc;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&fe->io_lock);
+	return done;
+}
+
 /* The table first: from here on no miss is answered for the range, then the back-end forgets. */
 static int invalidate(struct vt_vu_frontend *fe, uint64_t iova, uint64_t size, bool wait)
 {
@@ -211,6 +276,7 @@ static int fe_iotlb_sync(void *opaque)
 
 static const struct vt_dma_iotlb_ops fe_iotlb_ops = {
 	.update = fe_iotlb_update,
+	.update_burst = fe_iotlb_update_burst,
 	.invalidate = fe_iotlb_invalidate,
 	.invalidate_nowait = fe_iotlb_invalidate_nowait,
 	.sync = fe_iotlb_sync,

@@ -246,3 +246,55 @@ int vt_vu_msg_send(int sock, const struct vt_vu_msg *msg)
 	/* A unix stream socket takes a message this small whole, or the peer is gone. */
 	return (size_t)n == total ? 0 : -EPIPE;
 }
+
+/* Messages per sendmsg: each is two iovecs, within the kernel's UIO_MAXIOV (1024). */
+#define SEND_MANY_MAX 64u
+
+/* Drops @n bytes from the front of @iov[0..*cnt): what a partial sendmsg took. */
+static struct iovec *advance(struct iovec *iov, size_t *cnt, size_t n)
+{
+	while (*cnt && n >= iov->iov_len) {
+		n -= iov->iov_len;
+		iov++;
+		(*cnt)--;
+	}
+	if (*cnt) {
+		iov->iov_base = (char *)iov->iov_base + n;
+		iov->iov_len -= n;
+	}
+	return iov;
+}
+
+int vt_vu_msg_send_many(int sock, const struct vt_vu_msg *msgs, unsigned int count)
+{
+	struct iovec iov[2 * SEND_MANY_MAX];
+
+	for (unsigned int i = 0; i < count; i++)
+		if (msgs[i].nfds || msgs[i].hdr.size > sizeof(msgs[i].payload))
+			return -EINVAL;
+	for (unsigned int done = 0; done < count;) {
+		unsigned int n = count - done < SEND_MANY_MAX ? count - done : SEND_MANY_MAX;
+		size_t cnt = 0;
+		for (unsigned int i = 0; i < n; i++) {
+			const struct vt_vu_msg *m = &msgs[done + i];
+			iov[cnt++] = (struct iovec){ (void *)&m->hdr, sizeof(m->hdr) };
+			if (m->hdr.size)
+				iov[cnt++] = (struct iovec){ (void *)&m->payload, m->hdr.size };
+		}
+		struct iovec *next = iov;
+		while (cnt) {
+			struct msghdr mh = { .msg_iov = next, .msg_iovlen = cnt };
+			ssize_t sent = sendmsg(sock, &mh, MSG_NOSIGNAL);
+			if (sent < 0 && errno == EINTR)
+				continue;
+			if (sent < 0)
+				return -errno;
+			if (sent == 0)
+				return -EPIPE;
+			/* A stream socket short of room takes part: the rest follows. */
+			next = advance(next, &cnt, (size_t)sent);
+		}
+		done += n;
+	}
+	return 0;
+}

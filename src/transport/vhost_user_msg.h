@@ -70,6 +70,14 @@ int vt_vu_msg_check(const struct vt_vu_msg *msg, const char **why);
 /* Sends the header, hdr.size payload bytes and nfds fds. 0 or -errno (-EPIPE: peer gone). */
 int vt_vu_msg_send(int sock, const struct vt_vu_msg *msg);
 
+/*
+ * Sends @count messages that carry no fds, in order, in as few system calls as the socket
+ * allows (one, unless it is short of room): a burst of IOTLB updates. 0 or -errno; -EINVAL
+ * (nothing sent) when one carries fds or too large a payload. On an error after part was sent,
+ * the stream is cut mid-message: the connection must be closed.
+ */
+int vt_vu_msg_send_many(int sock, const struct vt_vu_msg *msgs, unsigned int count);
+
 /* Closes every fd still held by @msg (handlers set the ones they keep to -1). */
 void vt_vu_msg_close_fds(struct vt_vu_msg *msg);
 

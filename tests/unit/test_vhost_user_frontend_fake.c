@@ -145,6 +145,8 @@ VT_TEST(a_backend_that_never_answers_times_out_within_the_bound)
  * A scripted back-end on a thread: offers ACCESS_PLATFORM with REPLY_ACK and BACKEND_REQ, acks
  * everything, records the IOTLB messages it gets, and hands the test its end of the channel.
  */
+#define FAKE_KEPT 64
+
 struct fake {
 	int sock;
 	pthread_t thread;
@@ -152,6 +154,9 @@ struct fake {
 	pthread_mutex_t lock;
 	unsigned int updates, invalidations;
 	struct vhost_iotlb_msg last_update;
+	/* The first FAKE_KEPT updates, and whether each asked for a reply. */
+	struct vhost_iotlb_msg kept[FAKE_KEPT];
+	bool kept_need_reply[FAKE_KEPT];
 };
 
 static int fake_recv(int fd, struct vhost_user_header *h, uint8_t *payload, int *rfd)
@@ -212,6 +217,11 @@ static void *fake_main(void *arg)
 			memcpy(&m, payload, sizeof(m));
 			pthread_mutex_lock(&f->lock);
 			if (m.type == VHOST_IOTLB_UPDATE) {
+				if (f->updates < FAKE_KEPT) {
+					f->kept[f->updates] = m;
+					f->kept_need_reply[f->updates] =
+					    h.flags & VHOST_USER_NEED_REPLY;
+				}
 				f->updates++;
 				f->last_update = m;
 			} else {
@@ -378,4 +388,96 @@ VT_TEST(misses_are_answered_only_for_mapped_addresses_with_that_access)
 	vt_shm_free(shm);
 	CHECK_EQ(vu_count_fds(), fds_before);
 	CHECK_EQ(vu_count_memfd_maps(), maps_before);
+}
+
+VT_TEST(a_burst_of_maps_reaches_the_backend_as_one_update_each_in_order)
+{
+	struct vt_shm *shm;
+	const struct vt_shm_region *r;
+	REQUIRE_EQ(vt_shm_new(&shm), 0);
+	REQUIRE_EQ(vt_shm_add_memfd(shm, SHM_SIZE, SHM_GPA, &r), 0);
+	struct fake f = { .chan = -1 };
+	pthread_mutex_init(&f.lock, NULL);
+	int sv[2];
+	REQUIRE_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	f.sock = sv[1];
+	REQUIRE_EQ(pthread_create(&f.thread, NULL, fake_main, &f), 0);
+	struct vt_vu_frontend_params p = {
+		.fd = sv[0],
+		.timeout_ms = WAIT_MS,
+		.device_id = VIRTIO_ID_RNG,
+		.supported = F(VERSION_1) | F(ACCESS_PLATFORM),
+		.platform_dma = VT_DMA_IOMMU_STRICT,
+		.shm = shm,
+		.name = "fe",
+	};
+	struct vt_vu_frontend *fe = NULL;
+	REQUIRE_EQ(vt_vu_frontend_connect(&p, &fe), 0);
+	REQUIRE_EQ(vt_vu_frontend_negotiate(fe), 0);
+	struct vt_dma *dma = vt_vu_frontend_dma(fe);
+	REQUIRE(dma);
+
+	/* More than one group of messages (16), and more than the pipeline holds unacknowledged. */
+	enum { N = 40 };
+	struct iovec bufs[N];
+	uint64_t bus[N];
+	for (unsigned int i = 0; i < N; i++) {
+		void *b;
+		REQUIRE_EQ(vt_shm_alloc(shm, 256, 64, &b), 0);
+		bufs[i] = (struct iovec){ b, 64 + i };
+	}
+	struct vt_vu_frontend_stats before, after;
+	vt_vu_frontend_get_stats(fe, &before);
+	int error = 0;
+	CHECK_EQ(vt_dma_map_burst(dma, bufs, N, VT_DMA_FROM_DEVICE, bus, &error), N);
+	CHECK_EQ(error, 0);
+	CHECK_EQ(wait_updates(&f, N, NULL), N);
+	vt_vu_frontend_get_stats(fe, &after);
+	CHECK_EQ(after.iotlb_updates - before.iotlb_updates, N);
+	CHECK_EQ(after.mappings, N);
+
+	/* One UPDATE per buffer, in the burst's order, each its own whole page, write-only. */
+	pthread_mutex_lock(&f.lock);
+	unsigned int first = f.updates - N;
+	for (unsigned int i = 0; i < N; i++) {
+		const struct vhost_iotlb_msg *m = &f.kept[first + i];
+		uint64_t addr = (uint64_t)(uintptr_t)bufs[i].iov_base;
+		CHECK_EQ(m->type, VHOST_IOTLB_UPDATE);
+		CHECK_EQ(m->iova, bus[i] & ~4095ull);
+		CHECK_EQ(m->size, 4096);
+		CHECK_EQ(m->uaddr, addr & ~4095ull);
+		CHECK_EQ(m->perm, VHOST_ACCESS_WO);
+		CHECK(f.kept_need_reply[first + i]);
+		CHECK_EQ(bus[i] & 4095, addr & 4095);
+	}
+	pthread_mutex_unlock(&f.lock);
+	/* The front-end's own table has them too: what it answers misses from. */
+	void *hva;
+	for (unsigned int i = 0; i < N; i++) {
+		CHECK_EQ(
+		    vt_vu_frontend_bus_to_hva(fe, bus[i], bufs[i].iov_len, VT_ACCESS_WRITE, &hva),
+		    0);
+		CHECK(hva == bufs[i].iov_base);
+		CHECK_EQ(
+		    vt_vu_frontend_bus_to_hva(fe, bus[i], bufs[i].iov_len, VT_ACCESS_READ, &hva),
+		    -EACCES);
+	}
+
+	/* Strict unmaps wait for their acknowledgements, the burst's included: all were acked. */
+	for (unsigned int i = 0; i < N; i++)
+		CHECK_EQ(vt_dma_unmap(dma, bus[i], bufs[i].iov_len, VT_DMA_FROM_DEVICE), 0);
+	vt_vu_frontend_get_stats(fe, &after);
+	CHECK_EQ(after.mappings, 0);
+	CHECK_EQ(after.iotlb_invalidations - before.iotlb_invalidations, N);
+
+	for (unsigned int i = 0; i < N; i++)
+		vt_shm_release(shm, bufs[i].iov_base, 256);
+	vt_vu_frontend_close(fe);
+	pthread_join(f.thread, NULL);
+	close(sv[1]);
+	int chan = atomic_load(&f.chan);
+	if (chan >= 0)
+		close(chan);
+	pthread_mutex_destroy(&f.lock);
+	vt_shm_free(shm);
 }
