@@ -139,7 +139,8 @@ int vt_dma_map(struct vt_dma *dma, void *ptr, size_t len, enum vt_dma_dir dir, u
  * each its own mapping, ended by vt_dma_unmap, its bus address in @bus[i]. The modes that
  * publish translations (strict, lazy) publish the burst's at once. Returns how many were mapped,
  * the first ones; when fewer than @count, *@error holds the error vt_dma_map would have returned
- * for the next one (logged), which is not mapped. *@error is left alone otherwise.
+ * for the next one (logged), which is not mapped. *@error is left alone otherwise, and the
+ * entries of @bus past the mapped ones are unspecified.
  */
 unsigned int vt_dma_map_burst(struct vt_dma *dma, const struct iovec *bufs, unsigned int count,
 			      enum vt_dma_dir dir, uint64_t *bus, int *error);

@@ -417,6 +417,8 @@ static unsigned int publish_updates(struct dma_iommu *m, const struct vt_dma_iot
 	}
 	done = m->iotlb->update_burst(m->iotlb_opaque, t, n, &ret);
 	vt_dma_count_locked(&m->dma.stats.iotlb_updates, done);
+	if (done < n && ret >= 0)
+		ret = -EIO; /* a transport that stopped without saying why: still an error */
 	if (done < n) {
 		vt_log(m->dma.log, VT_LOG_ERROR,
 		       "dma(%s): IOTLB update of iova 0x%llx size 0x%llx failed (%d)", mode_name(m),

@@ -434,3 +434,76 @@ VT_TEST(stats_count_maps_unmaps_and_failures)
 	CHECK_EQ(st.bounce_bytes_in, 0);
 	teardown(&f);
 }
+
+/* What vt_dma_map_burst must leave alone when it maps every buffer. */
+#define ERROR_UNTOUCHED 12345
+
+VT_TEST(direct_map_burst_gives_each_buffer_the_bus_address_map_gives)
+{
+	enum { N = 4 };
+	struct fixture f;
+	struct iovec bufs[N];
+	uint64_t bus[N], single;
+	int error = ERROR_UNTOUCHED;
+
+	REQUIRE_EQ(setup(&f), 0);
+	for (unsigned int i = 0; i < N; i++) {
+		bufs[i].iov_len = 100 + 1000 * i;
+		bufs[i].iov_base = shm_buffer(&f, bufs[i].iov_len);
+		REQUIRE(bufs[i].iov_base != NULL);
+		memset(bufs[i].iov_base, 'a' + (int)i, bufs[i].iov_len);
+	}
+	REQUIRE_EQ(vt_dma_map_burst(f.dma, bufs, N, VT_DMA_TO_DEVICE, bus, &error), N);
+	CHECK_EQ(error, ERROR_UNTOUCHED);
+	const struct vt_shm_region *r = vt_shm_region(f.shm, 0);
+	for (unsigned int i = 0; i < N; i++) {
+		uint8_t seen[3100];
+		REQUIRE_EQ(
+		    vt_dma_map(f.dma, bufs[i].iov_base, bufs[i].iov_len, VT_DMA_TO_DEVICE, &single),
+		    0);
+		CHECK_EQ(bus[i], single);
+		CHECK_EQ(bus[i], r->gpa + ((uint8_t *)bufs[i].iov_base - (uint8_t *)r->hva));
+		CHECK_EQ(vt_as_read(&f.dev.as, bus[i], seen, bufs[i].iov_len, NULL), 0);
+		CHECK(memcmp(seen, bufs[i].iov_base, bufs[i].iov_len) == 0);
+	}
+	for (unsigned int i = 0; i < N; i++)
+		CHECK_EQ(vt_dma_unmap(f.dma, bus[i], bufs[i].iov_len, VT_DMA_TO_DEVICE), 0);
+	struct vt_dma_stats st;
+	vt_dma_get_stats(f.dma, &st);
+	CHECK_EQ(st.maps, 2 * N);
+	CHECK_EQ(st.map_failures, 0);
+	teardown(&f);
+}
+
+VT_TEST(direct_map_burst_stops_at_the_first_buffer_map_refuses_with_its_error)
+{
+	enum { N = 4 };
+	struct fixture f;
+	uint8_t private_buffer[64];
+	struct iovec bufs[N];
+	uint64_t bus[N];
+	int error = ERROR_UNTOUCHED;
+
+	REQUIRE_EQ(setup(&f), 0);
+	for (unsigned int i = 0; i < N; i++) {
+		bufs[i] = (struct iovec){ shm_buffer(&f, 64), 64 };
+		REQUIRE(bufs[i].iov_base != NULL);
+	}
+	struct iovec good = bufs[2];
+	bufs[2] = (struct iovec){ private_buffer, sizeof(private_buffer) };
+	CHECK_EQ(vt_dma_map_burst(f.dma, bufs, N, VT_DMA_TO_DEVICE, bus, &error), 2);
+	CHECK_EQ(error, -EFAULT);
+	bufs[2] = good;
+	bufs[1].iov_len = 0;
+	CHECK_EQ(vt_dma_map_burst(f.dma, bufs, N, VT_DMA_TO_DEVICE, bus, &error), 1);
+	CHECK_EQ(error, -EINVAL);
+	bufs[1].iov_len = 64;
+	CHECK_EQ(vt_dma_map_burst(f.dma, bufs, N, (enum vt_dma_dir)0, bus, &error), 0);
+	CHECK_EQ(error, -EINVAL);
+	struct vt_dma_stats st;
+	vt_dma_get_stats(f.dma, &st);
+	CHECK_EQ(st.maps, 3);
+	CHECK_EQ(st.map_failures, 3);
+	CHECK_EQ(f.log_seen.errors, 3);
+	teardown(&f);
+}

@@ -388,6 +388,85 @@ VT_TEST(bounce_map_sg_failure_leaves_nothing_mapped)
 	teardown(&f);
 }
 
+/* What vt_dma_map_burst must leave alone when it maps every buffer. */
+#define ERROR_UNTOUCHED 12345
+
+VT_TEST(bounce_map_burst_copies_each_buffer_in_and_out_of_its_own_slot)
+{
+	static const size_t lens[3] = { 1000, 16384, 70 };
+	struct fixture f;
+	struct iovec bufs[3];
+	uint64_t bus[3];
+	int error = ERROR_UNTOUCHED;
+
+	REQUIRE_EQ(setup(&f), 0);
+	for (unsigned int i = 0; i < 3; i++) {
+		bufs[i] = (struct iovec){ private_memory[i], lens[i] };
+		fill(private_memory[i], lens[i], 10 * i + 1);
+	}
+	REQUIRE_EQ(vt_dma_map_burst(f.dma, bufs, 3, VT_DMA_TO_DEVICE, bus, &error), 3);
+	CHECK_EQ(error, ERROR_UNTOUCHED);
+	for (unsigned int i = 0; i < 3; i++) {
+		CHECK(in_window(bus[i], lens[i]));
+		CHECK(device_sees(&f, bus[i], private_memory[i], lens[i]));
+		for (unsigned int j = 0; j < i; j++)
+			CHECK(bus[i] + lens[i] <= bus[j] || bus[j] + lens[j] <= bus[i]);
+	}
+	for (unsigned int i = 0; i < 3; i++)
+		CHECK_EQ(vt_dma_unmap(f.dma, bus[i], lens[i], VT_DMA_TO_DEVICE), 0);
+
+	/* From the device: each buffer gets its own slot's bytes back at its unmap. */
+	REQUIRE_EQ(vt_dma_map_burst(f.dma, bufs, 3, VT_DMA_FROM_DEVICE, bus, &error), 3);
+	for (unsigned int i = 0; i < 3; i++) {
+		char reply[16];
+		snprintf(reply, sizeof(reply), "reply %u", i);
+		CHECK_EQ(vt_as_write(&f.dev, bus[i], reply, strlen(reply) + 1, NULL), 0);
+	}
+	for (unsigned int i = 0; i < 3; i++) {
+		char reply[16];
+		snprintf(reply, sizeof(reply), "reply %u", i);
+		CHECK_EQ(vt_dma_unmap(f.dma, bus[i], lens[i], VT_DMA_FROM_DEVICE), 0);
+		CHECK_STR((const char *)private_memory[i], reply);
+	}
+	struct vt_dma_stats st;
+	vt_dma_get_stats(f.dma, &st);
+	CHECK_EQ(st.maps, 6);
+	CHECK_EQ(st.bounce_bytes_in, lens[0] + lens[1] + lens[2]);
+	teardown(&f);
+}
+
+VT_TEST(bounce_map_burst_stops_at_the_buffer_the_window_has_no_room_for)
+{
+	enum { N = 5 };
+	static uint8_t memory[N][16384];
+	struct fixture f;
+	struct iovec bufs[N];
+	uint64_t bus[N];
+	int error = ERROR_UNTOUCHED;
+
+	REQUIRE_EQ(setup(&f), 0);
+	for (unsigned int i = 0; i < N; i++) {
+		bufs[i] = (struct iovec){ memory[i], sizeof(memory[i]) };
+		fill(memory[i], sizeof(memory[i]), i + 1);
+	}
+	/* The 64 KiB window holds four. */
+	CHECK_EQ(vt_dma_map_burst(f.dma, bufs, N, VT_DMA_TO_DEVICE, bus, &error), 4);
+	CHECK_EQ(error, -ENOSPC);
+	for (unsigned int i = 0; i < 4; i++)
+		CHECK(device_sees(&f, bus[i], memory[i], sizeof(memory[i])));
+	struct vt_dma_stats st;
+	vt_dma_get_stats(f.dma, &st);
+	CHECK_EQ(st.maps, 4);
+	CHECK_EQ(st.map_failures, 1);
+	for (unsigned int i = 0; i < 4; i++)
+		CHECK_EQ(vt_dma_unmap(f.dma, bus[i], sizeof(memory[i]), VT_DMA_TO_DEVICE), 0);
+	/* Nothing left behind: the whole window maps at once. */
+	static uint8_t whole[WINDOW_SIZE];
+	CHECK_EQ(vt_dma_map(f.dma, whole, WINDOW_SIZE, VT_DMA_TO_DEVICE, &bus[0]), 0);
+	CHECK_EQ(vt_dma_unmap(f.dma, bus[0], WINDOW_SIZE, VT_DMA_TO_DEVICE), 0);
+	teardown(&f);
+}
+
 VT_TEST(bounce_alloc_coherent_lives_in_the_window_without_copies)
 {
 	struct fixture f;

@@ -61,6 +61,14 @@ struct device_side {
 	unsigned int last_perm;
 	unsigned int stale_updates;	      /* updates of an IOVA the device could still reach */
 	int fail_updates, fail_invalidations; /* the next N calls fail with -EIO */
+	/* While nonzero: the fail_from_update-th update made (1: the first) and later fail, -EIO.
+	 */
+	unsigned int fail_from_update;
+	/* Calls of update_burst, and of update outside one (device_burst_ops). */
+	unsigned int update_bursts, single_updates;
+	bool in_update_burst;
+	/* While nonzero: update_burst stops after this many updates of a call, saying nothing. */
+	unsigned int burst_stops_silently_after;
 	/* The next update, once armed, waits (in_held_update) until held_update is cleared. */
 	atomic_bool hold_next_update, held_update, in_held_update;
 
@@ -94,6 +102,9 @@ static int device_update(void *opaque, uint64_t iova, uint64_t size, uint64_t ua
 		dev->fail_updates--;
 		return -EIO;
 	}
+	if (dev->fail_from_update && dev->updates + 1 >= dev->fail_from_update)
+		return -EIO;
+	dev->single_updates += !dev->in_update_burst;
 	/* An IOVA handed out again must not still translate to what it meant before. */
 	bool stale = vt_iotlb_lookup(dev->iotlb, iova, &entry) == 0;
 	for (uint64_t page = (iova + PAGE - 1) & ~(PAGE - 1); page < iova + size; page += PAGE)
@@ -170,6 +181,38 @@ static void device_batch_end(void *opaque)
 
 static const struct vt_dma_iotlb_ops device_ops = {
 	.update = device_update,
+	.invalidate = device_invalidate,
+	.batch_begin = device_batch_begin,
+	.batch_end = device_batch_end,
+};
+
+/* The same updates in one call, each as device_update makes it: how many, the first ones. */
+static unsigned int device_update_burst(void *opaque, const struct vt_dma_iotlb_map *maps,
+					unsigned int count, int *error)
+{
+	struct device_side *dev = opaque;
+	unsigned int i;
+
+	dev->update_bursts++;
+	dev->in_update_burst = true;
+	for (i = 0; i < count; i++) {
+		if (dev->burst_stops_silently_after && i == dev->burst_stops_silently_after)
+			break;
+		int ret =
+		    device_update(opaque, maps[i].iova, maps[i].size, maps[i].uaddr, maps[i].perm);
+		if (ret < 0) {
+			*error = ret;
+			break;
+		}
+	}
+	dev->in_update_burst = false;
+	return i;
+}
+
+/* device_ops with the optional update_burst: a transport that takes a burst's maps at once. */
+static const struct vt_dma_iotlb_ops device_burst_ops = {
+	.update = device_update,
+	.update_burst = device_update_burst,
 	.invalidate = device_invalidate,
 	.batch_begin = device_batch_begin,
 	.batch_end = device_batch_end,
@@ -1457,5 +1500,528 @@ VT_TEST(the_thread_of_an_ended_batch_waits_for_the_lock_like_any_other)
 	CHECK(!r.mapped_while_held);
 	CHECK_EQ(w.ret, 0);
 	CHECK_EQ(vt_dma_unmap(f.dma, bus, 64, VT_DMA_TO_DEVICE), 0);
+	teardown(&f);
+}
+
+/* ---------------------------------------------------------------- map bursts */
+
+/* What vt_dma_map_burst must leave alone when it maps every buffer. */
+#define ERROR_UNTOUCHED 12345
+
+/* A fixture in @mode publishing through @ops, with @iova_size bytes of IOVA space (0: default). */
+static int setup_burst(struct fixture *f, enum vt_dma_mode mode, const struct vt_dma_iotlb_ops *ops,
+		       uint64_t iova_size)
+{
+	int ret = setup_memory(f, mode);
+	f->params.iotlb_ops = ops;
+	f->params.iova_size = iova_size;
+	return ret < 0 ? ret : setup_dma(f);
+}
+
+/* @n buffers of shared memory, from 1 byte to 2 pages long, each filled from its index. */
+static bool shm_buffers(struct fixture *f, struct iovec *bufs, unsigned int n)
+{
+	for (unsigned int i = 0; i < n; i++) {
+		size_t len = 1 + (i * 1237) % (2 * PAGE);
+		bufs[i] = (struct iovec){ shm_buffer(f, len), len };
+		if (!bufs[i].iov_base)
+			return false;
+		fill(bufs[i].iov_base, len, i + 1);
+	}
+	return true;
+}
+
+/* @n buffers of 64 bytes, each taking one page of IOVA space; filled as shm_buffers fills. */
+static bool small_buffers(struct fixture *f, struct iovec *bufs, unsigned int n)
+{
+	for (unsigned int i = 0; i < n; i++) {
+		bufs[i] = (struct iovec){ shm_buffer(f, 64), 64 };
+		if (!bufs[i].iov_base)
+			return false;
+		fill(bufs[i].iov_base, 64, i + 1);
+	}
+	return true;
+}
+
+/* How many of @n mappings overlap another one in bus addresses. */
+static unsigned int bus_overlaps(const struct iovec *bufs, const uint64_t *bus, unsigned int n)
+{
+	unsigned int bad = 0;
+
+	for (unsigned int i = 0; i < n; i++)
+		for (unsigned int j = 0; j < i; j++)
+			bad += overlaps(bus[i], bufs[i].iov_len, bus[j], bufs[j].iov_len);
+	return bad;
+}
+
+/*
+ * Runs @body in strict and lazy mode, publishing through update and through update_burst, and
+ * names the one that failed.
+ */
+static void for_each_burst_variant(void (*body)(enum vt_dma_mode mode,
+						const struct vt_dma_iotlb_ops *ops))
+{
+	static const enum vt_dma_mode modes[] = { VT_DMA_IOMMU_STRICT, VT_DMA_IOMMU_LAZY };
+	static const struct vt_dma_iotlb_ops *const ops[] = { &device_ops, &device_burst_ops };
+
+	for (unsigned int m = 0; m < 2; m++) {
+		for (unsigned int o = 0; o < 2; o++) {
+			int before = vt_test_failed;
+			body(modes[m], ops[o]);
+			if (vt_test_failed != before)
+				fprintf(stderr, "  (in %s mode, publishing through %s)\n",
+					vt_dma_mode_name(modes[m]),
+					ops[o]->update_burst ? "update_burst" : "update");
+		}
+	}
+}
+
+static void burst_maps_each_buffer_for_the_device(enum vt_dma_mode mode,
+						  const struct vt_dma_iotlb_ops *ops)
+{
+	enum { N = 12 };
+	struct fixture f;
+	struct iovec bufs[N];
+	uint64_t bus[N];
+	int error = ERROR_UNTOUCHED;
+
+	REQUIRE_EQ(setup_burst(&f, mode, ops, 0), 0);
+	REQUIRE(shm_buffers(&f, bufs, N));
+	REQUIRE_EQ(vt_dma_map_burst(f.dma, bufs, N, VT_DMA_TO_DEVICE, bus, &error), N);
+	CHECK_EQ(error, ERROR_UNTOUCHED);
+	CHECK_EQ(bus_overlaps(bufs, bus, N), 0);
+	for (unsigned int i = 0; i < N; i++) {
+		CHECK(device_sees(&f, bus[i], bufs[i].iov_base, bufs[i].iov_len));
+		/* To the device: read only. */
+		CHECK_EQ(vt_as_write(&f.dev.as, bus[i], "x", 1, NULL), -EACCES);
+	}
+	CHECK_EQ(f.dev.updates, N);
+	if (ops->update_burst) {
+		/* The burst's translations in one call. */
+		CHECK_EQ(f.dev.update_bursts, 1);
+		CHECK_EQ(f.dev.single_updates, 0);
+	}
+	struct vt_dma_stats st;
+	vt_dma_get_stats(f.dma, &st);
+	CHECK_EQ(st.maps, N);
+	CHECK_EQ(st.map_failures, 0);
+	CHECK_EQ(st.iotlb_updates, N);
+	for (unsigned int i = 0; i < N; i++)
+		CHECK_EQ(vt_dma_unmap(f.dma, bus[i], bufs[i].iov_len, VT_DMA_TO_DEVICE), 0);
+	CHECK_EQ(f.dev.stale_updates, 0);
+	teardown(&f);
+	CHECK_EQ(f.log_seen.errors, 0);
+	CHECK_EQ(f.log_seen.warnings, 0);
+}
+
+VT_TEST(map_burst_maps_each_buffer_where_the_device_reads_it_and_cannot_write_it)
+{
+	for_each_burst_variant(burst_maps_each_buffer_for_the_device);
+}
+
+static void burst_gives_each_mapping_its_directions_permission(enum vt_dma_mode mode,
+							       const struct vt_dma_iotlb_ops *ops)
+{
+	enum { N = 3 };
+	struct fixture f;
+	struct iovec bufs[N];
+	uint64_t from[N], both[N];
+	uint8_t seen[8];
+	int error = ERROR_UNTOUCHED;
+
+	REQUIRE_EQ(setup_burst(&f, mode, ops, 0), 0);
+	REQUIRE(small_buffers(&f, bufs, N));
+	REQUIRE_EQ(vt_dma_map_burst(f.dma, bufs, N, VT_DMA_FROM_DEVICE, from, &error), N);
+	REQUIRE_EQ(vt_dma_map_burst(f.dma, bufs, N, VT_DMA_BIDIRECTIONAL, both, &error), N);
+	CHECK_EQ(error, ERROR_UNTOUCHED);
+	for (unsigned int i = 0; i < N; i++) {
+		/* From the device: written, never read. */
+		CHECK_EQ(vt_as_read(&f.dev.as, from[i], seen, sizeof(seen), NULL), -EACCES);
+		CHECK_EQ(vt_as_write(&f.dev.as, from[i] + 8, "from", 4, NULL), 0);
+		CHECK(memcmp((uint8_t *)bufs[i].iov_base + 8, "from", 4) == 0);
+		/* Both ways. */
+		CHECK(device_sees(&f, both[i], bufs[i].iov_base, 64));
+		CHECK_EQ(vt_as_write(&f.dev.as, both[i] + 16, "both", 4, NULL), 0);
+		CHECK(memcmp((uint8_t *)bufs[i].iov_base + 16, "both", 4) == 0);
+	}
+	for (unsigned int i = 0; i < N; i++) {
+		CHECK_EQ(vt_dma_unmap(f.dma, from[i], 64, VT_DMA_FROM_DEVICE), 0);
+		CHECK_EQ(vt_dma_unmap(f.dma, both[i], 64, VT_DMA_BIDIRECTIONAL), 0);
+	}
+	teardown(&f);
+	CHECK_EQ(f.log_seen.warnings, 0);
+}
+
+VT_TEST(map_burst_gives_each_mapping_the_permission_of_its_direction)
+{
+	for_each_burst_variant(burst_gives_each_mapping_its_directions_permission);
+}
+
+/*
+ * Each mapping of a burst is its own: unmapped one at a time (in another order than mapped), it
+ * alone leaves the device, at once in strict mode, at the flush in lazy mode.
+ */
+static void burst_mappings_unmap_one_by_one(enum vt_dma_mode mode,
+					    const struct vt_dma_iotlb_ops *ops)
+{
+	enum { N = 6 };
+	static const unsigned int order[N] = { 3, 0, 5, 1, 4, 2 };
+	struct fixture f;
+	struct iovec bufs[N];
+	uint64_t bus[N];
+	bool unmapped[N] = { false };
+	uint8_t seen[1];
+	int error = ERROR_UNTOUCHED;
+
+	REQUIRE_EQ(setup_burst(&f, mode, ops, 0), 0);
+	REQUIRE(shm_buffers(&f, bufs, N));
+	REQUIRE_EQ(vt_dma_map_burst(f.dma, bufs, N, VT_DMA_TO_DEVICE, bus, &error), N);
+	for (unsigned int k = 0; k < N; k++) {
+		unsigned int u = order[k];
+		CHECK_EQ(vt_dma_unmap(f.dma, bus[u], bufs[u].iov_len, VT_DMA_TO_DEVICE), 0);
+		CHECK_EQ(vt_dma_unmap(f.dma, bus[u], bufs[u].iov_len, VT_DMA_TO_DEVICE), -ENOENT);
+		unmapped[u] = true;
+		for (unsigned int i = 0; i < N; i++) {
+			bool gone = unmapped[i] && mode == VT_DMA_IOMMU_STRICT;
+			if (gone)
+				CHECK_EQ(vt_as_read(&f.dev.as, bus[i], seen, 1, NULL), -EFAULT);
+			else
+				CHECK(device_sees(&f, bus[i], bufs[i].iov_base, bufs[i].iov_len));
+		}
+	}
+	CHECK_EQ(vt_dma_flush(f.dma), 0);
+	for (unsigned int i = 0; i < N; i++)
+		CHECK_EQ(vt_as_read(&f.dev.as, bus[i], seen, 1, NULL), -EFAULT);
+	CHECK_EQ(device_entries(&f.dev), 0);
+	struct vt_dma_stats st;
+	vt_dma_get_stats(f.dma, &st);
+	CHECK_EQ(st.unmaps, N);
+	teardown(&f);
+	CHECK_EQ(f.log_seen.warnings, 0);
+}
+
+VT_TEST(map_burst_mappings_are_unmapped_one_by_one_and_then_unreachable)
+{
+	for_each_burst_variant(burst_mappings_unmap_one_by_one);
+}
+
+/* The third of five outside shared memory: two mapped, -EFAULT, the rest not mapped. */
+static void burst_stops_at_a_buffer_outside_shared_memory(enum vt_dma_mode mode,
+							  const struct vt_dma_iotlb_ops *ops)
+{
+	enum { N = 5 };
+	static uint8_t private_buffer[64]; /* the driver's own: not shared */
+	struct fixture f;
+	struct iovec bufs[N];
+	uint64_t bus[N];
+	int error = ERROR_UNTOUCHED;
+
+	REQUIRE_EQ(setup_burst(&f, mode, ops, 0), 0);
+	REQUIRE(shm_buffers(&f, bufs, N));
+	bufs[2] = (struct iovec){ private_buffer, sizeof(private_buffer) };
+	CHECK_EQ(vt_dma_map_burst(f.dma, bufs, N, VT_DMA_TO_DEVICE, bus, &error), 2);
+	CHECK_EQ(error, -EFAULT);
+	CHECK_EQ(f.log_seen.errors, 1);
+	/* The device was given the two before it, and nothing else. */
+	CHECK_EQ(f.dev.updates, 2);
+	CHECK_EQ(device_entries(&f.dev), 2);
+	for (unsigned int i = 0; i < 2; i++)
+		CHECK(device_sees(&f, bus[i], bufs[i].iov_base, bufs[i].iov_len));
+	struct vt_dma_stats st;
+	vt_dma_get_stats(f.dma, &st);
+	CHECK_EQ(st.maps, 2);
+	CHECK_EQ(st.map_failures, 1);
+	for (unsigned int i = 0; i < 2; i++)
+		CHECK_EQ(vt_dma_unmap(f.dma, bus[i], bufs[i].iov_len, VT_DMA_TO_DEVICE), 0);
+	CHECK_EQ(vt_dma_flush(f.dma), 0);
+	CHECK_EQ(device_entries(&f.dev), 0);
+	/* Nothing else is live: freeing warns of no mapping left behind. */
+	teardown(&f);
+	CHECK_EQ(f.log_seen.warnings, 0);
+}
+
+VT_TEST(map_burst_stops_at_a_buffer_outside_shared_memory_with_efault)
+{
+	for_each_burst_variant(burst_stops_at_a_buffer_outside_shared_memory);
+}
+
+/*
+ * The device refuses the update of buffer k of a burst of four, in an IOVA space of four pages:
+ * k mapped, the device's error, and the refused buffers' IOVAs clean and free again (each of them
+ * maps afterwards, in the only pages left), the device never given a translation for them.
+ */
+static void burst_refused_by_the_device(enum vt_dma_mode mode, const struct vt_dma_iotlb_ops *ops)
+{
+	enum { N = 4 };
+	static const unsigned int refused_at[] = { 0, 2, 3 };
+
+	for (unsigned int r = 0; r < sizeof(refused_at) / sizeof(refused_at[0]); r++) {
+		unsigned int k = refused_at[r];
+		struct fixture f;
+		struct iovec bufs[N];
+		uint64_t bus[N];
+		int error = ERROR_UNTOUCHED;
+
+		REQUIRE_EQ(setup_burst(&f, mode, ops, N * PAGE), 0);
+		REQUIRE(small_buffers(&f, bufs, N));
+		f.dev.fail_from_update = f.dev.updates + k + 1;
+		CHECK_EQ(vt_dma_map_burst(f.dma, bufs, N, VT_DMA_TO_DEVICE, bus, &error), k);
+		CHECK_EQ(error, -EIO);
+		CHECK_EQ(f.dev.updates, k);
+		CHECK_EQ(device_entries(&f.dev), k);
+		CHECK_EQ(f.dev.shadow_count, k);
+		struct vt_dma_stats st;
+		vt_dma_get_stats(f.dma, &st);
+		CHECK_EQ(st.maps, k);
+		CHECK_EQ(st.map_failures, 1);
+		CHECK_EQ(st.iotlb_updates, k);
+
+		f.dev.fail_from_update = 0;
+		for (unsigned int i = k; i < N; i++) {
+			CHECK_EQ(vt_dma_map(f.dma, bufs[i].iov_base, 64, VT_DMA_TO_DEVICE, &bus[i]),
+				 0);
+		}
+		for (unsigned int i = 0; i < N; i++)
+			CHECK(device_sees(&f, bus[i], bufs[i].iov_base, 64));
+		CHECK_EQ(bus_overlaps(bufs, bus, N), 0);
+		CHECK_EQ(f.dev.stale_updates, 0);
+		for (unsigned int i = 0; i < N; i++)
+			CHECK_EQ(vt_dma_unmap(f.dma, bus[i], 64, VT_DMA_TO_DEVICE), 0);
+		teardown(&f);
+		CHECK_EQ(f.log_seen.warnings, 0);
+	}
+}
+
+VT_TEST(map_burst_refused_by_the_device_at_buffer_k_maps_k_and_gives_the_rest_back_clean)
+{
+	for_each_burst_variant(burst_refused_by_the_device);
+}
+
+/*
+ * A burst longer than the groups the library publishes in: every buffer mapped and seen by the
+ * device; then, the device refusing the 41st update of another such burst, 40 mapped and the 30
+ * refused ones' IOVAs free again (the IOVA space holds exactly the 70).
+ */
+static void long_burst(enum vt_dma_mode mode, const struct vt_dma_iotlb_ops *ops)
+{
+	enum { N = 70, K = 40 };
+	struct fixture f;
+	struct iovec bufs[N];
+	uint64_t bus[N];
+	int error = ERROR_UNTOUCHED;
+
+	REQUIRE_EQ(setup_burst(&f, mode, ops, N * PAGE), 0);
+	REQUIRE(small_buffers(&f, bufs, N));
+	REQUIRE_EQ(vt_dma_map_burst(f.dma, bufs, N, VT_DMA_TO_DEVICE, bus, &error), N);
+	CHECK_EQ(error, ERROR_UNTOUCHED);
+	CHECK_EQ(bus_overlaps(bufs, bus, N), 0);
+	unsigned int wrong = 0;
+	for (unsigned int i = 0; i < N; i++)
+		wrong += !device_sees(&f, bus[i], bufs[i].iov_base, 64);
+	CHECK_EQ(wrong, 0);
+	CHECK_EQ(f.dev.updates, N);
+	for (unsigned int i = 0; i < N; i++)
+		CHECK_EQ(vt_dma_unmap(f.dma, bus[i], 64, VT_DMA_TO_DEVICE), 0);
+	CHECK_EQ(vt_dma_flush(f.dma), 0);
+
+	f.dev.fail_from_update = f.dev.updates + K + 1;
+	CHECK_EQ(vt_dma_map_burst(f.dma, bufs, N, VT_DMA_TO_DEVICE, bus, &error), K);
+	CHECK_EQ(error, -EIO);
+	CHECK_EQ(device_entries(&f.dev), K);
+	f.dev.fail_from_update = 0;
+	error = ERROR_UNTOUCHED;
+	CHECK_EQ(vt_dma_map_burst(f.dma, bufs + K, N - K, VT_DMA_TO_DEVICE, bus + K, &error),
+		 N - K);
+	CHECK_EQ(error, ERROR_UNTOUCHED);
+	wrong = 0;
+	for (unsigned int i = 0; i < N; i++)
+		wrong += !device_sees(&f, bus[i], bufs[i].iov_base, 64);
+	CHECK_EQ(wrong, 0);
+	CHECK_EQ(f.dev.stale_updates, 0);
+	for (unsigned int i = 0; i < N; i++)
+		CHECK_EQ(vt_dma_unmap(f.dma, bus[i], 64, VT_DMA_TO_DEVICE), 0);
+	teardown(&f);
+	CHECK_EQ(f.log_seen.warnings, 0);
+}
+
+VT_TEST(map_burst_longer_than_a_publication_group_maps_every_buffer_and_stops_where_refused)
+{
+	for_each_burst_variant(long_burst);
+}
+
+/* An empty buffer, a NULL one and a bad direction: -EINVAL, as vt_dma_map refuses them. */
+static void burst_stops_at_a_buffer_map_refuses(enum vt_dma_mode mode,
+						const struct vt_dma_iotlb_ops *ops)
+{
+	enum { N = 4 };
+	struct fixture f;
+	struct iovec bufs[N];
+	uint64_t bus[N];
+	int error = ERROR_UNTOUCHED;
+
+	REQUIRE_EQ(setup_burst(&f, mode, ops, 0), 0);
+	REQUIRE(small_buffers(&f, bufs, N));
+	bufs[2].iov_len = 0;
+	CHECK_EQ(vt_dma_map_burst(f.dma, bufs, N, VT_DMA_TO_DEVICE, bus, &error), 2);
+	CHECK_EQ(error, -EINVAL);
+	CHECK_EQ(f.dev.updates, 2);
+	for (unsigned int i = 0; i < 2; i++)
+		CHECK_EQ(vt_dma_unmap(f.dma, bus[i], 64, VT_DMA_TO_DEVICE), 0);
+
+	bufs[2].iov_len = 64;
+	bufs[1].iov_base = NULL;
+	error = ERROR_UNTOUCHED;
+	CHECK_EQ(vt_dma_map_burst(f.dma, bufs, N, VT_DMA_TO_DEVICE, bus, &error), 1);
+	CHECK_EQ(error, -EINVAL);
+	CHECK_EQ(vt_dma_unmap(f.dma, bus[0], 64, VT_DMA_TO_DEVICE), 0);
+
+	error = ERROR_UNTOUCHED;
+	CHECK_EQ(vt_dma_map_burst(f.dma, bufs + 2, 2, (enum vt_dma_dir)0, bus, &error), 0);
+	CHECK_EQ(error, -EINVAL);
+	CHECK_EQ(f.dev.updates, 3);
+	struct vt_dma_stats st;
+	vt_dma_get_stats(f.dma, &st);
+	CHECK_EQ(st.maps, 3);
+	CHECK_EQ(st.map_failures, 3);
+	CHECK_EQ(f.log_seen.errors, 3);
+	teardown(&f);
+	CHECK_EQ(f.log_seen.warnings, 0);
+}
+
+VT_TEST(map_burst_stops_at_an_empty_or_null_buffer_with_einval)
+{
+	for_each_burst_variant(burst_stops_at_a_buffer_map_refuses);
+}
+
+/* Six buffers, four pages of IOVA space: four mapped, -ENOSPC; once unmapped, the rest map. */
+static void burst_runs_out_of_iova_space(enum vt_dma_mode mode, const struct vt_dma_iotlb_ops *ops)
+{
+	enum { N = 6, ROOM = 4 };
+	struct fixture f;
+	struct iovec bufs[N];
+	uint64_t bus[N];
+	int error = ERROR_UNTOUCHED;
+
+	REQUIRE_EQ(setup_burst(&f, mode, ops, ROOM * PAGE), 0);
+	REQUIRE(small_buffers(&f, bufs, N));
+	CHECK_EQ(vt_dma_map_burst(f.dma, bufs, N, VT_DMA_TO_DEVICE, bus, &error), ROOM);
+	CHECK_EQ(error, -ENOSPC);
+	CHECK_EQ(f.dev.updates, ROOM);
+	for (unsigned int i = 0; i < ROOM; i++)
+		CHECK(device_sees(&f, bus[i], bufs[i].iov_base, 64));
+	struct vt_dma_stats st;
+	vt_dma_get_stats(f.dma, &st);
+	CHECK_EQ(st.maps, ROOM);
+	CHECK_EQ(st.map_failures, 1);
+	for (unsigned int i = 0; i < ROOM; i++)
+		CHECK_EQ(vt_dma_unmap(f.dma, bus[i], 64, VT_DMA_TO_DEVICE), 0);
+	error = ERROR_UNTOUCHED;
+	CHECK_EQ(vt_dma_map_burst(f.dma, bufs + ROOM, N - ROOM, VT_DMA_TO_DEVICE, bus, &error),
+		 N - ROOM);
+	CHECK_EQ(error, ERROR_UNTOUCHED);
+	for (unsigned int i = 0; i < N - ROOM; i++) {
+		CHECK(device_sees(&f, bus[i], bufs[ROOM + i].iov_base, 64));
+		CHECK_EQ(vt_dma_unmap(f.dma, bus[i], 64, VT_DMA_TO_DEVICE), 0);
+	}
+	CHECK_EQ(f.dev.stale_updates, 0);
+	teardown(&f);
+	CHECK_EQ(f.log_seen.warnings, 0);
+}
+
+VT_TEST(map_burst_out_of_iova_space_stops_at_the_buffer_that_does_not_fit_with_enospc)
+{
+	for_each_burst_variant(burst_runs_out_of_iova_space);
+}
+
+static void empty_burst(enum vt_dma_mode mode, const struct vt_dma_iotlb_ops *ops)
+{
+	struct fixture f;
+	struct iovec buf;
+	uint64_t bus = 0;
+	int error = ERROR_UNTOUCHED;
+
+	REQUIRE_EQ(setup_burst(&f, mode, ops, 0), 0);
+	REQUIRE(small_buffers(&f, &buf, 1));
+	CHECK_EQ(vt_dma_map_burst(f.dma, &buf, 0, VT_DMA_TO_DEVICE, &bus, &error), 0);
+	CHECK_EQ(error, ERROR_UNTOUCHED);
+	CHECK_EQ(f.dev.updates, 0);
+	struct vt_dma_stats st;
+	vt_dma_get_stats(f.dma, &st);
+	CHECK_EQ(st.maps, 0);
+	CHECK_EQ(st.map_failures, 0);
+	teardown(&f);
+	CHECK_EQ(f.log_seen.errors, 0);
+}
+
+VT_TEST(map_burst_of_no_buffers_maps_none_and_leaves_error_alone)
+{
+	for_each_burst_variant(empty_burst);
+}
+
+VT_TEST(a_transport_that_stops_a_burst_without_an_error_fails_it_with_eio)
+{
+	enum { N = 5 };
+	static const enum vt_dma_mode modes[] = { VT_DMA_IOMMU_STRICT, VT_DMA_IOMMU_LAZY };
+
+	for (unsigned int m = 0; m < 2; m++) {
+		struct fixture f;
+		struct iovec bufs[N];
+		uint64_t bus[N];
+		int error = 0;
+
+		REQUIRE_EQ(setup_burst(&f, modes[m], &device_burst_ops, 0), 0);
+		REQUIRE(small_buffers(&f, bufs, N));
+		f.dev.burst_stops_silently_after = 2;
+		/* A contract broken by the transport: the burst ends there, not retried forever. */
+		CHECK_EQ(vt_dma_map_burst(f.dma, bufs, N, VT_DMA_TO_DEVICE, bus, &error), 2);
+		CHECK_EQ(error, -EIO);
+		CHECK_EQ(f.dev.updates, 2);
+		for (unsigned int i = 0; i < 2; i++)
+			CHECK(device_sees(&f, bus[i], bufs[i].iov_base, bufs[i].iov_len));
+		/* The rest went back clean: mapped now, with no stale translation. */
+		f.dev.burst_stops_silently_after = 0;
+		CHECK_EQ(
+		    vt_dma_map_burst(f.dma, bufs + 2, N - 2, VT_DMA_TO_DEVICE, bus + 2, &error),
+		    N - 2);
+		CHECK_EQ(f.dev.stale_updates, 0);
+		for (unsigned int i = 0; i < N; i++)
+			CHECK_EQ(vt_dma_unmap(f.dma, bus[i], bufs[i].iov_len, VT_DMA_TO_DEVICE), 0);
+		struct vt_dma_stats st;
+		vt_dma_get_stats(f.dma, &st);
+		CHECK_EQ(st.maps, N);
+		CHECK_EQ(st.map_failures, 1);
+		teardown(&f);
+	}
+}
+
+VT_TEST(premapped_map_burst_gives_the_bus_addresses_map_gives)
+{
+	enum { N = 4 };
+	static uint8_t private_buffer[64];
+	struct fixture f;
+	struct iovec bufs[N];
+	uint64_t bus[N], single;
+	int error = ERROR_UNTOUCHED;
+
+	REQUIRE_EQ(setup(&f, VT_DMA_IOMMU_PREMAPPED), 0);
+	REQUIRE(shm_buffers(&f, bufs, N));
+	unsigned int updates = f.dev.updates;
+	REQUIRE_EQ(vt_dma_map_burst(f.dma, bufs, N, VT_DMA_TO_DEVICE, bus, &error), N);
+	CHECK_EQ(error, ERROR_UNTOUCHED);
+	for (unsigned int i = 0; i < N; i++) {
+		REQUIRE_EQ(
+		    vt_dma_map(f.dma, bufs[i].iov_base, bufs[i].iov_len, VT_DMA_TO_DEVICE, &single),
+		    0);
+		CHECK_EQ(bus[i], single);
+		CHECK(device_sees(&f, bus[i], bufs[i].iov_base, bufs[i].iov_len));
+	}
+	CHECK_EQ(f.dev.updates, updates); /* arithmetic: nothing published */
+	bufs[1] = (struct iovec){ private_buffer, sizeof(private_buffer) };
+	CHECK_EQ(vt_dma_map_burst(f.dma, bufs, N, VT_DMA_TO_DEVICE, bus, &error), 1);
+	CHECK_EQ(error, -EFAULT);
+	struct vt_dma_stats st;
+	vt_dma_get_stats(f.dma, &st);
+	CHECK_EQ(st.maps, 2 * N + 1);
+	CHECK_EQ(st.map_failures, 1);
 	teardown(&f);
 }

@@ -976,3 +976,254 @@ VT_TEST(unchanged_since_gives_up_on_changes_it_no_longer_remembers)
 	CHECK_EQ(vt_as_unchanged_since(&as, now, 0x10000, PAGE, &now), -ESTALE);
 	vt_iotlb_free(t);
 }
+
+/* ---------------------------------------------------------------- update bursts */
+
+/* Entry @i of the bursts below: a page at 0x100000 + 2 pages * i (a hole after each). */
+#define BURST_IOVA(i) (0x100000 + 2 * PAGE * (uint64_t)(i))
+
+/* What vt_iotlb_update_burst must leave alone when every entry is made. */
+#define ERROR_UNTOUCHED 12345
+
+VT_TEST(update_burst_makes_every_entry_with_its_host_and_permission)
+{
+	static const unsigned int perms[4] = { VT_IOTLB_PERM_RW, VT_IOTLB_PERM_RO, VT_IOTLB_PERM_WO,
+					       VT_IOTLB_PERM_RW };
+	struct vt_iotlb *t = new_default();
+	struct vt_iotlb_entry burst[4];
+	struct iovec iov[2];
+	int error = ERROR_UNTOUCHED;
+	REQUIRE(t);
+
+	for (unsigned int i = 0; i < 4; i++)
+		burst[i] = (struct vt_iotlb_entry){ BURST_IOVA(i), PAGE - 16 * i,
+						    host + (7 - i) * PAGE, perms[i] };
+	CHECK_EQ(vt_iotlb_update_burst(t, burst, 4, &error), 4);
+	CHECK_EQ(error, ERROR_UNTOUCHED);
+	CHECK_EQ(entries(t), 4);
+	for (unsigned int i = 0; i < 4; i++) {
+		check_entry(t, BURST_IOVA(i), BURST_IOVA(i), PAGE - 16 * i, host + (7 - i) * PAGE,
+			    perms[i]);
+		unsigned int access =
+		    perms[i] == VT_IOTLB_PERM_WO ? VT_ACCESS_WRITE : VT_ACCESS_READ;
+		CHECK_EQ(translate_ok(t, BURST_IOVA(i) + 8, 8, access, iov, 2), 1);
+		CHECK(iov[0].iov_base == host + (7 - i) * PAGE + 8);
+	}
+	/* Each with its own permission, and nothing past its size. */
+	CHECK_EQ(translate_fails(t, BURST_IOVA(1), 1, VT_ACCESS_WRITE, -EACCES), BURST_IOVA(1));
+	CHECK_EQ(translate_fails(t, BURST_IOVA(2), 1, VT_ACCESS_READ, -EACCES), BURST_IOVA(2));
+	CHECK_EQ(translate_fails(t, BURST_IOVA(3), PAGE, VT_ACCESS_READ, -EFAULT),
+		 BURST_IOVA(3) + PAGE - 48);
+	vt_iotlb_free(t);
+}
+
+VT_TEST(update_burst_applies_its_entries_in_order)
+{
+	struct vt_iotlb *t = new_default();
+	int error = ERROR_UNTOUCHED;
+	REQUIRE(t);
+
+	/* The second cuts the first in three, as the same two updates one after the other do. */
+	const struct vt_iotlb_entry burst[3] = {
+		{ 0x10000, 4 * PAGE, host, VT_IOTLB_PERM_RW },
+		{ 0x11000, PAGE, host + 10 * PAGE, VT_IOTLB_PERM_RO },
+		{ 0x13000, PAGE, host + 20 * PAGE, VT_IOTLB_PERM_WO },
+	};
+	CHECK_EQ(vt_iotlb_update_burst(t, burst, 3, &error), 3);
+	CHECK_EQ(error, ERROR_UNTOUCHED);
+	CHECK_EQ(entries(t), 4);
+	check_entry(t, 0x10000, 0x10000, PAGE, host, VT_IOTLB_PERM_RW);
+	check_entry(t, 0x11000, 0x11000, PAGE, host + 10 * PAGE, VT_IOTLB_PERM_RO);
+	check_entry(t, 0x12000, 0x12000, PAGE, host + 2 * PAGE, VT_IOTLB_PERM_RW);
+	check_entry(t, 0x13000, 0x13000, PAGE, host + 20 * PAGE, VT_IOTLB_PERM_WO);
+	vt_iotlb_free(t);
+}
+
+/*
+ * A burst of five whose entry k is one vt_iotlb_update refuses: it makes the k before it and
+ * stops there with that error. Entry k's place held a translation first, which it leaves as it
+ * was; the entries after it are not made.
+ */
+VT_TEST(update_burst_stops_at_an_invalid_entry_with_its_error)
+{
+	enum { COUNT = 5 };
+	static const struct {
+		const char *what;
+		int error;
+	} cases[] = {
+		{ "size 0", -EINVAL },	      { "permission 0", -EINVAL },
+		{ "permission 4", -EINVAL },  { "NULL host", -EINVAL },
+		{ "wrapping host", -EINVAL }, { "wrapping iova", -EOVERFLOW },
+	};
+
+	for (unsigned int c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+		unsigned int k = c % COUNT; /* the first entry, the last, and between */
+		struct vt_iotlb *t = new_default();
+		struct vt_iotlb_entry burst[COUNT];
+		int error = ERROR_UNTOUCHED;
+		REQUIRE(t);
+		for (unsigned int i = 0; i < COUNT; i++)
+			burst[i] = (struct vt_iotlb_entry){ BURST_IOVA(i), PAGE, host + i * PAGE,
+							    VT_IOTLB_PERM_RW };
+		struct vt_iotlb_entry *bad = &burst[k];
+		switch (c) {
+		case 0:
+			bad->size = 0;
+			break;
+		case 1:
+			bad->perm = 0;
+			break;
+		case 2:
+			bad->perm = 4;
+			break;
+		case 3:
+			bad->hva = NULL;
+			break;
+		case 4:
+			bad->hva = (void *)(UINTPTR_MAX - 16);
+			break;
+		default:
+			bad->iova = TOP_PAGE;
+			bad->size = 2 * PAGE;
+			break;
+		}
+		REQUIRE_EQ(vt_iotlb_update(t, bad->iova, PAGE, host + 40 * PAGE, VT_IOTLB_PERM_RO),
+			   0);
+		uint64_t gen = vt_iotlb_generation(t);
+
+		unsigned int made = vt_iotlb_update_burst(t, burst, COUNT, &error);
+		if (made != k || error != cases[c].error)
+			VT_FAIL_AT("%s at entry %u: %u made, error %d; expected %u, %d",
+				   cases[c].what, k, made, error, k, cases[c].error);
+		for (unsigned int i = 0; i < k; i++)
+			check_entry(t, BURST_IOVA(i), BURST_IOVA(i), PAGE, host + i * PAGE,
+				    VT_IOTLB_PERM_RW);
+		check_entry(t, bad->iova, bad->iova, PAGE, host + 40 * PAGE, VT_IOTLB_PERM_RO);
+		for (unsigned int i = k + 1; i < COUNT; i++)
+			CHECK_EQ(translate_fails(t, BURST_IOVA(i), 1, VT_ACCESS_READ, -EFAULT),
+				 BURST_IOVA(i));
+		CHECK_EQ(entries(t), k + 1);
+		CHECK_EQ(vt_iotlb_generation(t), gen);
+		vt_iotlb_free(t);
+	}
+}
+
+VT_TEST(update_burst_refills_invalidated_ranges_with_their_new_hosts)
+{
+	enum { COUNT = 8 };
+	struct vt_iotlb *t = new_default();
+	struct vt_iotlb_entry burst[COUNT];
+	struct iovec iov[2];
+	int error = ERROR_UNTOUCHED;
+	REQUIRE(t);
+
+	/* The DMA API's unmaps then a burst of maps over the same IOVAs: every entry revived. */
+	for (unsigned int i = 0; i < COUNT; i++)
+		REQUIRE_EQ(
+		    vt_iotlb_update(t, BURST_IOVA(i), PAGE, host + i * PAGE, VT_IOTLB_PERM_RW), 0);
+	for (unsigned int i = 0; i < COUNT; i++)
+		REQUIRE_EQ(vt_iotlb_invalidate(t, BURST_IOVA(i), PAGE), 0);
+	for (unsigned int i = 0; i < COUNT; i++)
+		burst[i] = (struct vt_iotlb_entry){ BURST_IOVA(i), PAGE, host + (32 + i) * PAGE,
+						    i % 2 ? VT_IOTLB_PERM_RO : VT_IOTLB_PERM_RW };
+	CHECK_EQ(vt_iotlb_update_burst(t, burst, COUNT, &error), COUNT);
+	CHECK_EQ(error, ERROR_UNTOUCHED);
+	CHECK_EQ(entries(t), COUNT);
+	for (unsigned int i = 0; i < COUNT; i++) {
+		check_entry(t, BURST_IOVA(i), BURST_IOVA(i), PAGE, host + (32 + i) * PAGE,
+			    burst[i].perm);
+		CHECK_EQ(translate_ok(t, BURST_IOVA(i) + 100, 10, VT_ACCESS_READ, iov, 2), 1);
+		CHECK(iov[0].iov_base == host + (32 + i) * PAGE + 100);
+		if (i % 2)
+			CHECK_EQ(translate_fails(t, BURST_IOVA(i), 1, VT_ACCESS_WRITE, -EACCES),
+				 BURST_IOVA(i));
+	}
+	vt_iotlb_free(t);
+}
+
+VT_TEST(update_burst_of_no_entries_makes_none_and_leaves_error_alone)
+{
+	struct vt_iotlb *t = new_default();
+	const struct vt_iotlb_entry one = { 0x10000, PAGE, host, VT_IOTLB_PERM_RW };
+	int error = ERROR_UNTOUCHED;
+	REQUIRE(t);
+
+	uint64_t gen = vt_iotlb_generation(t);
+	CHECK_EQ(vt_iotlb_update_burst(t, &one, 0, &error), 0);
+	CHECK_EQ(error, ERROR_UNTOUCHED);
+	CHECK_EQ(entries(t), 0);
+	CHECK_EQ(vt_iotlb_generation(t), gen);
+	vt_iotlb_free(t);
+}
+
+VT_TEST(update_burst_into_a_full_table_with_refuse_policy_stops_at_the_entry_that_does_not_fit)
+{
+	struct vt_iotlb *t = new_iotlb(4, VT_IOTLB_FULL_REFUSE, &quiet);
+	struct vt_iotlb_entry burst[4];
+	int error = ERROR_UNTOUCHED;
+	REQUIRE(t);
+
+	REQUIRE_EQ(vt_iotlb_update(t, BURST_IOVA(10), PAGE, host, VT_IOTLB_PERM_RW), 0);
+	/* The first replaces that entry in place (no room needed), the next two fill the table. */
+	burst[0] = (struct vt_iotlb_entry){ BURST_IOVA(10), PAGE, host + PAGE, VT_IOTLB_PERM_RO };
+	for (unsigned int i = 1; i < 4; i++)
+		burst[i] = (struct vt_iotlb_entry){ BURST_IOVA(i), PAGE, host + (i + 1) * PAGE,
+						    VT_IOTLB_PERM_RW };
+	REQUIRE_EQ(vt_iotlb_update(t, BURST_IOVA(20), PAGE, host, VT_IOTLB_PERM_RW), 0);
+	CHECK_EQ(vt_iotlb_update_burst(t, burst, 4, &error), 3);
+	CHECK_EQ(error, -ENOSPC);
+	CHECK_EQ(entries(t), 4);
+	check_entry(t, BURST_IOVA(10), BURST_IOVA(10), PAGE, host + PAGE, VT_IOTLB_PERM_RO);
+	for (unsigned int i = 1; i < 3; i++)
+		check_entry(t, BURST_IOVA(i), BURST_IOVA(i), PAGE, host + (i + 1) * PAGE,
+			    VT_IOTLB_PERM_RW);
+	CHECK_EQ(translate_fails(t, BURST_IOVA(3), 1, VT_ACCESS_READ, -EFAULT), BURST_IOVA(3));
+	/* Once there is room, the rest of the burst goes in. */
+	REQUIRE_EQ(vt_iotlb_invalidate(t, BURST_IOVA(20), PAGE), 0);
+	error = ERROR_UNTOUCHED;
+	CHECK_EQ(vt_iotlb_update_burst(t, &burst[3], 1, &error), 1);
+	CHECK_EQ(error, ERROR_UNTOUCHED);
+	check_entry(t, BURST_IOVA(3), BURST_IOVA(3), PAGE, host + 4 * PAGE, VT_IOTLB_PERM_RW);
+	vt_iotlb_free(t);
+}
+
+/*
+ * vt_iotlb_generation "bumps on every invalidation, eviction and update that changes an existing
+ * translation": a burst that maps fresh ranges, refills dead ones or repeats a live translation
+ * changes none, and keeps it; one entry that moves a live translation bumps it.
+ */
+VT_TEST(update_burst_bumps_generation_only_when_it_changes_a_live_translation)
+{
+	struct vt_iotlb *t = new_default();
+	int error = ERROR_UNTOUCHED;
+	REQUIRE(t);
+
+	REQUIRE_EQ(vt_iotlb_update(t, BURST_IOVA(0), PAGE, host, VT_IOTLB_PERM_RW), 0);
+	REQUIRE_EQ(vt_iotlb_update(t, BURST_IOVA(1), PAGE, host + PAGE, VT_IOTLB_PERM_RW), 0);
+	REQUIRE_EQ(vt_iotlb_invalidate(t, BURST_IOVA(0), PAGE), 0);
+	uint64_t gen = vt_iotlb_generation(t);
+	const struct vt_iotlb_entry keeps[4] = {
+		{ BURST_IOVA(0), PAGE, host + 8 * PAGE, VT_IOTLB_PERM_RO }, /* a dead entry */
+		{ BURST_IOVA(1), PAGE, host + PAGE, VT_IOTLB_PERM_RW },	    /* the same again */
+		{ BURST_IOVA(2), PAGE, host + 9 * PAGE, VT_IOTLB_PERM_RW }, /* fresh */
+		{ BURST_IOVA(3), 0x800, host + 10 * PAGE, VT_IOTLB_PERM_WO },
+	};
+	CHECK_EQ(vt_iotlb_update_burst(t, keeps, 4, &error), 4);
+	CHECK_EQ(vt_iotlb_generation(t), gen);
+
+	const struct vt_iotlb_entry moves[2] = {
+		{ BURST_IOVA(4), PAGE, host + 11 * PAGE, VT_IOTLB_PERM_RW }, /* fresh */
+		{ BURST_IOVA(1), PAGE, host + 12 * PAGE, VT_IOTLB_PERM_RW }, /* moved */
+	};
+	CHECK_EQ(vt_iotlb_update_burst(t, moves, 2, &error), 2);
+	CHECK(vt_iotlb_generation(t) != gen);
+	gen = vt_iotlb_generation(t);
+	/* A permission change is a change too. */
+	const struct vt_iotlb_entry narrows = { BURST_IOVA(4), PAGE, host + 11 * PAGE,
+						VT_IOTLB_PERM_RO };
+	CHECK_EQ(vt_iotlb_update_burst(t, &narrows, 1, &error), 1);
+	CHECK(vt_iotlb_generation(t) != gen);
+	CHECK_EQ(error, ERROR_UNTOUCHED);
+	CHECK_EQ(entries(t), 5);
+	vt_iotlb_free(t);
+}

@@ -418,7 +418,17 @@ static void count_log(void *opaque, enum vt_log_level level, const char *message
 	c->errors += level == VT_LOG_ERROR;
 }
 
-/* Both halves over strict IOMMU DMA, the device translating through an IOTLB the DMA feeds. */
+static void drop_log(void *opaque, enum vt_log_level level, const char *message)
+{
+}
+
+/* For the IOTLB a test fills on purpose. */
+static const struct vt_log quiet = { .fn = drop_log };
+
+/*
+ * Both halves over strict IOMMU DMA (or lazy: iommu_pair_init), the device translating through an
+ * IOTLB the DMA feeds.
+ */
 struct strict_pair {
 	struct vt_shm *shm;
 	const struct vt_shm_region *region;
@@ -432,7 +442,12 @@ struct strict_pair {
 
 enum { STRICT_SHM = 1u << 20 };
 
-static void strict_pair_init(struct strict_pair *p, bool packed)
+/*
+ * A pair of @num entries over @mode, its IOTLB of @iotlb_entries (0: the default; a full one
+ * refuses updates, quietly). Set up when p->dev is.
+ */
+static void iommu_pair_init(struct strict_pair *p, bool packed, enum vt_dma_mode mode,
+			    unsigned int num, unsigned int iotlb_entries)
 {
 	uint64_t features = VT_BIT(VIRTIO_F_VERSION_1) | VT_BIT(VIRTIO_F_ACCESS_PLATFORM) |
 			    (packed ? VT_BIT(VIRTIO_F_RING_PACKED) : 0);
@@ -445,24 +460,31 @@ static void strict_pair_init(struct strict_pair *p, bool packed)
 	p->feed.table = vt_memtable_new(NULL);
 	REQUIRE(p->feed.table != NULL);
 	REQUIRE_EQ(vt_memtable_add_shm(p->feed.table, p->shm), 0);
-	REQUIRE_EQ(vt_iotlb_new(NULL, &p->feed.iotlb), 0);
-	struct vt_dma_params dp = { .mode = VT_DMA_IOMMU_STRICT,
+	struct vt_iotlb_params ip = { .max_entries = iotlb_entries,
+				      .log = iotlb_entries ? &quiet : NULL };
+	REQUIRE_EQ(vt_iotlb_new(&ip, &p->feed.iotlb), 0);
+	struct vt_dma_params dp = { .mode = mode,
 				    .shm = p->shm,
 				    .log = &p->log,
 				    .iotlb_ops = &vt_iotlb_feed_ops,
 				    .iotlb_opaque = &p->feed };
 	REQUIRE_EQ(vt_dma_new(&dp, &p->dma), 0);
 	struct vt_vq_drv_params drp = {
-		.num = QSIZE, .features = features, .dma = p->dma, .log = &p->log
+		.num = num, .features = features, .dma = p->dma, .log = &p->log
 	};
 	REQUIRE_EQ(vt_vq_drv_new(&drp, &p->drv), 0);
-	struct vt_vq_dev_params dvp = { .num = QSIZE,
+	struct vt_vq_dev_params dvp = { .num = num,
 					.features = features,
 					.as = vt_iotlb_as(p->feed.iotlb),
 					.next_avail = packed ? VT_VQ_PACKED_START : 0,
 					.log = &p->log };
 	vt_vq_drv_addrs(p->drv, &dvp.desc_addr, &dvp.driver_addr, &dvp.device_addr);
 	REQUIRE_EQ(vt_vq_dev_new(&dvp, &p->dev), 0);
+}
+
+static void strict_pair_init(struct strict_pair *p, bool packed)
+{
+	iommu_pair_init(p, packed, VT_DMA_IOMMU_STRICT, QSIZE, 0);
 }
 
 static void strict_pair_destroy(struct strict_pair *p)
@@ -623,4 +645,181 @@ VT_TEST(strict_chains_are_unmapped_and_counted_by_every_way_of_collecting_them)
 {
 	strict_chains_unmapped_and_counted(false);
 	strict_chains_unmapped_and_counted(true);
+}
+
+/* ---------------------------------------------------------------- IOMMU DMA, long bursts */
+
+/*
+ * The modes that map per buffer map a burst's run in groups (32 at a time): a burst of 80, more
+ * than two groups, in strict and lazy mode. Every buffer is posted, counted once, and read by
+ * the device with its own bytes through the IOTLB; collected, none stays reachable (lazy: after
+ * the flush). Twice, so that the second burst maps into IOVAs the first one gave back.
+ */
+static void long_iommu_bursts(bool packed, enum vt_dma_mode mode)
+{
+	enum { NUM = 128, N = 80 };
+	struct strict_pair p;
+	static struct iovec sg[N], iov[N];
+	static struct vt_vq_chain chains[N];
+	void *tokens[N], *got[N];
+	uint32_t lens[N];
+
+	iommu_pair_init(&p, packed, mode, NUM, 0);
+	REQUIRE(p.dev != NULL);
+	uint8_t *mem = (uint8_t *)p.region->hva + STRICT_SHM / 2;
+	for (unsigned int round = 0; round < 2 && !vt_test_failed; round++) {
+		for (unsigned int i = 0; i < N; i++) {
+			uint8_t *b = mem + (size_t)i * 4096;
+			for (unsigned int k = 0; k < LEN; k++)
+				b[k] = (uint8_t)(round * 131 + i * 7 + k);
+			sg[i] = (struct iovec){ b, LEN };
+			tokens[i] = b;
+		}
+		struct vt_dma_stats before, after;
+		vt_dma_get_stats(p.dma, &before);
+		REQUIRE_EQ(vt_vq_drv_add_burst(p.drv, sg, N, false, tokens), N);
+		vt_vq_drv_kick_prepare(p.drv);
+		vt_dma_get_stats(p.dma, &after);
+		CHECK_EQ(after.maps - before.maps, N);
+		CHECK_EQ(buffers_reachable(p.feed.iotlb, mem, N * 4096), N);
+		REQUIRE_EQ(vt_vq_dev_pop_burst(p.dev, chains, iov, 1, N), N);
+		unsigned int wrong = 0;
+		for (unsigned int i = 0; i < N; i++)
+			wrong += iov[i].iov_len != LEN ||
+				 memcmp(iov[i].iov_base, sg[i].iov_base, LEN) != 0;
+		CHECK_EQ(wrong, 0);
+		REQUIRE_EQ(vt_vq_dev_push_burst(p.dev, chains, NULL, N), 0);
+		vt_vq_dev_flush(p.dev);
+		REQUIRE_EQ(vt_vq_drv_get_burst(p.drv, got, lens, N), N);
+		for (unsigned int i = 0; i < N; i++)
+			CHECK(got[i] == tokens[i]);
+		if (mode == VT_DMA_IOMMU_LAZY)
+			CHECK_EQ(vt_dma_flush(p.dma), 0);
+		CHECK_EQ(buffers_reachable(p.feed.iotlb, mem, N * 4096), 0);
+	}
+	CHECK_EQ(p.log_seen.errors, 0);
+	CHECK(!vt_vq_drv_is_broken(p.drv) && !vt_vq_dev_is_broken(p.dev));
+	strict_pair_destroy(&p);
+}
+
+VT_TEST(iommu_bursts_longer_than_a_map_group_post_every_buffer_with_its_bytes)
+{
+	long_iommu_bursts(false, VT_DMA_IOMMU_STRICT);
+	long_iommu_bursts(true, VT_DMA_IOMMU_STRICT);
+	long_iommu_bursts(false, VT_DMA_IOMMU_LAZY);
+	long_iommu_bursts(true, VT_DMA_IOMMU_LAZY);
+}
+
+/*
+ * A burst of 50 whose 41st buffer the DMA cannot map (outside shared memory), in the second
+ * group of maps: the 40 before it are posted and reach the device, the next burst meets the
+ * error, and the rest posts after the buffer.
+ */
+static void long_iommu_burst_map_failure(bool packed, enum vt_dma_mode mode)
+{
+	enum { NUM = 64, N = 50, BAD = 40 };
+	static uint8_t private_buffer[LEN]; /* the driver's own: not shared */
+	struct strict_pair p;
+	static struct iovec sg[N], iov[N];
+	static struct vt_vq_chain chains[N];
+	void *tokens[N];
+
+	iommu_pair_init(&p, packed, mode, NUM, 0);
+	REQUIRE(p.dev != NULL);
+	uint8_t *mem = (uint8_t *)p.region->hva + STRICT_SHM / 2;
+	for (unsigned int i = 0; i < N; i++) {
+		sg[i] = (struct iovec){ mem + (size_t)i * 4096, LEN };
+		memset(sg[i].iov_base, (int)i, LEN);
+		tokens[i] = sg[i].iov_base;
+	}
+	sg[BAD] = (struct iovec){ private_buffer, LEN };
+	tokens[BAD] = private_buffer;
+	REQUIRE_EQ(vt_vq_drv_add_burst(p.drv, sg, N, false, tokens), BAD);
+	CHECK_EQ(vt_vq_drv_add_burst(p.drv, sg + BAD, N - BAD, false, tokens + BAD), -EFAULT);
+	CHECK(!vt_vq_drv_is_broken(p.drv));
+	vt_vq_drv_kick_prepare(p.drv);
+	REQUIRE_EQ(vt_vq_dev_pop_burst(p.dev, chains, iov, 1, N), BAD);
+	unsigned int wrong = 0;
+	for (unsigned int i = 0; i < BAD; i++)
+		wrong += ((uint8_t *)iov[i].iov_base)[LEN - 1] != (uint8_t)i;
+	CHECK_EQ(wrong, 0);
+	struct vt_dma_stats st;
+	vt_dma_get_stats(p.dma, &st);
+	CHECK_EQ(st.maps, BAD);
+	CHECK_EQ(st.map_failures, 2); /* the burst's, then the next one's */
+	CHECK_EQ(buffers_reachable(p.feed.iotlb, mem, N * 4096), BAD);
+	REQUIRE_EQ(vt_vq_drv_add_burst(p.drv, sg + BAD + 1, N - BAD - 1, false, tokens + BAD + 1),
+		   N - BAD - 1);
+	vt_vq_drv_kick_prepare(p.drv);
+	REQUIRE_EQ(vt_vq_dev_pop_burst(p.dev, chains, iov, 1, N), N - BAD - 1);
+	CHECK_EQ(((uint8_t *)iov[0].iov_base)[0], BAD + 1);
+	CHECK(!vt_vq_dev_is_broken(p.dev));
+	strict_pair_destroy(&p);
+}
+
+VT_TEST(iommu_burst_posts_the_buffers_before_one_the_dma_cannot_map_past_the_first_group)
+{
+	long_iommu_burst_map_failure(false, VT_DMA_IOMMU_STRICT);
+	long_iommu_burst_map_failure(true, VT_DMA_IOMMU_STRICT);
+	long_iommu_burst_map_failure(false, VT_DMA_IOMMU_LAZY);
+	long_iommu_burst_map_failure(true, VT_DMA_IOMMU_LAZY);
+}
+
+/*
+ * The device's IOTLB (fed a burst's maps in one update_burst) full midway through a burst: the
+ * buffers whose translations it took are posted and reach the device; the one it refused is
+ * not, the next burst meets -ENOSPC, and once collected buffers make room the rest posts.
+ */
+static void iotlb_full_midway(bool packed)
+{
+	enum { NUM = 64, CAPACITY = 48 };
+	struct strict_pair p;
+	static struct iovec sg[NUM], iov[NUM];
+	static struct vt_vq_chain chains[NUM];
+	void *tokens[NUM], *got[NUM];
+	uint32_t lens[NUM];
+
+	iommu_pair_init(&p, packed, VT_DMA_IOMMU_STRICT, NUM, CAPACITY);
+	REQUIRE(p.dev != NULL);
+	struct vt_iotlb_stats is;
+	vt_iotlb_get_stats(p.feed.iotlb, &is);
+	unsigned int room = CAPACITY - is.entries; /* the rings took the others */
+	unsigned int n = room + 5;
+	REQUIRE(n <= NUM);
+	uint8_t *mem = (uint8_t *)p.region->hva + STRICT_SHM / 2;
+	for (unsigned int i = 0; i < n; i++) {
+		sg[i] = (struct iovec){ mem + (size_t)i * 4096, LEN };
+		memset(sg[i].iov_base, (int)i, LEN);
+		tokens[i] = sg[i].iov_base;
+	}
+	REQUIRE_EQ(vt_vq_drv_add_burst(p.drv, sg, n, false, tokens), (int)room);
+	CHECK_EQ(vt_vq_drv_add_burst(p.drv, sg + room, n - room, false, tokens + room), -ENOSPC);
+	CHECK(!vt_vq_drv_is_broken(p.drv));
+	vt_vq_drv_kick_prepare(p.drv);
+	REQUIRE_EQ(vt_vq_dev_pop_burst(p.dev, chains, iov, 1, NUM), (int)room);
+	unsigned int wrong = 0;
+	for (unsigned int i = 0; i < room; i++)
+		wrong += ((uint8_t *)iov[i].iov_base)[LEN - 1] != (uint8_t)i;
+	CHECK_EQ(wrong, 0);
+	CHECK_EQ(buffers_reachable(p.feed.iotlb, mem, n * 4096), room);
+	struct vt_dma_stats st;
+	vt_dma_get_stats(p.dma, &st);
+	CHECK_EQ(st.maps, room);
+	/* Five collected: room for the five refused. */
+	REQUIRE_EQ(vt_vq_dev_push_burst(p.dev, chains, NULL, 5), 0);
+	vt_vq_dev_flush(p.dev);
+	REQUIRE_EQ(vt_vq_drv_get_burst(p.drv, got, lens, NUM), 5);
+	REQUIRE_EQ(vt_vq_drv_add_burst(p.drv, sg + room, n - room, false, tokens + room),
+		   (int)(n - room));
+	vt_vq_drv_kick_prepare(p.drv);
+	REQUIRE_EQ(vt_vq_dev_pop_burst(p.dev, chains, iov, 1, NUM), (int)(n - room));
+	CHECK_EQ(((uint8_t *)iov[0].iov_base)[0], (uint8_t)room);
+	CHECK(!vt_vq_dev_is_broken(p.dev));
+	strict_pair_destroy(&p);
+}
+
+VT_TEST(strict_burst_the_device_iotlb_fills_up_in_posts_the_buffers_it_took)
+{
+	iotlb_full_midway(false);
+	iotlb_full_midway(true);
 }
