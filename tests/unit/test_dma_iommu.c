@@ -1554,6 +1554,28 @@ static unsigned int bus_overlaps(const struct iovec *bufs, const uint64_t *bus, 
 	return bad;
 }
 
+/* How many of the @n mappings the device does not read as the driver's bytes. */
+static unsigned int unseen(struct fixture *f, const struct iovec *bufs, const uint64_t *bus,
+			   unsigned int n)
+{
+	unsigned int wrong = 0;
+
+	for (unsigned int i = 0; i < n; i++)
+		wrong += !device_sees(f, bus[i], bufs[i].iov_base, bufs[i].iov_len);
+	return wrong;
+}
+
+/* Unmaps the @n to-device mappings; how many unmaps failed. */
+static unsigned int unmap_all(struct fixture *f, const struct iovec *bufs, const uint64_t *bus,
+			      unsigned int n)
+{
+	unsigned int failed = 0;
+
+	for (unsigned int i = 0; i < n; i++)
+		failed += vt_dma_unmap(f->dma, bus[i], bufs[i].iov_len, VT_DMA_TO_DEVICE) != 0;
+	return failed;
+}
+
 /*
  * Runs @body in strict and lazy mode, publishing through update and through update_burst, and
  * names the one that failed.
@@ -1606,8 +1628,7 @@ static void burst_maps_each_buffer_for_the_device(enum vt_dma_mode mode,
 	CHECK_EQ(st.maps, N);
 	CHECK_EQ(st.map_failures, 0);
 	CHECK_EQ(st.iotlb_updates, N);
-	for (unsigned int i = 0; i < N; i++)
-		CHECK_EQ(vt_dma_unmap(f.dma, bus[i], bufs[i].iov_len, VT_DMA_TO_DEVICE), 0);
+	CHECK_EQ(unmap_all(&f, bufs, bus, N), 0);
 	CHECK_EQ(f.dev.stale_updates, 0);
 	teardown(&f);
 	CHECK_EQ(f.log_seen.errors, 0);
@@ -1731,8 +1752,7 @@ static void burst_stops_at_a_buffer_outside_shared_memory(enum vt_dma_mode mode,
 	vt_dma_get_stats(f.dma, &st);
 	CHECK_EQ(st.maps, 2);
 	CHECK_EQ(st.map_failures, 1);
-	for (unsigned int i = 0; i < 2; i++)
-		CHECK_EQ(vt_dma_unmap(f.dma, bus[i], bufs[i].iov_len, VT_DMA_TO_DEVICE), 0);
+	CHECK_EQ(unmap_all(&f, bufs, bus, 2), 0);
 	CHECK_EQ(vt_dma_flush(f.dma), 0);
 	CHECK_EQ(device_entries(&f.dev), 0);
 	/* Nothing else is live: freeing warns of no mapping left behind. */
@@ -1785,8 +1805,7 @@ static void burst_refused_by_the_device(enum vt_dma_mode mode, const struct vt_d
 			CHECK(device_sees(&f, bus[i], bufs[i].iov_base, 64));
 		CHECK_EQ(bus_overlaps(bufs, bus, N), 0);
 		CHECK_EQ(f.dev.stale_updates, 0);
-		for (unsigned int i = 0; i < N; i++)
-			CHECK_EQ(vt_dma_unmap(f.dma, bus[i], 64, VT_DMA_TO_DEVICE), 0);
+		CHECK_EQ(unmap_all(&f, bufs, bus, N), 0);
 		teardown(&f);
 		CHECK_EQ(f.log_seen.warnings, 0);
 	}
@@ -1815,13 +1834,9 @@ static void long_burst(enum vt_dma_mode mode, const struct vt_dma_iotlb_ops *ops
 	REQUIRE_EQ(vt_dma_map_burst(f.dma, bufs, N, VT_DMA_TO_DEVICE, bus, &error), N);
 	CHECK_EQ(error, ERROR_UNTOUCHED);
 	CHECK_EQ(bus_overlaps(bufs, bus, N), 0);
-	unsigned int wrong = 0;
-	for (unsigned int i = 0; i < N; i++)
-		wrong += !device_sees(&f, bus[i], bufs[i].iov_base, 64);
-	CHECK_EQ(wrong, 0);
+	CHECK_EQ(unseen(&f, bufs, bus, N), 0);
 	CHECK_EQ(f.dev.updates, N);
-	for (unsigned int i = 0; i < N; i++)
-		CHECK_EQ(vt_dma_unmap(f.dma, bus[i], 64, VT_DMA_TO_DEVICE), 0);
+	CHECK_EQ(unmap_all(&f, bufs, bus, N), 0);
 	CHECK_EQ(vt_dma_flush(f.dma), 0);
 
 	f.dev.fail_from_update = f.dev.updates + K + 1;
@@ -1833,13 +1848,9 @@ static void long_burst(enum vt_dma_mode mode, const struct vt_dma_iotlb_ops *ops
 	CHECK_EQ(vt_dma_map_burst(f.dma, bufs + K, N - K, VT_DMA_TO_DEVICE, bus + K, &error),
 		 N - K);
 	CHECK_EQ(error, ERROR_UNTOUCHED);
-	wrong = 0;
-	for (unsigned int i = 0; i < N; i++)
-		wrong += !device_sees(&f, bus[i], bufs[i].iov_base, 64);
-	CHECK_EQ(wrong, 0);
+	CHECK_EQ(unseen(&f, bufs, bus, N), 0);
 	CHECK_EQ(f.dev.stale_updates, 0);
-	for (unsigned int i = 0; i < N; i++)
-		CHECK_EQ(vt_dma_unmap(f.dma, bus[i], 64, VT_DMA_TO_DEVICE), 0);
+	CHECK_EQ(unmap_all(&f, bufs, bus, N), 0);
 	teardown(&f);
 	CHECK_EQ(f.log_seen.warnings, 0);
 }
@@ -1865,8 +1876,7 @@ static void burst_stops_at_a_buffer_map_refuses(enum vt_dma_mode mode,
 	CHECK_EQ(vt_dma_map_burst(f.dma, bufs, N, VT_DMA_TO_DEVICE, bus, &error), 2);
 	CHECK_EQ(error, -EINVAL);
 	CHECK_EQ(f.dev.updates, 2);
-	for (unsigned int i = 0; i < 2; i++)
-		CHECK_EQ(vt_dma_unmap(f.dma, bus[i], 64, VT_DMA_TO_DEVICE), 0);
+	CHECK_EQ(unmap_all(&f, bufs, bus, 2), 0);
 
 	bufs[2].iov_len = 64;
 	bufs[1].iov_base = NULL;
@@ -1913,8 +1923,7 @@ static void burst_runs_out_of_iova_space(enum vt_dma_mode mode, const struct vt_
 	vt_dma_get_stats(f.dma, &st);
 	CHECK_EQ(st.maps, ROOM);
 	CHECK_EQ(st.map_failures, 1);
-	for (unsigned int i = 0; i < ROOM; i++)
-		CHECK_EQ(vt_dma_unmap(f.dma, bus[i], 64, VT_DMA_TO_DEVICE), 0);
+	CHECK_EQ(unmap_all(&f, bufs, bus, ROOM), 0);
 	error = ERROR_UNTOUCHED;
 	CHECK_EQ(vt_dma_map_burst(f.dma, bufs + ROOM, N - ROOM, VT_DMA_TO_DEVICE, bus, &error),
 		 N - ROOM);
@@ -1984,8 +1993,7 @@ VT_TEST(a_transport_that_stops_a_burst_without_an_error_fails_it_with_eio)
 		    vt_dma_map_burst(f.dma, bufs + 2, N - 2, VT_DMA_TO_DEVICE, bus + 2, &error),
 		    N - 2);
 		CHECK_EQ(f.dev.stale_updates, 0);
-		for (unsigned int i = 0; i < N; i++)
-			CHECK_EQ(vt_dma_unmap(f.dma, bus[i], bufs[i].iov_len, VT_DMA_TO_DEVICE), 0);
+		CHECK_EQ(unmap_all(&f, bufs, bus, N), 0);
 		struct vt_dma_stats st;
 		vt_dma_get_stats(f.dma, &st);
 		CHECK_EQ(st.maps, N);
