@@ -47,11 +47,6 @@ int vt_dma_mode_parse(const char *name, enum vt_dma_mode *mode);
  */
 enum vt_dma_mode vt_dma_mode_for(uint64_t negotiated, enum vt_dma_mode platform_mode);
 
-/*
- * How the IOMMU modes tell the device side about translations. @uaddr is the driver process's
- * address of the first byte (what a vhost-user IOTLB UPDATE carries); @perm uses the VT_ACCESS_*
- * bits. Both return 0 or -errno; a failed publish fails the map.
- */
 /* One translation to publish: what vt_dma_iotlb_ops.update takes, for update_burst. */
 struct vt_dma_iotlb_map {
 	uint64_t iova;
@@ -60,6 +55,11 @@ struct vt_dma_iotlb_map {
 	unsigned int perm;
 };
 
+/*
+ * How the IOMMU modes tell the device side about translations. @uaddr is the driver process's
+ * address of the first byte (what a vhost-user IOTLB UPDATE carries); @perm uses the VT_ACCESS_*
+ * bits. Both return 0 or -errno; a failed publish fails the map.
+ */
 struct vt_dma_iotlb_ops {
 	int (*update)(void *opaque, uint64_t iova, uint64_t size, uint64_t uaddr,
 		      unsigned int perm);
