@@ -311,8 +311,10 @@ add_run_with(struct vt_vq_drv *vq, const struct iovec *bufs, unsigned int n, boo
  * add_run_with compiled once per IN_ORDER and per kind of DMA map (linear windows or a map per
  * buffer): each loop carries only its own bookkeeping, and a run of the linear modes holds no call.
  */
-static unsigned int add_run(struct vt_vq_drv *vq, const struct iovec *bufs, unsigned int n,
-			    bool writable, void *const *tokens, int *err)
+static inline __attribute__((always_inline)) unsigned int add_run(struct vt_vq_drv *vq,
+								  const struct iovec *bufs,
+								  unsigned int n, bool writable,
+								  void *const *tokens, int *err)
 {
 	bool linear = vq->dma->linear_count;
 	if (vq->in_order)
