@@ -55,14 +55,14 @@
  * dead entry (fill_hole), which publishes the entry's permission with release instead, readers
  * loading it first with acquire; and killing whole entries (vt_iotlb_invalidate), whose DEAD
  * permissions and change log slot (log_change) are stored before a write section that only
- * publishes the generation. A DEAD permission needs no more: a reader that sees it misses, as
- * after the invalidation. The fill and the log slot begin with a release fence, so that a reader
- * that sees one of their stores also sees every sequence change before it, made on whichever
- * writer thread (the writer mutex passes between threads), and retries. So a reader may read the
- * table while a writer changes it: every such access is atomic (relaxed but for that permission;
- * the sequence and the fences order them), and a reader clamps every count and index it reads to
- * what was allocated, bounds every loop, and only does arithmetic with host addresses, so that a
- * torn table costs it a retry and nothing else. The arrays are plain and accessed with the
+ * publishes the generation: a reader that sees DEAD misses, as after the invalidation. The fill
+ * and the log slot begin with a release fence, and the DEAD stores follow the log slot's, so
+ * that a reader that sees any of these stores also sees every sequence change before it, made
+ * on whichever writer thread (the writer mutex passes between threads), and retries. So a reader
+ * may read the table while a writer changes it: every such access is atomic (relaxed but for that
+ * permission; the sequence and the fences order them), and a reader clamps every count and index it
+ * reads to what was allocated, bounds every loop, and only does arithmetic with host addresses, so
+ * that a torn table costs it a retry and nothing else. The arrays are plain and accessed with the
  * builtins under <stdatomic.h>'s explicit functions: _Atomic arrays would make the writer's own
  * reads sequentially consistent.
  */
@@ -160,6 +160,9 @@ struct vt_iotlb {
 
 _Static_assert(1ull << BLOCK_SHIFT * (INDEX_LEVELS + 1) >= VT_IOTLB_MAX_ENTRIES,
 	       "the highest index level of a full table must fit in one block");
+_Static_assert(IOTLB_CACHELINE % BLOCK == 0,
+	       "a block's permissions must lie in one line, which upper_bound prefetches");
+_Static_assert(VT_ACCESS_RW <= UINT8_MAX, "a permission must fit its byte");
 _Static_assert(BLOCK * sizeof(struct iotlb_slot) % IOTLB_CACHELINE == 0,
 	       "a block's slots must be whole cache lines");
 
@@ -535,7 +538,8 @@ int vt_iotlb_new(const struct vt_iotlb_params *params, struct vt_iotlb **out)
 	/*
 	 * All the room there will ever be, so that update and translate never allocate. Whole
 	 * blocks, each on cache lines of its own: the start keys and index keys of a block are two
-	 * lines, its slots the lines that upper_bound prefetches.
+	 * lines, its slots the lines that upper_bound prefetches; its 16 permission bytes, which
+	 * upper_bound prefetches too, a quarter of a line.
 	 */
 	size_t keys = (p.max_entries + BLOCK - 1) & ~(size_t)(BLOCK - 1);
 	t->start = aligned_alloc(IOTLB_CACHELINE, keys * sizeof(t->start[0]));
@@ -794,7 +798,7 @@ static void report_full(struct vt_iotlb *t, uint64_t iova, uint64_t size)
 }
 
 /*
- * Under the writer lock: dead entry @s mapped again over the same range, the DMA API's common
+ * Under the writer lock: dead entry @i mapped again over the same range, the DMA API's common
  * unmap + map pair. Outside a write section, so that no reader retries and the sequence line
  * stays with them. No reader uses a DEAD entry's host address: one that loads the DEAD
  * permission stops there, and one that loaded the live permission before the invalidation and
@@ -967,9 +971,16 @@ int vt_iotlb_invalidate(struct vt_iotlb *iotlb, uint64_t iova, uint64_t size)
 		 * moves, so a reader sees each entry live as it was (and is ordered before this
 		 * invalidation, or retries on the sequence below) or dead (a miss, as after it),
 		 * never torn. Inside it, readers would wait on the odd sequence while these stores
-		 * take the entries' lines back from them, one or two per DMA mapping: in a strict
-		 * DMA burst, most of the time a device spent translating.
+		 * take back the lines of the entries' permissions (a line per 64 neighbours), which
+		 * in a strict DMA burst the device read last.
+		 *
+		 * The log first: the section is then a store to the line of the sequence, and the
+		 * release fence log_change begins with orders the DEAD stores after every sequence
+		 * change before them, made on whichever writer thread. So a reader that sees DEAD
+		 * where a write section before moved another entry retries on that section's
+		 * sequence, rather than take the moved entry's bounds for a miss.
 		 */
+		log_change(t, iova, last);
 		for (unsigned int i = o.first; i < o.end; i++) {
 			if (t->perm[i] != DEAD) {
 				STORE(&t->perm[i], DEAD);
@@ -978,8 +989,6 @@ int vt_iotlb_invalidate(struct vt_iotlb *iotlb, uint64_t iova, uint64_t size)
 		}
 		t->invalidations++;
 		t->full_reported = false;
-		/* The log too: the section is then a store to the line of the sequence. */
-		log_change(t, iova, last);
 		write_begin(t);
 		publish_generation(t);
 		write_end(t);
