@@ -68,10 +68,9 @@ int fe_break(struct vt_vu_frontend *fe, int err, const char *request, const char
 
 #define REPLY_SPIN_NS 50000ull
 
-static int recv_reply_locked(struct vt_vu_frontend *fe, struct vt_vu_msg *reply, uint32_t request,
-			     int *fd)
+/* Waits until the socket has something to read, within the timeout: 0, or the broken state. */
+static int wait_readable_locked(struct vt_vu_frontend *fe, const char *name)
 {
-	const char *name = vt_vu_request_name(request);
 	uint64_t deadline = now_ns() + (uint64_t)fe->timeout_ms * 1000000ull;
 	struct pollfd pfd = { .fd = fe->sock, .events = POLLIN };
 	int rc;
@@ -92,10 +91,19 @@ static int recv_reply_locked(struct vt_vu_frontend *fe, struct vt_vu_msg *reply,
 			return fe_break(fe, -ETIMEDOUT, name, "no reply in time");
 		rc = poll(&pfd, 1, (int)((deadline - now + 999999) / 1000000));
 		if (rc > 0)
-			break;
+			return 0;
 		if (rc < 0 && errno != EINTR)
 			return fe_break(fe, -errno, name, strerror(errno));
 	}
+}
+
+static int recv_reply_locked(struct vt_vu_frontend *fe, struct vt_vu_msg *reply, uint32_t request,
+			     int *fd)
+{
+	const char *name = vt_vu_request_name(request);
+	int rc = wait_readable_locked(fe, name);
+	if (rc < 0)
+		return rc;
 	/* SO_RCVTIMEO bounds a message that arrives in pieces. */
 	rc = vt_vu_msg_recv(fe->sock, reply);
 	if (rc == -EAGAIN || rc == -EWOULDBLOCK)
@@ -157,20 +165,107 @@ static int recv_ack_locked(struct vt_vu_frontend *fe, uint32_t request)
 	return 0;
 }
 
+/* A REPLY_ACK on the wire: a header and its u64 status, unpadded. */
+#define ACK_BYTES (sizeof(struct vhost_user_header) + sizeof(uint64_t))
+
+/* Whether @h heads the REPLY_ACK of an IOTLB message. */
+static bool is_iotlb_ack(const struct vhost_user_header *h)
+{
+	return (h->flags & VHOST_USER_VERSION_MASK) == VHOST_USER_VERSION &&
+	       (h->flags & VHOST_USER_REPLY_MASK) && h->request == VHOST_USER_IOTLB_MSG &&
+	       h->size == sizeof(uint64_t);
+}
+
+/*
+ * Reads the next @n acknowledgements of pipelined IOTLB messages (n <= FE_MAX_PIPELINED_ACKS)
+ * with as few recvmsg calls as they take to arrive, rather than two each (vt_vu_msg_recv reads a
+ * header, then its payload): they all have one size. Each is checked as soon as it is in, as
+ * recv_ack_locked checks a reply; anything else in its place (another size or request, fds)
+ * breaks the connection there and then.
+ */
+static int recv_acks_locked(struct vt_vu_frontend *fe, unsigned int n)
+{
+	const char *name = vt_vu_request_name(VHOST_USER_IOTLB_MSG);
+	uint8_t acks[FE_MAX_PIPELINED_ACKS * ACK_BYTES];
+	char control[CMSG_SPACE(sizeof(int) * VHOST_USER_MAX_FDS)];
+	size_t have = 0, want = n * ACK_BYTES;
+	unsigned int checked = 0;
+
+	while (checked < n) {
+		int rc = wait_readable_locked(fe, name);
+		if (rc < 0)
+			return rc;
+		struct iovec iov = { .iov_base = acks + have, .iov_len = want - have };
+		struct msghdr mh = {
+			.msg_iov = &iov,
+			.msg_iovlen = 1,
+			.msg_control = control,
+			.msg_controllen = sizeof(control),
+		};
+		ssize_t got = recvmsg(fe->sock, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+		if (got < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK))
+			continue;
+		if (got < 0)
+			return fe_break(fe, -errno, name, strerror(errno));
+		if (got == 0)
+			return fe_break(fe, -ECONNRESET, name, "back-end closed the connection");
+		bool fds = mh.msg_flags & MSG_CTRUNC;
+		for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+			if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+				continue;
+			unsigned int count =
+			    (unsigned int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+			for (unsigned int i = 0; i < count; i++) {
+				int fd;
+				memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+				close(fd);
+			}
+			fds = true;
+		}
+		if (fds)
+			return fe_break(fe, -EPROTO, name, "reply carries fds");
+		have += (size_t)got;
+		/* A header as soon as it is in; its status once that is too. */
+		for (; checked < n; checked++) {
+			size_t at = checked * ACK_BYTES;
+			struct vhost_user_header h;
+			uint64_t status;
+			if (have < at + sizeof(h))
+				break;
+			memcpy(&h, acks + at, sizeof(h));
+			if (!is_iotlb_ack(&h))
+				return fe_break(fe, -EPROTO, name,
+						"not the REPLY_ACK of an IOTLB message where one "
+						"was owed");
+			if (have < at + ACK_BYTES)
+				break;
+			memcpy(&status, acks + at + sizeof(h), sizeof(status));
+			if (status != 0) {
+				vt_log(fe->log, VT_LOG_ERROR,
+				       "%s: back-end refused %s (status %llu)", fe->name, name,
+				       (unsigned long long)status);
+				/*
+				 * The mapping was reported done when it was sent: a refusal found
+				 * now cannot be handed back to whoever mapped, so nothing on this
+				 * connection is trusted after it.
+				 */
+				return fe_break(
+				    fe, -EPROTO, name,
+				    "an UPDATE published ahead of its acknowledgement was refused");
+			}
+		}
+	}
+	return 0;
+}
+
 int fe_collect_acks_locked(struct vt_vu_frontend *fe)
 {
 	while (fe->acks_pending > 0) {
-		int rc = recv_ack_locked(fe, VHOST_USER_IOTLB_MSG);
-		atomic_store_explicit(&fe->acks_pending, fe->acks_pending - 1,
+		unsigned int n = fe->acks_pending < FE_MAX_PIPELINED_ACKS ? fe->acks_pending
+									  : FE_MAX_PIPELINED_ACKS;
+		int rc = recv_acks_locked(fe, n);
+		atomic_store_explicit(&fe->acks_pending, fe->acks_pending - n,
 				      memory_order_relaxed);
-		/*
-		 * The mapping was reported done when it was sent: a refusal found now cannot be
-		 * handed back to whoever mapped, so nothing on this connection is trusted after it.
-		 */
-		if (rc == -EPROTO && !fe->broken)
-			return fe_break(
-			    fe, rc, "IOTLB_MSG",
-			    "an UPDATE published ahead of its acknowledgement was refused");
 		if (rc < 0)
 			return rc;
 	}

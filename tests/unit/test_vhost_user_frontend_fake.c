@@ -154,6 +154,11 @@ struct fake {
 	pthread_mutex_t lock;
 	unsigned int updates, invalidations;
 	struct vhost_iotlb_msg last_update;
+	/*
+	 * The UPDATE (counting from 1) answered with status 1 (a refusal), and the one answered
+	 * with a 4-byte payload (no acknowledgement at all); 0: none.
+	 */
+	unsigned int refuse_update, garble_update;
 	/* The first FAKE_KEPT updates, and whether each asked for a reply. */
 	struct vhost_iotlb_msg kept[FAKE_KEPT];
 	bool kept_need_reply[FAKE_KEPT];
@@ -224,6 +229,12 @@ static void *fake_main(void *arg)
 				}
 				f->updates++;
 				f->last_update = m;
+				v = f->updates == f->refuse_update;
+				if (f->updates == f->garble_update) {
+					uint32_t four = 4;
+					put_msg(f->sock, h.request, REPLY, &four, sizeof(four));
+					h.flags &= ~VHOST_USER_NEED_REPLY;
+				}
 			} else {
 				f->invalidations++;
 			}
@@ -480,4 +491,121 @@ VT_TEST(a_burst_of_maps_reaches_the_backend_as_one_update_each_in_order)
 		close(chan);
 	pthread_mutex_destroy(&f.lock);
 	vt_shm_free(shm);
+}
+
+struct log_lines {
+	pthread_mutex_t lock;
+	char text[4096];
+};
+
+static void keep_log(void *opaque, enum vt_log_level level, const char *message)
+{
+	struct log_lines *l = opaque;
+	pthread_mutex_lock(&l->lock);
+	size_t used = strlen(l->text);
+	snprintf(l->text + used, sizeof(l->text) - used, "%s\n", message);
+	pthread_mutex_unlock(&l->lock);
+}
+
+static bool log_has(struct log_lines *l, const char *what)
+{
+	pthread_mutex_lock(&l->lock);
+	bool has = strstr(l->text, what) != NULL;
+	pthread_mutex_unlock(&l->lock);
+	return has;
+}
+
+/*
+ * A burst's UPDATEs go out without waiting; the acknowledgements owed are read together at the
+ * next request. @garble: the third is answered with a malformed reply instead of a refusal.
+ * Either way the connection is latched broken (the refusal cannot be handed back to whoever
+ * mapped), and from then on the front-end's table alone is the IOMMU.
+ */
+static void third_update_not_acknowledged(bool garble)
+{
+	struct vt_shm *shm;
+	const struct vt_shm_region *r;
+	REQUIRE_EQ(vt_shm_new(&shm), 0);
+	REQUIRE_EQ(vt_shm_add_memfd(shm, SHM_SIZE, SHM_GPA, &r), 0);
+	struct fake f = { .chan = -1 };
+	pthread_mutex_init(&f.lock, NULL);
+	struct log_lines lines = { .lock = PTHREAD_MUTEX_INITIALIZER };
+	struct vt_log log = { .fn = keep_log, .opaque = &lines, .max_level = VT_LOG_ERROR };
+	int sv[2];
+	REQUIRE_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	f.sock = sv[1];
+	REQUIRE_EQ(pthread_create(&f.thread, NULL, fake_main, &f), 0);
+	struct vt_vu_frontend_params p = {
+		.fd = sv[0],
+		.timeout_ms = WAIT_MS,
+		.device_id = VIRTIO_ID_RNG,
+		.supported = F(VERSION_1) | F(ACCESS_PLATFORM),
+		.platform_dma = VT_DMA_IOMMU_STRICT,
+		.shm = shm,
+		.name = "fe",
+		.log = &log,
+	};
+	struct vt_vu_frontend *fe = NULL;
+	REQUIRE_EQ(vt_vu_frontend_connect(&p, &fe), 0);
+	REQUIRE_EQ(vt_vu_frontend_negotiate(fe), 0);
+	struct vt_dma *dma = vt_vu_frontend_dma(fe);
+	REQUIRE(dma);
+
+	enum { N = 5 };
+	struct iovec bufs[N];
+	uint64_t bus[N];
+	for (unsigned int i = 0; i < N; i++) {
+		void *b;
+		REQUIRE_EQ(vt_shm_alloc(shm, 64, 64, &b), 0);
+		bufs[i] = (struct iovec){ b, 64 };
+	}
+	pthread_mutex_lock(&f.lock);
+	if (garble)
+		f.garble_update = f.updates + 3;
+	else
+		f.refuse_update = f.updates + 3;
+	pthread_mutex_unlock(&f.lock);
+	int error = 0;
+	CHECK_EQ(vt_dma_map_burst(dma, bufs, N, VT_DMA_TO_DEVICE, bus, &error), N);
+	CHECK_EQ(wait_updates(&f, f.updates + 0 + N, NULL) >= N, true);
+	CHECK(!log_has(&lines, "refused") && !log_has(&lines, "REPLY_ACK"));
+
+	/* The next request reads the acknowledgements owed: the third breaks the connection. */
+	struct vt_vu_frontend_stats before, after;
+	vt_vu_frontend_get_stats(fe, &before);
+	CHECK_EQ(vt_dma_unmap(dma, bus[0], 64, VT_DMA_TO_DEVICE), 0);
+	if (garble)
+		CHECK(log_has(&lines, "not the REPLY_ACK of an IOTLB message where one was owed"));
+	else
+		CHECK(log_has(&lines,
+			      "an UPDATE published ahead of its acknowledgement was refused"));
+	/* Nothing more goes to that back-end; the table still maps and unmaps. */
+	vt_vu_frontend_get_stats(fe, &after);
+	CHECK_EQ(after.requests, before.requests);
+	for (unsigned int i = 1; i < N; i++)
+		CHECK_EQ(vt_dma_unmap(dma, bus[i], 64, VT_DMA_TO_DEVICE), 0);
+	vt_vu_frontend_get_stats(fe, &after);
+	CHECK_EQ(after.mappings, 0);
+	CHECK_EQ(after.requests, before.requests);
+
+	for (unsigned int i = 0; i < N; i++)
+		vt_shm_release(shm, bufs[i].iov_base, 64);
+	vt_vu_frontend_close(fe);
+	pthread_join(f.thread, NULL);
+	close(sv[1]);
+	int chan = atomic_load(&f.chan);
+	if (chan >= 0)
+		close(chan);
+	pthread_mutex_destroy(&f.lock);
+	vt_shm_free(shm);
+}
+
+VT_TEST(a_refused_pipelined_update_breaks_the_connection_at_the_next_request)
+{
+	third_update_not_acknowledged(false);
+}
+
+VT_TEST(a_malformed_reply_where_an_acknowledgement_was_owed_breaks_the_connection)
+{
+	third_update_not_acknowledged(true);
 }
