@@ -297,32 +297,68 @@ static int64_t channel_call(int chan, uint32_t request, const void *payload, uin
 	return (int64_t)v;
 }
 
-VT_TEST(misses_are_answered_only_for_mapped_addresses_with_that_access)
-{
-	int fds_before = vu_count_fds(), maps_before = vu_count_memfd_maps();
+/* A front-end in strict mode, over shared memory of its own, connected to a fake on a thread. */
+struct fake_rig {
 	struct vt_shm *shm;
-	const struct vt_shm_region *r;
-	REQUIRE_EQ(vt_shm_new(&shm), 0);
-	REQUIRE_EQ(vt_shm_add_memfd(shm, SHM_SIZE, SHM_GPA, &r), 0);
-	struct fake f = { .chan = -1 };
-	pthread_mutex_init(&f.lock, NULL);
+	struct fake f;
 	int sv[2];
-	REQUIRE_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-	f.sock = sv[1];
-	REQUIRE_EQ(pthread_create(&f.thread, NULL, fake_main, &f), 0);
+	struct vt_vu_frontend *fe;
+};
+
+/* Starts the fake and connects and negotiates the front-end, which logs through @log. */
+static int fake_rig_start(struct fake_rig *g, const struct vt_log *log)
+{
+	const struct vt_shm_region *r;
+
+	*g = (struct fake_rig){ .f = { .chan = -1 }, .sv = { -1, -1 } };
+	pthread_mutex_init(&g->f.lock, NULL);
+	int rc = vt_shm_new(&g->shm);
+	if (rc == 0)
+		rc = vt_shm_add_memfd(g->shm, SHM_SIZE, SHM_GPA, &r);
+	if (rc == 0 && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, g->sv) < 0)
+		rc = -errno;
+	if (rc < 0)
+		return rc;
+	g->f.sock = g->sv[1];
+	rc = -pthread_create(&g->f.thread, NULL, fake_main, &g->f);
+	if (rc < 0)
+		return rc;
 	struct vt_vu_frontend_params p = {
-		.fd = sv[0],
+		.fd = g->sv[0],
 		.timeout_ms = WAIT_MS,
 		.device_id = VIRTIO_ID_RNG,
 		.supported = F(VERSION_1) | F(ACCESS_PLATFORM),
 		.platform_dma = VT_DMA_IOMMU_STRICT,
-		.shm = shm,
+		.shm = g->shm,
 		.name = "fe",
+		.log = log,
 	};
-	struct vt_vu_frontend *fe = NULL;
-	REQUIRE_EQ(vt_vu_frontend_connect(&p, &fe), 0);
-	REQUIRE_EQ(vt_vu_frontend_negotiate(fe), 0);
-	int chan = atomic_load(&f.chan);
+	rc = vt_vu_frontend_connect(&p, &g->fe);
+	return rc < 0 ? rc : vt_vu_frontend_negotiate(g->fe);
+}
+
+/* Closes the front-end, which ends the fake, and frees the rest. */
+static void fake_rig_finish(struct fake_rig *g)
+{
+	vt_vu_frontend_close(g->fe);
+	pthread_join(g->f.thread, NULL);
+	close(g->sv[1]);
+	int chan = atomic_load(&g->f.chan);
+	if (chan >= 0)
+		close(chan);
+	pthread_mutex_destroy(&g->f.lock);
+	vt_shm_free(g->shm);
+}
+
+VT_TEST(misses_are_answered_only_for_mapped_addresses_with_that_access)
+{
+	int fds_before = vu_count_fds(), maps_before = vu_count_memfd_maps();
+	struct fake_rig g;
+	REQUIRE_EQ(fake_rig_start(&g, NULL), 0);
+	struct fake *f = &g.f;
+	struct vt_vu_frontend *fe = g.fe;
+	struct vt_shm *shm = g.shm;
+	int chan = atomic_load(&f->chan);
 	REQUIRE(chan >= 0);
 	struct timeval tv = { .tv_sec = WAIT_MS / 1000 };
 	setsockopt(chan, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
@@ -334,7 +370,7 @@ VT_TEST(misses_are_answered_only_for_mapped_addresses_with_that_access)
 	struct vt_dma *dma = vt_vu_frontend_dma(fe);
 	REQUIRE_EQ(vt_dma_map(dma, buf, 4096, VT_DMA_TO_DEVICE, &iova), 0);
 	struct vhost_iotlb_msg last;
-	CHECK_EQ(wait_updates(&f, 1, &last), 1);
+	CHECK_EQ(wait_updates(f, 1, &last), 1);
 	CHECK_EQ(last.iova, iova);
 	CHECK_EQ(last.size, 4096);
 	CHECK_EQ(last.uaddr, (uint64_t)(uintptr_t)buf);
@@ -343,7 +379,7 @@ VT_TEST(misses_are_answered_only_for_mapped_addresses_with_that_access)
 	/* A read miss inside it: answered with the whole mapping, read-only. */
 	struct vhost_iotlb_msg m = miss(iova + 100, VHOST_ACCESS_RO);
 	CHECK_EQ(channel_call(chan, VHOST_USER_BACKEND_IOTLB_MSG, &m, sizeof(m)), 0);
-	CHECK_EQ(fake_updates(&f, &last), 2);
+	CHECK_EQ(fake_updates(f, &last), 2);
 	CHECK_EQ(last.iova, iova);
 	CHECK_EQ(last.perm, VHOST_ACCESS_RO);
 
@@ -357,7 +393,7 @@ VT_TEST(misses_are_answered_only_for_mapped_addresses_with_that_access)
 	}
 	m = miss(iova + 4096, VHOST_ACCESS_RO); /* one past the end */
 	CHECK_EQ(channel_call(chan, VHOST_USER_BACKEND_IOTLB_MSG, &m, sizeof(m)), 0);
-	CHECK_EQ(fake_updates(&f, NULL), 2);
+	CHECK_EQ(fake_updates(f, NULL), 2);
 	struct vt_vu_frontend_stats st;
 	vt_vu_frontend_get_stats(fe, &st);
 	CHECK_EQ(st.misses, storm + 3);
@@ -369,7 +405,7 @@ VT_TEST(misses_are_answered_only_for_mapped_addresses_with_that_access)
 	REQUIRE_EQ(vt_dma_unmap(dma, iova, 4096, VT_DMA_TO_DEVICE), 0);
 	m = miss(iova, VHOST_ACCESS_RO);
 	CHECK_EQ(channel_call(chan, VHOST_USER_BACKEND_IOTLB_MSG, &m, sizeof(m)), 0);
-	CHECK_EQ(fake_updates(&f, NULL), 2);
+	CHECK_EQ(fake_updates(f, NULL), 2);
 	vt_vu_frontend_get_stats(fe, &st);
 	CHECK_EQ(st.mappings, 0);
 
@@ -391,40 +427,18 @@ VT_TEST(misses_are_answered_only_for_mapped_addresses_with_that_access)
 	CHECK_EQ(recv(chan, &c, 1, 0), 0);
 
 	vt_shm_release(shm, buf, 4096);
-	vt_vu_frontend_close(fe);
-	pthread_join(f.thread, NULL);
-	close(sv[1]);
-	close(chan);
-	pthread_mutex_destroy(&f.lock);
-	vt_shm_free(shm);
+	fake_rig_finish(&g);
 	CHECK_EQ(vu_count_fds(), fds_before);
 	CHECK_EQ(vu_count_memfd_maps(), maps_before);
 }
 
 VT_TEST(a_burst_of_maps_reaches_the_backend_as_one_update_each_in_order)
 {
-	struct vt_shm *shm;
-	const struct vt_shm_region *r;
-	REQUIRE_EQ(vt_shm_new(&shm), 0);
-	REQUIRE_EQ(vt_shm_add_memfd(shm, SHM_SIZE, SHM_GPA, &r), 0);
-	struct fake f = { .chan = -1 };
-	pthread_mutex_init(&f.lock, NULL);
-	int sv[2];
-	REQUIRE_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-	f.sock = sv[1];
-	REQUIRE_EQ(pthread_create(&f.thread, NULL, fake_main, &f), 0);
-	struct vt_vu_frontend_params p = {
-		.fd = sv[0],
-		.timeout_ms = WAIT_MS,
-		.device_id = VIRTIO_ID_RNG,
-		.supported = F(VERSION_1) | F(ACCESS_PLATFORM),
-		.platform_dma = VT_DMA_IOMMU_STRICT,
-		.shm = shm,
-		.name = "fe",
-	};
-	struct vt_vu_frontend *fe = NULL;
-	REQUIRE_EQ(vt_vu_frontend_connect(&p, &fe), 0);
-	REQUIRE_EQ(vt_vu_frontend_negotiate(fe), 0);
+	struct fake_rig g;
+	REQUIRE_EQ(fake_rig_start(&g, NULL), 0);
+	struct fake *f = &g.f;
+	struct vt_vu_frontend *fe = g.fe;
+	struct vt_shm *shm = g.shm;
 	struct vt_dma *dma = vt_vu_frontend_dma(fe);
 	REQUIRE(dma);
 
@@ -442,26 +456,26 @@ VT_TEST(a_burst_of_maps_reaches_the_backend_as_one_update_each_in_order)
 	int error = 0;
 	CHECK_EQ(vt_dma_map_burst(dma, bufs, N, VT_DMA_FROM_DEVICE, bus, &error), N);
 	CHECK_EQ(error, 0);
-	CHECK_EQ(wait_updates(&f, N, NULL), N);
+	CHECK_EQ(wait_updates(f, N, NULL), N);
 	vt_vu_frontend_get_stats(fe, &after);
 	CHECK_EQ(after.iotlb_updates - before.iotlb_updates, N);
 	CHECK_EQ(after.mappings, N);
 
 	/* One UPDATE per buffer, in the burst's order, each its own whole page, write-only. */
-	pthread_mutex_lock(&f.lock);
-	unsigned int first = f.updates - N;
+	pthread_mutex_lock(&f->lock);
+	unsigned int first = f->updates - N;
 	for (unsigned int i = 0; i < N; i++) {
-		const struct vhost_iotlb_msg *m = &f.kept[first + i];
+		const struct vhost_iotlb_msg *m = &f->kept[first + i];
 		uint64_t addr = (uint64_t)(uintptr_t)bufs[i].iov_base;
 		CHECK_EQ(m->type, VHOST_IOTLB_UPDATE);
 		CHECK_EQ(m->iova, bus[i] & ~4095ull);
 		CHECK_EQ(m->size, 4096);
 		CHECK_EQ(m->uaddr, addr & ~4095ull);
 		CHECK_EQ(m->perm, VHOST_ACCESS_WO);
-		CHECK(f.kept_need_reply[first + i]);
+		CHECK(f->kept_need_reply[first + i]);
 		CHECK_EQ(bus[i] & 4095, addr & 4095);
 	}
-	pthread_mutex_unlock(&f.lock);
+	pthread_mutex_unlock(&f->lock);
 	/* The front-end's own table has them too: what it answers misses from. */
 	void *hva;
 	for (unsigned int i = 0; i < N; i++) {
@@ -483,14 +497,7 @@ VT_TEST(a_burst_of_maps_reaches_the_backend_as_one_update_each_in_order)
 
 	for (unsigned int i = 0; i < N; i++)
 		vt_shm_release(shm, bufs[i].iov_base, 256);
-	vt_vu_frontend_close(fe);
-	pthread_join(f.thread, NULL);
-	close(sv[1]);
-	int chan = atomic_load(&f.chan);
-	if (chan >= 0)
-		close(chan);
-	pthread_mutex_destroy(&f.lock);
-	vt_shm_free(shm);
+	fake_rig_finish(&g);
 }
 
 struct log_lines {
@@ -523,31 +530,13 @@ static bool log_has(struct log_lines *l, const char *what)
  */
 static void third_update_not_acknowledged(bool garble)
 {
-	struct vt_shm *shm;
-	const struct vt_shm_region *r;
-	REQUIRE_EQ(vt_shm_new(&shm), 0);
-	REQUIRE_EQ(vt_shm_add_memfd(shm, SHM_SIZE, SHM_GPA, &r), 0);
-	struct fake f = { .chan = -1 };
-	pthread_mutex_init(&f.lock, NULL);
 	struct log_lines lines = { .lock = PTHREAD_MUTEX_INITIALIZER };
 	struct vt_log log = { .fn = keep_log, .opaque = &lines, .max_level = VT_LOG_ERROR };
-	int sv[2];
-	REQUIRE_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-	f.sock = sv[1];
-	REQUIRE_EQ(pthread_create(&f.thread, NULL, fake_main, &f), 0);
-	struct vt_vu_frontend_params p = {
-		.fd = sv[0],
-		.timeout_ms = WAIT_MS,
-		.device_id = VIRTIO_ID_RNG,
-		.supported = F(VERSION_1) | F(ACCESS_PLATFORM),
-		.platform_dma = VT_DMA_IOMMU_STRICT,
-		.shm = shm,
-		.name = "fe",
-		.log = &log,
-	};
-	struct vt_vu_frontend *fe = NULL;
-	REQUIRE_EQ(vt_vu_frontend_connect(&p, &fe), 0);
-	REQUIRE_EQ(vt_vu_frontend_negotiate(fe), 0);
+	struct fake_rig g;
+	REQUIRE_EQ(fake_rig_start(&g, &log), 0);
+	struct fake *f = &g.f;
+	struct vt_vu_frontend *fe = g.fe;
+	struct vt_shm *shm = g.shm;
 	struct vt_dma *dma = vt_vu_frontend_dma(fe);
 	REQUIRE(dma);
 
@@ -559,15 +548,15 @@ static void third_update_not_acknowledged(bool garble)
 		REQUIRE_EQ(vt_shm_alloc(shm, 64, 64, &b), 0);
 		bufs[i] = (struct iovec){ b, 64 };
 	}
-	pthread_mutex_lock(&f.lock);
+	pthread_mutex_lock(&f->lock);
 	if (garble)
-		f.garble_update = f.updates + 3;
+		f->garble_update = f->updates + 3;
 	else
-		f.refuse_update = f.updates + 3;
-	pthread_mutex_unlock(&f.lock);
+		f->refuse_update = f->updates + 3;
+	pthread_mutex_unlock(&f->lock);
 	int error = 0;
 	CHECK_EQ(vt_dma_map_burst(dma, bufs, N, VT_DMA_TO_DEVICE, bus, &error), N);
-	CHECK_EQ(wait_updates(&f, f.updates + 0 + N, NULL) >= N, true);
+	CHECK_EQ(wait_updates(f, f->updates + 0 + N, NULL) >= N, true);
 	CHECK(!log_has(&lines, "refused") && !log_has(&lines, "REPLY_ACK"));
 
 	/* The next request reads the acknowledgements owed: the third breaks the connection. */
@@ -590,14 +579,7 @@ static void third_update_not_acknowledged(bool garble)
 
 	for (unsigned int i = 0; i < N; i++)
 		vt_shm_release(shm, bufs[i].iov_base, 64);
-	vt_vu_frontend_close(fe);
-	pthread_join(f.thread, NULL);
-	close(sv[1]);
-	int chan = atomic_load(&f.chan);
-	if (chan >= 0)
-		close(chan);
-	pthread_mutex_destroy(&f.lock);
-	vt_shm_free(shm);
+	fake_rig_finish(&g);
 }
 
 VT_TEST(a_refused_pipelined_update_breaks_the_connection_at_the_next_request)

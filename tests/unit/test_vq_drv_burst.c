@@ -498,6 +498,23 @@ static void strict_pair_destroy(struct strict_pair *p)
 }
 
 /*
+ * Posts @n readable buffers in one burst and kicks: how many maps the DMA statistics gained, or
+ * -1 when the burst did not post them all.
+ */
+static long long post_counting_maps(struct strict_pair *p, const struct iovec *sg, unsigned int n,
+				    void *const *tokens)
+{
+	struct vt_dma_stats before, after;
+
+	vt_dma_get_stats(p->dma, &before);
+	if (vt_vq_drv_add_burst(p->drv, sg, n, false, tokens) != (int)n)
+		return -1;
+	vt_vq_drv_kick_prepare(p->drv);
+	vt_dma_get_stats(p->dma, &after);
+	return (long long)(after.maps - before.maps);
+}
+
+/*
  * Strict DMA under bursts: a burst's maps and unmaps form one DMA batch. The device reaches
  * every buffer through the IOTLB while it is posted; once vt_vq_drv_get_burst returns, no
  * collected buffer's IOVA translates any more, and the burst's invalidations left together
@@ -521,12 +538,8 @@ static void strict_bursts(bool packed)
 			sg[i] = (struct iovec){ b, LEN };
 			tokens[i] = b;
 		}
+		REQUIRE_EQ(post_counting_maps(&p, sg, N, tokens), N); /* each counted once */
 		struct vt_dma_stats before, after;
-		vt_dma_get_stats(p.dma, &before);
-		REQUIRE_EQ(vt_vq_drv_add_burst(p.drv, sg, N, false, tokens), N);
-		vt_vq_drv_kick_prepare(p.drv);
-		vt_dma_get_stats(p.dma, &after);
-		CHECK_EQ(after.maps - before.maps, N); /* each counted once */
 		REQUIRE_EQ(vt_vq_dev_pop_burst(p.dev, chains, iov, 1, N), N);
 		for (unsigned int i = 0; i < N; i++)
 			/* The device reads the driver's bytes through its IOTLB mapping. */
@@ -675,12 +688,7 @@ static void long_iommu_bursts(bool packed, enum vt_dma_mode mode)
 			sg[i] = (struct iovec){ b, LEN };
 			tokens[i] = b;
 		}
-		struct vt_dma_stats before, after;
-		vt_dma_get_stats(p.dma, &before);
-		REQUIRE_EQ(vt_vq_drv_add_burst(p.drv, sg, N, false, tokens), N);
-		vt_vq_drv_kick_prepare(p.drv);
-		vt_dma_get_stats(p.dma, &after);
-		CHECK_EQ(after.maps - before.maps, N);
+		REQUIRE_EQ(post_counting_maps(&p, sg, N, tokens), N);
 		CHECK_EQ(buffers_reachable(p.feed.iotlb, mem, N * 4096), N);
 		REQUIRE_EQ(vt_vq_dev_pop_burst(p.dev, chains, iov, 1, N), N);
 		unsigned int wrong = 0;
