@@ -1554,6 +1554,15 @@ static unsigned int bus_overlaps(const struct iovec *bufs, const uint64_t *bus, 
 	return bad;
 }
 
+/* Whether the DMA object counted @maps maps and @failures failed ones, so far. */
+static bool map_counts_are(struct fixture *f, uint64_t maps, uint64_t failures)
+{
+	struct vt_dma_stats st;
+
+	vt_dma_get_stats(f->dma, &st);
+	return st.maps == maps && st.map_failures == failures;
+}
+
 /* How many of the @n mappings the device does not read as the driver's bytes. */
 static unsigned int unseen(struct fixture *f, const struct iovec *bufs, const uint64_t *bus,
 			   unsigned int n)
@@ -1748,10 +1757,7 @@ static void burst_stops_at_a_buffer_outside_shared_memory(enum vt_dma_mode mode,
 	CHECK_EQ(device_entries(&f.dev), 2);
 	for (unsigned int i = 0; i < 2; i++)
 		CHECK(device_sees(&f, bus[i], bufs[i].iov_base, bufs[i].iov_len));
-	struct vt_dma_stats st;
-	vt_dma_get_stats(f.dma, &st);
-	CHECK_EQ(st.maps, 2);
-	CHECK_EQ(st.map_failures, 1);
+	CHECK(map_counts_are(&f, 2, 1));
 	CHECK_EQ(unmap_all(&f, bufs, bus, 2), 0);
 	CHECK_EQ(vt_dma_flush(f.dma), 0);
 	CHECK_EQ(device_entries(&f.dev), 0);
@@ -1889,10 +1895,7 @@ static void burst_stops_at_a_buffer_map_refuses(enum vt_dma_mode mode,
 	CHECK_EQ(vt_dma_map_burst(f.dma, bufs + 2, 2, (enum vt_dma_dir)0, bus, &error), 0);
 	CHECK_EQ(error, -EINVAL);
 	CHECK_EQ(f.dev.updates, 3);
-	struct vt_dma_stats st;
-	vt_dma_get_stats(f.dma, &st);
-	CHECK_EQ(st.maps, 3);
-	CHECK_EQ(st.map_failures, 3);
+	CHECK(map_counts_are(&f, 3, 3));
 	CHECK_EQ(f.log_seen.errors, 3);
 	teardown(&f);
 	CHECK_EQ(f.log_seen.warnings, 0);
@@ -1919,10 +1922,7 @@ static void burst_runs_out_of_iova_space(enum vt_dma_mode mode, const struct vt_
 	CHECK_EQ(f.dev.updates, ROOM);
 	for (unsigned int i = 0; i < ROOM; i++)
 		CHECK(device_sees(&f, bus[i], bufs[i].iov_base, 64));
-	struct vt_dma_stats st;
-	vt_dma_get_stats(f.dma, &st);
-	CHECK_EQ(st.maps, ROOM);
-	CHECK_EQ(st.map_failures, 1);
+	CHECK(map_counts_are(&f, ROOM, 1));
 	CHECK_EQ(unmap_all(&f, bufs, bus, ROOM), 0);
 	error = ERROR_UNTOUCHED;
 	CHECK_EQ(vt_dma_map_burst(f.dma, bufs + ROOM, N - ROOM, VT_DMA_TO_DEVICE, bus, &error),
@@ -1954,10 +1954,7 @@ static void empty_burst(enum vt_dma_mode mode, const struct vt_dma_iotlb_ops *op
 	CHECK_EQ(vt_dma_map_burst(f.dma, &buf, 0, VT_DMA_TO_DEVICE, &bus, &error), 0);
 	CHECK_EQ(error, ERROR_UNTOUCHED);
 	CHECK_EQ(f.dev.updates, 0);
-	struct vt_dma_stats st;
-	vt_dma_get_stats(f.dma, &st);
-	CHECK_EQ(st.maps, 0);
-	CHECK_EQ(st.map_failures, 0);
+	CHECK(map_counts_are(&f, 0, 0));
 	teardown(&f);
 	CHECK_EQ(f.log_seen.errors, 0);
 }
@@ -1994,10 +1991,7 @@ VT_TEST(a_transport_that_stops_a_burst_without_an_error_fails_it_with_eio)
 		    N - 2);
 		CHECK_EQ(f.dev.stale_updates, 0);
 		CHECK_EQ(unmap_all(&f, bufs, bus, N), 0);
-		struct vt_dma_stats st;
-		vt_dma_get_stats(f.dma, &st);
-		CHECK_EQ(st.maps, N);
-		CHECK_EQ(st.map_failures, 1);
+		CHECK(map_counts_are(&f, N, 1));
 		teardown(&f);
 	}
 }
@@ -2027,9 +2021,6 @@ VT_TEST(premapped_map_burst_gives_the_bus_addresses_map_gives)
 	bufs[1] = (struct iovec){ private_buffer, sizeof(private_buffer) };
 	CHECK_EQ(vt_dma_map_burst(f.dma, bufs, N, VT_DMA_TO_DEVICE, bus, &error), 1);
 	CHECK_EQ(error, -EFAULT);
-	struct vt_dma_stats st;
-	vt_dma_get_stats(f.dma, &st);
-	CHECK_EQ(st.maps, 2 * N + 1);
-	CHECK_EQ(st.map_failures, 1);
+	CHECK(map_counts_are(&f, 2 * N + 1, 1));
 	teardown(&f);
 }
