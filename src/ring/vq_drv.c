@@ -125,15 +125,59 @@ void vq_drv_unmap_segments(struct vt_vq_drv *vq, const struct vq_desc_shadow *sh
 		vt_dma_count(&vq->dma->stats.unmaps, unmapped);
 }
 
+/*
+ * Maps @sg[0..count) into @shadow, all in one direction, in bursts (the modes that publish a
+ * translation per map then publish a run of segments at once): how many were mapped, the first
+ * ones; on fewer, *@error says why.
+ */
+static unsigned int map_run(struct vt_vq_drv *vq, const struct iovec *sg, unsigned int count,
+			    bool writable, struct vq_desc_shadow *shadow, int *error)
+{
+	uint64_t bus[VQ_DRV_MAP_BURST];
+	unsigned int done = 0;
+
+	while (done < count) {
+		unsigned int n = count - done < VQ_DRV_MAP_BURST ? count - done : VQ_DRV_MAP_BURST;
+		unsigned int mapped =
+		    vt_dma_map_burst(vq->dma, &sg[done], n,
+				     writable ? VT_DMA_FROM_DEVICE : VT_DMA_TO_DEVICE, bus, error);
+		for (unsigned int i = 0; i < mapped; i++) {
+			struct vq_desc_shadow *sh = &shadow[done + i];
+			sh->bus = bus[i];
+			sh->len = (uint32_t)sg[done + i].iov_len;
+			sh->flags = writable ? VIRTQ_DESC_F_WRITE : 0;
+		}
+		done += mapped;
+		if (mapped < n)
+			break;
+	}
+	return done;
+}
+
 int vq_drv_map_segments(struct vt_vq_drv *vq, const struct iovec *sg, unsigned int nreadable,
 			unsigned int nwritable, struct vq_desc_shadow *shadow)
 {
-	for (unsigned int i = 0; i < nreadable + nwritable; i++) {
-		int ret = vq_drv_map_one(vq, &sg[i], i >= nreadable, &shadow[i]);
-		if (ret < 0) {
-			vq_drv_unmap_segments(vq, shadow, i);
-			return ret;
+	unsigned int count = nreadable + nwritable;
+
+	/* The linear modes map inline, segment by segment. */
+	if (vq->dma->linear_count) {
+		for (unsigned int i = 0; i < count; i++) {
+			int ret = vq_drv_map_one(vq, &sg[i], i >= nreadable, &shadow[i]);
+			if (ret < 0) {
+				vq_drv_unmap_segments(vq, shadow, i);
+				return ret;
+			}
 		}
+		return 0;
+	}
+	/* The others map each direction's run together. */
+	int error = 0;
+	unsigned int mapped = map_run(vq, sg, nreadable, false, shadow, &error);
+	if (mapped == nreadable)
+		mapped += map_run(vq, sg + nreadable, nwritable, true, shadow + nreadable, &error);
+	if (mapped < count) {
+		vq_drv_unmap_segments(vq, shadow, mapped);
+		return error;
 	}
 	return 0;
 }

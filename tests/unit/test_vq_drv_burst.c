@@ -446,11 +446,12 @@ enum { STRICT_SHM = 1u << 20 };
  * A pair of @num entries over @mode, its IOTLB of @iotlb_entries (0: the default; a full one
  * refuses updates, quietly). Set up when p->dev is.
  */
-static void iommu_pair_init(struct strict_pair *p, bool packed, enum vt_dma_mode mode,
-			    unsigned int num, unsigned int iotlb_entries)
+/* With @extra features (INDIRECT_DESC) on top of the ring's. */
+static void iommu_pair_init_with(struct strict_pair *p, bool packed, enum vt_dma_mode mode,
+				 unsigned int num, unsigned int iotlb_entries, uint64_t extra)
 {
 	uint64_t features = VT_BIT(VIRTIO_F_VERSION_1) | VT_BIT(VIRTIO_F_ACCESS_PLATFORM) |
-			    (packed ? VT_BIT(VIRTIO_F_RING_PACKED) : 0);
+			    (packed ? VT_BIT(VIRTIO_F_RING_PACKED) : 0) | extra;
 
 	*p = (struct strict_pair){ 0 };
 	p->log =
@@ -480,6 +481,12 @@ static void iommu_pair_init(struct strict_pair *p, bool packed, enum vt_dma_mode
 					.log = &p->log };
 	vt_vq_drv_addrs(p->drv, &dvp.desc_addr, &dvp.driver_addr, &dvp.device_addr);
 	REQUIRE_EQ(vt_vq_dev_new(&dvp, &p->dev), 0);
+}
+
+static void iommu_pair_init(struct strict_pair *p, bool packed, enum vt_dma_mode mode,
+			    unsigned int num, unsigned int iotlb_entries)
+{
+	iommu_pair_init_with(p, packed, mode, num, iotlb_entries, 0);
 }
 
 static void strict_pair_init(struct strict_pair *p, bool packed)
@@ -830,4 +837,57 @@ VT_TEST(strict_burst_the_device_iotlb_fills_up_in_posts_the_buffers_it_took)
 {
 	iotlb_full_midway(false);
 	iotlb_full_midway(true);
+}
+
+/*
+ * A buffer of three readable and two writable segments whose segment @bad the DMA cannot map
+ * (outside shared memory), as a chain or (@indirect) an indirect table, whose segments are
+ * mapped a direction's run at a time: the add fails with -EFAULT, and every segment mapped
+ * before it is unmapped again (strict: the device no longer reaches it).
+ */
+static void chain_map_failure(bool packed, bool indirect, unsigned int bad)
+{
+	enum { NR = 3, NW = 2, N = NR + NW };
+	static uint8_t private_buffer[LEN]; /* the driver's own: not shared */
+	struct strict_pair p;
+	struct iovec sg[N];
+
+	iommu_pair_init_with(&p, packed, VT_DMA_IOMMU_STRICT, QSIZE, 0,
+			     indirect ? VT_BIT(VIRTIO_F_INDIRECT_DESC) : 0);
+	REQUIRE(p.dev != NULL);
+	uint8_t *mem = (uint8_t *)p.region->hva + STRICT_SHM / 2;
+	for (unsigned int i = 0; i < N; i++)
+		sg[i] = (struct iovec){ mem + (size_t)i * 4096, LEN };
+	sg[bad] = (struct iovec){ private_buffer, LEN };
+	CHECK_EQ(vt_vq_drv_add(p.drv, sg, NR, NW, mem), -EFAULT);
+	CHECK(!vt_vq_drv_is_broken(p.drv));
+	struct vt_dma_stats st;
+	vt_dma_get_stats(p.dma, &st);
+	CHECK_EQ(st.maps, bad);
+	CHECK_EQ(st.unmaps, bad);
+	CHECK_EQ(buffers_reachable(p.feed.iotlb, mem, N * 4096), 0);
+	/* Whole again, the chain posts, each run with its direction's permission. */
+	sg[bad] = (struct iovec){ mem + (size_t)bad * 4096, LEN };
+	REQUIRE_EQ(vt_vq_drv_add(p.drv, sg, NR, NW, mem), 0);
+	CHECK_EQ(buffers_reachable(p.feed.iotlb, mem, N * 4096), N);
+	vt_vq_drv_kick_prepare(p.drv);
+	struct vt_vq_chain chain;
+	struct iovec iov[N];
+	REQUIRE_EQ(vt_vq_dev_pop(p.dev, &chain, iov, N), 0);
+	CHECK_EQ(chain.nreadable, NR);
+	CHECK_EQ(chain.nwritable, NW);
+	CHECK_EQ(chain.ndesc, indirect ? 1 : N); /* an indirect table: one descriptor */
+	CHECK(!vt_vq_dev_is_broken(p.dev));
+	strict_pair_destroy(&p);
+}
+
+VT_TEST(a_buffer_the_dma_cannot_map_whole_is_refused_with_nothing_left_mapped)
+{
+	for (int packed = 0; packed < 2; packed++) {
+		for (int indirect = 0; indirect < 2; indirect++) {
+			chain_map_failure(packed, indirect, 1); /* in the readable run */
+			/* In the writable run, after the readable one was mapped. */
+			chain_map_failure(packed, indirect, 4);
+		}
+	}
 }
