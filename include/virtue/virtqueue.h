@@ -249,6 +249,18 @@ bool vt_vq_drv_kick_prepare(struct vt_vq_drv *vq);
 int vt_vq_drv_get(struct vt_vq_drv *vq, void **token, uint32_t *len);
 
 /*
+ * vt_vq_drv_collect_begin, vt_vq_drv_collect_end - bracket several vt_vq_drv_get calls made by
+ * one thread (a caller that checks each buffer as it collects it), as vt_vq_drv_get_burst
+ * brackets its own: the queue's DMA batch (vt_dma_batch_begin), so that strict IOMMU mode
+ * invalidates their buffers together, with one wait, at the end. Until collect_end returns, the
+ * device may still reach those buffers: none may be reused or read as the device's answer
+ * before then. collect_end returns vt_dma_batch_end's result (a failed invalidation leaves the
+ * IOVAs reserved, and was logged).
+ */
+void vt_vq_drv_collect_begin(struct vt_vq_drv *vq);
+int vt_vq_drv_collect_end(struct vt_vq_drv *vq);
+
+/*
  * Collects up to @max used buffers as @max calls of vt_vq_drv_get would: tokens[i] and lens[i].
  * Returns how many (0: none used). A violation ends the burst: the buffers before it are
  * returned, the queue is broken, and -EPROTO comes back when nothing was collected.

@@ -460,35 +460,62 @@ static void complete(struct vt_blk_driver_queue *q, struct blk_slot *s, uint32_t
 	slot_put(q, s);
 }
 
+/* Completions collected at a time: a chunk's buffers are invalidated together (strict DMA). */
+#define POLL_CHUNK 32u
+
 int vt_blk_driver_queue_poll(struct vt_blk_driver_queue *q, struct vt_blk_completion *out,
 			     unsigned int max)
 {
 	struct vt_vq_drv_stats vs;
 	unsigned int n = 0;
+	int err = 0;
 
-	while (n < max) {
-		void *token;
-		uint32_t len;
-		int ret = vt_vq_drv_get(q->vq, &token, &len);
-		if (ret == -EAGAIN)
-			break;
-		if (ret < 0)
-			return n ? (int)n : ret;
-		struct blk_slot *s = slot_of(q, token);
-		if (!s) {
-			/* Someone else posted on this ring: nothing of ours to report. */
-			vt_log(q->log, VT_LOG_ERROR,
-			       "%s: a used buffer that this engine did not post (token %p)",
-			       q->name, token);
-			continue;
+	while (n < max && !err) {
+		struct {
+			struct blk_slot *s;
+			uint32_t len;
+			bool over;
+		} got[POLL_CHUNK];
+		unsigned int k = 0, want = min_u(max - n, POLL_CHUNK);
+		/*
+		 * Collected first, completed after: with strict IOMMU DMA the device may reach a
+		 * buffer until the collection ends (its invalidation published with the others'),
+		 * so no request goes back to its caller, nor its slot to the pool, before then.
+		 */
+		vt_vq_drv_collect_begin(q->vq);
+		while (k < want) {
+			void *token;
+			uint32_t len;
+			int ret = vt_vq_drv_get(q->vq, &token, &len);
+			if (ret == -EAGAIN)
+				break;
+			if (ret < 0) {
+				err = ret;
+				break;
+			}
+			struct blk_slot *s = slot_of(q, token);
+			if (!s) {
+				/* Someone else posted on this ring: nothing of ours to report. */
+				vt_log(q->log, VT_LOG_ERROR,
+				       "%s: a used buffer that this engine did not post (token %p)",
+				       q->name, token);
+				continue;
+			}
+			/* The virtqueue clamps an over-long length and counts it: a rise is this
+			 * one. */
+			vt_vq_drv_get_stats(q->vq, &vs);
+			got[k].over = vs.used_len_clamped != q->clamped_seen;
+			q->clamped_seen = vs.used_len_clamped;
+			got[k].s = s;
+			got[k++].len = len;
 		}
-		/* The virtqueue clamps an over-long length and counts it: a rise is this one. */
-		vt_vq_drv_get_stats(q->vq, &vs);
-		bool over = vs.used_len_clamped != q->clamped_seen;
-		q->clamped_seen = vs.used_len_clamped;
-		complete(q, s, len, over, &out[n++]);
+		vt_vq_drv_collect_end(q->vq);
+		for (unsigned int i = 0; i < k; i++)
+			complete(q, got[i].s, got[i].len, got[i].over, &out[n++]);
+		if (k < want)
+			break;
 	}
-	return (int)n;
+	return n || !err ? (int)n : err;
 }
 
 static void cancelled(struct vt_blk_driver_queue *q, struct blk_slot *s,

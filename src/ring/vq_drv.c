@@ -292,6 +292,16 @@ int vt_vq_drv_get(struct vt_vq_drv *vq, void **token, uint32_t *len)
 	return ret == 1 ? 0 : ret == 0 ? -EAGAIN : ret;
 }
 
+void vt_vq_drv_collect_begin(struct vt_vq_drv *vq)
+{
+	vt_dma_batch_begin(vq->dma);
+}
+
+int vt_vq_drv_collect_end(struct vt_vq_drv *vq)
+{
+	return vt_dma_batch_end(vq->dma);
+}
+
 int vt_vq_drv_get_burst(struct vt_vq_drv *vq, void **tokens, uint32_t *lens, unsigned int max)
 {
 	if (vq->broken)
