@@ -134,16 +134,18 @@ static int recv_reply_locked(struct vt_vu_frontend *fe, struct vt_vu_msg *reply,
 	return 0;
 }
 
-static int send_locked(struct vt_vu_frontend *fe, struct vt_vu_msg *msg)
+/* Sends @count messages (more than one: fd-less, in one vt_vu_msg_send_many). */
+static int send_locked(struct vt_vu_frontend *fe, struct vt_vu_msg *msgs, unsigned int count)
 {
 	if (fe->broken)
 		return -ENOTCONN;
-	int rc = vt_vu_msg_send(fe->sock, msg);
+	int rc = count == 1 ? vt_vu_msg_send(fe->sock, msgs)
+			    : vt_vu_msg_send_many(fe->sock, msgs, count);
 	if (rc == -EAGAIN || rc == -EWOULDBLOCK)
 		rc = -ETIMEDOUT;
 	if (rc < 0)
-		return fe_break(fe, rc, vt_vu_request_name(msg->hdr.request), strerror(-rc));
-	atomic_fetch_add_explicit(&fe->requests, 1, memory_order_relaxed);
+		return fe_break(fe, rc, vt_vu_request_name(msgs[0].hdr.request), strerror(-rc));
+	atomic_fetch_add_explicit(&fe->requests, count, memory_order_relaxed);
 	return 0;
 }
 
@@ -272,29 +274,8 @@ int fe_collect_acks_locked(struct vt_vu_frontend *fe)
 	return 0;
 }
 
-int fe_request_pipelined_locked(struct vt_vu_frontend *fe, struct vt_vu_msg *msg)
-{
-	if (!fe_has_protocol(fe, VHOST_USER_PROTOCOL_F_REPLY_ACK))
-		return fe_request_locked(fe, msg, true);
-	/*
-	 * Bounded, so that the back-end never blocks writing acknowledgements nobody reads while
-	 * this side blocks writing requests it does not read.
-	 */
-	if (fe->acks_pending >= FE_MAX_PIPELINED_ACKS) {
-		int rc = fe_collect_acks_locked(fe);
-		if (rc < 0)
-			return rc;
-	}
-	msg->hdr.flags = VHOST_USER_VERSION | VHOST_USER_NEED_REPLY;
-	int rc = send_locked(fe, msg);
-	if (rc == 0)
-		atomic_store_explicit(&fe->acks_pending, fe->acks_pending + 1,
-				      memory_order_relaxed);
-	return rc;
-}
-
-int fe_request_many_pipelined_locked(struct vt_vu_frontend *fe, struct vt_vu_msg *msgs,
-				     unsigned int count)
+int fe_request_pipelined_locked(struct vt_vu_frontend *fe, struct vt_vu_msg *msgs,
+				unsigned int count)
 {
 	if (!fe_has_protocol(fe, VHOST_USER_PROTOCOL_F_REPLY_ACK)) {
 		for (unsigned int i = 0; i < count; i++) {
@@ -304,24 +285,22 @@ int fe_request_many_pipelined_locked(struct vt_vu_frontend *fe, struct vt_vu_msg
 		}
 		return 0;
 	}
-	/* Room for all their acknowledgements within the bound (count is at most the bound). */
+	/*
+	 * Bounded, so that the back-end never blocks writing acknowledgements nobody reads while
+	 * this side blocks writing requests it does not read. (count is at most the bound.)
+	 */
 	if (fe->acks_pending + count > FE_MAX_PIPELINED_ACKS) {
 		int rc = fe_collect_acks_locked(fe);
 		if (rc < 0)
 			return rc;
 	}
-	if (fe->broken)
-		return -ENOTCONN;
 	for (unsigned int i = 0; i < count; i++)
 		msgs[i].hdr.flags = VHOST_USER_VERSION | VHOST_USER_NEED_REPLY;
-	int rc = vt_vu_msg_send_many(fe->sock, msgs, count);
-	if (rc == -EAGAIN || rc == -EWOULDBLOCK)
-		rc = -ETIMEDOUT;
-	if (rc < 0)
-		return fe_break(fe, rc, vt_vu_request_name(msgs[0].hdr.request), strerror(-rc));
-	atomic_fetch_add_explicit(&fe->requests, count, memory_order_relaxed);
-	atomic_store_explicit(&fe->acks_pending, fe->acks_pending + count, memory_order_relaxed);
-	return 0;
+	int rc = send_locked(fe, msgs, count);
+	if (rc == 0)
+		atomic_store_explicit(&fe->acks_pending, fe->acks_pending + count,
+				      memory_order_relaxed);
+	return rc;
 }
 
 static int call_locked(struct vt_vu_frontend *fe, struct vt_vu_msg *msg, uint32_t reply_size,
@@ -335,7 +314,7 @@ static int call_locked(struct vt_vu_frontend *fe, struct vt_vu_msg *msg, uint32_
 	if (rc < 0)
 		return rc;
 	msg->hdr.flags = VHOST_USER_VERSION;
-	rc = send_locked(fe, msg);
+	rc = send_locked(fe, msg, 1);
 	if (rc == 0)
 		rc = recv_reply_locked(fe, &reply, request, fd);
 	if (rc < 0)
@@ -375,7 +354,7 @@ int fe_request_locked(struct vt_vu_frontend *fe, struct vt_vu_msg *msg, bool ack
 	if (rc < 0)
 		return rc;
 	msg->hdr.flags = VHOST_USER_VERSION | (need_reply ? VHOST_USER_NEED_REPLY : 0);
-	rc = send_locked(fe, msg);
+	rc = send_locked(fe, msg, 1);
 	if (rc < 0 || !ack)
 		return rc;
 	if (!need_reply) {

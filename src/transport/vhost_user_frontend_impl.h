@@ -124,18 +124,14 @@ int fe_send_state(struct vt_vu_frontend *fe, uint32_t request, uint32_t index, u
 		  bool ack);
 int fe_get_u64(struct vt_vu_frontend *fe, uint32_t request, uint64_t *value);
 /*
- * Sends @msg with NEED_REPLY and does not wait: the acknowledgement is collected later (a
- * refusal then breaks the connection). Without REPLY_ACK, fe_request_locked.
+ * Sends @count messages (more than one: fd-less, then sent together) with NEED_REPLY and does
+ * not wait: the acknowledgements are collected later (a refusal then breaks the connection).
+ * Without REPLY_ACK, fe_request_locked of each. 0 or -errno.
  */
-int fe_request_pipelined_locked(struct vt_vu_frontend *fe, struct vt_vu_msg *msg);
+int fe_request_pipelined_locked(struct vt_vu_frontend *fe, struct vt_vu_msg *msgs,
+				unsigned int count);
 /* Receives every acknowledgement still owed. */
 int fe_collect_acks_locked(struct vt_vu_frontend *fe);
-/*
- * fe_request_pipelined_locked of @count fd-less messages, sent together (vt_vu_msg_send_many)
- * when REPLY_ACK lets them be pipelined, else one by one, each acknowledged. 0 or -errno.
- */
-int fe_request_many_pipelined_locked(struct vt_vu_frontend *fe, struct vt_vu_msg *msgs,
-				     unsigned int count);
 /* Latches the stream broken with @err (logged once), under io_lock: returns @err. */
 int fe_break(struct vt_vu_frontend *fe, int err, const char *request, const char *why);
 bool fe_ratelimit(struct fe_ratelimit *rl, uint64_t *suppressed);

@@ -125,21 +125,29 @@ void fe_mem_unshare(struct vt_vu_frontend *fe)
  * it normally does not. An INVALIDATE only from lazy mode's flush, which then waits for all of
  * them (fe_iotlb_sync) before any IOVA is reused; strict unmaps wait for each.
  */
-static int send_iotlb_locked(struct vt_vu_frontend *fe, uint8_t type, uint64_t iova, uint64_t size,
-			     uint64_t uaddr, unsigned int perm, bool pipelined)
+/* The IOTLB_MSG of an UPDATE or INVALIDATE. */
+static void iotlb_msg(struct vt_vu_msg *msg, uint8_t type, uint64_t iova, uint64_t size,
+		      uint64_t uaddr, unsigned int perm)
 {
-	struct vt_vu_msg msg = {
+	*msg = (struct vt_vu_msg){
 		.hdr = { .request = VHOST_USER_IOTLB_MSG, .size = sizeof(struct vhost_iotlb_msg) },
 	};
-	msg.payload.iotlb = (struct vhost_iotlb_msg){
+	msg->payload.iotlb = (struct vhost_iotlb_msg){
 		.iova = iova,
 		.size = size,
 		.uaddr = uaddr,
 		.perm = (uint8_t)perm,
 		.type = type,
 	};
-	int rc =
-	    pipelined ? fe_request_pipelined_locked(fe, &msg) : fe_request_locked(fe, &msg, true);
+}
+
+static int send_iotlb_locked(struct vt_vu_frontend *fe, uint8_t type, uint64_t iova, uint64_t size,
+			     uint64_t uaddr, unsigned int perm, bool pipelined)
+{
+	struct vt_vu_msg msg;
+	iotlb_msg(&msg, type, iova, size, uaddr, perm);
+	int rc = pipelined ? fe_request_pipelined_locked(fe, &msg, 1)
+			   : fe_request_locked(fe, &msg, true);
 	if (rc == 0)
 		atomic_fetch_add_explicit(type == VHOST_IOTLB_UPDATE ? &fe->iotlb_updates
 								     : &fe->iotlb_invalidations,
@@ -206,19 +214,10 @@ static unsigned int fe_iotlb_update_burst(void *opaque, const struct vt_dma_iotl
 		unsigned int made = vt_iotlb_update_burst(fe->mapped, e, want, &table_rc);
 		for (unsigned int i = 0; i < made; i++) {
 			const struct vt_dma_iotlb_map *m = &maps[done + i];
-			msgs[i] = (struct vt_vu_msg){
-				.hdr = { .request = VHOST_USER_IOTLB_MSG,
-					 .size = sizeof(struct vhost_iotlb_msg) },
-			};
-			msgs[i].payload.iotlb = (struct vhost_iotlb_msg){
-				.iova = m->iova,
-				.size = m->size,
-				.uaddr = m->uaddr,
-				.perm = (uint8_t)m->perm,
-				.type = VHOST_IOTLB_UPDATE,
-			};
+			iotlb_msg(&msgs[i], VHOST_IOTLB_UPDATE, m->iova, m->size, m->uaddr,
+				  m->perm);
 		}
-		int rc = made ? fe_request_many_pipelined_locked(fe, msgs, made) : 0;
+		int rc = made ? fe_request_pipelined_locked(fe, msgs, made) : 0;
 		if (rc == 0)
 			atomic_fetch_add_explicit(&fe->iotlb_updates, made, memory_order_relaxed);
 		else if (!fe->broken) {
