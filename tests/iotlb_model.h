@@ -85,12 +85,19 @@ static inline void iotlb_model_destroy(struct iotlb_model *m)
 	memset(m, 0, sizeof(*m));
 }
 
-/* An empty IOTLB and model of the window [base, base + size). Returns 0 or -errno. */
+/*
+ * An empty IOTLB and model of the window [base, base + size). The model bounds the entries by
+ * @capacity, which bounds only the sorted array: a model of an IOTLB that fills has no page
+ * table (@page_table false), one that never fills may. Returns 0 or -errno.
+ */
 static inline int iotlb_model_init(struct iotlb_model *m, uint64_t base, uint32_t size,
 				   unsigned int capacity, enum vt_iotlb_full_policy policy,
-				   const struct vt_log *log)
+				   int page_table, const struct vt_log *log)
 {
-	struct vt_iotlb_params p = { .max_entries = capacity, .full_policy = policy, .log = log };
+	struct vt_iotlb_params p = { .max_entries = capacity,
+				     .full_policy = policy,
+				     .page_table_pages = page_table ? 0 : VT_IOTLB_NO_PAGE_TABLE,
+				     .log = log };
 	int ret;
 
 	memset(m, 0, sizeof(*m));

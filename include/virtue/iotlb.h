@@ -6,11 +6,14 @@
  * the first missing address so the transport can send a MISS.
  *
  * Entries are byte granular and never overlap: an update replaces whatever it covers (splitting
- * partially covered entries), an invalidation removes exactly the range given. Lookups are
- * O(log n) (a sorted array under a multi-level index of 16-key blocks, with a last-hit fast path);
- * updates move entries and are O(n) in the worst case. The table is bounded; when full, the
+ * partially covered entries), an invalidation removes exactly the range given. An entry within
+ * one 4 KiB page of a window of IOVA space (a page table of page_table_pages pages, placed where
+ * the first such update falls) is found by indexing that page, in O(1): a DMA API maps a buffer
+ * at a time, a vIOMMU a page at a time. Every other entry lives in a sorted array under a
+ * multi-level index of 16-key blocks (O(log n) lookups with a last-hit fast path; updates move
+ * entries and are O(n) in the worst case), which is bounded by max_entries; when full, the
  * configured policy either refuses the update or evicts an entry (the device then misses and asks
- * again, as a hardware IOTLB does).
+ * again, as a hardware IOTLB does). The page table is bounded by its window and never fills.
  *
  * Threading: translate and lookup may run on any number of threads concurrently with update and
  * invalidate. They take no lock and write no shared line but the statistics (a sequence lock:
@@ -43,13 +46,22 @@ enum vt_iotlb_full_policy {
 };
 
 struct vt_iotlb_params {
-	unsigned int max_entries; /* 0: VT_IOTLB_DEFAULT_MAX_ENTRIES */
+	unsigned int max_entries; /* of the sorted array; 0: VT_IOTLB_DEFAULT_MAX_ENTRIES */
 	enum vt_iotlb_full_policy full_policy;
+	/*
+	 * Pages of the page table's window, a power of two up to VT_IOTLB_MAX_PAGE_TABLE_PAGES
+	 * (16 bytes of memory each); 0: VT_IOTLB_DEFAULT_PAGE_TABLE_PAGES; VT_IOTLB_NO_PAGE_TABLE:
+	 * none, every entry in the sorted array.
+	 */
+	unsigned int page_table_pages;
 	const struct vt_log *log;
 };
 
-#define VT_IOTLB_DEFAULT_MAX_ENTRIES 65536u
-#define VT_IOTLB_MAX_ENTRIES	     (1u << 22)
+#define VT_IOTLB_DEFAULT_MAX_ENTRIES	  65536u
+#define VT_IOTLB_MAX_ENTRIES		  (1u << 22)
+#define VT_IOTLB_DEFAULT_PAGE_TABLE_PAGES 16384u /* 64 MiB of IOVA space */
+#define VT_IOTLB_MAX_PAGE_TABLE_PAGES	  (1u << 22)
+#define VT_IOTLB_NO_PAGE_TABLE		  UINT32_MAX
 
 struct vt_iotlb_entry {
 	uint64_t iova;
@@ -64,7 +76,8 @@ struct vt_iotlb_stats {
 	uint64_t denied; /* translations that ended in -EACCES */
 	uint64_t evictions;
 	uint64_t invalidations; /* invalidate calls that removed something */
-	unsigned int entries;
+	unsigned int entries;	/* both tables' */
+	unsigned int page_table_entries;
 };
 
 struct vt_iotlb;

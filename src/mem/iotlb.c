@@ -3,7 +3,8 @@
  * The device-side IOTLB: IOVA ranges kept sorted in one fixed-capacity array split in three, a
  * dense array of start addresses that lookups search, a parallel array with where each entry ends
  * and what it maps to, and one of permissions, plus an index of every 16th start (and every 16th of
- * those, and so on) so that a lookup reads few, mostly cached, lines at 65,536 entries as at 16. A
+ * those, and so on) so that a lookup reads few, mostly cached, lines at 65,536 entries as at 16;
+ * and in front of it a page table (iotlb_pages.h) for the entries that lie within a page. A
  * sequence lock lets data-path threads translate without writing any shared line while the control
  * path updates and invalidates.
  */
@@ -19,6 +20,7 @@
 #include <virtue/iotlb.h>
 
 #include "mem/dma_lock.h"
+#include "mem/iotlb_pages.h"
 
 #define IOTLB_CACHELINE 64
 #define NO_ENTRY	UINT_MAX
@@ -99,6 +101,13 @@ struct vt_iotlb {
 	 * the highest of them one block.
 	 */
 	unsigned int keys[INDEX_LEVELS];
+	/*
+	 * The page table's window: IOVA of its first page, and how many pages it has, 0 until the
+	 * first update that fits a page places it (where that update falls, the window aligned to
+	 * its size). Then fixed: a reader computes an entry's page from them.
+	 */
+	uint64_t pte_base;
+	unsigned int pte_window;
 	_Atomic uint64_t generation;
 	/*
 	 * What the last CHANGE_LOG - 1 generation changes touched, at [generation % CHANGE_LOG],
@@ -123,6 +132,16 @@ struct vt_iotlb {
 	 */
 	uint8_t *perm;
 	uint64_t *index[INDEX_LEVELS];
+	/*
+	 * The page table, pte_pages entries (0: none). An entry and the sorted array never both
+	 * map a byte: an update fills a page's entry only when the sorted array maps none of its
+	 * bytes, and an operation on part of an entry moves it to the sorted array first
+	 * (pte_demote). Dead sorted entries may still lie under a page's entry: a reader tries the
+	 * page first.
+	 */
+	struct iotlb_pte *pte;
+	uint8_t *pte_perm; /* each entry's permission, DEAD for none (see struct iotlb_pte) */
+	unsigned int pte_pages;
 	unsigned int capacity;
 	unsigned int allocated_levels;
 	/* Blocks of the level below index level k (of start for k = 0): the most keys[k] can be. */
@@ -133,7 +152,8 @@ struct vt_iotlb {
 	uint64_t rng; /* picks eviction victims */
 	uint64_t evictions;
 	uint64_t invalidations;
-	unsigned int dead; /* entries of count that are DEAD */
+	unsigned int dead;     /* entries of count that are DEAD */
+	unsigned int pte_live; /* entries of the page table */
 	/* Where the last change was: DMA mappings come and go near each other (see find_overlap).
 	 */
 	unsigned int writer_hint;
@@ -513,6 +533,8 @@ static void free_arrays(struct vt_iotlb *t)
 	free(t->start);
 	free(t->slot);
 	free(t->perm);
+	free(t->pte);
+	free(t->pte_perm);
 	for (unsigned int k = 0; k < INDEX_LEVELS; k++)
 		free(t->index[k]);
 }
@@ -526,6 +548,13 @@ int vt_iotlb_new(const struct vt_iotlb_params *params, struct vt_iotlb **out)
 	*out = NULL;
 	if (p.max_entries == 0)
 		p.max_entries = VT_IOTLB_DEFAULT_MAX_ENTRIES;
+	if (p.page_table_pages == 0)
+		p.page_table_pages = VT_IOTLB_DEFAULT_PAGE_TABLE_PAGES;
+	else if (p.page_table_pages == VT_IOTLB_NO_PAGE_TABLE)
+		p.page_table_pages = 0;
+	else if (p.page_table_pages > VT_IOTLB_MAX_PAGE_TABLE_PAGES ||
+		 (p.page_table_pages & (p.page_table_pages - 1)))
+		return -EINVAL;
 	if (p.max_entries > VT_IOTLB_MAX_ENTRIES ||
 	    (p.full_policy != VT_IOTLB_FULL_REFUSE && p.full_policy != VT_IOTLB_FULL_EVICT))
 		return -EINVAL;
@@ -547,10 +576,17 @@ int vt_iotlb_new(const struct vt_iotlb_params *params, struct vt_iotlb **out)
 	/* Whole lines of permissions, as aligned_alloc wants whole multiples of the alignment. */
 	t->perm = aligned_alloc(IOTLB_CACHELINE,
 				(keys + IOTLB_CACHELINE - 1) & ~(size_t)(IOTLB_CACHELINE - 1));
-	if (!t->start || !t->slot || !t->perm) {
+	/* Zeroed: every page starts empty. Its lines are touched only where updates fall. */
+	if (p.page_table_pages) {
+		t->pte = calloc(p.page_table_pages, sizeof(t->pte[0]));
+		t->pte_perm = calloc(p.page_table_pages, 1);
+	}
+	if (!t->start || !t->slot || !t->perm ||
+	    (p.page_table_pages && (!t->pte || !t->pte_perm))) {
 		ret = -ENOMEM;
 		goto err_free;
 	}
+	t->pte_pages = p.page_table_pages;
 	for (unsigned int k = 0; keys > BLOCK; k++) {
 		t->max_keys[k] = (unsigned int)(keys >> BLOCK_SHIFT);
 		keys = ((keys >> BLOCK_SHIFT) + BLOCK - 1) & ~(size_t)(BLOCK - 1);
@@ -879,6 +915,156 @@ static __attribute__((noinline)) int update_locked(struct vt_iotlb *t, uint64_t 
 	return 0;
 }
 
+/*
+ * Under the writer lock: the page table's entry for @iova's page, or NO_ENTRY when the page is
+ * outside the window. With @place, a window not yet placed is placed around @iova (in a write
+ * section: a reader that overlaps it retries rather than index the table with half of it).
+ */
+static unsigned int pte_of(struct vt_iotlb *t, uint64_t iova, bool place)
+{
+	if (!t->pte_window) {
+		if (!place || !t->pte_pages)
+			return NO_ENTRY;
+		uint64_t span = (uint64_t)t->pte_pages << IOTLB_PAGE_SHIFT;
+		write_begin(t);
+		STORE(&t->pte_base, iova & ~(span - 1));
+		STORE(&t->pte_window, t->pte_pages);
+		write_end(t);
+	}
+	uint64_t page = (iova - t->pte_base) >> IOTLB_PAGE_SHIFT;
+	return page < t->pte_window ? (unsigned int)page : NO_ENTRY;
+}
+
+/* The IOVA of page @i of the page table. */
+static uint64_t pte_page_addr(const struct vt_iotlb *t, unsigned int i)
+{
+	return t->pte_base + ((uint64_t)i << IOTLB_PAGE_SHIFT);
+}
+
+/* Live page table entry @i as a piece. */
+static struct iotlb_piece pte_value(const struct vt_iotlb *t, unsigned int i)
+{
+	return iotlb_pte_value(&t->pte[i], t->pte_perm[i], pte_page_addr(t, i));
+}
+
+/*
+ * Under the writer lock: the page table's entries [*first, *end) that may hold bytes of [iova,
+ * last]; false when none can (no live entry, or the range misses the window).
+ */
+static bool pte_span(const struct vt_iotlb *t, uint64_t iova, uint64_t last, unsigned int *first,
+		     unsigned int *end)
+{
+	if (!t->pte_live)
+		return false;
+	/* The window is aligned to its size, so its last byte does not wrap. */
+	uint64_t base = t->pte_base;
+	uint64_t window_last = base + ((uint64_t)t->pte_window << IOTLB_PAGE_SHIFT) - 1;
+	if (last < base || iova > window_last)
+		return false;
+	uint64_t lo = iova > base ? iova : base, hi = last < window_last ? last : window_last;
+	*first = (unsigned int)((lo - base) >> IOTLB_PAGE_SHIFT);
+	*end = (unsigned int)((hi - base) >> IOTLB_PAGE_SHIFT) + 1;
+	return true;
+}
+
+/*
+ * Whether page table entry @i is live and holds a byte of [iova, last]. A page inside the range
+ * is answered by its permission alone: an invalidation of a run of pages reads the entries of
+ * its two ends only.
+ */
+static bool pte_overlaps(const struct vt_iotlb *t, unsigned int i, uint64_t iova, uint64_t last)
+{
+	if (t->pte_perm[i] == DEAD)
+		return false;
+	uint64_t page = pte_page_addr(t, i);
+	if (page >= iova && page + IOTLB_PAGE_MASK <= last)
+		return true;
+	struct iotlb_piece p = pte_value(t, i);
+	return p.start <= last && p.last >= iova;
+}
+
+/* Under the writer lock: whether the sorted array maps a byte of [iova, last]. */
+static bool sorted_mapped(struct vt_iotlb *t, uint64_t iova, uint64_t last)
+{
+	if (t->count == t->dead)
+		return false;
+	struct overlap o = find_overlap(t, iova, last);
+	return overlap_mapped(t, &o);
+}
+
+/*
+ * Under the writer lock: live page table entry @i moves to the sorted array, for an operation on
+ * part of it, which only the sorted array can cut, or over more than its page. No translation
+ * changes on the way: the sorted entry is made first, and the page's emptied after it in a write
+ * section, which also orders it before a later fill of the page (see iotlb_pte_fill). 0, or
+ * -ENOSPC when the sorted array is full and refuses (then nothing changed).
+ */
+static int pte_demote(struct vt_iotlb *t, unsigned int i)
+{
+	struct iotlb_piece p = pte_value(t, i);
+	struct iotlb_value v = { .last = p.last, .hva = p.hva, .perm = (uint8_t)p.perm };
+	int ret = update_locked(t, p.start, p.last, &v, NO_ENTRY);
+
+	if (ret < 0)
+		return ret;
+	write_begin(t);
+	STORE(&t->pte_perm[i], DEAD);
+	write_end(t);
+	t->pte_live--;
+	return 0;
+}
+
+/* Under the writer lock: pte_demote of every page table entry with a byte of [iova, last]. */
+static int pte_demote_range(struct vt_iotlb *t, uint64_t iova, uint64_t last)
+{
+	unsigned int first, end;
+
+	if (!pte_span(t, iova, last, &first, &end))
+		return 0;
+	for (unsigned int i = first; i < end; i++) {
+		if (pte_overlaps(t, i, iova, last)) {
+			int ret = pte_demote(t, i);
+			if (ret < 0)
+				return ret;
+		}
+	}
+	return 0;
+}
+
+/*
+ * Under the writer lock: an update that fits a page goes into the page table when the page holds
+ * no entry and the sorted array maps none of its bytes: no search, no move, no write section.
+ * Returns 0 when it went there, 1 when the rest of vt_iotlb_update must see to it.
+ */
+static inline int pte_update(struct vt_iotlb *t, uint64_t iova, uint64_t last, uintptr_t host,
+			     unsigned int perm)
+{
+	if ((iova ^ last) >> IOTLB_PAGE_SHIFT)
+		return 1;
+	unsigned int i = pte_of(t, iova, true);
+	if (i == NO_ENTRY)
+		return 1;
+	if (t->pte_perm[i] != DEAD) {
+		struct iotlb_piece p = pte_value(t, i);
+		/* A peer repeating an update (one per queue that missed) changes nothing. */
+		if (p.start == iova && p.last == last && p.hva == host && p.perm == perm)
+			return 0;
+		return 1;
+	}
+	if (sorted_mapped(t, iova, last))
+		return 1;
+	/*
+	 * Release: the write section that emptied the page may have run on another writer
+	 * thread, whose sequence stores reach this one through the writer mutex only. A reader
+	 * that loads a field stored below synchronizes with this fence (its acquire fence in
+	 * read_retry) and sees that sequence change, even when it loaded the old permission.
+	 */
+	atomic_thread_fence(memory_order_release);
+	iotlb_pte_fill(&t->pte[i], &t->pte_perm[i], iova, last, host, perm);
+	t->pte_live++;
+	return 0;
+}
+
 /* vt_iotlb_update's checks of its arguments: 0 or its error. */
 static inline int check_update(uint64_t iova, uint64_t size, uintptr_t host, unsigned int perm)
 {
@@ -896,6 +1082,15 @@ static inline int check_update(uint64_t iova, uint64_t size, uintptr_t host, uns
 static inline int update_one_locked(struct vt_iotlb *t, uint64_t iova, uint64_t last,
 				    uintptr_t host, unsigned int perm)
 {
+	if (t->pte_pages) {
+		int ret = pte_update(t, iova, last, host, perm);
+		if (ret <= 0)
+			return ret;
+		/* The sorted array's, then: whatever the page table maps of it moves there. */
+		ret = pte_demote_range(t, iova, last);
+		if (ret < 0)
+			return ret;
+	}
 	/* Mostly the range of a dead entry next to the last change: filled in place. */
 	unsigned int same = same_range_near_hint(t, iova, last);
 	if (same != NO_ENTRY) {
@@ -947,6 +1142,54 @@ unsigned int vt_iotlb_update_burst(struct vt_iotlb *iotlb, const struct vt_iotlb
 	return i;
 }
 
+/*
+ * Under the writer lock, for an invalidation of [*lo, *hi]: the page table's entries that hold
+ * part of it only, at most one at each end, move to the sorted array, which cuts them. When the
+ * sorted array is full and refuses, such an entry goes whole instead, which only costs the device
+ * a miss, and [*lo, *hi] widens to it. Returns how many entries of the page table the
+ * invalidation then removes (pte_kill).
+ */
+static unsigned int pte_invalidate_prepare(struct vt_iotlb *t, uint64_t *lo, uint64_t *hi)
+{
+	unsigned int first, end, pages = 0;
+
+	if (!pte_span(t, *lo, *hi, &first, &end))
+		return 0;
+	for (unsigned int i = first; i < end; i++) {
+		if (!pte_overlaps(t, i, *lo, *hi))
+			continue;
+		uint64_t page = pte_page_addr(t, i);
+		if (page < *lo || page + IOTLB_PAGE_MASK > *hi) {
+			/* A page at an end of the range: its entry may reach out of it. */
+			struct iotlb_piece p = pte_value(t, i);
+			if ((p.start < *lo || p.last > *hi) && pte_demote(t, i) == 0)
+				continue;
+			*lo = p.start < *lo ? p.start : *lo;
+			*hi = p.last > *hi ? p.last : *hi;
+		}
+		pages++;
+	}
+	return pages;
+}
+
+/*
+ * Under the writer lock: empties the page table's entries inside [lo, hi], before the write
+ * section that publishes the generation (or inside it), which orders them before a later fill.
+ */
+static void pte_kill(struct vt_iotlb *t, uint64_t lo, uint64_t hi)
+{
+	unsigned int first, end;
+
+	if (!pte_span(t, lo, hi, &first, &end))
+		return;
+	for (unsigned int i = first; i < end; i++) {
+		if (pte_overlaps(t, i, lo, hi)) {
+			STORE(&t->pte_perm[i], DEAD);
+			t->pte_live--;
+		}
+	}
+}
+
 int vt_iotlb_invalidate(struct vt_iotlb *iotlb, uint64_t iova, uint64_t size)
 {
 	struct vt_iotlb *t = iotlb;
@@ -959,8 +1202,16 @@ int vt_iotlb_invalidate(struct vt_iotlb *iotlb, uint64_t iova, uint64_t size)
 	uint64_t last = iova + size - 1;
 
 	bool locked = writer_lock(t);
-	struct overlap o = find_overlap(t, iova, last);
-	if (!overlap_mapped(t, &o)) {
+	/* What changes: [iova, last], or more when a page's entry cut in part had to go whole. */
+	uint64_t lo = iova, hi = last;
+	unsigned int pages = pte_invalidate_prepare(t, &lo, &hi);
+	struct overlap o = { 0 };
+	bool sorted = t->count != t->dead;
+	if (sorted) {
+		o = find_overlap(t, iova, last);
+		sorted = overlap_mapped(t, &o);
+	}
+	if (!sorted && !pages) {
 		writer_unlock(t, locked);
 		return 0;
 	}
@@ -980,7 +1231,8 @@ int vt_iotlb_invalidate(struct vt_iotlb *iotlb, uint64_t iova, uint64_t size)
 		 * where a write section before moved another entry retries on that section's
 		 * sequence, rather than take the moved entry's bounds for a miss.
 		 */
-		log_change(t, iova, last);
+		log_change(t, lo, hi);
+		pte_kill(t, lo, hi);
 		for (unsigned int i = o.first; i < o.end; i++) {
 			if (t->perm[i] != DEAD) {
 				STORE(&t->perm[i], DEAD);
@@ -1003,6 +1255,7 @@ int vt_iotlb_invalidate(struct vt_iotlb *iotlb, uint64_t iova, uint64_t size)
 	}
 	unsigned int moved_from = o.first;
 	write_begin(t);
+	pte_kill(t, lo, hi);
 	if (need > t->capacity) {
 		/*
 		 * Cutting a hole in an entry of a full table. An invalidation must not fail (the
@@ -1021,7 +1274,7 @@ int vt_iotlb_invalidate(struct vt_iotlb *iotlb, uint64_t iova, uint64_t size)
 	if (need > t->capacity)
 		bump_generation(t, 0, UINT64_MAX);
 	else
-		bump_generation(t, iova, last);
+		bump_generation(t, lo, hi);
 	write_end(t);
 	writer_unlock(t, locked);
 	return 0;
@@ -1032,11 +1285,17 @@ void vt_iotlb_invalidate_all(struct vt_iotlb *iotlb)
 	struct vt_iotlb *t = iotlb;
 
 	bool locked = writer_lock(t);
-	if (t->count)
+	if (t->count || t->pte_live)
 		t->invalidations++;
 	write_begin(t);
 	STORE(&t->count, 0);
 	t->dead = 0;
+	for (unsigned int i = 0; t->pte_live && i < t->pte_window; i++) {
+		if (t->pte_perm[i] != DEAD) {
+			STORE(&t->pte_perm[i], DEAD);
+			t->pte_live--;
+		}
+	}
 	reindex(t, 0);
 	bump_generation(t, 0, UINT64_MAX);
 	write_end(t);
@@ -1045,36 +1304,75 @@ void vt_iotlb_invalidate_all(struct vt_iotlb *iotlb)
 }
 
 /*
+ * Sorted entry @i as a piece, between read_begin and read_retry: the permission first (acquire,
+ * see fill_hole), DEAD for a hole.
+ */
+static inline void sorted_piece(const struct vt_iotlb *t, unsigned int i, struct iotlb_piece *p)
+{
+	p->perm = __atomic_load_n(&t->perm[i], __ATOMIC_ACQUIRE);
+	p->start = LOAD(&t->start[i]);
+	p->last = LOAD(&t->slot[i].last);
+	p->hva = LOAD(&t->slot[i].hva);
+}
+
+/* The page table's entry holding @addr, between read_begin and read_retry: false for none. */
+static inline bool page_piece(const struct vt_iotlb *t, uint64_t addr, struct iotlb_piece *p)
+{
+	return iotlb_pte_piece(t->pte, t->pte_perm, t->pte_pages, LOAD(&t->pte_base),
+			       LOAD(&t->pte_window), addr, p);
+}
+
+/*
+ * The piece holding @addr, the page table's or else the sorted array's, between read_begin and
+ * read_retry. @i is where the sorted entry may be: NO_ENTRY when none can hold @addr, SEARCH when
+ * it must be searched for (a hint first); it is left at the sorted entry that answered, or
+ * NO_ENTRY. False when nothing holds @addr.
+ */
+#define SEARCH (NO_ENTRY - 1)
+static inline bool find_piece(const struct vt_iotlb *t, uint64_t addr, unsigned int count,
+			      unsigned int *i, struct iotlb_piece *p)
+{
+	if (page_piece(t, addr, p)) {
+		*i = SEARCH;
+		return true;
+	}
+	if (*i == SEARCH)
+		*i = find_entry(t, addr, atomic_load_explicit(&t->hint, memory_order_relaxed),
+				count);
+	if (*i == NO_ENTRY)
+		return false;
+	sorted_piece(t, *i, p);
+	return true;
+}
+
+/*
  * One attempt at a translation, between read_begin and read_retry: all it reads may be torn, so
  * every index is checked against @count (clamped to the capacity), every step moves to a higher
- * entry, and host addresses are only added to. Leaves where it stopped in @addr and @entry.
+ * address, and host addresses are only added to. Leaves where it stopped in @addr, and in @entry
+ * the sorted entry that answered last (NO_ENTRY or SEARCH: none).
  */
 static int translate_once(const struct vt_iotlb *t, uint64_t *addr, uint64_t last,
 			  unsigned int access, struct iovec *iov, unsigned int iov_max,
 			  unsigned int *iov_count, unsigned int *entry)
 {
 	unsigned int count = clamp(LOAD(&t->count), t->capacity);
-	unsigned int hint = atomic_load_explicit(&t->hint, memory_order_relaxed);
-	unsigned int i = find_entry(t, *addr, hint, count), n = 0;
+	unsigned int i = SEARCH, answered = NO_ENTRY, n = 0;
 	uint64_t a = *addr;
 	int ret = 0;
 
 	for (;;) {
-		if (i == NO_ENTRY) {
+		struct iotlb_piece p;
+		if (!find_piece(t, a, count, &i, &p)) {
 			ret = -EFAULT;
 			break;
 		}
-		const struct iotlb_slot *s = &t->slot[i];
-		/* Acquire, before the host address: see fill_hole. */
-		unsigned int perm = __atomic_load_n(&t->perm[i], __ATOMIC_ACQUIRE);
-		if ((perm & access) != access) {
+		if ((p.perm & access) != access) {
 			/* access is not 0: a DEAD entry always stops here, as the hole it is. */
-			ret = perm == DEAD ? -EFAULT : -EACCES;
+			ret = p.perm == DEAD ? -EFAULT : -EACCES;
 			break;
 		}
-		uint64_t entry_last = LOAD(&s->last);
-		uint64_t end = entry_last < last ? entry_last : last;
-		uintptr_t base = (uintptr_t)(LOAD(&s->hva) + (a - LOAD(&t->start[i])));
+		uint64_t end = p.last < last ? p.last : last;
+		uintptr_t base = (uintptr_t)(p.hva + (a - p.start));
 		size_t piece = (size_t)(end - a + 1);
 		if (n && (uintptr_t)iov[n - 1].iov_base + iov[n - 1].iov_len == base) {
 			iov[n - 1].iov_len += piece;
@@ -1089,14 +1387,16 @@ static int translate_once(const struct vt_iotlb *t, uint64_t *addr, uint64_t las
 		}
 		if (end == last)
 			break;
-		/* Entries do not overlap, so the next byte can only be in the next entry. */
 		a = end + 1;
-		i++;
-		if (i >= count || LOAD(&t->start[i]) != a)
-			i = NO_ENTRY;
+		if (i != SEARCH) {
+			/* Sorted entries do not overlap: the next byte can only be in the next. */
+			answered = i++;
+			if (i >= count || LOAD(&t->start[i]) != a)
+				i = NO_ENTRY;
+		}
 	}
 	*addr = a;
-	*entry = i;
+	*entry = i < count ? i : answered;
 	*iov_count = n;
 	return ret;
 }
@@ -1127,7 +1427,8 @@ int vt_iotlb_translate(struct vt_iotlb *iotlb, uint64_t iova, uint64_t len, unsi
 	switch (ret) {
 	case 0:
 		*iov_count = n;
-		remember_hint(t, i);
+		if (i < NO_ENTRY - 1)
+			remember_hint(t, i);
 		atomic_fetch_add_explicit(&t->hits, 1, memory_order_relaxed);
 		break;
 	case -ENOBUFS:
@@ -1150,30 +1451,23 @@ int vt_iotlb_translate(struct vt_iotlb *iotlb, uint64_t iova, uint64_t len, unsi
 int vt_iotlb_lookup(struct vt_iotlb *iotlb, uint64_t iova, struct vt_iotlb_entry *entry)
 {
 	struct vt_iotlb *t = iotlb;
-	uint64_t start = 0, last = 0, hva = 0, perm = DEAD;
-	unsigned int i, seq;
+	struct iotlb_piece p;
+	unsigned int seq;
+	bool found;
 
 	do {
 		seq = read_begin(t);
-		unsigned int count = clamp(LOAD(&t->count), t->capacity);
-		i = find_entry(t, iova, atomic_load_explicit(&t->hint, memory_order_relaxed),
-			       count);
-		if (i != NO_ENTRY) {
-			/* The permission first: see translate_once. */
-			perm = __atomic_load_n(&t->perm[i], __ATOMIC_ACQUIRE);
-			start = LOAD(&t->start[i]);
-			last = LOAD(&t->slot[i].last);
-			hva = LOAD(&t->slot[i].hva);
-		}
+		unsigned int count = clamp(LOAD(&t->count), t->capacity), i = SEARCH;
+		found = find_piece(t, iova, count, &i, &p);
 	} while (read_retry(t, seq));
 
-	if (i == NO_ENTRY || perm == DEAD)
+	if (!found || p.perm == DEAD)
 		return -ENOENT;
-	entry->iova = start;
+	entry->iova = p.start;
 	/* Fits: no entry spans all 2^64 addresses, update's size could not express it. */
-	entry->size = last - start + 1;
-	entry->hva = (void *)(uintptr_t)hva;
-	entry->perm = (unsigned int)perm;
+	entry->size = p.last - p.start + 1;
+	entry->hva = (void *)(uintptr_t)p.hva;
+	entry->perm = p.perm;
 	return 0;
 }
 
@@ -1184,7 +1478,8 @@ void vt_iotlb_get_stats(struct vt_iotlb *iotlb, struct vt_iotlb_stats *stats)
 	bool locked = writer_lock(t);
 	stats->evictions = t->evictions;
 	stats->invalidations = t->invalidations;
-	stats->entries = t->count - t->dead;
+	stats->entries = t->count - t->dead + t->pte_live;
+	stats->page_table_entries = t->pte_live;
 	writer_unlock(t, locked);
 	stats->hits = atomic_load_explicit(&t->hits, memory_order_relaxed);
 	stats->misses = atomic_load_explicit(&t->misses, memory_order_relaxed);
@@ -1208,32 +1503,27 @@ static int iotlb_as_extent(void *impl, uint64_t addr, struct vt_as_extent *exten
 			   uint64_t *generation)
 {
 	const struct vt_iotlb *t = impl;
-	uint64_t start = 0, last = 0, hva = 0, perm = 0, gen;
+	struct iotlb_piece p;
 	unsigned int i, seq;
+	uint64_t gen;
+	bool found;
 
 	do {
 		seq = read_begin(t);
 		/* Relaxed: the sequence lock orders it with the entry. */
 		gen = atomic_load_explicit(&t->generation, memory_order_relaxed);
 		unsigned int count = clamp(LOAD(&t->count), t->capacity);
-		i = find_entry(t, addr, atomic_load_explicit(&t->hint, memory_order_relaxed),
-			       count);
-		if (i != NO_ENTRY) {
-			/* The permission first: see translate_once. */
-			perm = __atomic_load_n(&t->perm[i], __ATOMIC_ACQUIRE);
-			start = LOAD(&t->start[i]);
-			last = LOAD(&t->slot[i].last);
-			hva = LOAD(&t->slot[i].hva);
-		}
+		i = SEARCH;
+		found = find_piece(t, addr, count, &i, &p);
 	} while (read_retry(t, seq));
 
-	if (i == NO_ENTRY || perm == DEAD)
+	if (!found || p.perm == DEAD)
 		return -EFAULT;
 	/* The next extent asked for is likely next to this one. */
-	remember_hint(t, i);
-	*extent = (struct vt_as_extent){
-		.addr = start, .last = last, .hva = hva, .perm = (unsigned int)perm
-	};
+	if (i != SEARCH)
+		remember_hint(t, i);
+	*extent =
+	    (struct vt_as_extent){ .addr = p.start, .last = p.last, .hva = p.hva, .perm = p.perm };
 	*generation = gen;
 	return 0;
 }

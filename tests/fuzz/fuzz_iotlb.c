@@ -4,7 +4,8 @@
  * top of the address space) and a list of updates, invalidations and translations, each checked
  * against the byte-by-byte model of iotlb_model.h; any disagreement traps. Input layout, as
  * written by gen_iotlb_seeds.py:
- *   byte 0  capacity 8 + b % 57;  byte 1  bit 0 evict when full, bit 1 window at the top
+ *   byte 0  capacity 8 + b % 57;  byte 1  bit 0 evict when full, bit 1 window at the top,
+ *           bit 2 with the page table (and then room for every entry: see iotlb_model_init)
  *   then 7-byte operations: kind, a (le16), b (le16), x, y   (see run_op)
  */
 #include <errno.h>
@@ -73,7 +74,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	unsigned int capacity = 8 + data[0] % 57;
 	enum vt_iotlb_full_policy policy = data[1] & 1 ? VT_IOTLB_FULL_EVICT : VT_IOTLB_FULL_REFUSE;
 	uint64_t base = data[1] & 2 ? 0 - (uint64_t)WINDOW : 0;
-	int ret = iotlb_model_init(&m, base, WINDOW, capacity, policy, &quiet);
+	int page_table = (data[1] & 4) != 0;
+	if (page_table)
+		capacity = 4 * WINDOW; /* more than the window has bytes */
+	int ret = iotlb_model_init(&m, base, WINDOW, capacity, policy, page_table, &quiet);
 	if (ret == -ENOMEM)
 		return 0;
 	if (ret != 0) {

@@ -18,8 +18,13 @@ static uint8_t host[64 * PAGE];
 static struct vt_iotlb *new_iotlb(unsigned int max_entries, enum vt_iotlb_full_policy policy,
 				  const struct vt_log *log)
 {
+	/*
+	 * The tests that bound the table are about the sorted array, which alone the bound
+	 * applies to: without the page table, every entry counts.
+	 */
 	struct vt_iotlb_params p = { .max_entries = max_entries,
 				     .full_policy = policy,
+				     .page_table_pages = max_entries ? VT_IOTLB_NO_PAGE_TABLE : 0,
 				     .log = log };
 	struct vt_iotlb *t = NULL;
 
@@ -126,6 +131,11 @@ VT_TEST(new_rejects_bad_params)
 	CHECK_EQ(vt_iotlb_new(&too_big, &t), -EINVAL);
 	CHECK(t == NULL);
 	CHECK_EQ(vt_iotlb_new(&bad_policy, &t), -EINVAL);
+	struct vt_iotlb_params odd_pages = { .page_table_pages = 3 };
+	struct vt_iotlb_params too_many_pages = { .page_table_pages =
+						      VT_IOTLB_MAX_PAGE_TABLE_PAGES * 2 };
+	CHECK_EQ(vt_iotlb_new(&odd_pages, &t), -EINVAL);
+	CHECK_EQ(vt_iotlb_new(&too_many_pages, &t), -EINVAL);
 }
 
 VT_TEST(update_then_translate_gives_host_address)
@@ -1225,5 +1235,195 @@ VT_TEST(update_burst_bumps_generation_only_when_it_changes_a_live_translation)
 	CHECK(vt_iotlb_generation(t) != gen);
 	CHECK_EQ(error, ERROR_UNTOUCHED);
 	CHECK_EQ(entries(t), 5);
+	vt_iotlb_free(t);
+}
+
+/* ------------------------------------------------------------------ the page table */
+
+static unsigned int page_table_entries(struct vt_iotlb *t)
+{
+	struct vt_iotlb_stats s;
+	vt_iotlb_get_stats(t, &s);
+	return s.page_table_entries;
+}
+
+/* IOVA of page @n of a window at 1 GiB, where the first update places the page table. */
+#define PT_IOVA(n) (0x40000000ull + (uint64_t)(n)*PAGE)
+
+VT_TEST(an_entry_within_a_page_goes_to_the_page_table_and_one_across_pages_does_not)
+{
+	struct vt_iotlb *t = new_default();
+	struct iovec iov[2];
+	REQUIRE(t);
+
+	REQUIRE_EQ(vt_iotlb_update(t, PT_IOVA(0) + 0x40, 0x80, host + 0x100, VT_IOTLB_PERM_RO), 0);
+	CHECK_EQ(page_table_entries(t), 1);
+	REQUIRE_EQ(vt_iotlb_update(t, PT_IOVA(1) + 0x800, PAGE, host + PAGE, VT_IOTLB_PERM_RO), 0);
+	CHECK_EQ(page_table_entries(t), 1);
+	CHECK_EQ(entries(t), 2);
+
+	CHECK_EQ(translate_ok(t, PT_IOVA(0) + 0x50, 0x10, VT_ACCESS_READ, iov, 2), 1);
+	CHECK(iov[0].iov_base == host + 0x110);
+	CHECK_EQ(iov[0].iov_len, 0x10);
+	check_entry(t, PT_IOVA(0) + 0xbf, PT_IOVA(0) + 0x40, 0x80, host + 0x100, VT_IOTLB_PERM_RO);
+	/* The bytes of the page around the entry are not mapped. */
+	CHECK_EQ(translate_fails(t, PT_IOVA(0) + 0x3f, 2, VT_ACCESS_READ, -EFAULT),
+		 PT_IOVA(0) + 0x3f);
+	CHECK_EQ(translate_fails(t, PT_IOVA(0) + 0xb0, 0x20, VT_ACCESS_READ, -EFAULT),
+		 PT_IOVA(0) + 0xc0);
+	CHECK_EQ(translate_fails(t, PT_IOVA(0) + 0x40, 1, VT_ACCESS_WRITE, -EACCES),
+		 PT_IOVA(0) + 0x40);
+	vt_iotlb_free(t);
+}
+
+VT_TEST(a_page_entry_and_a_sorted_entry_next_to_it_in_both_spaces_merge_into_one_iovec)
+{
+	struct vt_iotlb *t = new_default();
+	struct iovec iov[2];
+	REQUIRE(t);
+
+	/* The page's second half, then the next two pages: one entry in each table. */
+	REQUIRE_EQ(vt_iotlb_update(t, PT_IOVA(0) + 0x800, 0x800, host, VT_IOTLB_PERM_RW), 0);
+	REQUIRE_EQ(vt_iotlb_update(t, PT_IOVA(1), 2 * PAGE, host + 0x800, VT_IOTLB_PERM_RW), 0);
+	CHECK_EQ(page_table_entries(t), 1);
+	CHECK_EQ(translate_ok(t, PT_IOVA(0) + 0x800, 0x800 + 2 * PAGE, VT_ACCESS_RW, iov, 2), 1);
+	CHECK(iov[0].iov_base == host);
+	CHECK_EQ(iov[0].iov_len, 0x800 + 2 * PAGE);
+	vt_iotlb_free(t);
+}
+
+VT_TEST(invalidating_the_middle_of_a_page_entry_keeps_both_sides_and_bumps_generation)
+{
+	struct vt_iotlb *t = new_default();
+	REQUIRE(t);
+
+	REQUIRE_EQ(vt_iotlb_update(t, PT_IOVA(0), PAGE, host, VT_IOTLB_PERM_RW), 0);
+	uint64_t gen = vt_iotlb_generation(t);
+	REQUIRE_EQ(vt_iotlb_invalidate(t, PT_IOVA(0) + 0x100, 0x100), 0);
+	CHECK(vt_iotlb_generation(t) != gen);
+	/* Cut: the sorted array holds both sides now. */
+	CHECK_EQ(page_table_entries(t), 0);
+	CHECK_EQ(entries(t), 2);
+	check_entry(t, PT_IOVA(0), PT_IOVA(0), 0x100, host, VT_IOTLB_PERM_RW);
+	check_entry(t, PT_IOVA(0) + 0x200, PT_IOVA(0) + 0x200, PAGE - 0x200, host + 0x200,
+		    VT_IOTLB_PERM_RW);
+	CHECK_EQ(translate_fails(t, PT_IOVA(0) + 0xff, 2, VT_ACCESS_READ, -EFAULT),
+		 PT_IOVA(0) + 0x100);
+	vt_iotlb_free(t);
+}
+
+VT_TEST(an_update_over_part_of_a_page_entry_replaces_just_those_bytes)
+{
+	struct vt_iotlb *t = new_default();
+	struct iovec iov[4];
+	REQUIRE(t);
+
+	REQUIRE_EQ(vt_iotlb_update(t, PT_IOVA(0), PAGE, host, VT_IOTLB_PERM_RW), 0);
+	uint64_t gen = vt_iotlb_generation(t);
+	REQUIRE_EQ(vt_iotlb_update(t, PT_IOVA(0) + 0x100, 0x100, host + 8 * PAGE, VT_IOTLB_PERM_RO),
+		   0);
+	CHECK(vt_iotlb_generation(t) != gen);
+	CHECK_EQ(entries(t), 3);
+	CHECK_EQ(translate_ok(t, PT_IOVA(0), PAGE, VT_ACCESS_READ, iov, 4), 3);
+	CHECK(iov[0].iov_base == host && iov[0].iov_len == 0x100);
+	CHECK(iov[1].iov_base == host + 8 * PAGE && iov[1].iov_len == 0x100);
+	CHECK(iov[2].iov_base == host + 0x200 && iov[2].iov_len == PAGE - 0x200);
+	CHECK_EQ(translate_fails(t, PT_IOVA(0) + 0x100, 1, VT_ACCESS_WRITE, -EACCES),
+		 PT_IOVA(0) + 0x100);
+	vt_iotlb_free(t);
+}
+
+VT_TEST(a_page_entry_updated_again_the_same_stays_and_keeps_generation)
+{
+	struct vt_iotlb *t = new_default();
+	REQUIRE(t);
+
+	REQUIRE_EQ(vt_iotlb_update(t, PT_IOVA(2), PAGE, host, VT_IOTLB_PERM_RO), 0);
+	uint64_t gen = vt_iotlb_generation(t);
+	REQUIRE_EQ(vt_iotlb_update(t, PT_IOVA(2), PAGE, host, VT_IOTLB_PERM_RO), 0);
+	CHECK_EQ(vt_iotlb_generation(t), gen);
+	CHECK_EQ(page_table_entries(t), 1);
+	/* Another host is a change, made in the sorted array. */
+	REQUIRE_EQ(vt_iotlb_update(t, PT_IOVA(2), PAGE, host + PAGE, VT_IOTLB_PERM_RO), 0);
+	CHECK(vt_iotlb_generation(t) != gen);
+	check_entry(t, PT_IOVA(2), PT_IOVA(2), PAGE, host + PAGE, VT_IOTLB_PERM_RO);
+	CHECK_EQ(entries(t), 1);
+	vt_iotlb_free(t);
+}
+
+VT_TEST(a_page_emptied_by_invalidation_is_filled_again_without_a_generation_bump)
+{
+	struct vt_iotlb *t = new_default();
+	struct iovec iov;
+	REQUIRE(t);
+
+	REQUIRE_EQ(vt_iotlb_update(t, PT_IOVA(3), 0x40, host, VT_IOTLB_PERM_WO), 0);
+	REQUIRE_EQ(vt_iotlb_invalidate(t, PT_IOVA(3), 0x40), 0);
+	CHECK_EQ(page_table_entries(t), 0);
+	CHECK_EQ(translate_fails(t, PT_IOVA(3), 1, VT_ACCESS_WRITE, -EFAULT), PT_IOVA(3));
+	uint64_t gen = vt_iotlb_generation(t);
+	REQUIRE_EQ(vt_iotlb_update(t, PT_IOVA(3) + 0x40, 0x40, host + PAGE, VT_IOTLB_PERM_WO), 0);
+	CHECK_EQ(vt_iotlb_generation(t), gen);
+	CHECK_EQ(page_table_entries(t), 1);
+	CHECK_EQ(translate_ok(t, PT_IOVA(3) + 0x40, 0x40, VT_ACCESS_WRITE, &iov, 1), 1);
+	CHECK(iov.iov_base == host + PAGE);
+	vt_iotlb_free(t);
+}
+
+VT_TEST(a_page_outside_the_window_the_first_update_placed_goes_to_the_sorted_array)
+{
+	struct vt_iotlb_params p = { .page_table_pages = 4 };
+	struct vt_iotlb *t = NULL;
+	REQUIRE_EQ(vt_iotlb_new(&p, &t), 0);
+
+	/* Places the window on pages 0-3 of the 1 GiB mark (aligned to its 16 KiB). */
+	REQUIRE_EQ(vt_iotlb_update(t, PT_IOVA(1), PAGE, host, VT_IOTLB_PERM_RO), 0);
+	REQUIRE_EQ(vt_iotlb_update(t, PT_IOVA(3), PAGE, host + PAGE, VT_IOTLB_PERM_RO), 0);
+	REQUIRE_EQ(vt_iotlb_update(t, PT_IOVA(4), PAGE, host + 2 * PAGE, VT_IOTLB_PERM_RO), 0);
+	REQUIRE_EQ(vt_iotlb_update(t, PT_IOVA(0) - PAGE, PAGE, host + 3 * PAGE, VT_IOTLB_PERM_RO),
+		   0);
+	CHECK_EQ(page_table_entries(t), 2);
+	CHECK_EQ(entries(t), 4);
+	check_entry(t, PT_IOVA(4), PT_IOVA(4), PAGE, host + 2 * PAGE, VT_IOTLB_PERM_RO);
+	check_entry(t, PT_IOVA(0) - 1, PT_IOVA(0) - PAGE, PAGE, host + 3 * PAGE, VT_IOTLB_PERM_RO);
+	/* An invalidation across the window's edges reaches both tables. */
+	REQUIRE_EQ(vt_iotlb_invalidate(t, PT_IOVA(0) - PAGE, 6 * PAGE), 0);
+	CHECK_EQ(entries(t), 0);
+	vt_iotlb_free(t);
+}
+
+VT_TEST(invalidate_all_empties_the_page_table_too)
+{
+	struct vt_iotlb *t = new_default();
+	REQUIRE(t);
+
+	for (unsigned int i = 0; i < 8; i++)
+		REQUIRE_EQ(vt_iotlb_update(t, PT_IOVA(i), PAGE, host + i * PAGE, VT_IOTLB_PERM_RW),
+			   0);
+	CHECK_EQ(page_table_entries(t), 8);
+	uint64_t gen = vt_iotlb_generation(t);
+	vt_iotlb_invalidate_all(t);
+	CHECK(vt_iotlb_generation(t) != gen);
+	CHECK_EQ(entries(t), 0);
+	CHECK_EQ(translate_fails(t, PT_IOVA(5), 1, VT_ACCESS_READ, -EFAULT), PT_IOVA(5));
+	vt_iotlb_free(t);
+}
+
+VT_TEST(an_extent_from_the_page_table_is_its_entry_under_the_current_generation)
+{
+	struct vt_iotlb *t = new_default();
+	REQUIRE(t);
+	struct vt_as as = vt_iotlb_as(t);
+	struct vt_as_extent e;
+	uint64_t gen = 0;
+
+	REQUIRE_EQ(vt_iotlb_update(t, PT_IOVA(0) + 0x10, 0x30, host + 0x20, VT_IOTLB_PERM_WO), 0);
+	REQUIRE_EQ(vt_as_extent(&as, PT_IOVA(0) + 0x20, &e, &gen), 0);
+	CHECK_EQ(e.addr, PT_IOVA(0) + 0x10);
+	CHECK_EQ(e.last, PT_IOVA(0) + 0x3f);
+	CHECK_EQ(e.hva, (uint64_t)(uintptr_t)(host + 0x20));
+	CHECK_EQ(e.perm, VT_ACCESS_WRITE);
+	CHECK_EQ(gen, vt_iotlb_generation(t));
+	CHECK_EQ(vt_as_extent(&as, PT_IOVA(0) + 0x40, &e, &gen), -EFAULT);
 	vt_iotlb_free(t);
 }

@@ -114,14 +114,14 @@ static void drop_log(void *opaque, enum vt_log_level level, const char *message)
 }
 
 static void run_model(uint64_t base, uint32_t window, unsigned int capacity,
-		      enum vt_iotlb_full_policy policy, uint64_t salt)
+		      enum vt_iotlb_full_policy policy, int page_table, uint64_t salt)
 {
 	static const struct vt_log quiet = { .fn = drop_log };
 	struct model_run r = { .seed = vt_test_seed() };
 	uint64_t ops = vt_test_scaled(1000000) / 4;
 
 	r.rng = r.seed ^ salt;
-	REQUIRE_EQ(iotlb_model_init(&r.m, base, window, capacity, policy, &quiet), 0);
+	REQUIRE_EQ(iotlb_model_init(&r.m, base, window, capacity, policy, page_table, &quiet), 0);
 	for (r.op = 0; r.op < ops && !r.m.failed; r.op++) {
 		uint64_t k = rnd(&r, 1000);
 		if (k < 400)
@@ -141,23 +141,41 @@ static void run_model(uint64_t base, uint32_t window, unsigned int capacity,
 	iotlb_model_destroy(&r.m);
 }
 
+/* With the page table: entries within a page go there, the others to the sorted array. */
 VT_TEST(agrees_with_byte_model_in_a_low_window)
 {
-	run_model(0x12345000, 64 * 1024, VT_IOTLB_DEFAULT_MAX_ENTRIES, VT_IOTLB_FULL_REFUSE, 1);
+	run_model(0x12345000, 64 * 1024, VT_IOTLB_DEFAULT_MAX_ENTRIES, VT_IOTLB_FULL_REFUSE, 1, 1);
 }
 
 VT_TEST(agrees_with_byte_model_at_top_of_address_space)
 {
 	run_model(0 - (uint64_t)64 * 1024, 64 * 1024, VT_IOTLB_DEFAULT_MAX_ENTRIES,
-		  VT_IOTLB_FULL_REFUSE, 2);
+		  VT_IOTLB_FULL_REFUSE, 1, 2);
 }
 
+/*
+ * Half the window below the end of the page table's (64 MiB, placed at 0 by the first update
+ * there), half above: entries of the same size on both sides of the edge, and ranges across it.
+ */
+VT_TEST(agrees_with_byte_model_across_the_edge_of_the_page_table)
+{
+	uint64_t edge = (uint64_t)VT_IOTLB_DEFAULT_PAGE_TABLE_PAGES * 4096;
+	run_model(edge - 32 * 1024, 64 * 1024, VT_IOTLB_DEFAULT_MAX_ENTRIES, VT_IOTLB_FULL_REFUSE,
+		  1, 5);
+}
+
+VT_TEST(agrees_with_byte_model_without_a_page_table)
+{
+	run_model(0x12345000, 64 * 1024, VT_IOTLB_DEFAULT_MAX_ENTRIES, VT_IOTLB_FULL_REFUSE, 0, 6);
+}
+
+/* The sorted array full: capacity bounds it alone, so these run without the page table. */
 VT_TEST(agrees_with_byte_model_when_full_and_refusing)
 {
-	run_model(0, 16 * 1024, 24, VT_IOTLB_FULL_REFUSE, 3);
+	run_model(0, 16 * 1024, 24, VT_IOTLB_FULL_REFUSE, 0, 3);
 }
 
 VT_TEST(agrees_with_byte_model_when_full_and_evicting)
 {
-	run_model(0 - (uint64_t)8 * 1024, 8 * 1024, 24, VT_IOTLB_FULL_EVICT, 4);
+	run_model(0 - (uint64_t)8 * 1024, 8 * 1024, 24, VT_IOTLB_FULL_EVICT, 0, 4);
 }

@@ -261,12 +261,17 @@ static void *writer_main(void *arg)
 	return NULL;
 }
 
-VT_TEST(readers_see_right_content_or_miss_while_writer_changes_mappings)
+/*
+ * @page_table_pages as struct vt_iotlb_params has it: with the page table, the writer's one-page
+ * entries live there, its two-page ones and what a half-page invalidation leaves in the sorted
+ * array; without, all of them in the sorted array.
+ */
+static void readers_race_a_writer(unsigned int page_table_pages)
 {
 	struct shared s = { 0 };
 	struct reader readers[READERS];
 	struct writer w = { .s = &s, .max_ops = vt_test_scaled(400000) };
-	struct vt_iotlb_params p = { .max_entries = 64 };
+	struct vt_iotlb_params p = { .max_entries = 64, .page_table_pages = page_table_pages };
 	pthread_t writer;
 	uint64_t seed = vt_test_seed();
 
@@ -302,6 +307,16 @@ VT_TEST(readers_see_right_content_or_miss_while_writer_changes_mappings)
 	       w.ops, readers[0].hits, readers[0].misses, readers[0].checked_after_invalidate);
 	vt_iotlb_free(s.t);
 	free(s.host);
+}
+
+VT_TEST(readers_see_right_content_or_miss_while_writer_changes_mappings)
+{
+	readers_race_a_writer(0);
+}
+
+VT_TEST(readers_see_right_content_or_miss_while_writer_changes_sorted_entries_only)
+{
+	readers_race_a_writer(VT_IOTLB_NO_PAGE_TABLE);
 }
 
 /*
@@ -364,10 +379,10 @@ static void handshake_wait(struct handshake *h, uint64_t phase)
 		sched_yield();
 }
 
-VT_TEST(translate_after_invalidate_returns_misses_on_another_thread)
+static void misses_after_invalidate(unsigned int page_table_pages)
 {
 	struct handshake h = { 0 };
-	struct vt_iotlb_params p = { .max_entries = 8 };
+	struct vt_iotlb_params p = { .max_entries = 8, .page_table_pages = page_table_pages };
 	pthread_t reader;
 	uint64_t rounds = vt_test_scaled(20000), phase = 0;
 
@@ -392,6 +407,17 @@ VT_TEST(translate_after_invalidate_returns_misses_on_another_thread)
 		VT_FAIL_AT("reader: %s", h.error);
 	vt_iotlb_free(h.t);
 	free(h.page);
+}
+
+/* A page's entry in the page table (the update fits a page), and a sorted entry. */
+VT_TEST(translate_after_invalidate_returns_misses_on_another_thread)
+{
+	misses_after_invalidate(0);
+}
+
+VT_TEST(translate_after_invalidate_of_a_sorted_entry_returns_misses_on_another_thread)
+{
+	misses_after_invalidate(VT_IOTLB_NO_PAGE_TABLE);
 }
 
 /*
@@ -447,10 +473,10 @@ static void *revival_reader(void *arg)
 	return NULL;
 }
 
-VT_TEST(a_hole_mapped_again_never_shows_a_previous_host_page_to_a_concurrent_reader)
+static void hole_mapped_again(unsigned int page_table_pages)
 {
 	struct revival v = { 0 };
-	struct vt_iotlb_params p = { .max_entries = 8 };
+	struct vt_iotlb_params p = { .max_entries = 8, .page_table_pages = page_table_pages };
 	pthread_t reader;
 	uint64_t lives = vt_test_scaled(300000), life;
 
@@ -495,6 +521,16 @@ VT_TEST(a_hole_mapped_again_never_shows_a_previous_host_page_to_a_concurrent_rea
 	printf("  %" PRIu64 " lives; reader checked %" PRIu64 " hits\n", life - 1, v.checked);
 	vt_iotlb_free(v.t);
 	free(v.host);
+}
+
+VT_TEST(a_hole_mapped_again_never_shows_a_previous_host_page_to_a_concurrent_reader)
+{
+	hole_mapped_again(0);
+}
+
+VT_TEST(a_dead_sorted_entry_mapped_again_never_shows_a_previous_host_page_to_a_concurrent_reader)
+{
+	hole_mapped_again(VT_IOTLB_NO_PAGE_TABLE);
 }
 
 struct batch_peer {

@@ -461,7 +461,10 @@ static void iommu_pair_init_with(struct strict_pair *p, bool packed, enum vt_dma
 	p->feed.table = vt_memtable_new(NULL);
 	REQUIRE(p->feed.table != NULL);
 	REQUIRE_EQ(vt_memtable_add_shm(p->feed.table, p->shm), 0);
+	/* A bounded IOTLB fills up only without the page table, which its bound does not cover. */
 	struct vt_iotlb_params ip = { .max_entries = iotlb_entries,
+				      .page_table_pages =
+					  iotlb_entries ? VT_IOTLB_NO_PAGE_TABLE : 0,
 				      .log = iotlb_entries ? &quiet : NULL };
 	REQUIRE_EQ(vt_iotlb_new(&ip, &p->feed.iotlb), 0);
 	struct vt_dma_params dp = { .mode = mode,
