@@ -163,15 +163,42 @@ static void sift_down(struct pending_range *a, unsigned int root, unsigned int n
 	}
 }
 
+/*
+ * Merges the descending runs a[0, k) and a[k, n) into a[0, n), through @tmp (room for the first
+ * run): linear, and its branches follow the data instead of mispredicting as a heap's do.
+ */
+static void merge_two_runs(struct pending_range *a, unsigned int k, unsigned int n,
+			   struct pending_range *tmp)
+{
+	unsigned int i = 0, j = k, w = 0;
+
+	memcpy(tmp, a, k * sizeof(*a));
+	while (i < k && j < n)
+		a[w++] = tmp[i].iova >= a[j].iova ? tmp[i++] : a[j++];
+	while (i < k)
+		a[w++] = tmp[i++];
+}
+
+/* Runs short enough to merge through a buffer on the stack: a strict batch's. */
+#define MERGE_MAX 64u
+
 static void sort_pending(struct pending_range *a, unsigned int n)
 {
-	/* One pass finds either order a run of maps leaves; the heapsort is for no order. */
-	bool up = true, down = true;
-	for (unsigned int i = 1; i < n && (up || down); i++) {
+	/*
+	 * One pass finds either order a run of maps leaves, and the two descending runs that
+	 * completions across two runs of maps leave (a strict batch, one time in ten in
+	 * virtue-bench ring); the heapsort is for the rest.
+	 */
+	unsigned int ascents = 0, last_ascent = 0;
+	bool up = true;
+	for (unsigned int i = 1; i < n; i++) {
 		up &= a[i - 1].iova <= a[i].iova;
-		down &= a[i - 1].iova >= a[i].iova;
+		if (a[i - 1].iova < a[i].iova) {
+			ascents++;
+			last_ascent = i;
+		}
 	}
-	if (down)
+	if (ascents == 0)
 		return;
 	if (up) {
 		for (unsigned int i = 0, j = n - 1; i < j; i++, j--) {
@@ -179,6 +206,11 @@ static void sort_pending(struct pending_range *a, unsigned int n)
 			a[i] = a[j];
 			a[j] = t;
 		}
+		return;
+	}
+	if (ascents == 1 && last_ascent <= MERGE_MAX) {
+		struct pending_range tmp[MERGE_MAX];
+		merge_two_runs(a, last_ascent, n, tmp);
 		return;
 	}
 	/* A min-heap, its least moved to the end each round: descending. */

@@ -783,6 +783,46 @@ VT_TEST(lazy_merges_ranges_unmapped_out_of_order)
 	teardown(&f);
 }
 
+/*
+ * Two descending runs, as completions across two runs of maps leave them: merged, not heap
+ * sorted, and still one range. A merge that dropped or doubled an entry would leave a page mapped
+ * or invalidate it twice.
+ */
+VT_TEST(lazy_merges_ranges_unmapped_in_two_descending_runs)
+{
+	struct fixture f;
+	uint64_t bus[8], down[8];
+
+	REQUIRE_EQ(setup_memory(&f, VT_DMA_IOMMU_LAZY), 0);
+	f.params.lazy_batch = 8;
+	REQUIRE_EQ(setup_dma(&f), 0);
+	REQUIRE(map_pages(&f, bus, 8) != NULL);
+	memcpy(down, bus, sizeof(bus));
+	for (int i = 1; i < 8; i++)
+		for (int j = i; j > 0 && down[j - 1] < down[j]; j--) {
+			uint64_t x = down[j];
+			down[j] = down[j - 1];
+			down[j - 1] = x;
+		}
+	/* The lower half first, each half from its top: one ascent, in the middle. */
+	for (int i = 0; i < 8; i++)
+		REQUIRE_EQ(vt_dma_unmap(f.dma, down[(i + 4) % 8], 64, VT_DMA_TO_DEVICE), 0);
+	CHECK_EQ(f.dev.invalidations, 1);
+	CHECK_EQ(device_entries(&f.dev), 0);
+	/* Every block back, once: the next eight maps take the same eight IOVA pages. */
+	uint64_t again[8];
+	REQUIRE(map_pages(&f, again, 8) != NULL);
+	for (int i = 0; i < 8; i++) {
+		int found = 0;
+		for (int j = 0; j < 8; j++)
+			found += again[i] / 4096 == down[j] / 4096;
+		CHECK_EQ(found, 1);
+		for (int j = 0; j < i; j++)
+			CHECK(again[j] / 4096 != again[i] / 4096);
+	}
+	teardown(&f);
+}
+
 /* Ranges a transport was sent without waiting, and the waits (vhost-user's pipelined IOTLB). */
 static struct published sent[16];
 static unsigned int sent_count, syncs;
