@@ -105,7 +105,8 @@ static inline int iotlb_model_init(struct iotlb_model *m, uint64_t base, uint32_
 	m->size = size;
 	m->capacity = capacity;
 	m->policy = policy;
-	m->host = malloc(2ull * size);
+	/* Page aligned, and whole pages: a page of it can back a page table entry. */
+	m->host = aligned_alloc(4096, (2ull * size + 4095) & ~4095ull);
 	m->id = calloc(size, sizeof(m->id[0]));
 	m->hoff = calloc(size, sizeof(m->hoff[0]));
 	m->perm = calloc(size, sizeof(m->perm[0]));

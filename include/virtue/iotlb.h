@@ -6,10 +6,11 @@
  * the first missing address so the transport can send a MISS.
  *
  * Entries are byte granular and never overlap: an update replaces whatever it covers (splitting
- * partially covered entries), an invalidation removes exactly the range given. An entry within
- * one 4 KiB page of a window of IOVA space (a page table of page_table_pages pages, placed where
- * the first such update falls) is found by indexing that page, in O(1): a DMA API maps a buffer
- * at a time, a vIOMMU a page at a time. Every other entry lives in a sorted array under a
+ * partially covered entries), an invalidation removes exactly the range given. An entry that maps
+ * one whole 4 KiB page of a window of IOVA space to a whole host page (a page table of
+ * page_table_pages pages, placed where the first such update falls) is found by indexing that
+ * page, in O(1): a DMA API maps the pages of a buffer, a vIOMMU a page at a time. Every other
+ * entry lives in a sorted array under a
  * multi-level index of 16-key blocks (O(log n) lookups with a last-hit fast path; updates move
  * entries and are O(n) in the worst case), which is bounded by max_entries; when full, the
  * configured policy either refuses the update or evicts an entry (the device then misses and asks

@@ -4,7 +4,7 @@
  * dense array of start addresses that lookups search, a parallel array with where each entry ends
  * and what it maps to, and one of permissions, plus an index of every 16th start (and every 16th of
  * those, and so on) so that a lookup reads few, mostly cached, lines at 65,536 entries as at 16;
- * and in front of it a page table (iotlb_pages.h) for the entries that lie within a page. A
+ * and in front of it a page table (iotlb_pages.h) for the entries that map one whole page. A
  * sequence lock lets data-path threads translate without writing any shared line while the control
  * path updates and invalidates.
  */
@@ -103,7 +103,7 @@ struct vt_iotlb {
 	unsigned int keys[INDEX_LEVELS];
 	/*
 	 * The page table's window: IOVA of its first page, and how many pages it has, 0 until the
-	 * first update that fits a page places it (where that update falls, the window aligned to
+	 * first update of a whole page places it (where that update falls, the window aligned to
 	 * its size). Then fixed: a reader computes an entry's page from them.
 	 */
 	uint64_t pte_base;
@@ -135,12 +135,11 @@ struct vt_iotlb {
 	/*
 	 * The page table, pte_pages entries (0: none). An entry and the sorted array never both
 	 * map a byte: an update fills a page's entry only when the sorted array maps none of its
-	 * bytes, and an operation on part of an entry moves it to the sorted array first
+	 * bytes, and an operation on part of a page moves its entry to the sorted array first
 	 * (pte_demote). Dead sorted entries may still lie under a page's entry: a reader tries the
 	 * page first.
 	 */
-	struct iotlb_pte *pte;
-	uint8_t *pte_perm; /* each entry's permission, DEAD for none (see struct iotlb_pte) */
+	uint64_t *pte;
 	unsigned int pte_pages;
 	unsigned int capacity;
 	unsigned int allocated_levels;
@@ -534,7 +533,6 @@ static void free_arrays(struct vt_iotlb *t)
 	free(t->slot);
 	free(t->perm);
 	free(t->pte);
-	free(t->pte_perm);
 	for (unsigned int k = 0; k < INDEX_LEVELS; k++)
 		free(t->index[k]);
 }
@@ -577,12 +575,9 @@ int vt_iotlb_new(const struct vt_iotlb_params *params, struct vt_iotlb **out)
 	t->perm = aligned_alloc(IOTLB_CACHELINE,
 				(keys + IOTLB_CACHELINE - 1) & ~(size_t)(IOTLB_CACHELINE - 1));
 	/* Zeroed: every page starts empty. Its lines are touched only where updates fall. */
-	if (p.page_table_pages) {
+	if (p.page_table_pages)
 		t->pte = calloc(p.page_table_pages, sizeof(t->pte[0]));
-		t->pte_perm = calloc(p.page_table_pages, 1);
-	}
-	if (!t->start || !t->slot || !t->perm ||
-	    (p.page_table_pages && (!t->pte || !t->pte_perm))) {
+	if (!t->start || !t->slot || !t->perm || (p.page_table_pages && !t->pte)) {
 		ret = -ENOMEM;
 		goto err_free;
 	}
@@ -944,7 +939,7 @@ static uint64_t pte_page_addr(const struct vt_iotlb *t, unsigned int i)
 /* Live page table entry @i as a piece. */
 static struct iotlb_piece pte_value(const struct vt_iotlb *t, unsigned int i)
 {
-	return iotlb_pte_value(&t->pte[i], t->pte_perm[i], pte_page_addr(t, i));
+	return iotlb_pte_value(t->pte[i], pte_page_addr(t, i));
 }
 
 /*
@@ -967,20 +962,11 @@ static bool pte_span(const struct vt_iotlb *t, uint64_t iova, uint64_t last, uns
 	return true;
 }
 
-/*
- * Whether page table entry @i is live and holds a byte of [iova, last]. A page inside the range
- * is answered by its permission alone: an invalidation of a run of pages reads the entries of
- * its two ends only.
- */
-static bool pte_overlaps(const struct vt_iotlb *t, unsigned int i, uint64_t iova, uint64_t last)
+/* Whether the page of page table entry @i lies inside [iova, last] whole. */
+static bool pte_inside(const struct vt_iotlb *t, unsigned int i, uint64_t iova, uint64_t last)
 {
-	if (t->pte_perm[i] == DEAD)
-		return false;
 	uint64_t page = pte_page_addr(t, i);
-	if (page >= iova && page + IOTLB_PAGE_MASK <= last)
-		return true;
-	struct iotlb_piece p = pte_value(t, i);
-	return p.start <= last && p.last >= iova;
+	return page >= iova && page + IOTLB_PAGE_MASK <= last;
 }
 
 /* Under the writer lock: whether the sorted array maps a byte of [iova, last]. */
@@ -1008,7 +994,7 @@ static int pte_demote(struct vt_iotlb *t, unsigned int i)
 	if (ret < 0)
 		return ret;
 	write_begin(t);
-	STORE(&t->pte_perm[i], DEAD);
+	STORE(&t->pte[i], 0);
 	write_end(t);
 	t->pte_live--;
 	return 0;
@@ -1022,7 +1008,7 @@ static int pte_demote_range(struct vt_iotlb *t, uint64_t iova, uint64_t last)
 	if (!pte_span(t, iova, last, &first, &end))
 		return 0;
 	for (unsigned int i = first; i < end; i++) {
-		if (pte_overlaps(t, i, iova, last)) {
+		if (t->pte[i]) {
 			int ret = pte_demote(t, i);
 			if (ret < 0)
 				return ret;
@@ -1032,35 +1018,32 @@ static int pte_demote_range(struct vt_iotlb *t, uint64_t iova, uint64_t last)
 }
 
 /*
- * Under the writer lock: an update that fits a page goes into the page table when the page holds
- * no entry and the sorted array maps none of its bytes: no search, no move, no write section.
- * Returns 0 when it went there, 1 when the rest of vt_iotlb_update must see to it.
+ * Under the writer lock: an update of a whole page to a whole host page goes into the page table
+ * when the page holds no entry and the sorted array maps none of its bytes: no search, no move,
+ * no write section. Returns 0 when it went there, 1 when the rest of vt_iotlb_update must see to
+ * it.
  */
 static inline int pte_update(struct vt_iotlb *t, uint64_t iova, uint64_t last, uintptr_t host,
 			     unsigned int perm)
 {
-	if ((iova ^ last) >> IOTLB_PAGE_SHIFT)
+	if (((iova | host) & IOTLB_PAGE_MASK) || last - iova != IOTLB_PAGE_MASK)
 		return 1;
 	unsigned int i = pte_of(t, iova, true);
 	if (i == NO_ENTRY)
 		return 1;
-	if (t->pte_perm[i] != DEAD) {
-		struct iotlb_piece p = pte_value(t, i);
+	uint64_t pte = iotlb_pte(host, perm);
+	if (t->pte[i])
 		/* A peer repeating an update (one per queue that missed) changes nothing. */
-		if (p.start == iova && p.last == last && p.hva == host && p.perm == perm)
-			return 0;
-		return 1;
-	}
+		return t->pte[i] == pte ? 0 : 1;
 	if (sorted_mapped(t, iova, last))
 		return 1;
 	/*
-	 * Release: the write section that emptied the page may have run on another writer
-	 * thread, whose sequence stores reach this one through the writer mutex only. A reader
-	 * that loads a field stored below synchronizes with this fence (its acquire fence in
-	 * read_retry) and sees that sequence change, even when it loaded the old permission.
+	 * Release: pairs with the reader's acquire (iotlb_pte_piece), so that one that sees the
+	 * entry also sees every sequence change before it, made on whichever writer thread (the
+	 * writer mutex passes between them): a reader that overlapped the invalidation that emptied
+	 * the page retries.
 	 */
-	atomic_thread_fence(memory_order_release);
-	iotlb_pte_fill(&t->pte[i], &t->pte_perm[i], iova, last, host, perm);
+	__atomic_store_n(&t->pte[i], pte, __ATOMIC_RELEASE);
 	t->pte_live++;
 	return 0;
 }
@@ -1156,13 +1139,12 @@ static unsigned int pte_invalidate_prepare(struct vt_iotlb *t, uint64_t *lo, uin
 	if (!pte_span(t, *lo, *hi, &first, &end))
 		return 0;
 	for (unsigned int i = first; i < end; i++) {
-		if (!pte_overlaps(t, i, *lo, *hi))
+		if (!t->pte[i])
 			continue;
-		uint64_t page = pte_page_addr(t, i);
-		if (page < *lo || page + IOTLB_PAGE_MASK > *hi) {
-			/* A page at an end of the range: its entry may reach out of it. */
+		if (!pte_inside(t, i, *lo, *hi)) {
+			/* A page at an end of the range, which covers part of it. */
 			struct iotlb_piece p = pte_value(t, i);
-			if ((p.start < *lo || p.last > *hi) && pte_demote(t, i) == 0)
+			if (pte_demote(t, i) == 0)
 				continue;
 			*lo = p.start < *lo ? p.start : *lo;
 			*hi = p.last > *hi ? p.last : *hi;
@@ -1183,8 +1165,8 @@ static void pte_kill(struct vt_iotlb *t, uint64_t lo, uint64_t hi)
 	if (!pte_span(t, lo, hi, &first, &end))
 		return;
 	for (unsigned int i = first; i < end; i++) {
-		if (pte_overlaps(t, i, lo, hi)) {
-			STORE(&t->pte_perm[i], DEAD);
+		if (t->pte[i]) {
+			STORE(&t->pte[i], 0);
 			t->pte_live--;
 		}
 	}
@@ -1291,8 +1273,8 @@ void vt_iotlb_invalidate_all(struct vt_iotlb *iotlb)
 	STORE(&t->count, 0);
 	t->dead = 0;
 	for (unsigned int i = 0; t->pte_live && i < t->pte_window; i++) {
-		if (t->pte_perm[i] != DEAD) {
-			STORE(&t->pte_perm[i], DEAD);
+		if (t->pte[i]) {
+			STORE(&t->pte[i], 0);
 			t->pte_live--;
 		}
 	}
@@ -1318,8 +1300,8 @@ static inline void sorted_piece(const struct vt_iotlb *t, unsigned int i, struct
 /* The page table's entry holding @addr, between read_begin and read_retry: false for none. */
 static inline bool page_piece(const struct vt_iotlb *t, uint64_t addr, struct iotlb_piece *p)
 {
-	return iotlb_pte_piece(t->pte, t->pte_perm, t->pte_pages, LOAD(&t->pte_base),
-			       LOAD(&t->pte_window), addr, p);
+	return iotlb_pte_piece(t->pte, t->pte_pages, LOAD(&t->pte_base), LOAD(&t->pte_window), addr,
+			       p);
 }
 
 /*

@@ -9,11 +9,14 @@ import struct
 import sys
 
 WINDOW = 1024  # as in fuzz_iotlb.c
+PAGE = 4096
+PAGES = 4  # the window of the page table runs, in pages (PAGE_TABLE_WINDOW)
 RO, WO, RW = 1, 2, 3
 
 
-def header(capacity, evict=False, top=False):
-    return bytes([(capacity - 8) % 57, (1 if evict else 0) | (2 if top else 0)])
+def header(capacity, evict=False, top=False, pages=False):
+    return bytes([(capacity - 8) % 57,
+                  (1 if evict else 0) | (2 if top else 0) | (4 if pages else 0)])
 
 
 def op(kind, a, b, x=0, y=0):
@@ -25,6 +28,11 @@ def update(off, size, perm=RW, host=None):
     y = 1 if host is None else (host << 1) & 0xff
     x = perm - 1 if perm in (RO, WO, RW) else 0xf8 | perm
     return op(0, off, size, x, y)
+
+
+def update_page(page, host_page, perm=RW):
+    # a whole page of the window onto whole host page host_page (page table runs only)
+    return op(0, page, 0, perm - 1, 2 | host_page << 2)
 
 
 def invalidate(off, size):
@@ -90,11 +98,30 @@ def seeds():
     s['bad-arguments'] = header(16) + update(10, 0) + update(10, 10, perm=0) + \
         update(10, 10, perm=4) + translate(10, 10, access=0) + translate(10, 10, access=4) + \
         translate(10, 0) + invalidate(10, 0)
+    # With the page table: whole pages there, the rest in the sorted array, and ops across both.
+    pw = PAGES * PAGE
+    s['pages-map-translate'] = header(8, pages=True) + update_page(0, 3) + update_page(1, 4) + \
+        translate(PAGE - 8, 16) + translate(0, 2 * PAGE, RW) + translate(2 * PAGE - 1, 2)
+    s['pages-partial-invalidate'] = header(8, pages=True) + update_page(1, 2) + \
+        invalidate(PAGE + 100, 50) + translate(PAGE, PAGE) + translate(PAGE + 150, 100)
+    s['pages-overlapping-update'] = header(8, pages=True) + update_page(0, 1) + \
+        update_page(1, 2, RO) + update(PAGE - 10, 20, WO, host=7) + translate(0, 2 * PAGE) + \
+        update_page(1, 2, RO) + invalidate(0, 2 * PAGE) + update_page(1, 5) + translate(0, pw)
+    s['pages-mixed-in-a-page'] = header(8, pages=True) + update(2 * PAGE + 64, 64) + \
+        update_page(2, 0) + translate(2 * PAGE, PAGE) + invalidate(2 * PAGE + 64, 64) + \
+        update_page(2, 0) + translate(2 * PAGE, PAGE)
+    s['pages-top'] = header(8, top=True, pages=True) + update_page(PAGES - 1, 1) + \
+        translate(pw - 1, 1) + translate(pw - 16, 100) + invalidate_all() + translate(pw - 1, 1)
     rng = random.Random(0x5eed)
     for i in range(4):
         data = header(8 + rng.randrange(57), evict=i % 2 == 1, top=i >= 2)
         data += bytes(rng.randrange(256) for _ in range(7 * 150))
         s['random-%d' % i] = data
+    pages_rng = random.Random(0x9a9e5)
+    for i in range(4):
+        data = header(8, top=i >= 2, pages=True)
+        data += bytes(pages_rng.randrange(256) for _ in range(7 * 150))
+        s['pages-random-%d' % i] = data
     return s
 
 

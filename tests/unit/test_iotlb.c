@@ -13,7 +13,8 @@
 #define PAGE	 4096u
 #define TOP_PAGE (UINT64_MAX - PAGE + 1) /* 2^64 - 4096 */
 
-static uint8_t host[64 * PAGE];
+/* Page aligned: a whole host page can back a page table entry. */
+static _Alignas(4096) uint8_t host[64 * PAGE];
 
 static struct vt_iotlb *new_iotlb(unsigned int max_entries, enum vt_iotlb_full_policy policy,
 				  const struct vt_log *log)
@@ -1250,29 +1251,30 @@ static unsigned int page_table_entries(struct vt_iotlb *t)
 /* IOVA of page @n of a window at 1 GiB, where the first update places the page table. */
 #define PT_IOVA(n) (0x40000000ull + (uint64_t)(n)*PAGE)
 
-VT_TEST(an_entry_within_a_page_goes_to_the_page_table_and_one_across_pages_does_not)
+VT_TEST(a_whole_page_goes_to_the_page_table_and_anything_else_to_the_sorted_array)
 {
 	struct vt_iotlb *t = new_default();
 	struct iovec iov[2];
 	REQUIRE(t);
 
-	REQUIRE_EQ(vt_iotlb_update(t, PT_IOVA(0) + 0x40, 0x80, host + 0x100, VT_IOTLB_PERM_RO), 0);
+	REQUIRE_EQ(vt_iotlb_update(t, PT_IOVA(0), PAGE, host + PAGE, VT_IOTLB_PERM_RO), 0);
 	CHECK_EQ(page_table_entries(t), 1);
-	REQUIRE_EQ(vt_iotlb_update(t, PT_IOVA(1) + 0x800, PAGE, host + PAGE, VT_IOTLB_PERM_RO), 0);
+	/* Part of a page; a page onto a host range that is not a page; more than a page. */
+	REQUIRE_EQ(vt_iotlb_update(t, PT_IOVA(1) + 0x40, 0x80, host, VT_IOTLB_PERM_RO), 0);
+	REQUIRE_EQ(vt_iotlb_update(t, PT_IOVA(2), PAGE, host + 0x10, VT_IOTLB_PERM_RO), 0);
+	REQUIRE_EQ(vt_iotlb_update(t, PT_IOVA(4), 2 * PAGE, host, VT_IOTLB_PERM_RO), 0);
 	CHECK_EQ(page_table_entries(t), 1);
-	CHECK_EQ(entries(t), 2);
+	CHECK_EQ(entries(t), 4);
 
 	CHECK_EQ(translate_ok(t, PT_IOVA(0) + 0x50, 0x10, VT_ACCESS_READ, iov, 2), 1);
-	CHECK(iov[0].iov_base == host + 0x110);
+	CHECK(iov[0].iov_base == host + PAGE + 0x50);
 	CHECK_EQ(iov[0].iov_len, 0x10);
-	check_entry(t, PT_IOVA(0) + 0xbf, PT_IOVA(0) + 0x40, 0x80, host + 0x100, VT_IOTLB_PERM_RO);
-	/* The bytes of the page around the entry are not mapped. */
-	CHECK_EQ(translate_fails(t, PT_IOVA(0) + 0x3f, 2, VT_ACCESS_READ, -EFAULT),
-		 PT_IOVA(0) + 0x3f);
-	CHECK_EQ(translate_fails(t, PT_IOVA(0) + 0xb0, 0x20, VT_ACCESS_READ, -EFAULT),
-		 PT_IOVA(0) + 0xc0);
-	CHECK_EQ(translate_fails(t, PT_IOVA(0) + 0x40, 1, VT_ACCESS_WRITE, -EACCES),
-		 PT_IOVA(0) + 0x40);
+	check_entry(t, PT_IOVA(0) + 0xfff, PT_IOVA(0), PAGE, host + PAGE, VT_IOTLB_PERM_RO);
+	check_entry(t, PT_IOVA(2) + 0xfff, PT_IOVA(2), PAGE, host + 0x10, VT_IOTLB_PERM_RO);
+	CHECK_EQ(translate_fails(t, PT_IOVA(0), 1, VT_ACCESS_WRITE, -EACCES), PT_IOVA(0));
+	/* The page ends where its entry does: the bytes of the next before its entry are not
+	 * mapped. */
+	CHECK_EQ(translate_fails(t, PT_IOVA(0) + 0xff0, 0x20, VT_ACCESS_READ, -EFAULT), PT_IOVA(1));
 	vt_iotlb_free(t);
 }
 
@@ -1282,12 +1284,12 @@ VT_TEST(a_page_entry_and_a_sorted_entry_next_to_it_in_both_spaces_merge_into_one
 	struct iovec iov[2];
 	REQUIRE(t);
 
-	/* The page's second half, then the next two pages: one entry in each table. */
-	REQUIRE_EQ(vt_iotlb_update(t, PT_IOVA(0) + 0x800, 0x800, host, VT_IOTLB_PERM_RW), 0);
-	REQUIRE_EQ(vt_iotlb_update(t, PT_IOVA(1), 2 * PAGE, host + 0x800, VT_IOTLB_PERM_RW), 0);
+	/* A page, then the next two pages: one entry in each table. */
+	REQUIRE_EQ(vt_iotlb_update(t, PT_IOVA(0), PAGE, host, VT_IOTLB_PERM_RW), 0);
+	REQUIRE_EQ(vt_iotlb_update(t, PT_IOVA(1), 2 * PAGE, host + PAGE, VT_IOTLB_PERM_RW), 0);
 	CHECK_EQ(page_table_entries(t), 1);
 	CHECK_EQ(translate_ok(t, PT_IOVA(0) + 0x800, 0x800 + 2 * PAGE, VT_ACCESS_RW, iov, 2), 1);
-	CHECK(iov[0].iov_base == host);
+	CHECK(iov[0].iov_base == host + 0x800);
 	CHECK_EQ(iov[0].iov_len, 0x800 + 2 * PAGE);
 	vt_iotlb_free(t);
 }
@@ -1357,16 +1359,16 @@ VT_TEST(a_page_emptied_by_invalidation_is_filled_again_without_a_generation_bump
 	struct iovec iov;
 	REQUIRE(t);
 
-	REQUIRE_EQ(vt_iotlb_update(t, PT_IOVA(3), 0x40, host, VT_IOTLB_PERM_WO), 0);
-	REQUIRE_EQ(vt_iotlb_invalidate(t, PT_IOVA(3), 0x40), 0);
+	REQUIRE_EQ(vt_iotlb_update(t, PT_IOVA(3), PAGE, host, VT_IOTLB_PERM_WO), 0);
+	REQUIRE_EQ(vt_iotlb_invalidate(t, PT_IOVA(3), PAGE), 0);
 	CHECK_EQ(page_table_entries(t), 0);
 	CHECK_EQ(translate_fails(t, PT_IOVA(3), 1, VT_ACCESS_WRITE, -EFAULT), PT_IOVA(3));
 	uint64_t gen = vt_iotlb_generation(t);
-	REQUIRE_EQ(vt_iotlb_update(t, PT_IOVA(3) + 0x40, 0x40, host + PAGE, VT_IOTLB_PERM_WO), 0);
+	REQUIRE_EQ(vt_iotlb_update(t, PT_IOVA(3), PAGE, host + PAGE, VT_IOTLB_PERM_WO), 0);
 	CHECK_EQ(vt_iotlb_generation(t), gen);
 	CHECK_EQ(page_table_entries(t), 1);
 	CHECK_EQ(translate_ok(t, PT_IOVA(3) + 0x40, 0x40, VT_ACCESS_WRITE, &iov, 1), 1);
-	CHECK(iov.iov_base == host + PAGE);
+	CHECK(iov.iov_base == host + PAGE + 0x40);
 	vt_iotlb_free(t);
 }
 
@@ -1417,13 +1419,13 @@ VT_TEST(an_extent_from_the_page_table_is_its_entry_under_the_current_generation)
 	struct vt_as_extent e;
 	uint64_t gen = 0;
 
-	REQUIRE_EQ(vt_iotlb_update(t, PT_IOVA(0) + 0x10, 0x30, host + 0x20, VT_IOTLB_PERM_WO), 0);
-	REQUIRE_EQ(vt_as_extent(&as, PT_IOVA(0) + 0x20, &e, &gen), 0);
-	CHECK_EQ(e.addr, PT_IOVA(0) + 0x10);
-	CHECK_EQ(e.last, PT_IOVA(0) + 0x3f);
-	CHECK_EQ(e.hva, (uint64_t)(uintptr_t)(host + 0x20));
+	REQUIRE_EQ(vt_iotlb_update(t, PT_IOVA(1), PAGE, host + 2 * PAGE, VT_IOTLB_PERM_WO), 0);
+	REQUIRE_EQ(vt_as_extent(&as, PT_IOVA(1) + 0x20, &e, &gen), 0);
+	CHECK_EQ(e.addr, PT_IOVA(1));
+	CHECK_EQ(e.last, PT_IOVA(1) + PAGE - 1);
+	CHECK_EQ(e.hva, (uint64_t)(uintptr_t)(host + 2 * PAGE));
 	CHECK_EQ(e.perm, VT_ACCESS_WRITE);
 	CHECK_EQ(gen, vt_iotlb_generation(t));
-	CHECK_EQ(vt_as_extent(&as, PT_IOVA(0) + 0x40, &e, &gen), -EFAULT);
+	CHECK_EQ(vt_as_extent(&as, PT_IOVA(2), &e, &gen), -EFAULT);
 	vt_iotlb_free(t);
 }

@@ -65,6 +65,15 @@ static void op_update(struct model_run *r)
 		else
 			size = m->size - lo;
 	}
+	/*
+	 * An eighth of the time, a whole page of a page-aligned window onto a whole host page: what
+	 * the page table holds.
+	 */
+	if (m->base % 4096 == 0 && m->size >= 2 * 4096 && rnd(r, 8) == 0) {
+		lo = (uint32_t)rnd(r, m->size / 4096) * 4096;
+		size = 4096;
+		past_top = 0;
+	}
 	/* A quarter of the time, exactly a range updated before (an IOVA mapped again). */
 	if (r->recent_count && size && !past_top && rnd(r, 4) == 0) {
 		unsigned int i = (unsigned int)rnd(r, r->recent_count);
@@ -73,6 +82,8 @@ static void op_update(struct model_run *r)
 	}
 	/* Host offset: half the time the same as the IOVA's, so neighbours merge. */
 	uint64_t h = rnd(r, 2) ? lo : rnd(r, 2ull * m->size - size + 1);
+	if (size == 4096 && lo % 4096 == 0 && rnd(r, 4))
+		h = rnd(r, 2ull * m->size / 4096) * 4096; /* a whole host page, mostly */
 	if (past_top)
 		h = 0;
 	iotlb_model_update(m, lo, size, perm, h);
