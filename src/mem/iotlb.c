@@ -1480,11 +1480,11 @@ static uint64_t iotlb_as_generation(const void *impl)
 	return vt_iotlb_generation(impl);
 }
 
-/* An entry is one extent (entries are not merged: neighbours may differ in permission). */
-static int iotlb_as_extent(void *impl, uint64_t addr, struct vt_as_extent *extent,
-			   uint64_t *generation)
+/* iotlb_as_extent but for its first try at the page table. */
+static __attribute__((noinline)) int extent_search(const struct vt_iotlb *t, uint64_t addr,
+						   struct vt_as_extent *extent,
+						   uint64_t *generation)
 {
-	const struct vt_iotlb *t = impl;
 	struct iotlb_piece p;
 	unsigned int i, seq;
 	uint64_t gen;
@@ -1508,6 +1508,35 @@ static int iotlb_as_extent(void *impl, uint64_t addr, struct vt_as_extent *exten
 	    (struct vt_as_extent){ .addr = p.start, .last = p.last, .hva = p.hva, .perm = p.perm };
 	*generation = gen;
 	return 0;
+}
+
+/*
+ * An entry is one extent (entries are not merged: neighbours may differ in permission). A ring
+ * asks for one per buffer that its cached extent does not hold, which under strict DMA is every
+ * buffer: a page of the page table is answered here in a single try, in a few loads.
+ */
+static int iotlb_as_extent(void *impl, uint64_t addr, struct vt_as_extent *extent,
+			   uint64_t *generation)
+{
+	const struct vt_iotlb *t = impl;
+	unsigned int seq = read_begin(t);
+	/* Relaxed: the sequence lock orders it with the entry. */
+	uint64_t gen = atomic_load_explicit(&t->generation, memory_order_relaxed);
+	uint64_t page = (addr - LOAD(&t->pte_base)) >> IOTLB_PAGE_SHIFT;
+
+	if (page < LOAD(&t->pte_window) && page < t->pte_pages) {
+		/* Acquire: as in iotlb_pte_piece. */
+		uint64_t pte = __atomic_load_n(&t->pte[page], __ATOMIC_ACQUIRE);
+		if (pte && !read_retry(t, seq)) {
+			struct iotlb_piece p = iotlb_pte_value(pte, addr & ~IOTLB_PAGE_MASK);
+			*extent = (struct vt_as_extent){
+				.addr = p.start, .last = p.last, .hva = p.hva, .perm = p.perm
+			};
+			*generation = gen;
+			return 0;
+		}
+	}
+	return extent_search(t, addr, extent, generation);
 }
 
 static int iotlb_as_unchanged_since(const void *impl, uint64_t since, uint64_t addr, uint64_t len,
