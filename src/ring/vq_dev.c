@@ -215,6 +215,15 @@ static bool vq_dev_rings_unchanged(struct vt_vq_dev *vq)
 	return true;
 }
 
+bool vq_dev_rings_revalidate(struct vt_vq_dev *vq)
+{
+	if (!vq->rings_resolved || !vq_dev_rings_unchanged(vq))
+		return false;
+	/* The cached extent was taken under the old generation: the change may have hit it. */
+	vq->extent_valid = false;
+	return true;
+}
+
 /* vq_dev_ensure_rings when the generation moved: out of line, as it is rare. */
 static __attribute__((noinline)) int vq_dev_refresh_rings(struct vt_vq_dev *vq, uint64_t gen)
 {

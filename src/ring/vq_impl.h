@@ -240,6 +240,20 @@ static inline bool vq_dev_rings_current(const struct vt_vq_dev *vq)
 	return vq->rings_resolved && vt_as_generation(&vq->as) == vq->ring_generation;
 }
 
+/* vq_dev.c: an IOTLB change seen in a burst left the ring areas alone; see vq_dev_rings_hold. */
+bool vq_dev_rings_revalidate(struct vt_vq_dev *vq);
+
+/*
+ * Whether a burst may go on: the ring pointers are current, or the IOTLB change that moved the
+ * generation touched none of the ring areas (a strict DMA driver invalidates the buffers it
+ * collected while the device pops the next ones: ending the burst there would cut every burst
+ * short).
+ */
+static inline bool vq_dev_rings_hold(struct vt_vq_dev *vq)
+{
+	return vq_dev_rings_current(vq) || vq_dev_rings_revalidate(vq);
+}
+
 /* vq_inflight.c */
 int vq_inflight_init(struct vt_vq_dev *vq, void *region);
 void vq_inflight_recover(struct vt_vq_dev *vq);

@@ -368,7 +368,7 @@ unsigned int vq_packed_dev_pop_burst(struct vt_vq_dev *vq, struct vt_vq_chain *c
 	unsigned int n = 0;
 
 	/* Runs of the common case; pop_one for resubmissions and whatever ends a run. */
-	while (n < max && vq_dev_rings_current(vq)) {
+	while (n < max && vq_dev_rings_hold(vq)) {
 		bool empty = false;
 		unsigned int got = pop_run(vq, &chains[n], iov + (size_t)n * iov_per_chain,
 					   iov_per_chain, max - n, &empty);

@@ -319,7 +319,7 @@ unsigned int vq_split_dev_pop_burst(struct vt_vq_dev *vq, struct vt_vq_chain *ch
 	unsigned int n = 0;
 
 	/* Runs of the common case; pop_one for resubmissions and whatever ends a run. */
-	while (n < max && vq_dev_rings_current(vq)) {
+	while (n < max && vq_dev_rings_hold(vq)) {
 		int ret = 0;
 		if (vq->resubmit_pos == vq->resubmit_count && (ret = fill_heads(vq)) == 0) {
 			unsigned int got = pop_run(vq, &chains[n], iov + (size_t)n * iov_per_chain,

@@ -255,3 +255,127 @@ VT_TEST(a_burst_after_the_address_space_changed_works_on_the_new_generation)
 		vq_pair_destroy(&r);
 	}
 }
+
+/*
+ * An address space that moves its generation after the device's @move_after-th translation from
+ * the moment it is armed, as an IOTLB does when a strict DMA driver invalidates the buffers it
+ * collected while the device pops the next ones. @rings_hit: whether that change touched the ring
+ * areas (what unchanged_since answers).
+ */
+struct moving_as {
+	struct vt_as inner;
+	_Atomic uint64_t generation;
+	unsigned int translations, move_after;
+	bool armed, rings_hit;
+};
+
+static int moving_translate(void *impl, uint64_t addr, uint64_t len, unsigned int access,
+			    struct iovec *iov, unsigned int iov_max, unsigned int *iov_count,
+			    struct vt_as_fault *fault)
+{
+	struct moving_as *m = impl;
+	int ret = vt_as_translate(&m->inner, addr, len, access, iov, iov_max, iov_count, fault);
+	if (m->armed && ++m->translations == m->move_after)
+		atomic_fetch_add(&m->generation, 1);
+	return ret;
+}
+
+static uint64_t moving_generation(const void *impl)
+{
+	return atomic_load(&((const struct moving_as *)impl)->generation);
+}
+
+static int moving_unchanged_since(const void *impl, uint64_t since, uint64_t addr, uint64_t len,
+				  uint64_t *now)
+{
+	const struct moving_as *m = impl;
+	(void)since, (void)addr, (void)len;
+	if (m->rings_hit)
+		return -ESTALE;
+	*now = atomic_load(&m->generation);
+	return 0;
+}
+
+static const struct vt_as_ops moving_ops = {
+	.translate = moving_translate,
+	.generation = moving_generation,
+	.unchanged_since = moving_unchanged_since,
+};
+
+/* The pair's device half again, on @m (wrapping the pair's memory table). */
+static void restart_device_on(struct vq_pair *r, struct moving_as *m)
+{
+	*m = (struct moving_as){ .inner = vt_memtable_as(r->table) };
+	vt_vq_dev_free(r->dev);
+	r->dev = NULL;
+	struct vt_vq_dev_params p = {
+		.num = r->qsize,
+		.features = r->features,
+		.as = { .ops = &moving_ops, .impl = m },
+		.next_avail = r->packed ? VT_VQ_PACKED_START : 0,
+		.name = "moving-device",
+		.log = &r->log,
+	};
+	vt_vq_drv_addrs(r->drv, &p.desc_addr, &p.driver_addr, &p.device_addr);
+	REQUIRE_EQ(vt_vq_dev_new(&p, &r->dev), 0);
+}
+
+/* Pops bursts until @count chains came, checking each is the next buffer; the burst sizes. */
+static unsigned int pop_in_bursts(struct vq_pair *r, unsigned int count, unsigned int *first)
+{
+	struct vt_vq_chain chains[QSIZE];
+	struct iovec iov[QSIZE * MAX_IOV];
+	unsigned int got = 0, bursts = 0;
+
+	while (got < count && bursts < count) {
+		int n = vt_vq_dev_pop_burst(r->dev, chains, iov, MAX_IOV, QSIZE);
+		if (n < 0) {
+			VT_FAIL_AT("pop burst: %d", n);
+			break;
+		}
+		if (bursts++ == 0)
+			*first = (unsigned int)n;
+		for (int i = 0; i < n; i++, got++)
+			CHECK(chain_is(r, &chains[i], iov + i * MAX_IOV, got));
+	}
+	CHECK_EQ(got, count);
+	return bursts;
+}
+
+VT_TEST(a_burst_goes_on_past_an_address_space_change_that_left_the_rings_alone)
+{
+	for (int packed = 0; packed < 2; packed++) {
+		struct vq_pair r;
+		struct moving_as m;
+		unsigned int first = 0;
+		REQUIRE_EQ(vq_pair_init(&r, QSIZE, packed, false, false), 0);
+		restart_device_on(&r, &m);
+		REQUIRE_EQ(post_range(&r, 0, 6), 0);
+		m.armed = true;
+		m.move_after = 2;
+		CHECK_EQ(pop_in_bursts(&r, 6, &first), 1);
+		CHECK_EQ(first, 6);
+		CHECK_EQ(atomic_load(&m.generation), 1);
+		CHECK(!vt_vq_dev_is_broken(r.dev));
+		vq_pair_destroy(&r);
+	}
+}
+
+VT_TEST(a_burst_ends_at_an_address_space_change_that_hit_the_rings_and_the_next_resolves_them)
+{
+	for (int packed = 0; packed < 2; packed++) {
+		struct vq_pair r;
+		struct moving_as m;
+		unsigned int first = 0;
+		REQUIRE_EQ(vq_pair_init(&r, QSIZE, packed, false, false), 0);
+		restart_device_on(&r, &m);
+		REQUIRE_EQ(post_range(&r, 0, 6), 0);
+		m.armed = true;
+		m.move_after = 2;
+		m.rings_hit = true;
+		CHECK(pop_in_bursts(&r, 6, &first) >= 2);
+		CHECK(first < 6);
+		CHECK(!vt_vq_dev_is_broken(r.dev));
+		vq_pair_destroy(&r);
+	}
+}
