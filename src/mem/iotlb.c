@@ -21,6 +21,7 @@
 
 #include "mem/dma_lock.h"
 #include "mem/iotlb_pages.h"
+#include "util/prefetch_write.h"
 
 #define IOTLB_CACHELINE 64
 #define NO_ENTRY	UINT_MAX
@@ -141,6 +142,7 @@ struct vt_iotlb {
 	 */
 	uint64_t *pte;
 	unsigned int pte_pages;
+	bool prefetch_for_write; /* cpu_prefetches_for_write, asked once */
 	unsigned int capacity;
 	unsigned int allocated_levels;
 	/* Blocks of the level below index level k (of start for k = 0): the most keys[k] can be. */
@@ -582,6 +584,7 @@ int vt_iotlb_new(const struct vt_iotlb_params *params, struct vt_iotlb **out)
 		goto err_free;
 	}
 	t->pte_pages = p.page_table_pages;
+	t->prefetch_for_write = cpu_prefetches_for_write();
 	for (unsigned int k = 0; keys > BLOCK; k++) {
 		t->max_keys[k] = (unsigned int)(keys >> BLOCK_SHIFT);
 		keys = ((keys >> BLOCK_SHIFT) + BLOCK - 1) & ~(size_t)(BLOCK - 1);
@@ -1138,6 +1141,16 @@ static unsigned int pte_invalidate_prepare(struct vt_iotlb *t, uint64_t *lo, uin
 
 	if (!pte_span(t, *lo, *hi, &first, &end))
 		return 0;
+	/*
+	 * pte_kill will store into these lines, which the device read last (a strict DMA burst's
+	 * pages are next to each other): asked for all at once, now, their transfers overlap each
+	 * other and the work up to the stores instead of following one another.
+	 */
+	if (t->prefetch_for_write) {
+		const unsigned int per_line = IOTLB_CACHELINE / sizeof(t->pte[0]);
+		for (unsigned int i = first & ~(per_line - 1); i < end; i += per_line)
+			prefetch_line_for_write(&t->pte[i]);
+	}
 	for (unsigned int i = first; i < end; i++) {
 		if (!t->pte[i])
 			continue;

@@ -74,7 +74,7 @@ int vt_vq_drv_new(const struct vt_vq_drv_params *params, struct vt_vq_drv **out)
 		vq->indirect_max = vq->num;
 	vq->dma = params->dma;
 	vq->need_unmap = vt_dma_need_unmap(params->dma);
-	vq->prefetch_for_write = ring_cpu_prefetches_for_write();
+	vq->prefetch_for_write = cpu_prefetches_for_write();
 	vq->name = params->name ? params->name : "vq";
 	vq->log = params->log;
 	vq->cb_enabled = true;

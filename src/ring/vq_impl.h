@@ -19,7 +19,7 @@
 #include <virtue/virtqueue.h>
 
 #include "mem/dma_impl.h"
-#include "ring_prefetch.h"
+#include "util/prefetch_write.h"
 
 #define VQ_CACHELINE 64
 /* Split device half: available-ring entries read ahead per batch (a power of two). */
@@ -100,7 +100,7 @@ static inline void vq_packed_prefetch_lines(const struct pvirtq_desc *ring, unsi
 
 /*
  * Asks for the ring lines of the @count descriptors from @slot in a state this CPU can write them
- * in (ring_prefetch_for_write), for an add run about to write them: the peer read them last, and
+ * in (prefetch_line_for_write), for an add run about to write them: the peer read them last, and
  * written one after another they would wait for one line transfer after another.
  */
 static inline void vq_prefetch_descs_for_write(void *ring, size_t desc_size, unsigned int num,
@@ -109,9 +109,9 @@ static inline void vq_prefetch_descs_for_write(void *ring, size_t desc_size, uns
 	const unsigned int per_line = VQ_CACHELINE / desc_size;
 	char *base = ring;
 
-	ring_prefetch_for_write(base + (size_t)slot * desc_size);
+	prefetch_line_for_write(base + (size_t)slot * desc_size);
 	for (unsigned int k = per_line - slot % per_line; k < count; k += per_line)
-		ring_prefetch_for_write(base + (size_t)vq_wrap(num, slot + k) * desc_size);
+		prefetch_line_for_write(base + (size_t)vq_wrap(num, slot + k) * desc_size);
 }
 
 /*
@@ -522,7 +522,7 @@ struct vt_vq_drv {
 	unsigned int indirect_max;
 	struct vt_dma *dma;
 	bool need_unmap;	 /* vt_dma_need_unmap, asked once */
-	bool prefetch_for_write; /* ring_cpu_prefetches_for_write, asked once */
+	bool prefetch_for_write; /* cpu_prefetches_for_write, asked once */
 	const char *name;
 	const struct vt_log *log;
 

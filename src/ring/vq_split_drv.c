@@ -473,7 +473,7 @@ get_run_with(struct vt_vq_drv *vq, void **tokens, uint32_t *lens, unsigned int m
 		 * descriptor, which the device read last (see vq_prefetch_descs_for_write).
 		 */
 		if (prefetch_for_write)
-			ring_prefetch_for_write(&desc[id]);
+			prefetch_line_for_write(&desc[id]);
 		shadow[buf->last].next = free_head;
 		free_head = (uint16_t)id;
 		freed += buf->ndesc;
