@@ -51,7 +51,7 @@ struct vt_iotlb_params {
 	enum vt_iotlb_full_policy full_policy;
 	/*
 	 * Pages of the page table's window, a power of two up to VT_IOTLB_MAX_PAGE_TABLE_PAGES
-	 * (16 bytes of memory each); 0: VT_IOTLB_DEFAULT_PAGE_TABLE_PAGES; VT_IOTLB_NO_PAGE_TABLE:
+	 * (8 bytes of memory each); 0: VT_IOTLB_DEFAULT_PAGE_TABLE_PAGES; VT_IOTLB_NO_PAGE_TABLE:
 	 * none, every entry in the sorted array.
 	 */
 	unsigned int page_table_pages;

@@ -155,6 +155,8 @@ struct vt_iotlb {
 	uint64_t invalidations;
 	unsigned int dead;     /* entries of count that are DEAD */
 	unsigned int pte_live; /* entries of the page table */
+	/* Every live page table entry is in [pte_lo, pte_hi]: what a scan need look at. */
+	unsigned int pte_lo, pte_hi;
 	/* Where the last change was: DMA mappings come and go near each other (see find_overlap).
 	 */
 	unsigned int writer_hint;
@@ -855,10 +857,40 @@ static inline void fill_hole(struct vt_iotlb *t, unsigned int i, uint64_t host, 
 	__atomic_store_n(&t->perm[i], (uint8_t)perm, __ATOMIC_RELEASE);
 }
 
+static bool pte_span(const struct vt_iotlb *t, uint64_t iova, uint64_t last, unsigned int *first,
+		     unsigned int *end);
+static uint64_t pte_page_addr(const struct vt_iotlb *t, unsigned int i);
+static void pte_kill(struct vt_iotlb *t, uint64_t lo, uint64_t hi);
+
+/*
+ * Whether the page table has a live entry in [iova, last], and whether mapping the range as
+ * @entry changes what one of them translates to (*@changes). The caller has moved any entry that
+ * the range covers only in part to the sorted array: each one left lies inside it.
+ */
+static bool pte_covered(const struct vt_iotlb *t, uint64_t iova, uint64_t last,
+			const struct iotlb_value *entry, bool *changes)
+{
+	unsigned int first, end;
+	bool live = false;
+
+	if (!pte_span(t, iova, last, &first, &end))
+		return false;
+	for (unsigned int i = first; i < end; i++) {
+		if (!t->pte[i])
+			continue;
+		live = true;
+		uint64_t hva = entry->hva + (pte_page_addr(t, i) - iova);
+		*changes |= t->pte[i] != iotlb_pte(hva, entry->perm);
+	}
+	return live;
+}
+
 /*
  * Under the writer lock: an update whose range is not a dead entry next to the last change (the
- * fast path of vt_iotlb_update), which is @same when it is a live one. Out of line, so that the
- * fast path keeps a short frame.
+ * fast path of vt_iotlb_update), which is @same when it is a live one. Whole pages of the range
+ * that the page table maps are emptied in the same write section that makes the sorted entry,
+ * so that a reader sees the one or the other. Out of line, so that the fast path keeps a short
+ * frame.
  */
 static __attribute__((noinline)) int update_locked(struct vt_iotlb *t, uint64_t iova, uint64_t last,
 						   const struct iotlb_value *entry,
@@ -871,15 +903,19 @@ static __attribute__((noinline)) int update_locked(struct vt_iotlb *t, uint64_t 
 	if (same == NO_ENTRY)
 		o = find_overlap(t, iova, last);
 	bool changed = changes_translation(t, &o, iova, entry);
+	bool pages = pte_covered(t, iova, last, entry, &changed);
 	if (o.end == o.first + 1 && t->start[o.first] == iova && t->slot[o.first].last == last) {
 		/* The range of one entry: rewritten in place, nothing moves. */
-		if (t->perm[o.first] == DEAD) {
+		if (t->perm[o.first] == DEAD && !pages) {
 			fill_hole(t, o.first, entry->hva, entry->perm);
-		} else if (changed) {
+		} else if (changed || pages) {
 			write_begin(t);
+			pte_kill(t, iova, last);
+			t->dead -= t->perm[o.first] == DEAD;
 			STORE(&t->slot[o.first].hva, entry->hva);
 			STORE(&t->perm[o.first], entry->perm);
-			bump_generation(t, iova, last);
+			if (changed)
+				bump_generation(t, iova, last);
 			write_end(t);
 		}
 		return 0;
@@ -898,6 +934,8 @@ static __attribute__((noinline)) int update_locked(struct vt_iotlb *t, uint64_t 
 	}
 	/* Readers were undisturbed so far, the log line included. */
 	write_begin(t);
+	if (pages)
+		pte_kill(t, iova, last);
 	if (need > t->capacity) {
 		evicted = make_room(t, &o, need, true, &moved_from);
 		t->evictions += evicted;
@@ -962,7 +1000,12 @@ static bool pte_span(const struct vt_iotlb *t, uint64_t iova, uint64_t last, uns
 	uint64_t lo = iova > base ? iova : base, hi = last < window_last ? last : window_last;
 	*first = (unsigned int)((lo - base) >> IOTLB_PAGE_SHIFT);
 	*end = (unsigned int)((hi - base) >> IOTLB_PAGE_SHIFT) + 1;
-	return true;
+	/* No live entry outside [pte_lo, pte_hi]: a scan of a long range stops short. */
+	if (*first < t->pte_lo)
+		*first = t->pte_lo;
+	if (*end > t->pte_hi + 1)
+		*end = t->pte_hi + 1;
+	return *first < *end;
 }
 
 /* Whether the page of page table entry @i lies inside [iova, last] whole. */
@@ -983,35 +1026,33 @@ static bool sorted_mapped(struct vt_iotlb *t, uint64_t iova, uint64_t last)
 
 /*
  * Under the writer lock: live page table entry @i moves to the sorted array, for an operation on
- * part of it, which only the sorted array can cut, or over more than its page. No translation
- * changes on the way: the sorted entry is made first, and the page's emptied after it in a write
- * section, which also orders it before a later fill of the page (see iotlb_pte_fill). 0, or
- * -ENOSPC when the sorted array is full and refuses (then nothing changed).
+ * part of its page, which only the sorted array can cut. No translation changes: the sorted
+ * entry is made and the page emptied in one write section (update_locked), which also orders the
+ * emptying before a later fill of the page. 0, or -ENOSPC when the sorted array is full and
+ * refuses (then nothing changed).
  */
 static int pte_demote(struct vt_iotlb *t, unsigned int i)
 {
 	struct iotlb_piece p = pte_value(t, i);
 	struct iotlb_value v = { .last = p.last, .hva = p.hva, .perm = (uint8_t)p.perm };
-	int ret = update_locked(t, p.start, p.last, &v, NO_ENTRY);
 
-	if (ret < 0)
-		return ret;
-	write_begin(t);
-	STORE(&t->pte[i], 0);
-	write_end(t);
-	t->pte_live--;
-	return 0;
+	return update_locked(t, p.start, p.last, &v, NO_ENTRY);
 }
 
-/* Under the writer lock: pte_demote of every page table entry with a byte of [iova, last]. */
-static int pte_demote_range(struct vt_iotlb *t, uint64_t iova, uint64_t last)
+/*
+ * Under the writer lock: pte_demote of the page table's entries that [iova, last] covers in part:
+ * those of its first and last pages, when it does not start or end on a page's edge.
+ */
+static int pte_demote_edges(struct vt_iotlb *t, uint64_t iova, uint64_t last)
 {
 	unsigned int first, end;
 
 	if (!pte_span(t, iova, last, &first, &end))
 		return 0;
-	for (unsigned int i = first; i < end; i++) {
-		if (t->pte[i]) {
+	unsigned int edge[2] = { first, end - 1 };
+	for (unsigned int k = 0; k < 2 && (k == 0 || edge[1] != edge[0]); k++) {
+		unsigned int i = edge[k];
+		if (t->pte[i] && !pte_inside(t, i, iova, last)) {
 			int ret = pte_demote(t, i);
 			if (ret < 0)
 				return ret;
@@ -1023,8 +1064,9 @@ static int pte_demote_range(struct vt_iotlb *t, uint64_t iova, uint64_t last)
 /*
  * Under the writer lock: an update of a whole page to a whole host page goes into the page table
  * when the page holds no entry and the sorted array maps none of its bytes: no search, no move,
- * no write section. Returns 0 when it went there, 1 when the rest of vt_iotlb_update must see to
- * it.
+ * no write section. A page that holds one is rewritten in place (in a write section, as its
+ * translation changes). Returns 0 when it went there, 1 when the rest of vt_iotlb_update must see
+ * to it.
  */
 static inline int pte_update(struct vt_iotlb *t, uint64_t iova, uint64_t last, uintptr_t host,
 			     unsigned int perm)
@@ -1035,9 +1077,16 @@ static inline int pte_update(struct vt_iotlb *t, uint64_t iova, uint64_t last, u
 	if (i == NO_ENTRY)
 		return 1;
 	uint64_t pte = iotlb_pte(host, perm);
-	if (t->pte[i])
+	if (t->pte[i]) {
 		/* A peer repeating an update (one per queue that missed) changes nothing. */
-		return t->pte[i] == pte ? 0 : 1;
+		if (t->pte[i] != pte) {
+			write_begin(t);
+			STORE(&t->pte[i], pte);
+			bump_generation(t, iova, last);
+			write_end(t);
+		}
+		return 0;
+	}
 	if (sorted_mapped(t, iova, last))
 		return 1;
 	/*
@@ -1047,7 +1096,10 @@ static inline int pte_update(struct vt_iotlb *t, uint64_t iova, uint64_t last, u
 	 * the page retries.
 	 */
 	__atomic_store_n(&t->pte[i], pte, __ATOMIC_RELEASE);
-	t->pte_live++;
+	if (t->pte_live++ == 0 || i < t->pte_lo)
+		t->pte_lo = i;
+	if (t->pte_live == 1 || i > t->pte_hi)
+		t->pte_hi = i;
 	return 0;
 }
 
@@ -1072,8 +1124,11 @@ static inline int update_one_locked(struct vt_iotlb *t, uint64_t iova, uint64_t 
 		int ret = pte_update(t, iova, last, host, perm);
 		if (ret <= 0)
 			return ret;
-		/* The sorted array's, then: whatever the page table maps of it moves there. */
-		ret = pte_demote_range(t, iova, last);
+		/*
+		 * The sorted array's, then: a page the range covers in part moves there, to be
+		 * cut; pages it covers whole are emptied as the sorted entry is made.
+		 */
+		ret = pte_demote_edges(t, iova, last);
 		if (ret < 0)
 			return ret;
 	}
@@ -1081,7 +1136,8 @@ static inline int update_one_locked(struct vt_iotlb *t, uint64_t iova, uint64_t 
 	unsigned int same = same_range_near_hint(t, iova, last);
 	if (same != NO_ENTRY) {
 		t->writer_hint = same + 1; /* as find_overlap leaves it */
-		if (t->perm[same] == DEAD) {
+		unsigned int first, end;
+		if (t->perm[same] == DEAD && !pte_span(t, iova, last, &first, &end)) {
 			fill_hole(t, same, host, perm);
 			return 0;
 		}
@@ -1155,9 +1211,15 @@ static unsigned int pte_invalidate_prepare(struct vt_iotlb *t, uint64_t *lo, uin
 		if (!t->pte[i])
 			continue;
 		if (!pte_inside(t, i, *lo, *hi)) {
-			/* A page at an end of the range, which covers part of it. */
+			/*
+			 * A page at an end of the range, which covers part of it. A sorted
+			 * array that is full and refuses would log the demotion's refusal:
+			 * the entry goes whole at once.
+			 */
 			struct iotlb_piece p = pte_value(t, i);
-			if (pte_demote(t, i) == 0)
+			bool refused = t->full_policy == VT_IOTLB_FULL_REFUSE &&
+				       t->count - t->dead >= t->capacity;
+			if (!refused && pte_demote(t, i) == 0)
 				continue;
 			*lo = p.start < *lo ? p.start : *lo;
 			*hi = p.last > *hi ? p.last : *hi;
@@ -1177,7 +1239,7 @@ static void pte_kill(struct vt_iotlb *t, uint64_t lo, uint64_t hi)
 
 	if (!pte_span(t, lo, hi, &first, &end))
 		return;
-	for (unsigned int i = first; i < end; i++) {
+	for (unsigned int i = first; i < end && t->pte_live; i++) {
 		if (t->pte[i]) {
 			STORE(&t->pte[i], 0);
 			t->pte_live--;
@@ -1285,7 +1347,7 @@ void vt_iotlb_invalidate_all(struct vt_iotlb *iotlb)
 	write_begin(t);
 	STORE(&t->count, 0);
 	t->dead = 0;
-	for (unsigned int i = 0; t->pte_live && i < t->pte_window; i++) {
+	for (unsigned int i = t->pte_lo; t->pte_live && i <= t->pte_hi; i++) {
 		if (t->pte[i]) {
 			STORE(&t->pte[i], 0);
 			t->pte_live--;
@@ -1357,7 +1419,11 @@ static int translate_once(const struct vt_iotlb *t, uint64_t *addr, uint64_t las
 
 	for (;;) {
 		struct iotlb_piece p;
-		if (!find_piece(t, a, count, &i, &p)) {
+		/*
+		 * A piece that does not hold @a was read torn (find_piece checked it did): a miss
+		 * for this attempt, which read_retry repeats, so that @a never moves back.
+		 */
+		if (!find_piece(t, a, count, &i, &p) || p.start > a || p.last < a) {
 			ret = -EFAULT;
 			break;
 		}

@@ -46,6 +46,15 @@ static struct vt_iotlb *new_default(void)
 	return new_iotlb(0, VT_IOTLB_FULL_REFUSE, NULL);
 }
 
+/* Default but for the page table: @page_table_pages as struct vt_iotlb_params has it. */
+static struct vt_iotlb *new_with_pages(unsigned int page_table_pages)
+{
+	struct vt_iotlb_params p = { .page_table_pages = page_table_pages };
+	struct vt_iotlb *t = NULL;
+
+	return vt_iotlb_new(&p, &t) == 0 ? t : NULL;
+}
+
 /* Log sink for tests that expect a line, and to keep expected errors off stderr. */
 struct log_capture {
 	unsigned int lines;
@@ -431,9 +440,10 @@ VT_TEST(invalidate_trims_partially_covered_entries_at_both_ends)
 	vt_iotlb_free(t);
 }
 
-VT_TEST(range_invalidated_whole_then_mapped_again_translates_to_its_new_host)
+static void range_invalidated_whole_then_mapped_again_translates_to_its_new_host_with(
+    unsigned int page_table_pages)
 {
-	struct vt_iotlb *t = new_default();
+	struct vt_iotlb *t = new_with_pages(page_table_pages);
 	struct vt_iotlb_entry e;
 	REQUIRE(t);
 
@@ -460,6 +470,15 @@ VT_TEST(range_invalidated_whole_then_mapped_again_translates_to_its_new_host)
 	check_entry(t, 0x10800, 0x10800, PAGE, host + 8 * PAGE, VT_IOTLB_PERM_RW);
 	check_entry(t, 0x11800, 0x11800, 0x800, host + PAGE + 0x800, VT_IOTLB_PERM_RW);
 	vt_iotlb_free(t);
+}
+
+/* Whole pages: in the page table, and without it in the sorted array (a dead sorted entry revived
+ * in place). */
+VT_TEST(range_invalidated_whole_then_mapped_again_translates_to_its_new_host)
+{
+	range_invalidated_whole_then_mapped_again_translates_to_its_new_host_with(0);
+	range_invalidated_whole_then_mapped_again_translates_to_its_new_host_with(
+	    VT_IOTLB_NO_PAGE_TABLE);
 }
 
 VT_TEST(invalidate_in_middle_of_entry_splits_it_in_two)
@@ -889,10 +908,11 @@ VT_TEST(iotlb_as_extent_is_the_entry_with_its_permission_and_generation)
  * and in jumps, each extent is still the entry holding the address, a dead entry (unmapped in
  * place) and a hole between entries still fault, whichever entry answered before.
  */
-VT_TEST(extents_walked_up_down_and_in_jumps_are_each_the_entry_holding_the_address)
+static void extents_walked_up_down_and_in_jumps_are_each_the_entry_holding_the_address_with(
+    unsigned int page_table_pages)
 {
 	enum { N = 40 };
-	struct vt_iotlb *t = new_default();
+	struct vt_iotlb *t = new_with_pages(page_table_pages);
 	struct vt_as_extent e;
 	uint64_t gen;
 	REQUIRE(t);
@@ -931,6 +951,15 @@ VT_TEST(extents_walked_up_down_and_in_jumps_are_each_the_entry_holding_the_addre
 		}
 	}
 	vt_iotlb_free(t);
+}
+
+/* Whole pages: in the page table, and without it in the sorted array (the sorted array's hint
+ * walk). */
+VT_TEST(extents_walked_up_down_and_in_jumps_are_each_the_entry_holding_the_address)
+{
+	extents_walked_up_down_and_in_jumps_are_each_the_entry_holding_the_address_with(0);
+	extents_walked_up_down_and_in_jumps_are_each_the_entry_holding_the_address_with(
+	    VT_IOTLB_NO_PAGE_TABLE);
 }
 
 VT_TEST(unchanged_since_vouches_for_ranges_that_no_change_touched)
@@ -1119,10 +1148,11 @@ VT_TEST(update_burst_stops_at_an_invalid_entry_with_its_error)
 	}
 }
 
-VT_TEST(update_burst_refills_invalidated_ranges_with_their_new_hosts)
+static void
+update_burst_refills_invalidated_ranges_with_their_new_hosts_with(unsigned int page_table_pages)
 {
 	enum { COUNT = 8 };
-	struct vt_iotlb *t = new_default();
+	struct vt_iotlb *t = new_with_pages(page_table_pages);
 	struct vt_iotlb_entry burst[COUNT];
 	struct iovec iov[2];
 	int error = ERROR_UNTOUCHED;
@@ -1150,6 +1180,14 @@ VT_TEST(update_burst_refills_invalidated_ranges_with_their_new_hosts)
 				 BURST_IOVA(i));
 	}
 	vt_iotlb_free(t);
+}
+
+/* Whole pages: in the page table, and without it in the sorted array (dead sorted entries revived
+ * in place). */
+VT_TEST(update_burst_refills_invalidated_ranges_with_their_new_hosts)
+{
+	update_burst_refills_invalidated_ranges_with_their_new_hosts_with(0);
+	update_burst_refills_invalidated_ranges_with_their_new_hosts_with(VT_IOTLB_NO_PAGE_TABLE);
 }
 
 VT_TEST(update_burst_of_no_entries_makes_none_and_leaves_error_alone)
@@ -1427,5 +1465,118 @@ VT_TEST(an_extent_from_the_page_table_is_its_entry_under_the_current_generation)
 	CHECK_EQ(e.perm, VT_ACCESS_WRITE);
 	CHECK_EQ(gen, vt_iotlb_generation(t));
 	CHECK_EQ(vt_as_extent(&as, PT_IOVA(2), &e, &gen), -EFAULT);
+	vt_iotlb_free(t);
+}
+
+/* A sorted array of two entries, full, and two page entries. */
+static struct vt_iotlb *full_with_pages(enum vt_iotlb_full_policy policy, const struct vt_log *log)
+{
+	struct vt_iotlb_params p = { .max_entries = 2, .full_policy = policy, .log = log };
+	struct vt_iotlb *t = NULL;
+
+	if (vt_iotlb_new(&p, &t) != 0)
+		return NULL;
+	if (vt_iotlb_update(t, PT_IOVA(0), PAGE, host, VT_IOTLB_PERM_RW) != 0 ||
+	    vt_iotlb_update(t, PT_IOVA(1), PAGE, host + PAGE, VT_IOTLB_PERM_RW) != 0 ||
+	    vt_iotlb_update(t, PT_IOVA(4) + 1, 10, host, VT_IOTLB_PERM_RO) != 0 ||
+	    vt_iotlb_update(t, PT_IOVA(5) + 1, 10, host, VT_IOTLB_PERM_RO) != 0) {
+		vt_iotlb_free(t);
+		return NULL;
+	}
+	return t;
+}
+
+VT_TEST(a_page_entry_mapped_again_elsewhere_is_rewritten_in_place_however_full_the_sorted_array)
+{
+	for (int evict = 0; evict < 2; evict++) {
+		struct log_capture seen = { 0 };
+		struct vt_log log = { .fn = capture_log, .opaque = &seen };
+		struct vt_iotlb *t =
+		    full_with_pages(evict ? VT_IOTLB_FULL_EVICT : VT_IOTLB_FULL_REFUSE, &log);
+		REQUIRE(t);
+		CHECK_EQ(page_table_entries(t), 2);
+		CHECK_EQ(entries(t), 4);
+		uint64_t gen = vt_iotlb_generation(t);
+		CHECK_EQ(vt_iotlb_update(t, PT_IOVA(0), PAGE, host + 8 * PAGE, VT_IOTLB_PERM_RO),
+			 0);
+		CHECK(vt_iotlb_generation(t) != gen);
+		check_entry(t, PT_IOVA(0), PT_IOVA(0), PAGE, host + 8 * PAGE, VT_IOTLB_PERM_RO);
+		/* Nothing evicted, nothing refused, nothing logged. */
+		CHECK_EQ(entries(t), 4);
+		CHECK_EQ(seen.lines, 0);
+		check_entry(t, PT_IOVA(4) + 1, PT_IOVA(4) + 1, 10, host, VT_IOTLB_PERM_RO);
+		check_entry(t, PT_IOVA(5) + 1, PT_IOVA(5) + 1, 10, host, VT_IOTLB_PERM_RO);
+		vt_iotlb_free(t);
+	}
+}
+
+/*
+ * Cutting a page entry needs it in the sorted array; when that is full and refuses, the entry
+ * goes whole (a cache may drop a translation: the device misses and asks again), quietly, as the
+ * invalidation succeeds.
+ */
+VT_TEST(invalidating_part_of_a_page_entry_when_the_sorted_array_is_full_and_refuses_drops_it_whole)
+{
+	struct log_capture seen = { 0 };
+	struct vt_log log = { .fn = capture_log, .opaque = &seen };
+	struct vt_iotlb *t = full_with_pages(VT_IOTLB_FULL_REFUSE, &log);
+	REQUIRE(t);
+	struct vt_as as = vt_iotlb_as(t);
+	uint64_t gen = vt_iotlb_generation(t), now;
+
+	CHECK_EQ(vt_iotlb_invalidate(t, PT_IOVA(1) + 0x100, 0x100), 0);
+	CHECK(vt_iotlb_generation(t) != gen);
+	CHECK_EQ(translate_fails(t, PT_IOVA(1), 1, VT_ACCESS_READ, -EFAULT), PT_IOVA(1));
+	CHECK_EQ(translate_fails(t, PT_IOVA(1) + 0x200, 1, VT_ACCESS_READ, -EFAULT),
+		 PT_IOVA(1) + 0x200);
+	CHECK_EQ(entries(t), 3);
+	CHECK_EQ(seen.lines, 0);
+	/* The whole page changed, and only it. */
+	CHECK_EQ(vt_as_unchanged_since(&as, gen, PT_IOVA(1) + PAGE - 1, 1, &now), -ESTALE);
+	CHECK_EQ(vt_as_unchanged_since(&as, gen, PT_IOVA(0), PAGE, &now), 0);
+	vt_iotlb_free(t);
+}
+
+VT_TEST(invalidating_part_of_a_page_entry_when_the_sorted_array_is_full_and_evicts_keeps_the_rest)
+{
+	struct vt_iotlb *t = full_with_pages(VT_IOTLB_FULL_EVICT, &quiet);
+	REQUIRE(t);
+
+	CHECK_EQ(vt_iotlb_invalidate(t, PT_IOVA(1) + 0x100, 0x100), 0);
+	check_entry(t, PT_IOVA(1), PT_IOVA(1), 0x100, host + PAGE, VT_IOTLB_PERM_RW);
+	check_entry(t, PT_IOVA(1) + 0x200, PT_IOVA(1) + 0x200, PAGE - 0x200, host + PAGE + 0x200,
+		    VT_IOTLB_PERM_RW);
+	CHECK_EQ(translate_fails(t, PT_IOVA(1) + 0x100, 1, VT_ACCESS_READ, -EFAULT),
+		 PT_IOVA(1) + 0x100);
+	CHECK_EQ(page_table_entries(t), 1);
+	vt_iotlb_free(t);
+}
+
+/* Pages an update covers whole are emptied as its sorted entry is made, not moved one by one. */
+VT_TEST(an_update_over_page_entries_replaces_them_and_bumps_generation_only_for_a_change)
+{
+	struct vt_iotlb *t = new_default();
+	REQUIRE(t);
+
+	for (unsigned int i = 0; i < 4; i++)
+		REQUIRE_EQ(vt_iotlb_update(t, PT_IOVA(i), PAGE, host + i * PAGE, VT_IOTLB_PERM_RW),
+			   0);
+	uint64_t gen = vt_iotlb_generation(t);
+	/* The same translation as one entry: nothing changes for a reader. */
+	REQUIRE_EQ(vt_iotlb_update(t, PT_IOVA(0), 4 * PAGE, host, VT_IOTLB_PERM_RW), 0);
+	CHECK_EQ(vt_iotlb_generation(t), gen);
+	CHECK_EQ(page_table_entries(t), 0);
+	CHECK_EQ(entries(t), 1);
+	check_entry(t, PT_IOVA(3), PT_IOVA(0), 4 * PAGE, host, VT_IOTLB_PERM_RW);
+
+	for (unsigned int i = 4; i < 8; i++)
+		REQUIRE_EQ(vt_iotlb_update(t, PT_IOVA(i), PAGE, host + i * PAGE, VT_IOTLB_PERM_RW),
+			   0);
+	/* Over two of them, elsewhere: a change. */
+	REQUIRE_EQ(vt_iotlb_update(t, PT_IOVA(5), 2 * PAGE, host + 16 * PAGE, VT_IOTLB_PERM_RO), 0);
+	CHECK(vt_iotlb_generation(t) != gen);
+	CHECK_EQ(page_table_entries(t), 2);
+	check_entry(t, PT_IOVA(6), PT_IOVA(5), 2 * PAGE, host + 16 * PAGE, VT_IOTLB_PERM_RO);
+	check_entry(t, PT_IOVA(7), PT_IOVA(7), PAGE, host + 7 * PAGE, VT_IOTLB_PERM_RW);
 	vt_iotlb_free(t);
 }

@@ -165,8 +165,9 @@ VT_TEST(agrees_with_byte_model_at_top_of_address_space)
 }
 
 /*
- * Half the window below the end of the page table's (64 MiB, placed at 0 by the first update
- * there), half above: entries of the same size on both sides of the edge, and ranges across it.
+ * Half the window below a 64 MiB boundary, half above: the page table's window (64 MiB, aligned
+ * to its size) covers one half, whichever the first whole-page update falls in, and entries of
+ * the same size lie on both sides of its edge, and ranges across it.
  */
 VT_TEST(agrees_with_byte_model_across_the_edge_of_the_page_table)
 {

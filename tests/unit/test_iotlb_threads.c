@@ -11,6 +11,8 @@
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -68,6 +70,13 @@ static uint64_t host_word(unsigned int slot, unsigned int version, unsigned int 
 static uint64_t *host_page(struct shared *s, unsigned int slot, unsigned int version)
 {
 	return s->host + (version * SLOTS + slot) * WORDS;
+}
+
+static unsigned int page_table_entries(struct vt_iotlb *t)
+{
+	struct vt_iotlb_stats st;
+	vt_iotlb_get_stats(t, &st);
+	return st.page_table_entries;
 }
 
 static uint64_t millis(void)
@@ -189,6 +198,7 @@ struct writer {
 	struct shared *s;
 	uint64_t rng, ops, max_ops;
 	uint64_t version[SLOTS];
+	unsigned int most_pages; /* the most page table entries seen live */
 	int failed;
 };
 
@@ -218,6 +228,10 @@ static void *writer_main(void *arg)
 
 	for (w->ops = 0; !w->failed; w->ops++) {
 		if (w->ops % 256 == 0) {
+			struct vt_iotlb_stats st;
+			vt_iotlb_get_stats(s->t, &st);
+			if (st.page_table_entries > w->most_pages)
+				w->most_pages = st.page_table_entries;
 			now = millis();
 			enough |= w->ops >= w->max_ops || now > deadline;
 			if (now > hard_deadline ||
@@ -275,7 +289,8 @@ static void readers_race_a_writer(unsigned int page_table_pages)
 	pthread_t writer;
 	uint64_t seed = vt_test_seed();
 
-	s.host = malloc((size_t)SLOTS * VERSIONS * PAGE);
+	/* Page aligned: a page of it can back a page table entry. */
+	s.host = aligned_alloc(PAGE, (size_t)SLOTS * VERSIONS * PAGE);
 	REQUIRE(s.host);
 	for (unsigned int v = 0; v < VERSIONS; v++)
 		for (unsigned int slot = 0; slot < SLOTS; slot++)
@@ -294,6 +309,11 @@ static void readers_race_a_writer(unsigned int page_table_pages)
 		pthread_join(readers[i].thread, NULL);
 
 	CHECK(!w.failed);
+	/* The run raced the table it was meant to race. */
+	if (page_table_pages == VT_IOTLB_NO_PAGE_TABLE)
+		CHECK_EQ(w.most_pages, 0);
+	else
+		CHECK(w.most_pages > 0);
 	for (unsigned int i = 0; i < READERS; i++) {
 		struct reader *r = &readers[i];
 		if (r->error[0])
@@ -386,14 +406,18 @@ static void misses_after_invalidate(unsigned int page_table_pages)
 	pthread_t reader;
 	uint64_t rounds = vt_test_scaled(20000), phase = 0;
 
-	h.page = calloc(1, PAGE);
+	h.page = aligned_alloc(PAGE, PAGE); /* page aligned: see readers_race_a_writer */
 	REQUIRE(h.page);
+	memset(h.page, 0, PAGE);
 	REQUIRE_EQ(vt_iotlb_new(&p, &h.t), 0);
 	atomic_store(&h.seen, UINT64_MAX);
 	REQUIRE_EQ(pthread_create(&reader, NULL, handshake_reader, &h), 0);
 	for (uint64_t round = 0; round < rounds && !atomic_load(&h.stop); round++) {
 		handshake_set(&h, ++phase);
 		CHECK_EQ(vt_iotlb_update(h.t, IOVA_BASE, PAGE, h.page, VT_IOTLB_PERM_RO), 0);
+		if (round == 0)
+			CHECK_EQ(page_table_entries(h.t),
+				 page_table_pages == VT_IOTLB_NO_PAGE_TABLE ? 0 : 1);
 		handshake_set(&h, ++phase);
 		handshake_wait(&h, phase);
 		handshake_set(&h, ++phase);
@@ -480,7 +504,7 @@ static void hole_mapped_again(unsigned int page_table_pages)
 	pthread_t reader;
 	uint64_t lives = vt_test_scaled(300000), life;
 
-	v.host = malloc((size_t)VERSIONS * PAGE);
+	v.host = aligned_alloc(PAGE, (size_t)VERSIONS * PAGE); /* see readers_race_a_writer */
 	REQUIRE(v.host);
 	for (unsigned int ver = 0; ver < VERSIONS; ver++)
 		for (unsigned int i = 0; i < WORDS; i++)
@@ -505,6 +529,9 @@ static void hole_mapped_again(unsigned int page_table_pages)
 		CHECK_EQ(
 		    vt_iotlb_update(v.t, IOVA_BASE, PAGE, &v.host[ver * WORDS], VT_IOTLB_PERM_RO),
 		    0);
+		if (life == 1)
+			CHECK_EQ(page_table_entries(v.t),
+				 page_table_pages == VT_IOTLB_NO_PAGE_TABLE ? 0 : 1);
 		CHECK_EQ(vt_iotlb_invalidate(v.t, IOVA_BASE, PAGE), 0);
 		atomic_store_explicit(&v.state, life << 8, memory_order_release);
 	}
@@ -566,10 +593,11 @@ static void *translate_from_another_thread(void *arg)
 VT_TEST(a_writer_batch_holds_other_writers_off_until_its_end_and_readers_not_at_all)
 {
 	struct vt_iotlb *t;
-	uint64_t *pages = calloc(2, PAGE);
+	uint64_t *pages = aligned_alloc(PAGE, 2 * PAGE);
 	pthread_t writer, reader;
 
 	REQUIRE(pages);
+	memset(pages, 0, 2 * PAGE);
 	REQUIRE_EQ(vt_iotlb_new(NULL, &t), 0);
 	struct batch_peer w = { .t = t, .page = pages + WORDS };
 	struct batch_peer r = { .t = t, .page = pages };
