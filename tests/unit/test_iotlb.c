@@ -1289,6 +1289,17 @@ static unsigned int page_table_entries(struct vt_iotlb *t)
 /* IOVA of page @n of a window at 1 GiB, where the first update places the page table. */
 #define PT_IOVA(n) (0x40000000ull + (uint64_t)(n)*PAGE)
 
+/* Pages [first, first + count) onto the host pages of the same numbers, read-write. */
+static int map_pages(struct vt_iotlb *t, unsigned int first, unsigned int count)
+{
+	for (unsigned int i = first; i < first + count; i++) {
+		int ret = vt_iotlb_update(t, PT_IOVA(i), PAGE, host + i * PAGE, VT_IOTLB_PERM_RW);
+		if (ret < 0)
+			return ret;
+	}
+	return 0;
+}
+
 VT_TEST(a_whole_page_goes_to_the_page_table_and_anything_else_to_the_sorted_array)
 {
 	struct vt_iotlb *t = new_default();
@@ -1437,9 +1448,7 @@ VT_TEST(invalidate_all_empties_the_page_table_too)
 	struct vt_iotlb *t = new_default();
 	REQUIRE(t);
 
-	for (unsigned int i = 0; i < 8; i++)
-		REQUIRE_EQ(vt_iotlb_update(t, PT_IOVA(i), PAGE, host + i * PAGE, VT_IOTLB_PERM_RW),
-			   0);
+	REQUIRE_EQ(map_pages(t, 0, 8), 0);
 	CHECK_EQ(page_table_entries(t), 8);
 	uint64_t gen = vt_iotlb_generation(t);
 	vt_iotlb_invalidate_all(t);
@@ -1558,9 +1567,7 @@ VT_TEST(an_update_over_page_entries_replaces_them_and_bumps_generation_only_for_
 	struct vt_iotlb *t = new_default();
 	REQUIRE(t);
 
-	for (unsigned int i = 0; i < 4; i++)
-		REQUIRE_EQ(vt_iotlb_update(t, PT_IOVA(i), PAGE, host + i * PAGE, VT_IOTLB_PERM_RW),
-			   0);
+	REQUIRE_EQ(map_pages(t, 0, 4), 0);
 	uint64_t gen = vt_iotlb_generation(t);
 	/* The same translation as one entry: nothing changes for a reader. */
 	REQUIRE_EQ(vt_iotlb_update(t, PT_IOVA(0), 4 * PAGE, host, VT_IOTLB_PERM_RW), 0);
@@ -1569,9 +1576,7 @@ VT_TEST(an_update_over_page_entries_replaces_them_and_bumps_generation_only_for_
 	CHECK_EQ(entries(t), 1);
 	check_entry(t, PT_IOVA(3), PT_IOVA(0), 4 * PAGE, host, VT_IOTLB_PERM_RW);
 
-	for (unsigned int i = 4; i < 8; i++)
-		REQUIRE_EQ(vt_iotlb_update(t, PT_IOVA(i), PAGE, host + i * PAGE, VT_IOTLB_PERM_RW),
-			   0);
+	REQUIRE_EQ(map_pages(t, 4, 4), 0);
 	/* Over two of them, elsewhere: a change. */
 	REQUIRE_EQ(vt_iotlb_update(t, PT_IOVA(5), 2 * PAGE, host + 16 * PAGE, VT_IOTLB_PERM_RO), 0);
 	CHECK(vt_iotlb_generation(t) != gen);

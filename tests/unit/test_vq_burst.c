@@ -370,41 +370,49 @@ static void post_one_segment_buffers(struct vq_pair *r, unsigned int count)
 	vt_vq_drv_kick_prepare(r->drv);
 }
 
+/*
+ * Six one-segment buffers popped in bursts, with the change that @rings_hit says coming right
+ * after the first chain's extent lookup. The bursts it took; the first one's size in *@first,
+ * the extent lookups in *@extents.
+ */
+static unsigned int pop_across_a_change(bool packed, bool rings_hit, unsigned int *first,
+					unsigned int *extents)
+{
+	struct vq_pair r;
+	struct moving_as m;
+	if (vq_pair_init(&r, QSIZE, packed, false, false) != 0) {
+		VT_FAIL_AT("vq_pair_init failed");
+		return 0;
+	}
+	restart_device_on(&r, &m);
+	post_one_segment_buffers(&r, 6);
+	m.armed = true;
+	m.rings_hit = rings_hit;
+	unsigned int bursts = pop_in_bursts(&r, 6, first);
+	CHECK_EQ(atomic_load(&m.generation), 1);
+	CHECK(!vt_vq_dev_is_broken(r.dev));
+	*extents = m.extents;
+	vq_pair_destroy(&r);
+	return bursts;
+}
+
 VT_TEST(a_burst_goes_on_past_an_address_space_change_that_left_the_rings_alone)
 {
 	for (int packed = 0; packed < 2; packed++) {
-		struct vq_pair r;
-		struct moving_as m;
-		unsigned int first = 0;
-		REQUIRE_EQ(vq_pair_init(&r, QSIZE, packed, false, false), 0);
-		restart_device_on(&r, &m);
-		post_one_segment_buffers(&r, 6);
-		m.armed = true;
-		CHECK_EQ(pop_in_bursts(&r, 6, &first), 1);
+		unsigned int first = 0, extents = 0;
+		CHECK_EQ(pop_across_a_change(packed, false, &first, &extents), 1);
 		CHECK_EQ(first, 6);
-		CHECK_EQ(atomic_load(&m.generation), 1);
 		/* The extent cached under the old generation was looked up again, not trusted. */
-		CHECK_EQ(m.extents, 2);
-		CHECK(!vt_vq_dev_is_broken(r.dev));
-		vq_pair_destroy(&r);
+		CHECK_EQ(extents, 2);
 	}
 }
 
 VT_TEST(a_burst_ends_at_an_address_space_change_that_hit_the_rings_and_the_next_resolves_them)
 {
 	for (int packed = 0; packed < 2; packed++) {
-		struct vq_pair r;
-		struct moving_as m;
-		unsigned int first = 0;
-		REQUIRE_EQ(vq_pair_init(&r, QSIZE, packed, false, false), 0);
-		restart_device_on(&r, &m);
-		post_one_segment_buffers(&r, 6);
-		m.armed = true;
-		m.rings_hit = true;
-		CHECK_EQ(pop_in_bursts(&r, 6, &first), 2);
+		unsigned int first = 0, extents = 0;
+		CHECK_EQ(pop_across_a_change(packed, true, &first, &extents), 2);
 		/* The chain it had taken when the change came, and no more. */
 		CHECK_EQ(first, 1);
-		CHECK(!vt_vq_dev_is_broken(r.dev));
-		vq_pair_destroy(&r);
 	}
 }

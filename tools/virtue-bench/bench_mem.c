@@ -135,6 +135,19 @@ static int bench_memtable(const struct bench_opts *opts, double pp)
 	return 0;
 }
 
+/* @count 4 KiB pages with a gap after each, as a guest's streaming mappings look. */
+static int map_streaming_pages(struct vt_iotlb *t, unsigned int count)
+{
+	for (unsigned int i = 0; i < count; i++) {
+		int ret = vt_iotlb_update(t, (uint64_t)i * 8192, 4096,
+					  (void *)(FAKE_HVA_BASE + (uint64_t)i * 12288),
+					  VT_IOTLB_PERM_RW);
+		if (ret < 0)
+			return ret;
+	}
+	return 0;
+}
+
 static int bench_iotlb(const struct bench_opts *opts, double pp)
 {
 	static const unsigned int counts[] = { 16, 256, 4096, 65536 };
@@ -148,14 +161,9 @@ static int bench_iotlb(const struct bench_opts *opts, double pp)
 						  .page_table_pages = VT_IOTLB_NO_PAGE_TABLE };
 		if (vt_iotlb_new(&params, &t) < 0)
 			return -ENOMEM;
-		/* 4 KiB pages with a gap after each, as a guest's streaming mappings look. */
-		for (unsigned int i = 0; i < counts[c]; i++) {
-			if (vt_iotlb_update(t, (uint64_t)i * 8192, 4096,
-					    (void *)(FAKE_HVA_BASE + (uint64_t)i * 12288),
-					    VT_IOTLB_PERM_RW) < 0) {
-				vt_iotlb_free(t);
-				return -EINVAL;
-			}
+		if (map_streaming_pages(t, counts[c]) < 0) {
+			vt_iotlb_free(t);
+			return -EINVAL;
 		}
 		struct vt_as as = vt_iotlb_as(t);
 		char config[64];
@@ -177,13 +185,9 @@ static int bench_iotlb(const struct bench_opts *opts, double pp)
 		struct vt_iotlb *t = NULL;
 		if (vt_iotlb_new(NULL, &t) < 0)
 			return -ENOMEM;
-		for (unsigned int i = 0; i < pt_counts[c]; i++) {
-			if (vt_iotlb_update(t, (uint64_t)i * 8192, 4096,
-					    (void *)(FAKE_HVA_BASE + (uint64_t)i * 12288),
-					    VT_IOTLB_PERM_RW) < 0) {
-				vt_iotlb_free(t);
-				return -EINVAL;
-			}
+		if (map_streaming_pages(t, pt_counts[c]) < 0) {
+			vt_iotlb_free(t);
+			return -EINVAL;
 		}
 		struct vt_as as = vt_iotlb_as(t);
 		char config[64];
