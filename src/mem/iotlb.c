@@ -1601,19 +1601,14 @@ static int iotlb_as_extent(void *impl, uint64_t addr, struct vt_as_extent *exten
 	unsigned int seq = read_begin(t);
 	/* Relaxed: the sequence lock orders it with the entry. */
 	uint64_t gen = atomic_load_explicit(&t->generation, memory_order_relaxed);
-	uint64_t page = (addr - LOAD(&t->pte_base)) >> IOTLB_PAGE_SHIFT;
+	struct iotlb_piece p;
 
-	if (page < LOAD(&t->pte_window) && page < t->pte_pages) {
-		/* Acquire: as in iotlb_pte_piece. */
-		uint64_t pte = __atomic_load_n(&t->pte[page], __ATOMIC_ACQUIRE);
-		if (pte && !read_retry(t, seq)) {
-			struct iotlb_piece p = iotlb_pte_value(pte, addr & ~IOTLB_PAGE_MASK);
-			*extent = (struct vt_as_extent){
-				.addr = p.start, .last = p.last, .hva = p.hva, .perm = p.perm
-			};
-			*generation = gen;
-			return 0;
-		}
+	if (page_piece(t, addr, &p) && !read_retry(t, seq)) {
+		*extent = (struct vt_as_extent){
+			.addr = p.start, .last = p.last, .hva = p.hva, .perm = p.perm
+		};
+		*generation = gen;
+		return 0;
 	}
 	return extent_search(t, addr, extent, generation);
 }
