@@ -227,9 +227,9 @@ bool vq_dev_rings_revalidate(struct vt_vq_dev *vq)
 /* vq_dev_ensure_rings when the generation moved: out of line, as it is rare. */
 static __attribute__((noinline)) int vq_dev_refresh_rings(struct vt_vq_dev *vq, uint64_t gen)
 {
-	vq->extent_valid = false;
-	if (vq->rings_resolved && vq_dev_rings_unchanged(vq))
+	if (vq_dev_rings_revalidate(vq))
 		return 0;
+	vq->extent_valid = false;
 	vq->rings_resolved = false;
 	int ret = vq->packed ? vq_packed_dev_resolve(vq) : vq_split_dev_resolve(vq);
 	if (ret < 0)
