@@ -860,7 +860,7 @@ static inline void fill_hole(struct vt_iotlb *t, unsigned int i, uint64_t host, 
 static bool pte_span(const struct vt_iotlb *t, uint64_t iova, uint64_t last, unsigned int *first,
 		     unsigned int *end);
 static uint64_t pte_page_addr(const struct vt_iotlb *t, unsigned int i);
-static void pte_kill(struct vt_iotlb *t, uint64_t lo, uint64_t hi);
+static unsigned int pte_kill(struct vt_iotlb *t, uint64_t lo, uint64_t hi);
 
 /*
  * Whether the page table has a live entry in [iova, last], and whether mapping the range as
@@ -1040,23 +1040,33 @@ static int pte_demote(struct vt_iotlb *t, unsigned int i)
 }
 
 /*
- * Under the writer lock: pte_demote of the page table's entries that [iova, last] covers in part:
- * those of its first and last pages, when it does not start or end on a page's edge.
+ * Under the writer lock: pte_demote of the page table's entries that [*lo, *hi] covers in part:
+ * those of its first and last pages, when it does not start or end on a page's edge. With @drop
+ * (an invalidation, which must not fail), an entry the sorted array is full for and refuses goes
+ * whole instead, which only costs the device a miss: [*lo, *hi] widens to it, for pte_kill. (A
+ * refused demotion would log the refusal of an update nobody made, so it is not tried.)
  */
-static int pte_demote_edges(struct vt_iotlb *t, uint64_t iova, uint64_t last)
+static int pte_demote_edges(struct vt_iotlb *t, uint64_t *lo, uint64_t *hi, bool drop)
 {
 	unsigned int first, end;
 
-	if (!pte_span(t, iova, last, &first, &end))
+	if (!pte_span(t, *lo, *hi, &first, &end))
 		return 0;
 	unsigned int edge[2] = { first, end - 1 };
 	for (unsigned int k = 0; k < 2 && (k == 0 || edge[1] != edge[0]); k++) {
 		unsigned int i = edge[k];
-		if (t->pte[i] && !pte_inside(t, i, iova, last)) {
-			int ret = pte_demote(t, i);
-			if (ret < 0)
-				return ret;
-		}
+		if (!t->pte[i] || pte_inside(t, i, *lo, *hi))
+			continue;
+		struct iotlb_piece p = pte_value(t, i);
+		bool refused = drop && t->full_policy == VT_IOTLB_FULL_REFUSE &&
+			       t->count - t->dead >= t->capacity;
+		int ret = refused ? -ENOSPC : pte_demote(t, i);
+		if (ret == 0)
+			continue;
+		if (!drop)
+			return ret;
+		*lo = p.start < *lo ? p.start : *lo;
+		*hi = p.last > *hi ? p.last : *hi;
 	}
 	return 0;
 }
@@ -1128,7 +1138,8 @@ static inline int update_one_locked(struct vt_iotlb *t, uint64_t iova, uint64_t 
 		 * The sorted array's, then: a page the range covers in part moves there, to be
 		 * cut; pages it covers whole are emptied as the sorted entry is made.
 		 */
-		ret = pte_demote_edges(t, iova, last);
+		uint64_t lo = iova, hi = last;
+		ret = pte_demote_edges(t, &lo, &hi, false);
 		if (ret < 0)
 			return ret;
 	}
@@ -1185,66 +1196,41 @@ unsigned int vt_iotlb_update_burst(struct vt_iotlb *iotlb, const struct vt_iotlb
 }
 
 /*
- * Under the writer lock, for an invalidation of [*lo, *hi]: the page table's entries that hold
- * part of it only, at most one at each end, move to the sorted array, which cuts them. When the
- * sorted array is full and refuses, such an entry goes whole instead, which only costs the device
- * a miss, and [*lo, *hi] widens to it. Returns how many entries of the page table the
- * invalidation then removes (pte_kill).
+ * Under the writer lock: asks for the lines of the page table's entries in [lo, hi] in exclusive
+ * state, for an invalidation. pte_kill will store into them, and the device read them last (a
+ * strict DMA burst's pages are next to each other): asked for all at once, now, their transfers
+ * overlap each other and the work up to the stores instead of following one another.
  */
-static unsigned int pte_invalidate_prepare(struct vt_iotlb *t, uint64_t *lo, uint64_t *hi)
+static void pte_prefetch_for_kill(const struct vt_iotlb *t, uint64_t lo, uint64_t hi)
 {
-	unsigned int first, end, pages = 0;
+	const unsigned int per_line = IOTLB_CACHELINE / sizeof(t->pte[0]);
+	unsigned int first, end;
 
-	if (!pte_span(t, *lo, *hi, &first, &end))
-		return 0;
-	/*
-	 * pte_kill will store into these lines, which the device read last (a strict DMA burst's
-	 * pages are next to each other): asked for all at once, now, their transfers overlap each
-	 * other and the work up to the stores instead of following one another.
-	 */
-	if (t->prefetch_for_write) {
-		const unsigned int per_line = IOTLB_CACHELINE / sizeof(t->pte[0]);
-		for (unsigned int i = first & ~(per_line - 1); i < end; i += per_line)
-			prefetch_line_for_write(&t->pte[i]);
-	}
-	for (unsigned int i = first; i < end; i++) {
-		if (!t->pte[i])
-			continue;
-		if (!pte_inside(t, i, *lo, *hi)) {
-			/*
-			 * A page at an end of the range, which covers part of it. A sorted
-			 * array that is full and refuses would log the demotion's refusal:
-			 * the entry goes whole at once.
-			 */
-			struct iotlb_piece p = pte_value(t, i);
-			bool refused = t->full_policy == VT_IOTLB_FULL_REFUSE &&
-				       t->count - t->dead >= t->capacity;
-			if (!refused && pte_demote(t, i) == 0)
-				continue;
-			*lo = p.start < *lo ? p.start : *lo;
-			*hi = p.last > *hi ? p.last : *hi;
-		}
-		pages++;
-	}
-	return pages;
+	if (!t->prefetch_for_write || !pte_span(t, lo, hi, &first, &end))
+		return;
+	for (unsigned int i = first & ~(per_line - 1); i < end; i += per_line)
+		prefetch_line_for_write(&t->pte[i]);
 }
 
 /*
  * Under the writer lock: empties the page table's entries inside [lo, hi], before the write
  * section that publishes the generation (or inside it), which orders them before a later fill.
+ * Returns how many there were.
  */
-static void pte_kill(struct vt_iotlb *t, uint64_t lo, uint64_t hi)
+static unsigned int pte_kill(struct vt_iotlb *t, uint64_t lo, uint64_t hi)
 {
-	unsigned int first, end;
+	unsigned int first, end, killed = 0;
 
 	if (!pte_span(t, lo, hi, &first, &end))
-		return;
+		return 0;
 	for (unsigned int i = first; i < end && t->pte_live; i++) {
 		if (t->pte[i]) {
 			STORE(&t->pte[i], 0);
 			t->pte_live--;
+			killed++;
 		}
 	}
+	return killed;
 }
 
 int vt_iotlb_invalidate(struct vt_iotlb *iotlb, uint64_t iova, uint64_t size)
@@ -1261,7 +1247,12 @@ int vt_iotlb_invalidate(struct vt_iotlb *iotlb, uint64_t iova, uint64_t size)
 	bool locked = writer_lock(t);
 	/* What changes: [iova, last], or more when a page's entry cut in part had to go whole. */
 	uint64_t lo = iova, hi = last;
-	unsigned int pages = pte_invalidate_prepare(t, &lo, &hi);
+	unsigned int first, end;
+	bool pages = pte_span(t, lo, hi, &first, &end); /* may hold entries */
+	if (pages) {
+		pte_prefetch_for_kill(t, lo, hi);
+		(void)pte_demote_edges(t, &lo, &hi, true); /* with drop, it does not fail */
+	}
 	struct overlap o = { 0 };
 	bool sorted = t->count != t->dead;
 	if (sorted) {
@@ -1289,7 +1280,14 @@ int vt_iotlb_invalidate(struct vt_iotlb *iotlb, uint64_t iova, uint64_t size)
 		 * sequence, rather than take the moved entry's bounds for a miss.
 		 */
 		log_change(t, lo, hi);
-		pte_kill(t, lo, hi);
+		/*
+		 * Nothing mapped in the range after all: the logged change stays unpublished,
+		 * which no reader reads (see log_change), and the generation stays.
+		 */
+		if (!pte_kill(t, lo, hi) && !sorted) {
+			writer_unlock(t, locked);
+			return 0;
+		}
 		for (unsigned int i = o.first; i < o.end; i++) {
 			if (t->perm[i] != DEAD) {
 				STORE(&t->perm[i], DEAD);
