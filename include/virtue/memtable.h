@@ -60,6 +60,14 @@ unsigned int vt_memtable_count(const struct vt_memtable *table);
 const struct vt_mem_region *vt_memtable_find(const struct vt_memtable *table, uint64_t gpa);
 
 /*
+ * The region whose driver-process addresses hold all of [uaddr, uaddr + len), or NULL (with
+ * *@err -EFAULT or -EOVERFLOW). Valid until the table is next modified: a caller converting many
+ * addresses at once (an IOTLB burst) checks each against it instead of searching again.
+ */
+const struct vt_mem_region *vt_memtable_find_uaddr(const struct vt_memtable *table, uint64_t uaddr,
+						   uint64_t len, int *err);
+
+/*
  * Converts a driver-process address (a region's uaddr range) to this process's address, as
  * vhost-user ring addresses and IOTLB entries need. The whole [uaddr, uaddr + len) must lie in
  * one region. Returns 0, -EFAULT (not covered) or -EOVERFLOW.

@@ -42,6 +42,13 @@ unsigned int vt_shm_count(const struct vt_shm *shm);
 const struct vt_shm_region *vt_shm_region(const struct vt_shm *shm, unsigned int index);
 
 /*
+ * The region holding the byte at @ptr, or NULL. Regions are never removed, so the pointer stays
+ * valid as long as the shm: a caller checking many buffers (a DMA burst) tests each against the
+ * last region found before it searches.
+ */
+const struct vt_shm_region *vt_shm_find(const struct vt_shm *shm, const void *ptr);
+
+/*
  * The driver-physical address of [ptr, ptr + len), which must lie inside one region: 0, or
  * -EFAULT when it does not.
  */

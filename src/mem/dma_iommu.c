@@ -337,18 +337,37 @@ struct map_plan {
 	bool whole_pages;
 };
 
-/* How [ptr, ptr + len) is mapped, or -EFAULT (logged) when it is not inside shared memory. */
-static int plan_map(const struct dma_iommu *m, void *ptr, size_t len, struct map_plan *plan)
+/* Whether [p, p + len) lies inside shared memory region @r. */
+static inline bool region_holds(const struct vt_shm_region *r, uint64_t p, uint64_t len)
 {
-	uint64_t p = (uint64_t)(uintptr_t)ptr, gpa;
+	uint64_t off = p - (uint64_t)(uintptr_t)r->hva;
+	return off < r->size && len <= r->size - off;
+}
+
+/*
+ * How [ptr, ptr + len) is mapped, or -EFAULT (logged) when it is not inside shared memory.
+ * *@region is the region of the buffer planned before (NULL for none), tried before a search
+ * (a burst's buffers mostly share one), and becomes this buffer's.
+ */
+static int plan_map(const struct dma_iommu *m, void *ptr, size_t len,
+		    const struct vt_shm_region **region, struct map_plan *plan)
+{
+	uint64_t p = (uint64_t)(uintptr_t)ptr;
+	const struct vt_shm_region *r = *region;
 
 	plan->offset = p & PAGE_MASK;
 	plan->span = (plan->offset + len + PAGE_MASK) & ~PAGE_MASK;
-	/* dma.c refused wrapping ranges and NULL, so span cannot wrap for shared memory. */
+	if (!r || !region_holds(r, p, 1)) {
+		r = vt_shm_find(m->dma.shm, ptr);
+		*region = r;
+	}
+	/*
+	 * Both tests in the region of the first byte: a range inside one region holds that byte.
+	 * dma.c refused wrapping ranges and NULL, so span cannot wrap for shared memory.
+	 */
 	plan->whole_pages =
-	    plan->span >= plan->offset + len &&
-	    vt_shm_gpa(m->dma.shm, (void *)(uintptr_t)(p - plan->offset), plan->span, &gpa) == 0;
-	if (!plan->whole_pages && vt_shm_gpa(m->dma.shm, ptr, len, &gpa) < 0) {
+	    r && plan->span >= plan->offset + len && region_holds(r, p - plan->offset, plan->span);
+	if (!plan->whole_pages && (!r || !region_holds(r, p, len))) {
 		vt_log(m->dma.log, VT_LOG_ERROR,
 		       "dma(%s): map of [%p, +%zu) refused: not inside one shared memory region",
 		       mode_name(m), ptr, len);
@@ -400,8 +419,9 @@ static void unreserve(struct dma_iommu *m, uint32_t tag, uint64_t iova, uint64_t
 static int iommu_map(struct vt_dma *dma, void *ptr, size_t len, enum vt_dma_dir dir, uint64_t *bus)
 {
 	struct dma_iommu *m = to_iommu(dma);
+	const struct vt_shm_region *region = NULL;
 	struct map_plan plan;
-	int ret = plan_map(m, ptr, len, &plan);
+	int ret = plan_map(m, ptr, len, &region, &plan);
 	if (ret < 0)
 		return ret;
 
@@ -473,6 +493,7 @@ static unsigned int iommu_map_burst(struct vt_dma *dma, const struct iovec *bufs
 	struct dma_iommu *m = to_iommu(dma);
 	struct vt_dma_iotlb_map t[MAP_BURST_GROUP];
 	uint32_t tags[MAP_BURST_GROUP];
+	const struct vt_shm_region *region = NULL;
 	unsigned int done = 0;
 	int ret = 0;
 
@@ -484,7 +505,7 @@ static unsigned int iommu_map_burst(struct vt_dma *dma, const struct iovec *bufs
 			const struct iovec *b = &bufs[done + n];
 			struct map_plan plan;
 			uint64_t iova;
-			ret = plan_map(m, b->iov_base, b->iov_len, &plan);
+			ret = plan_map(m, b->iov_base, b->iov_len, &region, &plan);
 			if (ret == 0)
 				ret = reserve_iova(m, plan.span, &tags[n], &iova);
 			if (ret < 0)

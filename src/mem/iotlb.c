@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include <virtue/iotlb.h>
 
@@ -148,8 +149,12 @@ struct vt_iotlb {
 	/* Blocks of the level below index level k (of start for k = 0): the most keys[k] can be. */
 	unsigned int max_keys[INDEX_LEVELS];
 
-	/* Control-path state, written only by the writer holding the mutex (or its batch). */
-	enum vt_iotlb_full_policy full_policy;
+	/*
+	 * Control-path state, written only by the writer holding the mutex (or its batch). On
+	 * lines of its own: every invalidation writes some of it, and the device's next
+	 * translation would otherwise miss on the line of pte_pages (above) it shared.
+	 */
+	_Alignas(IOTLB_CACHELINE) enum vt_iotlb_full_policy full_policy;
 	uint64_t rng; /* picks eviction victims */
 	uint64_t evictions;
 	uint64_t invalidations;
@@ -531,12 +536,20 @@ static bool overlap_mapped(const struct vt_iotlb *t, const struct overlap *o)
 	return false;
 }
 
+/* The bytes of a page table of @pages entries, as mapped: whole lines. */
+static size_t pte_bytes(unsigned int pages)
+{
+	return ((size_t)pages * sizeof(uint64_t) + IOTLB_CACHELINE - 1) &
+	       ~(size_t)(IOTLB_CACHELINE - 1);
+}
+
 static void free_arrays(struct vt_iotlb *t)
 {
 	free(t->start);
 	free(t->slot);
 	free(t->perm);
-	free(t->pte);
+	if (t->pte)
+		munmap(t->pte, pte_bytes(t->pte_pages));
 	for (unsigned int k = 0; k < INDEX_LEVELS; k++)
 		free(t->index[k]);
 }
@@ -578,14 +591,22 @@ int vt_iotlb_new(const struct vt_iotlb_params *params, struct vt_iotlb **out)
 	/* Whole lines of permissions, as aligned_alloc wants whole multiples of the alignment. */
 	t->perm = aligned_alloc(IOTLB_CACHELINE,
 				(keys + IOTLB_CACHELINE - 1) & ~(size_t)(IOTLB_CACHELINE - 1));
-	/* Zeroed: every page starts empty. Its lines are touched only where updates fall. */
-	if (p.page_table_pages)
-		t->pte = calloc(p.page_table_pages, sizeof(t->pte[0]));
+	/*
+	 * Zeroed, so every page starts empty, and mapped anonymous so its memory is touched only
+	 * where updates fall; page aligned, so 8 entries share each line, as the invalidations'
+	 * prefetch (pte_prefetch_for_kill) and the device's reads count on (calloc put them
+	 * 16 bytes into a line).
+	 */
+	if (p.page_table_pages) {
+		void *pte = mmap(NULL, pte_bytes(p.page_table_pages), PROT_READ | PROT_WRITE,
+				 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		t->pte = pte == MAP_FAILED ? NULL : pte;
+		t->pte_pages = t->pte ? p.page_table_pages : 0;
+	}
 	if (!t->start || !t->slot || !t->perm || (p.page_table_pages && !t->pte)) {
 		ret = -ENOMEM;
 		goto err_free;
 	}
-	t->pte_pages = p.page_table_pages;
 	t->prefetch_for_write = cpu_prefetches_for_write();
 	for (unsigned int k = 0; keys > BLOCK; k++) {
 		t->max_keys[k] = (unsigned int)(keys >> BLOCK_SHIFT);
@@ -1071,6 +1092,15 @@ static int pte_demote_edges(struct vt_iotlb *t, uint64_t *lo, uint64_t *hi, bool
 	return 0;
 }
 
+/* Under the writer lock: page @i, empty before, was just filled; [pte_lo, pte_hi] keeps it. */
+static inline void pte_count_fill(struct vt_iotlb *t, unsigned int i)
+{
+	if (t->pte_live++ == 0 || i < t->pte_lo)
+		t->pte_lo = i;
+	if (t->pte_live == 1 || i > t->pte_hi)
+		t->pte_hi = i;
+}
+
 /*
  * Under the writer lock: an update of a whole page to a whole host page goes into the page table
  * when the page holds no entry and the sorted array maps none of its bytes: no search, no move,
@@ -1106,10 +1136,7 @@ static inline int pte_update(struct vt_iotlb *t, uint64_t iova, uint64_t last, u
 	 * the page retries.
 	 */
 	__atomic_store_n(&t->pte[i], pte, __ATOMIC_RELEASE);
-	if (t->pte_live++ == 0 || i < t->pte_lo)
-		t->pte_lo = i;
-	if (t->pte_live == 1 || i > t->pte_hi)
-		t->pte_hi = i;
+	pte_count_fill(t, i);
 	return 0;
 }
 
@@ -1157,17 +1184,40 @@ static inline int update_one_locked(struct vt_iotlb *t, uint64_t iova, uint64_t 
 	return update_locked(t, iova, last, &entry, same);
 }
 
+/*
+ * Under the writer lock: the update of a strict DMA map, one per buffer, in its fewest steps:
+ * a whole page onto a whole host page, inside the page table's window, whose entry is empty
+ * while the sorted array has no live entry at all (so maps none of its bytes). Every check of
+ * check_update and pte_update holds for it: a page-aligned page cannot wrap, nor can a nonzero
+ * page-aligned host page. False, with nothing changed, for anything else.
+ */
+static inline bool pte_fill_fast(struct vt_iotlb *t, uint64_t iova, uint64_t size, uintptr_t host,
+				 unsigned int perm)
+{
+	uint64_t page = (iova - t->pte_base) >> IOTLB_PAGE_SHIFT;
+	if (size != IOTLB_PAGE_SIZE || ((iova | host) & IOTLB_PAGE_MASK) || !host ||
+	    !valid_access(perm) || page >= t->pte_window || t->pte[page] || t->count != t->dead)
+		return false;
+	unsigned int i = (unsigned int)page;
+	/* Release: as pte_update's fill, which this is. */
+	__atomic_store_n(&t->pte[i], iotlb_pte(host, perm), __ATOMIC_RELEASE);
+	pte_count_fill(t, i);
+	return true;
+}
+
 int vt_iotlb_update(struct vt_iotlb *iotlb, uint64_t iova, uint64_t size, void *hva,
 		    unsigned int perm)
 {
 	struct vt_iotlb *t = iotlb;
 	uintptr_t host = (uintptr_t)hva;
-	int ret = check_update(iova, size, host, perm);
+	int ret = 0;
 
-	if (ret < 0)
-		return ret;
 	bool locked = writer_lock(t);
-	ret = update_one_locked(t, iova, iova + size - 1, host, perm);
+	if (!pte_fill_fast(t, iova, size, host, perm)) {
+		ret = check_update(iova, size, host, perm);
+		if (ret == 0)
+			ret = update_one_locked(t, iova, iova + size - 1, host, perm);
+	}
 	writer_unlock(t, locked);
 	return ret;
 }
@@ -1183,6 +1233,8 @@ unsigned int vt_iotlb_update_burst(struct vt_iotlb *iotlb, const struct vt_iotlb
 	for (i = 0; i < count; i++) {
 		const struct vt_iotlb_entry *e = &entries[i];
 		uintptr_t host = (uintptr_t)e->hva;
+		if (pte_fill_fast(t, e->iova, e->size, host, e->perm))
+			continue;
 		ret = check_update(e->iova, e->size, host, e->perm);
 		if (ret == 0)
 			ret = update_one_locked(t, e->iova, e->iova + e->size - 1, host, e->perm);

@@ -20,6 +20,8 @@ static unsigned int feed_update_burst(void *opaque, const struct vt_dma_iotlb_ma
 {
 	struct vt_iotlb_feed *feed = opaque;
 	struct vt_iotlb_entry e[FEED_GROUP];
+	/* The region the last one was in: a DMA burst maps buffer after buffer from one. */
+	const struct vt_mem_region *r = NULL;
 	unsigned int done = 0;
 
 	while (done < count) {
@@ -27,9 +29,17 @@ static unsigned int feed_update_burst(void *opaque, const struct vt_dma_iotlb_ma
 		int ret = 0;
 		for (n = 0; n < want; n++) {
 			const struct vt_dma_iotlb_map *m = &maps[done + n];
-			ret = vt_memtable_uaddr_to_hva(feed->table, m->uaddr, m->size, &e[n].hva);
-			if (ret < 0)
-				break;
+			/* Inside r: an offset below its size and a size within the rest of it. */
+			if (!r || m->uaddr - r->uaddr >= r->size ||
+			    m->size > r->size - (m->uaddr - r->uaddr)) {
+				int err;
+				r = vt_memtable_find_uaddr(feed->table, m->uaddr, m->size, &err);
+				if (!r) {
+					ret = err;
+					break;
+				}
+			}
+			e[n].hva = (uint8_t *)r->hva + (m->uaddr - r->uaddr);
 			e[n].iova = m->iova;
 			e[n].size = m->size;
 			e[n].perm = m->perm;

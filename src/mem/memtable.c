@@ -236,6 +236,12 @@ static const struct vt_mem_region *find_by_uaddr(const struct vt_memtable *t, ui
 	return r;
 }
 
+const struct vt_mem_region *vt_memtable_find_uaddr(const struct vt_memtable *table, uint64_t uaddr,
+						   uint64_t len, int *err)
+{
+	return find_by_uaddr(table, uaddr, len, err);
+}
+
 int vt_memtable_uaddr_to_hva(const struct vt_memtable *table, uint64_t uaddr, uint64_t len,
 			     void **hva)
 {

@@ -236,6 +236,12 @@ static inline const struct shm_region *region_of(const struct vt_shm *shm, uint6
 	return region_search(shm, p);
 }
 
+const struct vt_shm_region *vt_shm_find(const struct vt_shm *shm, const void *ptr)
+{
+	const struct shm_region *r = region_of(shm, (uint64_t)(uintptr_t)ptr);
+	return r ? &r->pub : NULL;
+}
+
 int vt_shm_gpa(const struct vt_shm *shm, const void *ptr, size_t len, uint64_t *gpa)
 {
 	uint64_t p = (uint64_t)(uintptr_t)ptr;

@@ -1811,6 +1811,66 @@ VT_TEST(map_burst_stops_at_a_buffer_outside_shared_memory_with_efault)
 	for_each_burst_variant(burst_stops_at_a_buffer_outside_shared_memory);
 }
 
+/* Whether the device can read the byte at @bus. */
+static bool device_reads(struct fixture *f, uint64_t bus)
+{
+	uint8_t byte;
+	return vt_as_read(&f->dev.as, bus, &byte, 1, NULL) == 0;
+}
+
+/*
+ * A burst going back and forth between two regions, one of them caller memory that starts and
+ * ends inside pages: each buffer planned against its own region, whole pages where they lie in
+ * it, only the buffer's bytes where its page leaves it.
+ */
+static void burst_across_two_regions(enum vt_dma_mode mode, const struct vt_dma_iotlb_ops *ops)
+{
+	enum { N = 6 };
+	struct fixture f;
+	struct iovec bufs[N];
+	uint64_t bus[N];
+	int error = ERROR_UNTOUCHED;
+	uint8_t *memory = aligned_alloc(PAGE, 4 * PAGE);
+
+	REQUIRE(memory != NULL);
+	fill(memory, 4 * PAGE, 5);
+	REQUIRE_EQ(setup_memory(&f, mode), 0);
+	f.params.iotlb_ops = ops;
+	uint8_t *p = shm_buffer(&f, 2 * PAGE); /* before the caller memory joins the allocator */
+	REQUIRE(p != NULL);
+	fill(p, 2 * PAGE, 6);
+	uint8_t *start = memory + 100;
+	REQUIRE_EQ(vt_shm_add_host(f.shm, start, 2 * PAGE, 0x10000000, NULL), 0);
+	REQUIRE_EQ(setup_dma(&f), 0);
+	bufs[0] = (struct iovec){ p + 200, 64 };
+	bufs[1] = (struct iovec){ start, 50 }; /* its page starts before the region */
+	bufs[2] = (struct iovec){ p + 300, 64 };
+	bufs[3] = (struct iovec){ memory + PAGE + 10, 64 };	/* a page inside the region */
+	bufs[4] = (struct iovec){ memory + 2 * PAGE + 40, 60 }; /* up to the region's end */
+	bufs[5] = (struct iovec){ p + PAGE + 500, 64 };
+	static const bool whole[N] = { true, false, true, true, false, true };
+	REQUIRE_EQ(vt_dma_map_burst(f.dma, bufs, N, VT_DMA_TO_DEVICE, bus, &error), N);
+	CHECK_EQ(error, ERROR_UNTOUCHED);
+	CHECK_EQ(unseen(&f, bufs, bus, N), 0);
+	for (unsigned int i = 0; i < N; i++) {
+		/* Every buffer starts inside its page: the byte before it is mapped iff the page
+		 * is. */
+		CHECK_EQ(device_reads(&f, bus[i] - 1), whole[i]);
+		CHECK_EQ(device_reads(&f, bus[i] + bufs[i].iov_len), whole[i]);
+	}
+	CHECK_EQ(unmap_all(&f, bufs, bus, N), 0);
+	CHECK_EQ(vt_dma_flush(f.dma), 0);
+	CHECK_EQ(device_entries(&f.dev), 0);
+	teardown(&f);
+	CHECK_EQ(f.log_seen.errors, 0);
+	free(memory);
+}
+
+VT_TEST(map_burst_across_two_regions_maps_whole_pages_only_inside_each_buffers_region)
+{
+	for_each_burst_variant(burst_across_two_regions);
+}
+
 /*
  * The device refuses the update of buffer k of a burst of four, in an IOVA space of four pages:
  * k mapped, the device's error, and the refused buffers' IOVAs clean and free again (each of them

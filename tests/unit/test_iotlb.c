@@ -183,6 +183,32 @@ VT_TEST(update_rejects_bad_arguments)
 	vt_iotlb_free(t);
 }
 
+/*
+ * The same checks for a whole page onto a whole host page, once the page table's window is
+ * placed: the page table's own quick fill must refuse what the general path refuses.
+ */
+VT_TEST(update_of_a_whole_page_rejects_bad_arguments_in_the_page_table_too)
+{
+	struct vt_iotlb *t = new_with_pages(0);
+	struct vt_iotlb_stats st;
+	REQUIRE(t);
+
+	REQUIRE_EQ(vt_iotlb_update(t, 0x1000, PAGE, host, VT_IOTLB_PERM_RW), 0);
+	vt_iotlb_get_stats(t, &st);
+	REQUIRE_EQ(st.page_table_entries, 1);
+	static const unsigned int bad_perm[] = { 0, 4, VT_IOTLB_PERM_RW | 8 };
+	for (unsigned int i = 0; i < 3; i++) {
+		CHECK_EQ(vt_iotlb_update(t, 0x2000, PAGE, host + PAGE, bad_perm[i]), -EINVAL);
+		struct vt_iotlb_entry e = { 0x2000, PAGE, host + PAGE, bad_perm[i] };
+		int error = 0;
+		CHECK_EQ(vt_iotlb_update_burst(t, &e, 1, &error), 0);
+		CHECK_EQ(error, -EINVAL);
+	}
+	CHECK_EQ(vt_iotlb_update(t, 0x2000, PAGE, NULL, VT_IOTLB_PERM_RW), -EINVAL);
+	CHECK_EQ(entries(t), 1);
+	vt_iotlb_free(t);
+}
+
 VT_TEST(read_only_mapping_refuses_write)
 {
 	struct vt_iotlb *t = new_default();

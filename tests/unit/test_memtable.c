@@ -229,6 +229,30 @@ VT_TEST(uaddr_converts_within_one_region_only)
 	vt_memtable_free(t);
 }
 
+/* The region itself, for a caller that converts many addresses of one region (an IOTLB burst). */
+VT_TEST(find_uaddr_returns_the_region_holding_the_whole_range)
+{
+	struct vt_memtable *t = crossed_pair();
+	REQUIRE(t);
+	int err = 0;
+	const struct vt_mem_region *r = vt_memtable_find_uaddr(t, 0x7f0000004010ULL, 0x10, &err);
+	REQUIRE(r != NULL);
+	CHECK_EQ(r->gpa, 0x0);
+	CHECK(r->hva == backing + 0x4000);
+	r = vt_memtable_find_uaddr(t, 0x7f0000001ff0ULL, 0x10, &err);
+	REQUIRE(r != NULL);
+	CHECK_EQ(r->gpa, 0x10000);
+	/* Past the end of its region, between regions, and wrapping: none, and why. */
+	CHECK(vt_memtable_find_uaddr(t, 0x7f0000001ff0ULL, 0x20, &err) == NULL);
+	CHECK_EQ(err, -EFAULT);
+	err = 0;
+	CHECK(vt_memtable_find_uaddr(t, 0x7f0000003000ULL, 1, &err) == NULL);
+	CHECK_EQ(err, -EFAULT);
+	CHECK(vt_memtable_find_uaddr(t, UINT64_MAX, 2, &err) == NULL);
+	CHECK_EQ(err, -EOVERFLOW);
+	vt_memtable_free(t);
+}
+
 /* The last region a uaddr hit is remembered; a removal must not leave it answering. */
 VT_TEST(a_uaddr_of_a_removed_region_faults_and_the_others_still_convert)
 {

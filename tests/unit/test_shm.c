@@ -148,6 +148,31 @@ VT_TEST(gpa_of_a_range_leaving_its_region_is_efault)
 	vt_shm_free(shm);
 }
 
+VT_TEST(find_returns_the_region_of_a_pointer_or_null)
+{
+	struct vt_shm *shm;
+	const struct vt_shm_region *a, *b;
+	static uint8_t host[8192];
+	int local = 0;
+
+	REQUIRE_EQ(vt_shm_new(&shm), 0);
+	CHECK(vt_shm_find(shm, &local) == NULL);
+	REQUIRE_EQ(vt_shm_add_memfd(shm, 1 << 16, 0x100000, &a), 0);
+	REQUIRE_EQ(vt_shm_add_host(shm, host + 100, 4000, 0x200000, &b), 0);
+	CHECK(vt_shm_find(shm, (uint8_t *)a->hva + 5) == a);
+	CHECK(vt_shm_find(shm, host + 100) == b);
+	CHECK(vt_shm_find(shm, host + 4099) == b);
+	/* Just outside each end of the host region, and outside both. */
+	CHECK(vt_shm_find(shm, host + 99) == NULL);
+	CHECK(vt_shm_find(shm, host + 4100) == NULL);
+	CHECK(vt_shm_find(shm, &local) == NULL);
+	/* A region found stays that region as more are added. */
+	REQUIRE_EQ(vt_shm_add_memfd(shm, 1 << 16, 0x300000, NULL), 0);
+	CHECK(vt_shm_find(shm, (uint8_t *)a->hva + 5) == a);
+	CHECK_EQ(a->gpa, 0x100000);
+	vt_shm_free(shm);
+}
+
 VT_TEST(gpa_of_a_pointer_outside_every_region_is_efault)
 {
 	struct vt_shm *shm;
