@@ -586,6 +586,28 @@ void vq_mock_publish(struct vq_mock *m, const struct vq_mock_chain *c)
 	vq_mock_set_avail_idx(m, (uint16_t)(m->avail_idx + 1));
 }
 
+int vq_mock_move_segment(struct vq_mock *m, struct vq_mock_chain *c, unsigned int i, uint64_t addr)
+{
+	uint8_t *from = i < c->nsegs ? vq_mock_ptr(m, c->addr[i]) : NULL;
+	uint8_t *to = vq_mock_ptr(m, addr);
+
+	if (c->indirect || !from || !to || c->len[i] > m->size - (addr - m->gpa))
+		return -EINVAL;
+	memmove(to, from, c->len[i]);
+	c->addr[i] = addr;
+	/* The flags as they are: a packed chain's first ones stay unpublished until publish. */
+	if (m->packed) {
+		struct vq_mock_desc d = vq_mock_get_packed_desc(m, c->desc[i]);
+		d.addr = addr;
+		vq_mock_set_packed_desc(m, c->desc[i], d);
+	} else {
+		struct vq_mock_desc d = vq_mock_get_desc(m, c->desc[i]);
+		d.addr = addr;
+		vq_mock_set_desc(m, c->desc[i], d);
+	}
+	return 0;
+}
+
 int vq_mock_add(struct vq_mock *m, const struct vq_mock_seg *segs, unsigned int n,
 		unsigned int options, struct vq_mock_chain *c)
 {

@@ -213,6 +213,11 @@ struct vq_mock_desc vq_mock_packed_chain_desc(const struct vq_mock *m,
 					      const struct vq_mock_chain *c, unsigned int i);
 void vq_mock_packed_set_chain_desc(struct vq_mock *m, struct vq_mock_chain *c, unsigned int i,
 				   struct vq_mock_desc d);
+/*
+ * Moves segment @i of chain @c, built and not yet published, not INDIRECT, to @addr in the
+ * region: its bytes copied there, its descriptor and c->addr[i] pointed at them. 0, or -EINVAL.
+ */
+int vq_mock_move_segment(struct vq_mock *m, struct vq_mock_chain *c, unsigned int i, uint64_t addr);
 /* Makes the chain available: split avail ring entry then avail idx; packed the first's flags. */
 void vq_mock_publish(struct vq_mock *m, const struct vq_mock_chain *c);
 /* Build then publish. */

@@ -60,6 +60,27 @@ struct vt_as_ops {
 			       uint64_t *now);
 };
 
+/*
+ * A page table an address space lets its readers walk themselves, as an IOMMU's hardware walks
+ * its own (vt_as_page_entry): one level of VT_AS_PAGE_SIZE pages from IOVA @base, @pages of them,
+ * each entry one word, 0 for a page it does not map, else the host address of the page ORed with
+ * its VT_ACCESS_* bits. What it does not map, the address space may still map by other means.
+ */
+#define VT_AS_PAGE_SHIFT    12
+#define VT_AS_PAGE_SIZE	    (1ULL << VT_AS_PAGE_SHIFT)
+#define VT_AS_PTE_PERM_MASK ((uint64_t)VT_ACCESS_RW)
+
+struct vt_as_page_table {
+	const uint64_t *entries; /* fixed, as is @allocated, the room it has */
+	unsigned int allocated;
+	/*
+	 * The window: 0 pages until the owner places it, then fixed. The owner stores @base
+	 * first and @pages with release; a reader loads @pages with acquire first.
+	 */
+	unsigned int pages;
+	uint64_t base;
+};
+
 struct vt_as {
 	const struct vt_as_ops *ops;
 	void *impl;
@@ -68,6 +89,8 @@ struct vt_as {
 	 * vt_as_generation. Rings check it at every pop; a load is cheaper than a call.
 	 */
 	const _Atomic uint64_t *generation_word;
+	/* Optional (NULL: none): see vt_as_page_entry. */
+	const struct vt_as_page_table *page_table;
 };
 
 /*
@@ -116,6 +139,26 @@ static inline int vt_as_extent(const struct vt_as *as, uint64_t addr, struct vt_
 	if (!as->ops->extent)
 		return -EOPNOTSUPP;
 	return as->ops->extent(as->impl, addr, extent, generation);
+}
+
+/*
+ * vt_as_page_entry - the page table's entry for @addr's page (struct vt_as_page_table), for a
+ * caller that translates in a few loads, as a ring does a burst's one-page buffers under an
+ * IOMMU: 0 when the address space has no page table, @addr's page lies outside it, or the table
+ * does not map it (vt_as_extent or vt_as_translate then say whether something else does). Like an
+ * extent, an entry is good for as long as the generation, loaded (acquire) before it, is current:
+ * the entry is loaded with acquire, so it is at least as new as that generation.
+ */
+static inline uint64_t vt_as_page_entry(const struct vt_as *as, uint64_t addr)
+{
+	const struct vt_as_page_table *pt = as->page_table;
+	if (!pt)
+		return 0;
+	unsigned int pages = __atomic_load_n(&pt->pages, __ATOMIC_ACQUIRE);
+	uint64_t page = (addr - __atomic_load_n(&pt->base, __ATOMIC_RELAXED)) >> VT_AS_PAGE_SHIFT;
+	if (page >= pages)
+		return 0;
+	return __atomic_load_n(&pt->entries[page], __ATOMIC_ACQUIRE);
 }
 
 /*

@@ -103,13 +103,6 @@ struct vt_iotlb {
 	 * the highest of them one block.
 	 */
 	unsigned int keys[INDEX_LEVELS];
-	/*
-	 * The page table's window: IOVA of its first page, and how many pages it has, 0 until the
-	 * first update of a whole page places it (where that update falls, the window aligned to
-	 * its size). Then fixed: a reader computes an entry's page from them.
-	 */
-	uint64_t pte_base;
-	unsigned int pte_window;
 	_Atomic uint64_t generation;
 	/*
 	 * What the last CHANGE_LOG - 1 generation changes touched, at [generation % CHANGE_LOG],
@@ -135,14 +128,19 @@ struct vt_iotlb {
 	uint8_t *perm;
 	uint64_t *index[INDEX_LEVELS];
 	/*
-	 * The page table, pte_pages entries (0: none). An entry and the sorted array never both
-	 * map a byte: an update fills a page's entry only when the sorted array maps none of its
-	 * bytes, and an operation on part of a page moves its entry to the sorted array first
-	 * (pte_demote). Dead sorted entries may still lie under a page's entry: a reader tries the
-	 * page first.
+	 * The page table, pt.allocated entries (0: none), at pte (pt.entries, writable). An entry
+	 * and the sorted array never both map a byte: an update fills a page's entry only when the
+	 * sorted array maps none of its bytes, and an operation on part of a page moves its entry
+	 * to the sorted array first (pte_demote). Dead sorted entries may still lie under a page's
+	 * entry: a reader tries the page first.
+	 *
+	 * The window (pt.base, pt.pages) is 0 pages until the first update of a whole page places
+	 * it (where that update falls, the window aligned to its size), then fixed. pt is what the
+	 * address space offers its readers to walk (vt_as_page_entry): on this read-only line, not
+	 * on the sequence's, so a walk reads no line a writer stores to but the entry's own.
 	 */
 	uint64_t *pte;
-	unsigned int pte_pages;
+	struct vt_as_page_table pt;
 	bool prefetch_for_write; /* cpu_prefetches_for_write, asked once */
 	unsigned int capacity;
 	unsigned int allocated_levels;
@@ -152,7 +150,8 @@ struct vt_iotlb {
 	/*
 	 * Control-path state, written only by the writer holding the mutex (or its batch). On
 	 * lines of its own: every invalidation writes some of it, and the device's next
-	 * translation would otherwise miss on the line of pte_pages (above) it shared.
+	 * translation would otherwise miss on the line of the page table's window (above) it
+	 * shared.
 	 */
 	_Alignas(IOTLB_CACHELINE) enum vt_iotlb_full_policy full_policy;
 	uint64_t rng; /* picks eviction victims */
@@ -191,6 +190,8 @@ _Static_assert(1ull << BLOCK_SHIFT * (INDEX_LEVELS + 1) >= VT_IOTLB_MAX_ENTRIES,
 _Static_assert(IOTLB_CACHELINE % BLOCK == 0,
 	       "a block's permissions must lie in one line, which upper_bound prefetches");
 _Static_assert(VT_ACCESS_RW <= UINT8_MAX, "a permission must fit its byte");
+_Static_assert(IOTLB_PAGE_SHIFT == VT_AS_PAGE_SHIFT && IOTLB_PTE_PERM_MASK == VT_AS_PTE_PERM_MASK,
+	       "the page table is what struct vt_as_page_table says it is");
 _Static_assert(BLOCK * sizeof(struct iotlb_slot) % IOTLB_CACHELINE == 0,
 	       "a block's slots must be whole cache lines");
 
@@ -549,7 +550,7 @@ static void free_arrays(struct vt_iotlb *t)
 	free(t->slot);
 	free(t->perm);
 	if (t->pte)
-		munmap(t->pte, pte_bytes(t->pte_pages));
+		munmap(t->pte, pte_bytes(t->pt.allocated));
 	for (unsigned int k = 0; k < INDEX_LEVELS; k++)
 		free(t->index[k]);
 }
@@ -601,7 +602,8 @@ int vt_iotlb_new(const struct vt_iotlb_params *params, struct vt_iotlb **out)
 		void *pte = mmap(NULL, pte_bytes(p.page_table_pages), PROT_READ | PROT_WRITE,
 				 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 		t->pte = pte == MAP_FAILED ? NULL : pte;
-		t->pte_pages = t->pte ? p.page_table_pages : 0;
+		t->pt = (struct vt_as_page_table){ .entries = t->pte,
+						   .allocated = t->pte ? p.page_table_pages : 0 };
 	}
 	if (!t->start || !t->slot || !t->perm || (p.page_table_pages && !t->pte)) {
 		ret = -ENOMEM;
@@ -979,23 +981,24 @@ static __attribute__((noinline)) int update_locked(struct vt_iotlb *t, uint64_t 
  */
 static unsigned int pte_of(struct vt_iotlb *t, uint64_t iova, bool place)
 {
-	if (!t->pte_window) {
-		if (!place || !t->pte_pages)
+	if (!t->pt.pages) {
+		if (!place || !t->pt.allocated)
 			return NO_ENTRY;
-		uint64_t span = (uint64_t)t->pte_pages << IOTLB_PAGE_SHIFT;
+		uint64_t span = (uint64_t)t->pt.allocated << IOTLB_PAGE_SHIFT;
 		write_begin(t);
-		STORE(&t->pte_base, iova & ~(span - 1));
-		STORE(&t->pte_window, t->pte_pages);
+		STORE(&t->pt.base, iova & ~(span - 1));
+		/* Release: a walker that sees the pages sees the base (vt_as_page_entry). */
+		__atomic_store_n(&t->pt.pages, t->pt.allocated, __ATOMIC_RELEASE);
 		write_end(t);
 	}
-	uint64_t page = (iova - t->pte_base) >> IOTLB_PAGE_SHIFT;
-	return page < t->pte_window ? (unsigned int)page : NO_ENTRY;
+	uint64_t page = (iova - t->pt.base) >> IOTLB_PAGE_SHIFT;
+	return page < t->pt.pages ? (unsigned int)page : NO_ENTRY;
 }
 
 /* The IOVA of page @i of the page table. */
 static uint64_t pte_page_addr(const struct vt_iotlb *t, unsigned int i)
 {
-	return t->pte_base + ((uint64_t)i << IOTLB_PAGE_SHIFT);
+	return t->pt.base + ((uint64_t)i << IOTLB_PAGE_SHIFT);
 }
 
 /* Live page table entry @i as a piece. */
@@ -1014,8 +1017,8 @@ static bool pte_span(const struct vt_iotlb *t, uint64_t iova, uint64_t last, uns
 	if (!t->pte_live)
 		return false;
 	/* The window is aligned to its size, so its last byte does not wrap. */
-	uint64_t base = t->pte_base;
-	uint64_t window_last = base + ((uint64_t)t->pte_window << IOTLB_PAGE_SHIFT) - 1;
+	uint64_t base = t->pt.base;
+	uint64_t window_last = base + ((uint64_t)t->pt.pages << IOTLB_PAGE_SHIFT) - 1;
 	if (last < base || iova > window_last)
 		return false;
 	uint64_t lo = iova > base ? iova : base, hi = last < window_last ? last : window_last;
@@ -1157,7 +1160,7 @@ static inline int check_update(uint64_t iova, uint64_t size, uintptr_t host, uns
 static inline int update_one_locked(struct vt_iotlb *t, uint64_t iova, uint64_t last,
 				    uintptr_t host, unsigned int perm)
 {
-	if (t->pte_pages) {
+	if (t->pt.allocated) {
 		int ret = pte_update(t, iova, last, host, perm);
 		if (ret <= 0)
 			return ret;
@@ -1194,9 +1197,9 @@ static inline int update_one_locked(struct vt_iotlb *t, uint64_t iova, uint64_t 
 static inline bool pte_fill_fast(struct vt_iotlb *t, uint64_t iova, uint64_t size, uintptr_t host,
 				 unsigned int perm)
 {
-	uint64_t page = (iova - t->pte_base) >> IOTLB_PAGE_SHIFT;
+	uint64_t page = (iova - t->pt.base) >> IOTLB_PAGE_SHIFT;
 	if (size != IOTLB_PAGE_SIZE || ((iova | host) & IOTLB_PAGE_MASK) || !host ||
-	    !valid_access(perm) || page >= t->pte_window || t->pte[page] || t->count != t->dead)
+	    !valid_access(perm) || page >= t->pt.pages || t->pte[page] || t->count != t->dead)
 		return false;
 	unsigned int i = (unsigned int)page;
 	/* Release: as pte_update's fill, which this is. */
@@ -1425,7 +1428,7 @@ static inline void sorted_piece(const struct vt_iotlb *t, unsigned int i, struct
 /* The page table's entry holding @addr, between read_begin and read_retry: false for none. */
 static inline bool page_piece(const struct vt_iotlb *t, uint64_t addr, struct iotlb_piece *p)
 {
-	return iotlb_pte_piece(t->pte, t->pte_pages, LOAD(&t->pte_base), LOAD(&t->pte_window), addr,
+	return iotlb_pte_piece(t->pte, t->pt.allocated, LOAD(&t->pt.base), LOAD(&t->pt.pages), addr,
 			       p);
 }
 
@@ -1703,5 +1706,6 @@ struct vt_as vt_iotlb_as(struct vt_iotlb *iotlb)
 {
 	return (struct vt_as){ .ops = &iotlb_as_ops,
 			       .impl = iotlb,
-			       .generation_word = &iotlb->generation };
+			       .generation_word = &iotlb->generation,
+			       .page_table = &iotlb->pt };
 }

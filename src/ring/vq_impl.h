@@ -356,11 +356,35 @@ static inline bool vq_run_extent_has(const struct vq_run_extent *r, uint64_t add
  */
 bool vq_run_extent_find(struct vt_vq_dev *vq, uint64_t addr, struct vq_run_extent *r);
 
-/* Where a run's descriptor is on the host: in the cached extent, or in the one found for it. */
+/*
+ * *@hva for descriptor [@addr, @addr + @len), len > 0, with @flags, when one entry of the address
+ * space's page table maps all of it as the flags need: a run's buffers under an IOMMU are a page
+ * each, which this finds in a few loads where the extent cache would miss every time. The run
+ * checked the rings' generation (acquire) before this descriptor, so the entry is as good as an
+ * extent cached under it.
+ */
+static inline bool vq_run_page(const struct vt_vq_dev *vq, uint64_t addr, uint32_t len,
+			       uint16_t flags, void **hva)
+{
+	uint64_t pte = vt_as_page_entry(&vq->as, addr);
+	uint64_t need = flags & VIRTQ_DESC_F_WRITE ? VT_ACCESS_WRITE : VT_ACCESS_READ;
+	uint64_t offset = addr & (VT_AS_PAGE_SIZE - 1);
+
+	if (!(pte & need) || len - 1 > VT_AS_PAGE_SIZE - 1 - offset)
+		return false;
+	*hva = (void *)(uintptr_t)((pte & ~(VT_AS_PAGE_SIZE - 1)) + offset);
+	return true;
+}
+
+/*
+ * Where a run's descriptor is on the host: in the cached extent, in a page of the address space's
+ * page table, or in the extent found for it.
+ */
 static inline bool vq_run_translate(struct vt_vq_dev *vq, struct vq_run_extent *r, uint64_t addr,
 				    uint32_t len, uint16_t flags, void **hva)
 {
 	return vq_run_extent_has(r, addr, len, flags, hva) ||
+	       vq_run_page(vq, addr, len, flags, hva) ||
 	       (vq_run_extent_find(vq, addr, r) && vq_run_extent_has(r, addr, len, flags, hva));
 }
 

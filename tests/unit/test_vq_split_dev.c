@@ -1487,3 +1487,174 @@ VT_TEST(in_order_batch_of_a_chain_not_in_flight_breaks_with_not_in_flight)
 	CHECK_BROKEN(&f, vt_vq_dev_push_in_order_batch(f.vq, &forged, 0), VT_VQ_ERR_NOT_IN_FLIGHT);
 	teardown(&f);
 }
+
+/*
+ * ------------------------------------------------ bursts through the IOTLB's page table
+ *
+ * Under an IOMMU each buffer of a burst is a page of its own, which the burst's run reads from the
+ * address space's page table (vt_as_page_entry). What it takes from there must obey the rules
+ * every other path does: the page's permission for the descriptor's direction, and all of the
+ * buffer inside the page; anything else goes the general way, which says what is wrong.
+ */
+
+/* A queue of either format over the mock's IOTLB, which maps the whole region RW. */
+static int setup_pages(struct fixture *f, bool packed)
+{
+	memset(f, 0, sizeof(*f));
+	f->log =
+	    (struct vt_log){ .fn = capture_log, .opaque = &f->seen, .max_level = VT_LOG_DEBUG };
+	struct vq_mock_params mp = { .num = QSIZE, .packed = packed, .space = VQ_MOCK_IOTLB };
+	int ret = vq_mock_init(&f->m, &mp);
+	if (ret < 0)
+		return ret;
+	vq_mock_dev_params(&f->m, packed ? F(RING_PACKED) : 0, &f->params);
+	f->params.log = &f->log;
+	return start(f);
+}
+
+/*
+ * A page of the heap cut out of the region's mapping and mapped again on its own with @perm, in
+ * the page table (checked): its address, or 0.
+ */
+static uint64_t page_alone(struct fixture *f, unsigned int perm)
+{
+	struct vt_iotlb_stats before, after;
+	uint64_t page = vq_mock_alloc(&f->m, VQ_MOCK_PAGE, VQ_MOCK_PAGE);
+
+	vt_iotlb_get_stats(f->m.iotlb, &before);
+	if (!page || vq_mock_iotlb_unmap(&f->m, page, VQ_MOCK_PAGE) < 0 ||
+	    vq_mock_iotlb_map(&f->m, page, VQ_MOCK_PAGE, perm) < 0)
+		return 0;
+	vt_iotlb_get_stats(f->m.iotlb, &after);
+	return after.page_table_entries == before.page_table_entries + 1 ? page : 0;
+}
+
+/* Builds and publishes a one-segment chain of @len bytes at @addr. */
+static bool add_at(struct fixture *f, uint64_t addr, uint32_t len, bool writable,
+		   struct vq_mock_chain *c)
+{
+	const struct vq_mock_seg seg = { len, writable };
+	if (vq_mock_build(&f->m, &seg, 1, 0, c) < 0 || vq_mock_move_segment(&f->m, c, 0, addr) < 0)
+		return false;
+	vq_mock_publish(&f->m, c);
+	return true;
+}
+
+static int pop_burst(struct fixture *f, struct vt_vq_chain *chains, unsigned int max)
+{
+	return vt_vq_dev_pop_burst(f->vq, chains, f->iov, 1, max);
+}
+
+static void burst_takes_buffers_from_their_pages(bool packed)
+{
+	struct fixture f;
+	struct vq_mock_chain c[3];
+	struct vt_vq_chain chains[3];
+	char why[160] = "";
+
+	REQUIRE_EQ(setup_pages(&f, packed), 0);
+	uint64_t ro = page_alone(&f, VT_IOTLB_PERM_RO), wo = page_alone(&f, VT_IOTLB_PERM_WO);
+	uint64_t rw = page_alone(&f, VT_IOTLB_PERM_RW);
+	REQUIRE(ro && wo && rw);
+	/* Inside a page, up to its last byte, and all of one. */
+	REQUIRE(add_at(&f, ro + 100, 64, false, &c[0]));
+	REQUIRE(add_at(&f, wo + VQ_MOCK_PAGE - 64, 64, true, &c[1]));
+	REQUIRE(add_at(&f, rw, VQ_MOCK_PAGE, false, &c[2]));
+	REQUIRE_EQ(pop_burst(&f, chains, 3), 3);
+	for (unsigned int i = 0; i < 3; i++) {
+		CHECK(f.iov[i].iov_base == vq_mock_ptr(&f.m, c[i].addr[0]));
+		CHECK(vq_mock_check_iov(&f.m, &c[i], &chains[i], &f.iov[i], why, sizeof(why)));
+	}
+	if (why[0])
+		fprintf(stderr, "  %s\n", why);
+	CHECK(!vt_vq_dev_is_broken(f.vq));
+	teardown(&f);
+}
+
+VT_TEST(split_burst_takes_one_page_buffers_from_the_page_table)
+{
+	burst_takes_buffers_from_their_pages(false);
+}
+
+VT_TEST(packed_burst_takes_one_page_buffers_from_the_page_table)
+{
+	burst_takes_buffers_from_their_pages(true);
+}
+
+/* The device may not write a page mapped read-only: the queue breaks, at that buffer. */
+static void burst_refuses_to_write_a_read_only_page(bool packed)
+{
+	struct fixture f;
+	struct vq_mock_chain c[2];
+	struct vt_vq_chain chains[2];
+
+	REQUIRE_EQ(setup_pages(&f, packed), 0);
+	uint64_t ro = page_alone(&f, VT_IOTLB_PERM_RO);
+	REQUIRE(ro);
+	REQUIRE(add_at(&f, ro + 64, 64, false, &c[0]));
+	REQUIRE(add_at(&f, ro + 256, 64, true, &c[1]));
+	CHECK_EQ(pop_burst(&f, chains, 2), 1);
+	CHECK_EQ(chains[0].id, c[0].id);
+	CHECK_EQ(pop_burst(&f, chains, 2), -EPROTO);
+	CHECK(vt_vq_dev_is_broken(f.vq));
+	CHECK_EQ(vt_vq_dev_error(f.vq), VT_VQ_ERR_PERMISSION);
+	CHECK_EQ(f.seen.errors, 1);
+	CHECK(vq_mock_canaries_intact(&f.m));
+	teardown(&f);
+}
+
+VT_TEST(split_burst_refuses_a_writable_buffer_in_a_read_only_page)
+{
+	burst_refuses_to_write_a_read_only_page(false);
+}
+
+VT_TEST(packed_burst_refuses_a_writable_buffer_in_a_read_only_page)
+{
+	burst_refuses_to_write_a_read_only_page(true);
+}
+
+/*
+ * A buffer that runs from its page into one nothing maps is a miss there (retryable, nothing
+ * consumed), not a buffer its first page holds.
+ */
+static void burst_misses_past_the_end_of_a_page(bool packed)
+{
+	struct fixture f;
+	struct vq_mock_chain first, c;
+	struct vt_vq_chain chain[2];
+
+	REQUIRE_EQ(setup_pages(&f, packed), 0);
+	uint64_t page = page_alone(&f, VT_IOTLB_PERM_RO);
+	uint64_t next = vq_mock_alloc(&f.m, VQ_MOCK_PAGE, VQ_MOCK_PAGE);
+	REQUIRE(page && next == page + VQ_MOCK_PAGE);
+	REQUIRE_EQ(vq_mock_iotlb_unmap(&f.m, next, VQ_MOCK_PAGE), 0);
+	/* One before it, so that it comes second in a burst (a burst's first takes the general
+	 * way). */
+	REQUIRE(add_at(&f, page + 64, 64, false, &first));
+	REQUIRE(add_at(&f, page + VQ_MOCK_PAGE - 32, 64, false, &c));
+	CHECK_EQ(pop_burst(&f, chain, 2), 1);
+	CHECK_EQ(chain[0].id, first.id);
+	uint16_t next_avail = vt_vq_dev_next_avail(f.vq);
+	CHECK_EQ(pop_burst(&f, chain, 1), -EFAULT);
+	CHECK(vt_vq_dev_fault(f.vq).addr == next);
+	CHECK(!vt_vq_dev_is_broken(f.vq));
+	CHECK_EQ(vt_vq_dev_next_avail(f.vq), next_avail);
+	CHECK_EQ(vt_vq_dev_in_flight(f.vq), 1);
+	/* Mapped, the buffer comes out whole: two pieces, each from its own page. */
+	REQUIRE_EQ(vq_mock_iotlb_map(&f.m, next, VQ_MOCK_PAGE, VT_IOTLB_PERM_RO), 0);
+	struct iovec iov[2];
+	CHECK_EQ(vt_vq_dev_pop_burst(f.vq, chain, iov, 2, 1), 1);
+	CHECK_EQ(chain[0].id, c.id);
+	CHECK_EQ(chain[0].readable_bytes, 64);
+	teardown(&f);
+}
+
+VT_TEST(split_burst_misses_where_a_buffer_leaves_its_page_for_an_unmapped_one)
+{
+	burst_misses_past_the_end_of_a_page(false);
+}
+
+VT_TEST(packed_burst_misses_where_a_buffer_leaves_its_page_for_an_unmapped_one)
+{
+	burst_misses_past_the_end_of_a_page(true);
+}
