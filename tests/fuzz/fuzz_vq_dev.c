@@ -7,9 +7,10 @@
  * never hand out an id it still holds, and never crash; broken queues must stay broken.
  *
  * Input: [0] format and features (0x40: take buffers in bursts, as many as the device can hold,
- * instead of one pop at a time), [1] address space (bit 0: IOTLB; bits 1-7: how many 5-byte
- * windows follow: offset, length, permission, 0 making a hole),
- * then the bytes of driver memory (rings and buffers), zero-filled to MEM_SIZE.
+ * instead of one pop at a time; 0x80: a packed ring starts in wrap 0), [1] address space (bit 0:
+ * IOTLB; bits 1-7: how many 5-byte windows follow: offset, length, permission, 0 making a hole,
+ * bit 2 of the permission byte for the whole page at the offset instead of the length), then the
+ * bytes of driver memory (rings and buffers), zero-filled to MEM_SIZE.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -84,6 +85,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			    0x3000 + (((uint32_t)data[0] << 8 | data[1]) % (MEM_SIZE - 0x3000));
 			uint32_t len = 1 + ((uint32_t)data[2] << 8 | data[3]) % 0x2000;
 			unsigned int pm = data[4] % 4; /* 0: a hole */
+			/*
+			 * Bit 2: the page holding off, whole (mem is page aligned): what a DMA API
+			 * and a vIOMMU map, which the IOTLB keeps in its page table and a burst's
+			 * run reads from there (vt_as_page_entry).
+			 */
+			if (data[4] & 4) {
+				off &= ~0xfffu;
+				len = 0x1000;
+			}
 			data += 5;
 			size -= 5;
 			if (off + len > MEM_SIZE)
@@ -115,6 +125,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		.device_addr = MEM_GPA + USED_OFF,
 		.as = as,
 		.max_chain = (mode >> 4) & 1 ? 4 : 0,
+		/*
+		 * A fresh packed ring starts at slot 0 in wrap 1 (2.8.1), as the seeds' flags
+		 * say; mode bit 7 starts it in wrap 0, so that both wraps' ownership rules run.
+		 */
+		.next_avail = (mode & 1) && !(mode & 0x80) ? VT_VQ_PACKED_START : 0,
 		.log = &quiet_log,
 	};
 	struct vt_vq_dev *vq = NULL;

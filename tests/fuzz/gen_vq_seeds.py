@@ -106,6 +106,25 @@ def seeds():
         packed_desc(m, i, GPA + 0x4000 + 0x100 * i, 32, i, AVAIL | (WRITE if i % 3 == 2 else 0))
     out["packed_singles_burst"] = bytes([F_PACKED | BURST, 0]) + m
     out["packed_singles_burst_in_order"] = bytes([F_PACKED | F_INORDER | BURST, 0]) + m
+    # Bursts over whole-page windows (window byte 4, bit 2), which the IOTLB keeps in its page
+    # table: a read-only page at 0x4000 and a write-only one at 0x5000, the page at 0x6000 a
+    # hole; buffers inside a page, up to its end, across into the hole, and one writable buffer
+    # in the read-only page.
+    pages = bytes([BURST, 1 | 3 << 1, 0x10, 0, 0, 0, 1 | 4, 0x20, 0, 0, 0, 2 | 4,
+                   0x30, 0, 0, 0, 0 | 4])
+    good = [(0x4000 + 0x100, 64, 0), (0x5000 + 0x200, 64, WRITE), (0x4000 + 0xfc0, 64, 0)]
+    for name, last in (("pages_into_a_hole", (0x5000 + 0xfe0, 64, WRITE)),
+                       ("pages_write_to_read_only", (0x4000 + 0x800, 32, WRITE))):
+        bufs = good + [last]
+        m = image()
+        for i, (off, length, flags) in enumerate(bufs):
+            split_desc(m, i, GPA + off, length, flags, 0)
+        split_avail(m, list(range(len(bufs))))
+        out["split_singles_burst_" + name] = pages + m
+        m = image()
+        for i, (off, length, flags) in enumerate(bufs):
+            packed_desc(m, i, GPA + off, length, i, AVAIL | flags)
+        out["packed_singles_burst_" + name] = bytes([pages[0] | F_PACKED]) + pages[1:] + m
     return out
 
 
