@@ -74,8 +74,9 @@ struct vt_as_page_table {
 	const uint64_t *entries; /* fixed, as is @allocated, the room it has */
 	unsigned int allocated;
 	/*
-	 * The window: 0 pages until the owner places it, then fixed. The owner stores @base
-	 * first and @pages with release; a reader loads @pages with acquire first.
+	 * The window: 0 pages until the owner places it, then fixed, at most @allocated. The
+	 * owner stores @base first and @pages with release; a reader loads @pages with acquire
+	 * first.
 	 */
 	unsigned int pages;
 	uint64_t base;
@@ -156,7 +157,8 @@ static inline uint64_t vt_as_page_entry(const struct vt_as *as, uint64_t addr)
 		return 0;
 	unsigned int pages = __atomic_load_n(&pt->pages, __ATOMIC_ACQUIRE);
 	uint64_t page = (addr - __atomic_load_n(&pt->base, __ATOMIC_RELAXED)) >> VT_AS_PAGE_SHIFT;
-	if (page >= pages)
+	/* Clamped to the room as well: the load stays inside the array whatever the owner did. */
+	if (page >= pages || page >= pt->allocated)
 		return 0;
 	return __atomic_load_n(&pt->entries[page], __ATOMIC_ACQUIRE);
 }

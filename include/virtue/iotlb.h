@@ -72,7 +72,7 @@ struct vt_iotlb_entry {
 };
 
 struct vt_iotlb_stats {
-	uint64_t hits;	 /* translations fully satisfied */
+	uint64_t hits;	 /* translations fully satisfied (not a reader's own page walks) */
 	uint64_t misses; /* translations that ended in -EFAULT */
 	uint64_t denied; /* translations that ended in -EACCES */
 	uint64_t evictions;

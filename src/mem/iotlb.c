@@ -139,7 +139,7 @@ struct vt_iotlb {
 	 * address space offers its readers to walk (vt_as_page_entry): on this read-only line, not
 	 * on the sequence's, so a walk reads no line a writer stores to but the entry's own.
 	 */
-	uint64_t *pte;
+	_Alignas(IOTLB_CACHELINE) uint64_t *pte;
 	struct vt_as_page_table pt;
 	bool prefetch_for_write; /* cpu_prefetches_for_write, asked once */
 	unsigned int capacity;

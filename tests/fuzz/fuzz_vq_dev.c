@@ -8,9 +8,10 @@
  *
  * Input: [0] format and features (0x40: take buffers in bursts, as many as the device can hold,
  * instead of one pop at a time; 0x80: a packed ring starts in wrap 0), [1] address space (bit 0:
- * IOTLB; bits 1-7: how many 5-byte windows follow: offset, length, permission, 0 making a hole,
- * bit 2 of the permission byte for the whole page at the offset instead of the length), then the
- * bytes of driver memory (rings and buffers), zero-filled to MEM_SIZE.
+ * IOTLB; bits 1-6: how many 5-byte windows follow: offset, length, permission, 0 making a hole,
+ * bit 2 of the permission byte for the whole page at the offset instead of the length; bit 7:
+ * the ring areas mapped a page at a time), then the bytes of driver memory (rings and buffers),
+ * zero-filled to MEM_SIZE.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -76,10 +77,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		struct vt_iotlb_params p = { .max_entries = 64, .log = &quiet_log };
 		vt_iotlb_new(&p, &iotlb);
 		memset(perm, 0, sizeof(perm));
-		/* The ring areas, mapped as a driver would map them. */
-		vt_iotlb_update(iotlb, MEM_GPA, 0x3000, mem, VT_IOTLB_PERM_RW);
+		/*
+		 * The ring areas, mapped as a driver would map them: one entry, or (bit 7) a
+		 * page each, as a DMA API maps and a vIOMMU sends them. Then the sorted array
+		 * may be empty, and whole-page windows take the page table's quickest fill.
+		 */
+		if (space & 0x80)
+			for (uint32_t off = 0; off < 0x3000; off += 0x1000)
+				vt_iotlb_update(iotlb, MEM_GPA + off, 0x1000, mem + off,
+						VT_IOTLB_PERM_RW);
+		else
+			vt_iotlb_update(iotlb, MEM_GPA, 0x3000, mem, VT_IOTLB_PERM_RW);
 		memset(perm, VT_ACCESS_RW, 0x3000);
-		unsigned int windows = (space >> 1) % (WINDOWS + 1);
+		unsigned int windows = ((space >> 1) & 0x3f) % (WINDOWS + 1);
 		for (unsigned int w = 0; w < windows && size >= 5; w++) {
 			uint32_t off =
 			    0x3000 + (((uint32_t)data[0] << 8 | data[1]) % (MEM_SIZE - 0x3000));

@@ -114,13 +114,18 @@ def seeds():
                    0x30, 0, 0, 0, 0 | 4])
     good = [(0x4000 + 0x100, 64, 0), (0x5000 + 0x200, 64, WRITE), (0x4000 + 0xfc0, 64, 0)]
     for name, last in (("pages_into_a_hole", (0x5000 + 0xfe0, 64, WRITE)),
-                       ("pages_write_to_read_only", (0x4000 + 0x800, 32, WRITE))):
+                       ("pages_one_byte_into_a_hole", (0x5000 + 0xfff, 2, WRITE)),
+                       ("pages_write_to_read_only", (0x4000 + 0x800, 32, WRITE)),
+                       ("pages_read_from_write_only", (0x5000 + 0x800, 32, 0))):
         bufs = good + [last]
         m = image()
         for i, (off, length, flags) in enumerate(bufs):
             split_desc(m, i, GPA + off, length, flags, 0)
         split_avail(m, list(range(len(bufs))))
         out["split_singles_burst_" + name] = pages + m
+        # The rings mapped a page at a time (address-space bit 7): the quickest fills.
+        out["split_singles_burst_" + name + "_ring_pages"] = (pages[:1] + bytes([pages[1] | 0x80])
+                                                              + pages[2:] + m)
         m = image()
         for i, (off, length, flags) in enumerate(bufs):
             packed_desc(m, i, GPA + off, length, i, AVAIL | flags)

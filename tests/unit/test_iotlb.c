@@ -7,6 +7,7 @@
 #include <errno.h>
 
 #include <virtue/iotlb.h>
+#include <virtue/memtable.h>
 
 #include "harness.h"
 
@@ -1610,4 +1611,69 @@ VT_TEST(an_update_over_page_entries_replaces_them_and_bumps_generation_only_for_
 	check_entry(t, PT_IOVA(6), PT_IOVA(5), 2 * PAGE, host + 16 * PAGE, VT_IOTLB_PERM_RO);
 	check_entry(t, PT_IOVA(7), PT_IOVA(7), PAGE, host + 7 * PAGE, VT_IOTLB_PERM_RW);
 	vt_iotlb_free(t);
+}
+
+/* ---------------------------------------------------------------- the page table as readers walk
+ * it */
+
+/* vt_as_page_entry: a page table entry where the page table maps a page, 0 everywhere else. */
+VT_TEST(page_entry_answers_for_pages_of_the_page_table_only)
+{
+	struct vt_iotlb *t = new_with_pages(16); /* a window of 16 pages, 0x10000 bytes */
+	REQUIRE(t);
+	struct vt_as as = vt_iotlb_as(t);
+	struct vt_as_extent e;
+	uint64_t gen;
+	REQUIRE(as.page_table != NULL);
+	const uint64_t ro = (uint64_t)(uintptr_t)(host + PAGE) | VT_ACCESS_READ;
+
+	/* No window before the first whole page. */
+	CHECK_EQ(vt_as_page_entry(&as, 0x12000), 0);
+	REQUIRE_EQ(vt_iotlb_update(t, 0x12000, PAGE, host + PAGE, VT_IOTLB_PERM_RO), 0);
+	/* The window is [0x10000, 0x20000): the page, its first and last byte. */
+	CHECK_EQ(vt_as_page_entry(&as, 0x12000), ro);
+	CHECK_EQ(vt_as_page_entry(&as, 0x12fff), ro);
+	/* In the window but not mapped; below it; just past it; the ends of the space. */
+	CHECK_EQ(vt_as_page_entry(&as, 0x13000), 0);
+	CHECK_EQ(vt_as_page_entry(&as, 0x10000 - 1), 0);
+	CHECK_EQ(vt_as_page_entry(&as, 0x20000), 0);
+	CHECK_EQ(vt_as_page_entry(&as, 0), 0);
+	CHECK_EQ(vt_as_page_entry(&as, UINT64_MAX), 0);
+	/* A whole page past the window is the sorted array's: mapped, but not a page entry. */
+	REQUIRE_EQ(vt_iotlb_update(t, 0x20000, PAGE, host + 2 * PAGE, VT_IOTLB_PERM_RO), 0);
+	CHECK_EQ(vt_as_page_entry(&as, 0x20000), 0);
+	CHECK_EQ(vt_as_extent(&as, 0x20000, &e, &gen), 0);
+
+	/* Part of the page invalidated: the rest moves to the sorted array, out of the walk. */
+	REQUIRE_EQ(vt_iotlb_invalidate(t, 0x12000, 16), 0);
+	CHECK_EQ(vt_as_page_entry(&as, 0x12100), 0);
+	CHECK_EQ(vt_as_extent(&as, 0x12100, &e, &gen), 0);
+	CHECK(e.addr == 0x12010 && e.last == 0x12fff);
+	CHECK(e.hva == (uint64_t)(uintptr_t)(host + PAGE + 16));
+	/* A page invalidated whole: nothing. */
+	REQUIRE_EQ(vt_iotlb_update(t, 0x14000, PAGE, host + 3 * PAGE, VT_IOTLB_PERM_RW), 0);
+	CHECK_EQ(vt_as_page_entry(&as, 0x14000),
+		 (uint64_t)(uintptr_t)(host + 3 * PAGE) | VT_ACCESS_RW);
+	REQUIRE_EQ(vt_iotlb_invalidate(t, 0x14000, PAGE), 0);
+	CHECK_EQ(vt_as_page_entry(&as, 0x14000), 0);
+	vt_iotlb_free(t);
+}
+
+/* Without a page table (an IOTLB without one, or the memory table) every walk answers 0. */
+VT_TEST(page_entry_is_0_where_there_is_no_page_table)
+{
+	struct vt_iotlb *t = new_with_pages(VT_IOTLB_NO_PAGE_TABLE);
+	REQUIRE(t);
+	struct vt_as as = vt_iotlb_as(t);
+	REQUIRE_EQ(vt_iotlb_update(t, 0x12000, PAGE, host + PAGE, VT_IOTLB_PERM_RO), 0);
+	CHECK_EQ(vt_as_page_entry(&as, 0x12000), 0);
+	vt_iotlb_free(t);
+
+	struct vt_memtable *table = vt_memtable_new(NULL);
+	const struct vt_mem_region r = { .gpa = 0x12000, .size = PAGE, .hva = host };
+	REQUIRE(table && vt_memtable_add(table, &r) == 0);
+	struct vt_as mas = vt_memtable_as(table);
+	CHECK(mas.page_table == NULL);
+	CHECK_EQ(vt_as_page_entry(&mas, 0x12000), 0);
+	vt_memtable_free(table);
 }

@@ -640,3 +640,84 @@ VT_TEST(a_writer_batch_holds_other_writers_off_until_its_end_and_readers_not_at_
 	vt_iotlb_free(t);
 	free(pages);
 }
+
+/*
+ * A page walker (vt_as_page_entry, as a ring's burst reads the page table) against a writer that
+ * maps one IOVA page to a fresh host page each round and then invalidates it. The rule a walker
+ * relies on: an entry loaded after a generation is at least as new as it, so a walker that loaded
+ * the generation an invalidation published must not see the host page that invalidation killed.
+ * (x86 orders these loads anyway; a weakly ordered CPU, or a compiler, would not without the
+ * acquire loads and the release publication.)
+ */
+#define WALK_ROUNDS 4096u
+
+struct walk_race {
+	struct vt_iotlb *t;
+	struct vt_as as;
+	uint8_t *host;				 /* WALK_ROUNDS pages, one per round */
+	_Atomic uint64_t killed_at[WALK_ROUNDS]; /* the generation round k's invalidation left */
+	atomic_int stop;
+	uint64_t walks, seen, stale;
+};
+
+static void *walker(void *arg)
+{
+	struct walk_race *w = arg;
+
+	while (!atomic_load_explicit(&w->stop, memory_order_acquire)) {
+		uint64_t gen = vt_as_generation(&w->as);
+		uint64_t pte = vt_as_page_entry(&w->as, IOVA_BASE);
+		w->walks++;
+		if (!pte)
+			continue;
+		w->seen++;
+		uint64_t k = ((pte & ~(uint64_t)(PAGE - 1)) - (uint64_t)(uintptr_t)w->host) / PAGE;
+		uint64_t killed = k < WALK_ROUNDS
+				      ? atomic_load_explicit(&w->killed_at[k], memory_order_relaxed)
+				      : 1;
+		if (k >= WALK_ROUNDS || (killed && killed <= gen))
+			w->stale++;
+	}
+	return NULL;
+}
+
+VT_TEST(a_page_walker_never_sees_a_page_killed_before_the_generation_it_loaded)
+{
+	struct walk_race *w = calloc(1, sizeof(*w));
+	pthread_t reader;
+
+	REQUIRE(w);
+	w->host = aligned_alloc(PAGE, (size_t)WALK_ROUNDS * PAGE);
+	REQUIRE(w->host);
+	REQUIRE_EQ(vt_iotlb_new(NULL, &w->t), 0);
+	w->as = vt_iotlb_as(w->t);
+	REQUIRE(w->as.page_table != NULL);
+	REQUIRE_EQ(pthread_create(&reader, NULL, walker, w), 0);
+	unsigned int rounds = WALK_ROUNDS;
+	for (unsigned int k = 0; k < rounds; k++) {
+		CHECK_EQ(vt_iotlb_update(w->t, IOVA_BASE, PAGE, w->host + (size_t)k * PAGE,
+					 VT_IOTLB_PERM_RO),
+			 0);
+		if (k == 0)
+			CHECK_EQ(page_table_entries(w->t), 1);
+		/* Let the walker meet the page now and then. */
+		if (k % 16 == 0)
+			sched_yield();
+		CHECK_EQ(vt_iotlb_invalidate(w->t, IOVA_BASE, PAGE), 0);
+		atomic_store_explicit(&w->killed_at[k], vt_iotlb_generation(w->t),
+				      memory_order_relaxed);
+	}
+	atomic_store_explicit(&w->stop, 1, memory_order_release);
+	pthread_join(reader, NULL);
+	CHECK_EQ(w->stale, 0);
+	/* The race happened: the walker walked, and met mapped pages. */
+	CHECK(w->walks > 0);
+	if (getenv("WALKDBG") || w->seen == 0)
+		fprintf(stderr,
+			"  note: the walker met a mapped page %" PRIu64 " times in %" PRIu64
+			" walks\n",
+			w->seen, w->walks);
+	vt_iotlb_free(w->t);
+	free(w->host);
+	free(w);
+}

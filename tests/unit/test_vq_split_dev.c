@@ -1497,6 +1497,21 @@ VT_TEST(in_order_batch_of_a_chain_not_in_flight_breaks_with_not_in_flight)
  * buffer inside the page; anything else goes the general way, which says what is wrong.
  */
 
+/*
+ * The IOTLB's own address space, but for its extent lookups, which are counted: a burst that
+ * finds its buffers in the page table asks for none past its first chain (pop_one's).
+ */
+static const struct vt_as_ops *iotlb_as_ops;
+static struct vt_as_ops counting_as_ops;
+static unsigned int extent_lookups;
+
+static int counting_extent(void *impl, uint64_t addr, struct vt_as_extent *extent,
+			   uint64_t *generation)
+{
+	extent_lookups++;
+	return iotlb_as_ops->extent(impl, addr, extent, generation);
+}
+
 /* A queue of either format over the mock's IOTLB, which maps the whole region RW. */
 static int setup_pages(struct fixture *f, bool packed)
 {
@@ -1509,6 +1524,11 @@ static int setup_pages(struct fixture *f, bool packed)
 		return ret;
 	vq_mock_dev_params(&f->m, packed ? F(RING_PACKED) : 0, &f->params);
 	f->params.log = &f->log;
+	iotlb_as_ops = f->params.as.ops;
+	counting_as_ops = *iotlb_as_ops;
+	counting_as_ops.extent = counting_extent;
+	f->params.as.ops = &counting_as_ops;
+	extent_lookups = 0;
 	return start(f);
 }
 
@@ -1561,6 +1581,8 @@ static void burst_takes_buffers_from_their_pages(bool packed)
 	REQUIRE(add_at(&f, wo + VQ_MOCK_PAGE - 64, 64, true, &c[1]));
 	REQUIRE(add_at(&f, rw, VQ_MOCK_PAGE, false, &c[2]));
 	REQUIRE_EQ(pop_burst(&f, chains, 3), 3);
+	/* The first chain's, by pop_one; the run found the others in the page table. */
+	CHECK_EQ(extent_lookups, 1);
 	for (unsigned int i = 0; i < 3; i++) {
 		CHECK(f.iov[i].iov_base == vq_mock_ptr(&f.m, c[i].addr[0]));
 		CHECK(vq_mock_check_iov(&f.m, &c[i], &chains[i], &f.iov[i], why, sizeof(why)));
@@ -1581,18 +1603,26 @@ VT_TEST(packed_burst_takes_one_page_buffers_from_the_page_table)
 	burst_takes_buffers_from_their_pages(true);
 }
 
-/* The device may not write a page mapped read-only: the queue breaks, at that buffer. */
-static void burst_refuses_to_write_a_read_only_page(bool packed)
+/*
+ * The device may not write a page mapped read-only, nor read one mapped write-only: the queue
+ * breaks, at that buffer.
+ */
+static void burst_refuses_what_a_page_forbids(bool packed, bool write_read_only)
 {
 	struct fixture f;
 	struct vq_mock_chain c[2];
 	struct vt_vq_chain chains[2];
 
 	REQUIRE_EQ(setup_pages(&f, packed), 0);
-	uint64_t ro = page_alone(&f, VT_IOTLB_PERM_RO);
-	REQUIRE(ro);
-	REQUIRE(add_at(&f, ro + 64, 64, false, &c[0]));
-	REQUIRE(add_at(&f, ro + 256, 64, true, &c[1]));
+	uint64_t ro = page_alone(&f, VT_IOTLB_PERM_RO), wo = page_alone(&f, VT_IOTLB_PERM_WO);
+	REQUIRE(ro && wo);
+	if (write_read_only) {
+		REQUIRE(add_at(&f, ro + 64, 64, false, &c[0]));
+		REQUIRE(add_at(&f, ro + 256, 64, true, &c[1]));
+	} else {
+		REQUIRE(add_at(&f, ro + 64, 64, false, &c[0]));
+		REQUIRE(add_at(&f, wo + 256, 64, false, &c[1]));
+	}
 	CHECK_EQ(pop_burst(&f, chains, 2), 1);
 	CHECK_EQ(chains[0].id, c[0].id);
 	CHECK_EQ(pop_burst(&f, chains, 2), -EPROTO);
@@ -1605,19 +1635,29 @@ static void burst_refuses_to_write_a_read_only_page(bool packed)
 
 VT_TEST(split_burst_refuses_a_writable_buffer_in_a_read_only_page)
 {
-	burst_refuses_to_write_a_read_only_page(false);
+	burst_refuses_what_a_page_forbids(false, true);
 }
 
 VT_TEST(packed_burst_refuses_a_writable_buffer_in_a_read_only_page)
 {
-	burst_refuses_to_write_a_read_only_page(true);
+	burst_refuses_what_a_page_forbids(true, true);
+}
+
+VT_TEST(split_burst_refuses_a_readable_buffer_in_a_write_only_page)
+{
+	burst_refuses_what_a_page_forbids(false, false);
+}
+
+VT_TEST(packed_burst_refuses_a_readable_buffer_in_a_write_only_page)
+{
+	burst_refuses_what_a_page_forbids(true, false);
 }
 
 /*
  * A buffer that runs from its page into one nothing maps is a miss there (retryable, nothing
  * consumed), not a buffer its first page holds.
  */
-static void burst_misses_past_the_end_of_a_page(bool packed)
+static void burst_misses_past_the_end_of_a_page(bool packed, uint32_t inside, uint32_t len)
 {
 	struct fixture f;
 	struct vq_mock_chain first, c;
@@ -1631,7 +1671,7 @@ static void burst_misses_past_the_end_of_a_page(bool packed)
 	/* One before it, so that it comes second in a burst (a burst's first takes the general
 	 * way). */
 	REQUIRE(add_at(&f, page + 64, 64, false, &first));
-	REQUIRE(add_at(&f, page + VQ_MOCK_PAGE - 32, 64, false, &c));
+	REQUIRE(add_at(&f, page + VQ_MOCK_PAGE - inside, len, false, &c));
 	CHECK_EQ(pop_burst(&f, chain, 2), 1);
 	CHECK_EQ(chain[0].id, first.id);
 	uint16_t next_avail = vt_vq_dev_next_avail(f.vq);
@@ -1645,16 +1685,18 @@ static void burst_misses_past_the_end_of_a_page(bool packed)
 	struct iovec iov[2];
 	CHECK_EQ(vt_vq_dev_pop_burst(f.vq, chain, iov, 2, 1), 1);
 	CHECK_EQ(chain[0].id, c.id);
-	CHECK_EQ(chain[0].readable_bytes, 64);
+	CHECK_EQ(chain[0].readable_bytes, len);
 	teardown(&f);
 }
 
 VT_TEST(split_burst_misses_where_a_buffer_leaves_its_page_for_an_unmapped_one)
 {
-	burst_misses_past_the_end_of_a_page(false);
+	burst_misses_past_the_end_of_a_page(false, 32, 64);
+	burst_misses_past_the_end_of_a_page(false, 1, 2); /* by one byte */
 }
 
 VT_TEST(packed_burst_misses_where_a_buffer_leaves_its_page_for_an_unmapped_one)
 {
-	burst_misses_past_the_end_of_a_page(true);
+	burst_misses_past_the_end_of_a_page(true, 32, 64);
+	burst_misses_past_the_end_of_a_page(true, 1, 2);
 }
