@@ -141,8 +141,8 @@ struct vt_vq_dev {
 	unsigned int num;
 	unsigned int max_chain;
 	unsigned int max_indirect; /* descriptors an indirect table may hold */
+	bool miss_retryable;	   /* the address space's misses can be filled later */
 	struct vt_as as;
-	bool miss_retryable; /* the address space's misses can be filled later */
 	uint64_t desc_addr, driver_addr, device_addr;
 	const char *name;
 	const struct vt_log *log;
