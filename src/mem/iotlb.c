@@ -1105,17 +1105,15 @@ static inline void pte_count_fill(struct vt_iotlb *t, unsigned int i)
 }
 
 /*
- * Under the writer lock: an update of a whole page to a whole host page goes into the page table
- * when the page holds no entry and the sorted array maps none of its bytes: no search, no move,
- * no write section. A page that holds one is rewritten in place (in a write section, as its
- * translation changes). Returns 0 when it went there, 1 when the rest of vt_iotlb_update must see
- * to it.
+ * Under the writer lock: an update of a whole page (@iova, page aligned) to a whole host page
+ * (@host, page aligned, not 0) with a valid @perm goes into the page table when the page holds
+ * no entry and the sorted array maps none of its bytes: no search, no move, no write section.
+ * A page that holds one is rewritten in place (in a write section, as its translation changes).
+ * Returns 0 when it went there, 1 when the rest of vt_iotlb_update must see to it.
  */
-static inline int pte_update(struct vt_iotlb *t, uint64_t iova, uint64_t last, uintptr_t host,
-			     unsigned int perm)
+static inline int pte_update(struct vt_iotlb *t, uint64_t iova, uintptr_t host, unsigned int perm)
 {
-	if (((iova | host) & IOTLB_PAGE_MASK) || last - iova != IOTLB_PAGE_MASK)
-		return 1;
+	uint64_t last = iova + IOTLB_PAGE_MASK;
 	unsigned int i = pte_of(t, iova, true);
 	if (i == NO_ENTRY)
 		return 1;
@@ -1156,14 +1154,20 @@ static inline int check_update(uint64_t iova, uint64_t size, uintptr_t host, uns
 	return 0;
 }
 
-/* Under the writer lock: vt_iotlb_update of checked arguments. */
-static inline int update_one_locked(struct vt_iotlb *t, uint64_t iova, uint64_t last,
-				    uintptr_t host, unsigned int perm)
+/*
+ * Under the writer lock: update_one_locked of an update the page table did not take, its
+ * arguments checked here. Out of line: a strict DMA map's update is a page the page table takes,
+ * and this would crowd the burst's loop.
+ */
+static __attribute__((noinline)) int update_sorted_locked(struct vt_iotlb *t, uint64_t iova,
+							  uint64_t size, uintptr_t host,
+							  unsigned int perm)
 {
+	int ret = check_update(iova, size, host, perm);
+	if (ret < 0)
+		return ret;
+	uint64_t last = iova + size - 1;
 	if (t->pt.allocated) {
-		int ret = pte_update(t, iova, last, host, perm);
-		if (ret <= 0)
-			return ret;
 		/*
 		 * The sorted array's, then: a page the range covers in part moves there, to be
 		 * cut; pages it covers whole are emptied as the sorted entry is made.
@@ -1188,24 +1192,17 @@ static inline int update_one_locked(struct vt_iotlb *t, uint64_t iova, uint64_t 
 }
 
 /*
- * Under the writer lock: the update of a strict DMA map, one per buffer, in its fewest steps:
- * a whole page onto a whole host page, inside the page table's window, whose entry is empty
- * while the sorted array has no live entry at all (so maps none of its bytes). Every check of
- * check_update and pte_update holds for it: a page-aligned page cannot wrap, nor can a nonzero
- * page-aligned host page. False, with nothing changed, for anything else.
+ * Under the writer lock: vt_iotlb_update, its arguments checked on the way. A whole page onto a
+ * whole host page needs only its permission and host checked (page aligned, it cannot wrap), and
+ * tries the page table first: the update of a strict DMA map, one per buffer.
  */
-static inline bool pte_fill_fast(struct vt_iotlb *t, uint64_t iova, uint64_t size, uintptr_t host,
-				 unsigned int perm)
+static inline int update_one_locked(struct vt_iotlb *t, uint64_t iova, uint64_t size,
+				    uintptr_t host, unsigned int perm)
 {
-	uint64_t page = (iova - t->pt.base) >> IOTLB_PAGE_SHIFT;
-	if (size != IOTLB_PAGE_SIZE || ((iova | host) & IOTLB_PAGE_MASK) || !host ||
-	    !valid_access(perm) || page >= t->pt.pages || t->pte[page] || t->count != t->dead)
-		return false;
-	unsigned int i = (unsigned int)page;
-	/* Release: as pte_update's fill, which this is. */
-	__atomic_store_n(&t->pte[i], iotlb_pte(host, perm), __ATOMIC_RELEASE);
-	pte_count_fill(t, i);
-	return true;
+	if (t->pt.allocated && size == IOTLB_PAGE_SIZE && !((iova | host) & IOTLB_PAGE_MASK) &&
+	    host && valid_access(perm) && pte_update(t, iova, host, perm) == 0)
+		return 0;
+	return update_sorted_locked(t, iova, size, host, perm);
 }
 
 int vt_iotlb_update(struct vt_iotlb *iotlb, uint64_t iova, uint64_t size, void *hva,
@@ -1213,14 +1210,9 @@ int vt_iotlb_update(struct vt_iotlb *iotlb, uint64_t iova, uint64_t size, void *
 {
 	struct vt_iotlb *t = iotlb;
 	uintptr_t host = (uintptr_t)hva;
-	int ret = 0;
 
 	bool locked = writer_lock(t);
-	if (!pte_fill_fast(t, iova, size, host, perm)) {
-		ret = check_update(iova, size, host, perm);
-		if (ret == 0)
-			ret = update_one_locked(t, iova, iova + size - 1, host, perm);
-	}
+	int ret = update_one_locked(t, iova, size, host, perm);
 	writer_unlock(t, locked);
 	return ret;
 }
@@ -1235,12 +1227,7 @@ unsigned int vt_iotlb_update_burst(struct vt_iotlb *iotlb, const struct vt_iotlb
 	bool locked = writer_lock(t);
 	for (i = 0; i < count; i++) {
 		const struct vt_iotlb_entry *e = &entries[i];
-		uintptr_t host = (uintptr_t)e->hva;
-		if (pte_fill_fast(t, e->iova, e->size, host, e->perm))
-			continue;
-		ret = check_update(e->iova, e->size, host, e->perm);
-		if (ret == 0)
-			ret = update_one_locked(t, e->iova, e->iova + e->size - 1, host, e->perm);
+		ret = update_one_locked(t, e->iova, e->size, (uintptr_t)e->hva, e->perm);
 		if (ret < 0) {
 			*error = ret;
 			break;
