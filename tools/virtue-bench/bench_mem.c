@@ -148,57 +148,61 @@ static int map_streaming_pages(struct vt_iotlb *t, unsigned int count)
 	return 0;
 }
 
+/*
+ * The rows @what of translations through an IOTLB made with @params (NULL: the defaults) that
+ * maps @count streaming pages, sequential then random: their ns in @ns. 0, or the error.
+ */
+static int iotlb_rows(const struct bench_opts *opts, const struct vt_iotlb_params *params,
+		      unsigned int count, const char *what, const char *unit, uint64_t ops,
+		      double pp, double ns[2])
+{
+	struct vt_iotlb *t = NULL;
+	if (vt_iotlb_new(params, &t) < 0)
+		return -ENOMEM;
+	if (map_streaming_pages(t, count) < 0) {
+		vt_iotlb_free(t);
+		return -EINVAL;
+	}
+	struct vt_as as = vt_iotlb_as(t);
+	char config[64];
+	snprintf(config, sizeof(config), "%u %s", count, unit);
+	for (int random = 0; random < 2; random++) {
+		struct addr_pattern p = { count, 8192, 4096, random };
+		ns[random] = median_translations(opts, &as, &p, ops);
+		bench_row(opts, what, config, random ? "random" : "sequential", ns[random], pp,
+			  NULL);
+	}
+	vt_iotlb_free(t);
+	return 0;
+}
+
 static int bench_iotlb(const struct bench_opts *opts, double pp)
 {
 	static const unsigned int counts[] = { 16, 256, 4096, 65536 };
 	uint64_t ops = (uint64_t)(4000000 * opts->scale);
-	double first[2] = { 0, 0 }, last[2] = { 0, 0 };
+	double first[2] = { 0, 0 }, last[2] = { 0, 0 }, ns[2];
 
 	for (size_t c = 0; c < sizeof(counts) / sizeof(counts[0]); c++) {
-		struct vt_iotlb *t = NULL;
 		/* The sorted array: its search is what the flatness goal is about. */
 		struct vt_iotlb_params params = { .max_entries = counts[c],
 						  .page_table_pages = VT_IOTLB_NO_PAGE_TABLE };
-		if (vt_iotlb_new(&params, &t) < 0)
-			return -ENOMEM;
-		if (map_streaming_pages(t, counts[c]) < 0) {
-			vt_iotlb_free(t);
-			return -EINVAL;
-		}
-		struct vt_as as = vt_iotlb_as(t);
-		char config[64];
-		snprintf(config, sizeof(config), "%u entries", counts[c]);
+		int ret =
+		    iotlb_rows(opts, &params, counts[c], "iotlb translate", "entries", ops, pp, ns);
+		if (ret < 0)
+			return ret;
 		for (int random = 0; random < 2; random++) {
-			struct addr_pattern p = { counts[c], 8192, 4096, random };
-			double ns = median_translations(opts, &as, &p, ops);
-			bench_row(opts, "iotlb translate", config, random ? "random" : "sequential",
-				  ns, pp, NULL);
 			if (c == 0)
-				first[random] = ns;
-			last[random] = ns;
+				first[random] = ns[random];
+			last[random] = ns[random];
 		}
-		vt_iotlb_free(t);
 	}
 	/* The same pages in the page table (a window of 16,384 pages holds 4,096 every other). */
 	static const unsigned int pt_counts[] = { 16, 4096 };
 	for (size_t c = 0; c < sizeof(pt_counts) / sizeof(pt_counts[0]); c++) {
-		struct vt_iotlb *t = NULL;
-		if (vt_iotlb_new(NULL, &t) < 0)
-			return -ENOMEM;
-		if (map_streaming_pages(t, pt_counts[c]) < 0) {
-			vt_iotlb_free(t);
-			return -EINVAL;
-		}
-		struct vt_as as = vt_iotlb_as(t);
-		char config[64];
-		snprintf(config, sizeof(config), "%u pages", pt_counts[c]);
-		for (int random = 0; random < 2; random++) {
-			struct addr_pattern p = { pt_counts[c], 8192, 4096, random };
-			bench_row(opts, "iotlb page table", config,
-				  random ? "random" : "sequential",
-				  median_translations(opts, &as, &p, ops), pp, NULL);
-		}
-		vt_iotlb_free(t);
+		int ret =
+		    iotlb_rows(opts, NULL, pt_counts[c], "iotlb page table", "pages", ops, pp, ns);
+		if (ret < 0)
+			return ret;
 	}
 	for (int random = 0; random < 2; random++) {
 		char extra[64];
