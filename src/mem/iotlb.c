@@ -1095,15 +1095,6 @@ static int pte_demote_edges(struct vt_iotlb *t, uint64_t *lo, uint64_t *hi, bool
 	return 0;
 }
 
-/* Under the writer lock: page @i, empty before, was just filled; [pte_lo, pte_hi] keeps it. */
-static inline void pte_count_fill(struct vt_iotlb *t, unsigned int i)
-{
-	if (t->pte_live++ == 0 || i < t->pte_lo)
-		t->pte_lo = i;
-	if (t->pte_live == 1 || i > t->pte_hi)
-		t->pte_hi = i;
-}
-
 /*
  * Under the writer lock: an update of a whole page (@iova, page aligned) to a whole host page
  * (@host, page aligned, not 0) with a valid @perm goes into the page table when the page holds
@@ -1137,7 +1128,10 @@ static inline int pte_update(struct vt_iotlb *t, uint64_t iova, uintptr_t host, 
 	 * the page retries.
 	 */
 	__atomic_store_n(&t->pte[i], pte, __ATOMIC_RELEASE);
-	pte_count_fill(t, i);
+	if (t->pte_live++ == 0 || i < t->pte_lo)
+		t->pte_lo = i;
+	if (t->pte_live == 1 || i > t->pte_hi)
+		t->pte_hi = i;
 	return 0;
 }
 
