@@ -96,11 +96,18 @@ struct vt_dma_params {
 	struct vt_shm *shm;
 	const struct vt_log *log;
 
-	/* iommu modes */
+	/*
+	 * iommu modes: where the translations go. Either @iotlb_ops, for a device that learns them
+	 * by message and caches them (vhost-user's IOTLB; a vt_iotlb through vt_iotlb_feed_ops),
+	 * or, with @page_table set and no @iotlb_ops (strict and lazy only), a one-level page table
+	 * that this object writes and a device in the same process walks itself, as a hardware
+	 * IOMMU walks its tables: the device's address space is vt_dma_device_as.
+	 */
 	const struct vt_dma_iotlb_ops *iotlb_ops;
 	void *iotlb_opaque;
+	bool page_table;
 	uint64_t iova_base;	 /* 0: 1 MiB */
-	uint64_t iova_size;	 /* 0: 1 TiB */
+	uint64_t iova_size;	 /* 0: 1 TiB; with @page_table 256 MiB, at most 64 GiB */
 	unsigned int lazy_batch; /* lazy: unmaps queued before a flush; 0: 256 */
 
 	/* bounce: the window is carved out of @shm's region 0 unless given here */
@@ -184,5 +191,15 @@ void vt_dma_batch_begin(struct vt_dma *dma);
 int vt_dma_batch_end(struct vt_dma *dma);
 
 void vt_dma_get_stats(const struct vt_dma *dma, struct vt_dma_stats *stats);
+
+/*
+ * vt_dma_device_as - the address space a device in this process reads through: for a DMA object
+ * made with vt_dma_params.page_table, a walk of its page table (struct vt_as_page_table, offered
+ * to readers), whose generation moves on at every invalidation. It stays valid for as long as
+ * @dma does. Returns 0 with *@as set, or -EOPNOTSUPP for any other DMA object (its device has an
+ * address space of its own: a memory table, an IOTLB, a bounce window's).
+ */
+struct vt_as;
+int vt_dma_device_as(struct vt_dma *dma, struct vt_as *as);
 
 #endif

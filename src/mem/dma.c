@@ -87,6 +87,16 @@ int vt_dma_new(const struct vt_dma_params *params, struct vt_dma **out)
 	case VT_DMA_IOMMU_STRICT:
 	case VT_DMA_IOMMU_LAZY:
 	case VT_DMA_IOMMU_PREMAPPED:
+		if (params->page_table) {
+			if (params->iotlb_ops) {
+				vt_log(log, VT_LOG_ERROR,
+				       "dma(%s): translations go to a page table or to iotlb_ops, "
+				       "not both",
+				       name);
+				return -EINVAL;
+			}
+			return vt_dma_iommu_pt_create(params, out);
+		}
 		if (!params->iotlb_ops || !params->iotlb_ops->update ||
 		    !params->iotlb_ops->invalidate) {
 			vt_log(log, VT_LOG_ERROR,
@@ -108,6 +118,14 @@ int vt_dma_new(const struct vt_dma_params *params, struct vt_dma **out)
 		return vt_dma_bounce_create(params, out);
 	}
 	return -EINVAL;
+}
+
+int vt_dma_device_as(struct vt_dma *dma, struct vt_as *as)
+{
+	if (!dma || !as || !dma->ops->device_as)
+		return -EOPNOTSUPP;
+	*as = dma->ops->device_as(dma);
+	return 0;
 }
 
 void vt_dma_free(struct vt_dma *dma)

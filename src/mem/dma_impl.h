@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <virtue/as.h>
 #include <virtue/dma.h>
 
 #include "mem/range_alloc.h"
@@ -46,6 +47,8 @@ struct vt_dma_ops {
 	/* Optional, both or neither: vt_dma_batch_begin and vt_dma_batch_end. */
 	void (*batch_begin)(struct vt_dma *dma);
 	int (*batch_end)(struct vt_dma *dma);
+	/* Optional: vt_dma_device_as. */
+	struct vt_as (*device_as)(struct vt_dma *dma);
 	/* Publishes what is pending, releases everything, frees the object. */
 	void (*destroy)(struct vt_dma *dma);
 };
@@ -160,6 +163,7 @@ void vt_dma_init_common(struct vt_dma *dma, const struct vt_dma_ops *ops,
 
 /* The per-mode constructors vt_dma_new dispatches to; params already checked for the mode. */
 int vt_dma_direct_create(const struct vt_dma_params *params, struct vt_dma **out);
+int vt_dma_iommu_pt_create(const struct vt_dma_params *params, struct vt_dma **out);
 int vt_dma_iommu_create(const struct vt_dma_params *params, struct vt_dma **out);
 int vt_dma_bounce_create(const struct vt_dma_params *params, struct vt_dma **out);
 

@@ -87,6 +87,7 @@ enum notify_mode { NOTIFY_EVENTFD, NOTIFY_POLL };
 struct row {
 	const struct format *format;
 	enum vt_dma_mode dma;
+	bool page_table; /* strict, lazy: the DMA object's page table, not an IOTLB */
 	bool event_idx, in_order, indirect;
 	bool order_platform; /* VIRTIO_F_ORDER_PLATFORM: the platform barriers */
 	enum notify_mode notify;
@@ -96,8 +97,8 @@ struct row {
 
 static void row_name(const struct row *r, char *buf, size_t size)
 {
-	snprintf(buf, size, "%s/%s/%s/%s/%s/%s%s", r->format->name, vt_dma_mode_name(r->dma),
-		 r->event_idx ? "event_idx" : "flags",
+	snprintf(buf, size, "%s/%s%s/%s/%s/%s/%s%s", r->format->name, vt_dma_mode_name(r->dma),
+		 r->page_table ? "-page-table" : "", r->event_idx ? "event_idx" : "flags",
 		 r->notify == NOTIFY_EVENTFD ? "eventfd" : "poll",
 		 r->in_order ? "in_order" : "any_order", r->indirect ? "indirect" : "direct_desc",
 		 r->order_platform ? "/order_platform" : "");
@@ -329,7 +330,8 @@ static int rig_init(struct rig *g, const struct row *row)
 
 	/* The device's view of the shared memory. */
 	void *device_hva = g->region->hva;
-	if (row->notify == NOTIFY_EVENTFD) {
+	/* A page table holds the driver's host addresses: its device shares this mapping. */
+	if (row->notify == NOTIFY_EVENTFD && !row->page_table) {
 		g->device_map = mmap(NULL, g->region->size, PROT_READ | PROT_WRITE, MAP_SHARED,
 				     g->region->fd, (off_t)g->region->fd_offset);
 		if (g->device_map == MAP_FAILED) {
@@ -349,7 +351,7 @@ static int rig_init(struct rig *g, const struct row *row)
 	if (ret < 0)
 		return ret;
 	struct vt_as as = vt_memtable_as(g->feed.table);
-	if (iommu_mode(row->dma)) {
+	if (iommu_mode(row->dma) && !row->page_table) {
 		ret = vt_iotlb_new(NULL, &g->feed.iotlb);
 		if (ret < 0)
 			return ret;
@@ -360,11 +362,14 @@ static int rig_init(struct rig *g, const struct row *row)
 		.mode = row->dma,
 		.shm = g->shm,
 		.log = &g->dma_log_hook,
-		.iotlb_ops = &vt_iotlb_feed_ops,
+		.iotlb_ops = row->page_table ? NULL : &vt_iotlb_feed_ops,
 		.iotlb_opaque = &g->feed,
+		.page_table = row->page_table,
 		.bounce_window_size = BOUNCE_SIZE,
 	};
 	ret = vt_dma_new(&dp, &g->dma);
+	if (ret == 0 && row->page_table)
+		ret = vt_dma_device_as(g->dma, &as);
 	if (ret < 0)
 		return ret;
 
@@ -863,7 +868,7 @@ static const unsigned int mode_weight[] = {
 };
 
 /* Every row of @dma's part of the matrix; the budget is shared by all enabled formats' rows. */
-static void run_mode(enum vt_dma_mode dma)
+static void run_mode_on(enum vt_dma_mode dma, bool page_table)
 {
 	unsigned int enabled = 0, weights = 0;
 
@@ -883,6 +888,7 @@ static void run_mode(enum vt_dma_mode dma)
 			struct row row = {
 				.format = &formats[f],
 				.dma = dma,
+				.page_table = page_table,
 				.event_idx = bits & 1,
 				.notify = (bits & 2) ? NOTIFY_POLL : NOTIFY_EVENTFD,
 				.in_order = bits & 4,
@@ -892,7 +898,7 @@ static void run_mode(enum vt_dma_mode dma)
 				.buffers = per_row,
 			};
 			row.seed = mix(vt_test_seed() ^ ((uint64_t)f << 40) ^
-				       ((uint64_t)dma << 32) ^ bits);
+				       ((uint64_t)page_table << 36) ^ ((uint64_t)dma << 32) ^ bits);
 			char name[128];
 			struct timespec t0, t1;
 			row_name(&row, name, sizeof(name));
@@ -912,6 +918,11 @@ static void run_mode(enum vt_dma_mode dma)
 	}
 }
 
+static void run_mode(enum vt_dma_mode dma)
+{
+	run_mode_on(dma, false);
+}
+
 VT_TEST(loopback_direct)
 {
 	run_mode(VT_DMA_DIRECT);
@@ -925,6 +936,17 @@ VT_TEST(loopback_iommu_strict)
 VT_TEST(loopback_iommu_lazy)
 {
 	run_mode(VT_DMA_IOMMU_LAZY);
+}
+
+/* The same rows over a page table the device walks (vt_dma_params.page_table). */
+VT_TEST(loopback_iommu_strict_page_table)
+{
+	run_mode_on(VT_DMA_IOMMU_STRICT, true);
+}
+
+VT_TEST(loopback_iommu_lazy_page_table)
+{
+	run_mode_on(VT_DMA_IOMMU_LAZY, true);
 }
 
 VT_TEST(loopback_iommu_premapped)

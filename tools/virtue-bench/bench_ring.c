@@ -93,8 +93,16 @@ struct ring_config {
 	bool in_order;
 	enum vt_dma_mode dma;
 	unsigned int batch;
-	size_t size; /* bytes per buffer */
+	size_t size;	 /* bytes per buffer */
+	bool page_table; /* strict, lazy: the DMA object's page table instead of an IOTLB */
 };
+
+/* The dma column: the mode, and "-pt" for a page table the device walks. */
+static const char *dma_label(const struct ring_config *cfg, char *buf, size_t size)
+{
+	snprintf(buf, size, "%s%s", vt_dma_mode_name(cfg->dma), cfg->page_table ? "-pt" : "");
+	return buf;
+}
 
 /*
  * Where a run's time went (--phases), in ticks (bench_ticks) summed over the run: the driver's
@@ -195,7 +203,13 @@ static double ring_run_once(const struct ring_config *cfg, uint64_t count, struc
 	struct vt_dma_params dp = {
 		.mode = cfg->dma, .shm = shm, .iotlb_ops = &vt_iotlb_feed_ops, .iotlb_opaque = &side
 	};
-	if (vt_dma_new(&dp, &dma) < 0)
+	/* A page table: the device walks what the driver writes, no IOTLB between them. */
+	struct vt_as device_as = iommu ? vt_iotlb_as(side.iotlb) : vt_memtable_as(side.table);
+	if (cfg->page_table) {
+		dp.page_table = true;
+		dp.iotlb_ops = NULL;
+	}
+	if (vt_dma_new(&dp, &dma) < 0 || (cfg->page_table && vt_dma_device_as(dma, &device_as) < 0))
 		goto out;
 	struct vt_vq_drv_params qp = { .num = RING_SIZE, .features = features, .dma = dma };
 	if (vt_vq_drv_new(&qp, &drv) < 0)
@@ -208,7 +222,7 @@ static double ring_run_once(const struct ring_config *cfg, uint64_t count, struc
 		.desc_addr = desc,
 		.driver_addr = driver,
 		.device_addr = device,
-		.as = iommu ? vt_iotlb_as(side.iotlb) : vt_memtable_as(side.table),
+		.as = device_as,
 		.next_avail = cfg->packed ? VT_VQ_PACKED_START : 0,
 	};
 	if (vt_vq_dev_new(&vp, &run.dev) < 0)
@@ -303,7 +317,8 @@ out:
 static void ring_row(const struct bench_opts *opts, const struct ring_config *cfg, double ns,
 		     double ideal, double bare, double pp)
 {
-	const char *dma = vt_dma_mode_name(cfg->dma);
+	char label[32];
+	const char *dma = dma_label(cfg, label, sizeof(label));
 	if (opts->json) {
 		printf(
 		    "{\"bench\":\"ring\",\"fmt\":\"%s\",\"dma\":\"%s\",\"size\":%zu,\"batch\":%u,"
@@ -335,6 +350,7 @@ static double per_buf(const struct ring_phases *ph, uint64_t ticks, uint64_t cou
 static void phases_row(const struct bench_opts *opts, const struct ring_config *cfg,
 		       const struct ring_phases *ph)
 {
+	char label[32];
 	double add = per_buf(ph, ph->add, ph->added), kick = per_buf(ph, ph->kick, ph->added);
 	double get = per_buf(ph, ph->get, ph->got), empty = per_buf(ph, ph->empty_get, ph->got);
 	double busy = per_buf(ph, ph->device_busy, ph->device_done);
@@ -346,8 +362,8 @@ static void phases_row(const struct bench_opts *opts, const struct ring_config *
 		    "\"driver_get_ns\":%.2f,\"driver_empty_get_ns\":%.2f,"
 		    "\"empty_gets_per_buf\":%.3f,\"device_busy_ns\":%.2f,"
 		    "\"device_busy_share\":%.3f}\n",
-		    cfg->packed ? "packed" : "split", vt_dma_mode_name(cfg->dma), cfg->size,
-		    cfg->batch, cfg->in_order ? "true" : "false", add, kick, get, empty,
+		    cfg->packed ? "packed" : "split", dma_label(cfg, label, sizeof(label)),
+		    cfg->size, cfg->batch, cfg->in_order ? "true" : "false", add, kick, get, empty,
 		    ph->got ? (double)ph->empty_gets / (double)ph->got : 0, busy, busy_share);
 	else
 		printf("        ns/buf: driver add %.2f, kick %.2f, get %.2f, empty gets %.2f; "
@@ -389,21 +405,27 @@ int bench_ring(const struct bench_opts *opts)
 	for (int packed = 0; packed < 2; packed++) {
 		for (size_t b = 0; b < 4; b++)
 			for (int io = 0; io < 2; io++)
-				configs[n++] = (struct ring_config){ packed, io, VT_DMA_DIRECT,
-								     batches[b], 64 };
-		configs[n++] = (struct ring_config){ packed, 0, VT_DMA_IOMMU_PREMAPPED, 32, 64 };
-		configs[n++] = (struct ring_config){ packed, 0, VT_DMA_IOMMU_STRICT, 32, 64 };
+				configs[n++] = (struct ring_config){ packed,	 io, VT_DMA_DIRECT,
+								     batches[b], 64, false };
+		configs[n++] =
+		    (struct ring_config){ packed, 0, VT_DMA_IOMMU_PREMAPPED, 32, 64, false };
+		configs[n++] =
+		    (struct ring_config){ packed, 0, VT_DMA_IOMMU_STRICT, 32, 64, false };
 		/* Not among the rows: what strict's invalidation per burst costs. */
-		configs[n++] = (struct ring_config){ packed, 0, VT_DMA_IOMMU_LAZY, 32, 64 };
-		configs[n++] = (struct ring_config){ packed, 0, VT_DMA_BOUNCE, 32, 64 };
-		configs[n++] = (struct ring_config){ packed, 0, VT_DMA_BOUNCE, 32, 1500 };
+		configs[n++] = (struct ring_config){ packed, 0, VT_DMA_IOMMU_LAZY, 32, 64, false };
+		/* Both again with a page table the device walks (vt_dma_params.page_table). */
+		configs[n++] = (struct ring_config){ packed, 0, VT_DMA_IOMMU_STRICT, 32, 64, true };
+		configs[n++] = (struct ring_config){ packed, 0, VT_DMA_IOMMU_LAZY, 32, 64, true };
+		configs[n++] = (struct ring_config){ packed, 0, VT_DMA_BOUNCE, 32, 64, false };
+		configs[n++] = (struct ring_config){ packed, 0, VT_DMA_BOUNCE, 32, 1500, false };
 	}
 	int failures = 0, ran = 0;
 	for (unsigned int c = 0; c < n; c++) {
-		char label[96];
+		char label[96], dma[32];
 		snprintf(label, sizeof(label), "%s %s %zu %u %s",
-			 configs[c].packed ? "packed" : "split", vt_dma_mode_name(configs[c].dma),
-			 configs[c].size, configs[c].batch, configs[c].in_order ? "yes" : "no");
+			 configs[c].packed ? "packed" : "split",
+			 dma_label(&configs[c], dma, sizeof(dma)), configs[c].size,
+			 configs[c].batch, configs[c].in_order ? "yes" : "no");
 		if (opts->only && !strstr(label, opts->only))
 			continue;
 		ran++;
@@ -434,8 +456,7 @@ int bench_ring(const struct bench_opts *opts)
 			/* A format or mode that is not available yet is skipped, not faked. */
 			if (!opts->json)
 				printf("%-7s %-16s %5zu %6u %-8s %9s\n",
-				       configs[c].packed ? "packed" : "split",
-				       vt_dma_mode_name(configs[c].dma), configs[c].size,
+				       configs[c].packed ? "packed" : "split", dma, configs[c].size,
 				       configs[c].batch, configs[c].in_order ? "yes" : "no",
 				       "unavailable");
 			failures++;

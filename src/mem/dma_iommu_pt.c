@@ -1,0 +1,623 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * IOMMU DMA over a page table the device walks itself (vt_dma_params.page_table), as a hardware
+ * IOMMU walks the tables its driver writes: a device in this process asks vt_dma_device_as for
+ * an address space over the table, and nothing travels between the two sides but the entries.
+ * (dma_iommu.c is the other kind, for a device that learns its translations by message and
+ * caches them: vhost-user's IOTLB.)
+ *
+ * The table has one level: an entry per VT_AS_PAGE_SIZE page of IOVA from @base, 0 when the page
+ * is not mapped, else the host address of the page ORed with its VT_ACCESS_* bits
+ * (struct vt_as_page_table). A mapping takes whole pages, so the pages around a buffer must lie in
+ * shared memory too (they do for page-aligned regions, as memfd ones are).
+ *
+ * IOVA pages are handed out next-fit from a cursor that goes round the table. A burst of maps
+ * then fills whole lines of entries, in order, which the device reads once each; reusing the
+ * pages freed last, as a stack does, scatters a burst over lines the device is still reading
+ * (virtue-bench ring: 10 ns per buffer more at batch 32).
+ *
+ * Strict: an unmap outside a batch clears the entries and bumps the generation before it
+ * returns; inside a batch, the batch's end does that for all of them at once. Lazy: unmapped
+ * pages wait, up to lazy_batch, for a flush. Either way a page is handed out again only after its
+ * entry was cleared and the generation moved past it, so a device that loaded the old entry
+ * sees the generation change before it trusts that entry again (vt_as_page_entry).
+ *
+ * Threading: as dma_iommu.c (one lock, dma_lock.h). The device reads entries and the generation
+ * without it.
+ */
+#include <errno.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include <virtue/as.h>
+
+#include "mem/dma_impl.h"
+#include "mem/dma_lock.h"
+
+#define PT_DEFAULT_BASE	      (1ULL << 20)
+#define PT_DEFAULT_PAGES      65536u /* 256 MiB of IOVA, 512 KiB of entries */
+#define PT_MAX_PAGES	      (1u << 24)
+#define PT_FIRST_ARENA	      512u
+#define PT_LAZY_DEFAULT_BATCH 256u
+#define PT_PAGE		      VT_AS_PAGE_SIZE
+#define PT_PAGE_MASK	      (PT_PAGE - 1)
+
+enum pt_page_state {
+	PT_FREE = 0,
+	PT_LIVE,     /* the first page of a live mapping */
+	PT_RETIRING, /* the first page of an unmapped one, its entries not yet cleared */
+	PT_TAIL,     /* a later page of either */
+};
+
+/*
+ * The driver's own record of an IOVA page, 8 bytes so that a search for free pages reads few
+ * lines; the device never reads it. The length of a mapping is kept apart (struct dma_pt.len).
+ */
+struct pt_page {
+	uint32_t
+	    link; /* the first page: how many the mapping has; a later one: the first's index */
+	uint16_t offset; /* first page: of the first byte in its page */
+	uint8_t dir;	 /* first page: enum vt_dma_dir */
+	uint8_t state;	 /* enum pt_page_state */
+};
+
+struct dma_pt {
+	struct vt_dma dma; /* first: the ops get a struct vt_dma * */
+	struct vt_dma_lock lock;
+	uint64_t base;
+	uint32_t table_pages;
+	/*
+	 * Pages are searched for in [0, arena), from the cursor round to it: the arena grows
+	 * (doubling) only when it has no room, so the pages in use cycle through as few lines of
+	 * entries and records as the mappings live at once need (all 256 MiB of the default table
+	 * would make each map miss the cache on both).
+	 */
+	uint32_t arena, cursor;
+	struct pt_page *page;
+	uint64_t *len;	   /* by first page: the bytes a mapping has */
+	uint32_t *pending; /* first pages of mappings unmapped, entries not yet cleared */
+	unsigned int pending_count, lazy_batch;
+	const struct vt_shm_region *region; /* of the last map: a burst's mostly share one */
+	uint64_t *entries;		    /* the table: written here, read by the device */
+
+	/* What the device reads: the generation on its own line, the view on another. */
+	_Alignas(64) _Atomic uint64_t generation;
+	_Alignas(64) struct vt_as_page_table view;
+	struct vt_as as;
+};
+
+static inline struct dma_pt *to_pt(struct vt_dma *dma)
+{
+	return (struct dma_pt *)dma;
+}
+
+static const char *mode_name(const struct dma_pt *m)
+{
+	return vt_dma_mode_name(m->dma.mode);
+}
+
+static uint64_t perm_for(enum vt_dma_dir dir)
+{
+	switch (dir) {
+	case VT_DMA_TO_DEVICE:
+		return VT_ACCESS_READ;
+	case VT_DMA_FROM_DEVICE:
+		return VT_ACCESS_WRITE;
+	case VT_DMA_BIDIRECTIONAL:
+		break;
+	}
+	return VT_ACCESS_RW;
+}
+
+/*
+ * Clears the entries of every queued mapping, then moves the generation on, then frees their
+ * pages: a device that loaded an entry before the clear loaded the old generation before it too,
+ * and sees it change before it trusts the entry again.
+ */
+static void flush_locked(struct dma_pt *m)
+{
+	if (m->pending_count == 0)
+		return;
+	for (unsigned int i = 0; i < m->pending_count; i++) {
+		uint32_t head = m->pending[i];
+		for (uint32_t p = head; p < head + m->page[head].link; p++)
+			atomic_store_explicit((_Atomic uint64_t *)&m->entries[p], 0,
+					      memory_order_relaxed);
+	}
+	/*
+	 * Release: a device that sees the new generation sees the cleared entries. One writer
+	 * (under the lock), so a load and a store: no locked instruction, which on x86 would
+	 * wait here for every clear above to reach the device's cache.
+	 */
+	atomic_store_explicit(&m->generation,
+			      atomic_load_explicit(&m->generation, memory_order_relaxed) + 1,
+			      memory_order_release);
+	for (unsigned int i = 0; i < m->pending_count; i++) {
+		uint32_t head = m->pending[i];
+		for (uint32_t p = head; p < head + m->page[head].link; p++)
+			m->page[p].state = PT_FREE;
+	}
+	vt_dma_count_locked(&m->dma.stats.iotlb_invalidations, m->pending_count);
+	vt_dma_count_locked(&m->dma.stats.flushes, 1);
+	m->pending_count = 0;
+}
+
+/* Whether pages [first, first + n) are all free; else *@next is past the last busy one. */
+static bool pages_free(const struct dma_pt *m, uint32_t first, uint32_t n, uint32_t *next)
+{
+	for (uint32_t i = n; i-- > 0;) {
+		if (m->page[first + i].state != PT_FREE) {
+			*next = first + i + 1;
+			return false;
+		}
+	}
+	return true;
+}
+
+/*
+ * @n free consecutive pages, next-fit from the cursor, going round once; when none are, and
+ * unmapped ones wait for their clear, those are flushed and the search made again.
+ */
+static bool find_in_arena(struct dma_pt *m, uint32_t n, uint32_t *first)
+{
+	uint32_t end = m->arena, p = m->cursor < end ? m->cursor : 0, scanned = 0;
+
+	while (scanned < end) {
+		uint32_t next;
+		if (p + n > end) { /* no room before the end: wrap */
+			scanned += end - p;
+			p = 0;
+			continue;
+		}
+		if (pages_free(m, p, n, &next)) {
+			*first = p;
+			m->cursor = p + n == end ? 0 : p + n;
+			return true;
+		}
+		scanned += next - p;
+		p = next == end ? 0 : next;
+	}
+	return false;
+}
+
+static int find_pages(struct dma_pt *m, uint32_t n, uint32_t *first)
+{
+	for (;;) {
+		if (find_in_arena(m, n, first))
+			return 0;
+		if (m->arena < m->table_pages) {
+			m->arena = m->arena > m->table_pages / 2 ? m->table_pages : 2 * m->arena;
+			continue;
+		}
+		if (m->pending_count == 0)
+			break;
+		flush_locked(m);
+		if (find_in_arena(m, n, first))
+			return 0;
+		break;
+	}
+	vt_log(m->dma.log, VT_LOG_ERROR, "dma(%s): no %u free IOVA pages in the page table",
+	       mode_name(m), n);
+	return -ENOSPC;
+}
+
+/*
+ * The region holding the whole pages of [p, p + len): @m's last one when it does, else the one
+ * holding p; -EFAULT (logged) when those pages are not all inside one region.
+ */
+static int region_of_pages(struct dma_pt *m, uint64_t p, size_t len, uint64_t *first_page,
+			   uint32_t *pages)
+{
+	uint64_t start = p & ~PT_PAGE_MASK;
+	uint64_t span = ((p & PT_PAGE_MASK) + len + PT_PAGE_MASK) & ~PT_PAGE_MASK;
+	const struct vt_shm_region *r = m->region;
+
+	for (int attempt = 0; attempt < 2; attempt++) {
+		if (r) {
+			uint64_t off = start - (uint64_t)(uintptr_t)r->hva;
+			/* span cannot wrap: dma.c refused ranges that do, and NULL. */
+			if (off < r->size && span <= r->size - off &&
+			    span / PT_PAGE <= UINT32_MAX) {
+				m->region = r;
+				*first_page = start;
+				*pages = (uint32_t)(span / PT_PAGE);
+				return 0;
+			}
+		}
+		r = vt_shm_find(m->dma.shm, (void *)(uintptr_t)p);
+	}
+	vt_log(m->dma.log, VT_LOG_ERROR,
+	       "dma(%s): map of [0x%llx, +%zu) refused: its pages are not inside one shared memory "
+	       "region",
+	       mode_name(m), (unsigned long long)p, len);
+	return -EFAULT;
+}
+
+static int map_locked(struct dma_pt *m, void *ptr, size_t len, enum vt_dma_dir dir, uint64_t *bus)
+{
+	uint64_t p = (uint64_t)(uintptr_t)ptr, host;
+	uint32_t pages, first;
+	int ret = region_of_pages(m, p, len, &host, &pages);
+	if (ret == 0 && pages > m->table_pages)
+		ret = -ENOSPC;
+	if (ret == 0)
+		ret = find_pages(m, pages, &first);
+	if (ret < 0)
+		return ret;
+
+	m->page[first] = (struct pt_page){ .link = pages,
+					   .offset = (uint16_t)(p & PT_PAGE_MASK),
+					   .dir = (uint8_t)dir,
+					   .state = PT_LIVE };
+	m->len[first] = len;
+	for (uint32_t i = 1; i < pages; i++)
+		m->page[first + i] = (struct pt_page){ .link = first, .state = PT_TAIL };
+	/*
+	 * Relaxed: the device learns the bus address only from what the caller publishes after
+	 * this returns (a ring's release of its index), which orders these stores before it.
+	 */
+	uint64_t perm = perm_for(dir);
+	for (uint32_t i = 0; i < pages; i++)
+		atomic_store_explicit((_Atomic uint64_t *)&m->entries[first + i],
+				      (host + (uint64_t)i * PT_PAGE) | perm, memory_order_relaxed);
+	vt_dma_count_locked(&m->dma.stats.iotlb_updates, 1);
+	*bus = m->base + ((uint64_t)first << VT_AS_PAGE_SHIFT) + (p & PT_PAGE_MASK);
+	return 0;
+}
+
+static int pt_map(struct vt_dma *dma, void *ptr, size_t len, enum vt_dma_dir dir, uint64_t *bus)
+{
+	struct dma_pt *m = to_pt(dma);
+
+	bool locked = vt_dma_lock(&m->lock);
+	int ret = map_locked(m, ptr, len, dir, bus);
+	vt_dma_unlock(&m->lock, locked);
+	return ret;
+}
+
+static unsigned int pt_map_burst(struct vt_dma *dma, const struct iovec *bufs, unsigned int count,
+				 enum vt_dma_dir dir, uint64_t *bus, int *error)
+{
+	struct dma_pt *m = to_pt(dma);
+	unsigned int done;
+
+	bool locked = vt_dma_lock(&m->lock);
+	for (done = 0; done < count; done++) {
+		int ret = map_locked(m, bufs[done].iov_base, bufs[done].iov_len, dir, &bus[done]);
+		if (ret < 0) {
+			*error = ret;
+			break;
+		}
+	}
+	vt_dma_unlock(&m->lock, locked);
+	return done;
+}
+
+/*
+ * The first page of the LIVE mapping that holds [bus, bus + len) with @dir: for @exact (unmap)
+ * it must be the whole mapping. Returns it, or -ENOENT (no live mapping there) or -EINVAL (one
+ * that does not match), logged.
+ */
+static int64_t find_live(struct dma_pt *m, const char *op, uint64_t bus, size_t len,
+			 enum vt_dma_dir dir, bool exact)
+{
+	uint64_t rel = bus - m->base;
+	uint64_t page = rel >> VT_AS_PAGE_SHIFT;
+	bool inside = bus >= m->base && page < m->table_pages;
+	uint32_t head =
+	    inside && m->page[page].state == PT_TAIL ? m->page[page].link : (uint32_t)page;
+	if (!inside || m->page[page].state == PT_FREE || m->page[head].state != PT_LIVE) {
+		vt_log(m->dma.log, VT_LOG_ERROR, "dma(%s): %s of 0x%llx: no live mapping there",
+		       mode_name(m), op, (unsigned long long)bus);
+		return -ENOENT;
+	}
+	const struct pt_page *h = &m->page[head];
+	uint64_t start = ((uint64_t)head << VT_AS_PAGE_SHIFT) + h->offset, have = m->len[head];
+	bool fits = exact ? rel == start && len == have
+			  : rel >= start && len <= have && rel - start <= have - len;
+	if (!fits || h->dir != dir) {
+		vt_log(m->dma.log, VT_LOG_ERROR,
+		       "dma(%s): %s of 0x%llx len %zu dir %d does not match the mapping of 0x%llx "
+		       "len %llu dir %d",
+		       mode_name(m), op, (unsigned long long)bus, len, (int)dir,
+		       (unsigned long long)(m->base + start), (unsigned long long)have,
+		       (int)h->dir);
+		return -EINVAL;
+	}
+	return head;
+}
+
+static int unmap_locked(struct dma_pt *m, uint64_t bus, size_t len, enum vt_dma_dir dir)
+{
+	int64_t head = find_live(m, "unmap", bus, len, dir, true);
+	if (head < 0)
+		return (int)head;
+	m->page[head].state = PT_RETIRING;
+	m->pending[m->pending_count++] = (uint32_t)head;
+	/* Strict outside a batch: the device loses the mapping before unmap returns. */
+	if ((m->dma.mode == VT_DMA_IOMMU_STRICT && m->lock.batch_depth == 0) ||
+	    m->pending_count == m->lazy_batch)
+		flush_locked(m);
+	return 0;
+}
+
+static int pt_unmap(struct vt_dma *dma, uint64_t bus, size_t len, enum vt_dma_dir dir)
+{
+	struct dma_pt *m = to_pt(dma);
+
+	bool locked = vt_dma_lock(&m->lock);
+	int ret = unmap_locked(m, bus, len, dir);
+	vt_dma_unlock(&m->lock, locked);
+	return ret;
+}
+
+/* The IOMMU keeps both sides coherent: a sync only checks that it names a live mapping. */
+static int pt_sync(struct vt_dma *dma, uint64_t bus, size_t len, enum vt_dma_dir dir)
+{
+	struct dma_pt *m = to_pt(dma);
+
+	bool locked = vt_dma_lock(&m->lock);
+	int64_t head = find_live(m, "sync", bus, len, dir, false);
+	vt_dma_unlock(&m->lock, locked);
+	return head < 0 ? (int)head : 0;
+}
+
+static int pt_alloc_coherent(struct vt_dma *dma, size_t size, void **cpu, uint64_t *bus)
+{
+	void *p;
+	/* Page aligned: the pages around it are its own, never another allocation's. */
+	int ret = vt_shm_alloc(dma->shm, (size + PT_PAGE_MASK) & ~PT_PAGE_MASK, PT_PAGE, &p);
+	if (ret < 0) {
+		vt_log(dma->log, VT_LOG_ERROR,
+		       "dma(%s): no room in shared memory for %zu coherent bytes",
+		       vt_dma_mode_name(dma->mode), size);
+		return ret;
+	}
+	memset(p, 0, size);
+	ret = pt_map(dma, p, size, VT_DMA_BIDIRECTIONAL, bus);
+	if (ret < 0) {
+		vt_shm_release(dma->shm, p, (size + PT_PAGE_MASK) & ~PT_PAGE_MASK);
+		return ret;
+	}
+	*cpu = p;
+	return 0;
+}
+
+static void pt_free_coherent(struct vt_dma *dma, size_t size, void *cpu, uint64_t bus)
+{
+	struct dma_pt *m = to_pt(dma);
+
+	bool locked = vt_dma_lock(&m->lock);
+	int ret = unmap_locked(m, bus, size, VT_DMA_BIDIRECTIONAL);
+	/* Back in the shared pool it may become anything: no lazy entry may reach it. */
+	if (ret == 0)
+		flush_locked(m);
+	vt_dma_unlock(&m->lock, locked);
+	if (ret == 0)
+		vt_shm_release(dma->shm, cpu, (size + PT_PAGE_MASK) & ~PT_PAGE_MASK);
+}
+
+static int pt_flush(struct vt_dma *dma)
+{
+	struct dma_pt *m = to_pt(dma);
+
+	bool locked = vt_dma_lock(&m->lock);
+	flush_locked(m);
+	vt_dma_unlock(&m->lock, locked);
+	return 0;
+}
+
+static void pt_batch_begin(struct vt_dma *dma)
+{
+	vt_dma_lock_batch_begin(&to_pt(dma)->lock);
+}
+
+static int pt_batch_end(struct vt_dma *dma)
+{
+	struct dma_pt *m = to_pt(dma);
+
+	int closing = vt_dma_lock_batch_closing(&m->lock);
+	if (closing < 0)
+		return vt_dma_batch_end_unopened(dma);
+	if (!closing)
+		return 0;
+	/* Strict: nothing unmapped in the batch is reachable once it ends. */
+	if (m->dma.mode == VT_DMA_IOMMU_STRICT)
+		flush_locked(m);
+	vt_dma_lock_batch_release(&m->lock);
+	return 0;
+}
+
+static void pt_destroy(struct vt_dma *dma)
+{
+	struct dma_pt *m = to_pt(dma);
+	unsigned int left = 0;
+
+	for (uint32_t p = 0; p < m->table_pages; p++)
+		left += m->page[p].state == PT_LIVE;
+	if (left)
+		vt_log(dma->log, VT_LOG_WARN, "dma(%s): freed with %u mappings still live",
+		       mode_name(m), left);
+	munmap(m->entries, (size_t)m->table_pages * sizeof(uint64_t));
+	free(m->page);
+	free(m->len);
+	free(m->pending);
+	vt_dma_lock_destroy(&m->lock);
+	free(m);
+}
+
+static struct vt_as pt_device_as(struct vt_dma *dma);
+
+static const struct vt_dma_ops pt_ops = {
+	.map = pt_map,
+	.map_burst = pt_map_burst,
+	.unmap = pt_unmap,
+	.sync_for_device = pt_sync,
+	.sync_for_cpu = pt_sync,
+	.alloc_coherent = pt_alloc_coherent,
+	.free_coherent = pt_free_coherent,
+	.flush = pt_flush,
+	.batch_begin = pt_batch_begin,
+	.batch_end = pt_batch_end,
+	.device_as = pt_device_as,
+	.destroy = pt_destroy,
+};
+
+/* ------------------------------------------------------------------ the device's side */
+
+/* The host address of @addr and the permission of its page, or 0 when it is not mapped. */
+static uint64_t walk(const struct dma_pt *m, uint64_t addr, unsigned int *perm)
+{
+	uint64_t e = vt_as_page_entry(&m->as, addr);
+	*perm = (unsigned int)(e & VT_AS_PTE_PERM_MASK);
+	return e ? (e & ~PT_PAGE_MASK) + (addr & PT_PAGE_MASK) : 0;
+}
+
+static int as_translate(void *impl, uint64_t addr, uint64_t len, unsigned int access,
+			struct iovec *iov, unsigned int iov_max, unsigned int *iov_count,
+			struct vt_as_fault *fault)
+{
+	const struct dma_pt *m = impl;
+	unsigned int n = 0;
+
+	*iov_count = 0;
+	if (access == 0 || (access & ~(unsigned int)VT_ACCESS_RW))
+		return -EINVAL;
+	if (len == 0)
+		return 0;
+	if (addr + (len - 1) < addr)
+		return -EOVERFLOW;
+	for (uint64_t a = addr, left = len; left > 0;) {
+		unsigned int perm;
+		uint64_t host = walk(m, a, &perm);
+		if (!host || (perm & access) != access) {
+			if (fault)
+				*fault = (struct vt_as_fault){ a, access, addr + (len - 1) };
+			return host ? -EACCES : -EFAULT;
+		}
+		uint64_t chunk = PT_PAGE - (a & PT_PAGE_MASK);
+		if (chunk > left)
+			chunk = left;
+		struct iovec *last = n ? &iov[n - 1] : NULL;
+		if (last && (uint64_t)(uintptr_t)last->iov_base + last->iov_len == host) {
+			last->iov_len += chunk;
+		} else {
+			if (n == iov_max) {
+				*iov_count = n;
+				return -ENOBUFS;
+			}
+			iov[n++] = (struct iovec){ (void *)(uintptr_t)host, chunk };
+		}
+		a += chunk;
+		left -= chunk;
+	}
+	*iov_count = n;
+	return 0;
+}
+
+static uint64_t as_generation(const void *impl)
+{
+	const struct dma_pt *m = impl;
+	return atomic_load_explicit(&m->generation, memory_order_acquire);
+}
+
+/* The run of pages around @addr mapped contiguously on the host with its permission. */
+static int as_extent(void *impl, uint64_t addr, struct vt_as_extent *extent, uint64_t *generation)
+{
+	const struct dma_pt *m = impl;
+	unsigned int perm, next_perm;
+
+	*generation = atomic_load_explicit(&m->generation, memory_order_acquire);
+	uint64_t page = addr & ~PT_PAGE_MASK;
+	uint64_t host = walk(m, page, &perm);
+	if (!host)
+		return -EFAULT;
+	uint64_t first = page, first_host = host, last = page + PT_PAGE_MASK;
+	while (first >= PT_PAGE && walk(m, first - PT_PAGE, &next_perm) == first_host - PT_PAGE &&
+	       next_perm == perm && first_host >= PT_PAGE) {
+		first -= PT_PAGE;
+		first_host -= PT_PAGE;
+	}
+	while (last != UINT64_MAX &&
+	       walk(m, last + 1, &next_perm) == first_host + (last + 1 - first) &&
+	       next_perm == perm)
+		last += PT_PAGE;
+	*extent = (struct vt_as_extent){ first, last, first_host, perm };
+	return 0;
+}
+
+/* An unmapped IOVA is the driver's bug, as a fault of a hardware IOMMU: not retryable. */
+static const struct vt_as_ops pt_as_ops = {
+	.flags = 0,
+	.translate = as_translate,
+	.generation = as_generation,
+	.extent = as_extent,
+};
+
+static struct vt_as pt_device_as(struct vt_dma *dma)
+{
+	return to_pt(dma)->as;
+}
+
+/* ------------------------------------------------------------------ creation */
+
+int vt_dma_iommu_pt_create(const struct vt_dma_params *params, struct vt_dma **out)
+{
+	uint64_t base = params->iova_base ? params->iova_base : PT_DEFAULT_BASE;
+	uint64_t pages = params->iova_size ? params->iova_size / PT_PAGE : PT_DEFAULT_PAGES;
+	const char *name = vt_dma_mode_name(params->mode);
+
+	if (params->mode != VT_DMA_IOMMU_STRICT && params->mode != VT_DMA_IOMMU_LAZY) {
+		vt_log(params->log, VT_LOG_ERROR,
+		       "dma(%s): a page table serves the strict and lazy modes only", name);
+		return -EINVAL;
+	}
+	if ((base & PT_PAGE_MASK) || pages == 0 || pages > PT_MAX_PAGES ||
+	    base + pages * PT_PAGE - 1 < base) {
+		vt_log(params->log, VT_LOG_ERROR,
+		       "dma(%s): page table IOVA space [0x%llx, +0x%llx) must be page aligned, "
+		       "non-empty, at most %u pages and not wrap",
+		       name, (unsigned long long)base, (unsigned long long)params->iova_size,
+		       PT_MAX_PAGES);
+		return -EINVAL;
+	}
+	struct dma_pt *m = aligned_alloc(64, sizeof(*m));
+	if (!m)
+		return -ENOMEM;
+	memset(m, 0, sizeof(*m));
+	m->base = base;
+	m->table_pages = (uint32_t)pages;
+	m->arena = m->table_pages < PT_FIRST_ARENA ? m->table_pages : PT_FIRST_ARENA;
+	m->lazy_batch = params->lazy_batch ? params->lazy_batch : PT_LAZY_DEFAULT_BATCH;
+	if (m->lazy_batch > m->table_pages)
+		m->lazy_batch = m->table_pages;
+	/* Anonymous and page aligned: untouched entries cost nothing and lines do not straddle. */
+	void *entries = mmap(NULL, (size_t)pages * sizeof(uint64_t), PROT_READ | PROT_WRITE,
+			     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	m->entries = entries == MAP_FAILED ? NULL : entries;
+	m->page = calloc(pages, sizeof(*m->page));
+	m->len = calloc(pages, sizeof(*m->len));
+	m->pending = calloc(m->lazy_batch, sizeof(*m->pending));
+	if (!m->entries || !m->page || !m->len || !m->pending || vt_dma_lock_init(&m->lock) != 0) {
+		if (m->entries)
+			munmap(m->entries, (size_t)pages * sizeof(uint64_t));
+		free(m->page);
+		free(m->len);
+		free(m->pending);
+		free(m);
+		return -ENOMEM;
+	}
+	vt_dma_init_common(&m->dma, &pt_ops, params);
+	m->view = (struct vt_as_page_table){ .entries = m->entries,
+					     .allocated = m->table_pages,
+					     .pages = m->table_pages,
+					     .base = base };
+	m->as = (struct vt_as){ .ops = &pt_as_ops,
+				.impl = m,
+				.generation_word = &m->generation,
+				.page_table = &m->view };
+	*out = &m->dma;
+	return 0;
+}

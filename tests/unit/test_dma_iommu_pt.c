@@ -1,0 +1,493 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * IOMMU DMA over its own page table (vt_dma_params.page_table): what the driver maps, the device
+ * reaches through vt_dma_device_as with the permission of the direction, and nothing else; an
+ * unmap takes effect (entry gone, generation moved on) when strict says it does, and lazy only at
+ * a flush; IOVA pages are handed out in order and reused only once their entry is cleared; and
+ * every misuse gets its specific error.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <virtue/as.h>
+#include <virtue/dma.h>
+
+#include "harness.h"
+
+#define GPA_BASE (1ULL << 30)
+#define SHM_SIZE (4ULL << 20)
+#define PAGE	 4096ULL
+
+struct log_capture {
+	unsigned int errors, warnings;
+};
+
+static void capture_log(void *opaque, enum vt_log_level level, const char *message)
+{
+	struct log_capture *c = opaque;
+
+	(void)message;
+	c->errors += level == VT_LOG_ERROR;
+	c->warnings += level == VT_LOG_WARN;
+}
+
+struct rig {
+	struct vt_shm *shm;
+	const struct vt_shm_region *region;
+	struct vt_dma *dma;
+	struct vt_as as;
+	struct log_capture log;
+	struct vt_log hook;
+};
+
+static int rig_init_sized(struct rig *g, enum vt_dma_mode mode, uint64_t iova_size,
+			  unsigned int lazy_batch)
+{
+	memset(g, 0, sizeof(*g));
+	g->hook = (struct vt_log){ .fn = capture_log, .opaque = &g->log, .max_level = VT_LOG_WARN };
+	int ret = vt_shm_new(&g->shm);
+	if (ret == 0)
+		ret = vt_shm_add_memfd(g->shm, SHM_SIZE, GPA_BASE, &g->region);
+	struct vt_dma_params p = { .mode = mode,
+				   .shm = g->shm,
+				   .log = &g->hook,
+				   .page_table = true,
+				   .iova_size = iova_size,
+				   .lazy_batch = lazy_batch };
+	if (ret == 0)
+		ret = vt_dma_new(&p, &g->dma);
+	if (ret == 0)
+		ret = vt_dma_device_as(g->dma, &g->as);
+	return ret;
+}
+
+static int rig_init(struct rig *g, enum vt_dma_mode mode)
+{
+	return rig_init_sized(g, mode, 0, 0);
+}
+
+static void rig_destroy(struct rig *g)
+{
+	vt_dma_free(g->dma);
+	vt_shm_free(g->shm);
+}
+
+static uint8_t *mem(struct rig *g, uint64_t offset)
+{
+	return (uint8_t *)g->region->hva + offset;
+}
+
+/* What the device reaches at [bus, bus + len) for @access: one iovec's host pointer, or NULL. */
+static void *device_ptr(struct rig *g, uint64_t bus, uint64_t len, unsigned int access, int *err)
+{
+	struct iovec iov[4];
+	unsigned int n = 0;
+	*err = vt_as_translate(&g->as, bus, len, access, iov, 4, &n, NULL);
+	return *err == 0 && n == 1 && iov[0].iov_len == len ? iov[0].iov_base : NULL;
+}
+
+VT_TEST(a_mapped_buffer_is_the_same_bytes_for_the_device_with_the_permission_of_its_direction)
+{
+	struct rig g;
+	REQUIRE_EQ(rig_init(&g, VT_DMA_IOMMU_STRICT), 0);
+	uint8_t *out = mem(&g, 3 * PAGE + 100), *in = mem(&g, 5 * PAGE + 7);
+	uint64_t bout, bin;
+	int err;
+
+	REQUIRE_EQ(vt_dma_map(g.dma, out, 300, VT_DMA_TO_DEVICE, &bout), 0);
+	REQUIRE_EQ(vt_dma_map(g.dma, in, 200, VT_DMA_FROM_DEVICE, &bin), 0);
+	/* Bus addresses keep the in-page offset; pages come in order. */
+	CHECK_EQ(bout & (PAGE - 1), 100);
+	CHECK_EQ(bin & (PAGE - 1), 7);
+	CHECK_EQ((bin >> 12) - (bout >> 12), 1);
+
+	CHECK(device_ptr(&g, bout, 300, VT_ACCESS_READ, &err) == out);
+	CHECK(device_ptr(&g, bout, 1, VT_ACCESS_WRITE, &err) == NULL);
+	CHECK_EQ(err, -EACCES);
+	CHECK(device_ptr(&g, bin, 200, VT_ACCESS_WRITE, &err) == in);
+	CHECK(device_ptr(&g, bin, 1, VT_ACCESS_READ, &err) == NULL);
+	CHECK_EQ(err, -EACCES);
+
+	/* The page table, as the ring walks it. */
+	uint64_t e = vt_as_page_entry(&g.as, bout);
+	CHECK_EQ(e & VT_AS_PTE_PERM_MASK, VT_ACCESS_READ);
+	CHECK_EQ(e & ~(PAGE - 1), (uint64_t)(uintptr_t)out & ~(PAGE - 1));
+
+	CHECK_EQ(vt_dma_unmap(g.dma, bout, 300, VT_DMA_TO_DEVICE), 0);
+	CHECK_EQ(vt_dma_unmap(g.dma, bin, 200, VT_DMA_FROM_DEVICE), 0);
+	CHECK_EQ(g.log.errors, 0);
+	rig_destroy(&g);
+}
+
+VT_TEST(a_buffer_over_several_pages_is_one_run_of_iova_pages)
+{
+	struct rig g;
+	REQUIRE_EQ(rig_init(&g, VT_DMA_IOMMU_STRICT), 0);
+	uint8_t *buf = mem(&g, 8 * PAGE + 4000);
+	uint64_t bus;
+	int err;
+
+	REQUIRE_EQ(vt_dma_map(g.dma, buf, 3 * PAGE, VT_DMA_BIDIRECTIONAL, &bus), 0);
+	CHECK(device_ptr(&g, bus, 3 * PAGE, VT_ACCESS_RW, &err) == buf);
+	/* The whole pages are reachable, the next one not. */
+	CHECK(device_ptr(&g, bus - 4000, 4 * PAGE, VT_ACCESS_READ, &err) == buf - 4000);
+	CHECK(device_ptr(&g, bus - 4000, 4 * PAGE + 1, VT_ACCESS_READ, &err) == NULL);
+	CHECK_EQ(err, -EFAULT);
+
+	struct vt_as_extent x;
+	uint64_t gen;
+	REQUIRE_EQ(vt_as_extent(&g.as, bus + PAGE, &x, &gen), 0);
+	CHECK_EQ(x.addr, bus - 4000);
+	CHECK_EQ(x.last, bus - 4000 + 4 * PAGE - 1);
+	CHECK_EQ(x.hva, (uint64_t)(uintptr_t)(buf - 4000));
+	CHECK_EQ(x.perm, VT_ACCESS_RW);
+
+	/* sync inside it is fine; past it, or in the other direction, is not. */
+	CHECK_EQ(vt_dma_sync_for_cpu(g.dma, bus + PAGE, 100, VT_DMA_BIDIRECTIONAL), 0);
+	CHECK_EQ(vt_dma_sync_for_cpu(g.dma, bus + 3 * PAGE - 1, 2, VT_DMA_BIDIRECTIONAL), -EINVAL);
+	CHECK_EQ(vt_dma_sync_for_cpu(g.dma, bus, 1, VT_DMA_FROM_DEVICE), -EINVAL);
+	CHECK_EQ(vt_dma_unmap(g.dma, bus, 3 * PAGE, VT_DMA_BIDIRECTIONAL), 0);
+	CHECK(device_ptr(&g, bus, 1, VT_ACCESS_READ, &err) == NULL);
+	CHECK_EQ(err, -EFAULT);
+	rig_destroy(&g);
+}
+
+VT_TEST(strict_unmap_takes_the_page_away_and_moves_the_generation_before_it_returns)
+{
+	struct rig g;
+	REQUIRE_EQ(rig_init(&g, VT_DMA_IOMMU_STRICT), 0);
+	uint64_t bus;
+	int err;
+
+	REQUIRE_EQ(vt_dma_map(g.dma, mem(&g, 0), 64, VT_DMA_TO_DEVICE, &bus), 0);
+	struct vt_as_extent x;
+	uint64_t gen;
+	REQUIRE_EQ(vt_as_extent(&g.as, bus, &x, &gen), 0);
+	CHECK_EQ(vt_as_generation(&g.as), gen);
+	CHECK_EQ(vt_dma_unmap(g.dma, bus, 64, VT_DMA_TO_DEVICE), 0);
+	/* A device that cached the extent sees the generation move; a walk finds nothing. */
+	CHECK(vt_as_generation(&g.as) != gen);
+	CHECK_EQ(vt_as_page_entry(&g.as, bus), 0);
+	CHECK(device_ptr(&g, bus, 64, VT_ACCESS_READ, &err) == NULL);
+	CHECK_EQ(err, -EFAULT);
+	CHECK_EQ(vt_as_extent(&g.as, bus, &x, &gen), -EFAULT);
+	rig_destroy(&g);
+}
+
+VT_TEST(strict_in_a_batch_keeps_unmapped_pages_until_the_batch_ends)
+{
+	struct rig g;
+	REQUIRE_EQ(rig_init(&g, VT_DMA_IOMMU_STRICT), 0);
+	uint64_t bus[4];
+	int err;
+
+	vt_dma_batch_begin(g.dma);
+	for (unsigned int i = 0; i < 4; i++)
+		REQUIRE_EQ(vt_dma_map(g.dma, mem(&g, i * PAGE), 64, VT_DMA_TO_DEVICE, &bus[i]), 0);
+	uint64_t gen = vt_as_generation(&g.as);
+	for (unsigned int i = 0; i < 4; i++)
+		CHECK_EQ(vt_dma_unmap(g.dma, bus[i], 64, VT_DMA_TO_DEVICE), 0);
+	/* Unmapped for the driver (a second unmap is refused), still reachable for the device. */
+	CHECK_EQ(vt_dma_unmap(g.dma, bus[0], 64, VT_DMA_TO_DEVICE), -ENOENT);
+	CHECK(device_ptr(&g, bus[3], 64, VT_ACCESS_READ, &err) == mem(&g, 3 * PAGE));
+	CHECK_EQ(vt_as_generation(&g.as), gen);
+	CHECK_EQ(vt_dma_batch_end(g.dma), 0);
+	CHECK(vt_as_generation(&g.as) != gen);
+	for (unsigned int i = 0; i < 4; i++)
+		CHECK_EQ(vt_as_page_entry(&g.as, bus[i]), 0);
+	struct vt_dma_stats st;
+	vt_dma_get_stats(g.dma, &st);
+	CHECK_EQ(st.flushes, 1);
+	CHECK_EQ(st.iotlb_invalidations, 4);
+	CHECK_EQ(vt_dma_batch_end(g.dma), -EINVAL); /* none open */
+	rig_destroy(&g);
+}
+
+VT_TEST(lazy_keeps_unmapped_pages_reachable_until_a_flush_or_a_full_queue)
+{
+	struct rig g;
+	REQUIRE_EQ(rig_init_sized(&g, VT_DMA_IOMMU_LAZY, 0, 4), 0);
+	uint64_t bus[4];
+
+	for (unsigned int i = 0; i < 3; i++) {
+		REQUIRE_EQ(vt_dma_map(g.dma, mem(&g, i * PAGE), 64, VT_DMA_TO_DEVICE, &bus[i]), 0);
+		CHECK_EQ(vt_dma_unmap(g.dma, bus[i], 64, VT_DMA_TO_DEVICE), 0);
+	}
+	for (unsigned int i = 0; i < 3; i++)
+		CHECK(vt_as_page_entry(&g.as, bus[i]) != 0);
+	CHECK_EQ(vt_dma_flush(g.dma), 0);
+	for (unsigned int i = 0; i < 3; i++)
+		CHECK_EQ(vt_as_page_entry(&g.as, bus[i]), 0);
+
+	/* The fourth unmap fills the queue, which flushes it. */
+	for (unsigned int i = 0; i < 4; i++)
+		REQUIRE_EQ(vt_dma_map(g.dma, mem(&g, i * PAGE), 64, VT_DMA_TO_DEVICE, &bus[i]), 0);
+	for (unsigned int i = 0; i < 3; i++)
+		CHECK_EQ(vt_dma_unmap(g.dma, bus[i], 64, VT_DMA_TO_DEVICE), 0);
+	CHECK(vt_as_page_entry(&g.as, bus[0]) != 0);
+	CHECK_EQ(vt_dma_unmap(g.dma, bus[3], 64, VT_DMA_TO_DEVICE), 0);
+	for (unsigned int i = 0; i < 4; i++)
+		CHECK_EQ(vt_as_page_entry(&g.as, bus[i]), 0);
+	rig_destroy(&g);
+}
+
+VT_TEST(an_iova_page_comes_back_only_after_its_entry_was_cleared)
+{
+	/* Eight pages of IOVA: the ninth map must wait for a lazy flush, and gets a cleared page.
+	 */
+	struct rig g;
+	REQUIRE_EQ(rig_init_sized(&g, VT_DMA_IOMMU_LAZY, 8 * PAGE, 64), 0);
+	uint64_t bus[8], more;
+
+	for (unsigned int i = 0; i < 8; i++)
+		REQUIRE_EQ(vt_dma_map(g.dma, mem(&g, i * PAGE), 64, VT_DMA_FROM_DEVICE, &bus[i]),
+			   0);
+	CHECK_EQ(vt_dma_map(g.dma, mem(&g, 9 * PAGE), 64, VT_DMA_FROM_DEVICE, &more), -ENOSPC);
+	CHECK_EQ(g.log.errors, 1);
+	CHECK_EQ(vt_dma_unmap(g.dma, bus[5], 64, VT_DMA_FROM_DEVICE), 0);
+	uint64_t gen = vt_as_generation(&g.as);
+	/* Page 5 is free only once flushed: this map flushes, then takes it. */
+	REQUIRE_EQ(vt_dma_map(g.dma, mem(&g, 9 * PAGE), 64, VT_DMA_FROM_DEVICE, &more), 0);
+	CHECK_EQ(more, bus[5]);
+	CHECK(vt_as_generation(&g.as) != gen);
+	int err;
+	CHECK(device_ptr(&g, more, 64, VT_ACCESS_WRITE, &err) == mem(&g, 9 * PAGE));
+	for (unsigned int i = 0; i < 8; i++)
+		if (i != 5)
+			CHECK_EQ(vt_dma_unmap(g.dma, bus[i], 64, VT_DMA_FROM_DEVICE), 0);
+	CHECK_EQ(vt_dma_unmap(g.dma, more, 64, VT_DMA_FROM_DEVICE), 0);
+	/* A run of three needs three free pages in a row, and finds them across the wrap. */
+	uint64_t run;
+	REQUIRE_EQ(vt_dma_map(g.dma, mem(&g, 20 * PAGE), 3 * PAGE, VT_DMA_TO_DEVICE, &run), 0);
+	int e2;
+	CHECK(device_ptr(&g, run, 3 * PAGE, VT_ACCESS_READ, &e2) == mem(&g, 20 * PAGE));
+	CHECK_EQ(vt_dma_unmap(g.dma, run, 3 * PAGE, VT_DMA_TO_DEVICE), 0);
+	rig_destroy(&g);
+}
+
+VT_TEST(pages_cycle_through_a_small_arena_that_grows_only_when_full)
+{
+	struct rig g;
+	REQUIRE_EQ(rig_init(&g, VT_DMA_IOMMU_STRICT), 0);
+	uint64_t lowest = UINT64_MAX, highest = 0, bus;
+
+	/* Maps and unmaps one at a time: the cursor goes round, never far. */
+	for (unsigned int i = 0; i < 5000; i++) {
+		REQUIRE_EQ(vt_dma_map(g.dma, mem(&g, (i % 512) * PAGE), 64, VT_DMA_TO_DEVICE, &bus),
+			   0);
+		lowest = bus < lowest ? bus : lowest;
+		highest = bus > highest ? bus : highest;
+		REQUIRE_EQ(vt_dma_unmap(g.dma, bus, 64, VT_DMA_TO_DEVICE), 0);
+	}
+	CHECK((highest - lowest) / PAGE < 512);
+	/* 1000 live at once do not fit in 512 pages: the arena grows and every one maps. */
+	static uint64_t many[1000];
+	for (unsigned int i = 0; i < 1000; i++)
+		REQUIRE_EQ(
+		    vt_dma_map(g.dma, mem(&g, (i % 512) * PAGE), 64, VT_DMA_TO_DEVICE, &many[i]),
+		    0);
+	for (unsigned int i = 0; i < 1000; i++) {
+		int err;
+		CHECK(device_ptr(&g, many[i], 64, VT_ACCESS_READ, &err) ==
+		      mem(&g, (i % 512) * PAGE));
+		CHECK_EQ(vt_dma_unmap(g.dma, many[i], 64, VT_DMA_TO_DEVICE), 0);
+	}
+	CHECK_EQ(g.log.errors, 0);
+	rig_destroy(&g);
+}
+
+VT_TEST(misuse_gets_its_error_and_changes_nothing)
+{
+	struct rig g;
+	REQUIRE_EQ(rig_init(&g, VT_DMA_IOMMU_STRICT), 0);
+	uint64_t bus;
+	static uint8_t outside[64];
+
+	CHECK_EQ(vt_dma_map(g.dma, outside, sizeof(outside), VT_DMA_TO_DEVICE, &bus), -EFAULT);
+	/* A buffer whose last page runs past the region's end. */
+	CHECK_EQ(vt_dma_map(g.dma, mem(&g, SHM_SIZE - 10), 20, VT_DMA_TO_DEVICE, &bus), -EFAULT);
+	REQUIRE_EQ(vt_dma_map(g.dma, mem(&g, 100), 64, VT_DMA_TO_DEVICE, &bus), 0);
+	unsigned int before = g.log.errors;
+	CHECK_EQ(vt_dma_unmap(g.dma, bus, 63, VT_DMA_TO_DEVICE), -EINVAL);
+	CHECK_EQ(vt_dma_unmap(g.dma, bus + 1, 63, VT_DMA_TO_DEVICE), -EINVAL);
+	CHECK_EQ(vt_dma_unmap(g.dma, bus, 64, VT_DMA_FROM_DEVICE), -EINVAL);
+	CHECK_EQ(vt_dma_unmap(g.dma, bus + PAGE, 64, VT_DMA_TO_DEVICE), -ENOENT);
+	CHECK_EQ(vt_dma_unmap(g.dma, 0, 64, VT_DMA_TO_DEVICE), -ENOENT);
+	CHECK_EQ(vt_dma_unmap(g.dma, UINT64_MAX - 100, 64, VT_DMA_TO_DEVICE), -ENOENT);
+	CHECK_EQ(g.log.errors, before + 6);
+	/* None of them unmapped it. */
+	CHECK(vt_as_page_entry(&g.as, bus) != 0);
+	CHECK_EQ(vt_dma_unmap(g.dma, bus, 64, VT_DMA_TO_DEVICE), 0);
+	CHECK_EQ(vt_dma_unmap(g.dma, bus, 64, VT_DMA_TO_DEVICE), -ENOENT);
+
+	/* The device side refuses what a translation must. */
+	struct iovec iov[2];
+	unsigned int n;
+	CHECK_EQ(vt_as_translate(&g.as, 0, 16, VT_ACCESS_READ, iov, 2, &n, NULL), -EFAULT);
+	CHECK_EQ(vt_as_translate(&g.as, UINT64_MAX, 2, VT_ACCESS_READ, iov, 2, &n, NULL),
+		 -EOVERFLOW);
+	CHECK_EQ(vt_as_translate(&g.as, bus, 16, 4, iov, 2, &n, NULL), -EINVAL);
+	CHECK_EQ(vt_as_translate(&g.as, bus, 0, VT_ACCESS_READ, iov, 2, &n, NULL), 0);
+	CHECK_EQ(n, 0);
+	rig_destroy(&g);
+}
+
+VT_TEST(a_translation_split_on_the_host_fills_iovecs_up_to_the_limit)
+{
+	struct rig g;
+	REQUIRE_EQ(rig_init(&g, VT_DMA_IOMMU_STRICT), 0);
+	uint64_t a, b;
+	/* Two maps of the same host page land on adjacent IOVA pages: not adjacent on the host. */
+	REQUIRE_EQ(vt_dma_map(g.dma, mem(&g, 0), PAGE, VT_DMA_TO_DEVICE, &a), 0);
+	REQUIRE_EQ(vt_dma_map(g.dma, mem(&g, 0), PAGE, VT_DMA_TO_DEVICE, &b), 0);
+	REQUIRE_EQ(b, a + PAGE);
+	struct iovec iov[2];
+	unsigned int n;
+	struct vt_as_fault f;
+	CHECK_EQ(vt_as_translate(&g.as, a + 10, PAGE, VT_ACCESS_READ, iov, 2, &n, &f), 0);
+	CHECK_EQ(n, 2);
+	CHECK(iov[0].iov_base == mem(&g, 10) && iov[0].iov_len == PAGE - 10);
+	CHECK(iov[1].iov_base == mem(&g, 0) && iov[1].iov_len == 10);
+	CHECK_EQ(vt_as_translate(&g.as, a + 10, PAGE, VT_ACCESS_READ, iov, 1, &n, &f), -ENOBUFS);
+	CHECK_EQ(n, 1);
+	/* Past the second page: the fault names the first byte not mapped. */
+	CHECK_EQ(vt_as_translate(&g.as, a, 2 * PAGE + 1, VT_ACCESS_READ, iov, 2, &n, &f), -EFAULT);
+	CHECK_EQ(f.addr, a + 2 * PAGE);
+	CHECK_EQ(f.end, a + 2 * PAGE);
+	/* The extent is one page: the next does not continue it on the host. */
+	struct vt_as_extent x;
+	uint64_t gen;
+	REQUIRE_EQ(vt_as_extent(&g.as, b + 5, &x, &gen), 0);
+	CHECK_EQ(x.addr, b);
+	CHECK_EQ(x.last, b + PAGE - 1);
+	CHECK_EQ(vt_dma_unmap(g.dma, a, PAGE, VT_DMA_TO_DEVICE), 0);
+	CHECK_EQ(vt_dma_unmap(g.dma, b, PAGE, VT_DMA_TO_DEVICE), 0);
+	rig_destroy(&g);
+}
+
+VT_TEST(coherent_memory_is_mapped_read_write_and_gone_once_freed)
+{
+	struct rig g;
+	REQUIRE_EQ(rig_init(&g, VT_DMA_IOMMU_LAZY), 0);
+	void *cpu;
+	uint64_t bus;
+	int err;
+
+	REQUIRE_EQ(vt_dma_alloc_coherent(g.dma, 3 * PAGE + 10, &cpu, &bus), 0);
+	CHECK_EQ(bus & (PAGE - 1), 0);
+	CHECK(device_ptr(&g, bus, 3 * PAGE + 10, VT_ACCESS_RW, &err) == cpu);
+	CHECK_EQ(((uint8_t *)cpu)[3 * PAGE + 9], 0);
+	vt_dma_free_coherent(g.dma, 3 * PAGE + 10, cpu, bus);
+	/* Freed even in lazy mode: the memory may become anything. */
+	CHECK_EQ(vt_as_page_entry(&g.as, bus), 0);
+	CHECK_EQ(vt_as_page_entry(&g.as, bus + 3 * PAGE), 0);
+	CHECK_EQ(g.log.errors, 0);
+	rig_destroy(&g);
+}
+
+VT_TEST(a_page_table_is_for_strict_and_lazy_and_excludes_iotlb_ops)
+{
+	struct vt_shm *shm;
+	struct vt_dma *dma = NULL;
+	struct log_capture c = { 0 };
+	struct vt_log hook = { .fn = capture_log, .opaque = &c, .max_level = VT_LOG_WARN };
+	REQUIRE_EQ(vt_shm_new(&shm), 0);
+	REQUIRE_EQ(vt_shm_add_memfd(shm, SHM_SIZE, GPA_BASE, NULL), 0);
+
+	struct vt_dma_params p = {
+		.mode = VT_DMA_IOMMU_PREMAPPED, .shm = shm, .log = &hook, .page_table = true
+	};
+	CHECK_EQ(vt_dma_new(&p, &dma), -EINVAL);
+	static const struct vt_dma_iotlb_ops ops = { 0 };
+	p = (struct vt_dma_params){ .mode = VT_DMA_IOMMU_STRICT,
+				    .shm = shm,
+				    .log = &hook,
+				    .page_table = true,
+				    .iotlb_ops = &ops };
+	CHECK_EQ(vt_dma_new(&p, &dma), -EINVAL);
+	p = (struct vt_dma_params){ .mode = VT_DMA_IOMMU_STRICT,
+				    .shm = shm,
+				    .log = &hook,
+				    .page_table = true,
+				    .iova_base = 100 };
+	CHECK_EQ(vt_dma_new(&p, &dma), -EINVAL);
+	p.iova_base = 0;
+	p.iova_size = 1ULL << 40; /* more pages than a table may have */
+	CHECK_EQ(vt_dma_new(&p, &dma), -EINVAL);
+	CHECK_EQ(c.errors, 4);
+
+	/* Other DMA objects have no device address space to give. */
+	p = (struct vt_dma_params){ .mode = VT_DMA_DIRECT, .shm = shm, .log = &hook };
+	REQUIRE_EQ(vt_dma_new(&p, &dma), 0);
+	struct vt_as as;
+	CHECK_EQ(vt_dma_device_as(dma, &as), -EOPNOTSUPP);
+	vt_dma_free(dma);
+	vt_shm_free(shm);
+}
+
+/*
+ * The rule a device relies on, across threads: a walker that loads the generation, then an
+ * entry, then the generation again and finds it unchanged, has an entry that was not cleared in
+ * between: it never holds the host page of a mapping unmapped (strict) before its walk ended.
+ */
+struct walker {
+	struct rig *g;
+	_Atomic uint64_t bus; /* the page being walked, 0 for none */
+	atomic_bool stop;
+	_Atomic uint64_t walks, hits, stale;
+	_Atomic uint64_t expected_host; /* the host page mapped at @bus, while it is */
+};
+
+static void *walk_thread(void *arg)
+{
+	struct walker *w = arg;
+	while (!atomic_load(&w->stop)) {
+		uint64_t bus = atomic_load(&w->bus);
+		if (!bus)
+			continue;
+		uint64_t want = atomic_load(&w->expected_host);
+		uint64_t gen = vt_as_generation(&w->g->as);
+		uint64_t e = vt_as_page_entry(&w->g->as, bus);
+		bool current = vt_as_generation(&w->g->as) == gen;
+		if (e && current) {
+			atomic_fetch_add(&w->hits, 1);
+			/* Good under an unchanged generation: the mapping still published. */
+			if ((e & ~(PAGE - 1)) != want)
+				atomic_fetch_add(&w->stale, 1);
+		}
+		/* Counted last: the writer's next round waits for this walk to end. */
+		atomic_fetch_add(&w->walks, 1);
+	}
+	return NULL;
+}
+
+VT_TEST(a_walker_on_another_thread_never_trusts_an_entry_cleared_under_it)
+{
+	struct rig g;
+	REQUIRE_EQ(rig_init_sized(&g, VT_DMA_IOMMU_STRICT, 2 * PAGE, 0), 0);
+	struct walker w = { .g = &g };
+	pthread_t t;
+	REQUIRE_EQ(pthread_create(&t, NULL, walk_thread, &w), 0);
+
+	/* Two IOVA pages: each one is remapped to a different host page every other round. */
+	for (unsigned int round = 0; round < 4000 && !vt_test_failed; round++) {
+		uint64_t bus;
+		uint8_t *host = mem(&g, (round % 64) * PAGE);
+		atomic_store(&w.expected_host, (uint64_t)(uintptr_t)host);
+		REQUIRE_EQ(vt_dma_map(g.dma, host, 64, VT_DMA_TO_DEVICE, &bus), 0);
+		atomic_store(&w.bus, bus);
+		for (uint64_t seen = atomic_load(&w.walks); atomic_load(&w.walks) < seen + 2;)
+			;
+		atomic_store(&w.bus, 0);
+		REQUIRE_EQ(vt_dma_unmap(g.dma, bus, 64, VT_DMA_TO_DEVICE), 0);
+	}
+	atomic_store(&w.stop, true);
+	pthread_join(t, NULL);
+	CHECK(atomic_load(&w.hits) > 0);
+	CHECK_EQ(atomic_load(&w.stale), 0);
+	rig_destroy(&g);
+}
