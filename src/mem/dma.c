@@ -81,22 +81,27 @@ int vt_dma_new(const struct vt_dma_params *params, struct vt_dma **out)
 		vt_log(log, VT_LOG_ERROR, "dma(%s): no shared memory given", name);
 		return -EINVAL;
 	}
+	if (params->page_table) {
+		/* Asked for and not served is an error, whatever the mode. */
+		if (params->mode != VT_DMA_IOMMU_STRICT && params->mode != VT_DMA_IOMMU_LAZY) {
+			vt_log(log, VT_LOG_ERROR,
+			       "dma(%s): a page table serves the strict and lazy modes only", name);
+			return -EINVAL;
+		}
+		if (params->iotlb_ops) {
+			vt_log(log, VT_LOG_ERROR,
+			       "dma(%s): translations go to a page table or to iotlb_ops, not both",
+			       name);
+			return -EINVAL;
+		}
+		return vt_dma_iommu_pt_create(params, out);
+	}
 	switch (params->mode) {
 	case VT_DMA_DIRECT:
 		return vt_dma_direct_create(params, out);
 	case VT_DMA_IOMMU_STRICT:
 	case VT_DMA_IOMMU_LAZY:
 	case VT_DMA_IOMMU_PREMAPPED:
-		if (params->page_table) {
-			if (params->iotlb_ops) {
-				vt_log(log, VT_LOG_ERROR,
-				       "dma(%s): translations go to a page table or to iotlb_ops, "
-				       "not both",
-				       name);
-				return -EINVAL;
-			}
-			return vt_dma_iommu_pt_create(params, out);
-		}
 		if (!params->iotlb_ops || !params->iotlb_ops->update ||
 		    !params->iotlb_ops->invalidate) {
 			vt_log(log, VT_LOG_ERROR,

@@ -125,6 +125,20 @@ static inline void vt_dma_add_linear(struct vt_dma *dma, uint64_t hva, uint64_t 
 		dma->linear[dma->linear_count++] = (struct vt_dma_linear){ hva, size, bus };
 }
 
+/* The device's permission for a mapping made for @dir (VT_ACCESS_* bits). */
+static inline unsigned int vt_dma_access_for(enum vt_dma_dir dir)
+{
+	switch (dir) {
+	case VT_DMA_TO_DEVICE:
+		return VT_ACCESS_READ;
+	case VT_DMA_FROM_DEVICE:
+		return VT_ACCESS_WRITE;
+	case VT_DMA_BIDIRECTIONAL:
+		break;
+	}
+	return VT_ACCESS_RW;
+}
+
 static inline void vt_dma_count(_Atomic uint64_t *counter, uint64_t n)
 {
 	/* Statistics only: nothing is ordered by them. */

@@ -86,19 +86,6 @@ static const char *mode_name(const struct dma_iommu *m)
 	return vt_dma_mode_name(m->dma.mode);
 }
 
-static unsigned int perm_for(enum vt_dma_dir dir)
-{
-	switch (dir) {
-	case VT_DMA_TO_DEVICE:
-		return VT_ACCESS_READ;
-	case VT_DMA_FROM_DEVICE:
-		return VT_ACCESS_WRITE;
-	case VT_DMA_BIDIRECTIONAL:
-		break;
-	}
-	return VT_ACCESS_RW;
-}
-
 static int publish_update(struct dma_iommu *m, uint64_t iova, uint64_t size, uint64_t uaddr,
 			  unsigned int perm)
 {
@@ -384,8 +371,8 @@ static struct vt_dma_iotlb_map plan_translation(const struct map_plan *plan, voi
 
 	if (plan->whole_pages)
 		return (struct vt_dma_iotlb_map){ iova, plan->span, p - plan->offset,
-						  perm_for(dir) };
-	return (struct vt_dma_iotlb_map){ iova + plan->offset, len, p, perm_for(dir) };
+						  vt_dma_access_for(dir) };
+	return (struct vt_dma_iotlb_map){ iova + plan->offset, len, p, vt_dma_access_for(dir) };
 }
 
 /* Record @tag becomes the live mapping of [ptr, ptr + len) in the block at @iova. */

@@ -98,19 +98,6 @@ static const char *mode_name(const struct dma_pt *m)
 	return vt_dma_mode_name(m->dma.mode);
 }
 
-static uint64_t perm_for(enum vt_dma_dir dir)
-{
-	switch (dir) {
-	case VT_DMA_TO_DEVICE:
-		return VT_ACCESS_READ;
-	case VT_DMA_FROM_DEVICE:
-		return VT_ACCESS_WRITE;
-	case VT_DMA_BIDIRECTIONAL:
-		break;
-	}
-	return VT_ACCESS_RW;
-}
-
 /*
  * Clears the entries of every queued mapping, then moves the generation on, then frees their
  * pages: a device that loaded an entry before the clear loaded the old generation before it too,
@@ -156,10 +143,7 @@ static bool pages_free(const struct dma_pt *m, uint32_t first, uint32_t n, uint3
 	return true;
 }
 
-/*
- * @n free consecutive pages, next-fit from the cursor, going round once; when none are, and
- * unmapped ones wait for their clear, those are flushed and the search made again.
- */
+/* @n free consecutive pages in the arena, next-fit from the cursor, going round it once. */
 static bool find_in_arena(struct dma_pt *m, uint32_t n, uint32_t *first)
 {
 	uint32_t end = m->arena, p = m->cursor < end ? m->cursor : 0, scanned = 0;
@@ -182,21 +166,21 @@ static bool find_in_arena(struct dma_pt *m, uint32_t n, uint32_t *first)
 	return false;
 }
 
+/*
+ * @n free consecutive pages: from the arena; when it has none, from the arena grown, up to the
+ * whole table; then, when unmapped pages wait for their clear, after a flush of them.
+ */
 static int find_pages(struct dma_pt *m, uint32_t n, uint32_t *first)
 {
 	for (;;) {
 		if (find_in_arena(m, n, first))
 			return 0;
-		if (m->arena < m->table_pages) {
+		if (m->arena < m->table_pages)
 			m->arena = m->arena > m->table_pages / 2 ? m->table_pages : 2 * m->arena;
-			continue;
-		}
-		if (m->pending_count == 0)
+		else if (m->pending_count > 0)
+			flush_locked(m); /* empties the queue: once at most */
+		else
 			break;
-		flush_locked(m);
-		if (find_in_arena(m, n, first))
-			return 0;
-		break;
 	}
 	vt_log(m->dma.log, VT_LOG_ERROR, "dma(%s): no %u free IOVA pages in the page table",
 	       mode_name(m), n);
@@ -258,11 +242,10 @@ static int map_locked(struct dma_pt *m, void *ptr, size_t len, enum vt_dma_dir d
 	 * Relaxed: the device learns the bus address only from what the caller publishes after
 	 * this returns (a ring's release of its index), which orders these stores before it.
 	 */
-	uint64_t perm = perm_for(dir);
+	uint64_t perm = vt_dma_access_for(dir);
 	for (uint32_t i = 0; i < pages; i++)
 		atomic_store_explicit((_Atomic uint64_t *)&m->entries[first + i],
 				      (host + (uint64_t)i * PT_PAGE) | perm, memory_order_relaxed);
-	vt_dma_count_locked(&m->dma.stats.iotlb_updates, 1);
 	*bus = m->base + ((uint64_t)first << VT_AS_PAGE_SHIFT) + (p & PT_PAGE_MASK);
 	return 0;
 }
@@ -273,6 +256,8 @@ static int pt_map(struct vt_dma *dma, void *ptr, size_t len, enum vt_dma_dir dir
 
 	bool locked = vt_dma_lock(&m->lock);
 	int ret = map_locked(m, ptr, len, dir, bus);
+	if (ret == 0)
+		vt_dma_count_locked(&m->dma.stats.iotlb_updates, 1);
 	vt_dma_unlock(&m->lock, locked);
 	return ret;
 }
@@ -291,6 +276,7 @@ static unsigned int pt_map_burst(struct vt_dma *dma, const struct iovec *bufs, u
 			break;
 		}
 	}
+	vt_dma_count_locked(&m->dma.stats.iotlb_updates, done);
 	vt_dma_unlock(&m->lock, locked);
 	return done;
 }
@@ -569,11 +555,6 @@ int vt_dma_iommu_pt_create(const struct vt_dma_params *params, struct vt_dma **o
 	uint64_t pages = params->iova_size ? params->iova_size / PT_PAGE : PT_DEFAULT_PAGES;
 	const char *name = vt_dma_mode_name(params->mode);
 
-	if (params->mode != VT_DMA_IOMMU_STRICT && params->mode != VT_DMA_IOMMU_LAZY) {
-		vt_log(params->log, VT_LOG_ERROR,
-		       "dma(%s): a page table serves the strict and lazy modes only", name);
-		return -EINVAL;
-	}
 	if ((base & PT_PAGE_MASK) || pages == 0 || pages > PT_MAX_PAGES ||
 	    base + pages * PT_PAGE - 1 < base) {
 		vt_log(params->log, VT_LOG_ERROR,

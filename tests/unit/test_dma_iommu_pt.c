@@ -419,6 +419,14 @@ VT_TEST(a_page_table_is_for_strict_and_lazy_and_excludes_iotlb_ops)
 	p.iova_size = 1ULL << 40; /* more pages than a table may have */
 	CHECK_EQ(vt_dma_new(&p, &dma), -EINVAL);
 	CHECK_EQ(c.errors, 4);
+	/* Nor is it ignored by the modes that have none. */
+	p = (struct vt_dma_params){
+		.mode = VT_DMA_DIRECT, .shm = shm, .log = &hook, .page_table = true
+	};
+	CHECK_EQ(vt_dma_new(&p, &dma), -EINVAL);
+	p.mode = VT_DMA_BOUNCE;
+	CHECK_EQ(vt_dma_new(&p, &dma), -EINVAL);
+	CHECK_EQ(c.errors, 6);
 
 	/* Other DMA objects have no device address space to give. */
 	p = (struct vt_dma_params){ .mode = VT_DMA_DIRECT, .shm = shm, .log = &hook };
