@@ -74,13 +74,19 @@ struct dma_pt {
 	 * entries and records as the mappings live at once need (all 256 MiB of the default table
 	 * would make each map miss the cache on both).
 	 */
-	uint32_t arena, cursor;
+	uint32_t arena, cursor; /* cursor < arena */
 	struct pt_page *page;
 	uint64_t *len;	   /* by first page: the bytes a mapping has */
 	uint32_t *pending; /* first pages of mappings unmapped, entries not yet cleared */
 	unsigned int pending_count, lazy_batch;
 	const struct vt_shm_region *region; /* of the last map: a burst's mostly share one */
 	uint64_t *entries;		    /* the table: written here, read by the device */
+	/*
+	 * By page: the generation whose flush last cleared its entry (0: never), written before
+	 * that generation is published and read by the device, which asks whether the pages its
+	 * ring pointers point into kept their translation (as_unchanged_since).
+	 */
+	_Atomic uint64_t *cleared;
 
 	/* What the device reads: the generation on its own line, the view on another. */
 	_Alignas(64) _Atomic uint64_t generation;
@@ -107,20 +113,22 @@ static void flush_locked(struct dma_pt *m)
 {
 	if (m->pending_count == 0)
 		return;
+	/* One writer (under the lock): a load and a store, no locked instruction. */
+	uint64_t generation = atomic_load_explicit(&m->generation, memory_order_relaxed) + 1;
 	for (unsigned int i = 0; i < m->pending_count; i++) {
 		uint32_t head = m->pending[i];
-		for (uint32_t p = head; p < head + m->page[head].link; p++)
+		for (uint32_t p = head; p < head + m->page[head].link; p++) {
 			atomic_store_explicit((_Atomic uint64_t *)&m->entries[p], 0,
 					      memory_order_relaxed);
+			atomic_store_explicit(&m->cleared[p], generation, memory_order_relaxed);
+		}
 	}
 	/*
-	 * Release: a device that sees the new generation sees the cleared entries. One writer
-	 * (under the lock), so a load and a store: no locked instruction, which on x86 would
-	 * wait here for every clear above to reach the device's cache.
+	 * Release: a device that sees the new generation sees the cleared entries and their
+	 * records. A plain store: a locked instruction would, on x86, wait here for every store
+	 * above to reach the device's cache.
 	 */
-	atomic_store_explicit(&m->generation,
-			      atomic_load_explicit(&m->generation, memory_order_relaxed) + 1,
-			      memory_order_release);
+	atomic_store_explicit(&m->generation, generation, memory_order_release);
 	for (unsigned int i = 0; i < m->pending_count; i++) {
 		uint32_t head = m->pending[i];
 		for (uint32_t p = head; p < head + m->page[head].link; p++)
@@ -219,18 +227,10 @@ static int region_of_pages(struct dma_pt *m, uint64_t p, size_t len, uint64_t *f
 	return -EFAULT;
 }
 
-static int map_locked(struct dma_pt *m, void *ptr, size_t len, enum vt_dma_dir dir, uint64_t *bus)
+/* Records pages [first, first + pages) as the mapping of @len bytes from host @p, and maps them. */
+static uint64_t map_at(struct dma_pt *m, uint32_t first, uint32_t pages, uint64_t host, uint64_t p,
+		       size_t len, enum vt_dma_dir dir)
 {
-	uint64_t p = (uint64_t)(uintptr_t)ptr, host;
-	uint32_t pages, first;
-	int ret = region_of_pages(m, p, len, &host, &pages);
-	if (ret == 0 && pages > m->table_pages)
-		ret = -ENOSPC;
-	if (ret == 0)
-		ret = find_pages(m, pages, &first);
-	if (ret < 0)
-		return ret;
-
 	m->page[first] = (struct pt_page){ .link = pages,
 					   .offset = (uint16_t)(p & PT_PAGE_MASK),
 					   .dir = (uint8_t)dir,
@@ -246,7 +246,43 @@ static int map_locked(struct dma_pt *m, void *ptr, size_t len, enum vt_dma_dir d
 	for (uint32_t i = 0; i < pages; i++)
 		atomic_store_explicit((_Atomic uint64_t *)&m->entries[first + i],
 				      (host + (uint64_t)i * PT_PAGE) | perm, memory_order_relaxed);
-	*bus = m->base + ((uint64_t)first << VT_AS_PAGE_SHIFT) + (p & PT_PAGE_MASK);
+	return m->base + ((uint64_t)first << VT_AS_PAGE_SHIFT) + (p & PT_PAGE_MASK);
+}
+
+/*
+ * A buffer inside one page of the last map's region, while the page at the cursor is free: the
+ * page the search would find first, taken without it (a ring's buffers, nearly always).
+ */
+static inline bool map_quick(struct dma_pt *m, uint64_t p, size_t len, enum vt_dma_dir dir,
+			     uint64_t *bus)
+{
+	const struct vt_shm_region *r = m->region;
+	uint64_t start = p & ~PT_PAGE_MASK, off = start - (uint64_t)(uintptr_t)(r ? r->hva : 0);
+	uint32_t c = m->cursor;
+
+	if (!r || (p & PT_PAGE_MASK) + len > PT_PAGE || off >= r->size || r->size - off < PT_PAGE ||
+	    c >= m->arena || m->page[c].state != PT_FREE)
+		return false;
+	m->cursor = c + 1 == m->arena ? 0 : c + 1;
+	*bus = map_at(m, c, 1, start, p, len, dir);
+	return true;
+}
+
+static int map_locked(struct dma_pt *m, void *ptr, size_t len, enum vt_dma_dir dir, uint64_t *bus)
+{
+	uint64_t p = (uint64_t)(uintptr_t)ptr, host;
+	uint32_t pages, first;
+
+	if (map_quick(m, p, len, dir, bus))
+		return 0;
+	int ret = region_of_pages(m, p, len, &host, &pages);
+	if (ret == 0 && pages > m->table_pages)
+		ret = -ENOSPC;
+	if (ret == 0)
+		ret = find_pages(m, pages, &first);
+	if (ret < 0)
+		return ret;
+	*bus = map_at(m, first, pages, host, p, len, dir);
 	return 0;
 }
 
@@ -427,6 +463,7 @@ static void pt_destroy(struct vt_dma *dma)
 		vt_log(dma->log, VT_LOG_WARN, "dma(%s): freed with %u mappings still live",
 		       mode_name(m), left);
 	munmap(m->entries, (size_t)m->table_pages * sizeof(uint64_t));
+	munmap(m->cleared, (size_t)m->table_pages * sizeof(uint64_t));
 	free(m->page);
 	free(m->len);
 	free(m->pending);
@@ -534,12 +571,38 @@ static int as_extent(void *impl, uint64_t addr, struct vt_as_extent *extent, uin
 	return 0;
 }
 
+/*
+ * Whether the pages of [addr, addr + len) kept their translations since generation @since: a
+ * page's entry changes only when a flush clears it (a map fills only cleared entries), and that
+ * flush records its generation for the page before publishing it. A ring's areas then survive the
+ * flush of every burst, which clears only the burst's buffers.
+ */
+static int as_unchanged_since(const void *impl, uint64_t since, uint64_t addr, uint64_t len,
+			      uint64_t *now)
+{
+	const struct dma_pt *m = impl;
+
+	/* Acquire: the records of every flush up to *now are read below. */
+	*now = atomic_load_explicit(&m->generation, memory_order_acquire);
+	if (*now == since)
+		return 0;
+	uint64_t rel = addr - m->base;
+	if (len == 0 || addr < m->base || addr + (len - 1) < addr ||
+	    (rel + (len - 1)) >> VT_AS_PAGE_SHIFT >= m->table_pages)
+		return -ESTALE;
+	for (uint64_t p = rel >> VT_AS_PAGE_SHIFT; p <= (rel + (len - 1)) >> VT_AS_PAGE_SHIFT; p++)
+		if (atomic_load_explicit(&m->cleared[p], memory_order_relaxed) > since)
+			return -ESTALE;
+	return 0;
+}
+
 /* An unmapped IOVA is the driver's bug, as a fault of a hardware IOMMU: not retryable. */
 static const struct vt_as_ops pt_as_ops = {
 	.flags = 0,
 	.translate = as_translate,
 	.generation = as_generation,
 	.extent = as_extent,
+	.unchanged_since = as_unchanged_since,
 };
 
 static struct vt_as pt_device_as(struct vt_dma *dma)
@@ -578,12 +641,18 @@ int vt_dma_iommu_pt_create(const struct vt_dma_params *params, struct vt_dma **o
 	void *entries = mmap(NULL, (size_t)pages * sizeof(uint64_t), PROT_READ | PROT_WRITE,
 			     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	m->entries = entries == MAP_FAILED ? NULL : entries;
+	void *cleared = mmap(NULL, (size_t)pages * sizeof(uint64_t), PROT_READ | PROT_WRITE,
+			     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	m->cleared = cleared == MAP_FAILED ? NULL : cleared;
 	m->page = calloc(pages, sizeof(*m->page));
 	m->len = calloc(pages, sizeof(*m->len));
 	m->pending = calloc(m->lazy_batch, sizeof(*m->pending));
-	if (!m->entries || !m->page || !m->len || !m->pending || vt_dma_lock_init(&m->lock) != 0) {
+	if (!m->entries || !m->cleared || !m->page || !m->len || !m->pending ||
+	    vt_dma_lock_init(&m->lock) != 0) {
 		if (m->entries)
 			munmap(m->entries, (size_t)pages * sizeof(uint64_t));
+		if (m->cleared)
+			munmap(m->cleared, (size_t)pages * sizeof(uint64_t));
 		free(m->page);
 		free(m->len);
 		free(m->pending);

@@ -267,7 +267,10 @@ static bool cache_extent(struct vt_vq_dev *vq, uint64_t addr)
 
 bool vq_run_extent_find(struct vt_vq_dev *vq, uint64_t addr, struct vq_run_extent *r)
 {
-	return cache_extent(vq, addr) && vq_run_extent_load(vq, r);
+	if (!cache_extent(vq, addr))
+		return false;
+	vq_run_extent_load(vq, r);
+	return r->valid;
 }
 
 int vq_chain_add_slow(struct vq_chain_builder *b, uint64_t addr, uint32_t len, bool writable)

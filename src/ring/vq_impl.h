@@ -321,22 +321,27 @@ static inline void *vq_extent_hva(const struct vt_vq_dev *vq, uint64_t addr)
 }
 
 /*
- * The cached extent as a burst's run holds it, in locals: a descriptor lies in it when its offset
- * from @base is at most @span, its last byte's too, and its flags have none of @deny (WRITE, when
- * the extent is read-only).
+ * The cached extent as a burst's run holds it, in locals: a descriptor lies in it when it is
+ * @valid, the descriptor's offset from @base is at most @span, its last byte's too, and its flags
+ * have none of @deny (WRITE, when the extent is read-only).
  */
 struct vq_run_extent {
 	uint64_t base, span, hva;
 	uint16_t deny;
+	bool valid;
 };
 
-/* Loads the cached extent into @r; false when none is, or when the device may not read it. */
-static inline bool vq_run_extent_load(const struct vt_vq_dev *vq, struct vq_run_extent *r)
+/*
+ * Loads the cached extent into @r, valid when one is cached that the device may read (@deny
+ * cannot express a write-only one). A run goes on without one: it finds a page of the page table
+ * (vq_run_page) or caches the extent its descriptor needs (vq_run_extent_find).
+ */
+static inline void vq_run_extent_load(const struct vt_vq_dev *vq, struct vq_run_extent *r)
 {
 	const struct vt_as_extent *e = &vq->extent;
 	*r = (struct vq_run_extent){ e->addr, e->last - e->addr, e->hva,
-				     e->perm & VT_ACCESS_WRITE ? 0 : VIRTQ_DESC_F_WRITE };
-	return vq->extent_valid && (e->perm & VT_ACCESS_READ);
+				     e->perm & VT_ACCESS_WRITE ? 0 : VIRTQ_DESC_F_WRITE,
+				     vq->extent_valid && (e->perm & VT_ACCESS_READ) };
 }
 
 /* *@hva for descriptor [@addr, @addr + @len), len > 0, with @flags, when @r allows it. */
@@ -344,7 +349,7 @@ static inline bool vq_run_extent_has(const struct vq_run_extent *r, uint64_t add
 				     uint16_t flags, void **hva)
 {
 	uint64_t offset = addr - r->base;
-	if (offset > r->span || len - 1 > r->span - offset || (flags & r->deny))
+	if (!r->valid || offset > r->span || len - 1 > r->span - offset || (flags & r->deny))
 		return false;
 	*hva = (void *)(uintptr_t)(r->hva + offset);
 	return true;

@@ -301,10 +301,10 @@ static unsigned int pop_run(struct vt_vq_dev *vq, struct vt_vq_chain *chains, st
 	const _Atomic uint64_t *generation_word = vq->as.generation_word;
 	struct vq_run_extent extent;
 
-	/* No extent cached yet, or one the device may not read: pop_one's. */
-	if (!vq_run_extent_load(vq, &extent) || !generation_word || !iov_per_chain ||
-	    vq->inflight_packed || vq->resubmit_pos < vq->resubmit_count)
+	if (!generation_word || !iov_per_chain || vq->inflight_packed ||
+	    vq->resubmit_pos < vq->resubmit_count)
 		return 0;
+	vq_run_extent_load(vq, &extent);
 	const struct pvirtq_desc *ring = vq->ring.packed.desc;
 	uint16_t *in_flight = vq->in_flight_ndesc;
 	const enum vt_barrier_kind barriers = vq->barriers;

@@ -268,10 +268,10 @@ static unsigned int pop_run(struct vt_vq_dev *vq, struct vt_vq_chain *chains, st
 	const _Atomic uint64_t *generation_word = vq->as.generation_word;
 	struct vq_run_extent extent;
 
-	/* No extent cached yet, or one the device may not read: pop_one's. */
-	if (!vq_run_extent_load(vq, &extent) || !generation_word || !iov_per_chain ||
-	    vq->inflight || vq->resubmit_pos < vq->resubmit_count)
+	if (!generation_word || !iov_per_chain || vq->inflight ||
+	    vq->resubmit_pos < vq->resubmit_count)
 		return 0;
+	vq_run_extent_load(vq, &extent);
 	const struct virtq_desc *desc = vq->ring.split.desc;
 	uint16_t *in_flight = vq->in_flight_ndesc;
 	const uint64_t generation = vq->ring_generation;

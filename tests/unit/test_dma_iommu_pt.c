@@ -207,6 +207,65 @@ VT_TEST(strict_in_a_batch_keeps_unmapped_pages_until_the_batch_ends)
 	rig_destroy(&g);
 }
 
+/*
+ * What a ring asks at every generation change: whether the pages its pointers point into kept
+ * their translation. A flush that cleared other pages leaves them good; one that cleared any of
+ * theirs, even a page mapped again since, does not.
+ */
+VT_TEST(unchanged_since_vouches_for_pages_no_flush_cleared)
+{
+	struct rig g;
+	REQUIRE_EQ(rig_init_sized(&g, VT_DMA_IOMMU_STRICT, 8 * PAGE, 0), 0);
+	void *ring;
+	uint64_t ring_bus, buf, now;
+
+	/* A two-page coherent area (pages 0-1) and a buffer after it (page 2). */
+	REQUIRE_EQ(vt_dma_alloc_coherent(g.dma, 2 * PAGE, &ring, &ring_bus), 0);
+	REQUIRE_EQ(vt_dma_map(g.dma, mem(&g, 40 * PAGE), 64, VT_DMA_TO_DEVICE, &buf), 0);
+	uint64_t since = vt_as_generation(&g.as);
+	CHECK_EQ(vt_as_unchanged_since(&g.as, since, buf, 64, &now), 0);
+	CHECK_EQ(now, since);
+
+	CHECK_EQ(vt_dma_unmap(g.dma, buf, 64, VT_DMA_TO_DEVICE), 0);
+	uint64_t after = vt_as_generation(&g.as);
+	REQUIRE(after != since);
+	/* The area: good up to the current generation, which the caller caches. */
+	now = 0;
+	CHECK_EQ(vt_as_unchanged_since(&g.as, since, ring_bus, 2 * PAGE, &now), 0);
+	CHECK_EQ(now, after);
+	/* The buffer's page, and any range that reaches it, changed. */
+	CHECK_EQ(vt_as_unchanged_since(&g.as, since, buf, 64, &now), -ESTALE);
+	CHECK_EQ(vt_as_unchanged_since(&g.as, since, ring_bus + PAGE, PAGE + 1, &now), -ESTALE);
+	/* Since the unmap, nothing changed at all. */
+	CHECK_EQ(vt_as_unchanged_since(&g.as, after, buf, 64, &now), 0);
+
+	/* The page handed out again (the table has eight): a new mapping there is a change too. */
+	uint64_t again[6];
+	for (unsigned int i = 0; i < 6; i++)
+		REQUIRE_EQ(
+		    vt_dma_map(g.dma, mem(&g, (50 + i) * PAGE), 64, VT_DMA_TO_DEVICE, &again[i]),
+		    0);
+	CHECK_EQ(again[5], buf);
+	CHECK(vt_as_page_entry(&g.as, buf) != 0);
+	CHECK_EQ(vt_as_unchanged_since(&g.as, since, buf, 64, &now), -ESTALE);
+	CHECK_EQ(vt_as_unchanged_since(&g.as, since, ring_bus, 2 * PAGE, &now), 0);
+
+	/* Outside the table, empty or wrapping: nothing it can vouch for. */
+	CHECK_EQ(vt_as_unchanged_since(&g.as, since, ring_bus + 8 * PAGE, 1, &now), -ESTALE);
+	CHECK_EQ(vt_as_unchanged_since(&g.as, since, ring_bus - 1, 2, &now), -ESTALE);
+	CHECK_EQ(vt_as_unchanged_since(&g.as, since, ring_bus, 0, &now), -ESTALE);
+	CHECK_EQ(vt_as_unchanged_since(&g.as, since, UINT64_MAX, 2, &now), -ESTALE);
+
+	/* Freed, the area changed. */
+	for (unsigned int i = 0; i < 6; i++)
+		CHECK_EQ(vt_dma_unmap(g.dma, again[i], 64, VT_DMA_TO_DEVICE), 0);
+	uint64_t before_free = vt_as_generation(&g.as);
+	vt_dma_free_coherent(g.dma, 2 * PAGE, ring, ring_bus);
+	CHECK_EQ(vt_as_unchanged_since(&g.as, before_free, ring_bus + PAGE, 1, &now), -ESTALE);
+	CHECK_EQ(g.log.errors, 0);
+	rig_destroy(&g);
+}
+
 VT_TEST(lazy_keeps_unmapped_pages_reachable_until_a_flush_or_a_full_queue)
 {
 	struct rig g;
@@ -300,6 +359,25 @@ VT_TEST(pages_cycle_through_a_small_arena_that_grows_only_when_full)
 	rig_destroy(&g);
 }
 
+/* A region that ends inside a page: the device would reach past its end through that page. */
+VT_TEST(a_page_that_runs_past_the_end_of_its_region_is_refused)
+{
+	struct rig g;
+	REQUIRE_EQ(rig_init(&g, VT_DMA_IOMMU_STRICT), 0);
+	uint8_t *host = aligned_alloc(PAGE, 3 * PAGE);
+	REQUIRE(host != NULL);
+	REQUIRE_EQ(vt_shm_add_host(g.shm, host, 2 * PAGE + 100, 1ULL << 40, NULL), 0);
+	uint64_t bus, past;
+
+	/* The region is the last one mapped from, so the next map asks it first. */
+	REQUIRE_EQ(vt_dma_map(g.dma, host + 10, 16, VT_DMA_TO_DEVICE, &bus), 0);
+	CHECK_EQ(vt_dma_map(g.dma, host + 2 * PAGE + 10, 16, VT_DMA_TO_DEVICE, &past), -EFAULT);
+	CHECK_EQ(g.log.errors, 1);
+	CHECK_EQ(vt_dma_unmap(g.dma, bus, 16, VT_DMA_TO_DEVICE), 0);
+	rig_destroy(&g);
+	free(host);
+}
+
 VT_TEST(misuse_gets_its_error_and_changes_nothing)
 {
 	struct rig g;
@@ -311,6 +389,10 @@ VT_TEST(misuse_gets_its_error_and_changes_nothing)
 	/* A buffer whose last page runs past the region's end. */
 	CHECK_EQ(vt_dma_map(g.dma, mem(&g, SHM_SIZE - 10), 20, VT_DMA_TO_DEVICE, &bus), -EFAULT);
 	REQUIRE_EQ(vt_dma_map(g.dma, mem(&g, 100), 64, VT_DMA_TO_DEVICE, &bus), 0);
+	/* Outside shared memory after a map inside it, and the page after the region's last. */
+	uint64_t other;
+	CHECK_EQ(vt_dma_map(g.dma, outside, sizeof(outside), VT_DMA_TO_DEVICE, &other), -EFAULT);
+	CHECK_EQ(vt_dma_map(g.dma, mem(&g, SHM_SIZE), 16, VT_DMA_TO_DEVICE, &other), -EFAULT);
 	unsigned int before = g.log.errors;
 	CHECK_EQ(vt_dma_unmap(g.dma, bus, 63, VT_DMA_TO_DEVICE), -EINVAL);
 	CHECK_EQ(vt_dma_unmap(g.dma, bus + 1, 63, VT_DMA_TO_DEVICE), -EINVAL);

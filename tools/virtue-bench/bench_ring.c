@@ -482,8 +482,8 @@ int bench_ring(const struct bench_opts *opts)
  * = total / buffers), which makes it the figure to optimize the data path against when the
  * two-thread numbers swing with the vCPU placement.
  */
-static double ringcost_once(bool packed, enum vt_dma_mode mode, bool burst, bool in_order,
-			    uint64_t count)
+static double ringcost_once(bool packed, enum vt_dma_mode mode, bool page_table, bool burst,
+			    bool in_order, uint64_t count)
 {
 	uint64_t features = VT_BIT(VIRTIO_F_VERSION_1) |
 			    (packed ? VT_BIT(VIRTIO_F_RING_PACKED) : 0) |
@@ -508,7 +508,12 @@ static double ringcost_once(bool packed, enum vt_dma_mode mode, bool burst, bool
 	struct vt_dma_params dp = {
 		.mode = mode, .shm = shm, .iotlb_ops = &vt_iotlb_feed_ops, .iotlb_opaque = &side
 	};
-	if (vt_dma_new(&dp, &dma) < 0)
+	struct vt_as device_as = iommu ? vt_iotlb_as(side.iotlb) : vt_memtable_as(side.table);
+	if (page_table) {
+		dp.page_table = true;
+		dp.iotlb_ops = NULL;
+	}
+	if (vt_dma_new(&dp, &dma) < 0 || (page_table && vt_dma_device_as(dma, &device_as) < 0))
 		goto out;
 	struct vt_vq_drv_params qp = { .num = RING_SIZE, .features = features, .dma = dma };
 	if (vt_vq_drv_new(&qp, &drv) < 0)
@@ -520,8 +525,7 @@ static double ringcost_once(bool packed, enum vt_dma_mode mode, bool burst, bool
 				       .desc_addr = desc,
 				       .driver_addr = driver,
 				       .device_addr = device,
-				       .as = iommu ? vt_iotlb_as(side.iotlb)
-						   : vt_memtable_as(side.table),
+				       .as = device_as,
 				       .next_avail = packed ? VT_VQ_PACKED_START : 0 };
 	if (vt_vq_dev_new(&vp, &dev) < 0)
 		goto out;
@@ -579,8 +583,14 @@ out:
 
 int bench_ringcost(const struct bench_opts *opts)
 {
-	static const enum vt_dma_mode modes[] = { VT_DMA_DIRECT, VT_DMA_IOMMU_PREMAPPED,
-						  VT_DMA_IOMMU_STRICT, VT_DMA_BOUNCE };
+	static const struct {
+		enum vt_dma_mode mode;
+		bool page_table;
+	} modes[] = { { VT_DMA_DIRECT, false },
+		      { VT_DMA_IOMMU_PREMAPPED, false },
+		      { VT_DMA_IOMMU_STRICT, false },
+		      { VT_DMA_IOMMU_STRICT, true },
+		      { VT_DMA_BOUNCE, false } };
 	uint64_t count = (uint64_t)(4000000 * opts->scale) / 32 * 32;
 	if (!opts->json)
 		printf("virtue-bench ringcost: both halves on one thread, batch 32, %llu buffers, "
@@ -588,33 +598,37 @@ int bench_ringcost(const struct bench_opts *opts)
 		       (unsigned long long)count, opts->runs);
 	for (size_t m = 0; m < sizeof(modes) / sizeof(modes[0]); m++) {
 		/* In direct mode, bursts with IN_ORDER as well. */
-		for (int k = 0; k < (modes[m] == VT_DMA_DIRECT ? 6 : 4); k++) {
+		for (int k = 0; k < (modes[m].mode == VT_DMA_DIRECT ? 6 : 4); k++) {
 			/* The driver half one buffer per call, then in bursts (the device always).
 			 */
 			bool packed = k & 1, burst = k >= 2, in_order = k >= 4;
 			double v[99];
 			char label[64];
 			/* "in-order" before "burst": --only "split direct burst" is one row. */
+			char label_dma[32];
+			snprintf(label_dma, sizeof(label_dma), "%s%s",
+				 vt_dma_mode_name(modes[m].mode), modes[m].page_table ? "-pt" : "");
 			snprintf(label, sizeof(label), "%s %s %s%s", packed ? "packed" : "split",
-				 vt_dma_mode_name(modes[m]), in_order ? "in-order " : "",
-				 burst ? "burst" : "one");
+				 label_dma, in_order ? "in-order " : "", burst ? "burst" : "one");
 			/* --only TEXT: selected rows, e.g. one for a callgrind count of it. */
 			if (opts->only && !strstr(label, opts->only))
 				continue;
 			/* Strict and bounce map and unmap per buffer, through the IOTLB or a copy:
 			 * fewer. */
-			uint64_t n = modes[m] == VT_DMA_IOMMU_STRICT || modes[m] == VT_DMA_BOUNCE
-					 ? count / 320 * 32
-					 : count;
+			uint64_t n =
+			    modes[m].mode == VT_DMA_IOMMU_STRICT || modes[m].mode == VT_DMA_BOUNCE
+				? count / 320 * 32
+				: count;
 			for (unsigned int r = 0; r < opts->runs; r++)
-				v[r] = ringcost_once(packed, modes[m], burst, in_order, n);
+				v[r] = ringcost_once(packed, modes[m].mode, modes[m].page_table,
+						     burst, in_order, n);
 			double ns = bench_median(v, opts->runs);
 			if (ns < 0)
 				return -1;
 			if (opts->json)
 				printf("{\"bench\":\"ringcost\",\"fmt\":\"%s\",\"dma\":\"%s\","
 				       "\"driver\":\"%s\",\"in_order\":%s,\"ns_per_buf\":%.2f}\n",
-				       packed ? "packed" : "split", vt_dma_mode_name(modes[m]),
+				       packed ? "packed" : "split", label_dma,
 				       burst ? "burst" : "one", in_order ? "true" : "false", ns);
 			else
 				printf("%-28s %9.2f ns/buf\n", label, ns);
