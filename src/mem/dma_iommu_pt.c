@@ -66,8 +66,6 @@ struct pt_page {
 struct dma_pt {
 	struct vt_dma dma; /* first: the ops get a struct vt_dma * */
 	struct vt_dma_lock lock;
-	uint64_t base;
-	uint32_t table_pages;
 	/*
 	 * Pages are searched for in [0, arena), from the cursor round to it: the arena grows
 	 * (doubling) only when it has no room, so the pages in use cycle through as few lines of
@@ -80,17 +78,24 @@ struct dma_pt {
 	uint32_t *pending; /* first pages of mappings unmapped, entries not yet cleared */
 	unsigned int pending_count, lazy_batch;
 	const struct vt_shm_region *region; /* of the last map: a burst's mostly share one */
-	uint64_t *entries;		    /* the table: written here, read by the device */
+
+	/*
+	 * What the device reads, on lines of its own: the driver writes the lines above at every
+	 * map and unmap, and a device reading a field there at every flush would take the line
+	 * away each time. The generation, on its own line; then what never changes after
+	 * creation.
+	 */
+	_Alignas(64) _Atomic uint64_t generation;
+	_Alignas(64) uint64_t base;
+	uint32_t table_pages;
+	uint64_t *entries; /* the table: written here, read by the device */
 	/*
 	 * By page: the generation whose flush last cleared its entry (0: never), written before
 	 * that generation is published and read by the device, which asks whether the pages its
 	 * ring pointers point into kept their translation (as_unchanged_since).
 	 */
 	_Atomic uint64_t *cleared;
-
-	/* What the device reads: the generation on its own line, the view on another. */
-	_Alignas(64) _Atomic uint64_t generation;
-	_Alignas(64) struct vt_as_page_table view;
+	struct vt_as_page_table view;
 	struct vt_as as;
 };
 
