@@ -180,15 +180,35 @@ static bool find_in_arena(struct dma_pt *m, uint32_t n, uint32_t *first)
 }
 
 /*
- * @n free consecutive pages: from the arena; when it has none, from the arena grown, up to the
- * whole table; then, when unmapped pages wait for their clear, after a flush of them.
+ * @n free consecutive pages, the highest there are: coherent memory (a ring's areas), kept at the
+ * top of the table, where no entry or record shares a line with the arena's, which every burst
+ * writes and clears. First fit down from the top: coherent allocations are few.
  */
-static int find_pages(struct dma_pt *m, uint32_t n, uint32_t *first)
+static bool find_at_top(const struct dma_pt *m, uint32_t n, uint32_t *first)
+{
+	uint32_t run = 0;
+
+	for (uint32_t p = m->table_pages; p-- > 0;) {
+		run = m->page[p].state == PT_FREE ? run + 1 : 0;
+		if (run == n) {
+			*first = p;
+			return true;
+		}
+	}
+	return false;
+}
+
+/*
+ * @n free consecutive pages: at the top for coherent memory (@top), else from the arena; when it
+ * has none, from the arena grown, up to the whole table; then, when unmapped pages wait for their
+ * clear, after a flush of them.
+ */
+static int find_pages(struct dma_pt *m, uint32_t n, bool top, uint32_t *first)
 {
 	for (;;) {
-		if (find_in_arena(m, n, first))
+		if (top ? find_at_top(m, n, first) : find_in_arena(m, n, first))
 			return 0;
-		if (m->arena < m->table_pages)
+		if (!top && m->arena < m->table_pages)
 			m->arena = m->arena > m->table_pages / 2 ? m->table_pages : 2 * m->arena;
 		else if (m->pending_count > 0)
 			flush_locked(m); /* empties the queue: once at most */
@@ -273,18 +293,20 @@ static inline bool map_quick(struct dma_pt *m, uint64_t p, size_t len, enum vt_d
 	return true;
 }
 
-static int map_locked(struct dma_pt *m, void *ptr, size_t len, enum vt_dma_dir dir, uint64_t *bus)
+/* Maps [ptr, ptr + len): coherent memory (@top) at the top of the table, the rest in the arena. */
+static int map_locked(struct dma_pt *m, void *ptr, size_t len, enum vt_dma_dir dir, bool top,
+		      uint64_t *bus)
 {
 	uint64_t p = (uint64_t)(uintptr_t)ptr, host;
 	uint32_t pages, first;
 
-	if (map_quick(m, p, len, dir, bus))
+	if (!top && map_quick(m, p, len, dir, bus))
 		return 0;
 	int ret = region_of_pages(m, p, len, &host, &pages);
 	if (ret == 0 && pages > m->table_pages)
 		ret = -ENOSPC;
 	if (ret == 0)
-		ret = find_pages(m, pages, &first);
+		ret = find_pages(m, pages, top, &first);
 	if (ret < 0)
 		return ret;
 	*bus = map_at(m, first, pages, host, p, len, dir);
@@ -296,7 +318,7 @@ static int pt_map(struct vt_dma *dma, void *ptr, size_t len, enum vt_dma_dir dir
 	struct dma_pt *m = to_pt(dma);
 
 	bool locked = vt_dma_lock(&m->lock);
-	int ret = map_locked(m, ptr, len, dir, bus);
+	int ret = map_locked(m, ptr, len, dir, false, bus);
 	if (ret == 0)
 		vt_dma_count_locked(&m->dma.stats.iotlb_updates, 1);
 	vt_dma_unlock(&m->lock, locked);
@@ -311,7 +333,8 @@ static unsigned int pt_map_burst(struct vt_dma *dma, const struct iovec *bufs, u
 
 	bool locked = vt_dma_lock(&m->lock);
 	for (done = 0; done < count; done++) {
-		int ret = map_locked(m, bufs[done].iov_base, bufs[done].iov_len, dir, &bus[done]);
+		int ret =
+		    map_locked(m, bufs[done].iov_base, bufs[done].iov_len, dir, false, &bus[done]);
 		if (ret < 0) {
 			*error = ret;
 			break;
@@ -403,7 +426,12 @@ static int pt_alloc_coherent(struct vt_dma *dma, size_t size, void **cpu, uint64
 		return ret;
 	}
 	memset(p, 0, size);
-	ret = pt_map(dma, p, size, VT_DMA_BIDIRECTIONAL, bus);
+	struct dma_pt *m = to_pt(dma);
+	bool locked = vt_dma_lock(&m->lock);
+	ret = map_locked(m, p, size, VT_DMA_BIDIRECTIONAL, true, bus);
+	if (ret == 0)
+		vt_dma_count_locked(&m->dma.stats.iotlb_updates, 1);
+	vt_dma_unlock(&m->lock, locked);
 	if (ret < 0) {
 		vt_shm_release(dma->shm, p, (size + PT_PAGE_MASK) & ~PT_PAGE_MASK);
 		return ret;

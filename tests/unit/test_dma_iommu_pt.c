@@ -219,7 +219,7 @@ VT_TEST(unchanged_since_vouches_for_pages_no_flush_cleared)
 	void *ring;
 	uint64_t ring_bus, buf, now;
 
-	/* A two-page coherent area (pages 0-1) and a buffer after it (page 2). */
+	/* A two-page coherent area (at the top: pages 6-7) and a buffer (page 0). */
 	REQUIRE_EQ(vt_dma_alloc_coherent(g.dma, 2 * PAGE, &ring, &ring_bus), 0);
 	REQUIRE_EQ(vt_dma_map(g.dma, mem(&g, 40 * PAGE), 64, VT_DMA_TO_DEVICE, &buf), 0);
 	uint64_t since = vt_as_generation(&g.as);
@@ -251,8 +251,9 @@ VT_TEST(unchanged_since_vouches_for_pages_no_flush_cleared)
 	CHECK_EQ(vt_as_unchanged_since(&g.as, since, ring_bus, 2 * PAGE, &now), 0);
 
 	/* Outside the table, empty or wrapping: nothing it can vouch for. */
-	CHECK_EQ(vt_as_unchanged_since(&g.as, since, ring_bus + 8 * PAGE, 1, &now), -ESTALE);
-	CHECK_EQ(vt_as_unchanged_since(&g.as, since, ring_bus - 1, 2, &now), -ESTALE);
+	CHECK_EQ(ring_bus, buf + 6 * PAGE);
+	CHECK_EQ(vt_as_unchanged_since(&g.as, since, ring_bus + 2 * PAGE, 1, &now), -ESTALE);
+	CHECK_EQ(vt_as_unchanged_since(&g.as, since, buf - 1, 2, &now), -ESTALE);
 	CHECK_EQ(vt_as_unchanged_since(&g.as, since, ring_bus, 0, &now), -ESTALE);
 	CHECK_EQ(vt_as_unchanged_since(&g.as, since, UINT64_MAX, 2, &now), -ESTALE);
 
@@ -468,6 +469,42 @@ VT_TEST(coherent_memory_is_mapped_read_write_and_gone_once_freed)
 	CHECK_EQ(vt_as_page_entry(&g.as, bus), 0);
 	CHECK_EQ(vt_as_page_entry(&g.as, bus + 3 * PAGE), 0);
 	CHECK_EQ(g.log.errors, 0);
+	rig_destroy(&g);
+}
+
+/*
+ * Coherent memory (a ring's areas) comes from the top of the table down, buffers from the bottom
+ * up, so that no line of entries holds both; where the two meet, the table is full.
+ */
+VT_TEST(coherent_memory_sits_at_the_top_of_the_table_and_buffers_at_the_bottom)
+{
+	struct rig g;
+	REQUIRE_EQ(rig_init_sized(&g, VT_DMA_IOMMU_STRICT, 8 * PAGE, 0), 0);
+	void *a, *b;
+	uint64_t abus, bbus, buf[4], more;
+
+	REQUIRE_EQ(vt_dma_map(g.dma, mem(&g, 40 * PAGE), 64, VT_DMA_TO_DEVICE, &buf[0]), 0);
+	REQUIRE_EQ(vt_dma_alloc_coherent(g.dma, 2 * PAGE, &a, &abus), 0);
+	REQUIRE_EQ(vt_dma_alloc_coherent(g.dma, 10, &b, &bbus), 0);
+	CHECK_EQ(abus, buf[0] + 6 * PAGE);
+	CHECK_EQ(bbus, buf[0] + 5 * PAGE);
+	for (unsigned int i = 1; i < 4; i++)
+		REQUIRE_EQ(
+		    vt_dma_map(g.dma, mem(&g, (40 + i) * PAGE), 64, VT_DMA_TO_DEVICE, &buf[i]), 0);
+	CHECK_EQ(buf[3], buf[0] + 3 * PAGE);
+	/* Page 4 is the last one; a run of two fits nowhere. */
+	CHECK_EQ(vt_dma_map(g.dma, mem(&g, 50 * PAGE), PAGE + 1, VT_DMA_TO_DEVICE, &more), -ENOSPC);
+	void *c;
+	uint64_t cbus;
+	CHECK_EQ(vt_dma_alloc_coherent(g.dma, 2 * PAGE, &c, &cbus), -ENOSPC);
+	REQUIRE_EQ(vt_dma_alloc_coherent(g.dma, PAGE, &c, &cbus), 0);
+	CHECK_EQ(cbus, buf[0] + 4 * PAGE);
+	CHECK_EQ(g.log.errors, 2);
+	vt_dma_free_coherent(g.dma, PAGE, c, cbus);
+	vt_dma_free_coherent(g.dma, 10, b, bbus);
+	vt_dma_free_coherent(g.dma, 2 * PAGE, a, abus);
+	for (unsigned int i = 0; i < 4; i++)
+		CHECK_EQ(vt_dma_unmap(g.dma, buf[i], 64, VT_DMA_TO_DEVICE), 0);
 	rig_destroy(&g);
 }
 
