@@ -43,6 +43,7 @@
 #define PT_LAZY_DEFAULT_BATCH 256u
 #define PT_PAGE		      VT_AS_PAGE_SIZE
 #define PT_PAGE_MASK	      (PT_PAGE - 1)
+#define PT_FLUSH_LOG	      7u /* with the generation, one line */
 
 enum pt_page_state {
 	PT_FREE = 0,
@@ -82,19 +83,20 @@ struct dma_pt {
 	/*
 	 * What the device reads, on lines of its own: the driver writes the lines above at every
 	 * map and unmap, and a device reading a field there at every flush would take the line
-	 * away each time. The generation, on its own line; then what never changes after
-	 * creation.
+	 * away each time. The generation and the flush log, on a line of their own; then what
+	 * never changes after creation.
 	 */
 	_Alignas(64) _Atomic uint64_t generation;
+	/*
+	 * Which pages each of the last flushes cleared, for the device to ask whether its ring's
+	 * pages kept their translation (as_unchanged_since): slot g % PT_FLUSH_LOG holds the lowest
+	 * page generation g cleared (high half) and the highest (low half). On the generation's
+	 * line: a device reads the two together.
+	 */
+	_Atomic uint64_t flush_log[PT_FLUSH_LOG];
 	_Alignas(64) uint64_t base;
 	uint32_t table_pages;
 	uint64_t *entries; /* the table: written here, read by the device */
-	/*
-	 * By page: the generation whose flush last cleared its entry (0: never), written before
-	 * that generation is published and read by the device, which asks whether the pages its
-	 * ring pointers point into kept their translation (as_unchanged_since).
-	 */
-	_Atomic uint64_t *cleared;
 	struct vt_as_page_table view;
 	struct vt_as as;
 };
@@ -120,19 +122,23 @@ static void flush_locked(struct dma_pt *m)
 		return;
 	/* One writer (under the lock): a load and a store, no locked instruction. */
 	uint64_t generation = atomic_load_explicit(&m->generation, memory_order_relaxed) + 1;
+	uint32_t lo = UINT32_MAX, hi = 0;
 	for (unsigned int i = 0; i < m->pending_count; i++) {
-		uint32_t head = m->pending[i];
-		for (uint32_t p = head; p < head + m->page[head].link; p++) {
+		uint32_t head = m->pending[i], end = head + m->page[head].link;
+		for (uint32_t p = head; p < end; p++)
 			atomic_store_explicit((_Atomic uint64_t *)&m->entries[p], 0,
 					      memory_order_relaxed);
-			atomic_store_explicit(&m->cleared[p], generation, memory_order_relaxed);
-		}
+		lo = head < lo ? head : lo;
+		hi = end - 1 > hi ? end - 1 : hi;
 	}
 	/*
-	 * Release: a device that sees the new generation sees the cleared entries and their
-	 * records. A plain store: a locked instruction would, on x86, wait here for every store
-	 * above to reach the device's cache.
+	 * Release, as the generation's below: a device that reads this record sees the
+	 * generation before it (as_unchanged_since), and one that sees the generation sees its
+	 * record and the cleared entries. Plain stores on x86: a locked instruction
+	 * would wait here for every clear above to reach the device's cache.
 	 */
+	atomic_store_explicit(&m->flush_log[generation % PT_FLUSH_LOG], (uint64_t)lo << 32 | hi,
+			      memory_order_release);
 	atomic_store_explicit(&m->generation, generation, memory_order_release);
 	for (unsigned int i = 0; i < m->pending_count; i++) {
 		uint32_t head = m->pending[i];
@@ -496,7 +502,6 @@ static void pt_destroy(struct vt_dma *dma)
 		vt_log(dma->log, VT_LOG_WARN, "dma(%s): freed with %u mappings still live",
 		       mode_name(m), left);
 	munmap(m->entries, (size_t)m->table_pages * sizeof(uint64_t));
-	munmap(m->cleared, (size_t)m->table_pages * sizeof(uint64_t));
 	free(m->page);
 	free(m->len);
 	free(m->pending);
@@ -606,26 +611,38 @@ static int as_extent(void *impl, uint64_t addr, struct vt_as_extent *extent, uin
 
 /*
  * Whether the pages of [addr, addr + len) kept their translations since generation @since: a
- * page's entry changes only when a flush clears it (a map fills only cleared entries), and that
- * flush records its generation for the page before publishing it. A ring's areas then survive the
- * flush of every burst, which clears only the burst's buffers.
+ * page's entry changes only when a flush clears it (a map fills only cleared entries), and the
+ * flush log says which pages each of the last flushes cleared. A ring's areas, at the top of the
+ * table, then survive every burst's flush, which clears buffers at the bottom.
  */
 static int as_unchanged_since(const void *impl, uint64_t since, uint64_t addr, uint64_t len,
 			      uint64_t *now)
 {
 	const struct dma_pt *m = impl;
 
-	/* Acquire: the records of every flush up to *now are read below. */
+	/* Acquire: the records of the flushes up to *now are read below. */
 	*now = atomic_load_explicit(&m->generation, memory_order_acquire);
 	if (*now == since)
 		return 0;
 	uint64_t rel = addr - m->base;
-	if (len == 0 || addr < m->base || addr + (len - 1) < addr ||
+	if (*now - since >= PT_FLUSH_LOG || len == 0 || addr < m->base || addr + (len - 1) < addr ||
 	    (rel + (len - 1)) >> VT_AS_PAGE_SHIFT >= m->table_pages)
 		return -ESTALE;
-	for (uint64_t p = rel >> VT_AS_PAGE_SHIFT; p <= (rel + (len - 1)) >> VT_AS_PAGE_SHIFT; p++)
-		if (atomic_load_explicit(&m->cleared[p], memory_order_relaxed) > since)
+	uint64_t first = rel >> VT_AS_PAGE_SHIFT, last = (rel + (len - 1)) >> VT_AS_PAGE_SHIFT;
+	for (uint64_t g = since + 1; g != *now + 1; g++) {
+		/* Acquire: a record a later flush wrote brings that flush's generation with it. */
+		uint64_t r =
+		    atomic_load_explicit(&m->flush_log[g % PT_FLUSH_LOG], memory_order_acquire);
+		if (r >> 32 <= last && first <= (uint32_t)r)
 			return -ESTALE;
+	}
+	/*
+	 * Each slot read was written before *now was published, so it is g's record or a later
+	 * flush's, PT_FLUSH_LOG on at least; acquired, that one brought the generation before it,
+	 * which shows here.
+	 */
+	if (atomic_load_explicit(&m->generation, memory_order_relaxed) - since >= PT_FLUSH_LOG)
+		return -ESTALE;
 	return 0;
 }
 
@@ -674,18 +691,12 @@ int vt_dma_iommu_pt_create(const struct vt_dma_params *params, struct vt_dma **o
 	void *entries = mmap(NULL, (size_t)pages * sizeof(uint64_t), PROT_READ | PROT_WRITE,
 			     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	m->entries = entries == MAP_FAILED ? NULL : entries;
-	void *cleared = mmap(NULL, (size_t)pages * sizeof(uint64_t), PROT_READ | PROT_WRITE,
-			     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	m->cleared = cleared == MAP_FAILED ? NULL : cleared;
 	m->page = calloc(pages, sizeof(*m->page));
 	m->len = calloc(pages, sizeof(*m->len));
 	m->pending = calloc(m->lazy_batch, sizeof(*m->pending));
-	if (!m->entries || !m->cleared || !m->page || !m->len || !m->pending ||
-	    vt_dma_lock_init(&m->lock) != 0) {
+	if (!m->entries || !m->page || !m->len || !m->pending || vt_dma_lock_init(&m->lock) != 0) {
 		if (m->entries)
 			munmap(m->entries, (size_t)pages * sizeof(uint64_t));
-		if (m->cleared)
-			munmap(m->cleared, (size_t)pages * sizeof(uint64_t));
 		free(m->page);
 		free(m->len);
 		free(m->pending);

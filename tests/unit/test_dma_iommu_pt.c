@@ -257,12 +257,59 @@ VT_TEST(unchanged_since_vouches_for_pages_no_flush_cleared)
 	CHECK_EQ(vt_as_unchanged_since(&g.as, since, ring_bus, 0, &now), -ESTALE);
 	CHECK_EQ(vt_as_unchanged_since(&g.as, since, UINT64_MAX, 2, &now), -ESTALE);
 
-	/* Freed, the area changed. */
 	for (unsigned int i = 0; i < 6; i++)
 		CHECK_EQ(vt_dma_unmap(g.dma, again[i], 64, VT_DMA_TO_DEVICE), 0);
+	/* It vouches for the last seven flushes: after more, it cannot tell, even for the area. */
+	uint64_t recent = vt_as_generation(&g.as), one;
+	for (unsigned int i = 0; i < 7; i++) {
+		CHECK_EQ(vt_as_unchanged_since(&g.as, recent, ring_bus, 2 * PAGE, &now), 0);
+		REQUIRE_EQ(vt_dma_map(g.dma, mem(&g, 60 * PAGE), 64, VT_DMA_TO_DEVICE, &one), 0);
+		REQUIRE_EQ(vt_dma_unmap(g.dma, one, 64, VT_DMA_TO_DEVICE), 0);
+	}
+	CHECK_EQ(vt_as_generation(&g.as), recent + 7);
+	CHECK_EQ(vt_as_unchanged_since(&g.as, recent + 1, ring_bus, 2 * PAGE, &now), 0);
+	CHECK_EQ(vt_as_unchanged_since(&g.as, recent, ring_bus, 2 * PAGE, &now), -ESTALE);
+
+	/* Freed, the area changed. */
 	uint64_t before_free = vt_as_generation(&g.as);
 	vt_dma_free_coherent(g.dma, 2 * PAGE, ring, ring_bus);
 	CHECK_EQ(vt_as_unchanged_since(&g.as, before_free, ring_bus + PAGE, 1, &now), -ESTALE);
+	CHECK_EQ(g.log.errors, 0);
+	rig_destroy(&g);
+}
+
+/* A flush knows the lowest and highest page it cleared: one around the area counts as a change. */
+VT_TEST(unchanged_since_is_cautious_about_a_flush_around_the_pages)
+{
+	struct rig g;
+	REQUIRE_EQ(rig_init_sized(&g, VT_DMA_IOMMU_LAZY, 16 * PAGE, 0), 0);
+	void *top, *ring;
+	uint64_t top_bus, ring_bus, buf, now;
+
+	REQUIRE_EQ(vt_dma_alloc_coherent(g.dma, PAGE, &top, &top_bus), 0);
+	REQUIRE_EQ(vt_dma_alloc_coherent(g.dma, PAGE, &ring, &ring_bus), 0);
+	/* A flush of the page above alone leaves it be. */
+	uint64_t before = vt_as_generation(&g.as);
+	vt_dma_free_coherent(g.dma, PAGE, top, top_bus);
+	CHECK_EQ(vt_as_unchanged_since(&g.as, before, ring_bus, PAGE, &now), 0);
+	CHECK_EQ(now, before + 1);
+	REQUIRE_EQ(vt_dma_alloc_coherent(g.dma, PAGE, &top, &top_bus), 0);
+	REQUIRE_EQ(vt_dma_map(g.dma, mem(&g, 40 * PAGE), 64, VT_DMA_TO_DEVICE, &buf), 0);
+	uint64_t since = vt_as_generation(&g.as);
+	/* Lazy: the buffer waits, and freeing the top page flushes it along (pages 0 and 15). */
+	CHECK_EQ(vt_dma_unmap(g.dma, buf, 64, VT_DMA_TO_DEVICE), 0);
+	CHECK_EQ(vt_as_generation(&g.as), since);
+	vt_dma_free_coherent(g.dma, PAGE, top, top_bus);
+	CHECK_EQ(vt_as_generation(&g.as), since + 1);
+	CHECK(vt_as_page_entry(&g.as, ring_bus) != 0);
+	CHECK_EQ(vt_as_unchanged_since(&g.as, since, ring_bus, PAGE, &now), -ESTALE);
+	/* A flush of the bottom page alone leaves it be. */
+	REQUIRE_EQ(vt_dma_map(g.dma, mem(&g, 40 * PAGE), 64, VT_DMA_TO_DEVICE, &buf), 0);
+	CHECK_EQ(vt_dma_unmap(g.dma, buf, 64, VT_DMA_TO_DEVICE), 0);
+	CHECK_EQ(vt_dma_flush(g.dma), 0);
+	CHECK_EQ(vt_as_unchanged_since(&g.as, since + 1, ring_bus, PAGE, &now), 0);
+	CHECK_EQ(now, since + 2);
+	vt_dma_free_coherent(g.dma, PAGE, ring, ring_bus);
 	CHECK_EQ(g.log.errors, 0);
 	rig_destroy(&g);
 }
