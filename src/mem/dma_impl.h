@@ -17,6 +17,12 @@
 
 #include "mem/range_alloc.h"
 
+/*
+ * Internal to the library though named vt_ (which libvirtue.map exports): hidden, so that the
+ * ring's calls, a map or unmap per buffer, are direct rather than through the PLT.
+ */
+#pragma GCC visibility push(hidden)
+
 /* The IOMMU's page: the unit of IOVA allocation and of the translations published. */
 #define VT_DMA_IOMMU_PAGE 4096u
 
@@ -314,5 +320,7 @@ void vt_dma_idle_drain(struct vt_dma_idle *idle, struct vt_dma_record_pool *pool
 int vt_dma_record_find(const struct vt_dma *dma, const struct vt_range_alloc *ra,
 		       struct vt_dma_record_pool *pool, uint64_t block_addr, const char *op,
 		       uint64_t bus, size_t len, enum vt_dma_dir dir, int exact, uint32_t *tag);
+
+#pragma GCC visibility pop
 
 #endif

@@ -112,40 +112,42 @@ static const char *mode_name(const struct dma_pt *m)
 }
 
 /*
- * Clears the entries of every queued mapping, then moves the generation on, then frees their
- * pages: a device that loaded an entry before the clear loaded the old generation before it too,
- * and sees it change before it trusts the entry again.
+ * Clears the entries of every queued mapping and frees their pages, then moves the generation on:
+ * a device that loaded an entry before the clear loaded the old generation before it too, and
+ * sees it change before it trusts the entry again. (No map can take a freed page before the
+ * generation moves: both happen under the lock.)
  */
 static void flush_locked(struct dma_pt *m)
 {
-	if (m->pending_count == 0)
+	const uint32_t *pending = m->pending;
+	struct pt_page *page = m->page;
+	_Atomic uint64_t *entries = (_Atomic uint64_t *)m->entries;
+	unsigned int count = m->pending_count;
+	uint32_t lo = UINT32_MAX, hi = 0;
+
+	if (count == 0)
 		return;
 	/* One writer (under the lock): a load and a store, no locked instruction. */
 	uint64_t generation = atomic_load_explicit(&m->generation, memory_order_relaxed) + 1;
-	uint32_t lo = UINT32_MAX, hi = 0;
-	for (unsigned int i = 0; i < m->pending_count; i++) {
-		uint32_t head = m->pending[i], end = head + m->page[head].link;
-		for (uint32_t p = head; p < end; p++)
-			atomic_store_explicit((_Atomic uint64_t *)&m->entries[p], 0,
-					      memory_order_relaxed);
+	for (unsigned int i = 0; i < count; i++) {
+		uint32_t head = pending[i], end = head + page[head].link;
+		for (uint32_t p = head; p < end; p++) {
+			atomic_store_explicit(&entries[p], 0, memory_order_relaxed);
+			page[p].state = PT_FREE;
+		}
 		lo = head < lo ? head : lo;
 		hi = end - 1 > hi ? end - 1 : hi;
 	}
 	/*
 	 * Release, as the generation's below: a device that reads this record sees the
 	 * generation before it (as_unchanged_since), and one that sees the generation sees its
-	 * record and the cleared entries. Plain stores on x86: a locked instruction
-	 * would wait here for every clear above to reach the device's cache.
+	 * record and the cleared entries. Plain stores on x86: a locked instruction would wait
+	 * here for every clear above to reach the device's cache.
 	 */
 	atomic_store_explicit(&m->flush_log[generation % PT_FLUSH_LOG], (uint64_t)lo << 32 | hi,
 			      memory_order_release);
 	atomic_store_explicit(&m->generation, generation, memory_order_release);
-	for (unsigned int i = 0; i < m->pending_count; i++) {
-		uint32_t head = m->pending[i];
-		for (uint32_t p = head; p < head + m->page[head].link; p++)
-			m->page[p].state = PT_FREE;
-	}
-	vt_dma_count_locked(&m->dma.stats.iotlb_invalidations, m->pending_count);
+	vt_dma_count_locked(&m->dma.stats.iotlb_invalidations, count);
 	vt_dma_count_locked(&m->dma.stats.flushes, 1);
 	m->pending_count = 0;
 }
@@ -331,14 +333,52 @@ static int pt_map(struct vt_dma *dma, void *ptr, size_t len, enum vt_dma_dir dir
 	return ret;
 }
 
+/*
+ * map_quick over a burst, with the DMA object's fields in locals (to the compiler, a store to a
+ * record or an entry may change them): the buffers from the first on that it takes.
+ */
+static unsigned int map_burst_quick(struct dma_pt *m, const struct iovec *bufs, unsigned int count,
+				    enum vt_dma_dir dir, uint64_t *bus)
+{
+	const struct vt_shm_region *r = m->region;
+	if (!r)
+		return 0;
+	const uint64_t hva = (uint64_t)(uintptr_t)r->hva, size = r->size, base = m->base;
+	const uint64_t perm = vt_dma_access_for(dir);
+	const uint32_t arena = m->arena;
+	struct pt_page *page = m->page;
+	uint64_t *lens = m->len;
+	_Atomic uint64_t *entries = (_Atomic uint64_t *)m->entries;
+	uint32_t c = m->cursor;
+	unsigned int i;
+
+	for (i = 0; i < count; i++) {
+		uint64_t p = (uint64_t)(uintptr_t)bufs[i].iov_base, len = bufs[i].iov_len;
+		uint64_t offset = p & PT_PAGE_MASK, start = p - offset, off = start - hva;
+		if (offset + len > PT_PAGE || off >= size || size - off < PT_PAGE ||
+		    page[c].state != PT_FREE)
+			break;
+		page[c] = (struct pt_page){
+			.link = 1, .offset = (uint16_t)offset, .dir = (uint8_t)dir, .state = PT_LIVE
+		};
+		lens[c] = len;
+		/* Relaxed, as map_at's. */
+		atomic_store_explicit(&entries[c], start | perm, memory_order_relaxed);
+		bus[i] = base + ((uint64_t)c << VT_AS_PAGE_SHIFT) + offset;
+		c = c + 1 == arena ? 0 : c + 1;
+	}
+	m->cursor = c;
+	return i;
+}
+
 static unsigned int pt_map_burst(struct vt_dma *dma, const struct iovec *bufs, unsigned int count,
 				 enum vt_dma_dir dir, uint64_t *bus, int *error)
 {
 	struct dma_pt *m = to_pt(dma);
-	unsigned int done;
 
 	bool locked = vt_dma_lock(&m->lock);
-	for (done = 0; done < count; done++) {
+	unsigned int done = map_burst_quick(m, bufs, count, dir, bus);
+	for (; done < count; done++) {
 		int ret =
 		    map_locked(m, bufs[done].iov_base, bufs[done].iov_len, dir, false, &bus[done]);
 		if (ret < 0) {
@@ -385,11 +425,23 @@ static int64_t find_live(struct dma_pt *m, const char *op, uint64_t bus, size_t 
 	return head;
 }
 
-static int unmap_locked(struct dma_pt *m, uint64_t bus, size_t len, enum vt_dma_dir dir)
+/* An unmap find_live refuses: out of line, so the hot path saves no registers for its log. */
+static __attribute__((noinline, cold)) int unmap_refused(struct dma_pt *m, uint64_t bus, size_t len,
+							 enum vt_dma_dir dir)
 {
 	int64_t head = find_live(m, "unmap", bus, len, dir, true);
-	if (head < 0)
-		return (int)head;
+	return head < 0 ? (int)head : -EINVAL;
+}
+
+static int unmap_locked(struct dma_pt *m, uint64_t bus, size_t len, enum vt_dma_dir dir)
+{
+	/* Below the table, rel wraps to a page far past its end. */
+	uint64_t rel = bus - m->base, head = rel >> VT_AS_PAGE_SHIFT;
+	/* The whole mapping: its first page, its offset there, its length and direction. */
+	if (head >= m->table_pages || m->page[head].state != PT_LIVE ||
+	    m->page[head].offset != (rel & PT_PAGE_MASK) || m->len[head] != len ||
+	    m->page[head].dir != dir)
+		return unmap_refused(m, bus, len, dir);
 	m->page[head].state = PT_RETIRING;
 	m->pending[m->pending_count++] = (uint32_t)head;
 	/* Strict outside a batch: the device loses the mapping before unmap returns. */

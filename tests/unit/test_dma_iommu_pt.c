@@ -426,6 +426,74 @@ VT_TEST(a_page_that_runs_past_the_end_of_its_region_is_refused)
 	free(host);
 }
 
+/*
+ * A burst maps what single maps would: each buffer in a page of its own, in order, one that spans
+ * pages as a run, and it stops at the first it cannot map, with that one's error. Each burst
+ * below starts with a buffer the quick path takes and then meets one it must hand on.
+ */
+VT_TEST(a_burst_maps_each_buffer_as_a_single_map_would_and_stops_at_a_refused_one)
+{
+	struct rig g;
+	REQUIRE_EQ(rig_init_sized(&g, VT_DMA_IOMMU_STRICT, 16 * PAGE, 0), 0);
+	uint8_t *host = aligned_alloc(PAGE, 2 * PAGE);
+	REQUIRE(host != NULL);
+	REQUIRE_EQ(vt_shm_add_host(g.shm, host, PAGE + 100, 1ULL << 40, NULL), 0);
+	uint64_t bus[6];
+	int err = 0, e;
+
+	/* The quick path needs the region of a map before it: page 0 mapped once. */
+	REQUIRE_EQ(vt_dma_map(g.dma, mem(&g, 0), 64, VT_DMA_TO_DEVICE, &bus[0]), 0);
+	REQUIRE_EQ(vt_dma_unmap(g.dma, bus[0], 64, VT_DMA_TO_DEVICE), 0);
+	/* In a page, then across two; in a page, then in another region. */
+	struct iovec bufs[6] = { { mem(&g, 100), 64 },	    { mem(&g, PAGE + 4000), 200 },
+				 { mem(&g, 4 * PAGE), 10 }, { host + 8, 32 },
+				 { host + 100, 16 },	    { host + PAGE + 8, 16 } };
+	CHECK_EQ(vt_dma_map_burst(g.dma, bufs, 2, VT_DMA_TO_DEVICE, bus, &err), 2);
+	CHECK_EQ(vt_dma_map_burst(g.dma, bufs + 2, 2, VT_DMA_TO_DEVICE, bus + 2, &err), 2);
+	/* In that region's first page, then in its last, which the region covers in part. */
+	CHECK_EQ(vt_dma_map_burst(g.dma, bufs + 4, 2, VT_DMA_TO_DEVICE, bus + 4, &err), 1);
+	CHECK_EQ(err, -EFAULT);
+	for (unsigned int i = 0; i < 5; i++) {
+		CHECK(device_ptr(&g, bus[i], bufs[i].iov_len, VT_ACCESS_READ, &e) ==
+		      bufs[i].iov_base);
+		CHECK_EQ(bus[i] & (PAGE - 1), (uint64_t)(uintptr_t)bufs[i].iov_base & (PAGE - 1));
+	}
+	/* Pages in order: one, a run of two, then one each. */
+	CHECK_EQ((bus[1] >> 12) - (bus[0] >> 12), 1);
+	CHECK_EQ((bus[2] >> 12) - (bus[1] >> 12), 2);
+	CHECK_EQ((bus[4] >> 12) - (bus[2] >> 12), 2);
+
+	/* The table full: the burst maps what fits (pages 7-15 and 0), then stops with -ENOSPC. */
+	uint64_t more[16];
+	struct iovec many[16];
+	for (unsigned int i = 0; i < 16; i++)
+		many[i] = (struct iovec){ mem(&g, (20 + i) * PAGE), 64 };
+	CHECK_EQ(vt_dma_map_burst(g.dma, many, 16, VT_DMA_FROM_DEVICE, more, &err), 10);
+	CHECK_EQ(err, -ENOSPC);
+	for (unsigned int i = 0; i < 10; i++)
+		CHECK(device_ptr(&g, more[i], 64, VT_ACCESS_WRITE, &e) == many[i].iov_base);
+	for (unsigned int i = 0; i < 5; i++)
+		CHECK_EQ(vt_dma_unmap(g.dma, bus[i], bufs[i].iov_len, VT_DMA_TO_DEVICE), 0);
+	/* Pages 1-6 again, found round the table from the cursor. */
+	CHECK_EQ(vt_dma_map_burst(g.dma, many + 10, 6, VT_DMA_FROM_DEVICE, more + 10, &err), 6);
+	CHECK_EQ(more[10], bus[0] - 100);
+	/* The page at the cursor (7) still busy, the ones after it free: the burst goes past it. */
+	for (unsigned int i = 1; i < 10; i++)
+		CHECK_EQ(vt_dma_unmap(g.dma, more[i], 64, VT_DMA_FROM_DEVICE), 0);
+	uint64_t last[3];
+	CHECK_EQ(vt_dma_map_burst(g.dma, many + 1, 3, VT_DMA_FROM_DEVICE, last, &err), 3);
+	for (unsigned int i = 0; i < 3; i++)
+		CHECK_EQ(last[i], more[1 + i]);
+	for (unsigned int i = 0; i < 3; i++)
+		CHECK_EQ(vt_dma_unmap(g.dma, last[i], 64, VT_DMA_FROM_DEVICE), 0);
+	CHECK_EQ(vt_dma_unmap(g.dma, more[0], 64, VT_DMA_FROM_DEVICE), 0);
+	for (unsigned int i = 10; i < 16; i++)
+		CHECK_EQ(vt_dma_unmap(g.dma, more[i], 64, VT_DMA_FROM_DEVICE), 0);
+	CHECK_EQ(g.log.errors, 2);
+	rig_destroy(&g);
+	free(host);
+}
+
 VT_TEST(misuse_gets_its_error_and_changes_nothing)
 {
 	struct rig g;
@@ -444,11 +512,12 @@ VT_TEST(misuse_gets_its_error_and_changes_nothing)
 	unsigned int before = g.log.errors;
 	CHECK_EQ(vt_dma_unmap(g.dma, bus, 63, VT_DMA_TO_DEVICE), -EINVAL);
 	CHECK_EQ(vt_dma_unmap(g.dma, bus + 1, 63, VT_DMA_TO_DEVICE), -EINVAL);
+	CHECK_EQ(vt_dma_unmap(g.dma, bus + 1, 64, VT_DMA_TO_DEVICE), -EINVAL);
 	CHECK_EQ(vt_dma_unmap(g.dma, bus, 64, VT_DMA_FROM_DEVICE), -EINVAL);
 	CHECK_EQ(vt_dma_unmap(g.dma, bus + PAGE, 64, VT_DMA_TO_DEVICE), -ENOENT);
 	CHECK_EQ(vt_dma_unmap(g.dma, 0, 64, VT_DMA_TO_DEVICE), -ENOENT);
 	CHECK_EQ(vt_dma_unmap(g.dma, UINT64_MAX - 100, 64, VT_DMA_TO_DEVICE), -ENOENT);
-	CHECK_EQ(g.log.errors, before + 6);
+	CHECK_EQ(g.log.errors, before + 7);
 	/* None of them unmapped it. */
 	CHECK(vt_as_page_entry(&g.as, bus) != 0);
 	CHECK_EQ(vt_dma_unmap(g.dma, bus, 64, VT_DMA_TO_DEVICE), 0);
