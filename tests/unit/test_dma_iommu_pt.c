@@ -734,3 +734,93 @@ VT_TEST(a_walker_on_another_thread_never_trusts_an_entry_cleared_under_it)
 	CHECK_EQ(atomic_load(&w.stale), 0);
 	rig_destroy(&g);
 }
+
+/*
+ * What a ring relies on at every flush, across threads: when unchanged_since vouches for its
+ * area up to a generation, and the generation is still that one, the area's entry is still the
+ * one it cached. The writer moves the area to new pages now and then, between bursts of buffer
+ * maps and unmaps that leave it alone (some longer than the flush log).
+ */
+struct ring_reader {
+	struct rig *g;
+	_Atomic uint64_t area; /* the area's bus address */
+	atomic_bool stop;
+	_Atomic uint64_t vouched, checked, wrong;
+	_Atomic uint64_t loops; /* the writer waits for a few between its rounds */
+};
+
+static void *ring_reader_thread(void *arg)
+{
+	struct ring_reader *r = arg;
+	uint64_t since = 0, bus = 0, cached = 0;
+
+	while (!atomic_load(&r->stop)) {
+		uint64_t now;
+		if (!cached || vt_as_unchanged_since(&r->g->as, since, bus, PAGE, &now) < 0) {
+			/* Resolve again, as a ring does: the generation, then the entry. */
+			since = vt_as_generation(&r->g->as);
+			bus = atomic_load(&r->area);
+			cached = vt_as_page_entry(&r->g->as, bus);
+			atomic_fetch_add(&r->loops, 1);
+			continue;
+		}
+		atomic_fetch_add(&r->vouched, 1);
+		uint64_t entry = vt_as_page_entry(&r->g->as, bus);
+		/*
+		 * An entry cleared may show before the generation that publishes the clear moves
+		 * (a device then refuses it, rightly): only another mapping is a wrong answer.
+		 */
+		if (vt_as_generation(&r->g->as) == now && entry) {
+			atomic_fetch_add(&r->checked, 1);
+			if (entry != cached)
+				atomic_fetch_add(&r->wrong, 1);
+		}
+		since = now;
+		atomic_fetch_add(&r->loops, 1);
+	}
+	return NULL;
+}
+
+VT_TEST(unchanged_since_on_another_thread_never_vouches_for_a_moved_area)
+{
+	struct rig g;
+	REQUIRE_EQ(rig_init_sized(&g, VT_DMA_IOMMU_STRICT, 32 * PAGE, 0), 0);
+	struct ring_reader r = { .g = &g };
+	void *area;
+	uint64_t area_bus;
+	REQUIRE_EQ(vt_dma_alloc_coherent(g.dma, PAGE, &area, &area_bus), 0);
+	atomic_store(&r.area, area_bus);
+	pthread_t t;
+	REQUIRE_EQ(pthread_create(&t, NULL, ring_reader_thread, &r), 0);
+
+	uint64_t rng = 1;
+	for (unsigned int round = 0; round < 10000 && !vt_test_failed; round++) {
+		rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
+		/* 0 to 11 buffer flushes, then, one round in four, the area moves. */
+		for (unsigned int i = 0; i < (rng >> 60) % 12; i++) {
+			uint64_t bus;
+			REQUIRE_EQ(
+			    vt_dma_map(g.dma, mem(&g, (i + 1) * PAGE), 64, VT_DMA_TO_DEVICE, &bus),
+			    0);
+			REQUIRE_EQ(vt_dma_unmap(g.dma, bus, 64, VT_DMA_TO_DEVICE), 0);
+		}
+		if ((rng >> 40) % 4 == 0) {
+			void *next;
+			uint64_t next_bus;
+			REQUIRE_EQ(vt_dma_alloc_coherent(g.dma, PAGE, &next, &next_bus), 0);
+			atomic_store(&r.area, next_bus);
+			vt_dma_free_coherent(g.dma, PAGE, area, area_bus);
+			area = next;
+			area_bus = next_bus;
+		}
+		for (uint64_t seen = atomic_load(&r.loops); atomic_load(&r.loops) < seen + 3;)
+			;
+	}
+	atomic_store(&r.stop, true);
+	pthread_join(t, NULL);
+	vt_dma_free_coherent(g.dma, PAGE, area, area_bus);
+	CHECK(atomic_load(&r.checked) > 0);
+	CHECK_EQ(atomic_load(&r.wrong), 0);
+	CHECK_EQ(g.log.errors, 0);
+	rig_destroy(&g);
+}
