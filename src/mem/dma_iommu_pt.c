@@ -11,19 +11,24 @@
  * (struct vt_as_page_table). A mapping takes whole pages, so the pages around a buffer must lie in
  * shared memory too (they do for page-aligned regions, as memfd ones are).
  *
- * IOVA pages are handed out next-fit from a cursor that goes round the table. A burst of maps
- * then fills whole lines of entries, in order, which the device reads once each; reusing the
- * pages freed last, as a stack does, scatters a burst over lines the device is still reading
- * (virtue-bench ring: 10 ns per buffer more at batch 32).
+ * IOVA pages for buffers are handed out next-fit from a cursor that goes round an arena at the
+ * bottom of the table. A burst of maps then fills whole lines of entries, in order, which the
+ * device reads once each; reusing the pages freed last, as a stack does, scatters a burst over
+ * lines the device is still reading (virtue-bench ring: 10 ns per buffer more at batch 32).
+ * Coherent memory (a ring's areas) comes from the top of the table down, so that, in a table
+ * larger than the arena, no line of entries holds both a ring's pages, which the device reads at
+ * every flush, and buffers', which every burst writes and clears.
  *
  * Strict: an unmap outside a batch clears the entries and bumps the generation before it
  * returns; inside a batch, the batch's end does that for all of them at once. Lazy: unmapped
  * pages wait, up to lazy_batch, for a flush. Either way a page is handed out again only after its
  * entry was cleared and the generation moved past it, so a device that loaded the old entry
- * sees the generation change before it trusts that entry again (vt_as_page_entry).
+ * sees the generation change before it trusts that entry again (vt_as_page_entry). Each flush
+ * also logs the lowest and highest page it cleared, so that a ring can ask whether its areas
+ * kept their translations (vt_as_unchanged_since) instead of translating them again.
  *
- * Threading: as dma_iommu.c (one lock, dma_lock.h). The device reads entries and the generation
- * without it.
+ * Threading: as dma_iommu.c (one lock, dma_lock.h). The device reads entries, the generation and
+ * the flush log without it, and nothing else the driver writes: those sit on lines of their own.
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -190,7 +195,8 @@ static bool find_in_arena(struct dma_pt *m, uint32_t n, uint32_t *first)
 /*
  * @n free consecutive pages, the highest there are: coherent memory (a ring's areas), kept at the
  * top of the table, where no entry or record shares a line with the arena's, which every burst
- * writes and clears. First fit down from the top: coherent allocations are few.
+ * writes and clears (until the arena grows that far). First fit down from the top: coherent
+ * allocations are few.
  */
 static bool find_at_top(const struct dma_pt *m, uint32_t n, uint32_t *first)
 {
