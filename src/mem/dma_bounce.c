@@ -391,6 +391,12 @@ int vt_dma_bounce_create(const struct vt_dma_params *params, struct vt_dma **out
 		bounce_destroy(&b->dma);
 		return ret;
 	}
+	/*
+	 * The device can read all of the window, slot tails and free slots included: it starts
+	 * with nothing in it, so that what it ever holds is what the device was given or wrote
+	 * (shared memory hands back released blocks as they were).
+	 */
+	memset(window, 0, size);
 	b->window = window;
 	b->window_size = size;
 	/* Memory from vt_shm_alloc is in one shared memory region by construction. */

@@ -540,6 +540,39 @@ VT_TEST(bounce_free_returns_the_window_to_shared_memory)
 	teardown(&f);
 }
 
+/* A window carved from memory the driver used before shows the device none of that data. */
+VT_TEST(bounce_window_starts_empty_even_in_reused_shared_memory)
+{
+	struct fixture f;
+	void *p;
+	uint64_t bus;
+
+	REQUIRE_EQ(setup(&f), 0);
+	vt_dma_free(f.dma);
+	f.dma = NULL;
+	/* The driver's data in the shared memory, then given back. */
+	REQUIRE_EQ(vt_shm_alloc(f.shm, WINDOW_SIZE, 0, &p), 0);
+	memset(p, 0xa5, WINDOW_SIZE);
+	vt_shm_release(f.shm, p, WINDOW_SIZE);
+	struct vt_dma_params params = { .mode = VT_DMA_BOUNCE,
+					.shm = f.shm,
+					.log = &f.log,
+					.bounce_window_size = WINDOW_SIZE };
+	REQUIRE_EQ(vt_dma_new(&params, &f.dma), 0);
+	fill(private_memory[0], 16, 3);
+	REQUIRE_EQ(vt_dma_map(f.dma, private_memory[0], 16, VT_DMA_TO_DEVICE, &bus), 0);
+	/* All the window but the 16 bytes mapped is zero, for a device that reads it all. */
+	static uint8_t seen[WINDOW_SIZE];
+	REQUIRE_EQ(vt_as_read(&f.dev, WINDOW_GPA, seen, WINDOW_SIZE, NULL), 0);
+	size_t nonzero = 0;
+	for (size_t i = 0; i < WINDOW_SIZE; i++)
+		nonzero += seen[i] != 0 && (WINDOW_GPA + i < bus || WINDOW_GPA + i >= bus + 16);
+	CHECK_EQ(nonzero, 0);
+	CHECK(device_sees(&f, bus, private_memory[0], 16));
+	CHECK_EQ(vt_dma_unmap(f.dma, bus, 16, VT_DMA_TO_DEVICE), 0);
+	teardown(&f);
+}
+
 VT_TEST(bounce_randomized_traffic_round_trips)
 {
 	struct fixture f;
