@@ -13,7 +13,9 @@
  * negotiated feature is refused.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -80,30 +82,15 @@ static int child_connection(int lfd, const struct sockaddr_un *addr)
 }
 
 /*
- * A back-end in a child process, serving one connection and exiting. Client front-end: it
- * listens on @path, bound before the fork so that a connect cannot race it. Server front-end
- * (@dial): it connects to the front-end's socket instead, as DPDK's net_vhost with client=1
- * does. @hold_every: vu_echo.hold_every; @excluded: transport features it does not offer.
+ * The back-end's part, in a process of its own: it serves one connection and exits. Client
+ * front-end: it accepts on @lfd, bound by the parent so that a connect cannot race it. Server
+ * front-end (@lfd < 0): it connects to the front-end's socket at @addr instead, as DPDK's
+ * net_vhost with client=1 does. @hold_every: vu_echo.hold_every; @excluded: transport features
+ * it does not offer.
  */
-static pid_t spawn_backend(const char *path, bool dial, unsigned int hold_every, uint64_t excluded)
+static __attribute__((noreturn)) void serve_backend(int lfd, const struct sockaddr_un *addr,
+						    unsigned int hold_every, uint64_t excluded)
 {
-	struct sockaddr_un addr = { .sun_family = AF_UNIX };
-	snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path);
-	int lfd = -1;
-	if (!dial) {
-		unlink(path);
-		lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		if (lfd < 0 || bind(lfd, (struct sockaddr *)&addr, sizeof(addr)) < 0 ||
-		    listen(lfd, 1) < 0)
-			return -errno;
-	}
-	fflush(NULL);
-	pid_t pid = fork();
-	if (pid != 0) {
-		if (lfd >= 0)
-			close(lfd);
-		return pid < 0 ? -errno : pid;
-	}
 	struct vu_echo echo = { .hold_every = hold_every };
 	struct vt_log quiet = { .max_level = VT_LOG_WARN };
 	struct vt_vhost_backend_params params = {
@@ -118,7 +105,7 @@ static pid_t spawn_backend(const char *path, bool dial, unsigned int hold_every,
 		.log = &quiet,
 	};
 	struct vt_vhost_backend *be;
-	int fd = child_connection(lfd, &addr);
+	int fd = child_connection(lfd, addr);
 	/*
 	 * A back-end that goes down only after taking a connection (the old one's listening
 	 * socket outlives it for a moment) is played by hanging up on the first one: a negative
@@ -129,12 +116,84 @@ static pid_t spawn_backend(const char *path, bool dial, unsigned int hold_every,
 		nanosleep(&pause, NULL);
 		close(fd);
 		echo.hold_every = 0;
-		fd = child_connection(lfd, &addr);
+		fd = child_connection(lfd, addr);
 	}
 	if (fd < 0 || vt_vhost_backend_new(&params, &be) < 0)
 		_exit(2);
 	vt_vhost_backend_serve(be, fd);
 	_exit(0);
+}
+
+#define BACKEND_ENV "VT_TEST_RECONNECT_BACKEND"
+
+extern char **environ;
+
+/*
+ * A child started by spawn_backend: this binary again, told by BACKEND_ENV to be the back-end
+ * before main runs. (A forked child of this multi-threaded process may call only what is
+ * async-signal-safe until it execs, and TSan ends it when it starts a thread.)
+ */
+static __attribute__((constructor)) void backend_child(void)
+{
+	const char *spec = getenv(BACKEND_ENV);
+	if (!spec)
+		return;
+	int lfd, consumed = 0;
+	unsigned int hold_every;
+	unsigned long long excluded;
+	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	if (sscanf(spec, "%d %u %llu %n", &lfd, &hold_every, &excluded, &consumed) != 3 ||
+	    !consumed)
+		_exit(3);
+	snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", spec + consumed);
+	serve_backend(lfd, &addr, hold_every, excluded);
+}
+
+/* Starts a back-end process (serve_backend) for @path; its pid, or -errno. */
+static pid_t spawn_backend(const char *path, bool dial, unsigned int hold_every, uint64_t excluded)
+{
+	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path);
+	int lfd = -1;
+	if (!dial) {
+		unlink(path);
+		lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (lfd < 0 || bind(lfd, (struct sockaddr *)&addr, sizeof(addr)) < 0 ||
+		    listen(lfd, 1) < 0)
+			return -errno;
+	}
+	/* Everything the child needs, built before the fork: after it, only exec. */
+	char spec[sizeof(addr.sun_path) + 64], env[sizeof(spec) + sizeof(BACKEND_ENV) + 1];
+	snprintf(spec, sizeof(spec), "%d %u %llu %s", lfd, hold_every, (unsigned long long)excluded,
+		 path);
+	snprintf(env, sizeof(env), "%s=%s", BACKEND_ENV, spec);
+	char *const child_argv[] = { "test_vhost_user_reconnect-backend", NULL };
+	/* The environment passed on (sanitizer options), with BACKEND_ENV added. */
+	size_t n = 0;
+	while (environ[n])
+		n++;
+	char **child_env = calloc(n + 2, sizeof(*child_env));
+	if (!child_env) {
+		if (lfd >= 0)
+			close(lfd);
+		return -ENOMEM;
+	}
+	memcpy(child_env, environ, n * sizeof(*child_env));
+	child_env[n] = env;
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid == 0) {
+		/* The listening socket crosses the exec; nothing else does. */
+		if (lfd >= 0)
+			fcntl(lfd, F_SETFD, 0);
+		execve("/proc/self/exe", child_argv, child_env);
+		_exit(127);
+	}
+	int err = errno;
+	free(child_env);
+	if (lfd >= 0)
+		close(lfd);
+	return pid < 0 ? -err : pid;
 }
 
 static void kill_backend(struct rig *g)
