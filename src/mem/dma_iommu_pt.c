@@ -289,59 +289,10 @@ static uint64_t map_at(struct dma_pt *m, uint32_t first, uint32_t pages, uint64_
 }
 
 /*
- * A buffer inside one page of the last map's region, while the page at the cursor is free: the
- * page the search would find first, taken without it (a ring's buffers, nearly always).
- */
-static inline bool map_quick(struct dma_pt *m, uint64_t p, size_t len, enum vt_dma_dir dir,
-			     uint64_t *bus)
-{
-	const struct vt_shm_region *r = m->region;
-	uint64_t start = p & ~PT_PAGE_MASK, off = start - (uint64_t)(uintptr_t)(r ? r->hva : 0);
-	uint32_t c = m->cursor;
-
-	if (!r || (p & PT_PAGE_MASK) + len > PT_PAGE || off >= r->size || r->size - off < PT_PAGE ||
-	    c >= m->arena || m->page[c].state != PT_FREE)
-		return false;
-	m->cursor = c + 1 == m->arena ? 0 : c + 1;
-	*bus = map_at(m, c, 1, start, p, len, dir);
-	return true;
-}
-
-/* Maps [ptr, ptr + len): coherent memory (@top) at the top of the table, the rest in the arena. */
-static int map_locked(struct dma_pt *m, void *ptr, size_t len, enum vt_dma_dir dir, bool top,
-		      uint64_t *bus)
-{
-	uint64_t p = (uint64_t)(uintptr_t)ptr, host;
-	uint32_t pages, first;
-
-	if (!top && map_quick(m, p, len, dir, bus))
-		return 0;
-	int ret = region_of_pages(m, p, len, &host, &pages);
-	if (ret == 0 && pages > m->table_pages)
-		ret = -ENOSPC;
-	if (ret == 0)
-		ret = find_pages(m, pages, top, &first);
-	if (ret < 0)
-		return ret;
-	*bus = map_at(m, first, pages, host, p, len, dir);
-	return 0;
-}
-
-static int pt_map(struct vt_dma *dma, void *ptr, size_t len, enum vt_dma_dir dir, uint64_t *bus)
-{
-	struct dma_pt *m = to_pt(dma);
-
-	bool locked = vt_dma_lock(&m->lock);
-	int ret = map_locked(m, ptr, len, dir, false, bus);
-	if (ret == 0)
-		vt_dma_count_locked(&m->dma.stats.iotlb_updates, 1);
-	vt_dma_unlock(&m->lock, locked);
-	return ret;
-}
-
-/*
- * map_quick over a burst, with the DMA object's fields in locals (to the compiler, a store to a
- * record or an entry may change them): the buffers from the first on that it takes.
+ * The buffers from the first on that each lie inside one page of the last map's region while the
+ * page at the cursor is free: mapped to that page, the one the search would find first, without
+ * the search (a ring's buffers, nearly always). The DMA object's fields are held in locals (to
+ * the compiler, a store to a record or an entry may change them). Returns how many it took.
  */
 static unsigned int map_burst_quick(struct dma_pt *m, const struct iovec *bufs, unsigned int count,
 				    enum vt_dma_dir dir, uint64_t *bus)
@@ -377,6 +328,43 @@ static unsigned int map_burst_quick(struct dma_pt *m, const struct iovec *bufs, 
 	return i;
 }
 
+/* Maps [ptr, ptr + len): coherent memory (@top) at the top of the table, the rest in the arena. */
+static int map_locked(struct dma_pt *m, void *ptr, size_t len, enum vt_dma_dir dir, bool top,
+		      uint64_t *bus)
+{
+	uint64_t p = (uint64_t)(uintptr_t)ptr, host;
+	uint32_t pages, first;
+
+	if (!top && map_burst_quick(m, &(struct iovec){ ptr, len }, 1, dir, bus) == 1)
+		return 0;
+	int ret = region_of_pages(m, p, len, &host, &pages);
+	if (ret == 0 && pages > m->table_pages)
+		ret = -ENOSPC;
+	if (ret == 0)
+		ret = find_pages(m, pages, top, &first);
+	if (ret < 0)
+		return ret;
+	*bus = map_at(m, first, pages, host, p, len, dir);
+	return 0;
+}
+
+/* map_locked under the lock, counted. */
+static int map_one(struct dma_pt *m, void *ptr, size_t len, enum vt_dma_dir dir, bool top,
+		   uint64_t *bus)
+{
+	bool locked = vt_dma_lock(&m->lock);
+	int ret = map_locked(m, ptr, len, dir, top, bus);
+	if (ret == 0)
+		vt_dma_count_locked(&m->dma.stats.iotlb_updates, 1);
+	vt_dma_unlock(&m->lock, locked);
+	return ret;
+}
+
+static int pt_map(struct vt_dma *dma, void *ptr, size_t len, enum vt_dma_dir dir, uint64_t *bus)
+{
+	return map_one(to_pt(dma), ptr, len, dir, false, bus);
+}
+
 static unsigned int pt_map_burst(struct vt_dma *dma, const struct iovec *bufs, unsigned int count,
 				 enum vt_dma_dir dir, uint64_t *bus, int *error)
 {
@@ -402,52 +390,63 @@ static unsigned int pt_map_burst(struct vt_dma *dma, const struct iovec *bufs, u
  * it must be the whole mapping. Returns it, or -ENOENT (no live mapping there) or -EINVAL (one
  * that does not match), logged.
  */
-static int64_t find_live(struct dma_pt *m, const char *op, uint64_t bus, size_t len,
-			 enum vt_dma_dir dir, bool exact)
+/*
+ * find_live's refusal, logged: out of line, so that the unmap of every buffer saves no registers
+ * for the log's arguments. @head: the mapping that does not match, for -EINVAL.
+ */
+static __attribute__((noinline, cold)) int64_t refused(const struct dma_pt *m, const char *op,
+						       uint64_t bus, size_t len,
+						       enum vt_dma_dir dir, uint32_t head,
+						       int64_t err)
 {
-	uint64_t rel = bus - m->base;
-	uint64_t page = rel >> VT_AS_PAGE_SHIFT;
-	bool inside = bus >= m->base && page < m->table_pages;
-	uint32_t head =
-	    inside && m->page[page].state == PT_TAIL ? m->page[page].link : (uint32_t)page;
-	if (!inside || m->page[page].state == PT_FREE || m->page[head].state != PT_LIVE) {
+	if (err == -ENOENT) {
 		vt_log(m->dma.log, VT_LOG_ERROR, "dma(%s): %s of 0x%llx: no live mapping there",
 		       mode_name(m), op, (unsigned long long)bus);
-		return -ENOENT;
+		return err;
+	}
+	const struct pt_page *h = &m->page[head];
+	vt_log(m->dma.log, VT_LOG_ERROR,
+	       "dma(%s): %s of 0x%llx len %zu dir %d does not match the mapping of 0x%llx len %llu "
+	       "dir %d",
+	       mode_name(m), op, (unsigned long long)bus, len, (int)dir,
+	       (unsigned long long)(m->base + ((uint64_t)head << VT_AS_PAGE_SHIFT) + h->offset),
+	       (unsigned long long)m->len[head], (int)h->dir);
+	return err;
+}
+
+/*
+ * The first page of the LIVE mapping that holds [bus, bus + len) with @dir: for @exact (unmap)
+ * it must be the whole mapping. Returns it, or -ENOENT (no live mapping there) or -EINVAL (one
+ * that does not match), logged.
+ */
+static inline int64_t find_live(const struct dma_pt *m, const char *op, uint64_t bus, size_t len,
+				enum vt_dma_dir dir, bool exact)
+{
+	/* Below the table, rel wraps to a page far past its end. */
+	uint64_t rel = bus - m->base, page = rel >> VT_AS_PAGE_SHIFT;
+	if (page >= m->table_pages)
+		return refused(m, op, bus, len, dir, 0, -ENOENT);
+	/* The first page of a live mapping, or a later page of one: its first page's index. */
+	uint32_t head = (uint32_t)page;
+	if (m->page[page].state != PT_LIVE) {
+		head = m->page[page].link;
+		if (m->page[page].state != PT_TAIL || m->page[head].state != PT_LIVE)
+			return refused(m, op, bus, len, dir, 0, -ENOENT);
 	}
 	const struct pt_page *h = &m->page[head];
 	uint64_t start = ((uint64_t)head << VT_AS_PAGE_SHIFT) + h->offset, have = m->len[head];
 	bool fits = exact ? rel == start && len == have
 			  : rel >= start && len <= have && rel - start <= have - len;
-	if (!fits || h->dir != dir) {
-		vt_log(m->dma.log, VT_LOG_ERROR,
-		       "dma(%s): %s of 0x%llx len %zu dir %d does not match the mapping of 0x%llx "
-		       "len %llu dir %d",
-		       mode_name(m), op, (unsigned long long)bus, len, (int)dir,
-		       (unsigned long long)(m->base + start), (unsigned long long)have,
-		       (int)h->dir);
-		return -EINVAL;
-	}
+	if (!fits || h->dir != dir)
+		return refused(m, op, bus, len, dir, head, -EINVAL);
 	return head;
-}
-
-/* An unmap find_live refuses: out of line, so the hot path saves no registers for its log. */
-static __attribute__((noinline, cold)) int unmap_refused(struct dma_pt *m, uint64_t bus, size_t len,
-							 enum vt_dma_dir dir)
-{
-	int64_t head = find_live(m, "unmap", bus, len, dir, true);
-	return head < 0 ? (int)head : -EINVAL;
 }
 
 static int unmap_locked(struct dma_pt *m, uint64_t bus, size_t len, enum vt_dma_dir dir)
 {
-	/* Below the table, rel wraps to a page far past its end. */
-	uint64_t rel = bus - m->base, head = rel >> VT_AS_PAGE_SHIFT;
-	/* The whole mapping: its first page, its offset there, its length and direction. */
-	if (head >= m->table_pages || m->page[head].state != PT_LIVE ||
-	    m->page[head].offset != (rel & PT_PAGE_MASK) || m->len[head] != len ||
-	    m->page[head].dir != dir)
-		return unmap_refused(m, bus, len, dir);
+	int64_t head = find_live(m, "unmap", bus, len, dir, true);
+	if (head < 0)
+		return (int)head;
 	m->page[head].state = PT_RETIRING;
 	m->pending[m->pending_count++] = (uint32_t)head;
 	/* Strict outside a batch: the device loses the mapping before unmap returns. */
@@ -490,12 +489,7 @@ static int pt_alloc_coherent(struct vt_dma *dma, size_t size, void **cpu, uint64
 		return ret;
 	}
 	memset(p, 0, size);
-	struct dma_pt *m = to_pt(dma);
-	bool locked = vt_dma_lock(&m->lock);
-	ret = map_locked(m, p, size, VT_DMA_BIDIRECTIONAL, true, bus);
-	if (ret == 0)
-		vt_dma_count_locked(&m->dma.stats.iotlb_updates, 1);
-	vt_dma_unlock(&m->lock, locked);
+	ret = map_one(to_pt(dma), p, size, VT_DMA_BIDIRECTIONAL, true, bus);
 	if (ret < 0) {
 		vt_shm_release(dma->shm, p, (size + PT_PAGE_MASK) & ~PT_PAGE_MASK);
 		return ret;

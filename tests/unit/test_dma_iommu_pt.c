@@ -153,6 +153,15 @@ VT_TEST(a_buffer_over_several_pages_is_one_run_of_iova_pages)
 	CHECK_EQ(vt_dma_unmap(g.dma, bus, 3 * PAGE, VT_DMA_BIDIRECTIONAL), 0);
 	CHECK(device_ptr(&g, bus, 1, VT_ACCESS_READ, &err) == NULL);
 	CHECK_EQ(err, -EFAULT);
+
+	/* Unmapped in a batch, its pages not yet cleared: a sync in a later page is refused too. */
+	vt_dma_batch_begin(g.dma);
+	REQUIRE_EQ(vt_dma_map(g.dma, buf, 3 * PAGE, VT_DMA_TO_DEVICE, &bus), 0);
+	CHECK_EQ(vt_dma_sync_for_device(g.dma, bus + PAGE, 64, VT_DMA_TO_DEVICE), 0);
+	CHECK_EQ(vt_dma_unmap(g.dma, bus, 3 * PAGE, VT_DMA_TO_DEVICE), 0);
+	CHECK(vt_as_page_entry(&g.as, bus + PAGE) != 0);
+	CHECK_EQ(vt_dma_sync_for_device(g.dma, bus + PAGE, 64, VT_DMA_TO_DEVICE), -ENOENT);
+	CHECK_EQ(vt_dma_batch_end(g.dma), 0);
 	rig_destroy(&g);
 }
 
