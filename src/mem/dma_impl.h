@@ -131,6 +131,22 @@ static inline void vt_dma_add_linear(struct vt_dma *dma, uint64_t hva, uint64_t 
 		dma->linear[dma->linear_count++] = (struct vt_dma_linear){ hva, size, bus };
 }
 
+/*
+ * Whether [p, p + len) lies inside the @size bytes at @base: an offset below the size and a
+ * length within the rest, which cannot overflow where base + offset would.
+ */
+static inline bool vt_dma_span_inside(uint64_t base, uint64_t size, uint64_t p, uint64_t len)
+{
+	uint64_t off = p - base;
+	return off < size && len <= size - off;
+}
+
+/* Whether [p, p + len) lies inside shared memory region @r. */
+static inline bool vt_dma_region_holds(const struct vt_shm_region *r, uint64_t p, uint64_t len)
+{
+	return vt_dma_span_inside((uint64_t)(uintptr_t)r->hva, r->size, p, len);
+}
+
 /* The device's permission for a mapping made for @dir (VT_ACCESS_* bits). */
 static inline unsigned int vt_dma_access_for(enum vt_dma_dir dir)
 {

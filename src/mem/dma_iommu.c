@@ -324,13 +324,6 @@ struct map_plan {
 	bool whole_pages;
 };
 
-/* Whether [p, p + len) lies inside shared memory region @r. */
-static inline bool region_holds(const struct vt_shm_region *r, uint64_t p, uint64_t len)
-{
-	uint64_t off = p - (uint64_t)(uintptr_t)r->hva;
-	return off < r->size && len <= r->size - off;
-}
-
 /*
  * How [ptr, ptr + len) is mapped, or -EFAULT (logged) when it is not inside shared memory.
  * *@region is the region of the buffer planned before (NULL for none), tried before a search
@@ -344,7 +337,7 @@ static int plan_map(const struct dma_iommu *m, void *ptr, size_t len,
 
 	plan->offset = p & PAGE_MASK;
 	plan->span = (plan->offset + len + PAGE_MASK) & ~PAGE_MASK;
-	if (!r || !region_holds(r, p, 1)) {
+	if (!r || !vt_dma_region_holds(r, p, 1)) {
 		r = vt_shm_find(m->dma.shm, ptr);
 		*region = r;
 	}
@@ -352,9 +345,9 @@ static int plan_map(const struct dma_iommu *m, void *ptr, size_t len,
 	 * Both tests in the region of the first byte: a range inside one region holds that byte.
 	 * dma.c refused wrapping ranges and NULL, so span cannot wrap for shared memory.
 	 */
-	plan->whole_pages =
-	    r && plan->span >= plan->offset + len && region_holds(r, p - plan->offset, plan->span);
-	if (!plan->whole_pages && (!r || !region_holds(r, p, len))) {
+	plan->whole_pages = r && plan->span >= plan->offset + len &&
+			    vt_dma_region_holds(r, p - plan->offset, plan->span);
+	if (!plan->whole_pages && (!r || !vt_dma_region_holds(r, p, len))) {
 		vt_log(m->dma.log, VT_LOG_ERROR,
 		       "dma(%s): map of [%p, +%zu) refused: not inside one shared memory region",
 		       mode_name(m), ptr, len);
@@ -664,8 +657,7 @@ static const struct premapped_region *premapped_by_hva(const struct dma_iommu *m
 	if (lo == 0)
 		return NULL;
 	const struct premapped_region *r = &m->premapped[lo - 1];
-	uint64_t off = p - r->hva;
-	return off < r->size && len <= r->size - off ? r : NULL;
+	return vt_dma_span_inside(r->hva, r->size, p, len) ? r : NULL;
 }
 
 static int premapped_map(struct vt_dma *dma, void *ptr, size_t len, enum vt_dma_dir dir,

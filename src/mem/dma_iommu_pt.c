@@ -246,16 +246,12 @@ static int region_of_pages(struct dma_pt *m, uint64_t p, size_t len, uint64_t *f
 	const struct vt_shm_region *r = m->region;
 
 	for (int attempt = 0; attempt < 2; attempt++) {
-		if (r) {
-			uint64_t off = start - (uint64_t)(uintptr_t)r->hva;
-			/* span cannot wrap: dma.c refused ranges that do, and NULL. */
-			if (off < r->size && span <= r->size - off &&
-			    span / PT_PAGE <= UINT32_MAX) {
-				m->region = r;
-				*first_page = start;
-				*pages = (uint32_t)(span / PT_PAGE);
-				return 0;
-			}
+		/* span cannot wrap: dma.c refused ranges that do, and NULL. */
+		if (r && vt_dma_region_holds(r, start, span) && span / PT_PAGE <= UINT32_MAX) {
+			m->region = r;
+			*first_page = start;
+			*pages = (uint32_t)(span / PT_PAGE);
+			return 0;
 		}
 		r = vt_shm_find(m->dma.shm, (void *)(uintptr_t)p);
 	}
@@ -311,8 +307,8 @@ static unsigned int map_burst_quick(struct dma_pt *m, const struct iovec *bufs, 
 
 	for (i = 0; i < count; i++) {
 		uint64_t p = (uint64_t)(uintptr_t)bufs[i].iov_base, len = bufs[i].iov_len;
-		uint64_t offset = p & PT_PAGE_MASK, start = p - offset, off = start - hva;
-		if (offset + len > PT_PAGE || off >= size || size - off < PT_PAGE ||
+		uint64_t offset = p & PT_PAGE_MASK, start = p - offset;
+		if (offset + len > PT_PAGE || !vt_dma_span_inside(hva, size, start, PT_PAGE) ||
 		    page[c].state != PT_FREE)
 			break;
 		page[c] = (struct pt_page){
